@@ -1,0 +1,17 @@
+import pytest
+
+from tests.support.requirements import STRICT
+
+
+def pytest_collection_modifyitems(config, items):
+    del config, items
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    # Strict mode: any skip at all (not only those through `require`) fails the run.
+    if STRICT and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped under FLYTE_BUILD_TEST_STRICT=1: {report.longrepr}"
