@@ -1,0 +1,1 @@
+"""Shared libraries of the sample monorepo (plain Python, no third-party imports)."""

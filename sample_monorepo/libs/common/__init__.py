@@ -1,0 +1,1 @@
+"""Small helpers used across services: text formatting and statistics."""

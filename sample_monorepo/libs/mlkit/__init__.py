@@ -1,0 +1,1 @@
+"""A tiny, dependency-free machine learning kit: linear models and serving helpers."""

@@ -1,0 +1,1 @@
+"""Services of the sample monorepo, one package per service."""

@@ -1,0 +1,1 @@
+"""The ml_training service."""
