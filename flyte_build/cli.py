@@ -1,0 +1,56 @@
+"""The `flyte-build` command. Exit status: 0 success, 1 a build or deploy failed, 2 bad input or usage."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from .__about__ import __version__
+from .commands import COMMANDS
+from .commands.common import global_options
+from .errors import FlyteBuildError
+
+
+def parser() -> tuple[argparse.ArgumentParser, dict]:
+    p = argparse.ArgumentParser(prog="flyte-build", description="A build system for Flyte v2 projects: bundles, images, PEX files and ordered deploys.")
+    p.add_argument("--version", action="version", version=f"flyte-build {__version__}")
+    global_options(p, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    global_options(common, suppress=True)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    modules = {}
+    for name in COMMANDS:
+        mod = importlib.import_module(f".commands.{name}", __package__)
+        sp = mod.add_parser(sub, [common])
+        modules[sp.prog.split()[-1]] = mod
+    return p, modules
+
+
+def main(argv: list[str] | None = None) -> int:
+    p, modules = parser()
+    args = p.parse_args(argv)
+    try:
+        return modules[args.command].run(args)
+    except FlyteBuildError as exc:
+        sys.stderr.write(f"flyte-build: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("flyte-build: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug of ours: say so, keep the traceback for FLYTE_BUILD_DEBUG
+        if os.environ.get("FLYTE_BUILD_DEBUG"):
+            raise
+        sys.stderr.write(f"flyte-build: internal error: {type(exc).__name__}: {exc} (set FLYTE_BUILD_DEBUG=1 for the traceback)\n")
+        return 1
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,3 @@
+"""The CLI's commands, one module each with `add_parser(sub, parents)` and `run(args)`."""
+
+COMMANDS = ["targets", "graph", "build", "explain", "cache_cmd"]

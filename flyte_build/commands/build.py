@@ -1,0 +1,40 @@
+"""`flyte-build build`: build targets (default `bundle:*`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import emit_json, warn, workspace
+
+HELP = "build targets (patterns like image:* or *:ml_training; default bundle:*)"
+
+
+def add_parser(sub, parents):
+    p = sub.add_parser("build", help=HELP, description=HELP, parents=parents)
+    p.add_argument("targets", nargs="*", metavar="TARGET")
+    p.add_argument("--out", metavar="DIR", help="also copy the artifacts here, named by digest")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="actions run at once (default: config, else CPUs)")
+    return p
+
+
+def run(args) -> int:
+    from ..progress import RichReporter, print_summary
+
+    ws = workspace(args, jobs=args.jobs)
+    reporter = RichReporter(quiet=args.json)
+    results = ws.build(args.targets, reporter=reporter, out=Path(args.out).resolve() if args.out else None, jobs=args.jobs)
+    failed = any(r.status == "failed" for r in results)
+    if args.json:
+        emit_json({
+            "targets": [r.record() for r in results],
+            "warnings": ws.all_warnings(),
+            "cache": ws.cache.stats.to_json(),
+            "ok": not failed,
+        })
+    else:
+        print_summary(results, ws.all_warnings())
+    if args.json:
+        for w in ws.all_warnings():
+            warn(w)
+    return 1 if failed else 0

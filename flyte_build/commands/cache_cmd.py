@@ -1,0 +1,54 @@
+"""`flyte-build cache stats|verify|gc`: inspect, check and trim the stores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import emit_json
+
+HELP = "inspect (stats), check (verify) and trim (gc) the cache"
+NAME = "cache"
+
+
+def add_parser(sub, parents):
+    p = sub.add_parser("cache", help=HELP, description=HELP, parents=parents)
+    p.add_argument("action", choices=["stats", "verify", "gc"])
+    p.add_argument("--max-age-days", type=float, help="gc: also drop entries unused for this long")
+    p.add_argument("--json", action="store_true")
+    return p
+
+
+def run(args) -> int:
+    from ..store import LocalStore
+
+    store = LocalStore(Path(args.cache_dir) if getattr(args, "cache_dir", None) else None)
+    if args.action == "stats":
+        doc = {"local": store.stats(), "last_run": store.read_json("state/last-run.json")}
+        if args.json:
+            emit_json(doc)
+        else:
+            loc = doc["local"]
+            print(f"local cache {loc['path']}: {loc['blobs']} blobs ({loc['blob_bytes']} bytes), {loc['actions']} actions")
+            lr = doc["last_run"]
+            if lr:
+                print(
+                    f"last run: {lr.get('built', 0)} built, {lr.get('cached', 0)} cached; "
+                    f"hits local {lr.get('local_hits', 0)}, shared {lr.get('shared_hits', 0)}, misses {lr.get('misses', 0)}; "
+                    f"bytes down {lr.get('bytes_down', 0)}, up {lr.get('bytes_up', 0)}"
+                )
+        return 0
+    if args.action == "verify":
+        problems = store.verify()
+        if args.json:
+            emit_json({"ok": not problems, "problems": problems, "local": store.stats()})
+        else:
+            for p in problems:
+                print(f"problem: {p}")
+            print("cache verify: ok" if not problems else f"cache verify: {len(problems)} problems (run `flyte-build cache gc` to drop them)")
+        return 0 if not problems else 1
+    removed = store.gc(max_age_days=args.max_age_days)
+    if args.json:
+        emit_json({"removed": removed})
+    else:
+        print(f"cache gc: removed {removed['actions']} action entries, {removed['blobs']} blobs ({removed['bytes']} bytes), {removed['tmp']} temporary files")
+    return 0

@@ -1,0 +1,84 @@
+"""Options and output shared by the commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..discovery import Selection
+from ..errors import UserError
+from ..workspace import Settings, Workspace
+
+
+def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options valid before or after the command (mirroring `flyte deploy`)."""
+    d = argparse.SUPPRESS if suppress else None
+    g = parser.add_argument_group("global options")
+    g.add_argument("--root-dir", default=d, help="the sys.path root and bundle root (default: the directory holding pyproject.toml)")
+    g.add_argument("--copy-style", choices=["loaded_modules", "all", "none"], default=d, help="what goes into bundles")
+    g.add_argument("--image", action="append", metavar="NAME=URI", default=d, help="resolve Image.from_ref_name(NAME) to URI (repeatable)")
+    g.add_argument("--ignore-load-errors", action="store_true", default=d, help="skip modules that fail to import, reporting each")
+    g.add_argument("--cache", metavar="URL", default=d, help="a shared cache: a path, file://, s3:// or gs:// URL")
+    g.add_argument("--cache-required", action="store_true", default=d, help="fail when the shared cache cannot be reached")
+    g.add_argument("--cache-dir", metavar="DIR", default=d, help="the local cache (default $FLYTE_BUILD_CACHE_DIR, else $XDG_CACHE_HOME/flyte-build)")
+    g.add_argument("--project", default=d, help="Flyte project (discovery runs with it initialised)")
+    g.add_argument("--domain", default=d, help="Flyte domain (discovery runs with it initialised)")
+    g.add_argument("--strict", action="store_true", default=d, help="turn checks that warn into errors")
+
+
+def selection_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path", nargs="?", help="a Python file or a directory (default: the whole root)")
+    parser.add_argument("env_var", nargs="?", help="the variable naming one environment in PATH")
+    parser.add_argument("--all", action="store_true", help="every environment in the file")
+    parser.add_argument("--recursive", action="store_true", help="every environment under the directory")
+
+
+def parse_images(values) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        if "=" not in v:
+            raise UserError(f"--image {v!r}: expected NAME=URI")
+        name, uri = v.split("=", 1)
+        if not name or not uri:
+            raise UserError(f"--image {v!r}: expected NAME=URI")
+        out[name] = uri
+    return out
+
+
+def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
+    path = getattr(args, "path", None)
+    sel = Selection(
+        paths=(path,) if path else (),
+        variable=getattr(args, "env_var", None),
+        all=bool(getattr(args, "all", False)),
+        recursive=bool(getattr(args, "recursive", False)),
+    )
+    return Settings(
+        root_dir=getattr(args, "root_dir", None),
+        selection=sel,
+        copy_style=getattr(args, "copy_style", None),
+        images=parse_images(getattr(args, "image", None)),
+        ignore_load_errors=True if getattr(args, "ignore_load_errors", None) else None,
+        cache=getattr(args, "cache", None),
+        cache_required=True if getattr(args, "cache_required", None) else None,
+        cache_dir=getattr(args, "cache_dir", None),
+        project=getattr(args, "project", None),
+        domain=getattr(args, "domain", None),
+        strict=True if getattr(args, "strict", None) else None,
+        **extra,
+    )
+
+
+def workspace(args: argparse.Namespace, **extra) -> Workspace:
+    return Workspace(settings_from_args(args, **extra))
+
+
+def emit_json(doc) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def warn(msg: str) -> None:
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[yellow]warning:[/] {msg}", highlight=False)

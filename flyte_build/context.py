@@ -1,0 +1,155 @@
+"""What rules may ask of the repository: its config, environments and files.
+
+One Context per run. It memoises the expensive questions (the file walk of
+the root, each environment's import closure) so that several rules asking
+the same thing pay once.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from . import files as files_mod
+from . import imports
+from .config import Config
+from .errors import UserError
+from .model import Discovery, EnvSpec
+from .statcache import FileDigests
+from .store import LocalStore
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-run flags that are not repository config."""
+
+    images: dict = field(default_factory=dict)  # --image NAME=URI (over config `images`)
+    version: str | None = None
+    strict: bool = False
+    out: Path | None = None
+    sync_local_sys_paths: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class Context:
+    def __init__(self, cfg: Config, discovery: Discovery, store: LocalStore, digests: FileDigests, options: Options | None = None):
+        self.cfg = cfg
+        self.root = cfg.root
+        self.discovery = discovery
+        self.store = store
+        self.digests = digests
+        self.options = options or Options()
+        self.warnings: list[str] = []
+        self._lock = threading.Lock()
+        self._closures: dict[str, list[str]] = {}
+
+    # -- environments ----------------------------------------------------
+    @property
+    def envs(self) -> tuple[EnvSpec, ...]:
+        return self.discovery.envs
+
+    def env(self, name: str) -> EnvSpec:
+        return self.discovery.env(name)
+
+    def image_refs(self) -> dict[str, str]:
+        return {**self.cfg.images, **self.options.images}
+
+    # -- files -------------------------------------------------------------
+    def rel(self, path: str) -> str:
+        return Path(os.path.relpath(path, self.root)).as_posix()
+
+    @cached_property
+    def all_files(self) -> files_mod.FileSet:
+        fs = files_mod.walk(self.root, allow_secrets=self.cfg.allow_secrets)
+        with self._lock:
+            self.warnings.extend(fs.warnings)
+        return fs
+
+    @cached_property
+    def resolver(self) -> imports.Resolver:
+        roots = [self.root]
+        for rel in (*self.cfg.source_roots, *self.discovery.sys_path):
+            p = (self.root / rel).resolve()
+            if p not in roots and p.is_dir():
+                roots.append(p)
+        return imports.Resolver(self.root, roots)
+
+    def _records(self, path: str):
+        hex_, _ = self.digests.digest(path)
+        cached = self.digests.parsed(hex_)
+        if cached is not None:
+            if isinstance(cached, dict) and "error" in cached:
+                raise SyntaxError(cached["error"][1], (path, cached["error"][0], 0, ""))
+            return [tuple((r[0], r[1], tuple(r[2]))) for r in cached]
+        with open(path, "rb") as f:
+            source = f.read()
+        try:
+            records = imports.parse_imports(source, path)
+        except SyntaxError as exc:
+            self.digests.remember_parsed(hex_, {"error": [exc.lineno, exc.msg]})
+            raise
+        self.digests.remember_parsed(hex_, [list(r) for r in records])
+        return records
+
+    def closure(self, env: EnvSpec) -> list[str]:
+        """Absolute paths of the files in the env's import closure under the root."""
+        with self._lock:
+            hit = self._closures.get(env.name)
+        if hit is not None:
+            return hit
+        starts = []
+        for rel in [env.file, *(t.file for t in env.tasks)]:
+            if rel and not rel.startswith("/"):
+                starts.append(str(self.root / rel))
+        paths, errors = imports.closure(starts, self.resolver, self._records)
+        if errors:
+            path, msg = errors[0]
+            raise UserError(f"{self.rel(path)}: {msg} (while following the imports of `{env.name}`)")
+        with self._lock:
+            self._closures[env.name] = paths
+        return paths
+
+    def include_files(self, env: EnvSpec) -> dict[str, str]:
+        """The env's `include` entries (flyte's own) and the config's per-env
+        `include`: files, directories (walked with the ignores) or globs."""
+        out: dict[str, str] = {}
+        patterns = list(env.include) + list(self.cfg.include_for(env.name))
+        for pat in patterns:
+            if pat.startswith("/") or pat.startswith("..") or "/../" in f"/{pat}/":
+                raise UserError(f"`{env.name}`: include entry {pat!r} leads outside the root")
+            matches = sorted(glob.glob(str(self.root / pat), recursive=True)) if any(c in pat for c in "*?[") else [str(self.root / pat)]
+            if not matches or not all(os.path.exists(m) for m in matches):
+                raise UserError(f"`{env.name}`: include entry {pat!r} matches no file under the root")
+            for m in matches:
+                if not files_mod.inside(self.root, m):
+                    raise UserError(f"`{env.name}`: include entry {pat!r} resolves outside the root ({os.path.realpath(m)})")
+                if os.path.isdir(m):
+                    sub = files_mod.walk(self.root, start=self.rel(m), allow_secrets=self.cfg.allow_secrets)
+                    out.update(sub.files)
+                    with self._lock:
+                        self.warnings.extend(sub.warnings)
+                else:
+                    out[self.rel(m)] = m
+        return out
+
+    def bundle_files(self, env: EnvSpec) -> dict[str, str]:
+        """name -> path of the files in the env's bundle (empty for copy style none)."""
+        style = self.cfg.copy_style_for(env.name)
+        if style == "none":
+            return {}
+        if style == "all":
+            files = dict(self.all_files.files)
+        else:
+            files = {self.rel(p): p for p in self.closure(env)}
+        # an explicit include is the explicit way to ship a secret-looking file
+        files.update(self.include_files(env))
+        return dict(sorted(files.items()))
+
+    def warn(self, msg: str) -> None:
+        with self._lock:
+            if msg not in self.warnings:
+                self.warnings.append(msg)

@@ -1,0 +1,186 @@
+"""Finding the repository's TaskEnvironments, with the same selection as `flyte deploy`.
+
+A file and a variable name, `--all` in a file, or `--recursive` over
+directories (the default: the whole root). The user's modules are imported in
+a child process (`_discover_child`) that returns plain data. The result is
+cached under a key of the settings that matter (root, selection, project,
+domain, source roots, the Python, flyte and flyte-build versions) and is valid
+while every file it read (each candidate module and each module loaded) has
+the digest it had; so a no-op run imports neither user code nor flyte.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import files as files_mod
+from .__about__ import __version__
+from .config import Config
+from .errors import UserError
+from .hashing import key_of
+from .model import Discovery
+from .statcache import FileDigests
+from .store import LocalStore
+
+FORMAT = 3
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What to discover: paths relative to the root (files or directories),
+    a variable name (with one file), or every environment in the files."""
+
+    paths: tuple[str, ...] = ()
+    variable: str | None = None
+    all: bool = False
+    recursive: bool = False
+
+    def describe(self) -> str:
+        return " ".join(self.paths) + (f" {self.variable}" if self.variable else "")
+
+
+def _flyte_marker() -> str | None:
+    """A file whose digest changes with the installed flyte, found without importing it."""
+    spec = importlib.util.find_spec("flyte")
+    if spec is None or not spec.origin:
+        return None
+    marker = os.path.join(os.path.dirname(spec.origin), "_version.py")
+    return marker if os.path.isfile(marker) else spec.origin
+
+
+def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str], list[str]]:
+    """(mode, targets, candidate .py files relative to the root)."""
+    root = cfg.root
+    paths = list(sel.paths) or list(cfg.paths) or ["."]
+    rels = []
+    for p in paths:
+        absp = (Path.cwd() / p).resolve() if not os.path.isabs(p) else Path(p).resolve()
+        if not absp.exists():
+            raise UserError(f"{p}: no such file or directory")
+        try:
+            rel = absp.relative_to(root).as_posix()
+        except ValueError:
+            raise UserError(f"{p}: outside the root {root} (set --root-dir)") from None
+        rels.append(rel if rel != "." else "")
+    if len(rels) == 1 and (root / rels[0]).is_file():
+        if not rels[0].endswith(".py"):
+            raise UserError(f"{paths[0]}: not a Python file")
+        if sel.variable is None and not sel.all:
+            # `flyte deploy FILE` without a variable: every environment in the file
+            pass
+        return "file", [rels[0]], [rels[0]]
+    if sel.variable:
+        raise UserError("a variable name selects an environment in one file; give a file, not a directory")
+    candidates: set[str] = set()
+    for rel in rels:
+        if (root / rel).is_file():
+            candidates.add(rel)
+        else:
+            candidates.update(files_mod.walk(root, start=rel, suffixes=(".py",)).files)
+    return "recursive", [r or "." for r in rels], sorted(candidates)
+
+
+def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True) -> Discovery:
+    mode, targets, candidates = _plan(cfg, sel)
+    marker = _flyte_marker()
+    if marker is None:
+        raise UserError("flyte is not installed in this Python; install flyte to discover environments")
+    settings = {
+        "format": FORMAT,
+        "tool": __version__,
+        "python": list(sys.version_info[:3]),
+        "executable": sys.executable,
+        "flyte": digests.digest(marker)[0],
+        "root": str(cfg.root),
+        "mode": mode,
+        "targets": targets,
+        "variable": sel.variable,
+        "project": cfg.project,
+        "domain": cfg.domain,
+        "source_roots": list(cfg.source_roots),
+        "ignore_load_errors": cfg.ignore_load_errors,
+        "candidates": candidates,
+    }
+    key = key_of(settings)
+    rel_path = f"discovery/{key}.json"
+    if use_cache:
+        entry = store.read_json(rel_path)
+        if entry and _still_valid(cfg.root, entry.get("files", {}), digests):
+            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
+
+    raw = _run_child(cfg, mode, targets, candidates, sel)
+    result = _checked(Discovery.from_json(raw), raw, cfg)
+    read = set(candidates) | {f for f in result.loaded_files if not os.path.isabs(f)}
+    file_digests = {}
+    for rel in sorted(read):
+        try:
+            file_digests[rel] = digests.digest(cfg.root / rel)[0]
+        except OSError:
+            file_digests[rel] = None
+    try:
+        store.write_json(rel_path, {"files": file_digests, "result": raw})
+    except OSError:
+        pass
+    return result
+
+
+def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
+    for rel, hex_ in recorded.items():
+        try:
+            if digests.digest(root / rel)[0] != hex_:
+                return False
+        except OSError:
+            if hex_ is not None:
+                return False
+    return True
+
+
+def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection) -> dict:
+    request = {
+        "root": str(cfg.root),
+        "mode": mode,
+        "targets": targets,
+        "variable": sel.variable,
+        "files": candidates,
+        "project": cfg.project,
+        "domain": cfg.domain,
+        "source_roots": list(cfg.source_roots),
+        "ignore_load_errors": cfg.ignore_load_errors,
+    }
+    with tempfile.TemporaryDirectory(prefix="flyte-build-discover-") as tmp:
+        req_path = os.path.join(tmp, "request.json")
+        res_path = os.path.join(tmp, "result.json")
+        Path(req_path).write_text(json.dumps(request))
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # user modules must not write __pycache__ into the repo
+        proc = subprocess.run(
+            [sys.executable, "-m", "flyte_build._discover_child", req_path, res_path],
+            cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            errors="replace",
+        )
+        if not os.path.exists(res_path):
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise UserError(f"discovery failed (exit {proc.returncode}) while importing the user's modules:\n{tail}")
+        return json.loads(Path(res_path).read_text())
+
+
+def _checked(result: Discovery, raw: dict, cfg: Config) -> Discovery:
+    for problem in raw.get("problems", []):
+        raise UserError(problem)
+    if result.failures and not cfg.ignore_load_errors:
+        lines = [f"  {f.message}" for f in result.failures]
+        raise UserError("cannot load the environments:\n" + "\n".join(lines) + "\n(--ignore-load-errors goes on without them)")
+    dups = raw.get("duplicates", [])
+    if dups:
+        d = dups[0]
+        raise UserError(f"two environments are named `{d['name']}`: in {' and '.join(d['files'])}")
+    return result

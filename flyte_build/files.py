@@ -1,0 +1,193 @@
+"""Which files under the root may enter a bundle.
+
+The walk applies, in order: the standard ignores (VCS and tool directories,
+bytecode), every `.gitignore` and `.flyteignore` on the way down (git's
+semantics, deeper files winning, through pathspec), and the secret filter.
+Symlinks are resolved: one leading outside the root is skipped with a
+warning, never followed; a directory symlink is not descended into (its
+target, if inside the root, is walked under its real name), so loops cannot
+form. Names are POSIX paths relative to the root, never absolute, never `..`.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pathspec
+
+IGNORE_FILES = (".gitignore", ".flyteignore")
+
+# Directory names never walked into (flyte's StandardIgnore, plus tool dirs).
+STANDARD_IGNORED_DIRS = frozenset(
+    {
+        ".git", ".hg", ".svn", "__pycache__", ".cache", ".ruff_cache", ".mypy_cache",
+        ".pytest_cache", ".venv", "venv", ".idea", ".vscode", ".tox", ".nox",
+        ".hypothesis", ".eggs", "node_modules", ".ipynb_checkpoints",
+    }
+)
+STANDARD_IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp")
+STANDARD_IGNORED_NAMES = frozenset({".DS_Store"})
+
+# Secret-looking files: left out by default, with a warning (see `allow_secrets`).
+SECRET_PATTERNS = (
+    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_dsa*", "id_ecdsa*",
+    "id_ed25519*", ".netrc", "_netrc", ".pgpass", ".git-credentials", ".pypirc", ".npmrc",
+    "credentials", "credentials.json", "application_default_credentials.json",
+    "*service-account*.json", "*.keystore", ".htpasswd",
+)
+
+
+def is_secret(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    if base == ".env.example" or base == ".env.sample":
+        return False
+    return any(fnmatch.fnmatchcase(base, pat) for pat in SECRET_PATTERNS)
+
+
+@dataclass(frozen=True)
+class FileSet:
+    """Files selected under a root: relative POSIX name -> absolute path."""
+
+    root: Path
+    files: dict[str, str]
+    warnings: tuple[str, ...] = ()
+    ignore_files: tuple[str, ...] = ()  # the .gitignore/.flyteignore files that shaped it
+
+
+@dataclass
+class _Ignores:
+    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = field(default_factory=list)
+
+    def ignored(self, rel: str, is_dir: bool) -> bool:
+        verdict = None
+        probe = rel + "/" if is_dir else rel
+        for base, spec in self.specs:
+            if base:
+                if not probe.startswith(base + "/"):
+                    continue
+                sub = probe[len(base) + 1 :]
+            else:
+                sub = probe
+            r = spec.check_file(sub)
+            if r.include is not None:
+                verdict = r.include
+        return bool(verdict)
+
+
+def _load_spec(path: str) -> pathspec.GitIgnoreSpec | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    return pathspec.GitIgnoreSpec.from_lines(lines)
+
+
+def inside(root: Path, path: str) -> bool:
+    real = os.path.realpath(path)
+    r = str(root)
+    return real == r or real.startswith(r.rstrip("/") + "/")
+
+
+def walk(
+    root: Path,
+    start: str = "",
+    allow_secrets: tuple[str, ...] = (),
+    suffixes: tuple[str, ...] | None = None,
+) -> FileSet:
+    """Every selectable file under `root/start` (the ignore files above `start` apply too).
+
+    `suffixes` keeps only names with those endings (discovery walks `.py` only).
+    """
+    root = Path(os.path.realpath(root))
+    ignores = _Ignores()
+    ignore_files: list[str] = []
+    # ignore files in the directories from the root down to `start`
+    parts = [p for p in start.split("/") if p] if start else []
+    for i in range(len(parts)):
+        base = "/".join(parts[:i])
+        for name in IGNORE_FILES:
+            spec_path = os.path.join(root, base, name)
+            if os.path.isfile(spec_path):
+                spec = _load_spec(spec_path)
+                if spec is not None:
+                    ignores.specs.append((base, spec))
+                    ignore_files.append(f"{base}/{name}" if base else name)
+
+    files: dict[str, str] = {}
+    warnings: list[str] = []
+    stack = [start.strip("/")]
+    while stack:
+        rel_dir = stack.pop()
+        if isinstance(rel_dir, _PopMarker):
+            del ignores.specs[-rel_dir.count :]
+            continue
+        abs_dir = os.path.join(root, rel_dir) if rel_dir else str(root)
+        try:
+            entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
+        except OSError as exc:
+            warnings.append(f"{rel_dir or '.'}: cannot list directory ({exc.strerror})")
+            continue
+        names = {e.name for e in entries}
+        pushed = 0
+        for name in IGNORE_FILES:
+            if name in names:
+                spec = _load_spec(os.path.join(abs_dir, name))
+                if spec is not None:
+                    ignores.specs.append((rel_dir, spec))
+                    pushed += 1
+                    ignore_files.append(f"{rel_dir}/{name}" if rel_dir else name)
+        subdirs = []
+        for e in entries:
+            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+            try:
+                is_link = e.is_symlink()
+                is_dir = e.is_dir(follow_symlinks=False)
+            except OSError:
+                continue
+            if is_dir:
+                if e.name in STANDARD_IGNORED_DIRS or ignores.ignored(rel, True):
+                    continue
+                subdirs.append(rel)
+                continue
+            if e.name in STANDARD_IGNORED_NAMES or e.name.endswith(STANDARD_IGNORED_SUFFIXES):
+                continue
+            if suffixes is not None and not e.name.endswith(suffixes):
+                continue
+            if ignores.ignored(rel, False):
+                continue
+            if is_link:
+                target = os.path.realpath(e.path)
+                if not inside(root, e.path):
+                    warnings.append(f"{rel}: symlink leads outside the root (to {target}); skipped")
+                    continue
+                if os.path.isdir(target):
+                    continue  # walked under its real name; never followed (no loops)
+                if not os.path.isfile(target):
+                    warnings.append(f"{rel}: dangling symlink; skipped")
+                    continue
+            elif not e.is_file(follow_symlinks=False):
+                continue  # sockets, fifos, devices
+            if is_secret(rel) and not _allowed(rel, allow_secrets):
+                warnings.append(f"{rel}: looks like a secret; left out (allow it with `allow-secrets`)")
+                continue
+            files[rel] = e.path
+        # depth-first in sorted order; ignore specs of this dir apply to its subtree only
+        if pushed:
+            stack.append(_PopMarker(pushed))  # type: ignore[arg-type]
+        stack.extend(reversed(subdirs))
+    return FileSet(root=root, files=dict(sorted(files.items())), warnings=tuple(warnings), ignore_files=tuple(sorted(ignore_files)))
+
+
+class _PopMarker(str):
+    def __new__(cls, count: int):
+        obj = super().__new__(cls, "")
+        obj.count = count
+        return obj
+
+
+def _allowed(rel: str, allow: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(rel, pat) or rel == pat for pat in allow)

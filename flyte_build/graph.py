@@ -1,0 +1,153 @@
+"""The target graph: one target per (rule, environment), edges from each
+rule's declared dependencies, and the environments' deploy order.
+
+Environment cycles are found here, before anything is built or deployed, and
+named in order (`a → b → c → a`, each arrow meaning "depends on"), starting
+from the alphabetically first environment in the cycle so the message is the
+same on every run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from graphlib import TopologicalSorter
+
+from .context import Context
+from .errors import UserError
+from .rule_api import Rule
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str
+    kind: str
+    env: str
+
+
+def find_cycle(edges: dict[str, tuple[str, ...]]) -> list[str] | None:
+    """The first cycle met by a depth-first search in sorted order, rotated to
+    start at its smallest name, closed (last == first); None if acyclic."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        stack.append(n)
+        for m in sorted(set(edges.get(n, ()))):
+            if state.get(m) == 1:
+                cyc = stack[stack.index(m):]
+                i = cyc.index(min(cyc))
+                cyc = cyc[i:] + cyc[:i]
+                return cyc + [cyc[0]]
+            if m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        stack.pop()
+        state[n] = 2
+        return None
+
+    for n in sorted(edges):
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
+def env_edges(ctx: Context) -> dict[str, tuple[str, ...]]:
+    return {e.name: tuple(dict.fromkeys(e.depends_on)) for e in ctx.envs}
+
+
+def check_cycles(ctx: Context) -> None:
+    cyc = find_cycle(env_edges(ctx))
+    if cyc:
+        raise UserError(f"depends_on cycle: {' → '.join(cyc)}")
+
+
+def deploy_order(ctx: Context, names: list[str] | None = None) -> list[str]:
+    """Dependencies first, each environment once, ties broken by name."""
+    edges = env_edges(ctx)
+    wanted = set(edges) if names is None else set(names)
+    todo = list(wanted)
+    while todo:
+        n = todo.pop()
+        for d in edges.get(n, ()):
+            if d not in wanted:
+                wanted.add(d)
+                todo.append(d)
+    ts = TopologicalSorter({n: [d for d in edges.get(n, ()) if d in wanted] for n in wanted})
+    ts.prepare()
+    order = []
+    while ts.is_active():
+        ready = sorted(ts.get_ready())
+        order.extend(ready)
+        ts.done(*ready)
+    return order
+
+
+def deploy_levels(ctx: Context, names: list[str]) -> list[list[str]]:
+    """The deploy order in waves: each wave's environments may deploy in parallel."""
+    edges = env_edges(ctx)
+    levels: dict[str, int] = {}
+    for n in deploy_order(ctx, names):
+        levels[n] = 1 + max((levels[d] for d in edges.get(n, ()) if d in levels), default=-1)
+    waves: list[list[str]] = [[] for _ in range(max(levels.values(), default=-1) + 1)]
+    for n, lvl in levels.items():
+        waves[lvl].append(n)
+    return [sorted(w) for w in waves]
+
+
+class Graph:
+    def __init__(self, ctx: Context, rules: dict[str, Rule]):
+        check_cycles(ctx)
+        self.ctx = ctx
+        self.rules = rules
+        self.targets: dict[str, Target] = {}
+        for env in ctx.envs:
+            for kind, rule in rules.items():
+                if rule.applies(env, ctx):
+                    addr = f"{kind}:{env.name}"
+                    self.targets[addr] = Target(addr, kind, env.name)
+        self.edges: dict[str, tuple[str, ...]] = {}
+        for addr, t in self.targets.items():
+            deps = self.rules[t.kind].deps(ctx.env(t.env), ctx)
+            self.edges[addr] = tuple(d for d in dict.fromkeys(deps) if d in self.targets)
+
+    def select(self, patterns: list[str], default_kinds: list[str] | None = None) -> list[str]:
+        """Addresses matching patterns such as `bundle:*`, `*:ml_training`,
+        `image:ml-*`; an unmatched pattern is a usage error."""
+        if not patterns:
+            kinds = default_kinds or [k for k, r in self.rules.items() if r.default]
+            return sorted(a for a, t in self.targets.items() if t.kind in kinds and self.ctx.env(t.env).selected)
+        chosen: dict[str, None] = {}
+        for pat in patterns:
+            if ":" not in pat:
+                raise UserError(f"target {pat!r}: addresses are KIND:ENV (e.g. bundle:{self._example_env()}), patterns like bundle:*")
+            kind_pat, env_pat = pat.split(":", 1)
+            if not any(fnmatch.fnmatchcase(k, kind_pat) for k in self.rules):
+                raise UserError(f"target {pat!r}: no target kind matches {kind_pat!r}; kinds: {', '.join(sorted(self.rules))}")
+            hits = [a for a, t in sorted(self.targets.items()) if fnmatch.fnmatchcase(t.kind, kind_pat) and fnmatch.fnmatchcase(t.env, env_pat)]
+            if not hits:
+                envs = ", ".join(sorted({t.env for t in self.targets.values()}))
+                raise UserError(f"target {pat!r} matches nothing; environments: {envs}")
+            chosen.update(dict.fromkeys(hits))
+        return list(chosen)
+
+    def _example_env(self) -> str:
+        return next((t.env for t in self.targets.values()), "my-env")
+
+    def closure(self, addresses: list[str]) -> list[str]:
+        seen: dict[str, None] = {}
+        todo = list(addresses)
+        while todo:
+            a = todo.pop()
+            if a in seen:
+                continue
+            seen[a] = None
+            todo.extend(self.edges.get(a, ()))
+        return sorted(seen)
+
+    def dependents(self, address: str) -> list[str]:
+        return sorted(a for a, deps in self.edges.items() if address in deps)

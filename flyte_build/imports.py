@@ -1,0 +1,143 @@
+"""An environment's import closure, found by parsing, not by importing.
+
+Every `import` and `from ... import` statement in a file counts, wherever it
+sits: at module level, inside a function (the lazy imports flyte's own
+`loaded_modules` bundler misses), under `if TYPE_CHECKING`, in a try block.
+So do `importlib.import_module("literal")` and `__import__("literal")`.
+Module names resolve against the search roots (the root first, then source
+roots such as `src/`); a hit brings in the module's file and the
+`__init__.py` of each package above it. Anything that does not resolve to a
+file under the root (the standard library, site-packages) is not followed.
+
+Parsing is cached per file digest (in `statcache`), so a no-op build parses
+nothing.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+from pathlib import Path
+
+from .files import STANDARD_IGNORED_DIRS
+
+# (level, module or "", names) as found in the source
+ImportRecord = tuple[int, str, tuple[str, ...]]
+
+
+def parse_imports(source: bytes, filename: str = "<file>") -> list[ImportRecord]:
+    """Raises SyntaxError for a file that does not parse."""
+    tree = ast.parse(source, filename=filename)
+    found: list[ImportRecord] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.append((0, alias.name, ()))
+        elif isinstance(node, ast.ImportFrom):
+            found.append((node.level or 0, node.module or "", tuple(a.name for a in node.names if a.name != "*")))
+        elif isinstance(node, ast.Call) and node.args:
+            fn = node.func
+            name = fn.attr if isinstance(fn, ast.Attribute) else fn.id if isinstance(fn, ast.Name) else None
+            arg = node.args[0]
+            if name in ("import_module", "__import__") and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append((0, arg.value, ()))
+    return sorted(set(found))
+
+
+class Resolver:
+    """Maps module names to files under the root, with memoised lookups."""
+
+    def __init__(self, root: Path, search_roots: list[Path]):
+        self.root = Path(os.path.realpath(root))
+        self.search_roots = [Path(os.path.realpath(p)) for p in search_roots]
+        self._memo: dict[str, list[str]] = {}
+
+    def _usable(self, path: str) -> bool:
+        rel = os.path.relpath(path, self.root)
+        if rel.startswith(".."):
+            return False
+        parts = rel.split(os.sep)
+        return not any(p in STANDARD_IGNORED_DIRS or p == "site-packages" for p in parts)
+
+    def files_for(self, module: str) -> list[str]:
+        """Files that importing `module` executes under the root (empty if none)."""
+        hit = self._memo.get(module)
+        if hit is not None:
+            return hit
+        found: list[str] = []
+        parts = module.split(".")
+        for base in self.search_roots:
+            d = os.path.join(base, *parts)
+            candidates = [d + ".py", os.path.join(d, "__init__.py")]
+            target = next((c for c in candidates if os.path.isfile(c)), None)
+            if target is None and not os.path.isdir(d):
+                continue
+            if target is not None:
+                found.append(target)
+            for i in range(1, len(parts)):
+                init = os.path.join(base, *parts[:i], "__init__.py")
+                if os.path.isfile(init):
+                    found.append(init)
+            break
+        found = [f for f in found if self._usable(f)]
+        self._memo[module] = found
+        return found
+
+    def module_of(self, path: str) -> tuple[str, bool] | None:
+        """(dotted module name, is_package) of a file under a search root."""
+        for base in self.search_roots:
+            rel = os.path.relpath(path, base)
+            if rel.startswith(".."):
+                continue
+            parts = rel[:-3].split(os.sep)
+            if parts[-1] == "__init__":
+                return ".".join(parts[:-1]), True
+            return ".".join(parts), False
+        return None
+
+    def targets(self, path: str, records: list[ImportRecord]) -> set[str]:
+        out: set[str] = set()
+        mod = self.module_of(path)
+        for level, module, names in records:
+            if level:
+                if mod is None:
+                    continue
+                name, is_pkg = mod
+                pkg = name.split(".") if is_pkg else name.split(".")[:-1]
+                if level - 1 > len(pkg):
+                    continue
+                pkg = pkg[: len(pkg) - (level - 1)]
+                base = ".".join(pkg + ([module] if module else []))
+            else:
+                base = module
+            if base:
+                out.update(self.files_for(base))
+            for n in names:
+                out.update(self.files_for(f"{base}.{n}" if base else n))
+        return out
+
+
+def closure(starts: list[str], resolver: Resolver, records_of) -> tuple[list[str], list[tuple[str, str]]]:
+    """All files reachable from `starts` by imports. `records_of(path)` returns a
+    file's import records (cached by digest) or raises SyntaxError.
+
+    Returns (sorted absolute paths, [(path, syntax error message)])."""
+    seen: set[str] = set()
+    errors: list[tuple[str, str]] = []
+    todo = [os.path.realpath(s) for s in starts]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        if not path.endswith(".py"):
+            continue
+        try:
+            records = records_of(path)
+        except SyntaxError as exc:
+            errors.append((path, f"line {exc.lineno}: {exc.msg}"))
+            continue
+        for t in resolver.targets(path, records):
+            if t not in seen:
+                todo.append(t)
+    return sorted(seen), errors

@@ -1,0 +1,102 @@
+"""Plain data describing a repository's environments, as discovery returns it.
+
+Nothing here imports flyte: after discovery (a child process), the engine
+works on these frozen dataclasses and their JSON form only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    name: str  # fully qualified, "<env>.<function>"
+    short_name: str
+    module: str
+    function: str
+    file: str  # relative to the root (POSIX), or an absolute path outside it
+    inputs: tuple[tuple[str, str], ...] = ()
+    outputs: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TaskInfo":
+        return cls(
+            name=d["name"], short_name=d["short_name"], module=d["module"], function=d["function"], file=d["file"],
+            inputs=tuple(tuple(x) for x in d.get("inputs", ())), outputs=tuple(tuple(x) for x in d.get("outputs", ())),
+        )
+
+
+@dataclass(frozen=True)
+class EnvSpec:
+    name: str
+    variable: str | None
+    file: str  # the defining file, relative to the root
+    module: str
+    depends_on: tuple[str, ...] = ()
+    image: Any = "auto"  # "auto", a URI string, None, or the plain image spec (dict)
+    resources: dict | None = None
+    env_vars: dict = field(default_factory=dict)
+    include: tuple[str, ...] = ()  # extra files, relative to the root
+    tasks: tuple[TaskInfo, ...] = ()
+    selected: bool = True  # False when present only as a dependency of a selected env
+    extra: dict = field(default_factory=dict)  # description, secrets, cache, queue, ...
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "EnvSpec":
+        return cls(
+            name=d["name"], variable=d.get("variable"), file=d["file"], module=d["module"],
+            depends_on=tuple(d.get("depends_on", ())), image=d.get("image", "auto"), resources=d.get("resources"),
+            env_vars=d.get("env_vars") or {}, include=tuple(d.get("include", ())),
+            tasks=tuple(TaskInfo.from_json(t) for t in d.get("tasks", ())), selected=d.get("selected", True),
+            extra=d.get("extra") or {},
+        )
+
+    def spec_fingerprint(self) -> dict:
+        """The parts of the declaration that configure what is built and deployed."""
+        d = self.to_json()
+        d.pop("selected", None)
+        return d
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    file: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    envs: tuple[EnvSpec, ...]
+    loaded_files: tuple[str, ...] = ()  # user files under the root that were imported
+    sys_path: tuple[str, ...] = ()  # sys.path entries under the root, relative
+    failures: tuple[LoadFailure, ...] = ()
+    cached: bool = False
+
+    def env(self, name: str) -> EnvSpec:
+        for e in self.envs:
+            if e.name == name:
+                return e
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        return {
+            "envs": [e.to_json() for e in self.envs],
+            "loaded_files": list(self.loaded_files),
+            "sys_path": list(self.sys_path),
+            "failures": [asdict(f) for f in self.failures],
+        }
+
+    @classmethod
+    def from_json(cls, d: dict, cached: bool = False) -> "Discovery":
+        return cls(
+            envs=tuple(EnvSpec.from_json(e) for e in d["envs"]),
+            loaded_files=tuple(d.get("loaded_files", ())),
+            sys_path=tuple(d.get("sys_path", ())),
+            failures=tuple(LoadFailure(**f) for f in d.get("failures", ())),
+            cached=cached,
+        )

@@ -1,0 +1,67 @@
+"""Loading rule sets: the built-in one and any the repository declares.
+
+A rule set is a directory with a `register.py` defining `rules()`. It is
+loaded by path as a package, so its modules can import each other relatively
+(`from . import bundle`) and nothing needs to be installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+from .errors import UserError
+from .rule_api import Rule
+
+_BUILTIN_PACKAGE = "flyte_build._builtin_rules"
+
+
+def builtin_dir() -> Path:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "_builtin_rules", here.parent / "rules"):
+        if (candidate / "register.py").is_file():
+            return candidate
+    raise RuntimeError("flyte-build's built-in rules are missing from this installation")
+
+
+def load_dir(directory: Path, package: str) -> list[Rule]:
+    register = directory / "register.py"
+    if not register.is_file():
+        raise UserError(f"rule set {directory}: no register.py")
+    if package not in sys.modules:
+        init = directory / "__init__.py"
+        spec = importlib.util.spec_from_file_location(
+            package, init if init.is_file() else register, submodule_search_locations=[str(directory)]
+        )
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[package] = mod
+        if init.is_file():
+            spec.loader.exec_module(mod)
+    try:
+        reg = importlib.import_module(f"{package}.register")
+        rules = list(reg.rules())
+    except UserError:
+        raise
+    except Exception as exc:
+        raise UserError(f"rule set {directory}: register.py failed: {type(exc).__name__}: {exc}") from None
+    for r in rules:
+        if not isinstance(r, Rule):
+            raise UserError(f"rule set {directory}: rules() returned {r!r}, not a Rule")
+    return rules
+
+
+def load_all(root: Path, extra: tuple[str, ...]) -> dict[str, Rule]:
+    by_kind: dict[str, Rule] = {}
+    sets = [(builtin_dir(), _BUILTIN_PACKAGE)]
+    for i, rel in enumerate(extra):
+        d = (root / rel).resolve()
+        if not d.is_dir():
+            raise UserError(f"Field tool.hatch.build.targets.flyte.rules: {rel} is not a directory")
+        sets.append((d, f"flyte_build_user_rules_{i}"))
+    for directory, package in sets:
+        for rule in load_dir(directory, package):
+            if rule.kind in by_kind:
+                raise UserError(f"two rules define the target kind `{rule.kind}` (the second in {directory})")
+            by_kind[rule.kind] = rule
+    return by_kind

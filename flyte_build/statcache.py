@@ -1,0 +1,80 @@
+"""File digests with a stat cache, so unchanged files are not read again.
+
+A file's digest is remembered with its (size, mtime_ns, inode, ctime_ns); the
+next run trusts the remembered digest while all four still match. As git does,
+a file modified within the last two seconds is not remembered: its mtime may
+not yet tell a second edit in the same clock tick apart.
+
+The cache also keeps, per file digest, the imports parsed from that file (see
+`imports`), so a no-op run neither reads nor parses sources.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from . import atomic
+from .hashing import canonical_json, file_sha256, key_of
+
+RACY_SECONDS = 2.0
+FORMAT = 2
+
+
+class FileDigests:
+    def __init__(self, state_dir: Path | None, scope: str):
+        self._path = (state_dir / f"stat-{key_of(['stat', FORMAT, scope])[:24]}.json") if state_dir else None
+        self._lock = threading.Lock()
+        self._entries: dict[str, list] = {}
+        self._parsed: dict[str, list] = {}
+        self._dirty = False
+        self.reads = 0
+        if self._path is not None:
+            try:
+                raw = json.loads(self._path.read_bytes())
+                if raw.get("format") == FORMAT:
+                    self._entries = raw["files"]
+                    self._parsed = raw["parsed"]
+            except (FileNotFoundError, ValueError, KeyError):
+                pass
+
+    def digest(self, path: str | os.PathLike) -> tuple[str, int]:
+        """(hex sha256, size) of the file at `path` (followed if a symlink)."""
+        p = os.fspath(path)
+        st = os.stat(p)
+        sig = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
+        cached = self._entries.get(p)
+        if cached is not None and cached[:4] == sig:
+            return cached[4], st.st_size
+        hex_, size = file_sha256(p)
+        self.reads += 1
+        racy = time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < RACY_SECONDS
+        with self._lock:
+            if racy:
+                self._entries.pop(p, None)
+            else:
+                self._entries[p] = sig + [hex_]
+            self._dirty = True
+        return hex_, size
+
+    def parsed(self, hex_: str):
+        return self._parsed.get(hex_)
+
+    def remember_parsed(self, hex_: str, value) -> None:
+        with self._lock:
+            self._parsed[hex_] = value
+            self._dirty = True
+
+    def save(self) -> None:
+        if self._path is None or not self._dirty:
+            return
+        with self._lock:
+            data = canonical_json({"format": FORMAT, "files": self._entries, "parsed": self._parsed})
+            self._dirty = False
+        try:
+            atomic.write_bytes(self._path, data)
+        except OSError:
+            pass  # a read-only cache only costs speed

@@ -1,0 +1,244 @@
+"""The local cache: a content-addressed blob store and an action cache.
+
+Layout under the cache directory (see BUILD.md, "The cache"):
+
+    cas/sha256/<2 hex>/<64 hex>    blobs, named by the sha256 of their bytes
+    ac/<2 hex>/<64 hex>.json       action key -> the digests of its outputs
+    discovery/<key>.json           cached discovery results
+    state/                         stat caches, last inputs per target, run stats
+
+Blobs are written before the action entries that name them, each through a
+temporary file and a rename (see `atomic`). Readers verify: a blob whose bytes
+do not hash to its name, or an action entry that does not parse or names a
+missing blob, is treated as a miss, removed, and rebuilt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import atomic
+from .hashing import canonical_json, file_sha256
+
+ENTRY_FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("FLYTE_BUILD_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg).expanduser() / "flyte-build"
+    return Path.home() / ".cache" / "flyte-build"
+
+
+@dataclass(frozen=True)
+class Output:
+    """One file an action produced."""
+
+    name: str
+    digest: str  # hex sha256
+    size: int
+
+
+@dataclass(frozen=True)
+class ActionEntry:
+    key: str
+    target: str
+    outputs: tuple[Output, ...]
+    meta: dict = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return canonical_json(
+            {
+                "format": ENTRY_FORMAT,
+                "key": self.key,
+                "target": self.target,
+                "outputs": [o.__dict__ for o in self.outputs],
+                "meta": self.meta,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, key: str, data: bytes) -> "ActionEntry | None":
+        try:
+            raw = json.loads(data)
+            if raw.get("format") != ENTRY_FORMAT or raw.get("key") != key:
+                return None
+            outputs = tuple(Output(o["name"], o["digest"], int(o["size"])) for o in raw["outputs"])
+            return cls(key=key, target=raw["target"], outputs=outputs, meta=raw.get("meta") or {})
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
+class LocalStore:
+    def __init__(self, root: Path | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+
+    # -- blobs -----------------------------------------------------------
+    def blob_path(self, hex_: str) -> Path:
+        return self.root / "cas" / "sha256" / hex_[:2] / hex_
+
+    def has_blob(self, hex_: str, size: int | None = None) -> bool:
+        try:
+            st = self.blob_path(hex_).stat()
+        except FileNotFoundError:
+            return False
+        return size is None or st.st_size == size
+
+    def verify_blob(self, hex_: str) -> bool:
+        """True when the blob exists and its bytes hash to its name; a bad blob is removed."""
+        path = self.blob_path(hex_)
+        try:
+            actual, _ = file_sha256(path)
+        except FileNotFoundError:
+            return False
+        if actual != hex_:
+            path.unlink(missing_ok=True)
+            return False
+        return True
+
+    def put_file(self, src: Path, hex_: str | None = None) -> tuple[str, int]:
+        """Store a file's bytes; returns (hex digest, size). Verifies a given digest."""
+        actual, size = file_sha256(src)
+        if hex_ is not None and actual != hex_:
+            raise ValueError(f"digest mismatch storing {src}: expected {hex_}, got {actual}")
+        dest = self.blob_path(actual)
+        if not self.has_blob(actual, size):
+            atomic.copy_file(src, dest)
+        return actual, size
+
+    def put_bytes(self, data: bytes) -> tuple[str, int]:
+        from .hashing import sha256_hex
+
+        hex_ = sha256_hex(data)
+        if not self.has_blob(hex_, len(data)):
+            atomic.write_bytes(self.blob_path(hex_), data)
+        return hex_, len(data)
+
+    # -- action cache ----------------------------------------------------
+    def action_path(self, key: str) -> Path:
+        return self.root / "ac" / key[:2] / f"{key}.json"
+
+    def get_action(self, key: str) -> ActionEntry | None:
+        path = self.action_path(key)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None
+        entry = ActionEntry.from_json(key, data)
+        if entry is None:
+            path.unlink(missing_ok=True)  # truncated or foreign: a miss, rebuilt
+        return entry
+
+    def put_action(self, entry: ActionEntry) -> None:
+        for out in entry.outputs:
+            if not self.has_blob(out.digest, out.size):
+                raise ValueError(f"action entry for {entry.target} names a missing blob {out.digest}")
+        atomic.write_bytes(self.action_path(entry.key), entry.to_json())
+
+    # -- small JSON documents (discovery, state) ---------------------------
+    def read_json(self, rel: str) -> Any:
+        try:
+            return json.loads((self.root / rel).read_bytes())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def write_json(self, rel: str, value: Any) -> None:
+        atomic.write_bytes(self.root / rel, canonical_json(value))
+
+    # -- maintenance -------------------------------------------------------
+    def iter_blobs(self):
+        base = self.root / "cas" / "sha256"
+        if base.is_dir():
+            for sub in sorted(base.iterdir()):
+                for p in sorted(sub.iterdir()):
+                    yield p
+
+    def iter_actions(self):
+        base = self.root / "ac"
+        if base.is_dir():
+            for sub in sorted(base.iterdir()):
+                for p in sorted(sub.iterdir()):
+                    yield p
+
+    def stats(self) -> dict:
+        blobs = list(self.iter_blobs())
+        actions = [p for p in self.iter_actions() if p.name.endswith(".json")]
+        return {
+            "path": str(self.root),
+            "blobs": sum(1 for p in blobs if not p.name.startswith(atomic.TMP_PREFIX)),
+            "blob_bytes": sum(p.stat().st_size for p in blobs),
+            "actions": len(actions),
+        }
+
+    def verify(self) -> list[str]:
+        """Every problem found: blobs whose bytes don't match their name, unreadable
+        action entries, entries naming missing blobs, and leftover temporary files."""
+        problems = []
+        for p in self.iter_blobs():
+            if p.name.startswith(atomic.TMP_PREFIX):
+                continue
+            actual, _ = file_sha256(p)
+            if actual != p.name:
+                problems.append(f"blob {p.name}: bytes hash to {actual}")
+        for p in self.iter_actions():
+            if p.name.startswith(atomic.TMP_PREFIX):
+                continue
+            key = p.name.removesuffix(".json")
+            entry = ActionEntry.from_json(key, p.read_bytes())
+            if entry is None:
+                problems.append(f"action {key}: unreadable entry")
+                continue
+            for out in entry.outputs:
+                if not self.has_blob(out.digest, out.size):
+                    problems.append(f"action {key} ({entry.target}): missing blob {out.digest}")
+        return problems
+
+    def gc(self, max_age_days: float | None = None, repair: bool = True) -> dict:
+        """Remove temporary leftovers, broken entries, and (with `max_age_days`)
+        entries and blobs not used for that long. Blobs still named by a kept
+        action entry are kept."""
+        now = time.time()
+        removed = {"tmp": 0, "actions": 0, "blobs": 0, "bytes": 0}
+        for base in (self.root / "cas", self.root / "ac", self.root / "discovery", self.root / "state"):
+            if not base.is_dir():
+                continue
+            for dirpath, _dirs, files in os.walk(base):
+                for name in files:
+                    if name.startswith(atomic.TMP_PREFIX):
+                        p = Path(dirpath) / name
+                        # a temp file younger than an hour may belong to a running build
+                        if now - p.stat().st_mtime > 3600:
+                            p.unlink(missing_ok=True)
+                            removed["tmp"] += 1
+        live: set[str] = set()
+        for p in list(self.iter_actions()):
+            if p.name.startswith(atomic.TMP_PREFIX):
+                continue
+            key = p.name.removesuffix(".json")
+            entry = ActionEntry.from_json(key, p.read_bytes())
+            too_old = max_age_days is not None and now - p.stat().st_atime > max_age_days * 86400
+            broken = entry is None or any(not self.has_blob(o.digest, o.size) for o in entry.outputs)
+            if too_old or (broken and repair):
+                p.unlink(missing_ok=True)
+                removed["actions"] += 1
+                continue
+            live.update(o.digest for o in entry.outputs)
+        if max_age_days is not None:
+            for p in list(self.iter_blobs()):
+                if p.name not in live and now - p.stat().st_atime > max_age_days * 86400:
+                    removed["bytes"] += p.stat().st_size
+                    p.unlink(missing_ok=True)
+                    removed["blobs"] += 1
+        return removed
+
+    def clear(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""One run's view of a repository: config, discovery, rules, graph and cache.
+
+The CLI, the hatch plugin and the Python API all start here, so they share
+one engine and one cache and agree on every digest.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from . import config as config_mod
+from . import rulesets
+from .cache import Cache
+from .context import Context, Options
+from .discovery import Selection, discover
+from .engine import Engine, Reporter, TargetResult, materialize
+from .errors import UserError
+from .graph import Graph
+from .statcache import FileDigests
+from .store import LocalStore
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a caller may set for a run; None means "from config, else default"."""
+
+    root_dir: str | None = None
+    selection: Selection = field(default_factory=Selection)
+    copy_style: str | None = None
+    images: dict = field(default_factory=dict)
+    ignore_load_errors: bool | None = None
+    cache: str | None = None
+    cache_required: bool | None = None
+    cache_dir: str | None = None
+    storage: str | None = None
+    project: str | None = None
+    domain: str | None = None
+    jobs: int | None = None
+    strict: bool | None = None
+    version: str | None = None
+    sync_local_sys_paths: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+class Workspace:
+    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None):
+        self.settings = settings
+        self.started = time.perf_counter()
+        cfg = cfg or config_mod.load(settings.root_dir)
+        if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
+            raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")
+        cfg = cfg.with_overrides(
+            copy_style=settings.copy_style,
+            ignore_load_errors=settings.ignore_load_errors,
+            cache=settings.cache,
+            cache_required=settings.cache_required,
+            storage=settings.storage,
+            project=settings.project,
+            domain=settings.domain,
+            jobs=settings.jobs,
+            strict=settings.strict,
+        )
+        if settings.copy_style is not None:
+            # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
+            cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
+        self.cfg = cfg
+        self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
+        self.digests = FileDigests(self.store.root / "state", str(cfg.root))
+        self.warnings: list[str] = []
+        self._warn = warn or self.warnings.append
+        self.discovery = discover(cfg, settings.selection, self.store, self.digests)
+        for f in self.discovery.failures:
+            self._warn(f"skipped {f.file}: {f.message}")
+        self.options = Options(
+            images=dict(settings.images),
+            version=settings.version,
+            strict=cfg.strict,
+            sync_local_sys_paths=settings.sync_local_sys_paths,
+            extra=dict(settings.extra),
+        )
+        self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
+        self.rules = rulesets.load_all(cfg.root, cfg.rules)
+        self.graph = Graph(self.ctx, self.rules)
+        shared = None
+        if cfg.cache:
+            from .shared_cache import open_shared
+
+            shared = open_shared(cfg.cache, cfg, self._warn)
+        self.cache = Cache(self.store, shared)
+
+    def engine(self, reporter: Reporter | None = None, jobs: int | None = None) -> Engine:
+        return Engine(self.ctx, self.graph, self.cache, reporter, jobs or self.cfg.jobs)
+
+    def build(self, patterns: list[str] | None = None, reporter: Reporter | None = None, out: Path | None = None, jobs: int | None = None) -> list[TargetResult]:
+        addresses = self.graph.select(list(patterns or []))
+        results = self.engine(reporter, jobs).run(addresses)
+        wanted = set(addresses)
+        results = [r for r in results if r.target in wanted] + [r for r in results if r.target not in wanted]
+        if out is not None:
+            results = materialize(results, self.store, out)
+        self.save_run_stats(results)
+        return results
+
+    def all_warnings(self) -> list[str]:
+        return list(dict.fromkeys([*self.warnings, *self.ctx.warnings, *self.cache.stats.warnings]))
+
+    def save_run_stats(self, results: list[TargetResult]) -> None:
+        stats = self.cache.stats.to_json()
+        stats.update(
+            built=sum(r.status == "built" for r in results),
+            cached=sum(r.status == "cached" for r in results),
+            failed=sum(r.status == "failed" for r in results),
+            seconds=round(time.perf_counter() - self.started, 3),
+            root=str(self.cfg.root),
+            shared=self.cfg.cache,
+        )
+        try:
+            self.store.write_json("state/last-run.json", stats)
+        except OSError:
+            pass
