@@ -187,7 +187,7 @@ class Engine:
         doc, files, params = self.key_document(t, {d: r.digest for d, r in deps.items()})
         key = key_of(doc)
         self._remember_inputs(addr, key, doc)
-        entry, source = self.cache.lookup(key)
+        entry, source = self.cache.lookup(key) if rule.cacheable else (None, None)
         lines: list[str] = []
 
         def log(line: str) -> None:
@@ -219,7 +219,10 @@ class Engine:
                 raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
             finally:
                 self._write_log(addr, lines)
-            entry = self._store(addr, key, produced)
+            if rule.cacheable:
+                entry = self._store(addr, key, produced)
+            else:
+                entry = ActionEntry(key=key, target=addr, outputs=(), meta=produced.meta)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
         self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))

@@ -74,3 +74,6 @@ class Rule:
     describe: Callable[["EnvSpec", "Context"], dict] | None = None
     # rules whose result lives outside the cache (a registry, a backend) may check it there
     remote_check: Callable[[Request], Any] | None = None
+    # False for actions whose effect lives outside the cache (a deploy): run every time,
+    # never recorded as a cache entry; the rule keeps its own state
+    cacheable: bool = True
