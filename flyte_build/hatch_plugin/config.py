@@ -1,0 +1,72 @@
+"""The config classes: hatch's view of `[tool.hatch.build.targets.flyte]` and of
+the build hook's table.
+
+The Flyte settings themselves go through `flyte_build.config.from_table`, the
+very function the CLI uses, so both read one table with one set of errors
+(`Field tool.hatch.build.targets.flyte.copy-style must be one of: ...`).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.config import BuilderConfig
+
+from .. import config as flyte_config
+from ..errors import UserError
+
+# Where the target writes when neither its own nor hatch's `directory` says
+# otherwise: a folder of its own, so `hatch clean -t flyte` never meets a wheel.
+SUBDIRECTORY = "flyte"
+
+
+class FlyteBuilderConfig(BuilderConfig):
+    @cached_property
+    def directory(self) -> str:
+        if "directory" in self.target_config:
+            return super().directory
+        # hatch's shared `tool.hatch.build.directory` (default `dist`) plus our folder
+        return os.path.join(super().directory, SUBDIRECTORY)
+
+    @cached_property
+    def flyte(self) -> flyte_config.Config:
+        """The validated Flyte settings; raises UserError naming the bad field."""
+        return flyte_settings(self.root, self.target_config)
+
+
+def flyte_settings(root: str, table: dict[str, Any] | None = None) -> flyte_config.Config:
+    pyproject = Path(root) / "pyproject.toml"
+    if table is None:
+        table = flyte_config.read_table(pyproject) if pyproject.is_file() else {}
+    return flyte_config.from_table(table, Path(root), pyproject if pyproject.is_file() else None)
+
+
+HOOK_GENERIC_KEYS = frozenset({"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"})
+
+
+class HookConfig:
+    """`[tool.hatch.build.hooks.flyte]` (or `...targets.<t>.hooks.flyte]`):
+
+    - `targets`: the target patterns to build (default `["bundle:*"]`);
+    - `directory`: where the artifacts and `manifest.json` go (default: the
+      `flyte` target's directory, `dist/flyte`).
+    """
+
+    KEYS = ("directory", "targets")
+
+    def __init__(self, table: dict[str, Any], location: str):
+        self.location = location
+        for key in table:
+            if key not in self.KEYS and key not in HOOK_GENERIC_KEYS:
+                raise UserError(f"Unknown field {location}.{key}; valid fields: {', '.join(self.KEYS)}")
+        targets = table.get("targets", ["bundle:*"])
+        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
+            raise UserError(f"Field {location}.targets must be a non-empty array of target patterns (e.g. \"bundle:*\")")
+        self.targets: list[str] = targets
+        directory = table.get("directory")
+        if directory is not None and not isinstance(directory, str):
+            raise UserError(f"Field {location}.directory must be a string")
+        self.directory: str | None = directory
