@@ -114,6 +114,12 @@ def _table(field_: str, v: Any) -> dict:
     return v
 
 
+def _object_store(field_: str, v: Any):
+    from .objstore import parse_options  # imports no cloud library
+
+    return parse_options(field_, v)
+
+
 @dataclass(frozen=True)
 class Config:
     """Settings for one repository. `root` is absolute; the rest are as written."""
@@ -128,6 +134,7 @@ class Config:
     cache: str | None = None
     cache_required: bool = False
     storage: str | None = None
+    object_store: Any = None  # objstore.StoreOptions: endpoints, credentials, timeout
     project: str | None = None
     domain: str | None = None
     allow_secrets: tuple[str, ...] = ()
@@ -173,6 +180,7 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "cache": ("cache", _str),
     "cache-required": ("cache_required", _bool),
     "storage": ("storage", _str),
+    "object-store": ("object_store", _object_store),
     "project": ("project", _str),
     "domain": ("domain", _str),
     "allow-secrets": ("allow_secrets", _strs),

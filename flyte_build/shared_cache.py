@@ -1,9 +1,182 @@
-"""The shared cache behind the local one (S3, GCS, file://) — see BUILD.md."""
+"""The shared cache behind the local one: a path, file://, s3:// or gs:// prefix.
+
+Layout under the prefix (the same as the local cache, see BUILD.md):
+
+    cas/sha256/<2 hex>/<64 hex>    blobs, named by the sha256 of their bytes
+    ac/<2 hex>/<64 hex>.json       action key -> its outputs' digests and sizes
+
+Writers publish every blob before the action entry that names it, each
+create-only (see `objstore`), so an entry a reader finds always names blobs
+that exist. Readers trust nothing: a blob is downloaded to a temporary file
+in the local store, hashed, and renamed into place only if it hashes to its
+name. A corrupt blob or entry is refused and counted, the target is rebuilt,
+and the rebuilt result overwrites the bad object (the one case where a
+write is not create-only).
+
+A store that cannot be reached (refused, timed out, no bucket, no
+credentials) costs one warning; the run then leaves it alone and goes on
+with the local cache. With `cache-required` it is an error instead.
+"""
 
 from __future__ import annotations
 
-from .errors import UserError
+import hashlib
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+from .errors import BuildFailed
+from .objstore import StoreOptions, StoreUnavailable, Root, open_root
+from .store import ActionEntry, LocalStore
 
 
-def open_shared(url: str, cfg, warn):
-    raise UserError(f"--cache {url}: shared caches are not supported in this build yet")
+def blob_rel(hex_: str) -> str:
+    return f"cas/sha256/{hex_[:2]}/{hex_}"
+
+
+def action_rel(key: str) -> str:
+    return f"ac/{key[:2]}/{key}.json"
+
+
+class SharedCache:
+    def __init__(self, root: Root, warn, required: bool = False):
+        self.root = root
+        self.url = root.url
+        self._warn = warn
+        self.required = required
+        self.offline = False
+        self._bad: set[str] = set()  # objects found corrupt this run: the next publish replaces them
+        self._lock = threading.Lock()
+
+    # -- faults ----------------------------------------------------------
+    def _unavailable(self, exc: StoreUnavailable, stats) -> None:
+        if self.required:
+            raise BuildFailed(f"shared cache unavailable (cache-required): {exc}")
+        with self._lock:
+            if self.offline:
+                return
+            self.offline = True
+        msg = f"shared cache unavailable, going on with the local cache: {exc}"
+        if stats is not None:
+            stats.warnings.append(msg)
+        self._warn(msg)
+
+    def _corrupt(self, rel: str, why: str, stats) -> None:
+        with self._lock:
+            self._bad.add(rel)
+            stats.corrupt += 1
+        stats.warnings.append(f"shared cache: refused {self.root.uri(rel)} ({why}); rebuilding it")
+
+    # -- reading ---------------------------------------------------------
+    def fetch(self, key: str, local: LocalStore, stats) -> ActionEntry | None:
+        """The entry for `key` with every output verified into `local`, else None."""
+        if self.offline:
+            return None
+        rel = action_rel(key)
+        try:
+            try:
+                data = self.root.read(rel)
+            except FileNotFoundError:
+                return None
+            entry = ActionEntry.from_json(key, data)
+            if entry is None:
+                self._corrupt(rel, "unreadable action entry", stats)
+                return None
+            down = len(data)
+            for out in entry.outputs:
+                if local.has_blob(out.digest, out.size) and local.verify_blob(out.digest):
+                    continue
+                got = self._download(out.digest, out.size, local)
+                if got is None:
+                    self._corrupt(blob_rel(out.digest), "bytes do not match the digest", stats)
+                    return None
+                if got < 0:
+                    # the entry names a blob that is gone: a miss (and the next publish restores it)
+                    return None
+                down += got
+            local.put_action(entry)
+        except StoreUnavailable as exc:
+            self._unavailable(exc, stats)
+            return None
+        with self._lock:
+            stats.bytes_down += down
+        return entry
+
+    def _download(self, hex_: str, size: int, local: LocalStore) -> int | None:
+        """Bytes fetched (-1: object missing; None: it did not hash to `hex_`)."""
+        dest = local.blob_path(hex_)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
+        os.close(fd)
+        try:
+            try:
+                self.root.get_file(blob_rel(hex_), Path(tmp), size)
+            except FileNotFoundError:
+                return -1
+            h = hashlib.sha256()
+            n = 0
+            with open(tmp, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    n += len(chunk)
+            if h.hexdigest() != hex_:
+                return None
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, dest)
+            return n
+        finally:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+
+    # -- writing ---------------------------------------------------------
+    def publish(self, entry: ActionEntry, local: LocalStore, stats) -> None:
+        """Upload the entry's blobs, then the entry; skip what is already there."""
+        if self.offline:
+            return
+        up = 0
+        try:
+            for out in entry.outputs:
+                rel = blob_rel(out.digest)
+                bad = rel in self._bad
+                if not bad:
+                    have = self.root.size(rel)
+                    if have == out.size:
+                        continue
+                    # a wrong size is a truncated or foreign object: replace it
+                    bad = have is not None
+                if self.root.put_file(rel, local.blob_path(out.digest), create_only=not bad):
+                    up += out.size
+                with self._lock:
+                    self._bad.discard(rel)
+            rel = action_rel(entry.key)
+            bad = rel in self._bad
+            if bad or self.root.size(rel) is None:
+                data = entry.to_json()
+                if self.root.put_bytes(rel, data, create_only=not bad):
+                    up += len(data)
+                with self._lock:
+                    self._bad.discard(rel)
+        except StoreUnavailable as exc:
+            self._unavailable(exc, stats)
+        finally:
+            with self._lock:
+                stats.bytes_up += up
+
+
+def open_shared(url: str, cfg, warn) -> SharedCache | None:
+    """The shared cache at `url`, probed once. Unreachable: one warning and None
+    (the run uses the local cache), or BuildFailed under `cache-required`."""
+    options = getattr(cfg, "object_store", None) or StoreOptions()
+    root = open_root(url, options, "--cache")
+    required = bool(getattr(cfg, "cache_required", False))
+    try:
+        root.probe()
+    except StoreUnavailable as exc:
+        if required:
+            raise BuildFailed(f"shared cache unavailable (cache-required): {exc}") from None
+        warn(f"shared cache unavailable, going on with the local cache: {exc}")
+        return None
+    return SharedCache(root, warn, required)

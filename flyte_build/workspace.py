@@ -89,6 +89,7 @@ class Workspace:
 
             shared = open_shared(cfg.cache, cfg, self._warn)
         self.cache = Cache(self.store, shared)
+        self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
     def engine(self, reporter: Reporter | None = None, jobs: int | None = None) -> Engine:
         return Engine(self.ctx, self.graph, self.cache, reporter, jobs or self.cfg.jobs)
@@ -98,10 +99,27 @@ class Workspace:
         results = self.engine(reporter, jobs).run(addresses)
         wanted = set(addresses)
         results = [r for r in results if r.target in wanted] + [r for r in results if r.target not in wanted]
+        if self.cfg.storage:
+            results = self.upload_bundles(results)
         if out is not None:
             results = materialize(results, self.store, out)
         self.save_run_stats(results)
         return results
+
+    def upload_bundles(self, results: list[TargetResult]) -> list[TargetResult]:
+        """Upload each built bundle to `storage` (once per digest); its record gains `remote`."""
+        from .storage import upload
+
+        out = []
+        for r in results:
+            if r.kind == "bundle" and r.ok and r.outputs:
+                main = r.outputs[0]
+                up = upload(self.cfg.storage, self.store.blob_path(main.digest), main.digest, self.cfg.object_store)
+                self.storage_stats["uploads" if up.uploaded else "present"] += 1
+                self.storage_stats["bytes_up"] += up.size if up.uploaded else 0
+                r = replace(r, meta={**r.meta, "remote": up.remote})
+            out.append(r)
+        return out
 
     def all_warnings(self) -> list[str]:
         return list(dict.fromkeys([*self.warnings, *self.ctx.warnings, *self.cache.stats.warnings]))
@@ -115,6 +133,7 @@ class Workspace:
             seconds=round(time.perf_counter() - self.started, 3),
             root=str(self.cfg.root),
             shared=self.cfg.cache,
+            storage=dict(self.storage_stats, url=self.cfg.storage) if self.cfg.storage else None,
         )
         try:
             self.store.write_json("state/last-run.json", stats)

@@ -36,6 +36,17 @@ def run(args) -> int:
                     f"hits local {lr.get('local_hits', 0)}, shared {lr.get('shared_hits', 0)}, misses {lr.get('misses', 0)}; "
                     f"bytes down {lr.get('bytes_down', 0)}, up {lr.get('bytes_up', 0)}"
                 )
+                if lr.get("shared"):
+                    print(
+                        f"shared cache {lr['shared']}: {lr.get('shared_hits', 0)} hits, {lr.get('misses', 0)} misses, "
+                        f"{lr.get('bytes_down', 0)} bytes down, {lr.get('bytes_up', 0)} bytes up, "
+                        f"{lr.get('corrupt', 0)} corrupt objects refused"
+                    )
+                st = lr.get("storage")
+                if st:
+                    print(f"bundle storage {st['url']}: {st['uploads']} uploaded ({st['bytes_up']} bytes), {st['present']} already there")
+                for w in lr.get("warnings") or []:
+                    print(f"warning: {w}")
         return 0
     if args.action == "verify":
         problems = store.verify()

@@ -21,6 +21,7 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--ignore-load-errors", action="store_true", default=d, help="skip modules that fail to import, reporting each")
     g.add_argument("--cache", metavar="URL", default=d, help="a shared cache: a path, file://, s3:// or gs:// URL")
     g.add_argument("--cache-required", action="store_true", default=d, help="fail when the shared cache cannot be reached")
+    g.add_argument("--storage", metavar="URL", default=d, help="upload built bundles here (a path, file://, s3:// or gs:// URL), named by digest")
     g.add_argument("--cache-dir", metavar="DIR", default=d, help="the local cache (default $FLYTE_BUILD_CACHE_DIR, else $XDG_CACHE_HOME/flyte-build)")
     g.add_argument("--project", default=d, help="Flyte project (discovery runs with it initialised)")
     g.add_argument("--domain", default=d, help="Flyte domain (discovery runs with it initialised)")
@@ -63,6 +64,7 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
         cache=getattr(args, "cache", None),
         cache_required=True if getattr(args, "cache_required", None) else None,
         cache_dir=getattr(args, "cache_dir", None),
+        storage=getattr(args, "storage", None),
         project=getattr(args, "project", None),
         domain=getattr(args, "domain", None),
         strict=True if getattr(args, "strict", None) else None,

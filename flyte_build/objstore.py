@@ -1,0 +1,312 @@
+"""A small, safe view of one object-store prefix (file://, s3://, gs://) over fsspec.
+
+Both the shared cache and bundle storage go through `open_root(url, options)`
+and use only four operations, each chosen so concurrent writers and readers
+on many machines cannot hurt each other:
+
+- `size(rel)` asks the store itself (a HEAD), never a listing cache: the
+  filesystems are made with `use_listings_cache=False` and
+  `skip_instance_cache=True`, and the path is invalidated before every ask.
+- `put_file(rel, src, create_only=True)` publishes in one step. On S3 and GCS
+  a single PUT (or a completed multipart upload) is all-or-nothing, so a
+  reader sees no object or the whole one; create-only uses `IfNoneMatch: *`
+  (S3) and `ifGenerationMatch=0` (GCS), and "already exists" counts as
+  success, since the key names the content. On a local path the bytes go to
+  a temporary name in the destination directory and are hard-linked into
+  place, which fails if the name exists (create-only) -- a half-written file
+  never carries a real name.
+- `read(rel)` and `get_file(rel, dest)` fetch; callers verify digests.
+
+Every call on a network store runs under a deadline (`timeout`); any failure
+other than "not found"/"already exists" becomes `StoreUnavailable`, which
+callers turn into one warning.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .errors import UserError
+
+TABLE = "tool.hatch.build.targets.flyte.object-store"
+DEFAULT_TIMEOUT = 30.0
+TMP_PREFIX = ".tmp-"
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached, timed out, or refused a request."""
+
+
+# -- configuration --------------------------------------------------------------
+
+S3_KEYS = ("endpoint-url", "region", "profile", "access-key-id", "secret-access-key", "anon")
+GCS_KEYS = ("endpoint-url", "project", "token", "anon")
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Explicit settings; anything left None comes from the environment as usual
+    (AWS_* variables and profiles for S3, STORAGE_EMULATOR_HOST and
+    application-default credentials for GCS)."""
+
+    timeout: float = DEFAULT_TIMEOUT
+    s3: dict = field(default_factory=dict)
+    gcs: dict = field(default_factory=dict)
+
+
+def parse_options(field_: str, raw: Any) -> StoreOptions:
+    """Validate the `object-store` table; errors name the exact TOML field."""
+    if not isinstance(raw, dict):
+        raise UserError(f"Field {field_} must be a table")
+    kwargs: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{field_}.{key}"
+        if key == "timeout":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise UserError(f"Field {where} must be a positive number of seconds")
+            kwargs["timeout"] = float(value)
+        elif key in ("s3", "gcs"):
+            allowed = S3_KEYS if key == "s3" else GCS_KEYS
+            if not isinstance(value, dict):
+                raise UserError(f"Field {where} must be a table")
+            for k, v in value.items():
+                if k not in allowed:
+                    raise UserError(f"Unknown field {where}.{k}; valid fields: {', '.join(sorted(allowed))}")
+                if k == "anon":
+                    if not isinstance(v, bool):
+                        raise UserError(f"Field {where}.{k} must be a boolean")
+                elif not isinstance(v, str) or not v:
+                    raise UserError(f"Field {where}.{k} must be a non-empty string")
+            kwargs[key] = dict(value)
+        else:
+            raise UserError(f"Unknown field {where}; valid fields: gcs, s3, timeout")
+    return StoreOptions(**kwargs)
+
+
+# -- the store ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Root:
+    """One prefix of one store. `rel` paths use `/` and never start with it."""
+
+    url: str  # as the user wrote it, without a trailing slash
+    scheme: str  # file | s3 | gs
+    base: str  # the filesystem path of the prefix (bucket/prefix, or a local dir)
+    fs: Any
+    timeout: float
+
+    def uri(self, rel: str) -> str:
+        return f"{self.url}/{rel}"
+
+    def _path(self, rel: str) -> str:
+        return f"{self.base}/{rel}" if self.base else rel
+
+    def _call(self, name: str, *args, deadline: float | None = None, **kwargs):
+        method = getattr(self.fs, name)
+        if getattr(self.fs, "async_impl", False):
+            kwargs["timeout"] = deadline or self.timeout  # fsspec's sync() takes a deadline
+        try:
+            return method(*args, **kwargs)
+        except (FileNotFoundError, FileExistsError):
+            raise
+        except Exception as exc:  # every transport, auth and timeout error of three libraries
+            raise StoreUnavailable(f"{self.url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+
+    def probe(self) -> None:
+        """Raise StoreUnavailable unless the store answers and the bucket exists."""
+        if self.scheme == "file":
+            Path(self.base).mkdir(parents=True, exist_ok=True)
+            return
+        bucket = self.base.split("/", 1)[0]
+        self.fs.invalidate_cache(bucket)
+        try:
+            self._call("info", bucket)
+        except FileNotFoundError:
+            raise StoreUnavailable(f"{self.url}: bucket {bucket!r} does not exist") from None
+
+    def size(self, rel: str) -> int | None:
+        """The object's size, or None when it does not exist -- asked of the store."""
+        path = self._path(rel)
+        if self.scheme == "file":
+            try:
+                return os.stat(path).st_size
+            except FileNotFoundError:
+                return None
+        self.fs.invalidate_cache(path)
+        try:
+            info = self._call("info", path)
+        except FileNotFoundError:
+            return None
+        if info.get("type") == "directory":
+            return None
+        return int(info.get("size") or 0)
+
+    def read(self, rel: str) -> bytes:
+        """The object's bytes; FileNotFoundError when it does not exist."""
+        path = self._path(rel)
+        if self.scheme == "file":
+            return Path(path).read_bytes()
+        return self._call("cat_file", path)
+
+    def get_file(self, rel: str, dest: Path, size_hint: int = 0) -> None:
+        """Download to `dest` (a temporary name the caller owns)."""
+        path = self._path(rel)
+        if self.scheme == "file":
+            with open(path, "rb") as s, open(dest, "wb") as d:
+                while chunk := s.read(1 << 20):
+                    d.write(chunk)
+            return
+        # a large blob may take longer than one request's deadline; allow ~1 MB/s
+        self._call("get_file", path, str(dest), deadline=self.timeout + size_hint / 1e6)
+
+    def put_file(self, rel: str, src: Path, create_only: bool = True) -> bool:
+        """Publish `src` under `rel` in one step. True if written; False if
+        create-only found the object already there (which is success)."""
+        path = self._path(rel)
+        if self.scheme == "file":
+            return _local_publish(Path(path), Path(src), create_only)
+        size = os.path.getsize(src)
+        try:
+            self._call("put_file", str(src), path, mode="create" if create_only else "overwrite",
+                       deadline=self.timeout + size / 1e6)
+        except FileExistsError:
+            return False
+        finally:
+            self.fs.invalidate_cache(path)
+        return True
+
+    def put_bytes(self, rel: str, data: bytes, create_only: bool = True) -> bool:
+        path = self._path(rel)
+        if self.scheme == "file":
+            with tempfile.NamedTemporaryFile(prefix=TMP_PREFIX, delete=False) as f:
+                f.write(data)
+            try:
+                return _local_publish(Path(path), Path(f.name), create_only)
+            finally:
+                os.unlink(f.name)
+        try:
+            self._call("pipe_file", path, data, mode="create" if create_only else "overwrite")
+        except FileExistsError:
+            return False
+        finally:
+            self.fs.invalidate_cache(path)
+        return True
+
+
+def _local_publish(dest: Path, src: Path, create_only: bool) -> bool:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
+    try:
+        with os.fdopen(fd, "wb") as d, open(src, "rb") as s:
+            while chunk := s.read(1 << 20):
+                d.write(chunk)
+            d.flush()
+            os.fsync(d.fileno())
+        os.chmod(tmp, 0o644)
+        if not create_only:
+            os.replace(tmp, dest)
+            return True
+        try:
+            os.link(tmp, dest)  # fails if dest exists: create-only, atomic
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+def _strip(url: str) -> str:
+    return url.rstrip("/") if len(url) > 1 else url
+
+
+def open_root(url: str, options: StoreOptions | None = None, what: str = "--cache") -> Root:
+    """Parse `url` (a path, file://, s3://bucket[/prefix], gs://bucket[/prefix])
+    and make its filesystem. Bad URLs are UserErrors naming `what`."""
+    options = options or StoreOptions()
+    parsed = urlparse(url)
+    scheme = parsed.scheme or "file"
+    if scheme == "file" or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):
+        path = parsed.path if parsed.scheme == "file" else url
+        if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+            raise UserError(f"{what} {url}: a file:// URL names a local path (file:///abs/path)")
+        base = str(Path(path).expanduser().resolve())
+        from fsspec.implementations.local import LocalFileSystem
+
+        return Root(_strip(url), "file", base, LocalFileSystem(), options.timeout)
+    if scheme in ("s3", "s3a"):
+        fs = _s3(options)
+        scheme = "s3"
+    elif scheme in ("gs", "gcs"):
+        fs = _gcs(options)
+        scheme = "gs"
+    else:
+        raise UserError(f"{what} {url}: unsupported scheme {scheme!r} (use a path, file://, s3:// or gs://)")
+    if not parsed.netloc:
+        raise UserError(f"{what} {url}: no bucket (expected {scheme}://BUCKET[/PREFIX])")
+    base = (parsed.netloc + "/" + parsed.path.strip("/")).rstrip("/")
+    return Root(_strip(url), scheme, base, fs, options.timeout)
+
+
+def _s3(options: StoreOptions):
+    import s3fs
+
+    o = options.s3
+    client_kwargs = {}
+    # Without an explicit endpoint botocore reads AWS_ENDPOINT_URL(_S3) itself.
+    if o.get("endpoint-url"):
+        client_kwargs["endpoint_url"] = o["endpoint-url"]
+    if o.get("region"):
+        client_kwargs["region_name"] = o["region"]
+    kwargs: dict[str, Any] = dict(
+        client_kwargs=client_kwargs,
+        skip_instance_cache=True,
+        use_listings_cache=False,
+        # one short attempt per request: an unreachable cache costs seconds, not minutes
+        config_kwargs={
+            "connect_timeout": min(options.timeout, 10.0),
+            "read_timeout": options.timeout,
+            "retries": {"max_attempts": 2, "mode": "standard"},
+        },
+    )
+    if o.get("profile"):
+        kwargs["profile"] = o["profile"]
+    if o.get("access-key-id"):
+        kwargs["key"] = o["access-key-id"]
+        kwargs["secret"] = o.get("secret-access-key")
+    if o.get("anon"):
+        kwargs["anon"] = True
+    fs = s3fs.S3FileSystem(**kwargs)
+    fs.retries = 2  # s3fs's own retry loop (default 5, with back-off)
+    return fs
+
+
+def _gcs(options: StoreOptions):
+    o = options.gcs
+    emulator = o.get("endpoint-url") or os.environ.get("STORAGE_EMULATOR_HOST")
+    if emulator:
+        # gcsfs probes for hierarchical-namespace buckets over gRPC at import,
+        # which an emulator never answers (a 60 s wait per call).
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
+    import gcsfs
+
+    kwargs: dict[str, Any] = dict(skip_instance_cache=True, use_listings_cache=False, requests_timeout=options.timeout)
+    if o.get("endpoint-url"):
+        kwargs["endpoint_url"] = o["endpoint-url"]
+    if o.get("project"):
+        kwargs["project"] = o["project"]
+    if o.get("anon"):
+        kwargs["token"] = "anon"
+    elif o.get("token"):
+        kwargs["token"] = o["token"]
+    elif emulator:
+        kwargs["token"] = "anon"  # emulators do not authenticate
+    return gcsfs.GCSFileSystem(**kwargs)

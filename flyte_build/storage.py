@@ -1,0 +1,47 @@
+"""Bundle storage: where built bundles are uploaded for Flyte's runtime to download.
+
+Each bundle goes to `<url>/<sha256 hex>.tar.gz`. The name is the content, so
+an object already there is the same bundle: it is never uploaded again
+(existence is asked of the store, then the upload itself is create-only,
+so two machines racing both succeed with one object).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BuildFailed
+from .objstore import StoreOptions, StoreUnavailable, open_root
+
+
+@dataclass(frozen=True)
+class Upload:
+    remote: str  # the object's URI
+    uploaded: bool  # False: it was already there
+    size: int
+
+
+def bundle_name(hex_: str) -> str:
+    return f"{hex_}.tar.gz"
+
+
+def upload(url: str, local_path: str | Path, hex_: str, options: StoreOptions | None = None) -> Upload:
+    """Upload one bundle unless it is already stored. BuildFailed if the store fails."""
+    root = open_root(url, options, "--storage")
+    rel = bundle_name(hex_)
+    size = Path(local_path).stat().st_size
+    try:
+        have = root.size(rel)
+        if have == size:
+            return Upload(root.uri(rel), False, size)
+        # a different size under a content name is a truncated object: replace it
+        written = root.put_file(rel, Path(local_path), create_only=have is None)
+    except StoreUnavailable as exc:
+        raise BuildFailed(f"--storage: cannot upload bundle {hex_[:12]}: {exc}") from None
+    return Upload(root.uri(rel), written, size)
+
+
+def upload_bundle(url: str, local_path: str | Path, hex_: str, options: StoreOptions | None = None) -> str:
+    """Upload a bundle named by its sha256 `hex_`; returns its remote URI."""
+    return upload(url, local_path, hex_, options).remote
