@@ -58,10 +58,13 @@ def _flyte_marker() -> str | None:
 def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str], list[str]]:
     """(mode, targets, candidate .py files relative to the root)."""
     root = cfg.root
+    # paths given on the command line are relative to the current directory;
+    # the config's `paths` and the default (the whole root) to the root
+    base = Path.cwd() if sel.paths else root
     paths = list(sel.paths) or list(cfg.paths) or ["."]
     rels = []
     for p in paths:
-        absp = (Path.cwd() / p).resolve() if not os.path.isabs(p) else Path(p).resolve()
+        absp = (base / p).resolve()
         if not absp.exists():
             raise UserError(f"{p}: no such file or directory")
         try:

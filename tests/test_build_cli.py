@@ -1,0 +1,182 @@
+"""`flyte-build build` on sample_monorepo: caching, incrementality, explain, outputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import build_json, copy_sample, digests, flyte_build
+
+ENVS = ["inference", "ml_training", "ml_training_large", "preprocessing", "reporting", "visualization"]
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return copy_sample(tmp_path / "repo")
+
+
+def test_second_build_is_all_cache_hits(repo, tmp_path):
+    cache = tmp_path / "cache"
+    first = build_json(repo, cache)
+    assert sorted(r["target"] for r in first["targets"]) == [f"bundle:{e}" for e in ENVS]
+    assert all(r["status"] == "built" and r["digest"].startswith("sha256:") for r in first["targets"])
+    second = build_json(repo, cache)
+    assert all(r["cached"] is True for r in second["targets"])
+    assert digests(first) == digests(second)
+    assert second["discovery"]["cached"] is True
+    for r in second["targets"]:
+        assert Path(r["path"]).is_file() and r["size"] == Path(r["path"]).stat().st_size
+
+
+def test_noop_build_imports_neither_flyte_nor_user_code(repo, tmp_path):
+    cache = tmp_path / "cache"
+    build_json(repo, cache)
+    script = (
+        "import sys\n"
+        "from flyte_build.workspace import Settings, Workspace\n"
+        "ws = Workspace(Settings())\n"
+        "res = ws.build()\n"
+        "assert all(r.cached for r in res), res\n"
+        "print(sorted(m for m in sys.modules if m == 'flyte' or m.startswith(('flyte.', 'services', 'libs'))))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=repo, capture_output=True, text=True,
+                          env={**__import__("os").environ, "FLYTE_BUILD_CACHE_DIR": str(cache)})
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_edit_rebuilds_only_bundles_whose_closure_holds_the_file(repo, tmp_path):
+    cache = tmp_path / "cache"
+    before = digests(build_json(repo, cache))
+    # libs/mlkit/serving.py is imported only by inference (and shipped by reporting's copy-style `all`)
+    with open(repo / "libs/mlkit/serving.py", "a") as f:
+        f.write("\n# a comment that changes the bytes\n")
+    after_doc = build_json(repo, cache)
+    after = digests(after_doc)
+    changed = sorted(t for t in before if before[t] != after[t])
+    assert changed == ["bundle:inference", "bundle:reporting"]
+    status = {r["target"]: r["status"] for r in after_doc["targets"]}
+    assert {t for t, s in status.items() if s == "built"} == set(changed)
+
+
+def test_shared_library_edit_touches_every_importer(repo, tmp_path):
+    cache = tmp_path / "cache"
+    before = digests(build_json(repo, cache))
+    with open(repo / "libs/common/stats.py", "a") as f:
+        f.write("\nEXTRA = 1\n")
+    after = digests(build_json(repo, cache))
+    changed = {t for t in before if before[t] != after[t]}
+    unchanged = set(before) - changed
+    assert "bundle:preprocessing" in changed and "bundle:visualization" in changed
+    assert changed | unchanged == set(before)
+
+
+def test_explain_names_the_changed_file(repo, tmp_path):
+    cache = tmp_path / "cache"
+    build_json(repo, cache)
+    up = flyte_build("explain", "bundle:inference", cwd=repo, cache=cache)
+    assert up.rc == 0 and "up to date" in up.out
+    with open(repo / "libs/mlkit/serving.py", "a") as f:
+        f.write("\n# edit\n")
+    run = flyte_build("explain", "bundle:inference", cwd=repo, cache=cache)
+    assert run.rc == 0
+    assert "would rebuild" in run.out and "changed: libs/mlkit/serving.py" in run.out
+    other = flyte_build("explain", "bundle:preprocessing", cwd=repo, cache=cache)
+    assert "up to date" in other.out
+
+
+def test_lazy_import_inside_a_task_is_bundled(repo, tmp_path):
+    doc = build_json(repo, tmp_path / "cache", "bundle:visualization")
+    (rec,) = [r for r in doc["targets"] if r["target"] == "bundle:visualization"]
+    names = {m.name for m in tarfile.open(rec["path"]).getmembers()}
+    assert "services/visualization/render.py" in names  # imported only inside report_pipeline
+    assert "libs/common/unused.py" not in names
+    assert not any(n.startswith("services/inference") for n in names)
+
+
+def test_copy_style_all_ships_data_files_but_honours_ignores(repo, tmp_path):
+    doc = build_json(repo, tmp_path / "cache", "bundle:reporting")
+    (rec,) = doc["targets"]
+    names = {m.name for m in tarfile.open(rec["path"]).getmembers()}
+    assert "services/reporting/config/report.json" in names
+    assert "libs/common/unused.py" in names
+    assert not any(n.startswith("notebooks/") or n.endswith(".ipynb") for n in names)  # .flyteignore
+    assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
+
+
+def test_out_dir_holds_bundles_named_by_sha256(repo, tmp_path):
+    out = tmp_path / "out"
+    doc = build_json(repo, tmp_path / "cache", "--out", str(out))
+    for r in doc["targets"]:
+        p = Path(r["path"])
+        assert p.parent == out / "bundle"
+        assert p.name == r["digest"].split(":")[1] + ".tar.gz"
+        import hashlib
+
+        assert hashlib.sha256(p.read_bytes()).hexdigest() == r["digest"].split(":")[1]
+
+
+def test_patterns_select_targets(repo, tmp_path):
+    doc = build_json(repo, tmp_path / "cache", "*:ml_training*")
+    assert [r["target"] for r in doc["targets"]] == ["bundle:ml_training", "bundle:ml_training_large"]
+    bad = flyte_build("build", "bundle:nope", cwd=repo, cache=tmp_path / "cache")
+    assert bad.rc == 2 and "matches nothing" in bad.err and "Traceback" not in bad.err
+
+
+def test_summary_table_and_graph_pictures(repo, tmp_path):
+    cache = tmp_path / "cache"
+    run = flyte_build("build", cwd=repo, cache=cache)
+    assert run.rc == 0
+    assert "bundle:visualization" in run.out and "6 targets: 6 built, 0 cached" in run.out
+    again = flyte_build("build", cwd=repo, cache=cache)
+    assert "6 targets: 0 built, 6 cached" in again.out
+    dot = flyte_build("graph", "--format", "dot", cwd=repo, cache=cache)
+    assert dot.out.startswith("digraph") and '"bundle:preprocessing"' in dot.out
+    mer = flyte_build("graph", "--format", "mermaid", cwd=repo, cache=cache)
+    assert mer.out.startswith("graph LR")
+    txt = flyte_build("graph", cwd=repo, cache=cache)
+    order = txt.out.split("deploy order: ")[1].splitlines()[0].split(" → ")
+    assert order.index("preprocessing") < order.index("ml_training") < order.index("visualization")
+    js = flyte_build("graph", "--format", "json", cwd=repo, cache=cache).out
+    assert '"deploy_order"' in js
+
+
+def test_targets_json_lists_envs_and_records(repo, tmp_path):
+    cache = tmp_path / "cache"
+    run = flyte_build("targets", "--json", cwd=repo, cache=cache)
+    assert run.rc == 0
+    doc = run.json()
+    envs = {e["env"]: e for e in doc["envs"]}
+    assert sorted(envs) == ENVS
+    assert envs["ml_training"]["depends_on"] == ["preprocessing"]
+    assert envs["visualization"]["file"] == "services/visualization/tasks.py"
+    assert envs["ml_training_large"]["file"] == "services/ml_training/large.py"
+    for rec in doc["targets"]:
+        assert {"target", "kind", "env", "digest", "cached", "path"} <= set(rec)
+    # single file + variable, as `flyte deploy FILE VAR`
+    one = flyte_build("targets", "services/ml_training/tasks.py", "ml_training_env", "--json", cwd=repo, cache=cache).json()
+    assert [e["env"] for e in one["envs"] if e["selected"]] == ["ml_training"]
+    assert {e["env"] for e in one["envs"]} == {"ml_training", "preprocessing"}  # its dependency comes along
+
+
+def test_cache_verify_and_gc(repo, tmp_path):
+    cache = tmp_path / "cache"
+    build_json(repo, cache)
+    ok = flyte_build("cache", "verify", cwd=repo, cache=cache)
+    assert ok.rc == 0 and "ok" in ok.out
+    blob = next((cache / "cas" / "sha256").rglob("*"))
+    while blob.is_dir():
+        blob = next(blob.iterdir())
+    blob.write_bytes(b"corrupted")
+    bad = flyte_build("cache", "verify", cwd=repo, cache=cache)
+    assert bad.rc == 1 and "bytes hash to" in bad.out
+    # the next build detects it, rebuilds, and the cache is sound again
+    doc = build_json(repo, cache)
+    assert any(r["status"] == "built" for r in doc["targets"])
+    assert flyte_build("cache", "verify", cwd=repo, cache=cache).rc == 0
+    stats = flyte_build("cache", "stats", "--json", cwd=repo, cache=cache).json()
+    assert stats["local"]["blobs"] >= 6 and stats["last_run"]["built"] >= 1

@@ -1,0 +1,48 @@
+"""Same sources, same bytes: across checkout paths, processes, PYTHONHASHSEEDs and caches."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import tarfile
+import time
+from pathlib import Path
+
+from tests.support.cli import build_json, copy_sample, digests
+
+
+def test_two_checkouts_different_seeds_and_caches_give_identical_digests(tmp_path):
+    a = copy_sample(tmp_path / "one" / "checkout")
+    b = copy_sample(tmp_path / "elsewhere" / "deeper" / "other-checkout")
+    # different mtimes too: the archive must not care
+    later = time.time() + 86400 * 3
+    for p in b.rglob("*"):
+        os.utime(p, (later, later))
+    da = digests(build_json(a, tmp_path / "cache-a", env={"PYTHONHASHSEED": "1"}))
+    db = digests(build_json(b, tmp_path / "cache-b", env={"PYTHONHASHSEED": "4242"}))
+    assert len(da) == 6
+    assert da == db
+
+
+def test_archive_is_normalised(tmp_path):
+    repo = copy_sample(tmp_path / "repo")
+    os.chmod(repo / "services/preprocessing/tasks.py", 0o775)  # an executable bit survives as 0755
+    doc = build_json(repo, tmp_path / "cache")
+    for rec in doc["targets"]:
+        raw = Path(rec["path"]).read_bytes()
+        assert raw[:2] == b"\x1f\x8b"
+        assert raw[4:8] == b"\0\0\0\0"  # gzip mtime 0
+        assert raw[3] & 0x08 == 0  # no file name in the gzip header
+        with tarfile.open(rec["path"]) as tar:
+            members = tar.getmembers()
+        names = [m.name.rstrip("/") for m in members]
+        files = [m for m in members if m.isfile()]
+        assert [m.name for m in files] == sorted(m.name for m in files) or names == sorted(names)
+        for m in members:
+            assert not m.name.startswith("/") and ".." not in m.name.split("/")
+            assert m.mtime == 0 and m.uid == 0 and m.gid == 0 and m.uname == "" and m.gname == ""
+            assert m.mode in (0o644, 0o755)
+        modes = {m.name: m.mode for m in files}
+        if "services/preprocessing/tasks.py" in modes:
+            assert modes["services/preprocessing/tasks.py"] == 0o755
+        assert gzip.decompress(raw)  # a valid stream

@@ -1,0 +1,97 @@
+"""Bad input gets one clear message, exit 2, no traceback, and leaves the cache sound."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import copy_sample, flyte_build
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return copy_sample(tmp_path / "repo")
+
+
+def _fails(repo: Path, cache: Path, *args: str) -> str:
+    run = flyte_build(*(args or ("build",)), cwd=repo, cache=cache)
+    assert run.rc == 2, (run.rc, run.out, run.err)
+    assert "Traceback" not in run.err
+    assert flyte_build("cache", "verify", cwd=repo, cache=cache).rc == 0
+    return run.err
+
+
+def test_syntax_error_names_file_and_line(repo, tmp_path):
+    (repo / "services/preprocessing/broken.py").write_text("x = 1\ndef f(:\n    pass\n")
+    err = _fails(repo, tmp_path / "c")
+    assert "services/preprocessing/broken.py:2" in err and "SyntaxError" in err
+
+
+def test_failing_import_names_module_and_exception(repo, tmp_path):
+    (repo / "services/preprocessing/needs.py").write_text("import no_such_package_here\n")
+    err = _fails(repo, tmp_path / "c")
+    assert "services.preprocessing.needs" in err and "ModuleNotFoundError" in err and "no_such_package_here" in err
+
+
+def test_exception_at_import_time(repo, tmp_path):
+    (repo / "services/preprocessing/boom.py").write_text("raise RuntimeError('config missing')\n")
+    err = _fails(repo, tmp_path / "c")
+    assert "RuntimeError: config missing" in err and "services/preprocessing/boom.py:1" in err
+
+
+def test_ignore_load_errors_goes_on_and_reports(repo, tmp_path):
+    (repo / "services/preprocessing/needs.py").write_text("import no_such_package_here\n")
+    run = flyte_build("build", "--ignore-load-errors", "--json", cwd=repo, cache=tmp_path / "c")
+    assert run.rc == 0
+    doc = run.json()
+    assert len(doc["targets"]) == 6
+    assert any("services/preprocessing/needs.py" in w and "ModuleNotFoundError" in w for w in doc["warnings"])
+
+
+def test_duplicate_env_names_name_both_files(repo, tmp_path):
+    (repo / "services/again.py").write_text("import flyte\nx = flyte.TaskEnvironment(name='preprocessing')\n")
+    err = _fails(repo, tmp_path / "c")
+    assert "`preprocessing`" in err and "services/again.py" in err and "services/preprocessing/tasks.py" in err
+
+
+def test_cycle_made_with_add_dependency_is_named_in_order(repo, tmp_path):
+    (repo / "services/cycle.py").write_text(
+        "import flyte\n"
+        "x = flyte.TaskEnvironment(name='x-env')\n"
+        "y = flyte.TaskEnvironment(name='y-env')\n"
+        "z = flyte.TaskEnvironment(name='z-env', depends_on=[y])\n"
+        "x.add_dependency(z)\n"
+        "y.add_dependency(x)\n"
+    )
+    err = _fails(repo, tmp_path / "c")
+    assert "depends_on cycle: x-env → z-env → y-env → x-env" in err
+
+
+def test_unknown_variable_name(repo, tmp_path):
+    err = _fails(repo, tmp_path / "c", "targets", "services/inference/tasks.py", "nope_env")
+    assert "no TaskEnvironment named `nope_env`" in err and "inference_env" in err
+
+
+def test_bad_config_key_and_value(repo, tmp_path):
+    pyproject = repo / "pyproject.toml"
+    text = pyproject.read_text()
+    pyproject.write_text(text.replace('copy-style = "loaded_modules"', 'copy-style = "everything"'))
+    err = _fails(repo, tmp_path / "c")
+    assert "Field tool.hatch.build.targets.flyte.copy-style must be one of: loaded_modules, all, none" in err
+    pyproject.write_text(text.replace('copy-style = "loaded_modules"', 'copy-style = "all"\ncopy_style = "all"'))
+    err = _fails(repo, tmp_path / "c")
+    assert "Unknown field tool.hatch.build.targets.flyte.copy_style" in err and "copy-style" in err
+
+
+def test_domain_is_initialised_during_discovery(repo, tmp_path):
+    (repo / "services/by_domain.py").write_text(
+        "import flyte\n"
+        "env = flyte.TaskEnvironment(name='dom-' + (flyte.current_domain() or 'none'))\n"
+    )
+    cache = tmp_path / "c"
+    staging = flyte_build("targets", "--json", "--domain", "staging", "--project", "p", cwd=repo, cache=cache)
+    assert staging.rc == 0, staging.err
+    assert "dom-staging" in {e["env"] for e in staging.json()["envs"]}
+    prod = flyte_build("targets", "--json", "--domain", "production", "--project", "p", cwd=repo, cache=cache)
+    assert "dom-production" in {e["env"] for e in prod.json()["envs"]}
