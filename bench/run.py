@@ -1,0 +1,251 @@
+"""Time flyte-build against its baselines on synthetic monorepos; write BENCHMARKS.md.
+
+Every scenario runs in a fresh process, as CI would run it; its wall time
+(process start included) and peak RSS (the process and the children it
+waited for, e.g. discovery's child) come from `os.wait4`. Repetitions are
+interleaved (baseline, ours, baseline, ...) so the machine's noise hits both
+sides alike; the table holds medians and ratios from the same run.
+
+    python -m bench.run --sizes small,medium,large --repeat 5 --out BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .generate import Shape, generate
+
+SIZES = {"small": Shape(10, 500), "medium": Shape(50, 5000), "large": Shape(200, 20000)}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Row order of each size's table; the smoke test checks every one is there.
+SCENARIOS = (
+    "flyte bundling (baseline)",
+    "tar \\| gzip floor (baseline)",
+    "python -c 'import flyte' (baseline)",
+    "cold build, all bundles",
+    "no-op rebuild",
+    "edit 1 service file",
+    "edit 1 shared-lib file",
+    "affected --since HEAD",
+)
+
+
+@dataclass(frozen=True)
+class Sample:
+    seconds: float
+    max_rss_kb: int
+    info: dict = field(default_factory=dict)
+
+
+def measure(cmd: list[str] | str, cwd: Path, env: dict | None = None, shell: bool = False) -> tuple[Sample, str]:
+    """Wall time and peak RSS of one fresh process (its waited-for children included)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, shell=shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # read both pipes fully before reaping, so the child never blocks on a full pipe
+    out, err = _drain(proc)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd!r} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
+    return Sample(seconds, usage.ru_maxrss), out.decode(errors="replace")
+
+
+def _drain(proc: subprocess.Popen) -> tuple[bytes, bytes]:
+    # communicate() would reap the child itself and lose its rusage; read the pipes with threads instead
+    import threading
+
+    bufs: dict[str, bytes] = {}
+
+    def read(name, stream):
+        bufs[name] = stream.read()
+        stream.close()
+
+    threads = [threading.Thread(target=read, args=(n, s)) for n, s in (("out", proc.stdout), ("err", proc.stderr))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return bufs["out"], bufs["err"]
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "b@x"})
+
+
+def _has_affected() -> bool:
+    r = subprocess.run([sys.executable, "-m", "flyte_build", "affected", "--help"], capture_output=True)
+    return r.returncode == 0
+
+
+def _edit(path: Path, n: int) -> None:
+    with open(path, "a") as f:
+        f.write(f"\n# bench edit {n}\n")
+
+
+def _bundle_members(build_json: str) -> list[str]:
+    names: set[str] = set()
+    for t in json.loads(build_json)["targets"]:
+        if t.get("path"):
+            with tarfile.open(t["path"]) as tf:
+                names.update(m.name for m in tf.getmembers() if m.isfile())
+    return sorted(names)
+
+
+def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dict:
+    repo = work / name / "repo"
+    summary = generate(repo, shape)
+    _git(repo, "init", "-q")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "synthetic")
+    fb = [sys.executable, "-m", "flyte_build", "build", "--json"]
+    base_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    affected = _has_affected()
+    samples: dict[str, list[Sample]] = {s: [] for s in SCENARIOS}
+    service_file = repo / "services" / "svc_000" / "mod_000.py"  # head of a depends_on chain
+    lib_file = repo / "libs" / "lib_000" / "m_000.py"
+    file_list = work / name / "bundle-files.txt"
+    for rep in range(repeat):
+        log(f"[{name}] repetition {rep + 1}/{repeat}")
+        cache = work / name / f"cache-{rep}"
+        env = {**base_env, "FLYTE_BUILD_CACHE_DIR": str(cache)}
+        out = work / name / "flyte-out"
+        shutil.rmtree(out, ignore_errors=True)
+        s, text = measure([sys.executable, "-m", "bench.flyte_baseline", str(repo), str(out)], REPO_ROOT, base_env)
+        samples["flyte bundling (baseline)"].append(Sample(s.seconds, s.max_rss_kb, json.loads(text.strip().splitlines()[-1])))
+
+        s, text = measure(fb, repo, env)
+        built = json.loads(text)
+        samples["cold build, all bundles"].append(Sample(s.seconds, s.max_rss_kb, _counts(built)))
+        if rep == 0:
+            file_list.write_text("\n".join(_bundle_members(text)) + "\n")
+
+        s, text = measure(f"tar -cf - -T {file_list} | gzip -6 > {work / name / 'floor.tar.gz'}", repo, base_env, shell=True)
+        samples["tar \\| gzip floor (baseline)"].append(Sample(s.seconds, s.max_rss_kb, {"files": len(file_list.read_text().split())}))
+
+        time.sleep(2.1)  # past the stat cache's racy window, as in a real edit-build loop
+        s, text = measure(fb, repo, env)
+        samples["no-op rebuild"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+
+        s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
+        samples["python -c 'import flyte' (baseline)"].append(s)
+
+        for scenario, path in (("edit 1 service file", service_file), ("edit 1 shared-lib file", lib_file)):
+            _edit(path, rep)
+            s, text = measure(fb, repo, env)
+            samples[scenario].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+        if affected:
+            s, text = measure([sys.executable, "-m", "flyte_build", "affected", "--since", "HEAD", "--json"], repo, env)
+            samples["affected --since HEAD"].append(s)
+        _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
+        shutil.rmtree(cache, ignore_errors=True)
+    return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected}
+
+
+def _counts(doc: dict) -> dict:
+    ts = doc["targets"]
+    return {"targets": len(ts), "built": sum(t["status"] == "built" for t in ts), "cached": sum(t["status"] == "cached" for t in ts)}
+
+
+def _median(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def render(results: list[dict], repeat: int, argv: list[str]) -> str:
+    lines = ["# Benchmarks", ""]
+    lines += [
+        f"Machine: {platform.node() and 'shared CI-class host'}, {platform.system()} {platform.release()}, "
+        f"{os.cpu_count()} CPUs, Python {platform.python_version()}, flyte {_flyte_version()}. "
+        f"The host is shared with other jobs: wall times are noisy, so read the ratios (both sides measured "
+        f"interleaved in the same run) and the medians of {repeat} runs.",
+        "",
+        f"Reproduce: `python -m bench.run {' '.join(argv)}`",
+        "",
+        "Every figure is one fresh process, start-up included; peak RSS is the process and its waited-for children "
+        "(discovery's child imports the user's modules). Ratios are baseline time / our time (>1: we are faster).",
+        "",
+    ]
+    for res in results:
+        tree = res["tree"]
+        smp = res["samples"]
+        med = {k: _median([s.seconds for s in v]) for k, v in smp.items() if v}
+        flyte_t = med.get("flyte bundling (baseline)")
+        floor_t = med.get("tar \\| gzip floor (baseline)")
+        imp_t = med.get("python -c 'import flyte' (baseline)")
+        lines += [
+            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files",
+            "",
+            "| scenario | median s | min s | max s | vs flyte bundling | vs tar\\|gzip | vs import flyte | peak RSS MB | note |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for sc in SCENARIOS:
+            v = smp.get(sc) or []
+            if not v:
+                why = "`flyte-build affected` had not landed when this ran" if sc.startswith("affected") else "not run"
+                lines.append(f"| {sc} | - | - | - | - | - | - | - | {why} |")
+                continue
+            m = med[sc]
+            ts = [s.seconds for s in v]
+            rss = max(s.max_rss_kb for s in v) / 1024
+            note = _note(v[-1].info)
+            lines.append(
+                f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {flyte_t / m:.2f}x | {floor_t / m:.2f}x | {imp_t / m:.2f}x | {rss:.0f} | {note} |"
+            )
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _note(info: dict) -> str:
+    if "built" in info:
+        return f"{info['built']} built, {info['cached']} cached of {info['targets']}"
+    if "files" in info:
+        return f"{info['files']} files"
+    return ""
+
+
+def _flyte_version() -> str:
+    from importlib.metadata import version
+
+    return version("flyte")
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="small,medium,large")
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
+    ap.add_argument("--json", type=Path, help="also write the raw samples here")
+    ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed after)")
+    a = ap.parse_args(argv)
+    sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        ap.error(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
+    work = a.work or Path(tempfile.mkdtemp(prefix="flyte-build-bench-"))
+    try:
+        results = [run_size(s, SIZES[s], a.repeat, work, log=lambda m: print(m, file=sys.stderr, flush=True)) for s in sizes]
+    finally:
+        if a.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    a.out.write_text(render(results, a.repeat, argv))
+    if a.json:
+        a.json.write_text(json.dumps([{**r, "samples": {k: [s.__dict__ for s in v] for k, v in r["samples"].items()}} for r in results], indent=1))
+
+
+if __name__ == "__main__":
+    main()

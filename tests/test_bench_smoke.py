@@ -1,0 +1,44 @@
+"""The benchmark suite at its smallest size, once: a smoke test, not a timed test.
+
+It proves the generator makes a tree flyte and flyte-build both load, and the
+runner writes a table with every scenario row and sane numbers. Timing
+thresholds live in BENCHMARKS.md, never here (the CI machine is shared).
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # bench/ is not installed: run it from the checkout
+
+from bench import run as bench_run  # noqa: E402
+
+
+def test_runner_smallest_size_writes_every_scenario(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "BENCH.md"
+    bench_run.main(["--sizes", "small", "--repeat", "1", "--out", str(out), "--work", str(tmp_path / "work")])
+    text = out.read_text()
+    assert "## small: 10 envs" in text
+    assert "Reproduce: `python -m bench.run" in text
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 9 and cells[0] in bench_run.SCENARIOS:
+            rows[cells[0]] = cells
+    assert set(rows) == set(bench_run.SCENARIOS)
+    for name, cells in rows.items():
+        if cells[1] == "-":  # only a command that has not landed may be missing
+            assert name.startswith("affected") and "not landed" in cells[8]
+            continue
+        median, lo, hi = (float(c) for c in cells[1:4])
+        assert 0 < lo <= median <= hi < 600, cells
+        assert 0 < float(cells[7]) < 4096, cells  # peak RSS in MB
+    # cold builds everything; a no-op rebuilds nothing; an edit rebuilds some
+    assert rows["cold build, all bundles"][8] == "10 built, 0 cached of 10"
+    assert rows["no-op rebuild"][8] == "0 built, 10 cached of 10"
+    built = int(rows["edit 1 service file"][8].split()[0])
+    assert 1 <= built < 10
