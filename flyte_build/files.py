@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pathspec
 
+from .errors import UserError
+
 IGNORE_FILES = (".gitignore", ".flyteignore")
 
 # Directory names never walked into (flyte's StandardIgnore, plus tool dirs).
@@ -171,6 +173,11 @@ def walk(
                     continue
             elif not e.is_file(follow_symlinks=False):
                 continue  # sockets, fifos, devices
+            if not _utf8(rel):
+                # keys and archive names are UTF-8; a name that is not cannot be
+                # shipped faithfully, and dropping it silently would lose a file
+                shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+                raise UserError(f"{shown}: file name is not valid UTF-8; rename it, or list it in .flyteignore to leave it out")
             if is_secret(rel) and not _allowed(rel, allow_secrets):
                 warnings.append(f"{rel}: looks like a secret; left out (allow it with `allow-secrets`)")
                 continue
@@ -187,6 +194,14 @@ class _PopMarker(str):
         obj = super().__new__(cls, "")
         obj.count = count
         return obj
+
+
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _allowed(rel: str, allow: tuple[str, ...]) -> bool:
