@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import os
 import stat
 import tarfile
@@ -63,15 +62,38 @@ def write_tar_gz(out: BinaryIO, members: Iterable[tuple[str, str, str | None]]) 
                         dirs_written.add(d)
                         tar.addfile(_info(d + "/", is_dir=True))
                 try:
-                    with open(path, "rb") as f:
-                        data = f.read()
-                    mode = os.stat(path).st_mode
+                    f = open(path, "rb")
                 except FileNotFoundError:
                     raise FileChanged(f"{name}: deleted while the build ran; run the build again") from None
-                if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-                    raise FileChanged(f"{name}: changed while the build ran; run the build again")
-                ti = _info(name, is_dir=False, size=len(data), executable=bool(mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)))
-                tar.addfile(ti, io.BytesIO(data))
+                with f:
+                    # streamed, not read whole: a very large file costs no memory;
+                    # size and mode come from the open file, so they describe the
+                    # very bytes being hashed
+                    st = os.fstat(f.fileno())
+                    ti = _info(name, is_dir=False, size=st.st_size, executable=bool(st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)))
+                    reader = _HashingReader(f)
+                    try:
+                        tar.addfile(ti, reader)
+                    except OSError:  # tarfile's "unexpected end of data": it shrank
+                        raise FileChanged(f"{name}: changed while the build ran; run the build again") from None
+                    if reader.read(1) or (expected is not None and reader.hexdigest() != expected):
+                        raise FileChanged(f"{name}: changed while the build ran; run the build again")
+
+
+class _HashingReader:
+    """A file wrapper that hashes what tarfile reads through it."""
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._h = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self._h.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
 
 
 def list_members(path: str | Path) -> list[tarfile.TarInfo]:
