@@ -182,3 +182,199 @@ def env_to_data(env, variable: str | None, module: str, root: Path, bound_file: 
         "tasks": [task_to_data(t, root) for _, t in sorted(env.tasks.items())],
         "extra": extra,
     }
+
+
+# -- deploys: images, task serialization, the backend ------------------------
+#
+# Task specs are serialized once per environment with placeholders for the
+# three values that are only known later (the version, the bundle's remote
+# location and each environment's image), in the discovery-like child
+# process. The parent fills them in with `render_task_spec`. So the template
+# is a pure function of the code and the declaration: it can be cached on file
+# digests and hashed into the version.
+
+PLACEHOLDER_VERSION = "@@flyte-build:version@@"
+PLACEHOLDER_BUNDLE = "@@flyte-build:bundle@@"
+
+
+def image_placeholder(env_name: str) -> str:
+    return f"@@flyte-build:image:{env_name}@@"
+
+
+def auto_image_uri(image_refs: dict[str, str]) -> str:
+    """The URI `image="auto"` stands for (flyte's released default image for
+    this Python), from package metadata only: no-op builds never import flyte."""
+    import sys
+
+    if "default" in image_refs:  # flyte's _DEFAULT_IMAGE_REF_NAME
+        return image_refs["default"]
+    v = flyte_version().replace("+", "-")
+    return f"ghcr.io/flyteorg/flyte:py{sys.version_info[0]}.{sys.version_info[1]}-v{v}"
+
+
+def resolve_image_uri(env, image_refs: dict[str, str]) -> str | None:
+    """The env's image reference as flyte resolves it, without building: a URI
+    string as is, "auto" as flyte's default image (or `--image default=...`),
+    `Image.from_ref_name` through `image_refs`, any other Image by its `uri`."""
+    from flyte._image import _DEFAULT_IMAGE_REF_NAME, Image
+
+    img = env.image
+    if img is None:
+        return None
+    if isinstance(img, str):
+        if img != "auto":
+            return img
+        if _DEFAULT_IMAGE_REF_NAME in image_refs:
+            return image_refs[_DEFAULT_IMAGE_REF_NAME]
+        return Image.from_debian_base().uri
+    if img._ref_name is not None:
+        if img._ref_name not in image_refs:
+            known = ", ".join(sorted(image_refs)) or "none"
+            raise ValueError(
+                f"environment `{env.name}` uses Image.from_ref_name({img._ref_name!r}), which no `images` entry or "
+                f"--image {img._ref_name}=URI names (known: {known})"
+            )
+        if not img._layers:
+            return image_refs[img._ref_name]
+        img = img.clone(base_image=image_refs[img._ref_name])
+    return img.uri
+
+
+def serialize_env_templates(env, root: Path, project: str | None, domain: str | None, org: str | None,
+                            image_envs: list[str], with_bundle: bool, sync_local_sys_paths: bool) -> list[dict]:
+    """Each task of `env` as a TaskSpec in protobuf's JSON form, serialized by
+    flyte's own `translate_task_to_wire`, with placeholders (see above)."""
+    import copy
+
+    from flyte._internal.image_cache import ImageCache
+    from flyte._internal.runtime.task_serde import translate_task_to_wire
+    from flyte.models import CodeBundle, SerializationContext
+    from google.protobuf.json_format import MessageToDict
+
+    sc = SerializationContext(
+        version=PLACEHOLDER_VERSION, project=project, domain=domain, org=org,
+        code_bundle=CodeBundle(computed_version=PLACEHOLDER_BUNDLE, tgz=PLACEHOLDER_BUNDLE) if with_bundle else None,
+        image_cache=ImageCache(image_lookup={n: image_placeholder(n) for n in sorted(image_envs)}),
+        root_dir=root,
+    )
+    out = []
+    for _, task in sorted(env.tasks.items()):
+        if sync_local_sys_paths:
+            # as `flyte deploy` does: the local sys.path entries under the root, relative to it
+            from flyte._utils import local_sys_paths_env
+
+            task = copy.copy(task)
+            task.env_vars = {**(task.env_vars or {}), **local_sys_paths_env(root)}
+        spec = translate_task_to_wire(task, sc)
+        if env.description:
+            spec.environment.description = env.description
+        out.append({"name": task.name, "spec": MessageToDict(spec, preserving_proto_field_name=True)})
+    return out
+
+
+def _image_cache_arg(value: str, images: dict[str, str]) -> str:
+    from flyte._internal.image_cache import ImageCache
+
+    cache = ImageCache.from_transport(value)
+    by_placeholder = {image_placeholder(n): uri for n, uri in images.items()}
+    lookup = {n: by_placeholder.get(v, v) for n, v in sorted(cache.image_lookup.items())}
+    return ImageCache(image_lookup=lookup).to_transport
+
+
+def render_task_spec(template: dict, version: str, bundle_uri: str | None, images: dict[str, str]) -> dict:
+    """A template from `serialize_env_templates` with the real version, bundle
+    location and image references filled in (still protobuf's JSON form)."""
+    import json
+
+    def fill(value):
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        if isinstance(value, list):
+            out = [fill(v) for v in value]
+            for i in range(len(out) - 1):
+                if out[i] == "--image-cache" and isinstance(out[i + 1], str):
+                    out[i + 1] = _image_cache_arg(value[i + 1], images)
+            return out
+        if isinstance(value, str) and "@@flyte-build:" in value:
+            value = value.replace(PLACEHOLDER_VERSION, version).replace(PLACEHOLDER_BUNDLE, bundle_uri or "")
+            for n, uri in images.items():
+                value = value.replace(image_placeholder(n), uri)
+        return value
+
+    return json.loads(json.dumps(fill(template)))
+
+
+def task_spec_message(spec: dict):
+    """protobuf JSON form -> flyteidl2 TaskSpec."""
+    from flyteidl2.task import task_definition_pb2
+    from google.protobuf.json_format import ParseDict
+
+    return ParseDict(spec, task_definition_pb2.TaskSpec())
+
+
+def backend_settings(config_file: str | None = None, endpoint: str | None = None, insecure: bool | None = None,
+                     project: str | None = None, domain: str | None = None, org: str | None = None) -> dict:
+    """Endpoint, project, domain and org from flyte's own configuration (the
+    config.yaml lookup and FLYTE_* variables, as `flyte` does), flags first."""
+    import flyte.config
+
+    try:
+        cfg = flyte.config.auto(config_file)
+    except Exception as exc:  # noqa: BLE001 - a broken config file is the user's to fix
+        raise ValueError(f"cannot read the flyte configuration {config_file or ''}: {exc}") from exc
+    return {
+        "endpoint": endpoint or cfg.platform.endpoint,
+        "insecure": cfg.platform.insecure if insecure is None else insecure,
+        "project": project or cfg.task.project,
+        "domain": domain or cfg.task.domain,
+        "org": org or cfg.task.org,
+        "source": str(cfg.source) if getattr(cfg, "source", None) else None,
+    }
+
+
+class Backend:
+    """The SDK's connect-protocol client for one endpoint, used from one event loop."""
+
+    def __init__(self, endpoint: str, insecure: bool = False):
+        self.endpoint = endpoint
+        self.insecure = insecure
+        self._client = None
+
+    async def _clients(self):
+        if self._client is None:
+            from flyte.remote._client.controlplane import ClientSet
+
+            self._client = await ClientSet.for_endpoint(self.endpoint, insecure=self.insecure)
+        return self._client
+
+    async def upload_location(self, project: str, domain: str, org: str | None, filename: str, root: str,
+                              content_md5: bytes, size: int) -> tuple[str, str, dict]:
+        """DataProxy CreateUploadLocation: (signed URL, native URL, extra headers)."""
+        from flyteidl2.dataproxy import dataproxy_service_pb2 as dp
+        from google.protobuf import duration_pb2
+
+        client = await self._clients()
+        expires = duration_pb2.Duration(seconds=3600)
+        resp = await client.dataproxy_service.create_upload_location(dp.CreateUploadLocationRequest(
+            project=project, domain=domain, org=org or "", filename=filename, filename_root=root,
+            content_md5=content_md5, expires_in=expires, add_content_md5_metadata=True, content_length=size,
+        ))
+        return resp.signed_url, resp.native_url, dict(resp.headers)
+
+    async def deploy_task(self, spec: dict) -> str:
+        """TaskService DeployTask; "deployed", or "exists" when that version is already registered."""
+        from connectrpc.code import Code
+        from connectrpc.errors import ConnectError
+        from flyteidl2.task import task_definition_pb2, task_service_pb2
+
+        msg = task_spec_message(spec)
+        tid = msg.task_template.id
+        task_id = task_definition_pb2.TaskIdentifier(org=tid.org, project=tid.project, domain=tid.domain, name=tid.name, version=tid.version)
+        client = await self._clients()
+        try:
+            await client.task_service.deploy_task(task_service_pb2.DeployTaskRequest(task_id=task_id, spec=msg))
+        except ConnectError as exc:
+            if exc.code == Code.ALREADY_EXISTS:
+                return "exists"
+            raise RuntimeError(f"DeployTask {tid.name}: {exc.code.name.lower()}: {exc.message}") from None
+        return "deployed"

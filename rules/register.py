@@ -1,7 +1,7 @@
 """The built-in target kinds."""
 
-from . import bundle
+from . import bundle, deploy, image, pex
 
 
 def rules():
-    return [bundle.RULE]
+    return [bundle.RULE, pex.RULE, image.RULE, deploy.RULE]

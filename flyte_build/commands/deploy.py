@@ -1,0 +1,113 @@
+"""`flyte-build deploy`: deploy environments in depends_on order, or print the plan."""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from ..hashing import as_digest, key_of
+from .common import emit_json, settings_from_args, warn
+
+HELP = "deploy environments in depends_on order (--dry-run prints the plan offline)"
+
+
+def add_parser(sub, parents):
+    p = sub.add_parser("deploy", help=HELP, description=HELP, parents=parents)
+    p.add_argument("args", nargs="*", metavar="TARGET|PATH [ENV_VAR]",
+                   help="deploy targets (deploy:ENV, deploy:*), or a file and variable / a directory, as `flyte deploy`")
+    p.add_argument("--all", action="store_true", help="every environment in the file")
+    p.add_argument("--recursive", action="store_true", help="every environment under the directory")
+    p.add_argument("--dry-run", action="store_true", help="print the plan; build nothing external, contact nothing")
+    p.add_argument("--version", dest="deploy_version", metavar="V", help="the version of every task (default: a content key)")
+    p.add_argument("--force", action="store_true", help="redeploy environments that are unchanged since their last deploy")
+    p.add_argument("--endpoint", help="the Flyte endpoint (default: flyte's config.yaml)")
+    p.add_argument("--config", dest="flyte_config", metavar="FILE", help="flyte's config.yaml (default: flyte's own lookup)")
+    p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the endpoint")
+    p.add_argument("--no-sync-local-sys-paths", action="store_true", help="do not mirror local sys.path entries into the tasks")
+    p.add_argument("--jobs", "-j", type=int, metavar="N", help="environments deployed at once")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return p
+
+
+def _split(args) -> tuple[list[str], str | None, str | None]:
+    """(target patterns, path, env var) from the positionals."""
+    pos = list(args.args)
+    if pos and all(":" in a for a in pos):
+        for a in pos:
+            if not a.split(":", 1)[0] in ("deploy", "*"):
+                raise UserError(f"target {a!r}: deploy takes deploy:ENV targets (patterns like deploy:*)")
+        return [f"deploy:{a.split(':', 1)[1]}" for a in pos], None, None
+    if len(pos) > 2:
+        raise UserError("deploy takes TARGET ... or PATH [ENV_VAR]")
+    return [], (pos[0] if pos else None), (pos[1] if len(pos) > 1 else None)
+
+
+def run(args) -> int:
+    from ..api import deploy
+    from ..progress import RichReporter
+    from ..workspace import Workspace
+
+    patterns, path, env_var = _split(args)
+    args.path, args.env_var = path, env_var
+    extra = {"deploy": {"endpoint": args.endpoint, "config": args.flyte_config, "insecure": args.insecure, "force": args.force}}
+    settings = settings_from_args(args, version=args.deploy_version, jobs=args.jobs,
+                                  sync_local_sys_paths=not args.no_sync_local_sys_paths, extra=extra)
+    ws = Workspace(settings)
+    reporter = RichReporter(quiet=args.json)
+    result = deploy(*patterns, dry_run=args.dry_run, workspace=ws, reporter=reporter)
+    if args.dry_run:
+        return _print_plan(result, args.json)
+    return _print_summary(result, args.json)
+
+
+def _print_plan(plan, as_json: bool) -> int:
+    if as_json:
+        recs = []
+        for e in plan.envs:
+            rec = e.record()
+            rec.update(digest=as_digest(key_of(rec)), cached=False, path=None, dry_run=True)
+            recs.append(rec)
+        emit_json({"targets": recs, "order": [e.env for e in plan.envs], "waves": [list(w) for w in plan.waves],
+                   "project": plan.project, "domain": plan.domain, "warnings": list(plan.warnings), "dry_run": True, "ok": True})
+        for w in plan.warnings:
+            warn(w)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"deploy plan (dry run): {len(plan.envs)} environments in {len(plan.waves)} waves")
+    for col in ("#", "env", "version", "image", "bundle", "tasks"):
+        table.add_column(col, overflow="fold")
+    for i, e in enumerate(plan.envs, 1):
+        table.add_row(str(i), e.env, e.version, e.image or "-", (e.bundle or "-")[:19],
+                      ", ".join(t.name for t in e.tasks) or "-")
+    Console(width=200).print(table)
+    for w in plan.warnings:
+        warn(w)
+    return 0
+
+
+def _print_summary(summary, as_json: bool) -> int:
+    failed = bool(summary.failed or summary.skipped)
+    if as_json:
+        recs = [{"target": f"deploy:{e.env}", "kind": "deploy", "env": e.env, "status": e.status, "version": e.version,
+                 "image": e.image, "bundle": e.bundle, "tasks": list(e.tasks), "error": e.error,
+                 "digest": None, "cached": e.status == "unchanged", "path": None} for e in summary.envs]
+        emit_json({"targets": recs, "endpoint": summary.endpoint, "project": summary.project, "domain": summary.domain,
+                   "deployed": list(summary.deployed), "unchanged": list(summary.unchanged),
+                   "failed": list(summary.failed), "skipped": list(summary.skipped),
+                   "warnings": list(summary.warnings), "ok": not failed})
+        return 1 if failed else 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"deploy to {summary.endpoint} ({summary.project}/{summary.domain})")
+    for col in ("env", "status", "version", "tasks", "note"):
+        table.add_column(col, overflow="fold")
+    for e in summary.envs:
+        note = e.error or ("unchanged since its last deploy" if e.status == "unchanged" else "")
+        table.add_row(e.env, e.status, e.version or "-", str(len(e.tasks)), note)
+    Console(width=200).print(table)
+    print(f"deployed {len(summary.deployed)}, unchanged {len(summary.unchanged)}, failed {len(summary.failed)}, "
+          f"not deployed (a dependency failed) {len(summary.skipped)}")
+    for w in summary.warnings:
+        warn(w)
+    return 1 if failed else 0

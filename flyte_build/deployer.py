@@ -1,0 +1,430 @@
+"""Deploy plans and deploys: versions, serialized task specs, the backend.
+
+A plan is computed without contacting anything: bundles are built locally,
+images are named (not built) by the image rule's `describe`, else by flyte's
+own resolution, and each environment's tasks are serialized by flyte's
+serializer in a child process into templates (see `flyte_adapter`). The
+default version is a content key over the bundle digest, the image references
+of the env and of its dependencies, and those templates: nothing in it depends
+on the process, the hash seed, the machine or the checkout path.
+
+A real deploy is the `deploy:<env>` rule run by the engine (dependencies
+first, independent envs in parallel, a failed env skips its dependents). It
+uploads the bundle (DataProxy CreateUploadLocation, then a PUT to the signed
+URL) and registers each task (TaskService DeployTask) with the SDK's client.
+What was deployed where is remembered per (endpoint, project, domain, org,
+env) in the cache's state directory, so an unchanged env is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import graph as graph_mod
+from .__about__ import __version__
+from .errors import BuildFailed, UserError
+from .hashing import as_digest, key_of, strip_digest
+
+FORMAT = 1
+BUNDLE_ROOT = "flyte-build"  # the upload's filename_root: bundles are named by their sha256 below it
+
+
+# -- plain results -------------------------------------------------------------
+@dataclass(frozen=True)
+class TaskPlan:
+    name: str
+    spec: dict  # the TaskSpec in protobuf's JSON form
+
+
+@dataclass(frozen=True)
+class EnvPlan:
+    env: str
+    version: str
+    image: str | None
+    bundle: str | None  # sha256:<hex>, None for copy style none
+    tasks: tuple[TaskPlan, ...]
+    depends_on: tuple[str, ...] = ()
+    images: dict = field(default_factory=dict)  # every env image the specs name (own and dependencies')
+    bundle_uri: str | None = None
+
+    def record(self) -> dict:
+        return {
+            "target": f"deploy:{self.env}", "kind": "deploy", "env": self.env, "version": self.version,
+            "image": self.image, "bundle": self.bundle, "bundle_uri": self.bundle_uri,
+            "depends_on": list(self.depends_on), "images": dict(self.images),
+            "tasks": [{"name": t.name, "spec": t.spec} for t in self.tasks],
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    envs: tuple[EnvPlan, ...]  # deploy order: dependencies first
+    waves: tuple[tuple[str, ...], ...]
+    project: str | None = None
+    domain: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT, "tool": __version__, "project": self.project, "domain": self.domain,
+            "order": [e.env for e in self.envs], "waves": [list(w) for w in self.waves],
+            "envs": [e.record() for e in self.envs], "warnings": list(self.warnings),
+        }
+
+
+# -- the serialization child, cached -------------------------------------------
+_memo_lock = threading.Lock()
+
+
+def templates(ctx) -> dict:
+    """env name -> {"image": uri, "tasks": [{"name", "spec"}]} for every env of the run,
+    from one child process, cached on the digests of every file discovery imported."""
+    with _memo_lock:
+        hit = getattr(ctx, "_deploy_templates", None)
+        if hit is not None:
+            return hit
+        result = _templates(ctx)
+        ctx._deploy_templates = result
+        return result
+
+
+def _child_request(ctx) -> dict:
+    edges = graph_mod.env_edges(ctx)
+
+    def closure(name: str) -> list[str]:
+        seen, todo = {name}, [name]
+        while todo:
+            for d in edges.get(todo.pop(), ()):
+                if d not in seen:
+                    seen.add(d)
+                    todo.append(d)
+        return sorted(seen)
+
+    return {
+        "project": ctx.cfg.project, "domain": ctx.cfg.domain, "org": None,
+        "source_roots": list(ctx.cfg.source_roots), "image_refs": dict(sorted(ctx.image_refs().items())),
+        "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
+        "modules": sorted({e.module for e in ctx.envs if e.module}),
+        "envs": {e.name: {"image_envs": closure(e.name), "with_bundle": ctx.cfg.copy_style_for(e.name) != "none"} for e in ctx.envs},
+    }
+
+
+def _templates(ctx) -> dict:
+    request = _child_request(ctx)
+    files = {}
+    for rel in sorted(ctx.discovery.loaded_files):
+        if not os.path.isabs(rel):
+            try:
+                files[rel] = ctx.digests.digest(ctx.root / rel)[0]
+            except OSError:
+                files[rel] = None
+    from .discovery import _flyte_marker
+
+    marker = _flyte_marker()
+    doc = {
+        "format": FORMAT, "tool": __version__, "python": list(sys.version_info[:3]),
+        "flyte": ctx.digests.digest(marker)[0] if marker else None,
+        "request": request, "files": files, "sys_path": list(ctx.discovery.sys_path),
+    }
+    # no checkout path in the key: two checkouts of one commit share the entry
+    rel_path = f"serialized/{key_of(doc)}.json"
+    cached = ctx.store.read_json(rel_path)
+    if cached is not None:
+        return cached
+    raw = _run_child(ctx, request)
+    if raw.get("error"):
+        raise UserError(raw["error"])
+    for name, out in sorted(raw["envs"].items()):
+        if out.get("error"):
+            raise UserError(out["error"])
+    ctx.digests.save()
+    try:
+        ctx.store.write_json(rel_path, raw["envs"])
+    except OSError:
+        pass
+    return raw["envs"]
+
+
+def _run_child(ctx, request: dict) -> dict:
+    request = {**request, "root": str(ctx.root)}
+    with tempfile.TemporaryDirectory(prefix="flyte-build-serialize-") as tmp:
+        req_path, res_path = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
+        Path(req_path).write_text(json.dumps(request))
+        env = dict(os.environ)
+        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        proc = subprocess.run(
+            [sys.executable, "-m", "flyte_build._serialize_child", req_path, res_path],
+            cwd=str(ctx.root), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+        )
+        if not os.path.exists(res_path):
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise UserError(f"task serialization failed (exit {proc.returncode}):\n{tail}")
+        return json.loads(Path(res_path).read_text())
+
+
+# -- images and checks ------------------------------------------------------------
+def planned_image(ctx, rules: dict, graph, name: str) -> str | None:
+    """The env's image reference known without building: the image rule's
+    `describe` uri when there is an image target, else flyte's resolution."""
+    rule = rules.get("image")
+    if rule is not None and f"image:{name}" in graph.targets and rule.describe is not None:
+        uri = rule.describe(ctx.env(name), ctx).get("uri")
+        if uri:
+            return uri
+    t = templates(ctx)[name]
+    if t.get("image_error"):
+        raise UserError(t["image_error"])
+    return t.get("image")
+
+
+_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
+
+
+def pip_packages(image) -> set[str]:
+    """Normalized names of the pip packages an image spec's layers declare."""
+    if not isinstance(image, dict):
+        return set()
+    out = set()
+    for layer in image.get("layers") or []:
+        if isinstance(layer, dict) and layer.get("type") == "PipPackages":
+            for p in layer.get("packages") or []:
+                m = _NAME.match(str(p))
+                if m:
+                    out.add(re.sub(r"[-_.]+", "-", m.group(1)).lower())
+    return out
+
+
+def check_packages(ctx, names: list[str]) -> list[str]:
+    """When env A depends on env B, A's image must carry every pip package B's
+    image declares (A loads B's task functions). Warnings; errors under --strict."""
+    problems = []
+    for name in names:
+        env = ctx.env(name)
+        mine = pip_packages(env.image)
+        for dep in env.depends_on:
+            theirs = pip_packages(ctx.env(dep).image)
+            missing = sorted(theirs - mine) if isinstance(env.image, dict) and isinstance(ctx.env(dep).image, dict) else []
+            if missing:
+                problems.append(f"`{name}` depends on `{dep}`, but its image lacks packages `{dep}`'s image declares: {', '.join(missing)}")
+    if problems and ctx.options.strict:
+        raise UserError("image package check failed (--strict):\n  " + "\n  ".join(problems))
+    for p in problems:
+        ctx.warn(p)
+    return problems
+
+
+def check_versions(ctx, names: list[str]) -> None:
+    if ctx.options.version:
+        return
+    for name in names:
+        if ctx.cfg.copy_style_for(name) == "none":
+            raise UserError(f"`{name}` has copy style none, so there is no bundle to derive a version from: give --version V")
+
+
+# -- versions and specs ------------------------------------------------------------
+def env_version(bundle: str | None, images: dict[str, str | None], tasks: list[dict]) -> str:
+    return key_of({"format": FORMAT, "bundle": bundle, "images": images, "tasks": tasks})[:32]
+
+
+def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_for_spec: dict, bundle_uri: str | None) -> EnvPlan:
+    """One env's plan: its version and its rendered task specs."""
+    from . import flyte_adapter as fa
+
+    t = templates(ctx)[name]
+    version = ctx.options.version or env_version(bundle, images_for_key, t["tasks"])
+    spec_images = {k: v for k, v in images_for_spec.items() if v}
+    tasks = tuple(TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images)) for x in t["tasks"])
+    env = ctx.env(name)
+    return EnvPlan(name, version, images_for_spec.get(name), bundle, tasks, tuple(env.depends_on), dict(sorted(images_for_spec.items())), bundle_uri)
+
+
+def dry_run_bundle_uri(bundle: str | None) -> str | None:
+    """Where a dry run says the bundle will be: the backend chooses the real place at upload."""
+    return f"upload://{BUNDLE_ROOT}/{strip_digest(bundle)}.tar.gz" if bundle else None
+
+
+def _closure_names(ctx, name: str) -> list[str]:
+    return graph_mod.deploy_order(ctx, [name])
+
+
+def plan(ws, names: list[str] | None = None, reporter=None) -> Plan:
+    """The ordered deploy plan of the selected envs (and their dependencies),
+    computed offline: bundles are built locally, images are only named."""
+    ctx = ws.ctx
+    if names is None:
+        names = [e.name for e in ctx.envs if e.selected]
+    order = graph_mod.deploy_order(ctx, names)
+    check_versions(ctx, order)
+    check_packages(ctx, order)
+    bundles = [f"bundle:{n}" for n in order if f"bundle:{n}" in ws.graph.targets]
+    results = {r.target: r for r in ws.build(bundles, reporter=reporter)} if bundles else {}
+    failed = [r for r in results.values() if not r.ok]
+    if failed:
+        raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
+    images = {n: planned_image(ctx, ws.rules, ws.graph, n) for n in order}
+    envs = []
+    for n in order:
+        b = results.get(f"bundle:{n}")
+        digest = b.digest if b else None
+        imgs = {d: images[d] for d in _closure_names(ctx, n)}
+        envs.append(env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest)))
+    return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order)),
+                ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()))
+
+
+# -- real deploys ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    endpoint: str
+    insecure: bool
+    project: str
+    domain: str
+    org: str | None = None
+    force: bool = False
+
+    def state_dir(self) -> str:
+        return f"state/deploys/{key_of([self.endpoint, self.project, self.domain, self.org or ''])[:24]}"
+
+
+def backend_target(ctx) -> Target:
+    """Where to deploy: the run's deploy settings (`extra["deploy"]`), else flyte's configuration."""
+    from . import flyte_adapter as fa
+
+    given = dict(ctx.options.extra.get("deploy") or {})
+    try:
+        s = fa.backend_settings(given.get("config"), given.get("endpoint"), given.get("insecure"),
+                                ctx.cfg.project or given.get("project"), ctx.cfg.domain or given.get("domain"), given.get("org"))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    if not s["endpoint"]:
+        raise UserError("no Flyte endpoint: pass --endpoint, --config FILE, or set platform.endpoint in flyte's config.yaml (or use --dry-run)")
+    for k in ("project", "domain"):
+        if not s[k]:
+            raise UserError(f"no Flyte {k}: pass --{k} or set task.{k} in flyte's config.yaml")
+    return Target(s["endpoint"], bool(s["insecure"]), s["project"], s["domain"], s["org"], bool(given.get("force")))
+
+
+def run_action(req):
+    """The deploy:<env> rule's action."""
+    from .rule_api import Produced
+
+    ctx, name = req.ctx, req.env.name
+    target = ctx.options.extra.get("_deploy_target") or backend_target(ctx)
+    bundle = req.deps.get(f"bundle:{name}")
+    image_res = req.deps.get(f"image:{name}")
+    key_images: dict = {}
+    spec_images: dict = {}
+    for d in ctx.env(name).depends_on:
+        dep = req.deps.get(f"deploy:{d}")
+        if dep is not None:
+            key_images.update(dep.meta.get("key_images", {}))
+            spec_images.update(dep.meta.get("images", {}))
+    own = planned_image(ctx, req.ctx.options.extra.get("_rules", {}), req.ctx.options.extra.get("_graph"), name) \
+        if req.ctx.options.extra.get("_graph") is not None else templates(ctx)[name].get("image")
+    key_images[name] = own
+    spec_images[name] = (image_res.meta.get("pinned") or image_res.meta.get("uri")) if image_res else own
+    digest = bundle.digest if bundle else None
+
+    state_path = f"{target.state_dir()}/envs/{name}.json"
+    provisional = env_plan(ctx, name, digest, key_images, spec_images, None)
+    deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
+                         "tasks": [t.spec for t in provisional.tasks]})
+    meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
+            "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
+            "project": target.project, "domain": target.domain}
+    last = ctx.store.read_json(state_path)
+    if last and last.get("deploy_key") == deploy_key and not target.force:
+        req.log(f"{name}: unchanged since its deploy of version {provisional.version}; skipped")
+        return Produced(meta={**meta, "action": "unchanged", "tasks": [t.name for t in provisional.tasks]})
+
+    bundle_uri = _upload_bundle(ctx, target, bundle, req.log) if bundle else None
+    final = env_plan(ctx, name, digest, key_images, spec_images, bundle_uri)
+    outcomes = asyncio.run(_deploy_tasks(target, final.tasks))
+    failed = [(t, o) for t, o in zip(final.tasks, outcomes) if isinstance(o, BaseException)]
+    if failed:
+        t, exc = failed[0]
+        raise BuildFailed(f"deploying task {t.name} of `{name}` failed: {exc}")
+    ctx.store.write_json(state_path, {"deploy_key": deploy_key, "version": final.version, "bundle_uri": bundle_uri,
+                                      "tasks": [t.name for t in final.tasks]})
+    req.log(f"{name}: deployed {len(final.tasks)} tasks, version {final.version}")
+    return Produced(meta={**meta, "action": "deployed", "bundle_uri": bundle_uri, "tasks": [t.name for t in final.tasks],
+                          "registered": [o for o in outcomes]})
+
+
+async def _deploy_tasks(target: Target, tasks) -> list:
+    from . import flyte_adapter as fa
+
+    backend = fa.Backend(target.endpoint, target.insecure)
+    out = []
+    for t in tasks:  # in name order: each request is small, and a server sees a stable sequence
+        try:
+            out.append(await backend.deploy_task(t.spec))
+        except Exception as exc:  # noqa: BLE001 - reported per task
+            out.append(exc)
+    return out
+
+
+def _upload_bundle(ctx, target: Target, bundle, log) -> str:
+    """The bundle's remote location; uploaded unless this backend already has it."""
+    import httpx
+
+    from . import flyte_adapter as fa
+
+    hex_ = strip_digest(bundle.digest)
+    record_path = f"{target.state_dir()}/bundles/{hex_}.json"
+    known = ctx.store.read_json(record_path)
+    if known and known.get("native_url"):
+        log(f"bundle {bundle.digest} already uploaded: {known['native_url']}")
+        return known["native_url"]
+    path = Path(bundle.path)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != hex_:
+        raise BuildFailed(f"{bundle.target}: cache blob is corrupt; run the build again")
+    md5 = hashlib.md5(data).digest()
+
+    async def locate():
+        return await fa.Backend(target.endpoint, target.insecure).upload_location(
+            target.project, target.domain, target.org, f"{hex_}.tar.gz", BUNDLE_ROOT, md5, len(data))
+
+    try:
+        signed, native, headers = asyncio.run(locate())
+    except Exception as exc:  # noqa: BLE001
+        raise BuildFailed(f"CreateUploadLocation for {bundle.target} failed: {exc}") from None
+    headers = {**headers, "Content-MD5": base64.b64encode(md5).decode(), "Content-Length": str(len(data))}
+    resp = httpx.put(signed, content=data, headers=headers, timeout=120)
+    if resp.status_code >= 300:
+        raise BuildFailed(f"uploading {bundle.target} to its signed URL failed: HTTP {resp.status_code} {resp.text[:200]}")
+    ctx.store.write_json(record_path, {"native_url": native})
+    log(f"uploaded bundle {bundle.digest} to {native}")
+    return native
+
+
+def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None = None):
+    """Deploy the selected envs and their dependencies in depends_on order.
+    Returns the engine's results for the deploy targets, in deploy order."""
+    ctx = ws.ctx
+    if names is None:
+        names = [e.name for e in ctx.envs if e.selected]
+    order = graph_mod.deploy_order(ctx, names)
+    check_versions(ctx, order)
+    check_packages(ctx, order)
+    target = backend_target(ctx)
+    templates(ctx)  # one child for every env, before the parallel deploys
+    ctx.options.extra.update({"_deploy_target": target, "_rules": ws.rules, "_graph": ws.graph})
+    addresses = [f"deploy:{n}" for n in order]
+    results = {r.target: r for r in ws.engine(reporter, jobs).run(addresses)}
+    ws.save_run_stats(list(results.values()))
+    return [results[a] for a in addresses]

@@ -1,0 +1,51 @@
+"""deploy:<env> — register the environment's tasks with a Flyte backend.
+
+Depends on the env's bundle and image and on the deploy of each env in its
+`depends_on`, so the engine deploys dependencies first, independent envs in
+parallel, and skips the dependents of a failed deploy. The action's effect
+lives in the backend, not the cache (`cacheable=False`): `flyte_build.deployer`
+remembers per endpoint, project and domain what it deployed, and skips an
+env whose deploy key has not changed.
+"""
+
+from __future__ import annotations
+
+from flyte_build.rule_api import Inputs, Produced, Request, Rule
+
+VERSION = "1"
+
+
+def deps(env, ctx) -> tuple[str, ...]:
+    return (f"bundle:{env.name}", f"image:{env.name}", *(f"deploy:{d}" for d in env.depends_on))
+
+
+def inputs(env, ctx) -> Inputs:
+    d = dict(ctx.options.extra.get("deploy") or {})
+    return Inputs(
+        params={
+            "version": ctx.options.version,
+            "project": ctx.cfg.project, "domain": ctx.cfg.domain,
+            "endpoint": d.get("endpoint"),
+            "images": dict(sorted(ctx.image_refs().items())),
+            "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
+        },
+        deps=deps(env, ctx),
+    )
+
+
+def run(req: Request) -> Produced:
+    from flyte_build import deployer
+
+    return deployer.run_action(req)
+
+
+RULE = Rule(
+    kind="deploy",
+    version=VERSION,
+    description="the environment's tasks registered with a Flyte backend (flyte-build deploy)",
+    inputs=inputs,
+    run=run,
+    deps=deps,
+    default=False,
+    cacheable=False,
+)

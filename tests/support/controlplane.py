@@ -1,0 +1,159 @@
+"""A local Flyte control plane for deploy tests, on loopback.
+
+It serves flyteidl2's own connect-protocol server classes (TaskService,
+DataProxyService and ClusterService) with uvicorn, so the SDK's real client
+and real messages are exercised. CreateUploadLocation signs PUT URLs into a
+bucket on moto's S3 server. Every request is recorded in order; `fail_envs`
+makes DeployTask fail for the tasks of the named environments (a fault).
+
+    cp = ControlPlane.start()      # None when uvicorn or moto is missing
+    cp.endpoint                    # "http://127.0.0.1:PORT"
+    cp.calls                       # [(method, message), ...]
+    cp.stop()
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+
+BUCKET = "flyte-data"
+CREDS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def available() -> tuple[bool, str]:
+    try:
+        import boto3  # noqa: F401
+        import moto.server  # noqa: F401
+        import uvicorn  # noqa: F401
+        from flyteidl2.task import task_service_connect  # noqa: F401
+    except ImportError as exc:
+        return False, f"the local control plane needs uvicorn, moto[server], boto3 and flyteidl2: {exc}"
+    return True, ""
+
+
+@dataclass
+class ControlPlane:
+    endpoint: str
+    s3_endpoint: str
+    calls: list = field(default_factory=list)
+    fail_envs: set = field(default_factory=set)
+    tasks: dict = field(default_factory=dict)  # (project, domain, name, version) -> TaskSpec
+    _server: object = None
+    _moto: object = None
+    _thread: object = None
+
+    # -- what tests read --------------------------------------------------
+    def methods(self) -> list[str]:
+        return [m for m, _ in self.calls]
+
+    def deployed(self) -> list:
+        """DeployTask requests that succeeded, in arrival order."""
+        return [req for m, req in self.calls if m == "DeployTask" and req.spec.environment.name not in self.fail_envs]
+
+    def s3(self):
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, **CREDS)
+
+    # -- lifecycle -----------------------------------------------------------
+    @classmethod
+    def start(cls) -> "ControlPlane":
+        import boto3
+        import uvicorn
+        from moto.server import ThreadedMotoServer
+
+        s3_port = _free_port()
+        moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port, verbose=False)
+        moto.start()
+        s3_endpoint = f"http://127.0.0.1:{s3_port}"
+        boto3.client("s3", endpoint_url=s3_endpoint, **CREDS).create_bucket(Bucket=BUCKET)
+        port = _free_port()
+        cp = cls(endpoint=f"http://127.0.0.1:{port}", s3_endpoint=s3_endpoint, _moto=moto)
+        config = uvicorn.Config(cp._app(), host="127.0.0.1", port=port, log_level="error", lifespan="off")
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        cp._server, cp._thread = server, thread
+        return cp
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+            self._thread.join(10)
+        if self._moto is not None:
+            self._moto.stop()
+
+    # -- the services --------------------------------------------------------
+    def _app(self):
+        from connectrpc.code import Code
+        from connectrpc.errors import ConnectError
+        from flyteidl2.cluster import payload_pb2 as cluster_pb2
+        from flyteidl2.cluster.service_connect import ClusterService, ClusterServiceASGIApplication
+        from flyteidl2.dataproxy import dataproxy_service_pb2 as dp_pb2
+        from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyService, DataProxyServiceASGIApplication
+        from flyteidl2.task import task_service_pb2
+        from flyteidl2.task.task_service_connect import TaskService, TaskServiceASGIApplication
+
+        cp = self
+        lock = threading.Lock()
+
+        def record(method, req):
+            with lock:
+                cp.calls.append((method, req))
+
+        # subclasses of the generated protocols: every other method answers UNIMPLEMENTED
+        class Tasks(TaskService):
+            async def deploy_task(self, req, ctx):
+                record("DeployTask", req)
+                if req.spec.environment.name in cp.fail_envs:
+                    raise ConnectError(Code.INTERNAL, f"injected fault for environment {req.spec.environment.name}")
+                tid = req.task_id
+                key = (tid.project, tid.domain, tid.name, tid.version)
+                with lock:
+                    if key in cp.tasks:
+                        raise ConnectError(Code.ALREADY_EXISTS, f"task {tid.name} version {tid.version} exists")
+                    cp.tasks[key] = req.spec
+                return task_service_pb2.DeployTaskResponse()
+
+        class DataProxy(DataProxyService):
+            async def create_upload_location(self, req, ctx):
+                record("CreateUploadLocation", req)
+                root = req.filename_root or req.content_md5.hex()
+                key = "/".join(p for p in (req.project, req.domain, root, req.filename) if p)
+                url = cp.s3().generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600)
+                return dp_pb2.CreateUploadLocationResponse(signed_url=url, native_url=f"s3://{BUCKET}/{key}")
+
+        class Clusters(ClusterService):
+            async def select_cluster(self, req, ctx):
+                # no per-cluster endpoint: the control plane itself serves data-proxy calls
+                record("SelectCluster", req)
+                return cluster_pb2.SelectClusterResponse()
+
+        apps = {
+            "/flyteidl2.task.TaskService/": TaskServiceASGIApplication(Tasks()),
+            "/flyteidl2.dataproxy.DataProxyService/": DataProxyServiceASGIApplication(DataProxy()),
+            "/flyteidl2.cluster.ClusterService/": ClusterServiceASGIApplication(Clusters()),
+        }
+
+        async def app(scope, receive, send):
+            path = scope.get("path", "")
+            for prefix, sub in apps.items():
+                if path.startswith(prefix):
+                    return await sub(scope, receive, send)
+            record("UNROUTED " + path, None)
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"not found"})
+
+        return app
