@@ -1,0 +1,363 @@
+"""Rendering an image spec (plain data from discovery) into a Dockerfile and its build context.
+
+Pure: no Docker, no flyte import. `render()` turns the spec dict of
+`model.EnvSpec.image` into the Dockerfile text and the exact list of files the
+build context holds (context name -> absolute path). The image's content tag
+is the hash of the base reference, that text, those files' digests, the build
+args and the target platforms (`content_tag`), and nothing else.
+
+Context names are fixed by where a file comes from, never by the machine:
+`src/<root-relative path>` for files layers copy, `code/<name>` for code baked
+in (copy style `none`), `deps/requirements.pex` for a PEX, and for
+`from_dockerfile` images the files of the Dockerfile's directory, relative to
+it, after its `.dockerignore` (Docker's own matching rules, below).
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .errors import UserError
+from .hashing import key_of
+
+UV_VERSION = "0.5.11"  # pinned so a uv_project layer renders the same everywhere
+PEX_NAME = "deps/requirements.pex"
+TAG_LENGTH = 32
+
+# flyte's from_debian_base() starts from these; `docker.base-images.debian` replaces them
+_DEBIAN_BASE = re.compile(r"^(?:docker\.io/(?:library/)?)?python:(\d+)\.(\d+)-slim-bookworm$")
+_FLYTE_BASE = re.compile(r"^ghcr\.io/flyteorg/flyte:py(\d+)\.(\d+)(?:-v?(.+))?$")
+# the toolchain layer of flyte's debian recipe; `debian-recipe = "light"` leaves it to the base
+_RECIPE_APT = ("build-essential", "ca-certificates")
+
+
+@dataclass(frozen=True)
+class Options:
+    base_images: dict = field(default_factory=dict)  # "debian" -> replacement base
+    base_map: dict = field(default_factory=dict)  # any base URI -> replacement
+    debian_recipe: str = "full"  # full | light
+    build_args: dict = field(default_factory=dict)
+    refs: dict = field(default_factory=dict)  # ref name -> URI (config `images` + --image)
+    use_pex: bool = False  # install pip requirements from deps/requirements.pex
+    bake: dict = field(default_factory=dict)  # name -> path: code baked in (copy style none)
+    code_dir: str = "/root"
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """What to build. `dockerfile` is None for a plain reference (nothing to build)."""
+
+    base: str | None
+    dockerfile: str | None
+    context: tuple[tuple[str, str], ...] = ()
+    platforms: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str], ...] = ()
+    warnings: tuple[str, ...] = ()
+
+
+def content_tag(base: str | None, dockerfile: str, files: list[tuple[str, str]], build_args, platforms) -> str:
+    """The tag: a hash of exactly what enters the build (files as (context name, hex sha256))."""
+    doc = {
+        "base": base,
+        "dockerfile": dockerfile,
+        "files": sorted([list(f) for f in files]),
+        "build_args": sorted([list(a) for a in build_args]),
+        "platforms": sorted(platforms),
+    }
+    return key_of(doc)[:TAG_LENGTH]
+
+
+# -- .dockerignore (Docker's rules: Go filepath.Match on the whole path, `**`,
+# `!` exceptions, a pattern matching a directory excludes what is under it) ----
+def _pattern_regex(pat: str) -> re.Pattern:
+    out, i = [], 0
+    while i < len(pat):
+        c = pat[i]
+        if pat.startswith("**", i):
+            i += 2
+            if pat.startswith("/", i):
+                i += 1
+                out.append("(?:.*/)?")
+            else:
+                out.append(".*")
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pat.find("]", i + 1)
+            if j < 0:
+                out.append(re.escape(c))
+            else:
+                cls = pat[i + 1 : j]
+                if cls.startswith("^") or cls.startswith("!"):
+                    cls = "^" + cls[1:]
+                out.append(f"[{cls}]")
+                i = j
+        elif c == "\\" and i + 1 < len(pat):
+            i += 1
+            out.append(re.escape(pat[i]))
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out) + r"\Z")
+
+
+def parse_dockerignore(text: str) -> list[tuple[bool, re.Pattern]]:
+    rules = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        if negate:
+            line = line[1:].strip()
+        line = posixpath.normpath(line.lstrip("/")) if line.lstrip("/") else "."
+        rules.append((negate, _pattern_regex(line)))
+    return rules
+
+
+def dockerignored(rules: list[tuple[bool, re.Pattern]], rel: str) -> bool:
+    parts = rel.split("/")
+    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negate, rx in rules:
+        if any(rx.match(p) for p in prefixes):
+            excluded = not negate
+    return excluded
+
+
+def dockerfile_context(directory: Path) -> dict[str, str]:
+    """The files of a `from_dockerfile` build context, after its `.dockerignore`."""
+    ignore = directory / ".dockerignore"
+    rules = parse_dockerignore(ignore.read_text(encoding="utf-8", errors="replace")) if ignore.is_file() else []
+    out: dict[str, str] = {}
+    for dirpath, dirnames, filenames in os.walk(directory):
+        dirnames.sort()
+        rel_dir = Path(os.path.relpath(dirpath, directory)).as_posix()
+        for name in sorted(filenames):
+            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
+            path = os.path.join(dirpath, name)
+            if os.path.isfile(path) and not dockerignored(rules, rel):
+                out[rel] = path
+    return dict(sorted(out.items()))
+
+
+# -- rendering -----------------------------------------------------------------
+def _quote(v: str) -> str:
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _sh(v: str) -> str:
+    return "'" + str(v).replace("'", "'\"'\"'") + "'"
+
+
+def _run(cmd: str) -> str:
+    return "RUN " + " \\\n    ".join(cmd.splitlines())
+
+
+# create the venv an earlier ENV VIRTUAL_ENV names, the first time something installs
+_VENV_GUARD = '{ [ -z "$VIRTUAL_ENV" ] || [ -x "$VIRTUAL_ENV/bin/python" ] || python3 -m venv "$VIRTUAL_ENV"; }'
+
+
+def _pip_flags(layer: dict, where: str) -> list[str]:
+    flags = ["--no-cache-dir"]
+    if layer.get("index_url"):
+        flags.append(f"--index-url {_sh(layer['index_url'])}")
+    for url in layer.get("extra_index_urls") or ():
+        flags.append(f"--extra-index-url {_sh(url)}")
+    if layer.get("pre"):
+        flags.append("--pre")
+    if layer.get("extra_args"):
+        flags.append(str(layer["extra_args"]))
+    if layer.get("secret_mounts"):
+        raise UserError(f"{where}: secret_mounts are not supported by flyte-build yet; drop them or build this image with flyte")
+    return flags
+
+
+def _base_for(spec: dict, opts: Options, where: str) -> tuple[str | None, list[str], bool]:
+    """(FROM reference, extra lines after FROM, whether flyte's debian recipe is in the layers)."""
+    base = spec.get("base_image")
+    ref = spec.get("ref_name")
+    if ref:
+        if ref not in opts.refs:
+            raise UserError(
+                f"{where}: Image.from_ref_name({ref!r}) is not resolved; pass `--image {ref}=URI` "
+                f"or set `images = {{ {ref} = \"URI\" }}` in [tool.hatch.build.targets.flyte]"
+            )
+        return opts.refs[ref], [], False
+    if base is None:
+        return None, [], False
+    if base in opts.base_map:
+        return opts.base_map[base], [], bool(_DEBIAN_BASE.match(base))
+    m = _DEBIAN_BASE.match(base)
+    if m and "debian" in opts.base_images:
+        return opts.base_images["debian"], [], True
+    m = _FLYTE_BASE.match(base)
+    if m and "debian" in opts.base_images:
+        # flyte's released default image = its debian recipe + flyte itself
+        version = m.group(3)
+        extra = [_run(f"python3 -m pip install --no-cache-dir flyte=={version}")] if version else []
+        return opts.base_images["debian"], extra, False
+    return base, [], False
+
+
+def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Callable[[str], dict[str, str]]) -> Rendered:
+    """Render `spec` (an EnvSpec.image dict). `where` names the env in errors;
+    `list_folder(rel)` returns the files under a root-relative folder (name -> path)."""
+    platforms = tuple(spec.get("platform") or ())
+    build_args = tuple(sorted(opts.build_args.items()))
+    context: dict[str, str] = {}
+    warnings: list[str] = []
+
+    def root_file(rel: str, what: str) -> str:
+        if rel.startswith("/") or rel.startswith("../") or rel == "..":
+            raise UserError(f"{where}: {what} {rel!r} lies outside the root {root}")
+        path = root / rel
+        if not path.is_file():
+            raise UserError(f"{where}: {what} {rel!r} does not exist")
+        context[f"src/{rel}"] = str(path)
+        return f"src/{rel}"
+
+    if spec.get("dockerfile"):
+        rel = spec["dockerfile"]
+        path = root / rel
+        if rel.startswith("/") or not path.is_file():
+            raise UserError(f"{where}: Image.from_dockerfile: {rel!r} is not a file under the root")
+        if spec.get("layers"):
+            names = ", ".join(layer.get("type", "?") for layer in spec["layers"])
+            raise UserError(f"{where}: layers on top of Image.from_dockerfile are not supported ({names}); put them in {rel}")
+        text = path.read_text(encoding="utf-8")
+        lines = []
+        for line in text.splitlines():
+            m = re.match(r"^(\s*FROM\s+(?:--platform=\S+\s+)?)(\S+)(.*)$", line, re.IGNORECASE)
+            if m and m.group(2) in opts.base_map:
+                line = m.group(1) + opts.base_map[m.group(2)] + m.group(3)
+            lines.append(line)
+        ctx_files = dockerfile_context(path.parent)
+        dockerfile = "\n".join(lines) + "\n"
+        if opts.bake:
+            dockerfile += f"COPY code/ {opts.code_dir.rstrip('/')}/\n"
+            ctx_files.update({f"code/{n}": p for n, p in opts.bake.items()})
+        froms = [m.group(1) for m in re.finditer(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", dockerfile, re.IGNORECASE | re.MULTILINE)]
+        return Rendered(" ".join(froms) or None, dockerfile, tuple(sorted(ctx_files.items())), platforms, build_args)
+
+    base, after_from, recipe = _base_for(spec, opts, where)
+    layers = list(spec.get("layers") or ())
+    if base is None:
+        raise UserError(f"{where}: the image has no base image (use Image.from_debian_base or Image.from_base)")
+    if not layers and not opts.bake:
+        return Rendered(base, None, (), platforms, build_args)
+
+    out = [f"FROM {base}", *after_from]
+    pex_done = False
+    for i, layer in enumerate(layers):
+        kind = layer.get("type")
+        lw = f"{where}: layer {i} ({kind})"
+        if kind == "_DockerLines":
+            out.extend(layer.get("lines") or ())
+        elif kind == "Commands":
+            if layer.get("secret_mounts"):
+                raise UserError(f"{lw}: secret_mounts are not supported by flyte-build yet")
+            out.extend(_run(c) for c in layer.get("commands") or ())
+        elif kind == "WorkDir":
+            out.append(f"WORKDIR {layer['workdir']}")
+        elif kind == "Env":
+            pairs = layer.get("env_vars") or ()
+            if pairs:
+                out.append("ENV " + " ".join(f"{k}={_quote(v)}" for k, v in pairs))
+        elif kind == "AptPackages":
+            pkgs = tuple(layer.get("packages") or ())
+            if layer.get("secret_mounts"):
+                raise UserError(f"{lw}: secret_mounts are not supported by flyte-build yet")
+            if recipe and opts.debian_recipe == "light" and pkgs == _RECIPE_APT:
+                continue  # the configured debian base stands in for flyte's toolchain layer
+            out.append(_run(
+                "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+                + " ".join(_sh(p) for p in pkgs) + " && rm -rf /var/lib/apt/lists/*"
+            ))
+        elif kind in ("PipPackages", "Requirements"):
+            if opts.use_pex:
+                if not pex_done:
+                    # the PEX holds every pip requirement of the image: one layer, identical
+                    # whenever the requirements are
+                    context[PEX_NAME] = ""  # filled in by the caller (a built artifact)
+                    out.append(f"COPY {PEX_NAME} /tmp/requirements.pex")
+                    out.append(_run(
+                        'PEX_TOOLS=1 python3 /tmp/requirements.pex venv --force "${VIRTUAL_ENV:-/opt/venv}" '
+                        "&& rm /tmp/requirements.pex"
+                    ))
+                    out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
+                    pex_done = True
+                continue
+            flags = " ".join(_pip_flags(layer, lw))
+            if kind == "Requirements":
+                name = root_file(layer["file"], "requirements file")
+                out.append(f"COPY {name} /tmp/flyte-build/{name}")
+                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} -r /tmp/flyte-build/{name}"))
+            else:
+                pkgs = " ".join(_sh(p) for p in layer.get("packages") or ())
+                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} {pkgs}"))
+        elif kind == "UVProject":
+            flags = " ".join(_pip_flags(layer, lw))
+            pyproject = root_file(layer["pyproject"], "pyproject")
+            proj_dir = posixpath.dirname(pyproject)
+            lock = root_file(layer["uvlock"], "uv.lock") if layer.get("uvlock") else None
+            if layer.get("project_install_mode") == "install_project":
+                rel_dir = posixpath.dirname(layer["pyproject"])
+                for n, p in list_folder(rel_dir).items():
+                    context[f"src/{n}"] = p
+                out.append(f"COPY {proj_dir}/ /tmp/flyte-build/{proj_dir}/")
+            else:
+                out.append(f"COPY {pyproject} /tmp/flyte-build/{pyproject}")
+                if lock:
+                    out.append(f"COPY {lock} /tmp/flyte-build/{lock}")
+            export = "--frozen" if lock else ""
+            cmd = (
+                f"{_VENV_GUARD} && python3 -m pip install --no-cache-dir uv=={UV_VERSION} "
+                f"&& cd /tmp/flyte-build/{proj_dir} && uv export {export} --no-hashes --no-emit-project -o /tmp/flyte-build/uv-req.txt "
+                f"&& python3 -m pip install {flags} -r /tmp/flyte-build/uv-req.txt"
+            )
+            if layer.get("project_install_mode") == "install_project":
+                cmd += f" && python3 -m pip install --no-cache-dir --no-deps /tmp/flyte-build/{proj_dir}"
+            out.append(_run(cmd))
+        elif kind == "CopyConfig":
+            src, dst = layer["src"], str(layer["dst"])
+            if src.startswith("/") or src.startswith("../"):
+                raise UserError(f"{lw}: source {src!r} lies outside the root {root}")
+            if layer.get("path_type") == 0:
+                name = root_file(src, "source file")
+                out.append(f"COPY {name} {dst.rstrip('/')}/")
+            else:
+                if not (root / src).is_dir():
+                    raise UserError(f"{lw}: source folder {src!r} does not exist")
+                files = list_folder(src)
+                if not files:
+                    warnings.append(f"{lw}: source folder {src!r} holds no file after the ignores")
+                for n, p in files.items():
+                    context[f"src/{n}"] = p
+                # COPY of a directory copies its contents; flyte already put the folder's
+                # own name into dst when copy_contents_only is false
+                out.append(f"COPY src/{src}/ {dst.rstrip('/') or '/'}/")
+        elif kind == "CodeBundleLayer":
+            raise UserError(f"{lw}: with_code_bundle is not supported; use copy-style = \"none\" to bake the code in")
+        else:
+            raise UserError(
+                f"{lw}: unsupported image layer {kind!r}; supported: from_debian_base, from_base, from_ref_name, "
+                "from_dockerfile, with_pip_packages, with_requirements, with_apt_packages, with_uv_project, "
+                "with_source_folder, with_source_file, with_env_vars, with_workdir, with_commands"
+            )
+    if opts.bake:
+        for n, p in opts.bake.items():
+            context[f"code/{n}"] = p
+        out.append(f"COPY code/ {opts.code_dir.rstrip('/')}/")
+    if build_args:
+        # declared so a Dockerfile step may use them; their values are in the tag
+        out[1:1] = [f"ARG {k}" for k, _ in build_args]
+    return Rendered(base, "\n".join(out) + "\n", tuple(sorted(context.items())), platforms, build_args, tuple(warnings))

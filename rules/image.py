@@ -1,0 +1,315 @@
+"""image:<env> — the container image derived from the environment's flyte.Image.
+
+The spec renders (flyte_build.dockerfile) into a Dockerfile and an exact build
+context; the tag is the hash of those (plus base, build args, platforms), so
+`targets --json` shows the URI before anything is built. On a cache miss the
+registry is asked first: a tag it already holds is a hit (`source: remote`)
+and nothing is built. Otherwise Docker builds it (flyte_build.docker_engine)
+and, with a registry, pushes it; the record carries `uri`, `image_digest` and
+`pinned` (`name@sha256:...`) for deploys. The Dockerfile and context are kept
+as a deterministic `.tar.gz` artifact.
+
+Envs with `image="auto"`, a URI string or a bare `from_ref_name`/`from_base`
+get a target too: it builds nothing and reports the reference (and, when the
+registry says, its digest), so deploys read every env's image the same way.
+Several envs with one spec share one tag and one action key: the image is
+built once (a per-tag lock keeps concurrent jobs from building it twice).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tarfile
+import tempfile
+import threading
+from pathlib import Path
+
+from flyte_build import archive, docker_engine
+from flyte_build import dockerfile as df
+from flyte_build.errors import UserError
+from flyte_build.rule_api import Inputs, Produced, Request, Rule
+
+from . import pex as pex_rule
+
+VERSION = "1"
+FIELD = "tool.hatch.build.targets.flyte.docker"
+ARTIFACT = "image-context.tar.gz"
+
+
+def _str(k, v):
+    if not isinstance(v, str):
+        raise UserError(f"Field {FIELD}.{k} must be a string")
+    return v
+
+
+def _bool(k, v):
+    if not isinstance(v, bool):
+        raise UserError(f"Field {FIELD}.{k} must be a boolean")
+    return v
+
+
+def _table(k, v):
+    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+        raise UserError(f"Field {FIELD}.{k} must be a table of strings")
+    return dict(sorted(v.items()))
+
+
+def _choice(*allowed):
+    def check(k, v):
+        if v not in allowed:
+            raise UserError(f"Field {FIELD}.{k} must be one of: {', '.join(allowed)}")
+        return v
+
+    return check
+
+
+KEYS = {
+    "network": _str,  # docker build --network (hosts without a bridge need "host")
+    "builder": _choice("auto", "buildkit", "classic"),
+    "push": _bool,
+    "base-images": _table,  # {"debian" = "<image standing for flyte's debian base>"}
+    "base-map": _table,  # any base URI -> replacement
+    "debian-recipe": _choice("full", "light"),
+    "build-args": _table,
+    "requirements-from": _choice("pip", "pex"),
+    "code-dir": _str,
+}
+DEFAULTS = {"network": "host", "builder": "auto", "debian-recipe": "full", "requirements-from": "pip", "code-dir": "/root"}
+
+
+def options(cfg) -> dict:
+    raw = cfg.docker or {}
+    out = dict(DEFAULTS)
+    for k, v in raw.items():
+        if k not in KEYS:
+            raise UserError(f"Unknown field {FIELD}.{k}; valid fields: {', '.join(sorted(KEYS))}")
+        out[k] = KEYS[k](k, v)
+    if "base-images" in out and set(out["base-images"]) - {"debian"}:
+        bad = sorted(set(out["base-images"]) - {"debian"})[0]
+        raise UserError(f"Unknown field {FIELD}.base-images.{bad}; valid fields: debian (use base-map for any other base)")
+    return out
+
+
+def _uses_pex(env, ctx, opts) -> bool:
+    return opts["requirements-from"] == "pex" and isinstance(env.image, dict) and pex_rule.applies(env, ctx)
+
+
+def _bake(env, ctx) -> dict:
+    """copy style none: the env's code is baked into the image (its import closure + include)."""
+    if ctx.cfg.copy_style_for(env.name) != "none":
+        return {}
+    files = {ctx.rel(p): p for p in ctx.closure(env)}
+    files.update(ctx.include_files(env))
+    return dict(sorted(files.items()))
+
+
+def _list_folder(ctx):
+    from flyte_build import files as files_mod
+
+    def list_folder(rel: str) -> dict:
+        fs = files_mod.walk(ctx.root, start=rel, allow_secrets=ctx.cfg.allow_secrets)
+        for w in fs.warnings:
+            ctx.warn(w)
+        return fs.files
+
+    return list_folder
+
+
+def plan(env, ctx) -> dict:
+    """Everything about the env's image that is known without building it."""
+    opts = options(ctx.cfg)
+    refs = ctx.image_refs()
+    img = env.image
+    if isinstance(img, str):
+        if img == "auto":
+            from flyte_build.flyte_adapter import auto_image_uri
+
+            uri = auto_image_uri(refs)
+        else:
+            uri = img
+        return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
+    rendered = df.render(
+        img,
+        ctx.root,
+        df.Options(
+            base_images=opts.get("base-images", {}),
+            base_map=opts.get("base-map", {}),
+            debian_recipe=opts["debian-recipe"],
+            build_args=opts.get("build-args", {}),
+            refs=refs,
+            use_pex=_uses_pex(env, ctx, opts),
+            bake=_bake(env, ctx),
+            code_dir=opts["code-dir"],
+        ),
+        f"`{env.name}`",
+        _list_folder(ctx),
+    )
+    if rendered.dockerfile is None:
+        uri = rendered.base
+        return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
+    files = [(n, p) for n, p in rendered.context if n != df.PEX_NAME]
+    digests = [(n, ctx.digests.digest(p)[0]) for n, p in files]
+    if any(n == df.PEX_NAME for n, _ in rendered.context):
+        # the PEX is reproducible: what decides its bytes stands in for them in the tag
+        digests.append((df.PEX_NAME, df.key_of(pex_rule.fingerprint(env, ctx))))
+    tag = df.content_tag(rendered.base, rendered.dockerfile, digests, rendered.build_args, rendered.platforms)
+    registry = img.get("registry") or ctx.cfg.registry
+    name = img.get("name") or env.name
+    uri = f"{registry.rstrip('/')}/{name}:{tag}" if registry else f"{name}:{tag}"
+    push = opts.get("push", bool(registry))
+    if push and not registry:
+        raise UserError(f"Field {FIELD}.push is true, but `{env.name}`'s image names no registry and `registry` is not set")
+    params = {
+        "mode": "build",
+        "uri": uri,
+        "tag": tag,
+        "base": rendered.base,
+        "dockerfile": rendered.dockerfile,
+        "build_args": [list(a) for a in rendered.build_args],
+        "platforms": list(rendered.platforms),
+        "push": push,
+        "pex": df.PEX_NAME if len(digests) > len(files) else None,
+    }
+    for w in rendered.warnings:
+        ctx.warn(w)
+    return {"mode": "build", "uri": uri, "tag": tag, "files": files, "params": params}
+
+
+def applies(env, ctx) -> bool:
+    return env.image is not None
+
+
+def deps(env, ctx) -> tuple[str, ...]:
+    return (f"pex:{env.name}",) if _uses_pex(env, ctx, options(ctx.cfg)) else ()
+
+
+def inputs(env, ctx) -> Inputs:
+    p = plan(env, ctx)
+    return Inputs(files=tuple(p["files"]), params=p["params"], deps=deps(env, ctx))
+
+
+def describe(env, ctx) -> dict:
+    try:
+        p = plan(env, ctx)
+    except UserError as exc:
+        return {"uri": None, "image_error": str(exc)}
+    out = {"uri": p["uri"], "image_mode": p["mode"]}
+    if p["mode"] == "build":
+        out["tag"] = p["tag"]
+    return out
+
+
+# -- running -------------------------------------------------------------------
+_tag_locks: dict[str, threading.Lock] = {}
+_tag_locks_guard = threading.Lock()
+
+
+def _tag_lock(uri: str) -> threading.Lock:
+    with _tag_locks_guard:
+        return _tag_locks.setdefault(uri, threading.Lock())
+
+
+def _write_context(req: Request, dest_dir: Path) -> Path:
+    """The deterministic artifact: Dockerfile + context/<name> for every context file."""
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    dockerfile = dest_dir / "Dockerfile.rendered"
+    dockerfile.write_text(req.params["dockerfile"], encoding="utf-8")
+    members = [("Dockerfile", str(dockerfile), None)]
+    members += [(f"context/{f.name}", f.path, f.digest) for f in req.files]
+    if req.params.get("pex"):
+        pex_result = req.deps[f"pex:{req.env.name}"]
+        members.append((f"context/{req.params['pex']}", pex_result.path, None))
+    out = dest_dir / ARTIFACT
+    with open(out, "wb") as f:
+        archive.write_tar_gz(f, members)
+    return out
+
+
+def _pinned(uri: str, digest: str | None) -> str | None:
+    if not digest:
+        return None
+    host, repo, _ = docker_engine.split_uri(uri)
+    return f"{host}/{repo}@{digest}" if host else f"{repo}@{digest}"
+
+
+def _meta(p: dict, image_digest: str | None, image_id: str | None, built: bool) -> dict:
+    meta = {
+        "uri": p["uri"],
+        "tag": p.get("tag"),
+        "image_digest": image_digest,
+        "pinned": _pinned(p["uri"], image_digest),
+        "image_id": image_id,
+        "pushed": bool(p.get("push")) and image_digest is not None,
+        "docker_build": built,
+        "platforms": p.get("platforms", []),
+    }
+    if image_digest or image_id:
+        meta["digest"] = image_digest or image_id
+    return meta
+
+
+def remote_check(req: Request):
+    p = req.params
+    if p["mode"] != "build" or not p["push"]:
+        return None
+    digest = docker_engine.manifest_digest(p["uri"])
+    if digest is None:
+        return None
+    req.log(f"{p['uri']} is already in the registry ({digest}); not building")
+    tmp_root = req.ctx.store.root / "tmp"
+    tmp_root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="image-remote-", dir=tmp_root))
+    try:
+        art = _write_context(req, tmp)
+        hex_, _ = req.ctx.store.put_file(art)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Produced(files=((ARTIFACT, req.ctx.store.blob_path(hex_)),), meta=_meta(p, digest, None, False))
+
+
+def run(req: Request) -> Produced:
+    p = req.params
+    if p["mode"] == "reference":
+        digest = docker_engine.manifest_digest(p["uri"])
+        req.log(f"{req.target}: a reference, nothing to build: {p['uri']}" + (f" ({digest})" if digest else ""))
+        return Produced(meta=_meta(p, digest, None, False))
+    opts = options(req.ctx.cfg)
+    art = _write_context(req, req.workdir)
+    stage = req.workdir / "stage"
+    with tarfile.open(art, "r:gz") as tar:
+        tar.extractall(stage, filter="data")
+    context_dir = stage / "context"
+    context_dir.mkdir(exist_ok=True)
+    builder = docker_engine.detect_builder(opts["builder"])
+    if len(p["platforms"]) > 1:
+        req.log(f"note: the spec names platforms {', '.join(p['platforms'])}; this engine builds for its own platform only")
+    uri = p["uri"]
+    with _tag_lock(uri):
+        built = False
+        if docker_engine.image_exists(uri, builder):
+            # the tag is a content hash: an image with it is this image (another env
+            # sharing the spec, or an earlier run whose cache entry is gone)
+            req.log(f"{uri} is already in the engine; not building")
+        else:
+            labels = {"org.flyte-build.tag": p["tag"]}
+            docker_engine.build(context_dir, stage / "Dockerfile", uri, network=opts["network"] or None, builder=builder, log=req.log, labels=labels)
+            built = True
+        image_id = docker_engine.image_id(uri, builder)
+        digest = None
+        if p["push"]:
+            digest = docker_engine.manifest_digest(uri) or docker_engine.push(uri, builder, req.log)
+    shutil.rmtree(stage, ignore_errors=True)
+    return Produced(files=((ARTIFACT, art),), meta=_meta(p, digest, image_id, built))
+
+
+RULE = Rule(
+    kind="image",
+    version=VERSION,
+    description="the container image derived from the environment's flyte.Image, tagged by content",
+    inputs=inputs,
+    run=run,
+    applies=applies,
+    deps=deps,
+    describe=describe,
+    remote_check=remote_check,
+)
