@@ -60,6 +60,11 @@ class Context:
 
     # -- files -------------------------------------------------------------
     def rel(self, path: str) -> str:
+        # fast path for the normalised absolute paths the closure yields (relpath
+        # over thousands of files per env showed in no-op profiles)
+        prefix = str(self.root).rstrip("/") + "/"
+        if path.startswith(prefix) and "/./" not in path and "/../" not in path and "//" not in path[len(prefix) - 1:]:
+            return path[len(prefix):]
         return Path(os.path.relpath(path, self.root)).as_posix()
 
     @cached_property

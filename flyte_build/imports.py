@@ -51,11 +51,19 @@ class Resolver:
         self.root = Path(os.path.realpath(root))
         self.search_roots = [Path(os.path.realpath(p)) for p in search_roots]
         self._memo: dict[str, list[str]] = {}
+        # per file and its import records: the files they resolve to. Shared
+        # libraries sit in many envs' closures; each is resolved once per run.
+        self._targets_memo: dict[tuple, frozenset[str]] = {}
+        self._root_prefix = str(self.root).rstrip(os.sep) + os.sep
+        self._base_prefixes = [str(b).rstrip(os.sep) + os.sep for b in self.search_roots]
 
     def _usable(self, path: str) -> bool:
-        rel = os.path.relpath(path, self.root)
-        if rel.startswith(".."):
+        # a prefix test, not os.path.relpath: paths here are already normalised
+        # and relpath was most of a no-op build's time at 5,000 files
+        prefix = self._root_prefix
+        if not path.startswith(prefix):
             return False
+        rel = path[len(prefix):]
         parts = rel.split(os.sep)
         return not any(p in STANDARD_IGNORED_DIRS or p == "site-packages" for p in parts)
 
@@ -85,17 +93,20 @@ class Resolver:
 
     def module_of(self, path: str) -> tuple[str, bool] | None:
         """(dotted module name, is_package) of a file under a search root."""
-        for base in self.search_roots:
-            rel = os.path.relpath(path, base)
-            if rel.startswith(".."):
+        for prefix in self._base_prefixes:
+            if not path.startswith(prefix):
                 continue
-            parts = rel[:-3].split(os.sep)
+            parts = path[len(prefix):-3].split(os.sep)
             if parts[-1] == "__init__":
                 return ".".join(parts[:-1]), True
             return ".".join(parts), False
         return None
 
-    def targets(self, path: str, records: list[ImportRecord]) -> set[str]:
+    def targets(self, path: str, records: list[ImportRecord]) -> frozenset[str]:
+        memo_key = (path, tuple(records))
+        hit = self._targets_memo.get(memo_key)
+        if hit is not None:
+            return hit
         out: set[str] = set()
         mod = self.module_of(path)
         for level, module, names in records:
@@ -114,7 +125,8 @@ class Resolver:
                 out.update(self.files_for(base))
             for n in names:
                 out.update(self.files_for(f"{base}.{n}" if base else n))
-        return out
+        hit = self._targets_memo[memo_key] = frozenset(out)
+        return hit
 
 
 def closure(starts: list[str], resolver: Resolver, records_of) -> tuple[list[str], list[tuple[str, str]]]:
