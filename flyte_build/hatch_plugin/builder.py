@@ -83,12 +83,10 @@ class FlyteBuilder(BuilderInterface):
         return str(output.write_manifest(directory, self._records))
 
     def _plan(self, directory: str | Path) -> str:
-        try:
-            from ..api import plan
-        except ImportError:
-            raise UserError("`hatch build -t flyte:plan` needs flyte_build.api.plan, which this flyte-build does not have") from None
+        from ..api import plan
+
         ws = self._workspace()
-        doc = plan(workspace=ws).to_json()
+        doc = plan(ws).to_json()
         path = output.write_json(Path(directory).resolve() / output.PLAN, doc)
         envs = doc.get("envs", []) if isinstance(doc, dict) else []
         self.app.display_info(f"plan: {len(envs)} environments in deploy order")

@@ -54,7 +54,8 @@ def build(ws: Workspace, patterns: list[str], directory: Path, say: Callable[[st
         say(f"warning: {w}")
     failed = [r for r in results if r.status == "failed"]
     if failed:
-        raise BuildFailed("; ".join(f"{r.target}: {r.error}" for r in failed))
+        # each failure's log was already shown by the reporter; name them once more
+        raise BuildFailed(f"{len(failed)} target(s) failed: {', '.join(r.target for r in failed)}")
     return results
 
 
@@ -95,7 +96,8 @@ def clean(directory: Path, kinds: set[str]) -> list[Path]:
     removed: list[Path] = []
     if not directory.is_dir():
         return removed
-    victims: set[Path] = {directory / MANIFEST, directory / PLAN}
+    # .tmp-* are atomic writes a killed build left behind
+    victims: set[Path] = {directory / MANIFEST, directory / PLAN, *directory.glob(atomic.TMP_PREFIX + "*")}
     try:
         doc = json.loads((directory / MANIFEST).read_text())
         for rec in doc.get("targets", []):
