@@ -36,7 +36,7 @@ from .__about__ import __version__
 from .errors import BuildFailed, UserError
 from .hashing import as_digest, key_of, strip_digest
 
-FORMAT = 1
+FORMAT = 2
 BUNDLE_ROOT = "flyte-build"  # the upload's filename_root: bundles are named by their sha256 below it
 
 
@@ -239,14 +239,15 @@ def env_version(bundle: str | None, images: dict[str, str | None], tasks: list[d
     return key_of({"format": FORMAT, "bundle": bundle, "images": images, "tasks": tasks})[:32]
 
 
-def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_for_spec: dict, bundle_uri: str | None) -> EnvPlan:
+def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_for_spec: dict, bundle_uri: str | None,
+             where: tuple = (None, None, None)) -> EnvPlan:
     """One env's plan: its version and its rendered task specs."""
     from . import flyte_adapter as fa
 
     t = templates(ctx)[name]
     version = ctx.options.version or env_version(bundle, images_for_key, t["tasks"])
     spec_images = {k: v for k, v in images_for_spec.items() if v}
-    tasks = tuple(TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images)) for x in t["tasks"])
+    tasks = tuple(TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images, *where)) for x in t["tasks"])
     env = ctx.env(name)
     return EnvPlan(name, version, images_for_spec.get(name), bundle, tasks, tuple(env.depends_on), dict(sorted(images_for_spec.items())), bundle_uri)
 
@@ -280,7 +281,7 @@ def plan(ws, names: list[str] | None = None, reporter=None) -> Plan:
         b = results.get(f"bundle:{n}")
         digest = b.digest if b else None
         imgs = {d: images[d] for d in _closure_names(ctx, n)}
-        envs.append(env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest)))
+        envs.append(env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None)))
     return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order)),
                 ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()))
 
@@ -339,7 +340,8 @@ def run_action(req):
     digest = bundle.digest if bundle else None
 
     state_path = f"{target.state_dir()}/envs/{name}.json"
-    provisional = env_plan(ctx, name, digest, key_images, spec_images, None)
+    where = (target.project, target.domain, target.org)
+    provisional = env_plan(ctx, name, digest, key_images, spec_images, None, where)
     deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
                          "tasks": [t.spec for t in provisional.tasks]})
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
@@ -351,7 +353,7 @@ def run_action(req):
         return Produced(meta={**meta, "action": "unchanged", "tasks": [t.name for t in provisional.tasks]})
 
     bundle_uri = _upload_bundle(ctx, target, bundle, req.log) if bundle else None
-    final = env_plan(ctx, name, digest, key_images, spec_images, bundle_uri)
+    final = env_plan(ctx, name, digest, key_images, spec_images, bundle_uri, where)
     outcomes = asyncio.run(_deploy_tasks(target, final.tasks))
     failed = [(t, o) for t, o in zip(final.tasks, outcomes) if isinstance(o, BaseException)]
     if failed:

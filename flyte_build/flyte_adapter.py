@@ -195,6 +195,10 @@ def env_to_data(env, variable: str | None, module: str, root: Path, bound_file: 
 
 PLACEHOLDER_VERSION = "@@flyte-build:version@@"
 PLACEHOLDER_BUNDLE = "@@flyte-build:bundle@@"
+# project, domain and org are filled in late too, so one version serves every domain
+PLACEHOLDER_PROJECT = "@@flyte-build:project@@"
+PLACEHOLDER_DOMAIN = "@@flyte-build:domain@@"
+PLACEHOLDER_ORG = "@@flyte-build:org@@"
 
 
 def image_placeholder(env_name: str) -> str:
@@ -252,7 +256,7 @@ def serialize_env_templates(env, root: Path, project: str | None, domain: str | 
     from google.protobuf.json_format import MessageToDict
 
     sc = SerializationContext(
-        version=PLACEHOLDER_VERSION, project=project, domain=domain, org=org,
+        version=PLACEHOLDER_VERSION, project=PLACEHOLDER_PROJECT, domain=PLACEHOLDER_DOMAIN, org=PLACEHOLDER_ORG,
         code_bundle=CodeBundle(computed_version=PLACEHOLDER_BUNDLE, tgz=PLACEHOLDER_BUNDLE) if with_bundle else None,
         image_cache=ImageCache(image_lookup={n: image_placeholder(n) for n in sorted(image_envs)}),
         root_dir=root,
@@ -281,7 +285,8 @@ def _image_cache_arg(value: str, images: dict[str, str]) -> str:
     return ImageCache(image_lookup=lookup).to_transport
 
 
-def render_task_spec(template: dict, version: str, bundle_uri: str | None, images: dict[str, str]) -> dict:
+def render_task_spec(template: dict, version: str, bundle_uri: str | None, images: dict[str, str],
+                     project: str | None = None, domain: str | None = None, org: str | None = None) -> dict:
     """A template from `serialize_env_templates` with the real version, bundle
     location and image references filled in (still protobuf's JSON form)."""
     import json
@@ -297,6 +302,8 @@ def render_task_spec(template: dict, version: str, bundle_uri: str | None, image
             return out
         if isinstance(value, str) and "@@flyte-build:" in value:
             value = value.replace(PLACEHOLDER_VERSION, version).replace(PLACEHOLDER_BUNDLE, bundle_uri or "")
+            value = value.replace(PLACEHOLDER_PROJECT, project or "").replace(PLACEHOLDER_DOMAIN, domain or "")
+            value = value.replace(PLACEHOLDER_ORG, org or "")
             for n, uri in images.items():
                 value = value.replace(image_placeholder(n), uri)
         return value
