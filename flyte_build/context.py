@@ -46,6 +46,7 @@ class Context:
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._closures: dict[str, list[str]] = {}
+        self._digest_memo: dict[str, tuple[str, int]] = {}
 
     # -- environments ----------------------------------------------------
     @property
@@ -83,8 +84,17 @@ class Context:
                 roots.append(p)
         return imports.Resolver(self.root, roots)
 
+    def digest(self, path: str) -> tuple[str, int]:
+        """(hex sha256, size) of a file, stat-checked once per run: shared
+        libraries sit in dozens of closures, and one snapshot per run also keeps
+        the closure and the action key agreeing on a file's bytes."""
+        hit = self._digest_memo.get(path)
+        if hit is None:
+            hit = self._digest_memo[path] = self.digests.digest(path)
+        return hit
+
     def _records(self, path: str):
-        hex_, _ = self.digests.digest(path)
+        hex_, _ = self.digest(path)
         cached = self.digests.parsed(hex_)
         if cached is not None:
             if isinstance(cached, dict) and "error" in cached:

@@ -115,7 +115,7 @@ class Engine:
         files = []
         for name, path in sorted(inputs.files):
             try:
-                hex_, _ = self.ctx.digests.digest(path)
+                hex_, _ = self.ctx.digest(path)
             except FileNotFoundError:
                 raise UserError(f"{name}: input of {target.address} vanished while the build ran; run the build again") from None
             except OSError as exc:
