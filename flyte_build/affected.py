@@ -328,3 +328,13 @@ def affected_targets(ws, rev: str) -> Affected:
         return Affected(rev, changes.commit, changes.changes, tuple(reasons), (), (), cached, (warning,))
     reasons, removed_t, removed_e = compare(ws.graph.edges, cur, prev, changes)
     return Affected(rev, changes.commit, changes.changes, tuple(reasons), tuple(removed_t), tuple(removed_e), cached)
+
+
+def select_changed(ws, rev: str, patterns: list[str] | None = None, default_kinds: list[str] | None = None) -> list[str]:
+    """The targets matching `patterns` (default: the command's default kinds)
+    that are affected since `rev`, in dependency order; for `--changed-since`."""
+    wanted = set(ws.graph.select(list(patterns or []), default_kinds))
+    result = affected_targets(ws, rev)
+    for w in result.warnings:
+        ws._warn(w)
+    return [a for a in result.addresses if a in wanted]

@@ -15,6 +15,7 @@ def add_parser(sub, parents):
     p.add_argument("--out", metavar="DIR", help="also copy the artifacts here, named by digest")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="actions run at once (default: config, else CPUs)")
+    p.add_argument("--changed-since", metavar="REV", help="only the TARGETs (default bundle:*) affected since git revision REV (see `affected`)")
     return p
 
 
@@ -23,7 +24,15 @@ def run(args) -> int:
 
     ws = workspace(args, jobs=args.jobs)
     reporter = RichReporter(quiet=args.json)
-    results = ws.build(args.targets, reporter=reporter, out=Path(args.out).resolve() if args.out else None, jobs=args.jobs)
+    targets = args.targets
+    if getattr(args, "changed_since", None):
+        from ..affected import select_changed
+
+        targets = select_changed(ws, args.changed_since, args.targets)
+    if targets or not getattr(args, "changed_since", None):
+        results = ws.build(targets, reporter=reporter, out=Path(args.out).resolve() if args.out else None, jobs=args.jobs)
+    else:
+        results = []  # nothing affected: nothing to build (not the default set)
     failed = any(r.status == "failed" for r in results)
     if args.json:
         emit_json({
