@@ -219,6 +219,20 @@ class LocalStore:
                         if now - p.stat().st_mtime > 3600:
                             p.unlink(missing_ok=True)
                             removed["tmp"] += 1
+        # the engine's work directories: a killed build leaves its own behind
+        work = self.root / "tmp"
+        if work.is_dir():
+            for p in list(work.iterdir()):
+                try:
+                    if now - p.lstat().st_mtime <= 3600:
+                        continue  # may belong to a running build
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+                    removed["tmp"] += 1
+                except OSError:
+                    pass
         live: set[str] = set()
         for p in list(self.iter_actions()):
             if p.name.startswith(atomic.TMP_PREFIX):
