@@ -24,6 +24,7 @@ def add_parser(sub, parents):
     p.add_argument("--no-sync-local-sys-paths", action="store_true", help="do not mirror local sys.path entries into the tasks")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="environments deployed at once")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    p.add_argument("--changed-since", metavar="REV", help="only the environments affected since git revision REV (see `affected`)")
     return p
 
 
@@ -51,6 +52,18 @@ def run(args) -> int:
     settings = settings_from_args(args, version=args.deploy_version, jobs=args.jobs,
                                   sync_local_sys_paths=not args.no_sync_local_sys_paths, extra=extra)
     ws = Workspace(settings)
+    if args.changed_since:
+        from ..affected import select_changed
+
+        if path:
+            raise UserError("--changed-since selects from deploy targets (deploy:*), not from a path")
+        patterns = select_changed(ws, args.changed_since, patterns or ["deploy:*"])
+        if not patterns:  # an empty list would mean "every environment"
+            if args.json:
+                emit_json({"targets": [], "order": [], "warnings": ws.all_warnings(), "dry_run": bool(args.dry_run), "ok": True})
+            else:
+                print(f"nothing to deploy: no environment affected since {args.changed_since}")
+            return 0
     reporter = RichReporter(quiet=args.json)
     result = deploy(*patterns, dry_run=args.dry_run, workspace=ws, reporter=reporter)
     if args.dry_run:
