@@ -156,18 +156,10 @@ class LocalStore:
 
     # -- maintenance -------------------------------------------------------
     def iter_blobs(self):
-        base = self.root / "cas" / "sha256"
-        if base.is_dir():
-            for sub in sorted(base.iterdir()):
-                for p in sorted(sub.iterdir()):
-                    yield p
+        yield from _two_level(self.root / "cas" / "sha256")
 
     def iter_actions(self):
-        base = self.root / "ac"
-        if base.is_dir():
-            for sub in sorted(base.iterdir()):
-                for p in sorted(sub.iterdir()):
-                    yield p
+        yield from _two_level(self.root / "ac")
 
     def stats(self) -> dict:
         blobs = list(self.iter_blobs())
@@ -233,6 +225,13 @@ class LocalStore:
                     removed["tmp"] += 1
                 except OSError:
                     pass
+        if repair:
+            # what `verify` reports as a bad blob: bytes that do not hash to the name
+            for p in list(self.iter_blobs()):
+                if not p.name.startswith(atomic.TMP_PREFIX) and file_sha256(p)[0] != p.name:
+                    removed["bytes"] += p.stat().st_size
+                    p.unlink(missing_ok=True)
+                    removed["blobs"] += 1
         live: set[str] = set()
         for p in list(self.iter_actions()):
             if p.name.startswith(atomic.TMP_PREFIX):
@@ -256,3 +255,16 @@ class LocalStore:
 
     def clear(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _two_level(base: Path):
+    """Files two levels under `base` (`<2 hex>/<name>`); stray files or
+    directories elsewhere (a sync tool's, a user's) are not the store's."""
+    if not base.is_dir():
+        return
+    for sub in sorted(base.iterdir()):
+        if not sub.is_dir() or sub.is_symlink():
+            continue
+        for p in sorted(sub.iterdir()):
+            if p.is_file() and not p.is_symlink():
+                yield p
