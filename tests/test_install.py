@@ -1,0 +1,70 @@
+"""A wheel install and an editable install of flyte-build both work, and agree.
+
+Each lives in its own fresh venv (no system site-packages): the wheel built
+from this tree, and `pip install -e <repo>` (through uv's pip interface when
+uv is present; see tests/support/venvs.py for the timing that decided it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.support import venvs
+
+SAMPLE = venvs.REPO / "sample_monorepo"
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def editable_venv(tmp_path_factory) -> venvs.Venv:
+    venv = venvs.create(tmp_path_factory.mktemp("editable") / "venv")
+    venvs.install(venv, editable=venvs.REPO)
+    return venv
+
+
+def build_json(venv: venvs.Venv, tmp: Path) -> dict:
+    repo = tmp / "repo"
+    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns("dist", "__pycache__", ".venv"))
+    proc = venv.run("flyte-build", "build", "--json", cwd=repo, env={"FLYTE_BUILD_CACHE_DIR": str(tmp / "cache")})
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def where(venv: venvs.Venv, code: str, cwd: Path):
+    return venv.run("python", "-c", code, cwd=cwd)
+
+
+def test_wheel_and_editable_installs_build_the_same_bundles(editable_venv, tmp_path):
+    wheel_venv = venvs.wheel_venv()
+    from_wheel = build_json(wheel_venv, tmp_path / "w")
+    from_editable = build_json(editable_venv, tmp_path / "e")
+    digests = {t["target"]: t["digest"] for t in from_wheel["targets"]}
+    assert len(digests) == 6
+    assert digests == {t["target"]: t["digest"] for t in from_editable["targets"]}
+    assert all(not t["cached"] for t in from_wheel["targets"] + from_editable["targets"])
+
+    # each venv runs its own install: site-packages for the wheel, the tree for -e
+    code = "import flyte_build; print(flyte_build.__file__)"
+    w = where(wheel_venv, code, tmp_path).stdout.strip()
+    e = where(editable_venv, code, tmp_path).stdout.strip()
+    assert w.startswith(str(wheel_venv.path)) and "site-packages" in w, w
+    assert Path(e).resolve() == (venvs.REPO / "flyte_build" / "__init__.py").resolve(), e
+
+
+def test_no_generic_top_level_name_and_builtin_rules_only_in_the_wheel(editable_venv, tmp_path):
+    for venv in (venvs.wheel_venv(), editable_venv):
+        proc = where(venv, "import rules", tmp_path)
+        assert proc.returncode != 0 and "No module named 'rules'" in proc.stderr, (venv, proc.stderr)
+
+    names = venvs.wheel_names(venvs.session_wheel())
+    assert "flyte_build/_builtin_rules/register.py" in names
+    assert not [n for n in names if n.startswith(("rules/", "tests/", "sample_monorepo/", "bench/"))]
+    assert not (venvs.REPO / "flyte_build" / "_builtin_rules").exists()  # the editable tree has none
+    find = "import importlib.util as u; print(u.find_spec('flyte_build._builtin_rules') is not None)"
+    assert where(venvs.wheel_venv(), find, tmp_path).stdout.strip() == "True"
+    assert where(editable_venv, find, tmp_path).stdout.strip() == "False"
