@@ -144,13 +144,16 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dic
         s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
         samples["python -c 'import flyte' (baseline)"].append(s)
 
-        for scenario, path in (("edit 1 service file", service_file), ("edit 1 shared-lib file", lib_file)):
-            _edit(path, rep)
-            s, text = measure(fb, repo, env)
-            samples[scenario].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
-        if affected:
+        _edit(service_file, rep)
+        s, text = measure(fb, repo, env)
+        samples["edit 1 service file"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+        if affected:  # with the service edit only: its answer is the chain below the edited env
             s, text = measure([sys.executable, "-m", "flyte_build", "affected", "--since", "HEAD", "--json"], repo, env)
-            samples["affected --since HEAD"].append(s)
+            envs = json.loads(text).get("envs", [])
+            samples["affected --since HEAD"].append(Sample(s.seconds, s.max_rss_kb, {"affected_envs": len(envs)}))
+        _edit(lib_file, rep)
+        s, text = measure(fb, repo, env)
+        samples["edit 1 shared-lib file"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
         shutil.rmtree(cache, ignore_errors=True)
     return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected}
@@ -187,7 +190,7 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
         floor_t = med.get("tar \\| gzip floor (baseline)")
         imp_t = med.get("python -c 'import flyte' (baseline)")
         lines += [
-            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files",
+            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files ({len(smp['no-op rebuild'])} repetitions)",
             "",
             "| scenario | median s | min s | max s | vs flyte bundling | vs tar\\|gzip | vs import flyte | peak RSS MB | note |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -212,6 +215,8 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
 def _note(info: dict) -> str:
     if "built" in info:
         return f"{info['built']} built, {info['cached']} cached of {info['targets']}"
+    if "affected_envs" in info:
+        return f"{info['affected_envs']} envs affected"
     if "files" in info:
         return f"{info['files']} files"
     return ""
@@ -228,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="small,medium,large")
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--large-repeat", type=int, help="repetitions at the large size (default: --repeat)")
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     ap.add_argument("--json", type=Path, help="also write the raw samples here")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed after)")
@@ -237,14 +243,18 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         ap.error(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
     work = a.work or Path(tempfile.mkdtemp(prefix="flyte-build-bench-"))
+    results = []
     try:
-        results = [run_size(s, SIZES[s], a.repeat, work, log=lambda m: print(m, file=sys.stderr, flush=True)) for s in sizes]
+        for s in sizes:
+            n = a.large_repeat if s == "large" and a.large_repeat else a.repeat
+            results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True)))
+            # written after each size, so a long large run never loses the smaller ones
+            a.out.write_text(render(results, a.repeat, argv))
+            if a.json:
+                a.json.write_text(json.dumps([{**r, "samples": {k: [x.__dict__ for x in v] for k, v in r["samples"].items()}} for r in results], indent=1))
     finally:
         if a.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    a.out.write_text(render(results, a.repeat, argv))
-    if a.json:
-        a.json.write_text(json.dumps([{**r, "samples": {k: [s.__dict__ for s in v] for k, v in r["samples"].items()}} for r in results], indent=1))
 
 
 if __name__ == "__main__":
