@@ -111,7 +111,9 @@ class LocalStore:
         if hex_ is not None and actual != hex_:
             raise ValueError(f"digest mismatch storing {src}: expected {hex_}, got {actual}")
         dest = self.blob_path(actual)
-        if not self.has_blob(actual, size):
+        # a blob already there is trusted only after hashing it: a same-size
+        # corrupt blob would otherwise be named by the new action entry
+        if not (self.has_blob(actual, size) and self.verify_blob(actual)):
             atomic.copy_file(src, dest)
         return actual, size
 
@@ -119,7 +121,7 @@ class LocalStore:
         from .hashing import sha256_hex
 
         hex_ = sha256_hex(data)
-        if not self.has_blob(hex_, len(data)):
+        if not (self.has_blob(hex_, len(data)) and self.verify_blob(hex_)):
             atomic.write_bytes(self.blob_path(hex_), data)
         return hex_, len(data)
 
