@@ -126,3 +126,17 @@ def test_foreign_files_in_the_store_do_not_crash_verify_or_gc(built):
     again.assert_ok()
     assert again.digests() == {t["target"]: t["digest"] for t in first["targets"]}
     json.loads(cli.verify().stdout)
+
+
+def test_rebuild_replaces_a_corrupt_blob_whose_entry_is_gone(built):
+    """Entry lost, blob garbled at the same size: the rebuilt entry must not
+    name the garbled bytes (the store re-checks a blob it finds in place)."""
+    cli, first = built
+    rec = _target(first, "bundle:a")
+    (cli.cache_dir / "ac" / rec["key"][:2] / f"{rec['key']}.json").unlink()
+    blob = Path(rec["path"])
+    data = bytearray(blob.read_bytes())
+    data[0] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    _rebuilt_same(cli, first, "bundle:a")
+    assert Path(rec["path"]).read_bytes() != bytes(data)
