@@ -142,8 +142,19 @@ def test_one_hatch_build_gives_wheel_sdist_and_matching_flyte_manifest(project):
     with tarfile.open(sdist) as tf:
         names = tf.getnames()
         assert tf.extractfile("sample_monorepo-0.3.0/flyte-manifest.json").read() == manifest_bytes
+        tf.extractall(project.root.parent / "unpacked", filter="data")
     # the artifacts travel beside the sdist, not inside it
     assert not [n for n in names if "/dist/" in n], names
+
+    # a wheel built from that sdist (as `pip install x.tar.gz` does) ships the
+    # sdist's manifest instead of rebuilding on the installing machine
+    unpacked = project.root.parent / "unpacked" / "sample_monorepo-0.3.0"
+    proc = project.venv.run("python", "-m", "hatchling", "build", "-t", "wheel", cwd=unpacked, env=project.env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert " built bundle:" not in proc.stdout + proc.stderr
+    (wheel2,) = (unpacked / "dist").glob("*.whl")
+    with zipfile.ZipFile(wheel2) as z:
+        assert z.read("sample_monorepo-0.3.0.dist-info/extra_metadata/flyte/manifest.json") == manifest_bytes
 
 
 def test_bad_config_fails_naming_the_field_and_dependencies_install_way_works(project):

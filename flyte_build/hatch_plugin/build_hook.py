@@ -41,6 +41,13 @@ class FlyteBuildHook(BuildHookInterface):
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         if self.target_name not in ("wheel", "sdist") or version == "editable":
             return  # an editable install should not build Flyte artifacts
+        carried = Path(self.root) / SDIST_PATH
+        if self.target_name == "wheel" and carried.is_file() and (Path(self.root) / "PKG-INFO").is_file():
+            # a wheel built from our own sdist (`pip install x.tar.gz`): ship the
+            # manifest the sdist carries, which names the artifacts CI built,
+            # rather than rebuilding (and importing user code) on install
+            build_data["extra_metadata"][str(carried)] = WHEEL_PATH
+            return
         try:
             hook = HookConfig(self.config, self._location())
             cfg = flyte_settings(self.root)
