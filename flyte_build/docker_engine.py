@@ -124,7 +124,7 @@ def build(context_dir: Path, dockerfile: Path, tag: str, *, network: str | None,
                 step = line
             log(line)
     except DockerException as exc:
-        tail = "\n".join(lines[-TAIL:]) or str(exc)
+        tail = "\n".join([ln for ln in lines if ln.strip()][-TAIL:]) or str(exc)
         where = f" at {step}" if step else ""
         raise BuildFailed(f"docker build of {tag} failed{where}\n--- last lines of the build log ---\n{tail}") from None
     try:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import sys
 import threading
 
+from rich.markup import escape  # build logs and errors hold `[...]`, which is not markup
+
 from .engine import Reporter, TargetResult
 
 
@@ -52,7 +54,7 @@ class RichReporter(Reporter):
             with self._lock:
                 tid = self._tasks.get(target)
                 if tid is not None:
-                    self._progress.update(tid, description=f"{target}  [dim]{line.strip()[-60:]}[/]")
+                    self._progress.update(tid, description=f"{target}  [dim]{escape(line.strip()[-60:])}[/]")
 
     def finish(self, result: TargetResult) -> None:
         if self._progress is not None:
@@ -63,7 +65,7 @@ class RichReporter(Reporter):
                 self._progress.advance(self._overall)
         elif not self.quiet:
             detail = result.digest or result.error or ""
-            self.console.print(f"{result.status:>7} {result.target} {detail}", highlight=False, soft_wrap=True)
+            self.console.print(f"{result.status:>7} {result.target} {escape(detail)}", highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._progress is not None:
@@ -98,6 +100,6 @@ def print_summary(results: list[TargetResult], warnings: list[str], title: str =
     out.print(f"{len(results)} targets: {built} built, {cached} cached, {len(failed)} failed, {skipped} skipped", highlight=False)
     err = Console(stderr=True)
     for r in failed:
-        err.print(f"[bold red]failed[/] {r.target}: {r.error}", highlight=False)
+        err.print(f"[bold red]failed[/] {r.target}: {escape(r.error or '')}", highlight=False)
     for w in warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)

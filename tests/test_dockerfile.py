@@ -1,0 +1,133 @@
+"""Dockerfile rendering and content tags: pure, no engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from flyte_build import dockerfile as df
+from flyte_build.errors import UserError
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
+
+
+def _targets(repo: Path, cache: Path) -> dict:
+    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache)}
+    out = subprocess.run(["flyte-build", "targets", "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return {t["target"]: t for t in json.loads(out.stdout)["targets"]}
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    dest = tmp_path / "repo"
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "dist"))
+    return dest
+
+
+def test_dockerignore_follows_docker_rules() -> None:
+    rules = df.parse_dockerignore("*.py\nconfig/\n!keep.py\n**/*.log\n")
+    assert df.dockerignored(rules, "tasks.py")
+    assert not df.dockerignored(rules, "sub/tasks.py")  # `*` does not cross `/`, as in Docker
+    assert df.dockerignored(rules, "config/report.json")  # a matched directory takes its contents
+    assert not df.dockerignored(rules, "keep.py")  # a later `!` wins
+    assert df.dockerignored(rules, "a/b/debug.log")
+    assert not df.dockerignored(rules, "requirements.txt")
+
+
+def test_every_documented_layer_renders(tmp_path: Path) -> None:
+    (tmp_path / "req.txt").write_text("six\n")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.txt").write_text("a")
+    (tmp_path / "one.cfg").write_text("x")
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "pyproject.toml").write_text("[project]\nname='p'\nversion='0'\n")
+    (tmp_path / "proj" / "uv.lock").write_text("version = 1\n")
+    spec = {
+        "base_image": "python:3.11-slim-bookworm", "platform": ["linux/amd64"], "layers": [
+            {"type": "PipPackages", "packages": ["six==1.17.0"], "index_url": "https://idx/simple", "extra_index_urls": ["https://x/simple"], "pre": True},
+            {"type": "Requirements", "file": "req.txt", "packages": None},
+            {"type": "AptPackages", "packages": ["curl"]},
+            {"type": "UVProject", "pyproject": "proj/pyproject.toml", "uvlock": "proj/uv.lock", "project_install_mode": "dependencies_only"},
+            {"type": "CopyConfig", "path_type": 1, "src": "pkg", "dst": "./pkg"},
+            {"type": "CopyConfig", "path_type": 0, "src": "one.cfg", "dst": "/etc/app"},
+            {"type": "Env", "env_vars": [["A", 'x "y"']]},
+            {"type": "WorkDir", "workdir": "/work"},
+            {"type": "Commands", "commands": ["echo hi"]},
+        ],
+    }
+    opts = df.Options(base_images={"debian": "local/py:3.11"}, build_args={"V": "1"})
+    r = df.render(spec, tmp_path, opts, "`e`", lambda rel: {f"{rel}/a.txt": str(tmp_path / rel / "a.txt")})
+    text = r.dockerfile
+    assert text.startswith("FROM local/py:3.11\nARG V\n")
+    assert "--index-url 'https://idx/simple' --extra-index-url 'https://x/simple' --pre 'six==1.17.0'" in text
+    assert "-r /tmp/flyte-build/src/req.txt" in text
+    assert "apt-get install -y --no-install-recommends 'curl'" in text
+    assert f"uv=={df.UV_VERSION}" in text and "uv export --frozen" in text
+    assert "COPY src/pkg/ ./pkg/" in text and "COPY src/one.cfg /etc/app/" in text
+    assert 'ENV A="x \\"y\\""' in text and "WORKDIR /work" in text and "RUN echo hi" in text
+    assert dict(r.context) == {
+        "src/req.txt": str(tmp_path / "req.txt"), "src/pkg/a.txt": str(tmp_path / "pkg" / "a.txt"),
+        "src/one.cfg": str(tmp_path / "one.cfg"), "src/proj/pyproject.toml": str(tmp_path / "proj" / "pyproject.toml"),
+        "src/proj/uv.lock": str(tmp_path / "proj" / "uv.lock"),
+    }
+
+
+def test_unsupported_layer_is_an_error_naming_it(tmp_path: Path) -> None:
+    spec = {"base_image": "python:3.11-slim-bookworm", "layers": [{"type": "PixiProject"}]}
+    with pytest.raises(UserError, match=r"`e`: layer 0 \(PixiProject\): unsupported image layer 'PixiProject'"):
+        df.render(spec, tmp_path, df.Options(), "`e`", lambda rel: {})
+
+
+def test_unresolved_ref_name_says_how_to_resolve(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"--image base=URI"):
+        df.render({"ref_name": "base", "layers": []}, tmp_path, df.Options(), "`e`", lambda rel: {})
+
+
+def test_targets_json_shows_uris_without_building(repo: Path, tmp_path: Path) -> None:
+    t = _targets(repo, tmp_path / "cache")
+    assert t["image:inference"]["uri"] == "127.0.0.1:5000/flyte-build/base:py3.11"  # from_ref_name via config
+    assert t["image:ml_training"]["uri"] == t["image:ml_training_large"]["uri"]  # one shared image
+    assert t["image:reporting"]["uri"].startswith("127.0.0.1:5000/flyte-build/reporting:")
+    assert len({t[f"image:{e}"]["uri"] for e in ("preprocessing", "ml_training", "visualization", "reporting")}) == 4
+    assert not (tmp_path / "cache" / "logs").exists()  # nothing was built
+
+
+def test_tag_moves_with_the_context_and_nothing_else(repo: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    before = _targets(repo, cache)
+    uri = lambda t: t["image:reporting"]["uri"]  # noqa: E731
+    # an excluded file changes: same tag (flyte's own tag misses the context entirely)
+    (repo / "services/reporting/debug.log").write_text("other noise\n")
+    assert uri(_targets(repo, cache)) == uri(before)
+    # a .dockerignore edit that lets a file into the context moves it
+    ignore = repo / "services/reporting/.dockerignore"
+    ignore.write_text(ignore.read_text().replace("*.log\n", ""))
+    moved = _targets(repo, cache)
+    assert uri(moved) != uri(before)
+    # a file of a with_source_folder moves only that image's tag
+    (repo / "services/visualization/assets/palette.txt").write_text("_.oO0\n")
+    after = _targets(repo, cache)
+    assert after["image:visualization"]["uri"] != moved["image:visualization"]["uri"]
+    for env in ("preprocessing", "ml_training", "reporting", "inference"):
+        assert after[f"image:{env}"]["uri"] == moved[f"image:{env}"]["uri"]
+
+
+def test_tag_is_stable_across_checkouts(repo: Path, tmp_path: Path) -> None:
+    other = tmp_path / "elsewhere" / "checkout"
+    shutil.copytree(repo, other)
+    a, b = _targets(repo, tmp_path / "c1"), _targets(other, tmp_path / "c2")
+    assert {k: v.get("uri") for k, v in a.items()} == {k: v.get("uri") for k, v in b.items()}
+
+
+def test_bad_docker_key_names_the_field(repo: Path, tmp_path: Path) -> None:
+    p = repo / "pyproject.toml"
+    p.write_text(p.read_text().replace('network = "host"', 'network = "host"\nbuildr = "classic"'))
+    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(tmp_path / "cache")}
+    out = subprocess.run(["flyte-build", "build", "image:preprocessing"], cwd=repo, env=env, capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "tool.hatch.build.targets.flyte.docker.buildr" in out.stderr

@@ -1,0 +1,146 @@
+"""image:<env> against a real Docker engine and registry (no mocks).
+
+One module-scoped build of sample_monorepo's images (a temp copy, a fresh
+cache, a per-session build arg so every tag is new and really built), then
+rebuilds, an edit, a registry hit and a failure against it. The tests run in
+file order and share that state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.docker_env import ensure_base_image, manifest_digest, registry_available
+from tests.support.requirements import require
+
+pytestmark = pytest.mark.docker
+
+SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
+IMAGES = ["image:preprocessing", "image:visualization", "image:reporting", "image:inference"]
+BUILT = ("image:preprocessing", "image:visualization", "image:reporting")
+
+
+def flyte_build(repo: Path, cache: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache)}
+    out = subprocess.run(["flyte-build", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    if check and out.returncode != 0:
+        raise AssertionError(f"flyte-build {' '.join(args)} exited {out.returncode}\n{out.stderr[-3000:]}")
+    return out
+
+
+def records(out: subprocess.CompletedProcess) -> dict:
+    return {t["target"]: t for t in json.loads(out.stdout)["targets"]}
+
+
+def created(uri: str) -> str:
+    return subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}} {{.Created}}", uri], capture_output=True, text=True, check=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory):
+    ensure_base_image()
+    require(registry_available(), "no registry answers on 127.0.0.1:5000; run `bash .ci/provision.sh` as root")
+    root = tmp_path_factory.mktemp("images")
+    repo = root / "repo"
+    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", "dist"))
+    # a per-session build arg enters every tag, so this session really builds
+    p = repo / "pyproject.toml"
+    p.write_text(p.read_text().replace('network = "host"', f'network = "host"\nbuild-args = {{ TEST_SESSION = "{uuid.uuid4().hex}" }}'))
+    cache = root / "cache"
+    planned = records(flyte_build(repo, cache, "targets", "--json"))
+    first = records(flyte_build(repo, cache, "build", *IMAGES, "--json", "--jobs", "2"))
+    return {"root": root, "repo": repo, "cache": cache, "planned": planned, "first": first}
+
+
+def test_first_build_builds_pushes_and_pins(state) -> None:
+    first, planned = state["first"], state["planned"]
+    for t in BUILT:
+        r = first[t]
+        assert r["status"] == "built" and r["docker_build"] is True, r
+        assert r["uri"] == planned[t]["uri"]  # targets --json knew the tag before the build
+        host, _, rest = r["uri"].partition("/")
+        repo_name, tag = rest.rsplit(":", 1)
+        assert r["image_digest"] == manifest_digest(repo_name, tag) and r["image_digest"].startswith("sha256:")
+        assert r["pinned"] == f"{host}/{repo_name}@{r['image_digest']}"
+        assert r["digest"] == r["image_digest"]
+    # from_ref_name("base") resolved by the config: nothing built, digest from the registry
+    inf = first["image:inference"]
+    assert inf["uri"] == "127.0.0.1:5000/flyte-build/base:py3.11" and inf["docker_build"] is False
+    assert inf["image_digest"] == manifest_digest("flyte-build/base", "py3.11")
+
+
+def test_container_has_the_pip_packages_and_source_folder(state) -> None:
+    uri = state["first"]["image:visualization"]["uri"]
+    out = subprocess.run(
+        ["docker", "run", "--rm", "--network", "host", uri, "python", "-c",
+         "import six, toolz, tabulate, sys; print(six.__version__, tabulate.__version__, sys.prefix); print(open('/app/assets/palette.txt').read())"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:3] == ["1.17.0", "0.9.0", "/opt/venv"]
+    assert (SAMPLE / "services/visualization/assets/palette.txt").read_text().strip() in out.stdout
+    rep = subprocess.run(["docker", "run", "--rm", "--network", "host", state["first"]["image:reporting"]["uri"], "python", "-c", "import tabulate"], capture_output=True, text=True, timeout=120)
+    assert rep.returncode == 0, rep.stderr
+
+
+def test_context_artifact_is_deterministic_and_complete(state) -> None:
+    import tarfile
+
+    r = state["first"]["image:reporting"]
+    with tarfile.open(r["path"], "r:gz") as tar:
+        names = [m.name for m in tar.getmembers() if m.isfile()]
+        assert all(m.mtime == 0 for m in tar.getmembers())
+    # .dockerignore applied: no *.py, no config/, no debug.log
+    assert sorted(names) == ["Dockerfile", "context/.dockerignore", "context/Dockerfile", "context/requirements.txt"]
+
+
+def test_rebuild_without_change_runs_no_docker_build(state) -> None:
+    before = {t: created(state["first"][t]["uri"]) for t in BUILT}
+    logs = {p.name: p.stat().st_mtime_ns for p in (state["cache"] / "logs").glob("image--*.log")}
+    again = records(flyte_build(state["repo"], state["cache"], "build", *IMAGES, "--json"))
+    for t in IMAGES:
+        assert again[t]["status"] == "cached" and again[t]["source"] == "local", again[t]
+        assert again[t]["digest"] == state["first"][t]["digest"]
+    assert {t: created(state["first"][t]["uri"]) for t in BUILT} == before  # the engine made no image
+    assert {p.name: p.stat().st_mtime_ns for p in (state["cache"] / "logs").glob("image--*.log")} == logs  # no rule ran
+
+
+def test_editing_a_source_folder_rebuilds_only_that_image(state) -> None:
+    (state["repo"] / "services/visualization/assets/palette.txt").write_text("_.oO0\n")
+    after = records(flyte_build(state["repo"], state["cache"], "build", *IMAGES, "--json"))
+    viz = after["image:visualization"]
+    assert viz["status"] == "built" and viz["docker_build"] is True
+    assert viz["uri"] != state["first"]["image:visualization"]["uri"]
+    for t in ("image:preprocessing", "image:reporting", "image:inference"):
+        assert after[t]["status"] == "cached", after[t]
+    out = subprocess.run(["docker", "run", "--rm", "--network", "host", viz["uri"], "cat", "/app/assets/palette.txt"], capture_output=True, text=True, timeout=120)
+    assert out.stdout == "_.oO0\n"
+    state["after_edit"] = after
+
+
+def test_tag_in_registry_is_a_remote_hit_without_building(state) -> None:
+    fresh = state["root"] / "fresh-cache"
+    hit = records(flyte_build(state["repo"], fresh, "build", *BUILT, "--json"))
+    for t in BUILT:
+        assert hit[t]["status"] == "cached" and hit[t]["source"] == "remote", hit[t]
+        assert hit[t]["docker_build"] is False
+        assert hit[t]["image_digest"] == state["after_edit"][t]["image_digest"]
+    assert not (fresh / "logs").exists() or not list((fresh / "logs").glob("image--*.log"))
+
+
+def test_failed_build_shows_the_step_and_log_tail(state) -> None:
+    dockerfile = state["repo"] / "services/reporting/Dockerfile"
+    dockerfile.write_text(dockerfile.read_text() + 'RUN echo "about to fail" && exit 3\n')
+    out = flyte_build(state["repo"], state["cache"], "build", "image:reporting", check=False)
+    assert out.returncode == 1
+    assert "docker build of 127.0.0.1:5000/flyte-build/reporting:" in out.stderr
+    assert 'RUN echo "about to fail" && exit 3' in out.stderr  # the failing step
+    assert "about to fail" in out.stderr.split("last lines of the build log")[-1]  # the log tail
+    assert not list((state["cache"] / "tmp").glob("image-*"))  # no half-written work dirs
