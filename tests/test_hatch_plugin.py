@@ -176,3 +176,17 @@ def test_bad_config_fails_naming_the_field_and_dependencies_install_way_works(pr
     rc, out = project.hatch("build", "-t", "flyte")
     manifest = json.loads((project.dist / "flyte" / "manifest.json").read_bytes())
     assert len(assert_manifest_matches_files(manifest, project.dist / "flyte")) == 6
+
+
+def test_hook_and_version_errors_name_the_field(project):
+    # hatchling itself, in the venv holding the fresh wheel: the same process
+    # hatch starts inside its build environment, without creating one
+    project.pyproject_append('[tool.hatch.build.targets.wheel]\npackages = ["libs"]\n\n[tool.hatch.build.targets.wheel.hooks.flyte]\ntarget = ["bundle:*"]\n')
+    proc = project.venv.run("python", "-m", "hatchling", "build", "-t", "wheel", cwd=project.root, env=project.env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out
+    assert "Unknown field tool.hatch.build.targets.wheel.hooks.flyte.target; valid fields: directory, targets" in out
+    assert "Traceback" not in out and not list(project.dist.glob("*.whl"))
+
+    proc = project.venv.run("python", "-m", "hatchling", "build", "-t", "flyte:nonsense", cwd=project.root, env=project.env)
+    assert proc.returncode != 0 and "Unknown versions for target `flyte`: nonsense" in proc.stdout + proc.stderr
