@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -228,10 +229,25 @@ def _strip(url: str) -> str:
     return url.rstrip("/") if len(url) > 1 else url
 
 
+_roots: dict[tuple[str, str], Root] = {}
+_roots_lock = threading.Lock()
+
+
 def open_root(url: str, options: StoreOptions | None = None, what: str = "--cache") -> Root:
     """Parse `url` (a path, file://, s3://bucket[/prefix], gs://bucket[/prefix])
-    and make its filesystem. Bad URLs are UserErrors naming `what`."""
+    and make its filesystem. Bad URLs are UserErrors naming `what`. One Root
+    per URL and options per process: making an S3 or GCS client costs a
+    good part of a second, a HEAD on a reused one a few milliseconds."""
     options = options or StoreOptions()
+    key = (url, repr(options))
+    with _roots_lock:
+        root = _roots.get(key)
+        if root is None:
+            root = _roots[key] = _open_root(url, options, what)
+    return root
+
+
+def _open_root(url: str, options: StoreOptions, what: str) -> Root:
     parsed = urlparse(url)
     scheme = parsed.scheme or "file"
     if scheme == "file" or (len(scheme) == 1 and url[1:3] in (":\\", ":/")):

@@ -108,17 +108,24 @@ class Workspace:
 
     def upload_bundles(self, results: list[TargetResult]) -> list[TargetResult]:
         """Upload each built bundle to `storage` (once per digest); its record gains `remote`."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from .storage import upload
 
-        out = []
-        for r in results:
-            if r.kind == "bundle" and r.ok and r.outputs:
-                main = r.outputs[0]
-                up = upload(self.cfg.storage, self.store.blob_path(main.digest), main.digest, self.cfg.object_store)
-                self.storage_stats["uploads" if up.uploaded else "present"] += 1
-                self.storage_stats["bytes_up"] += up.size if up.uploaded else 0
-                r = replace(r, meta={**r.meta, "remote": up.remote})
-            out.append(r)
+        def one(r: TargetResult) -> TargetResult:
+            if not (r.kind == "bundle" and r.ok and r.outputs):
+                return r
+            main = r.outputs[0]
+            up = upload(self.cfg.storage, self.store.blob_path(main.digest), main.digest, self.cfg.object_store)
+            return replace(r, meta={**r.meta, "remote": up.remote, "uploaded": up.uploaded})
+
+        # each upload is mostly a round trip (a HEAD, maybe a PUT): overlap them
+        with ThreadPoolExecutor(max_workers=max(1, self.cfg.jobs)) as pool:
+            out = list(pool.map(one, results))
+        for r in out:
+            if "uploaded" in r.meta:
+                self.storage_stats["uploads" if r.meta["uploaded"] else "present"] += 1
+                self.storage_stats["bytes_up"] += (r.size or 0) if r.meta["uploaded"] else 0
         return out
 
     def all_warnings(self) -> list[str]:
