@@ -73,6 +73,8 @@ class Workspace:
         self.discovery = discover(cfg, settings.selection, self.store, self.digests)
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
+        if not self.discovery.envs:
+            self._warn(f"no TaskEnvironment found under {cfg.root} (selection: {settings.selection.describe() or 'everything'})")
         self.options = Options(
             images=dict(settings.images),
             version=settings.version,
