@@ -76,19 +76,27 @@ class Snapshot:
         return cls(targets, d["env_files"], d["config_key"], d["config_file"])
 
 
-def _rel_paths(root: Path, path: str) -> list[str]:
-    """The input's path under the root, and its real path's too when a symlink moves it."""
+def _rel_paths(root: str, path: str, memo: dict) -> list[str]:
+    """The input's path under the root, and its real path's too when a symlink moves it.
+
+    Memoised per snapshot: closures overlap, so most paths come up many times,
+    and this runs for every input of every target."""
+    hit = memo.get(path)
+    if hit is not None:
+        return hit
     out = []
-    for p in dict.fromkeys((os.path.abspath(path), os.path.realpath(path))):
-        rel = os.path.relpath(p, root)
-        if not rel.startswith(".."):
-            out.append(Path(rel).as_posix())
+    candidates = [path] if path.startswith(root) and not os.path.islink(path) else [os.path.abspath(path), os.path.realpath(path)]
+    for p in dict.fromkeys(candidates):
+        if p.startswith(root):
+            out.append(p[len(root):].replace(os.sep, "/"))
+    memo[path] = out
     return out
 
 
 def snapshot(ws) -> Snapshot:
     root = ws.cfg.root
     targets: dict[str, TargetState] = {}
+    prefix, memo = str(root).rstrip(os.sep) + os.sep, {}
     for addr, t in sorted(ws.graph.targets.items()):
         env = ws.ctx.env(t.env)
         deps = tuple(ws.graph.edges.get(addr, ()))
@@ -97,7 +105,7 @@ def snapshot(ws) -> Snapshot:
         except FlyteBuildError as exc:
             targets[addr] = TargetState(addr, t.kind, t.env, (), "", deps, str(exc))
             continue
-        files = sorted({rel for _, path in inputs.files for rel in _rel_paths(root, path)})
+        files = sorted({rel for _, path in inputs.files for rel in _rel_paths(prefix, path, memo)})
         params = json.dumps(inputs.params, sort_keys=True, default=str).replace(str(root), ROOT_MARK)
         targets[addr] = TargetState(addr, t.kind, t.env, tuple(files), params, tuple(sorted({*deps, *inputs.deps})))
     table = config_mod.read_table(ws.cfg.pyproject) if ws.cfg.pyproject else {}
