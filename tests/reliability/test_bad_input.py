@@ -200,3 +200,10 @@ def test_repo_without_pyproject(tmp_path):
     res = cli.build()
     res.assert_ok()
     assert list(res.digests()) == ["bundle:bare"]
+
+
+def test_copy_style_none_without_version(tmp_path):
+    cli = repo(tmp_path, {})
+    cli.run("--copy-style", "none", "deploy", "--dry-run").assert_clean_error(2, "`a`", "copy style none", "--version")
+    ok = cli.run("--copy-style", "none", "deploy", "--dry-run", "--version", "v1")
+    assert ok.rc == 0 and "Traceback" not in ok.stderr, ok.describe()
