@@ -295,6 +295,7 @@ class Target:
     domain: str
     org: str | None = None
     force: bool = False
+    timeout: float = 60.0  # each control-plane call; a server that accepts and never answers must not hang us
 
     def state_dir(self) -> str:
         return f"state/deploys/{key_of([self.endpoint, self.project, self.domain, self.org or ''])[:24]}"
@@ -315,7 +316,10 @@ def backend_target(ctx) -> Target:
     for k in ("project", "domain"):
         if not s[k]:
             raise UserError(f"no Flyte {k}: pass --{k} or set task.{k} in flyte's config.yaml")
-    return Target(s["endpoint"], bool(s["insecure"]), s["project"], s["domain"], s["org"], bool(given.get("force")))
+    timeout = given.get("timeout") or ctx.cfg.deploy.get("timeout", 60.0)
+    if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
+        raise UserError("Field tool.hatch.build.targets.flyte.deploy.timeout must be a positive number of seconds")
+    return Target(s["endpoint"], bool(s["insecure"]), s["project"], s["domain"], s["org"], bool(given.get("force")), float(timeout))
 
 
 def run_action(req):
@@ -369,7 +373,7 @@ def run_action(req):
 async def _deploy_tasks(target: Target, tasks) -> list:
     from . import flyte_adapter as fa
 
-    backend = fa.Backend(target.endpoint, target.insecure)
+    backend = fa.Backend(target.endpoint, target.insecure, target.timeout)
     out = []
     for t in tasks:  # in name order: each request is small, and a server sees a stable sequence
         try:
@@ -398,7 +402,7 @@ def _upload_bundle(ctx, target: Target, bundle, log) -> str:
     md5 = hashlib.md5(data).digest()
 
     async def locate():
-        return await fa.Backend(target.endpoint, target.insecure).upload_location(
+        return await fa.Backend(target.endpoint, target.insecure, target.timeout).upload_location(
             target.project, target.domain, target.org, f"{hex_}.tar.gz", BUNDLE_ROOT, md5, len(data))
 
     try:
@@ -406,7 +410,10 @@ def _upload_bundle(ctx, target: Target, bundle, log) -> str:
     except Exception as exc:  # noqa: BLE001
         raise BuildFailed(f"CreateUploadLocation for {bundle.target} failed: {exc}") from None
     headers = {**headers, "Content-MD5": base64.b64encode(md5).decode(), "Content-Length": str(len(data))}
-    resp = httpx.put(signed, content=data, headers=headers, timeout=120)
+    try:
+        resp = httpx.put(signed, content=data, headers=headers, timeout=max(target.timeout, 120))
+    except httpx.HTTPError as exc:
+        raise BuildFailed(f"uploading {bundle.target} to its signed URL failed: {type(exc).__name__}: {exc}") from None
     if resp.status_code >= 300:
         raise BuildFailed(f"uploading {bundle.target} to its signed URL failed: HTTP {resp.status_code} {resp.text[:200]}")
     ctx.store.write_json(record_path, {"native_url": native})

@@ -342,16 +342,32 @@ def backend_settings(config_file: str | None = None, endpoint: str | None = None
 class Backend:
     """The SDK's connect-protocol client for one endpoint, used from one event loop."""
 
-    def __init__(self, endpoint: str, insecure: bool = False):
+    def __init__(self, endpoint: str, insecure: bool = False, timeout: float = 60.0):
         self.endpoint = endpoint
         self.insecure = insecure
+        self.timeout = timeout
         self._client = None
+
+    async def _within(self, awaitable, what: str):
+        import asyncio
+        import time
+
+        started = time.monotonic()
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout)
+        except Exception:
+            # the connect client turns our cancellation into its own "Request was cancelled"
+            if time.monotonic() - started >= self.timeout:
+                raise TimeoutError(f"{what}: no answer from {self.endpoint} within {self.timeout:g} s") from None
+            raise
 
     async def _clients(self):
         if self._client is None:
             from flyte.remote._client.controlplane import ClientSet
 
-            self._client = await ClientSet.for_endpoint(self.endpoint, insecure=self.insecure)
+            self._client = await self._within(
+                ClientSet.for_endpoint(self.endpoint, insecure=self.insecure), "connecting to the control plane"
+            )
         return self._client
 
     async def upload_location(self, project: str, domain: str, org: str | None, filename: str, root: str,
@@ -362,10 +378,10 @@ class Backend:
 
         client = await self._clients()
         expires = duration_pb2.Duration(seconds=3600)
-        resp = await client.dataproxy_service.create_upload_location(dp.CreateUploadLocationRequest(
+        resp = await self._within(client.dataproxy_service.create_upload_location(dp.CreateUploadLocationRequest(
             project=project, domain=domain, org=org or "", filename=filename, filename_root=root,
             content_md5=content_md5, expires_in=expires, add_content_md5_metadata=True, content_length=size,
-        ))
+        )), "CreateUploadLocation")
         return resp.signed_url, resp.native_url, dict(resp.headers)
 
     async def deploy_task(self, spec: dict) -> str:
@@ -379,7 +395,10 @@ class Backend:
         task_id = task_definition_pb2.TaskIdentifier(org=tid.org, project=tid.project, domain=tid.domain, name=tid.name, version=tid.version)
         client = await self._clients()
         try:
-            await client.task_service.deploy_task(task_service_pb2.DeployTaskRequest(task_id=task_id, spec=msg))
+            await self._within(
+                client.task_service.deploy_task(task_service_pb2.DeployTaskRequest(task_id=task_id, spec=msg)),
+                f"DeployTask {tid.name}",
+            )
         except ConnectError as exc:
             if exc.code == Code.ALREADY_EXISTS:
                 return "exists"

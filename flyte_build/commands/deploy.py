@@ -23,6 +23,7 @@ def add_parser(sub, parents):
     p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the endpoint")
     p.add_argument("--no-sync-local-sys-paths", action="store_true", help="do not mirror local sys.path entries into the tasks")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="environments deployed at once")
+    p.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of each call to the control plane (default: config deploy.timeout, else 60)")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--changed-since", metavar="REV", help="only the environments affected since git revision REV (see `affected`)")
     return p
@@ -48,7 +49,8 @@ def run(args) -> int:
 
     patterns, path, env_var = _split(args)
     args.path, args.env_var = path, env_var
-    extra = {"deploy": {"endpoint": args.endpoint, "config": args.flyte_config, "insecure": args.insecure, "force": args.force}}
+    extra = {"deploy": {"endpoint": args.endpoint, "config": args.flyte_config, "insecure": args.insecure, "force": args.force,
+                        "timeout": args.timeout}}
     settings = settings_from_args(args, version=args.deploy_version, jobs=args.jobs,
                                   sync_local_sys_paths=not args.no_sync_local_sys_paths, extra=extra)
     ws = Workspace(settings)
