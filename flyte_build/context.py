@@ -47,6 +47,7 @@ class Context:
         self._lock = threading.Lock()
         self._closures: dict[str, list[str]] = {}
         self._digest_memo: dict[str, tuple[str, int]] = {}
+        self._edge_memo: dict[str, frozenset[str]] = {}  # file -> the files its imports resolve to
 
     # -- environments ----------------------------------------------------
     @property
@@ -110,6 +111,12 @@ class Context:
         self.digests.remember_parsed(hex_, [list(r) for r in records])
         return records
 
+    def _edges(self, path: str) -> frozenset[str]:
+        hit = self._edge_memo.get(path)
+        if hit is None:
+            hit = self._edge_memo[path] = self.resolver.targets(path, self._records(path))
+        return hit
+
     def closure(self, env: EnvSpec) -> list[str]:
         """Absolute paths of the files in the env's import closure under the root."""
         with self._lock:
@@ -120,7 +127,7 @@ class Context:
         for rel in [env.file, *(t.file for t in env.tasks)]:
             if rel and not rel.startswith("/"):
                 starts.append(str(self.root / rel))
-        paths, errors = imports.closure(starts, self.resolver, self._records)
+        paths, errors = imports.closure(starts, None, None, self._edges)
         if errors:
             path, msg = errors[0]
             raise UserError(f"{self.rel(path)}: {msg} (while following the imports of `{env.name}`)")

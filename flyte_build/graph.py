@@ -115,9 +115,11 @@ class Graph:
             deps = self.rules[t.kind].deps(ctx.env(t.env), ctx)
             self.edges[addr] = tuple(d for d in dict.fromkeys(deps) if d in self.targets)
 
-    def select(self, patterns: list[str], default_kinds: list[str] | None = None) -> list[str]:
+    def select(self, patterns: list[str], default_kinds: list[str] | None = None, exclude_kinds: tuple[str, ...] = ()) -> list[str]:
         """Addresses matching patterns such as `bundle:*`, `*:ml_training`,
-        `image:ml-*`; an unmatched pattern is a usage error."""
+        `image:ml-*`; an unmatched pattern is a usage error. A wildcard kind
+        skips `exclude_kinds` (`build '*:x'` builds, it does not deploy); naming
+        one of them outright is a usage error."""
         if not patterns:
             kinds = default_kinds or [k for k, r in self.rules.items() if r.default]
             return sorted(a for a, t in self.targets.items() if t.kind in kinds and self.ctx.env(t.env).selected)
@@ -126,9 +128,14 @@ class Graph:
             if ":" not in pat:
                 raise UserError(f"target {pat!r}: addresses are KIND:ENV (e.g. bundle:{self._example_env()}), patterns like bundle:*")
             kind_pat, env_pat = pat.split(":", 1)
+            if kind_pat in exclude_kinds:
+                raise UserError(f"target {pat!r}: `{kind_pat}` targets are not built by this command (use `flyte-build {kind_pat}`)")
             if not any(fnmatch.fnmatchcase(k, kind_pat) for k in self.rules):
                 raise UserError(f"target {pat!r}: no target kind matches {kind_pat!r}; kinds: {', '.join(sorted(self.rules))}")
-            hits = [a for a, t in sorted(self.targets.items()) if fnmatch.fnmatchcase(t.kind, kind_pat) and fnmatch.fnmatchcase(t.env, env_pat)]
+            hits = [
+                a for a, t in sorted(self.targets.items())
+                if fnmatch.fnmatchcase(t.kind, kind_pat) and fnmatch.fnmatchcase(t.env, env_pat) and t.kind not in exclude_kinds
+            ]
             if not hits:
                 envs = ", ".join(sorted({t.env for t in self.targets.values()}))
                 raise UserError(f"target {pat!r} matches nothing; environments: {envs}")

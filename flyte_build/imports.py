@@ -151,11 +151,16 @@ class Resolver:
         return hit
 
 
-def closure(starts: list[str], resolver: Resolver, records_of) -> tuple[list[str], list[tuple[str, str]]]:
+def closure(starts: list[str], resolver: Resolver | None, records_of, edges_of=None) -> tuple[list[str], list[tuple[str, str]]]:
     """All files reachable from `starts` by imports. `records_of(path)` returns a
-    file's import records (cached by digest) or raises SyntaxError.
+    file's import records (cached by digest) or raises SyntaxError; `edges_of(path)`,
+    when given, returns the files a file's imports resolve to directly (a caller
+    walking many closures memoises it, so a shared library is resolved once).
 
     Returns (sorted absolute paths, [(path, syntax error message)])."""
+    if edges_of is None:
+        def edges_of(path):
+            return resolver.targets(path, records_of(path))
     seen: set[str] = set()
     errors: list[tuple[str, str]] = []
     todo = [os.path.realpath(s) for s in starts]
@@ -167,11 +172,11 @@ def closure(starts: list[str], resolver: Resolver, records_of) -> tuple[list[str
         if not path.endswith(".py"):
             continue
         try:
-            records = records_of(path)
+            edges = edges_of(path)
         except SyntaxError as exc:
             errors.append((path, f"line {exc.lineno}: {exc.msg}"))
             continue
-        for t in resolver.targets(path, records):
+        for t in edges:
             if t not in seen:
                 todo.append(t)
     return sorted(seen), errors

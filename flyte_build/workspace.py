@@ -97,7 +97,8 @@ class Workspace:
         return Engine(self.ctx, self.graph, self.cache, reporter, jobs or self.cfg.jobs)
 
     def build(self, patterns: list[str] | None = None, reporter: Reporter | None = None, out: Path | None = None, jobs: int | None = None) -> list[TargetResult]:
-        addresses = self.graph.select(list(patterns or []))
+        effects = tuple(k for k, r in self.rules.items() if not r.cacheable)  # deploys have their own command
+        addresses = self.graph.select(list(patterns or []), exclude_kinds=effects)
         results = self.engine(reporter, jobs).run(addresses)
         wanted = set(addresses)
         results = [r for r in results if r.target in wanted] + [r for r in results if r.target not in wanted]

@@ -121,8 +121,10 @@ def test_out_dir_holds_bundles_named_by_sha256(repo, tmp_path):
 
 
 def test_patterns_select_targets(repo, tmp_path):
-    doc = build_json(repo, tmp_path / "cache", "*:ml_training*")
+    doc = build_json(repo, tmp_path / "cache", "bundle:ml_training*")
     assert [r["target"] for r in doc["targets"]] == ["bundle:ml_training", "bundle:ml_training_large"]
+    deploy = flyte_build("build", "deploy:ml_training", cwd=repo, cache=tmp_path / "cache")
+    assert deploy.rc == 2 and "use `flyte-build deploy`" in deploy.err
     bad = flyte_build("build", "bundle:nope", cwd=repo, cache=tmp_path / "cache")
     assert bad.rc == 2 and "matches nothing" in bad.err and "Traceback" not in bad.err
 
