@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,10 +27,10 @@ from .config import Config
 from .errors import UserError
 from .hashing import key_of
 from .model import Discovery
-from .statcache import FileDigests
+from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
-FORMAT = 3
+FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,8 @@ def _flyte_marker() -> str | None:
     return marker if os.path.isfile(marker) else spec.origin
 
 
-def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str], list[str]]:
-    """(mode, targets, candidate .py files relative to the root)."""
+def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str]]:
+    """(mode, targets relative to the root); no walking."""
     root = cfg.root
     # paths given on the command line are relative to the current directory;
     # the config's `paths` and the default (the whole root) to the root
@@ -75,23 +76,54 @@ def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str], list[str]]:
     if len(rels) == 1 and (root / rels[0]).is_file():
         if not rels[0].endswith(".py"):
             raise UserError(f"{paths[0]}: not a Python file")
-        if sel.variable is None and not sel.all:
-            # `flyte deploy FILE` without a variable: every environment in the file
-            pass
-        return "file", [rels[0]], [rels[0]]
+        # `flyte deploy FILE` without a variable (or with --all): every environment in the file
+        return "file", [rels[0]]
     if sel.variable:
         raise UserError("a variable name selects an environment in one file; give a file, not a directory")
+    return "recursive", [r or "." for r in rels]
+
+
+@dataclass(frozen=True)
+class _Tree:
+    """The candidate modules of a selection, and what tells they are still the same."""
+
+    candidates: list[str]
+    dirs: dict[str, int | None]  # directory -> mtime_ns (None: too recent to trust)
+    ignore_files: list[str]
+
+
+def _walk(cfg: Config, mode: str, targets: list[str]) -> _Tree:
+    if mode == "file":
+        return _Tree(list(targets), {}, [])
     candidates: set[str] = set()
-    for rel in rels:
-        if (root / rel).is_file():
+    dirs: dict[str, int | None] = {}
+    ignore_files: set[str] = set()
+    for rel in targets:
+        rel = "" if rel == "." else rel
+        if (cfg.root / rel).is_file():
             candidates.add(rel)
-        else:
-            candidates.update(files_mod.walk(root, start=rel, suffixes=(".py",)).files)
-    return "recursive", [r or "." for r in rels], sorted(candidates)
+            continue
+        fs = files_mod.walk(cfg.root, start=rel, suffixes=(".py",), dir_mtimes=dirs)
+        candidates.update(fs.files)
+        ignore_files.update(fs.ignore_files)
+    fresh = time.time_ns() - int(RACY_SECONDS * 1e9)
+    return _Tree(sorted(candidates), {d: (m if m < fresh else None) for d, m in dirs.items()}, sorted(ignore_files))
+
+
+def _tree_unchanged(root: Path, dirs: dict) -> bool:
+    for rel, mtime in dirs.items():
+        if mtime is None:
+            return False
+        try:
+            if os.stat(os.path.join(root, rel) if rel else root).st_mtime_ns != mtime:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True) -> Discovery:
-    mode, targets, candidates = _plan(cfg, sel)
+    mode, targets = _plan(cfg, sel)
     marker = _flyte_marker()
     if marker is None:
         raise UserError("flyte is not installed in this Python; install flyte to discover environments")
@@ -109,29 +141,50 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         "domain": cfg.domain,
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
-        "candidates": candidates,
     }
     key = key_of(settings)
     rel_path = f"discovery/{key}.json"
-    if use_cache:
-        entry = store.read_json(rel_path)
-        if entry and _still_valid(cfg.root, entry.get("files", {}), digests):
-            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
+    entry = store.read_json(rel_path) if use_cache else None
+    # The candidate modules are the same if no directory the last walk listed
+    # has changed (an added, removed or renamed file changes its directory's
+    # mtime) and no ignore file changed; only then is the walk skipped.
+    tree = None
+    if entry and not (_tree_unchanged(cfg.root, entry.get("dirs", {})) and _still_valid(cfg.root, entry.get("ignores", {}), digests)):
+        tree = _walk(cfg, mode, targets)
+        if tree.candidates != entry.get("candidates"):
+            entry = None
+    if entry and _still_valid(cfg.root, entry.get("files", {}), digests):
+        if tree is not None:  # same modules, newly stamped directories: skip the walk next time
+            _record(store, rel_path, cfg, tree, entry["files"], entry["result"], digests)
+        return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
 
-    raw = _run_child(cfg, mode, targets, candidates, sel)
+    tree = tree or _walk(cfg, mode, targets)
+    raw = _run_child(cfg, mode, targets, tree.candidates, sel)
     result = _checked(Discovery.from_json(raw), raw, cfg)
-    read = set(candidates) | {f for f in result.loaded_files if not os.path.isabs(f)}
+    read = set(tree.candidates) | {f for f in result.loaded_files if not os.path.isabs(f)}
     file_digests = {}
     for rel in sorted(read):
         try:
             file_digests[rel] = digests.digest(cfg.root / rel)[0]
         except OSError:
             file_digests[rel] = None
+    _record(store, rel_path, cfg, tree, file_digests, raw, digests)
+    return result
+
+
+def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_digests: dict, raw: dict, digests: FileDigests) -> None:
+    ignores = {}
+    for rel in tree.ignore_files:
+        try:
+            ignores[rel] = digests.digest(cfg.root / rel)[0]
+        except OSError:
+            ignores[rel] = None
     try:
-        store.write_json(rel_path, {"files": file_digests, "result": raw})
+        store.write_json(rel_path, {
+            "candidates": tree.candidates, "dirs": tree.dirs, "ignores": ignores, "files": file_digests, "result": raw,
+        })
     except OSError:
         pass
-    return result
 
 
 def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:

@@ -104,10 +104,14 @@ def walk(
     start: str = "",
     allow_secrets: tuple[str, ...] = (),
     suffixes: tuple[str, ...] | None = None,
+    dir_mtimes: dict[str, int] | None = None,
 ) -> FileSet:
     """Every selectable file under `root/start` (the ignore files above `start` apply too).
 
     `suffixes` keeps only names with those endings (discovery walks `.py` only).
+    `dir_mtimes`, when given, receives the mtime of every directory listed: a
+    file added, removed or renamed changes its directory's mtime, so a caller
+    can later tell that the walk would give the same names without walking.
     """
     root = Path(os.path.realpath(root))
     ignores = _Ignores()
@@ -134,6 +138,8 @@ def walk(
             continue
         abs_dir = os.path.join(root, rel_dir) if rel_dir else str(root)
         try:
+            if dir_mtimes is not None:
+                dir_mtimes[rel_dir] = os.stat(abs_dir).st_mtime_ns
             entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
         except OSError as exc:
             warnings.append(f"{rel_dir or '.'}: cannot list directory ({exc.strerror})")

@@ -182,3 +182,26 @@ def test_cache_verify_and_gc(repo, tmp_path):
     assert flyte_build("cache", "verify", cwd=repo, cache=cache).rc == 0
     stats = flyte_build("cache", "stats", "--json", cwd=repo, cache=cache).json()
     assert stats["local"]["blobs"] >= 6 and stats["last_run"]["built"] >= 1
+
+
+def test_new_module_is_discovered_after_cached_runs(repo, tmp_path):
+    cache = tmp_path / "cache"
+    build_json(repo, cache)
+    # let the directories age past the racy window so the next runs trust their mtimes
+    import os
+    import time
+
+    old = time.time() - 60
+    for d in [repo, *[p for p in repo.rglob("*") if p.is_dir()]]:
+        os.utime(d, (old, old))
+    assert build_json(repo, cache)["discovery"]["cached"] is True
+    assert build_json(repo, cache)["discovery"]["cached"] is True
+    (repo / "services/preprocessing/extra.py").write_text(
+        "import flyte\nextra_env = flyte.TaskEnvironment(name='extra')\n"
+    )
+    doc = build_json(repo, cache)
+    assert doc["discovery"]["cached"] is False
+    assert "bundle:extra" in digests(doc)
+    (repo / "services/preprocessing/extra.py").unlink()
+    doc = build_json(repo, cache)
+    assert "bundle:extra" not in digests(doc)
