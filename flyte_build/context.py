@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -19,7 +20,7 @@ from . import imports
 from .config import Config
 from .errors import UserError
 from .model import Discovery, EnvSpec
-from .statcache import FileDigests
+from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
 
@@ -48,6 +49,8 @@ class Context:
         self._closures: dict[str, list[str]] = {}
         self._digest_memo: dict[str, tuple[str, int]] = {}
         self._edge_memo: dict[str, frozenset[str]] = {}  # file -> the files its imports resolve to
+        self._edge_store: dict | None = None
+        self._edges_changed = False
 
     # -- environments ----------------------------------------------------
     @property
@@ -111,11 +114,49 @@ class Context:
         self.digests.remember_parsed(hex_, [list(r) for r in records])
         return records
 
+    def _persisted_edges(self) -> dict:
+        """Last run's resolved imports per file, if still valid: same search
+        roots, and no directory that decided a lookup has changed since."""
+        with self._lock:
+            if self._edge_store is None:
+                st = self.digests.extra("edges")
+                scope = [str(r) for r in self.resolver.search_roots]
+                if not (isinstance(st, dict) and st.get("scope") == scope and _dirs_unchanged(st.get("witness", {}))):
+                    st = {"scope": scope, "witness": {}, "files": {}}
+                self._edge_store = st
+            return self._edge_store
+
     def _edges(self, path: str) -> frozenset[str]:
         hit = self._edge_memo.get(path)
         if hit is None:
-            hit = self._edge_memo[path] = self.resolver.targets(path, self._records(path))
+            hex_ = self.digest(path)[0]
+            known = self._persisted_edges()["files"].get(path)
+            if known is not None and known[0] == hex_:
+                hit = frozenset(known[1])
+            else:
+                hit = self.resolver.targets(path, self._records(path))
+                with self._lock:
+                    self._edge_store["files"][path] = [hex_, sorted(hit)]
+                    self._edges_changed = True
+            self._edge_memo[path] = hit
         return hit
+
+    def persist(self) -> None:
+        """Keep this run's resolved imports for the next run (with the stat cache)."""
+        if not self._edges_changed:
+            return
+        with self._lock:
+            st = self._edge_store
+            fresh = time.time_ns() - int(RACY_SECONDS * 1e9)
+            witness = dict(st["witness"])
+            for d in self.resolver.witness:
+                try:
+                    m = os.stat(d).st_mtime_ns
+                except OSError:
+                    m = None
+                witness[d] = m if m is not None and m < fresh else None
+            self.digests.set_extra("edges", {"scope": st["scope"], "witness": witness, "files": st["files"]})
+            self._edges_changed = False
 
     def closure(self, env: EnvSpec) -> list[str]:
         """Absolute paths of the files in the env's import closure under the root."""
@@ -175,3 +216,15 @@ class Context:
         with self._lock:
             if msg not in self.warnings:
                 self.warnings.append(msg)
+
+
+def _dirs_unchanged(witness: dict) -> bool:
+    for d, mtime in witness.items():
+        if mtime is None:
+            return False
+        try:
+            if os.stat(d).st_mtime_ns != mtime:
+                return False
+        except OSError:
+            return False
+    return True

@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import threading
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -33,7 +31,19 @@ MANIFEST_TYPES = ", ".join(
 TAIL = 25
 
 # registries on loopback must not be reached through an http_proxy
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_opener_lock = threading.Lock()
+_opener_cache: list = []
+
+
+def _opener():
+    """A urllib opener that ignores proxies (the registry is on loopback); built
+    on first use so a build that asks no registry never imports urllib."""
+    import urllib.request
+
+    with _opener_lock:
+        if not _opener_cache:
+            _opener_cache.append(urllib.request.build_opener(urllib.request.ProxyHandler({})))
+        return _opener_cache[0]
 _detect_lock = threading.Lock()
 _detected: dict[str, "Builder"] = {}
 
@@ -185,9 +195,12 @@ def manifest_digest(uri: str, timeout: float = 10.0) -> str | None:
     host, repo, tag = split_uri(uri)
     if host is None:
         return None  # Docker Hub and friends need tokens; no check
+    import urllib.error
+    import urllib.request
+
     req = urllib.request.Request(f"{_scheme(host)}://{host}/v2/{repo}/manifests/{tag}", method="HEAD", headers={"Accept": MANIFEST_TYPES})
     try:
-        with _opener.open(req, timeout=timeout) as resp:
+        with _opener().open(req, timeout=timeout) as resp:
             return resp.headers.get("Docker-Content-Digest")
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -197,8 +210,10 @@ def registry_reachable(uri: str, timeout: float = 3.0) -> bool:
     host, _, _ = split_uri(uri)
     if host is None:
         return False
+    import urllib.error
+
     try:
-        with _opener.open(f"{_scheme(host)}://{host}/v2/", timeout=timeout) as resp:
+        with _opener().open(f"{_scheme(host)}://{host}/v2/", timeout=timeout) as resp:
             return resp.status == 200
     except urllib.error.HTTPError as exc:
         return exc.code == 401  # there, but wants a token

@@ -167,6 +167,7 @@ class Engine:
                         ts.done(addr)
         finally:
             self.reporter.stop()
+            self.ctx.persist()
             self.ctx.digests.save()
         if user_error:
             raise user_error[0]

@@ -17,7 +17,6 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pathspec
 
 from .errors import UserError
 
@@ -66,7 +65,7 @@ class FileSet:
 
 @dataclass
 class _Ignores:
-    specs: list[tuple[str, pathspec.GitIgnoreSpec]] = field(default_factory=list)
+    specs: list[tuple[str, "pathspec.GitIgnoreSpec"]] = field(default_factory=list)
 
     def ignored(self, rel: str, is_dir: bool) -> bool:
         verdict = None
@@ -84,7 +83,9 @@ class _Ignores:
         return bool(verdict)
 
 
-def _load_spec(path: str) -> pathspec.GitIgnoreSpec | None:
+def _load_spec(path: str) -> "pathspec.GitIgnoreSpec | None":
+    import pathspec  # only when there is an ignore file to read
+
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()

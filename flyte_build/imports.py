@@ -76,6 +76,9 @@ class Resolver:
         # per file and its import records: the files they resolve to. Shared
         # libraries sit in many envs' closures; each is resolved once per run.
         self._targets_memo: dict[tuple, frozenset[str]] = {}
+        # every directory whose listing decided a lookup: while none of their
+        # mtimes changes, every lookup would resolve the same way again
+        self.witness: set[str] = set()
         self._root_prefix = str(self.root).rstrip(os.sep) + os.sep
         self._base_prefixes = [str(b).rstrip(os.sep) + os.sep for b in self.search_roots]
 
@@ -97,6 +100,13 @@ class Resolver:
         found: list[str] = []
         parts = module.split(".")
         for base in self.search_roots:
+            cur = str(base)
+            self.witness.add(cur)
+            for p in parts:
+                cur = os.path.join(cur, p)
+                if not os.path.isdir(cur):
+                    break
+                self.witness.add(cur)
             d = os.path.join(base, *parts)
             candidates = [d + ".py", os.path.join(d, "__init__.py")]
             target = next((c for c in candidates if os.path.isfile(c)), None)

@@ -30,6 +30,7 @@ class FileDigests:
         self._lock = threading.Lock()
         self._entries: dict[str, list] = {}
         self._parsed: dict[str, list] = {}
+        self._extra: dict[str, object] = {}  # other per-root state kept with the digests (import edges)
         self._dirty = False
         self.reads = 0
         if self._path is not None:
@@ -38,6 +39,7 @@ class FileDigests:
                 if raw.get("format") == FORMAT:
                     self._entries = raw["files"]
                     self._parsed = raw["parsed"]
+                    self._extra = raw.get("extra") or {}
             except (FileNotFoundError, ValueError, KeyError):
                 pass
 
@@ -68,11 +70,19 @@ class FileDigests:
             self._parsed[hex_] = value
             self._dirty = True
 
+    def extra(self, name: str):
+        return self._extra.get(name)
+
+    def set_extra(self, name: str, value) -> None:
+        with self._lock:
+            self._extra[name] = value
+            self._dirty = True
+
     def save(self) -> None:
         if self._path is None or not self._dirty:
             return
         with self._lock:
-            data = canonical_json({"format": FORMAT, "files": self._entries, "parsed": self._parsed})
+            data = canonical_json({"format": FORMAT, "files": self._entries, "parsed": self._parsed, "extra": self._extra})
             self._dirty = False
         try:
             atomic.write_bytes(self._path, data)

@@ -205,3 +205,24 @@ def test_new_module_is_discovered_after_cached_runs(repo, tmp_path):
     (repo / "services/preprocessing/extra.py").unlink()
     doc = build_json(repo, cache)
     assert "bundle:extra" not in digests(doc)
+
+
+def test_a_module_created_later_joins_the_closures_that_import_it(repo, tmp_path):
+    """Resolved imports are kept between runs; a new file must still be found."""
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    tasks = repo / "services/inference/tasks.py"
+    tasks.write_text(tasks.read_text() + "\n\ndef _later():\n    from libs.mlkit import late_addition  # not there yet\n")
+    build_json(repo, cache)
+    old = time.time() - 60
+    for d in [repo, *[p for p in repo.rglob("*") if p.is_dir()]]:
+        os.utime(d, (old, old))
+    build_json(repo, cache)  # runs with trusted directory mtimes, keeps the resolved imports
+    before = build_json(repo, cache, "bundle:inference")["targets"][0]
+    assert "libs/mlkit/late_addition.py" not in {m.name for m in tarfile.open(before["path"]).getmembers()}
+    (repo / "libs/mlkit/late_addition.py").write_text("VALUE = 1\n")
+    after = build_json(repo, cache, "bundle:inference")["targets"][0]
+    assert after["digest"] != before["digest"]
+    assert "libs/mlkit/late_addition.py" in {m.name for m in tarfile.open(after["path"]).getmembers()}

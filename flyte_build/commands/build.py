@@ -20,10 +20,13 @@ def add_parser(sub, parents):
 
 
 def run(args) -> int:
-    from ..progress import RichReporter, print_summary
-
     ws = workspace(args, jobs=args.jobs)
-    reporter = RichReporter(quiet=args.json)
+    if args.json:
+        reporter = None  # machines read stdout; rich is not even imported
+    else:
+        from ..progress import RichReporter
+
+        reporter = RichReporter()
     targets = args.targets
     if getattr(args, "changed_since", None):
         from ..affected import select_changed
@@ -43,6 +46,8 @@ def run(args) -> int:
             "ok": not failed,
         })
     else:
+        from ..progress import print_summary
+
         print_summary(results, ws.all_warnings())
     if args.json:
         for w in ws.all_warnings():
