@@ -48,52 +48,77 @@ def check_name(name: str) -> str:
     return name
 
 
+# Header bytes depend only on (name, size, mode): a shared library's members
+# recur in every env's bundle, so their headers are made once per process.
+_HEADERS: dict[tuple[str, int, bool, bool], bytes] = {}
+_STREAM_ABOVE = 8 << 20  # bigger files are copied in chunks, never held whole
+
+
+def _header(name: str, *, is_dir: bool, size: int = 0, executable: bool = False) -> bytes:
+    key = (name, size, is_dir, executable)
+    buf = _HEADERS.get(key)
+    if buf is None:
+        info = _info(name, is_dir=is_dir, size=size, executable=executable)
+        buf = _HEADERS[key] = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    return buf
+
+
 def write_tar_gz(out: BinaryIO, members: Iterable[tuple[str, str, str | None]]) -> None:
-    """Write (name, source path, expected hex sha256 or None) members to `out`."""
+    """Write (name, source path, expected hex sha256 or None) members to `out`.
+
+    The tar stream is the one `tarfile` writes in PAX format (same headers,
+    512-byte blocks, two zero blocks and padding to a 10240-byte record at the
+    end), assembled here so that headers can be reused across bundles."""
     members = sorted((check_name(n), p, d) for n, p, d in members)
+    written = 0
     with gzip.GzipFile(filename="", mode="wb", fileobj=out, compresslevel=COMPRESSLEVEL, mtime=MTIME) as gz:
-        with tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8", errors="surrogateescape") as tar:
-            dirs_written: set[str] = set()
-            for name, path, expected in members:
-                parts = name.split("/")
-                for i in range(1, len(parts)):
-                    d = "/".join(parts[:i])
-                    if d not in dirs_written:
-                        dirs_written.add(d)
-                        tar.addfile(_info(d + "/", is_dir=True))
-                try:
-                    f = open(path, "rb")
-                except FileNotFoundError:
-                    raise FileChanged(f"{name}: deleted while the build ran; run the build again") from None
-                with f:
-                    # streamed, not read whole: a very large file costs no memory;
-                    # size and mode come from the open file, so they describe the
-                    # very bytes being hashed
-                    st = os.fstat(f.fileno())
-                    ti = _info(name, is_dir=False, size=st.st_size, executable=bool(st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)))
-                    reader = _HashingReader(f)
-                    try:
-                        tar.addfile(ti, reader)
-                    except OSError:  # tarfile's "unexpected end of data": it shrank
-                        raise FileChanged(f"{name}: changed while the build ran; run the build again") from None
-                    if reader.read(1) or (expected is not None and reader.hexdigest() != expected):
-                        raise FileChanged(f"{name}: changed while the build ran; run the build again")
+        dirs_written: set[str] = set()
+        for name, path, expected in members:
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs_written:
+                    dirs_written.add(d)
+                    head = _header(d + "/", is_dir=True)
+                    gz.write(head)
+                    written += len(head)
+            try:
+                f = open(path, "rb")
+            except FileNotFoundError:
+                raise FileChanged(f"{name}: deleted while the build ran; run the build again") from None
+            with f:
+                # size and mode come from the open file, so they describe the very bytes hashed
+                st = os.fstat(f.fileno())
+                size = st.st_size
+                head = _header(name, is_dir=False, size=size, executable=bool(st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)))
+                h = hashlib.sha256()
+                got = 0
+                if size <= _STREAM_ABOVE:
+                    data = f.read(size + 1)
+                    h.update(data)
+                    got = len(data)
+                    if got == size:
+                        gz.write(head + data + NUL * (-size % BLOCK))
+                else:
+                    gz.write(head)
+                    while got <= size and (chunk := f.read(1 << 20)):
+                        h.update(chunk)
+                        got += len(chunk)
+                        if got <= size:
+                            gz.write(chunk)
+                    if got == size:
+                        gz.write(NUL * (-size % BLOCK))
+                if got != size or (expected is not None and h.hexdigest() != expected):
+                    raise FileChanged(f"{name}: changed while the build ran; run the build again")
+                written += len(head) + size + (-size % BLOCK)
+        gz.write(NUL * (2 * BLOCK))
+        written += 2 * BLOCK
+        gz.write(NUL * (-written % RECORD))
 
 
-class _HashingReader:
-    """A file wrapper that hashes what tarfile reads through it."""
-
-    def __init__(self, f: BinaryIO):
-        self._f = f
-        self._h = hashlib.sha256()
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._f.read(n)
-        self._h.update(data)
-        return data
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
+BLOCK = tarfile.BLOCKSIZE
+RECORD = tarfile.RECORDSIZE
+NUL = b"\0"
 
 
 def list_members(path: str | Path) -> list[tarfile.TarInfo]:

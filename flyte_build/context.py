@@ -98,21 +98,7 @@ class Context:
         return hit
 
     def _records(self, path: str):
-        hex_, _ = self.digest(path)
-        cached = self.digests.parsed(hex_)
-        if cached is not None:
-            if isinstance(cached, dict) and "error" in cached:
-                raise SyntaxError(cached["error"][1], (path, cached["error"][0], 0, ""))
-            return [tuple((r[0], r[1], tuple(r[2]))) for r in cached]
-        with open(path, "rb") as f:
-            source = f.read()
-        try:
-            records = imports.parse_imports(source, path)
-        except SyntaxError as exc:
-            self.digests.remember_parsed(hex_, {"error": [exc.lineno, exc.msg]})
-            raise
-        self.digests.remember_parsed(hex_, [list(r) for r in records])
-        return records
+        return import_records(path, self.digest(path)[0], self.digests)
 
     def _persisted_edges(self) -> dict:
         """Last run's resolved imports per file, if still valid: same search
@@ -228,3 +214,22 @@ def _dirs_unchanged(witness: dict) -> bool:
         except OSError:
             return False
     return True
+
+
+def import_records(path: str, hex_: str, digests: FileDigests):
+    """A file's import records, parsed once per digest (kept in the stat cache);
+    raises SyntaxError for a file that does not parse."""
+    cached = digests.parsed(hex_)
+    if cached is not None:
+        if isinstance(cached, dict) and "error" in cached:
+            raise SyntaxError(cached["error"][1], (path, cached["error"][0], 0, ""))
+        return [(r[0], r[1], tuple(r[2])) for r in cached]
+    with open(path, "rb") as f:
+        source = f.read()
+    try:
+        records = imports.parse_imports(source, path)
+    except SyntaxError as exc:
+        digests.remember_parsed(hex_, {"error": [exc.lineno, exc.msg]})
+        raise
+    digests.remember_parsed(hex_, [list(r) for r in records])
+    return records

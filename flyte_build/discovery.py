@@ -159,7 +159,7 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
 
     tree = tree or _walk(cfg, mode, targets)
-    raw = _run_child(cfg, mode, targets, tree.candidates, sel)
+    raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
     result = _checked(Discovery.from_json(raw), raw, cfg)
     read = set(tree.candidates) | {f for f in result.loaded_files if not os.path.isabs(f)}
     file_digests = {}
@@ -198,7 +198,20 @@ def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
     return True
 
 
-def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection) -> dict:
+def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:
+    """Digest and parse the candidate modules while the child imports them:
+    the closures need both, and the child runs on another core."""
+    from .context import import_records
+
+    for rel in candidates:
+        path = str(root / rel)
+        try:
+            import_records(path, digests.digest(path)[0], digests)
+        except (OSError, SyntaxError, ValueError):
+            pass  # reported where it matters, by the child or by the closure
+
+
+def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
     request = {
         "root": str(cfg.root),
         "mode": mode,
@@ -218,13 +231,25 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # user modules must not write __pycache__ into the repo
-        proc = subprocess.run(
-            [sys.executable, "-m", "flyte_build._discover_child", req_path, res_path],
-            cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
-            errors="replace",
-        )
+        # the child's output goes to a file, not a pipe: we do other work while
+        # it runs, and a chatty module must not block on a full pipe meanwhile
+        log_path = os.path.join(tmp, "output.log")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "flyte_build._discover_child", req_path, res_path],
+                cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )
+            try:
+                if while_waiting is not None:
+                    while_waiting()
+                proc.wait()
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
         if not os.path.exists(res_path):
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            output = Path(log_path).read_text(errors="replace")
+            tail = "\n".join(output.strip().splitlines()[-15:])
             raise UserError(f"discovery failed (exit {proc.returncode}) while importing the user's modules:\n{tail}")
         return json.loads(Path(res_path).read_text())
 
