@@ -8,6 +8,7 @@ the same thing pay once.
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 import threading
 import time
@@ -51,6 +52,8 @@ class Context:
         self._edge_memo: dict[str, frozenset[str]] = {}  # file -> the files its imports resolve to
         self._edge_store: dict | None = None
         self._edges_changed = False
+        self._rel_memo: dict[str, str] = {}
+        self._closure_records: dict[str, tuple[list[str], str]] = {}  # starts -> (closure, digest of its files)
 
     # -- environments ----------------------------------------------------
     @property
@@ -65,12 +68,17 @@ class Context:
 
     # -- files -------------------------------------------------------------
     def rel(self, path: str) -> str:
-        # fast path for the normalised absolute paths the closure yields (relpath
-        # over thousands of files per env showed in no-op profiles)
-        prefix = str(self.root).rstrip("/") + "/"
-        if path.startswith(prefix) and "/./" not in path and "/../" not in path and "//" not in path[len(prefix) - 1:]:
-            return path[len(prefix):]
-        return Path(os.path.relpath(path, self.root)).as_posix()
+        hit = self._rel_memo.get(path)
+        if hit is None:
+            # a prefix test for the normalised absolute paths the closure yields
+            # (relpath over thousands of files per env showed in no-op profiles)
+            prefix = str(self.root).rstrip("/") + "/"
+            if path.startswith(prefix) and "/./" not in path and "/../" not in path and "//" not in path[len(prefix) - 1:]:
+                hit = path[len(prefix):]
+            else:
+                hit = Path(os.path.relpath(path, self.root)).as_posix()
+            self._rel_memo[path] = hit
+        return hit
 
     @cached_property
     def all_files(self) -> files_mod.FileSet:
@@ -141,7 +149,15 @@ class Context:
                 except OSError:
                     m = None
                 witness[d] = m if m is not None and m < fresh else None
-            self.digests.set_extra("edges", {"scope": st["scope"], "witness": witness, "files": st["files"]})
+            table: dict[str, int] = {}
+            closures = {
+                ck: [[table.setdefault(p, len(table)) for p in paths], digest]
+                for ck, (paths, digest) in sorted(self._closure_records.items())
+            }
+            self.digests.set_extra("edges", {
+                "scope": st["scope"], "witness": witness, "files": st["files"],
+                "paths": list(table), "closures": closures,
+            })
             self._edges_changed = False
 
     def closure(self, env: EnvSpec) -> list[str]:
@@ -154,12 +170,40 @@ class Context:
         for rel in [env.file, *(t.file for t in env.tasks)]:
             if rel and not rel.startswith("/"):
                 starts.append(str(self.root / rel))
-        paths, errors = imports.closure(starts, None, None, self._edges)
-        if errors:
-            path, msg = errors[0]
-            raise UserError(f"{self.rel(path)}: {msg} (while following the imports of `{env.name}`)")
+        ck = "\0".join(starts)
+        paths = self._kept_closure(ck)
+        if paths is None:
+            paths, errors = imports.closure(starts, None, None, self._edges)
+            if errors:
+                path, msg = errors[0]
+                raise UserError(f"{self.rel(path)}: {msg} (while following the imports of `{env.name}`)")
+            with self._lock:
+                self._closure_records[ck] = (paths, self._files_digest(paths))
+                self._edges_changed = True
         with self._lock:
             self._closures[env.name] = paths
+        return paths
+
+    def _files_digest(self, paths: list[str]) -> str:
+        return hashlib.sha256("\n".join(self.digest(p)[0] for p in paths).encode()).hexdigest()
+
+    def _kept_closure(self, ck: str) -> list[str] | None:
+        """Last run's closure from the same start files, if it is still right: the
+        resolved imports are still valid (see `_persisted_edges`) and none of its
+        files changed, so following the imports again would give the same files."""
+        st = self._persisted_edges()
+        rec = st.get("closures", {}).get(ck)
+        if rec is None:
+            return None
+        table = st.get("paths", [])
+        try:
+            paths = [table[i] for i in rec[0]]
+            if self._files_digest(paths) != rec[1]:
+                return None
+        except (IndexError, TypeError, OSError):
+            return None
+        with self._lock:
+            self._closure_records[ck] = (paths, rec[1])
         return paths
 
     def include_files(self, env: EnvSpec) -> dict[str, str]:

@@ -31,6 +31,7 @@ class FileDigests:
         self._entries: dict[str, list] = {}
         self._parsed: dict[str, list] = {}
         self._extra: dict[str, object] = {}  # other per-root state kept with the digests (import edges)
+        self._memo: dict[str, tuple[str, int]] = {}  # this run's answers: each file is stat-checked once
         self._dirty = False
         self.reads = 0
         if self._path is not None:
@@ -46,11 +47,15 @@ class FileDigests:
     def digest(self, path: str | os.PathLike) -> tuple[str, int]:
         """(hex sha256, size) of the file at `path` (followed if a symlink)."""
         p = os.fspath(path)
+        hit = self._memo.get(p)
+        if hit is not None:
+            return hit
         st = os.stat(p)
         sig = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         cached = self._entries.get(p)
         if cached is not None and cached[:4] == sig:
-            return cached[4], st.st_size
+            hit = self._memo[p] = (cached[4], st.st_size)
+            return hit
         hex_, size = file_sha256(p)
         self.reads += 1
         racy = time.time() - max(st.st_mtime_ns, st.st_ctime_ns) / 1e9 < RACY_SECONDS
@@ -59,6 +64,7 @@ class FileDigests:
                 self._entries.pop(p, None)
             else:
                 self._entries[p] = sig + [hex_]
+            self._memo[p] = (hex_, size)
             self._dirty = True
         return hex_, size
 

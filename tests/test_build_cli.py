@@ -226,3 +226,22 @@ def test_a_module_created_later_joins_the_closures_that_import_it(repo, tmp_path
     after = build_json(repo, cache, "bundle:inference")["targets"][0]
     assert after["digest"] != before["digest"]
     assert "libs/mlkit/late_addition.py" in {m.name for m in tarfile.open(after["path"]).getmembers()}
+
+
+def test_a_new_import_in_a_kept_closure_is_followed(repo, tmp_path):
+    """Closures are kept between runs; a file that gains an import must still pull it in."""
+    import os
+    import time
+
+    cache = tmp_path / "cache"
+    build_json(repo, cache)
+    old = time.time() - 60
+    for d in [repo, *[p for p in repo.rglob("*") if p.is_dir()]]:
+        os.utime(d, (old, old))
+    build_json(repo, cache)
+    before = build_json(repo, cache, "bundle:preprocessing")["targets"][0]
+    assert before["cached"] and "libs/common/unused.py" not in {m.name for m in tarfile.open(before["path"]).getmembers()}
+    tasks = repo / "services/preprocessing/tasks.py"
+    tasks.write_text(tasks.read_text() + "\n\ndef _helper():\n    from libs.common import unused  # a new lazy import\n")
+    after = build_json(repo, cache, "bundle:preprocessing")["targets"][0]
+    assert "libs/common/unused.py" in {m.name for m in tarfile.open(after["path"]).getmembers()}
