@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import build_json, copy_sample, digests, flyte_build
+from tests.support.cli import age_tree, build_json, copy_sample, digests, flyte_build
 
 ENVS = ["inference", "ml_training", "ml_training_large", "preprocessing", "reporting", "visualization"]
 
@@ -187,13 +187,7 @@ def test_cache_verify_and_gc(repo, tmp_path):
 def test_new_module_is_discovered_after_cached_runs(repo, tmp_path):
     cache = tmp_path / "cache"
     build_json(repo, cache)
-    # let the directories age past the racy window so the next runs trust their mtimes
-    import os
-    import time
-
-    old = time.time() - 60
-    for d in [repo, *[p for p in repo.rglob("*") if p.is_dir()]]:
-        os.utime(d, (old, old))
+    age_tree(repo)
     assert build_json(repo, cache)["discovery"]["cached"] is True
     assert build_json(repo, cache)["discovery"]["cached"] is True
     (repo / "services/preprocessing/extra.py").write_text(
@@ -209,16 +203,11 @@ def test_new_module_is_discovered_after_cached_runs(repo, tmp_path):
 
 def test_a_module_created_later_joins_the_closures_that_import_it(repo, tmp_path):
     """Resolved imports are kept between runs; a new file must still be found."""
-    import os
-    import time
-
     cache = tmp_path / "cache"
     tasks = repo / "services/inference/tasks.py"
     tasks.write_text(tasks.read_text() + "\n\ndef _later():\n    from libs.mlkit import late_addition  # not there yet\n")
     build_json(repo, cache)
-    old = time.time() - 60
-    for d in [repo, *[p for p in repo.rglob("*") if p.is_dir()]]:
-        os.utime(d, (old, old))
+    age_tree(repo)
     build_json(repo, cache)  # runs with trusted directory mtimes, keeps the resolved imports
     before = build_json(repo, cache, "bundle:inference")["targets"][0]
     assert "libs/mlkit/late_addition.py" not in {m.name for m in tarfile.open(before["path"]).getmembers()}
@@ -230,14 +219,9 @@ def test_a_module_created_later_joins_the_closures_that_import_it(repo, tmp_path
 
 def test_a_new_import_in_a_kept_closure_is_followed(repo, tmp_path):
     """Closures are kept between runs; a file that gains an import must still pull it in."""
-    import os
-    import time
-
     cache = tmp_path / "cache"
     build_json(repo, cache)
-    old = time.time() - 60
-    for d in [repo, *[p for p in repo.rglob("*") if p.is_dir()]]:
-        os.utime(d, (old, old))
+    age_tree(repo)
     build_json(repo, cache)
     before = build_json(repo, cache, "bundle:preprocessing")["targets"][0]
     assert before["cached"] and "libs/common/unused.py" not in {m.name for m in tarfile.open(before["path"]).getmembers()}

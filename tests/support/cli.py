@@ -48,3 +48,13 @@ def build_json(cwd: Path, cache: Path, *args: str, env: dict | None = None) -> d
 
 def digests(doc: dict) -> dict[str, str]:
     return {r["target"]: r["digest"] for r in doc["targets"]}
+
+
+def age_tree(root: Path, seconds: float = 60) -> None:
+    """Backdate every directory under `root` past the racy window, so the next
+    runs trust directory mtimes (and keep discovery and closures between runs)."""
+    import time
+
+    old = time.time() - seconds
+    for d in [root, *[p for p in root.rglob("*") if p.is_dir()]]:
+        os.utime(d, (old, old))
