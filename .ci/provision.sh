@@ -12,7 +12,7 @@
 # running after it exits; their logs and data live under $STATE_DIR.
 #
 # Steps (one line each on stdout, with its duration):
-#   packages  apt-get install docker.io docker-registry debootstrap skopeo (if missing)
+#   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps (if missing)
 #   engine    dockerd --iptables=false --bridge=none --storage-driver=vfs (unless `docker info` answers)
 #   registry  docker-registry serve on 127.0.0.1:5000 (unless /v2/ answers)
 #   image     flyte-build-test/python:3.11 via debootstrap + docker import (unless present)
@@ -83,6 +83,10 @@ step_packages() {
         [debootstrap]=debootstrap
         [skopeo]=skopeo
         [curl]=curl
+        # the tests' own needs: GitRepo commits sample repositories (git),
+        # and the engine step looks for a starting dockerd (pgrep)
+        [git]=git
+        [pgrep]=procps
     )
     local bin missing=()
     for bin in "${!wanted[@]}"; do
