@@ -341,8 +341,15 @@ def affected_targets(ws, rev: str) -> Affected:
 def select_changed(ws, rev: str, patterns: list[str] | None = None, default_kinds: list[str] | None = None) -> list[str]:
     """The targets matching `patterns` (default: the command's default kinds)
     that are affected since `rev`, in dependency order; for `--changed-since`."""
+    return select_changed_all(ws, rev, patterns, default_kinds)[0]
+
+
+def select_changed_all(ws, rev: str, patterns: list[str] | None = None,
+                       default_kinds: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """`select_changed`, and every affected target whatever the patterns
+    (what `deploy --changed-since` needs to tell unaffected dependencies)."""
     wanted = set(ws.graph.select(list(patterns or []), default_kinds))
     result = affected_targets(ws, rev)
     for w in result.warnings:
         ws._warn(w)
-    return [a for a in result.addresses if a in wanted]
+    return [a for a in result.addresses if a in wanted], list(result.addresses)

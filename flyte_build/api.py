@@ -60,6 +60,7 @@ class DeploySummary:
     project: str | None = None
     domain: str | None = None
     warnings: tuple[str, ...] = ()
+    left_out: tuple[str, ...] = ()  # dependencies assumed deployed: status `unchanged`, not contacted
 
     def _named(self, status: str) -> tuple[str, ...]:
         return tuple(e.env for e in self.envs if e.status == status)
@@ -143,18 +144,24 @@ def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **set
 
 def deploy(*envs, dry_run: bool = False, version: str | None = None, copy_style: str | None = None,
            force: bool = False, endpoint: str | None = None, config: str | None = None, insecure: bool | None = None,
-           workspace: Workspace | None = None, reporter=None, **settings: Any) -> DeploySummary | Plan:
+           workspace: Workspace | None = None, reporter=None, assume_deployed=(), **settings: Any) -> DeploySummary | Plan:
     """Deploy environments (names or TaskEnvironment objects; default: every
     discovered one) and their dependencies, dependencies first. With
-    `dry_run=True`, returns the Plan and contacts nothing."""
+    `dry_run=True`, returns the Plan and contacts nothing.
+
+    `assume_deployed`: env names not to deploy when they are only
+    dependencies (`deploy --changed-since` passes the unaffected envs). Each
+    is expected to be deployed already: the plan leaves it out (`left_out`),
+    a real deploy resolves its image and bundle (its dependents pin them) and
+    reports it `unchanged` without contacting the backend for it."""
     from . import deployer
 
     extra = {"deploy": {"endpoint": endpoint, "config": config, "insecure": insecure, "force": force}}
     ws = workspace or Workspace(_settings(copy_style=copy_style, version=version, extra=extra, **settings))
     names = _env_names(ws, envs)
     if dry_run:
-        return deployer.plan(ws, names, reporter=reporter)
-    results = deployer.deploy(ws, names, reporter=reporter)
+        return deployer.plan(ws, names, reporter=reporter, assume_deployed=assume_deployed)
+    results = deployer.deploy(ws, names, reporter=reporter, assume_deployed=assume_deployed)
     out = []
     for r in results:
         status = r.meta.get("action", "deployed") if r.ok else r.status
@@ -162,4 +169,5 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, copy_style:
                              tuple(r.meta.get("tasks", ())), r.error))
     target = ws.ctx.options.extra.get("_deploy_target")
     return DeploySummary(tuple(out), getattr(target, "endpoint", None), getattr(target, "project", None),
-                         getattr(target, "domain", None), tuple(ws.all_warnings()))
+                         getattr(target, "domain", None), tuple(ws.all_warnings()),
+                         tuple(r.env for r in results if r.ok and r.meta.get("left_out")))

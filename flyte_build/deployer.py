@@ -74,12 +74,15 @@ class Plan:
     project: str | None = None
     domain: str | None = None
     warnings: tuple[str, ...] = ()
+    # dependencies of planned envs that are not deployed (`assume_deployed`,
+    # e.g. unaffected since --changed-since REV), in deploy order
+    left_out: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return {
             "format": FORMAT, "tool": __version__, "project": self.project, "domain": self.domain,
             "order": [e.env for e in self.envs], "waves": [list(w) for w in self.waves],
-            "envs": [e.record() for e in self.envs], "warnings": list(self.warnings),
+            "envs": [e.record() for e in self.envs], "left_out": list(self.left_out), "warnings": list(self.warnings),
         }
 
 
@@ -261,13 +264,29 @@ def _closure_names(ctx, name: str) -> list[str]:
     return graph_mod.deploy_order(ctx, [name])
 
 
-def plan(ws, names: list[str] | None = None, reporter=None) -> Plan:
-    """The ordered deploy plan of the selected envs (and their dependencies),
-    computed offline: bundles are built locally, images are only named."""
+def split_order(ctx, names: list[str], assume_deployed=()) -> tuple[list[str], list[str]]:
+    """(the envs to deploy, the dependencies left out), each in deploy order.
+
+    The envs to deploy are `names` and their dependencies, dependencies first,
+    each once; a dependency in `assume_deployed` (and not itself named) is left
+    out: it is expected to be deployed already, so it is neither deployed nor
+    contacted, but its image reference still goes into its dependents'
+    versions and specs. Leaving one out never leaves out what it depends on
+    unless that is in `assume_deployed` too."""
+    full = graph_mod.deploy_order(ctx, names)
+    skip = set(assume_deployed) - set(names)
+    kept = [n for n in full if n not in skip]
+    return graph_mod.deploy_order(ctx, kept, expand=False), [n for n in full if n in skip]
+
+
+def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) -> Plan:
+    """The ordered deploy plan of the selected envs (and their dependencies,
+    except those in `assume_deployed`: see `split_order`), computed offline:
+    bundles are built locally, images are only named."""
     ctx = ws.ctx
     if names is None:
         names = [e.name for e in ctx.envs if e.selected]
-    order = graph_mod.deploy_order(ctx, names)
+    order, left_out = split_order(ctx, names, assume_deployed)
     check_versions(ctx, order)
     check_packages(ctx, order)
     bundles = [f"bundle:{n}" for n in order if f"bundle:{n}" in ws.graph.targets]
@@ -275,15 +294,15 @@ def plan(ws, names: list[str] | None = None, reporter=None) -> Plan:
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
-    images = {n: planned_image(ctx, ws.rules, ws.graph, n) for n in order}
+    images = {n: planned_image(ctx, ws.rules, ws.graph, n) for n in graph_mod.deploy_order(ctx, order)}
     envs = []
     for n in order:
         b = results.get(f"bundle:{n}")
         digest = b.digest if b else None
         imgs = {d: images[d] for d in _closure_names(ctx, n)}
         envs.append(env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None)))
-    return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order)),
-                ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()))
+    return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order, expand=False)),
+                ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out))
 
 
 # -- real deploys ---------------------------------------------------------------------
@@ -351,6 +370,11 @@ def run_action(req):
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
             "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
             "project": target.project, "domain": target.domain}
+    if name in ctx.options.extra.get("_left_out", ()):
+        # a dependency assumed deployed: its image and bundle were resolved
+        # (its dependents pin them), the backend is not contacted
+        req.log(f"{name}: left out (assumed deployed already); not contacted")
+        return Produced(meta={**meta, "action": "unchanged", "left_out": True, "tasks": [t.name for t in provisional.tasks]})
     last = ctx.store.read_json(state_path)
     if last and last.get("deploy_key") == deploy_key and not target.force:
         req.log(f"{name}: unchanged since its deploy of version {provisional.version}; skipped")
@@ -421,19 +445,21 @@ def _upload_bundle(ctx, target: Target, bundle, log) -> str:
     return native
 
 
-def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None = None):
-    """Deploy the selected envs and their dependencies in depends_on order.
-    Returns the engine's results for the deploy targets, in deploy order."""
+def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None = None, assume_deployed=()):
+    """Deploy the selected envs and their dependencies in depends_on order
+    (a dependency in `assume_deployed` is resolved but not deployed: see
+    `split_order`). Returns the engine's results for the deploy targets,
+    in deploy order, left-out dependencies included (action `unchanged`)."""
     ctx = ws.ctx
     if names is None:
         names = [e.name for e in ctx.envs if e.selected]
-    order = graph_mod.deploy_order(ctx, names)
+    order, left_out = split_order(ctx, names, assume_deployed)
     check_versions(ctx, order)
     check_packages(ctx, order)
     target = backend_target(ctx)
     templates(ctx)  # one child for every env, before the parallel deploys
-    ctx.options.extra.update({"_deploy_target": target, "_rules": ws.rules, "_graph": ws.graph})
-    addresses = [f"deploy:{n}" for n in order]
+    ctx.options.extra.update({"_deploy_target": target, "_rules": ws.rules, "_graph": ws.graph, "_left_out": frozenset(left_out)})
+    addresses = [f"deploy:{n}" for n in graph_mod.deploy_order(ctx, order)]
     results = {r.target: r for r in ws.engine(reporter, jobs).run(addresses)}
     ws.save_run_stats(list(results.values()))
     return [results[a] for a in addresses]

@@ -66,11 +66,12 @@ def check_cycles(ctx: Context) -> None:
         raise UserError(f"depends_on cycle: {' → '.join(cyc)}")
 
 
-def deploy_order(ctx: Context, names: list[str] | None = None) -> list[str]:
-    """Dependencies first, each environment once, ties broken by name."""
+def deploy_order(ctx: Context, names: list[str] | None = None, expand: bool = True) -> list[str]:
+    """Dependencies first, each environment once, ties broken by name.
+    `expand=False`: order exactly `names` (dependencies outside them are left out)."""
     edges = env_edges(ctx)
     wanted = set(edges) if names is None else set(names)
-    todo = list(wanted)
+    todo = list(wanted) if expand else []
     while todo:
         n = todo.pop()
         for d in edges.get(n, ()):
@@ -87,11 +88,11 @@ def deploy_order(ctx: Context, names: list[str] | None = None) -> list[str]:
     return order
 
 
-def deploy_levels(ctx: Context, names: list[str]) -> list[list[str]]:
+def deploy_levels(ctx: Context, names: list[str], expand: bool = True) -> list[list[str]]:
     """The deploy order in waves: each wave's environments may deploy in parallel."""
     edges = env_edges(ctx)
     levels: dict[str, int] = {}
-    for n in deploy_order(ctx, names):
+    for n in deploy_order(ctx, names, expand):
         levels[n] = 1 + max((levels[d] for d in edges.get(n, ()) if d in levels), default=-1)
     waves: list[list[str]] = [[] for _ in range(max(levels.values(), default=-1) + 1)]
     for n, lvl in levels.items():

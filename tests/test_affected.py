@@ -277,3 +277,28 @@ def test_build_changed_since_with_nothing_affected(repo):
     run = repo.run("build", "--changed-since", "base", "--json")
     assert run.rc == 0, run.err
     assert run.json()["targets"] == []
+
+
+def test_deploy_changed_since_plans_exactly_the_affected_envs(repo):
+    # model.py reaches inference, ml_training (+ its clone), reporting (copy
+    # style all) and visualization; ml_training(_large) depend on
+    # preprocessing, which is unaffected: left out of the plan, not redeployed
+    repo.append("libs/mlkit/model.py", "\n# tuned\n")
+    run = repo.run("deploy", "--dry-run", "--json", "--changed-since", "base")
+    assert run.rc == 0, run.err
+    doc = run.json()
+    assert doc["order"] == ["inference", "ml_training", "ml_training_large", "reporting", "visualization"]
+    assert doc["waves"] == [["inference", "ml_training", "ml_training_large", "reporting"], ["visualization"]]
+    assert doc["left_out"] == ["preprocessing"]
+    assert [t["env"] for t in doc["targets"]] == doc["order"]
+    # the left-out dependency still pins its image into its dependents, so
+    # their versions are the ones a full deploy would give them
+    full = repo.run("deploy", "--dry-run", "--json")
+    assert full.rc == 0, full.err
+    want = {t["env"]: t for t in full.json()["targets"]}
+    for t in doc["targets"]:
+        assert (t["version"], t["images"]) == (want[t["env"]]["version"], want[t["env"]]["images"]), t["env"]
+    assert "preprocessing" in {e for t in doc["targets"] for e in t["images"]}
+    text = repo.run("deploy", "--dry-run", "--changed-since", "base")
+    assert text.rc == 0, text.err
+    assert "left out, unaffected since base (not redeployed; must already be deployed): preprocessing" in text.out

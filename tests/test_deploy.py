@@ -205,3 +205,29 @@ def test_failed_env_skips_dependents_and_rerun_deploys_the_rest(tmp_path, contro
     assert sorted(doc["deployed"]) == ["left", "mid", "right", "top"]
     assert sorted(doc["unchanged"]) == ["base", "solo"]
     assert deployed_envs(cp, n)[0] == "mid"
+
+
+@pytest.mark.servers
+def test_changed_since_deploys_only_affected_envs_and_leaves_dependencies_alone(tmp_path, control_plane):
+    # a fresh cache, so no deploy record says the dependencies are unchanged:
+    # only --changed-since can keep them from being registered again
+    from tests.support.gitrepo import GIT_ENV
+
+    cp = control_plane
+    root = write_repo(tmp_path / "repo")
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
+        subprocess.run(["git", *args], cwd=root, env={**os.environ, **GIT_ENV}, check=True, capture_output=True)
+    (root / "svc" / "left.py").write_text((root / "svc" / "left.py").read_text() + "\n# edited\n")
+    plan = json.loads(cli(root, "deploy", "--dry-run", "--json", "--changed-since", "HEAD", cache=tmp_path / "c").stdout)
+    assert plan["order"] == ["left", "top"] and plan["left_out"] == ["base", "mid", "right"]
+    proc = cli(root, *deploy_args(cp), "--changed-since", "HEAD", cache=tmp_path / "c")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["deployed"] == ["left", "top"]
+    assert doc["unchanged"] == doc["left_out"] == ["base", "mid", "right"]
+    assert deployed_envs(cp) == ["left", "top"]  # the left-out dependencies were never contacted
+    assert not [m for m, req in cp.calls if m == "CreateUploadLocation" and req.filename.split(".")[0] not in
+                {r["bundle"].split(":")[1] for r in plan["targets"]}]
+    # the versions are the dry run's: the dependencies' images went into them
+    assert {req.spec.environment.name: req.task_id.version for m, req in cp.calls if m == "DeployTask"} == \
+        {r["env"]: r["version"] for r in plan["targets"]}

@@ -54,26 +54,33 @@ def run(args) -> int:
     settings = settings_from_args(args, version=args.deploy_version, jobs=args.jobs,
                                   sync_local_sys_paths=not args.no_sync_local_sys_paths, extra=extra)
     ws = Workspace(settings)
+    unaffected: list[str] = []
     if args.changed_since:
-        from ..affected import select_changed
+        from ..affected import select_changed_all
 
         if path:
             raise UserError("--changed-since selects from deploy targets (deploy:*), not from a path")
-        patterns = select_changed(ws, args.changed_since, patterns or ["deploy:*"])
+        patterns, every = select_changed_all(ws, args.changed_since, patterns or ["deploy:*"])
         if not patterns:  # an empty list would mean "every environment"
             if args.json:
-                emit_json({"targets": [], "order": [], "warnings": ws.all_warnings(), "dry_run": bool(args.dry_run), "ok": True})
+                emit_json({"targets": [], "order": [], "left_out": [], "warnings": ws.all_warnings(),
+                           "dry_run": bool(args.dry_run), "ok": True})
             else:
                 print(f"nothing to deploy: no environment affected since {args.changed_since}")
             return 0
+        # an affected env's dependency that is itself unaffected is not
+        # redeployed: it must already be deployed (see api.deploy)
+        touched = {ws.graph.targets[a].env for a in every if a.startswith("deploy:") and a in ws.graph.targets}
+        unaffected = sorted(e.name for e in ws.ctx.envs if e.name not in touched)
     reporter = RichReporter(quiet=args.json)
-    result = deploy(*patterns, dry_run=args.dry_run, workspace=ws, reporter=reporter)
+    result = deploy(*patterns, dry_run=args.dry_run, workspace=ws, reporter=reporter, assume_deployed=unaffected)
+    why = f"unaffected since {args.changed_since}" if args.changed_since else "assumed deployed"
     if args.dry_run:
-        return _print_plan(result, args.json)
-    return _print_summary(result, args.json)
+        return _print_plan(result, args.json, why)
+    return _print_summary(result, args.json, why)
 
 
-def _print_plan(plan, as_json: bool) -> int:
+def _print_plan(plan, as_json: bool, why: str = "") -> int:
     if as_json:
         recs = []
         for e in plan.envs:
@@ -81,7 +88,7 @@ def _print_plan(plan, as_json: bool) -> int:
             rec.update(digest=as_digest(key_of(rec)), cached=False, path=None, dry_run=True)
             recs.append(rec)
         emit_json({"targets": recs, "order": [e.env for e in plan.envs], "waves": [list(w) for w in plan.waves],
-                   "project": plan.project, "domain": plan.domain, "warnings": list(plan.warnings), "dry_run": True, "ok": True})
+                   "left_out": list(plan.left_out), "project": plan.project, "domain": plan.domain, "warnings": list(plan.warnings), "dry_run": True, "ok": True})
         for w in plan.warnings:
             warn(w)
         return 0
@@ -95,12 +102,14 @@ def _print_plan(plan, as_json: bool) -> int:
         table.add_row(str(i), e.env, e.version, e.image or "-", (e.bundle or "-")[:19],
                       ", ".join(t.name for t in e.tasks) or "-")
     Console(width=200).print(table)
+    if plan.left_out:
+        print(f"left out, {why} (not redeployed; must already be deployed): {', '.join(plan.left_out)}")
     for w in plan.warnings:
         warn(w)
     return 0
 
 
-def _print_summary(summary, as_json: bool) -> int:
+def _print_summary(summary, as_json: bool, why: str = "") -> int:
     failed = bool(summary.failed or summary.skipped)
     if as_json:
         recs = [{"target": f"deploy:{e.env}", "kind": "deploy", "env": e.env, "status": e.status, "version": e.version,
@@ -108,7 +117,7 @@ def _print_summary(summary, as_json: bool) -> int:
                  "digest": None, "cached": e.status == "unchanged", "path": None} for e in summary.envs]
         emit_json({"targets": recs, "endpoint": summary.endpoint, "project": summary.project, "domain": summary.domain,
                    "deployed": list(summary.deployed), "unchanged": list(summary.unchanged),
-                   "failed": list(summary.failed), "skipped": list(summary.skipped),
+                   "failed": list(summary.failed), "skipped": list(summary.skipped), "left_out": list(summary.left_out),
                    "warnings": list(summary.warnings), "ok": not failed})
         return 1 if failed else 0
     from rich.console import Console
@@ -118,7 +127,8 @@ def _print_summary(summary, as_json: bool) -> int:
     for col in ("env", "status", "version", "tasks", "note"):
         table.add_column(col, overflow="fold")
     for e in summary.envs:
-        note = e.error or ("unchanged since its last deploy" if e.status == "unchanged" else "")
+        note = e.error or (f"left out, {why}: not contacted" if e.env in summary.left_out else
+                           "unchanged since its last deploy" if e.status == "unchanged" else "")
         table.add_row(e.env, e.status, e.version or "-", str(len(e.tasks)), note)
     Console(width=200).print(table)
     print(f"deployed {len(summary.deployed)}, unchanged {len(summary.unchanged)}, failed {len(summary.failed)}, "
