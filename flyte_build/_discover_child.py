@@ -3,10 +3,16 @@
 Run as `python -m flyte_build._discover_child REQUEST.json RESULT.json`. User
 code runs here and only here, so whatever it prints, patches or leaves behind
 dies with this process; the parent reads the result file, never our stdout.
+
+Besides the environments, the child records what incremental discovery
+needs (see `discovery._incremental`): which user files each user module's
+load imported (`graph`), every environment created (`all_envs`), and whether
+the run had nothing order-dependent in it (`incremental_ok`).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -41,6 +47,125 @@ def _user_frame(exc: BaseException, root: str) -> str:
     return where
 
 
+class _ImportTracker:
+    """Who imported what while the user's modules loaded.
+
+    Every `import` statement calls `builtins.__import__`, even for a module
+    that is already in `sys.modules`, and so does `__import__("x")`;
+    `importlib.import_module` is wrapped too. Each call is charged to the
+    innermost *module body* of a user file on the stack: a module's own
+    top-level imports, and also the imports done by a library function it
+    calls at import time (`L.f()` importing `Z` lazily is a dependency of the
+    module whose load ran it, not of `L`). So a module's load depends on
+    exactly the files reachable from it in this graph.
+
+    Why not the alternatives: a `sys.modules` before/after diff per candidate
+    charges a shared module only to the first candidate that loaded it (the
+    next one importing it would miss the dependency: unsound); the parsed
+    import closure (`imports.py`) cannot see `import_module(name_in_a_variable)`
+    (unsound) and counts imports that never run at import time (imprecise).
+    A loaded user file the graph does not explain (loaded by a thread, or by
+    library code with no user module body on the stack) makes the run
+    `incremental_ok: false`, and the parent then never reuses it incrementally.
+    """
+
+    def __init__(self, root: str):
+        self.prefixes = tuple({root.rstrip("/") + "/", os.path.abspath(root).rstrip("/") + "/"})
+        self.events: list[tuple] = []  # (owner __file__ or None, name, level, package, fromlist)
+        self._orig_import = None
+        self._orig_import_module = None
+
+    def _owner(self, frame):
+        prefixes = self.prefixes
+        while frame is not None:
+            if frame.f_code.co_name == "<module>":
+                f = frame.f_globals.get("__file__")
+                if f and f.startswith(prefixes):
+                    return f
+            frame = frame.f_back
+        return None
+
+    def install(self) -> None:
+        import builtins
+
+        orig = self._orig_import = builtins.__import__
+        orig_im = self._orig_import_module = importlib.import_module
+        events = self.events
+        owner = self._owner
+        getframe = sys._getframe
+
+        def tracked_import(name, globals=None, locals=None, fromlist=(), level=0):
+            caller = getframe(1)
+            package = None
+            if level:
+                package = (globals if globals is not None else caller.f_globals).get("__package__")
+            events.append((owner(caller), name, level, package, fromlist))
+            return orig(name, globals, locals, fromlist, level)
+
+        def tracked_import_module(name, package=None):
+            events.append((owner(getframe(1)), name, 0, package, None))
+            return orig_im(name, package)
+
+        builtins.__import__ = tracked_import
+        importlib.import_module = tracked_import_module
+
+    def uninstall(self) -> None:
+        import builtins
+
+        builtins.__import__ = self._orig_import
+        importlib.import_module = self._orig_import_module
+
+    def edges(self, file_of) -> tuple[dict[str, set[str]], set[str]]:
+        """({owner file: files it imported}, files imported with no user module
+        body on the stack); `file_of(module name)` is a loaded user file or None."""
+        import importlib.util
+
+        out: dict[str, set[str]] = {}
+        orphans: set[str] = set()
+        file_of = functools.lru_cache(maxsize=None)(file_of)
+        src_of = functools.lru_cache(maxsize=None)(file_of_path)
+        for owner_file, name, level, package, fromlist in self.events:
+            try:
+                if level:
+                    absname = importlib.util.resolve_name("." * level + name, package)
+                elif name.startswith(".") and package:
+                    absname = importlib.util.resolve_name(name, package)
+                else:
+                    absname = name
+            except (ImportError, ValueError, TypeError):
+                continue
+            if not absname:
+                continue
+            parts = absname.split(".")
+            names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+            for item in fromlist or ():
+                if isinstance(item, str) and item != "*":
+                    names.append(f"{absname}.{item}")
+            targets = {t for t in map(file_of, names) if t}
+            if not targets:
+                continue
+            if owner_file is None:
+                orphans.update(targets)
+                continue
+            src = src_of(owner_file)
+            if src is None:
+                orphans.update(targets)
+                continue
+            out.setdefault(src, set()).update(targets - {src})
+        return out, orphans
+
+
+_ROOT = ""
+
+
+def file_of_path(path: str) -> str | None:
+    """A user file under the root (relative), or None."""
+    real = os.path.realpath(path)
+    if not real.startswith(_ROOT + "/") or "/site-packages/" in real or "/.venv/" in real:
+        return None
+    return os.path.relpath(real, _ROOT)
+
+
 def main(request_path: str, result_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
     root = os.path.realpath(req["root"])
@@ -54,13 +179,18 @@ def main(request_path: str, result_path: str) -> int:
 
     fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
 
+    global _ROOT
+    _ROOT = root
+    import_module = importlib.import_module
+    tracker = _ImportTracker(root)
+    tracker.install()
     failures = []
     modules: dict[str, str] = {}  # rel file -> module name
     for rel in req["files"]:
         name = _module_name(rel, search_roots, root)
         modules[rel] = name
         try:
-            importlib.import_module(name)
+            import_module(name)
         except SyntaxError as exc:
             loc = f"{_rel(exc.filename, root)}:{exc.lineno}" if exc.filename else rel
             failures.append({"file": rel, "message": f"{loc}: SyntaxError: {exc.msg}"})
@@ -74,10 +204,14 @@ def main(request_path: str, result_path: str) -> int:
             )
         if failures and not req.get("ignore_load_errors"):
             break
+    tracker.uninstall()
 
     # which variable names each environment object is bound to, per module
     bound: dict[int, tuple[str, str, str]] = {}  # id(env) -> (variable, module, file)
+    binders: dict[int, set[str]] = {}  # id(env) -> every file binding it
     loaded_files = set()
+    module_of_file: dict[str, str] = {}  # rel file -> module name
+    stable = True  # nothing in this result depends on the order modules were loaded in
     for mod_name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None)
         if not f:
@@ -85,12 +219,16 @@ def main(request_path: str, result_path: str) -> int:
         real = os.path.realpath(f)
         if not real.startswith(root + "/") or "/site-packages/" in real or "/.venv/" in real:
             continue
-        loaded_files.add(os.path.relpath(real, root))
+        rel_file = os.path.relpath(real, root)
+        loaded_files.add(rel_file)
+        if module_of_file.setdefault(rel_file, mod_name) != mod_name:
+            stable = False  # one file loaded under two names
         for var, val in sorted(vars(mod).items()):
             if fa.is_environment(val):
                 decl = fa.declaring_file(val)
                 prev = bound.get(id(val))
                 here = (var, mod_name, real)
+                binders.setdefault(id(val), set()).add(real)
                 # prefer the binding in the module that declared the environment
                 if prev is None or (decl and os.path.realpath(decl) == real and prev[2] != real):
                     bound[id(val)] = here
@@ -165,6 +303,47 @@ def main(request_path: str, result_path: str) -> int:
         data = fa.env_to_data(env, var, mod_name, Path(root), bound_file)
         data["selected"] = is_selected
         out_envs.append(data)
+    # one order whatever order the modules were imported in (a full and an
+    # incremental discovery of the same tree give the same list)
+    out_envs.sort(key=lambda d: (d["name"], d["file"], d["module"], d["variable"] or ""))
+
+    # every environment created, with the file that defines it (as env_to_data
+    # names it); an environment bound in several modules, none the declaring
+    # one, is bound wherever the load order puts it first: order-dependent
+    all_envs = []
+    for env in envs:
+        decl = fa.declaring_file(env)
+        b = bound.get(id(env))
+        file = decl
+        if b and (not decl or not os.path.realpath(decl).startswith(root + "/")):
+            file = b[2]
+        rel_file = file_of_path(file) if file else None
+        if rel_file is None:
+            stable = False  # defined outside the root: no module here stands for it
+        else:
+            all_envs.append([env.name, rel_file])
+        seen_in = binders.get(id(env), set())
+        if len(seen_in) > 1 and not (decl and os.path.realpath(decl) in seen_in):
+            stable = False
+
+    graph, orphans = tracker.edges(lambda n: file_of_path(getattr(sys.modules.get(n), "__file__", None) or "/"))
+    for rel, name in module_of_file.items():
+        # importing a module, whoever asks, runs its packages' __init__ first
+        parts = name.split(".")
+        parents = [file_of_path(getattr(sys.modules.get(".".join(parts[:i])), "__file__", None) or "/")
+                   for i in range(1, len(parts))]
+        graph.setdefault(rel, set()).update(p for p in parents if p and p != rel)
+    graph = {f: sorted(graph.get(f, set()) & loaded_files) for f in sorted(loaded_files)}
+    # every loaded file must be explained by the graph from the requested modules
+    reach = {r for r in req["files"] if r in loaded_files}
+    todo = list(reach)
+    while todo:
+        for t in graph.get(todo.pop(), ()):
+            if t not in reach:
+                reach.add(t)
+                todo.append(t)
+    if orphans & loaded_files or reach != loaded_files:
+        stable = False
 
     sys_path = sorted(
         {os.path.relpath(os.path.realpath(p), root) for p in sys.path if p and os.path.realpath(p).startswith(root)}
@@ -178,6 +357,11 @@ def main(request_path: str, result_path: str) -> int:
         "problems": problems,
         "flyte_version": fa.flyte_version(),
         "version_warning": fa.check_version(),
+        "requested": list(req["files"]),
+        # bookkeeping for incremental discovery (the parent keeps it out of the result)
+        "graph": graph,
+        "all_envs": sorted(all_envs),
+        "incremental_ok": stable,
     }
     tmp = result_path + ".part"
     Path(tmp).write_text(json.dumps(result, sort_keys=True))

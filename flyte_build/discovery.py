@@ -7,6 +7,12 @@ cached under a key of the settings that matter (root, selection, project,
 domain, source roots, the Python, flyte and flyte-build versions) and is valid
 while every file it read (each candidate module and each module loaded) has
 the digest it had; so a no-op run imports neither user code nor flyte.
+
+When only some files' digests changed (same candidates, same settings), a
+recursive discovery is incremental: the child re-imports only the candidate
+modules whose load depended on a changed file, and the environments of every
+module it did not load are reused (see `_incremental`). Anything it cannot
+vouch for falls back to a full discovery.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from .model import Discovery
 from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
-FORMAT = 4
+FORMAT = 5
 
 
 @dataclass(frozen=True)
@@ -153,26 +159,59 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         tree = _walk(cfg, mode, targets)
         if tree.candidates != entry.get("candidates"):
             entry = None
-    if entry and _still_valid(cfg.root, entry.get("files", {}), digests):
-        if tree is not None:  # same modules, newly stamped directories: skip the walk next time
-            _record(store, rel_path, cfg, tree, entry["files"], entry["result"], digests)
-        return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
+    if entry:
+        changed = _changed(cfg.root, entry.get("files", {}), digests)
+        if not changed:
+            if tree is not None:  # same modules, newly stamped directories: skip the walk next time
+                _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests)
+            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
+        # the same candidates, some files edited: re-import only what they affect
+        if mode == "recursive" and entry.get("incremental"):
+            tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
+            got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
+            if got is not None:
+                raw, book = got
+                result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
+                _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
+                return result
 
     tree = tree or _walk(cfg, mode, targets)
     raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
-    result = _checked(Discovery.from_json(raw), raw, cfg)
-    read = set(tree.candidates) | {f for f in result.loaded_files if not os.path.isabs(f)}
+    book = _split(raw)
+    result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
+    _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
+    return result
+
+
+def _digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:
+    """The digest of every file a result was read from (None: missing)."""
+    read = set(candidates) | {f for f in raw.get("loaded_files", ()) if not os.path.isabs(f)}
     file_digests = {}
     for rel in sorted(read):
         try:
             file_digests[rel] = digests.digest(cfg.root / rel)[0]
         except OSError:
             file_digests[rel] = None
-    _record(store, rel_path, cfg, tree, file_digests, raw, digests)
-    return result
+    return file_digests
 
 
-def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_digests: dict, raw: dict, digests: FileDigests) -> None:
+def _split(raw: dict) -> dict:
+    """Take the child's bookkeeping for incremental discovery out of its result."""
+    graph = raw.pop("graph", None)
+    all_envs = raw.pop("all_envs", None)
+    ok = bool(raw.pop("incremental_ok", False)) and graph is not None and all_envs is not None
+    # a result with load failures (kept with --ignore-load-errors) is never
+    # patched: which module fails first depends on the order of the imports
+    ok = ok and not raw.get("failures") and not raw.get("problems") and not raw.get("duplicates")
+    return {"graph": graph, "all_envs": all_envs, "incremental": ok}
+
+
+def _book_of(entry: dict) -> dict:
+    return {"graph": entry.get("graph"), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental"))}
+
+
+def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_digests: dict, raw: dict, book: dict,
+            digests: FileDigests) -> None:
     ignores = {}
     for rel in tree.ignore_files:
         try:
@@ -182,6 +221,7 @@ def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_dig
     try:
         store.write_json(rel_path, {
             "candidates": tree.candidates, "dirs": tree.dirs, "ignores": ignores, "files": file_digests, "result": raw,
+            **(book if book.get("incremental") else {"incremental": False}),
         })
     except OSError:
         pass
@@ -196,6 +236,131 @@ def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
             if hex_ is not None:
                 return False
     return True
+
+
+def _changed(root: Path, recorded: dict, digests: FileDigests) -> list[str]:
+    """The recorded files whose digest is not the recorded one."""
+    out = []
+    for rel, hex_ in recorded.items():
+        try:
+            if digests.digest(root / rel)[0] != hex_:
+                out.append(rel)
+        except OSError:
+            if hex_ is not None:
+                out.append(rel)
+    return out
+
+
+def _reach(starts, edges: dict) -> set:
+    seen = set(starts)
+    todo = list(seen)
+    while todo:
+        for t in edges.get(todo.pop(), ()):
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return seen
+
+
+def _env_key(d: dict):
+    return (d["name"], d["file"], d["module"], d.get("variable") or "")
+
+
+def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: list[str], entry: dict,
+                 changed: list[str], digests: FileDigests) -> tuple[dict, dict] | None:
+    """Re-import only the candidate modules an edit affects and merge with the
+    cached result; None whenever the merge cannot be vouched for (then a full
+    discovery runs: correctness first).
+
+    `graph` (file -> the user files its load imported, recorded by the child's
+    import hook, see `_discover_child._ImportTracker`) says which modules'
+    loads depended on a changed file: those are re-imported. A module whose
+    closure holds no changed file runs the same code as last time, so what it
+    defined is reused. One more rule: an environment taken from this run is
+    only complete if every module that could have touched it (added a task,
+    a dependency) ran too, i.e. every module importing its defining file; the
+    set to re-import grows until that holds.
+    """
+    from .context import import_records
+
+    old = entry["result"]
+    graph_old, all_old = entry.get("graph"), entry.get("all_envs")
+    if not graph_old or all_old is None or old.get("failures"):
+        return None
+    cands = set(candidates)
+    # a changed file that no longer parses (or is gone): the full discovery
+    # reports it exactly as it always has
+    for rel in changed:
+        if rel.endswith(".py"):
+            path = str(cfg.root / rel)
+            try:
+                import_records(path, digests.digest(path)[0], digests)
+            except (OSError, SyntaxError, ValueError):
+                return None
+    importers_of: dict[str, list[str]] = {}
+    for src, dsts in graph_old.items():
+        for d in dsts:
+            importers_of.setdefault(d, []).append(src)
+    env_files = {f for _, f in all_old}
+    redo = _reach(changed, importers_of) & cands
+    while True:
+        touched = _reach(redo, graph_old) & env_files
+        need = _reach(touched, importers_of) & cands
+        if need <= redo:
+            break
+        redo |= need
+    if not redo:
+        return None
+
+    raw = _run_child(cfg, "recursive", targets, sorted(redo), sel)
+    book = _split(raw)
+    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(old.get("sys_path", ())):
+        return None
+    fresh = set(raw["loaded_files"])  # every module imported (so run afresh) in this run
+    new_env_files = {f for _, f in book["all_envs"]}
+    # the modules that could have touched a fresh environment all ran again
+    for f in fresh & (env_files | new_env_files):
+        if not (_reach([f], importers_of) & cands) <= fresh:
+            return None
+
+    graph = {f: v for f, v in graph_old.items() if f not in fresh}
+    graph.update(book["graph"])
+    old_loaded = set(old.get("loaded_files", ()))
+    roots = {c for c in cands if c in fresh or (c not in redo and c in old_loaded)}
+    loaded = _reach(roots, graph)
+    if not fresh <= loaded:
+        return None
+
+    def reused(file: str) -> bool:
+        return file not in fresh and file in loaded
+
+    all_envs = [x for x in all_old if reused(x[1])] + book["all_envs"]
+    if len({name for name, _ in all_envs}) != len(all_envs):
+        return None  # the same name in two files: the full discovery names both
+    pool: dict[str, dict] = {}
+    for e in [e for e in old["envs"] if reused(e["file"])] + raw["envs"]:
+        if e["name"] in pool:
+            return None
+        pool[e["name"]] = e
+    # the selection again: selected environments (where they are defined
+    # decides it) and what they depend on
+    chosen: dict[str, dict] = {}
+    todo = sorted(n for n, e in pool.items() if e.get("selected"))
+    while todo:
+        name = todo.pop()
+        if name in chosen:
+            continue
+        if name not in pool:
+            return None
+        chosen[name] = pool[name]
+        todo.extend(chosen[name].get("depends_on", ()))
+
+    merged = dict(raw)
+    merged["envs"] = sorted(chosen.values(), key=_env_key)
+    merged["loaded_files"] = sorted(loaded)
+    merged["requested"] = sorted(redo)
+    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True}
+    return merged, book
 
 
 def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:

@@ -76,6 +76,10 @@ class Discovery:
     sys_path: tuple[str, ...] = ()  # sys.path entries under the root, relative
     failures: tuple[LoadFailure, ...] = ()
     cached: bool = False
+    # how this result was had: "cached" (no user code imported), "incremental"
+    # (only the modules an edit affects were imported, the rest reused) or "full"
+    how: str = "full"
+    requested: tuple[str, ...] = ()  # the modules the child was asked to import (none if cached)
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:
@@ -92,11 +96,13 @@ class Discovery:
         }
 
     @classmethod
-    def from_json(cls, d: dict, cached: bool = False) -> "Discovery":
+    def from_json(cls, d: dict, cached: bool = False, how: str | None = None) -> "Discovery":
         return cls(
             envs=tuple(EnvSpec.from_json(e) for e in d["envs"]),
             loaded_files=tuple(d.get("loaded_files", ())),
             sys_path=tuple(d.get("sys_path", ())),
             failures=tuple(LoadFailure(**f) for f in d.get("failures", ())),
             cached=cached,
+            how=how or ("cached" if cached else "full"),
+            requested=() if cached else tuple(d.get("requested", ())),
         )
