@@ -115,15 +115,21 @@ class _ImportTracker:
         builtins.__import__ = self._orig_import
         importlib.import_module = self._orig_import_module
 
-    def edges(self, file_of) -> tuple[dict[str, set[str]], set[str]]:
+    def edges(self, file_by_name: dict[str, str], file_by_path: dict[str, str]) -> tuple[dict[str, set[str]], set[str]]:
         """({owner file: files it imported}, files imported with no user module
-        body on the stack); `file_of(module name)` is a loaded user file or None."""
+        body on the stack); the maps give the loaded user file (relative) of a
+        module name and of a module's `__file__`."""
         import importlib.util
 
         out: dict[str, set[str]] = {}
         orphans: set[str] = set()
-        file_of = functools.lru_cache(maxsize=None)(file_of)
-        src_of = functools.lru_cache(maxsize=None)(file_of_path)
+        file_of = file_by_name.get
+
+        @functools.lru_cache(maxsize=None)
+        def src_of(path: str) -> str | None:
+            hit = file_by_path.get(path)
+            return hit if hit is not None else file_of_path(path)
+
         for owner_file, name, level, package, fromlist in self.events:
             try:
                 if level:
@@ -211,6 +217,8 @@ def main(request_path: str, result_path: str) -> int:
     binders: dict[int, set[str]] = {}  # id(env) -> every file binding it
     loaded_files = set()
     module_of_file: dict[str, str] = {}  # rel file -> module name
+    file_by_name: dict[str, str] = {}  # module name -> rel file
+    file_by_path: dict[str, str] = {}  # a module's __file__ -> rel file
     stable = True  # nothing in this result depends on the order modules were loaded in
     for mod_name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None)
@@ -221,6 +229,7 @@ def main(request_path: str, result_path: str) -> int:
             continue
         rel_file = os.path.relpath(real, root)
         loaded_files.add(rel_file)
+        file_by_name[mod_name] = file_by_path[f] = rel_file
         if module_of_file.setdefault(rel_file, mod_name) != mod_name:
             stable = False  # one file loaded under two names
         for var, val in sorted(vars(mod).items()):
@@ -311,7 +320,11 @@ def main(request_path: str, result_path: str) -> int:
     # names it); an environment bound in several modules, none the declaring
     # one, is bound wherever the load order puts it first: order-dependent
     all_envs = []
+    seen_ids: set[int] = set()
     for env in envs:
+        if id(env) in seen_ids:
+            continue
+        seen_ids.add(id(env))
         decl = fa.declaring_file(env)
         b = bound.get(id(env))
         file = decl
@@ -326,12 +339,11 @@ def main(request_path: str, result_path: str) -> int:
         if len(seen_in) > 1 and not (decl and os.path.realpath(decl) in seen_in):
             stable = False
 
-    graph, orphans = tracker.edges(lambda n: file_of_path(getattr(sys.modules.get(n), "__file__", None) or "/"))
+    graph, orphans = tracker.edges(file_by_name, file_by_path)
     for rel, name in module_of_file.items():
         # importing a module, whoever asks, runs its packages' __init__ first
         parts = name.split(".")
-        parents = [file_of_path(getattr(sys.modules.get(".".join(parts[:i])), "__file__", None) or "/")
-                   for i in range(1, len(parts))]
+        parents = [file_by_name.get(".".join(parts[:i])) for i in range(1, len(parts))]
         graph.setdefault(rel, set()).update(p for p in parents if p and p != rel)
     graph = {f: sorted(graph.get(f, set()) & loaded_files) for f in sorted(loaded_files)}
     # every loaded file must be explained by the graph from the requested modules

@@ -207,7 +207,24 @@ def _split(raw: dict) -> dict:
 
 
 def _book_of(entry: dict) -> dict:
-    return {"graph": entry.get("graph"), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental"))}
+    return {"graph": _unpack(entry.get("graph")), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental"))}
+
+
+def _pack(graph: dict | None) -> dict | None:
+    """The import graph as indices into its sorted files: half the bytes a
+    no-op run reads back."""
+    if graph is None:
+        return None
+    files = sorted(set(graph) | {t for ts in graph.values() for t in ts})
+    index = {f: i for i, f in enumerate(files)}
+    return {"files": files, "edges": [sorted(index[t] for t in graph.get(f, ())) for f in files]}
+
+
+def _unpack(packed: dict | None) -> dict | None:
+    if not isinstance(packed, dict) or "files" not in packed:
+        return None
+    files = packed["files"]
+    return {f: [files[i] for i in ts] for f, ts in zip(files, packed["edges"])}
 
 
 def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_digests: dict, raw: dict, book: dict,
@@ -221,7 +238,7 @@ def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_dig
     try:
         store.write_json(rel_path, {
             "candidates": tree.candidates, "dirs": tree.dirs, "ignores": ignores, "files": file_digests, "result": raw,
-            **(book if book.get("incremental") else {"incremental": False}),
+            **({**book, "graph": _pack(book["graph"])} if book.get("incremental") else {"incremental": False}),
         })
     except OSError:
         pass
@@ -284,7 +301,7 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     from .context import import_records
 
     old = entry["result"]
-    graph_old, all_old = entry.get("graph"), entry.get("all_envs")
+    graph_old, all_old = _unpack(entry.get("graph")), entry.get("all_envs")
     if not graph_old or all_old is None or old.get("failures"):
         return None
     cands = set(candidates)
