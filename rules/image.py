@@ -28,6 +28,7 @@ from flyte_build import archive, docker_engine
 from flyte_build import dockerfile as df
 from flyte_build.errors import UserError
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.tarsafe import extract_all
 
 from . import pex as pex_rule
 
@@ -277,7 +278,7 @@ def run(req: Request) -> Produced:
     art = _write_context(req, req.workdir)
     stage = req.workdir / "stage"
     with tarfile.open(art, "r:gz") as tar:
-        tar.extractall(stage, filter="data")
+        extract_all(tar, stage)
     context_dir = stage / "context"
     context_dir.mkdir(exist_ok=True)
     builder = docker_engine.detect_builder(opts["builder"])
