@@ -12,7 +12,7 @@
 # running after it exits; their logs and data live under $STATE_DIR.
 #
 # Steps (one line each on stdout, with its duration):
-#   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps (if missing)
+#   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps time (if missing)
 #   engine    dockerd --iptables=false --bridge=none --storage-driver=vfs (unless `docker info` answers)
 #   registry  docker-registry serve on 127.0.0.1:5000 (unless /v2/ answers)
 #   image     flyte-build-test/python:3.11 via debootstrap + docker import (unless present)
@@ -92,6 +92,8 @@ step_packages() {
     for bin in "${!wanted[@]}"; do
         command -v "${bin}" >/dev/null 2>&1 || missing+=("${wanted[${bin}]}")
     done
+    # the large-file test measures its peak RSS with GNU time (`time` is also a shell keyword)
+    [[ -x /usr/bin/time ]] || missing+=(time)
     [[ -e /etc/ssl/certs/ca-certificates.crt ]] || missing+=(ca-certificates)
     [[ -e /usr/share/keyrings/debian-archive-keyring.gpg ]] || missing+=(debian-archive-keyring)
     if (( ${#missing[@]} == 0 )); then
