@@ -42,7 +42,7 @@ def run(args) -> int:
             "targets": [r.record() for r in results],
             "warnings": ws.all_warnings(),
             "cache": ws.cache.stats.to_json(),
-            "discovery": {"cached": ws.discovery.cached, "envs": [e.name for e in ws.ctx.envs]},
+            "discovery": {"cached": ws.discovery.cached, "how": ws.discovery.how, "envs": [e.name for e in ws.ctx.envs]},
             "ok": not failed,
         })
     else:
