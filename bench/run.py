@@ -212,6 +212,20 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+NOTES_MARKER = "<!-- notes: everything below is written by hand and kept by bench.run -->"
+
+
+def _kept_notes(out: Path) -> str:
+    """The hand-written part of an existing BENCHMARKS.md (targets, profiles),
+    which a rerun of the tables must not lose."""
+    try:
+        text = out.read_text()
+    except FileNotFoundError:
+        return ""
+    i = text.find(NOTES_MARKER)
+    return "\n" + text[i:] if i >= 0 else ""
+
+
 def _note(info: dict) -> str:
     if "built" in info:
         return f"{info['built']} built, {info['cached']} cached of {info['targets']}"
@@ -249,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             n = a.large_repeat if s == "large" and a.large_repeat else a.repeat
             results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True)))
             # written after each size, so a long large run never loses the smaller ones
-            a.out.write_text(render(results, a.repeat, argv))
+            a.out.write_text(render(results, a.repeat, argv) + _kept_notes(a.out))
             if a.json:
                 a.json.write_text(json.dumps([{**r, "samples": {k: [x.__dict__ for x in v] for k, v in r["samples"].items()}} for r in results], indent=1))
     finally:
