@@ -12,7 +12,7 @@
 # running after it exits; their logs and data live under $STATE_DIR.
 #
 # Steps (one line each on stdout, with its duration):
-#   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps time (if missing)
+#   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps time jq (if missing)
 #   engine    dockerd --iptables=false --bridge=none --storage-driver=vfs (unless `docker info` answers)
 #   registry  docker-registry serve on 127.0.0.1:5000 (unless /v2/ answers)
 #   image     flyte-build-test/python:3.11 via debootstrap + docker import (unless present)
@@ -87,6 +87,9 @@ step_packages() {
         # and the engine step looks for a starting dockerd (pgrep)
         [git]=git
         [pgrep]=procps
+        # tests/test_affected_ci.py runs BUILD.md's workflow, whose steps use
+        # jq (present on GitHub's runners, not on a bare Debian)
+        [jq]=jq
     )
     local bin missing=()
     for bin in "${!wanted[@]}"; do
