@@ -20,6 +20,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from flyte_build import atomic
+
 
 def _module_name(rel: str, search_roots: list[str], root: str) -> str:
     abs_path = os.path.join(root, rel)
@@ -375,9 +377,8 @@ def main(request_path: str, result_path: str) -> int:
         "all_envs": sorted(all_envs),
         "incremental_ok": stable,
     }
-    tmp = result_path + ".part"
-    Path(tmp).write_text(json.dumps(result, sort_keys=True))
-    os.replace(tmp, result_path)
+    # all or nothing: the parent takes a missing result file for a crash
+    atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     return 0
 
 

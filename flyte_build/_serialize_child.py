@@ -15,6 +15,8 @@ import sys
 import traceback
 from pathlib import Path
 
+from flyte_build import atomic
+
 
 def main(request_path: str, result_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
@@ -56,9 +58,8 @@ def main(request_path: str, result_path: str) -> int:
                 out["error"] = f"serializing the tasks of `{name}` failed: {type(exc).__name__}: {exc}"
                 out["traceback"] = traceback.format_exc()
             result["envs"][name] = out
-    tmp = result_path + ".part"
-    Path(tmp).write_text(json.dumps(result, sort_keys=True))
-    os.replace(tmp, result_path)
+    # all or nothing: the parent takes a missing result file for a crash
+    atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     return 0
 
 

@@ -34,7 +34,6 @@ from pathlib import Path
 from . import config as config_mod
 from . import gitchanges
 from .__about__ import __version__
-from .discovery import Selection
 from .errors import FlyteBuildError, UserError
 from .hashing import file_sha256, key_of
 

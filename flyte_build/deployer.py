@@ -34,7 +34,7 @@ from pathlib import Path
 from . import graph as graph_mod
 from .__about__ import __version__
 from .errors import BuildFailed, UserError
-from .hashing import as_digest, key_of, strip_digest
+from .hashing import key_of, strip_digest
 
 FORMAT = 2
 BUNDLE_ROOT = "flyte-build"  # the upload's filename_root: bundles are named by their sha256 below it

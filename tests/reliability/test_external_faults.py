@@ -8,7 +8,6 @@ objects) are in tests/test_shared_cache.py.
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import pytest
