@@ -12,8 +12,8 @@ import pytest
 
 from flyte_build import dockerfile as df
 from flyte_build.errors import UserError
+from tests.support.cli import copy_sample
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
 
 
 def _targets(repo: Path, cache: Path) -> dict:
@@ -25,7 +25,7 @@ def _targets(repo: Path, cache: Path) -> dict:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     dest = tmp_path / "repo"
-    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "dist"))
+    copy_sample(dest)
     return dest
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tarfile
 import zipfile
 from pathlib import Path
@@ -21,9 +20,9 @@ import pytest
 
 from flyte_build.tarsafe import extract_all
 from tests.support import venvs
+from tests.support.cli import copy_sample
 from tests.support.requirements import require
 
-SAMPLE = venvs.REPO / "sample_monorepo"
 FIELD_ERROR = "Field tool.hatch.build.targets.flyte.copy-style must be one of: loaded_modules, all, none"
 
 pytestmark = pytest.mark.slow
@@ -37,7 +36,7 @@ class Project:
         self.venv = venvs.wheel_venv()
         self.wheel = venvs.session_wheel()
         self.root = tmp / "repo"
-        shutil.copytree(SAMPLE, self.root, ignore=shutil.ignore_patterns("dist", "__pycache__", ".venv"))
+        copy_sample(self.root)
         self.env = {
             "FLYTE_BUILD_CACHE_DIR": str(tmp / "cache"),
             "HATCH_DATA_DIR": str(tmp / "hatch" / "data"),

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import copy_sample
 from tests.support.docker_env import ensure_base_image, manifest_digest, registry_available
 from tests.support.requirements import require
 
@@ -49,7 +49,7 @@ def state(tmp_path_factory):
     require(registry_available(), "no registry answers on 127.0.0.1:5000; run `bash .ci/provision.sh` as root")
     root = tmp_path_factory.mktemp("images")
     repo = root / "repo"
-    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns("__pycache__", "dist"))
+    copy_sample(repo)
     # a per-session build arg enters every tag, so this session really builds
     p = repo / "pyproject.toml"
     p.write_text(p.read_text().replace('network = "host"', f'network = "host"\nbuild-args = {{ TEST_SESSION = "{uuid.uuid4().hex}" }}'))

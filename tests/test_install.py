@@ -8,14 +8,13 @@ uv is present; see tests/support/venvs.py for the timing that decided it).
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from tests.support import venvs
+from tests.support.cli import copy_sample
 
-SAMPLE = venvs.REPO / "sample_monorepo"
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +28,7 @@ def editable_venv(tmp_path_factory) -> venvs.Venv:
 
 def build_json(venv: venvs.Venv, tmp: Path) -> dict:
     repo = tmp / "repo"
-    shutil.copytree(SAMPLE, repo, ignore=shutil.ignore_patterns("dist", "__pycache__", ".venv"))
+    copy_sample(repo)
     proc = venv.run("flyte-build", "build", "--json", cwd=repo, env={"FLYTE_BUILD_CACHE_DIR": str(tmp / "cache")})
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)

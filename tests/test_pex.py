@@ -5,17 +5,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
+from tests.support.cli import copy_sample
 from tests.support.docker_env import ensure_base_image, registry_available
 from tests.support.requirements import require
 
-SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
 
 
 def flyte_build(repo: Path, cache: Path, *args: str) -> dict:
@@ -28,7 +27,7 @@ def flyte_build(repo: Path, cache: Path, *args: str) -> dict:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     dest = tmp_path / "repo"
-    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "dist"))
+    copy_sample(dest)
     return dest
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -21,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from tests.support import servers
+from tests.support.cli import copy_sample
 from tests.support.requirements import require
 
 REPO = Path(__file__).resolve().parents[1]
-SAMPLE = REPO / "sample_monorepo"
 TIMES: dict[str, dict[str, float]] = {}
 
 
@@ -117,7 +116,7 @@ class Machine:
 def machine(tmp_path):
     def make(name: str, config: str = "") -> Machine:
         checkout = tmp_path / name / "checkout"
-        shutil.copytree(SAMPLE, checkout, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "dist"))
+        copy_sample(checkout)
         if config:
             with open(checkout / "pyproject.toml", "a") as f:
                 f.write("\n" + config)

@@ -15,7 +15,7 @@ SAMPLE = REPO / "sample_monorepo"
 
 
 def copy_sample(dest: Path) -> Path:
-    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "dist"))
+    shutil.copytree(SAMPLE, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "dist", ".venv"))
     return dest
 
 
