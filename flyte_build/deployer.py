@@ -279,16 +279,23 @@ def split_order(ctx, names: list[str], assume_deployed=()) -> tuple[list[str], l
     return graph_mod.deploy_order(ctx, kept, expand=False), [n for n in full if n in skip]
 
 
-def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) -> Plan:
-    """The ordered deploy plan of the selected envs (and their dependencies,
-    except those in `assume_deployed`: see `split_order`), computed offline:
-    bundles are built locally, images are only named."""
-    ctx = ws.ctx
+def _checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[str], list[str]]:
+    """The deploy order and the left-out dependencies of `names` (default: the
+    selected envs), after the checks every plan and deploy makes first."""
     if names is None:
         names = [e.name for e in ctx.envs if e.selected]
     order, left_out = split_order(ctx, names, assume_deployed)
     check_versions(ctx, order)
     check_packages(ctx, order)
+    return order, left_out
+
+
+def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) -> Plan:
+    """The ordered deploy plan of the selected envs (and their dependencies,
+    except those in `assume_deployed`: see `split_order`), computed offline:
+    bundles are built locally, images are only named."""
+    ctx = ws.ctx
+    order, left_out = _checked_order(ctx, names, assume_deployed)
     bundles = [f"bundle:{n}" for n in order if f"bundle:{n}" in ws.graph.targets]
     results = {r.target: r for r in ws.build(bundles, reporter=reporter)} if bundles else {}
     failed = [r for r in results.values() if not r.ok]
@@ -451,11 +458,7 @@ def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None =
     `split_order`). Returns the engine's results for the deploy targets,
     in deploy order, left-out dependencies included (action `unchanged`)."""
     ctx = ws.ctx
-    if names is None:
-        names = [e.name for e in ctx.envs if e.selected]
-    order, left_out = split_order(ctx, names, assume_deployed)
-    check_versions(ctx, order)
-    check_packages(ctx, order)
+    order, left_out = _checked_order(ctx, names, assume_deployed)
     target = backend_target(ctx)
     templates(ctx)  # one child for every env, before the parallel deploys
     ctx.options.extra.update({"_deploy_target": target, "_rules": ws.rules, "_graph": ws.graph, "_left_out": frozenset(left_out)})
