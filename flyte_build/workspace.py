@@ -74,7 +74,8 @@ class Workspace:
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
         if not self.discovery.envs:
-            self._warn(f"no TaskEnvironment found under {cfg.root} (selection: {settings.selection.describe() or 'everything'})")
+            # nothing to build is a mistake in the selection or the repository, not a success
+            raise UserError(f"no TaskEnvironment found under {cfg.root} (selection: {settings.selection.describe() or 'everything'})")
         self.options = Options(
             images=dict(settings.images),
             version=settings.version,
