@@ -1,10 +1,13 @@
 import pytest
 
+from tests.support.cli import copy_sample
 from tests.support.requirements import STRICT
 
 
-def pytest_collection_modifyitems(config, items):
-    del config, items
+@pytest.fixture
+def repo(tmp_path):
+    """A fresh copy of sample_monorepo (suites with another kind of repo define their own)."""
+    return copy_sample(tmp_path / "repo")
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -7,16 +7,12 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
 
-from tests.support.cli import age_tree, build_json, copy_sample, digests, flyte_build
+from tests.support.cli import age_tree, build_json, digests, flyte_build
 
 ENVS = ["inference", "ml_training", "ml_training_large", "preprocessing", "reporting", "visualization"]
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return copy_sample(tmp_path / "repo")
 
 
 def test_second_build_is_all_cache_hits(repo, tmp_path):

@@ -4,14 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 
-from tests.support.cli import copy_sample, flyte_build
+from tests.support.cli import flyte_build
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    return copy_sample(tmp_path / "repo")
 
 
 def _fails(repo: Path, cache: Path, *args: str) -> str:

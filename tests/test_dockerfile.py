@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -12,21 +11,11 @@ import pytest
 
 from flyte_build import dockerfile as df
 from flyte_build.errors import UserError
-from tests.support.cli import copy_sample
-
+from tests.support.cli import records
 
 
 def _targets(repo: Path, cache: Path) -> dict:
-    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache)}
-    out = subprocess.run(["flyte-build", "targets", "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True)
-    return {t["target"]: t for t in json.loads(out.stdout)["targets"]}
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    dest = tmp_path / "repo"
-    copy_sample(dest)
-    return dest
+    return records("targets", "--json", cwd=repo, cache=cache)
 
 
 def test_dockerignore_follows_docker_rules() -> None:

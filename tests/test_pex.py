@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import copy_sample
+from tests.support.cli import records
 from tests.support.docker_env import ensure_base_image, registry_available
 from tests.support.requirements import require
 
 
-
 def flyte_build(repo: Path, cache: Path, *args: str) -> dict:
-    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache)}
-    out = subprocess.run(["flyte-build", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return {t["target"]: t for t in json.loads(out.stdout)["targets"]}
-
-
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    dest = tmp_path / "repo"
-    copy_sample(dest)
-    return dest
+    return records(*args, cwd=repo, cache=cache, timeout=900)
 
 
 def test_pex_is_byte_identical_across_builds(repo: Path, tmp_path: Path) -> None:

@@ -46,6 +46,13 @@ def build_json(cwd: Path, cache: Path, *args: str, env: dict | None = None) -> d
     return run.json()
 
 
+def records(*args: str, cwd: Path, cache: Path, timeout: float = 300) -> dict[str, dict]:
+    """Run a `--json` command that must succeed; its target records by address."""
+    run = flyte_build(*args, cwd=cwd, cache=cache, timeout=timeout)
+    assert run.rc == 0, f"flyte-build {' '.join(args)} failed ({run.rc}):\n{run.err[-3000:]}"
+    return {t["target"]: t for t in run.json()["targets"]}
+
+
 def digests(doc: dict) -> dict[str, str]:
     return {r["target"]: r["digest"] for r in doc["targets"]}
 
