@@ -130,13 +130,19 @@ step_engine() {
     else
         STATUS="waited for a starting dockerd"
     fi
-    local deadline=$(( SECONDS + 60 ))
-    until engine_answers; do
+    wait_for engine_answers 60 "${STATE_DIR}/dockerd.log" "dockerd did not answer 'docker info' within 60 s"
+}
+
+# wait_for CHECK SECONDS LOG MESSAGE: poll CHECK until it succeeds; on time-out
+# show the daemon's log tail and stop with MESSAGE.
+wait_for() {
+    local check=$1 deadline=$(( SECONDS + $2 )) log=$3 message=$4
+    until "${check}"; do
         if (( SECONDS >= deadline )); then
-            tail -n 30 "${STATE_DIR}/dockerd.log" >&2 || true
-            die "dockerd did not answer 'docker info' within 60 s"
+            tail -n 30 "${log}" >&2 || true
+            die "${message}"
         fi
-        sleep 0.5
+        sleep 0.3
     done
 }
 
@@ -163,14 +169,8 @@ http:
 EOF
     setsid -f docker-registry serve "${conf}" \
         >"${STATE_DIR}/registry/registry.log" 2>&1 </dev/null 9>&-
-    local deadline=$(( SECONDS + 30 ))
-    until registry_answers; do
-        if (( SECONDS >= deadline )); then
-            tail -n 30 "${STATE_DIR}/registry/registry.log" >&2 || true
-            die "docker-registry did not answer http://${REGISTRY_ADDR}/v2/ within 30 s"
-        fi
-        sleep 0.2
-    done
+    wait_for registry_answers 30 "${STATE_DIR}/registry/registry.log" \
+        "docker-registry did not answer http://${REGISTRY_ADDR}/v2/ within 30 s"
     STATUS="started on ${REGISTRY_ADDR} (data ${STATE_DIR}/registry/data)"
 }
 
