@@ -126,7 +126,8 @@ class Engine:
             "rule": target.kind,
             "rule_version": rule.version,
             "tool": __version__,
-            "files": [[f.name, f.digest] for f in files],
+            # the executable bit is part of what a file is: archives keep it
+            "files": [[f.name, f.digest, "x"] if self.ctx.digests.executable(f.path) else [f.name, f.digest] for f in files],
             "params": inputs.params,
             "deps": {d: dep_digests.get(d) for d in sorted(inputs.deps)},
         }
@@ -289,8 +290,8 @@ class Engine:
             report["reason"] = "never built in this checkout"
             return report
         old = last["doc"]
-        old_files = dict(map(tuple, old.get("files", [])))
-        new_files = dict(map(tuple, doc["files"]))
+        old_files = {f[0]: f[1:] for f in old.get("files", [])}
+        new_files = {f[0]: f[1:] for f in doc["files"]}
         report["changed_files"] = sorted(n for n in new_files if n in old_files and old_files[n] != new_files[n])
         report["added_files"] = sorted(set(new_files) - set(old_files))
         report["removed_files"] = sorted(set(old_files) - set(new_files))

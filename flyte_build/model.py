@@ -80,6 +80,9 @@ class Discovery:
     # (only the modules an edit affects were imported, the rest reused) or "full"
     how: str = "full"
     requested: tuple[str, ...] = ()  # the modules the child was asked to import (none if cached)
+    # the key of what the modules read besides themselves (files, directories,
+    # environment variables: see discovery_reads); part of the serialization key
+    witness: str = ""
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:
@@ -105,4 +108,5 @@ class Discovery:
             cached=cached,
             how=how or ("cached" if cached else "full"),
             requested=() if cached else tuple(d.get("requested", ())),
+            witness=d.get("witness", ""),
         )

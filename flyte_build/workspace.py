@@ -34,6 +34,7 @@ class Settings:
     cache: str | None = None
     cache_required: bool | None = None
     cache_read_only: bool | None = None
+    discovery_timeout: float | None = None
     cache_dir: str | None = None
     storage: str | None = None
     project: str | None = None
@@ -58,6 +59,7 @@ class Workspace:
             cache=settings.cache,
             cache_required=settings.cache_required,
             cache_read_only=settings.cache_read_only,
+            discovery_timeout=settings.discovery_timeout,
             storage=settings.storage,
             project=settings.project,
             domain=settings.domain,
