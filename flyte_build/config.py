@@ -214,6 +214,8 @@ def read_table(pyproject: Path) -> dict:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{pyproject}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{pyproject}: not valid UTF-8 (byte {exc.start}); TOML files are UTF-8") from None
     except OSError as exc:
         raise UserError(f"{pyproject}: cannot read: {exc.strerror}") from None
     table: Any = data

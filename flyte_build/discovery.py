@@ -153,6 +153,8 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
     key = key_of(settings)
     rel_path = f"discovery/{key}.json"
     entry = store.read_json(rel_path) if use_cache else None
+    if entry is not None and not _well_formed(entry):
+        entry = None  # not what _record writes (hand-edited, another version): discover afresh
     # The candidate modules are the same if no directory the last walk listed
     # has changed (an added, removed or renamed file changes its directory's
     # mtime) and no ignore file changed; only then is the walk skipped.
@@ -188,6 +190,22 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
     result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
     _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
     return result
+
+
+def _well_formed(entry) -> bool:
+    """A cached discovery entry of the shape `_record` writes; anything else is
+    treated as absent (the cache is state, never input: no internal errors)."""
+    try:
+        if not (isinstance(entry, dict) and isinstance(entry["result"], dict) and isinstance(entry["candidates"], list)):
+            return False
+        if not all(isinstance(entry.get(k, {}), dict) for k in ("dirs", "ignores", "files", "reads")):
+            return False
+        if not all(isinstance(v, dict) for v in entry.get("reads", {}).values()):
+            return False
+        Discovery.from_json(entry["result"], cached=True)
+        return all(isinstance(x, str) for x in entry["candidates"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
 
 
 def _witness(cfg: Config, raw: dict, digests: FileDigests, old: dict | None = None) -> None:
@@ -466,7 +484,11 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         if not os.path.exists(res_path):
             output = Path(log_path).read_text(errors="replace")
             tail = "\n".join(output.strip().splitlines()[-15:])
-            raise UserError(f"discovery failed (exit {proc.returncode}) while importing the user's modules:\n{tail}")
+            where = discovery_reads.read_progress(progress)
+            what = f"module {where[0]} ({where[1]})" if where else "the user's modules"
+            # os._exit() or a crash in C code: no exception to report, only where it happened
+            raise UserError(f"discovery failed (exit {proc.returncode}, no result) while importing {what}"
+                            + (f":\n{tail}" if tail else "; the process ended without a word (os._exit or a crash?)"))
         return json.loads(Path(res_path).read_text())
 
 

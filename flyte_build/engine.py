@@ -257,7 +257,7 @@ class Engine:
             # a no-op leaves the record as it was: reading it back is far cheaper
             # than an fsynced atomic rewrite per target (0.3 s of a 50-env no-op)
             last = self.ctx.store.read_json(rel)
-            if last is None or last.get("key") != key:
+            if not isinstance(last, dict) or last.get("key") != key:
                 self.ctx.store.write_json(rel, {"key": key, "doc": doc})
         except OSError:
             pass
@@ -286,7 +286,7 @@ class Engine:
             digest = self._result(t, "cached", entry, key, 0, "local").digest
         last = self.ctx.store.read_json(f"{_state_dir(self.ctx)}/last/{addr.replace(':', '--')}.json")
         report = {"target": addr, "key": key, "would_rebuild": entry is None, "digest": digest, "dependencies_rebuilding": deps_report}
-        if last is None:
+        if not (isinstance(last, dict) and isinstance(last.get("doc"), dict) and _doc_shaped(last["doc"])):
             report["reason"] = "never built in this checkout"
             return report
         old = last["doc"]
@@ -303,6 +303,13 @@ class Engine:
             if old.get(k) != doc.get(k):
                 report.setdefault("changed_other", []).append(k)
         return report
+
+
+def _doc_shaped(doc: dict) -> bool:
+    """A remembered key document as `key_document` writes it (else: no record)."""
+    files = doc.get("files", [])
+    return (isinstance(files, list) and all(isinstance(f, list) and f and isinstance(f[0], str) for f in files)
+            and isinstance(doc.get("params", {}), dict) and isinstance(doc.get("deps", {}), dict))
 
 
 def _shape_check(rule, addr: str):

@@ -144,7 +144,15 @@ def _load_spec(path: str) -> "pathspec.GitIgnoreSpec | None":
             lines = f.read().splitlines()
     except OSError:
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except Exception:  # pathspec's pattern errors (e.g. a line ending in a lone backslash)
+        for n, line in enumerate(lines, 1):
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except Exception as exc:
+                raise UserError(f"{path}:{n}: invalid ignore pattern {line!r} ({exc})") from None
+        raise
 
 
 def inside(root: Path, path: str) -> bool:
@@ -238,6 +246,10 @@ def walk(
                     continue
             elif not e.is_file(follow_symlinks=False):
                 continue  # sockets, fifos, devices
+            if "\\" in rel:
+                # a backslash is a path separator to Windows and to tar readers there:
+                # archives refuse such names, so say which file and what to do
+                raise UserError(f"{rel}: a backslash in a file name cannot be shipped; rename it, or list it in .flyteignore to leave it out")
             if not _utf8(rel):
                 # keys and archive names are UTF-8; a name that is not cannot be
                 # shipped faithfully, and dropping it silently would lose a file

@@ -38,7 +38,10 @@ class FileDigests:
         if self._path is not None:
             try:
                 raw = json.loads(self._path.read_bytes())
-                if raw.get("format") == FORMAT:
+                # a state file of another shape (hand-edited, another version) is ignored, not an error
+                if isinstance(raw, dict) and raw.get("format") == FORMAT and all(
+                    isinstance(raw.get(k, {}), dict) for k in ("files", "parsed", "extra")
+                ):
                     self._entries = raw["files"]
                     self._parsed = raw["parsed"]
                     self._extra = raw.get("extra") or {}
@@ -55,7 +58,7 @@ class FileDigests:
         self._exec[p] = bool(st.st_mode & 0o111)
         sig = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         cached = self._entries.get(p)
-        if cached is not None and cached[:4] == sig:
+        if isinstance(cached, list) and len(cached) == 5 and cached[:4] == sig and isinstance(cached[4], str):
             hit = self._memo[p] = (cached[4], st.st_size)
             return hit
         hex_, size = file_sha256(p)

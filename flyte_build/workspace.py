@@ -71,6 +71,7 @@ class Workspace:
             cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
         self.cfg = cfg
         self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
+        self.store.hold_for_build()  # `cache gc --max-age-days` waits for this run
         self.digests = FileDigests(self.store.root / "state", str(cfg.root))
         self.warnings: list[str] = []
         self._warn = warn or self.warnings.append
