@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import files as files_mod
@@ -129,6 +129,11 @@ def _tree_unchanged(root: Path, dirs: dict) -> bool:
 
 
 def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True) -> Discovery:
+    result, dirs = _discover(cfg, sel, store, digests, use_cache)
+    return replace(result, walked_dirs=tuple(sorted(dirs)))
+
+
+def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool) -> tuple[Discovery, dict]:
     mode, targets = _plan(cfg, sel)
     marker = _flyte_marker()
     if marker is None:
@@ -164,7 +169,7 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         if not changed:
             if tree is not None:  # same modules, newly stamped directories: skip the walk next time
                 _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests)
-            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
+            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg), (tree.dirs if tree else entry.get("dirs", {}))
         # the same candidates, some files edited: re-import only what they affect
         if mode == "recursive" and entry.get("incremental"):
             tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
@@ -173,14 +178,14 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
                 raw, book = got
                 result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
                 _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
-                return result
+                return result, tree.dirs
 
     tree = tree or _walk(cfg, mode, targets)
     raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
     book = _split(raw)
     result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
     _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
-    return result
+    return result, tree.dirs
 
 
 def _digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:

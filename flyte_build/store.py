@@ -24,19 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from . import atomic
+from .cachedir import default_cache_dir  # noqa: F401 (re-exported: callers import it from here)
 from .hashing import canonical_json, file_sha256
 
 ENTRY_FORMAT = 1
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("FLYTE_BUILD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "flyte-build"
-    return Path.home() / ".cache" / "flyte-build"
 
 
 @dataclass(frozen=True)
