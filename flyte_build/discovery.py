@@ -128,12 +128,30 @@ def _tree_unchanged(root: Path, dirs: dict) -> bool:
     return True
 
 
-def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True) -> Discovery:
-    result, dirs = _discover(cfg, sel, store, digests, use_cache)
+def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True,
+             shared=None, stats=None) -> Discovery:
+    """`shared` (a `shared_cache.SharedCache`, with the run's `stats`): results
+    are looked up there by content before any user module is imported, and
+    fresh ones published (see `shared_discovery`)."""
+    result, dirs = _discover(cfg, sel, store, digests, use_cache, shared, stats)
     return replace(result, walked_dirs=tuple(sorted(dirs)))
 
 
-def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool) -> tuple[Discovery, dict]:
+def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) -> str:
+    from . import shared_discovery
+
+    def digest_or_none(rel):
+        try:
+            return digests.digest(cfg.root / rel)[0]
+        except OSError:
+            return None
+
+    return shared_discovery.key(settings, {r: digest_or_none(r) for r in tree.candidates},
+                                {r: digest_or_none(r) for r in tree.ignore_files})
+
+
+def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
+              shared, stats) -> tuple[Discovery, dict]:
     mode, targets = _plan(cfg, sel)
     marker = _flyte_marker()
     if marker is None:
@@ -170,22 +188,64 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
             if tree is not None:  # same modules, newly stamped directories: skip the walk next time
                 _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests)
             return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg), (tree.dirs if tree else entry.get("dirs", {}))
+        tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
+        # another machine may have discovered this very tree: cheaper than any import
+        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) if shared is not None else None
+        if hit is not None:
+            return hit, tree.dirs
         # the same candidates, some files edited: re-import only what they affect
         if mode == "recursive" and entry.get("incremental"):
-            tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
             got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
             if got is not None:
                 raw, book = got
                 result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
-                _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
+                files = _digests_of(cfg, tree.candidates, raw, digests)
+                _record(store, rel_path, cfg, tree, files, raw, book, digests)
+                _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
                 return result, tree.dirs
+    elif use_cache and shared is not None:
+        tree = tree or _walk(cfg, mode, targets)
+        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats)
+        if hit is not None:
+            return hit, tree.dirs
 
     tree = tree or _walk(cfg, mode, targets)
     raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
     book = _split(raw)
     result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
-    _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
+    files = _digests_of(cfg, tree.candidates, raw, digests)
+    _record(store, rel_path, cfg, tree, files, raw, book, digests)
+    _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
     return result, tree.dirs
+
+
+def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -> Discovery | None:
+    """A verified result from the shared cache, kept locally too; None on a miss."""
+    from . import shared_discovery
+
+    doc = shared_discovery.fetch(shared, stats, _shared_key(cfg, settings, tree, digests), cfg.root, digests)
+    if doc is None:
+        return None
+    raw = doc["result"]
+    book = {"graph": _unpack(doc["book"].get("graph")), "all_envs": doc["book"].get("all_envs"),
+            "incremental": bool(doc["book"].get("incremental"))}
+    try:
+        result = Discovery.from_json(raw, cached=True, how="shared")
+    except (KeyError, TypeError, ValueError):
+        shared.refuse_document(shared_discovery.rel_of(_shared_key(cfg, settings, tree, digests)), "unreadable discovery result", stats)
+        return None
+    result = _checked(result, raw, cfg)
+    _record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
+    return result
+
+
+def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) -> None:
+    if shared is None or raw.get("failures") or raw.get("problems") or raw.get("duplicates"):
+        return  # only clean results travel: a load failure may be this machine's own
+    from . import shared_discovery
+
+    packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
+    shared_discovery.publish(shared, stats, _shared_key(cfg, settings, tree, digests), files, raw, packed, digests, cfg.root)
 
 
 def _digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:
