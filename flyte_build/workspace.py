@@ -45,7 +45,9 @@ class Settings:
 
 
 class Workspace:
-    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None):
+    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None, discovery_shared=None):
+        """`discovery_shared`: a shared cache to consult for discovery only (the
+        revision `affected` compares with: its results are never built)."""
         self.settings = settings
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
@@ -76,7 +78,8 @@ class Workspace:
 
             shared = open_shared(cfg.cache, cfg, self._warn)
         self.cache = Cache(self.store, shared)
-        self.discovery = discover(cfg, settings.selection, self.store, self.digests, shared=shared, stats=self.cache.stats)
+        self.discovery = discover(cfg, settings.selection, self.store, self.digests,
+                                  shared=shared or discovery_shared, stats=self.cache.stats)
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
         if not self.discovery.envs:
