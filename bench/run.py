@@ -172,7 +172,7 @@ def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, sa
     """CI on a fresh machine: another checkout path, an empty local cache, a shared
     cache (moto's S3) that another machine filled by building the base commit and
     the head commit (one service edit on top)."""
-    env = {**base_env, **s3["env"]}
+    env = {**base_env, **s3["env"], "CI": "true"}  # CI publishes to the shared cache (a laptop only reads)
     url = f"s3://{s3['bucket']}/{name}-{os.getpid()}"
     _edit(service_file, 999)
     _git(repo, "commit", "-q", "-am", "head: one service edit")

@@ -19,7 +19,6 @@ import os
 import stat
 import tarfile
 import zlib
-from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import BuildFailed
@@ -180,8 +179,3 @@ def write_tar_gz(out: BinaryIO, members: Iterable[tuple[str, str, str | None]]) 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 NUL = b"\0"
-
-
-def list_members(path: str | Path) -> list[tarfile.TarInfo]:
-    with tarfile.open(path, "r:gz") as tar:
-        return tar.getmembers()

@@ -32,6 +32,8 @@ from .hashing import canonical_json, key_of
 
 FORMAT = 1
 MAX_BYTES = 256 << 20  # a decompressed entry larger than this is refused, not inflated
+MAX_STORED = 64 << 20  # nor is a stored object larger than this read
+DOMAIN = b"flyte-build discovery entry v1\x00"  # what a signature covers (see `signing`)
 _HEX = re.compile(r"[0-9a-f]{64}")
 # per-machine settings that must not split the key across checkouts
 _LOCAL_SETTINGS = ("root", "executable")
@@ -108,15 +110,24 @@ def _inflate(data: bytes) -> bytes:
 def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     """The verified entry for `key_` (its `result`, `book` and `files`), or None."""
     rel = rel_of(key_)
-    data = shared.read_document(rel, stats)
+    data = shared.read_document(rel, MAX_STORED, stats)
     if data is None:
         return None
     try:
         doc = json.loads(_inflate(data))
+        if not isinstance(doc, dict):
+            raise Refused("not an object")
+        sig = doc.pop("sig", None)
         _check(doc, key_)
     except (ValueError, zlib.error, RecursionError) as exc:
         shared.refuse_document(rel, f"unreadable discovery entry: {exc}", stats)
         return None
+    # with verify keys, only a result signed by a trusted writer is used (as for action entries)
+    if shared.verifier is not None:
+        why = shared.verifier.check_document(DOMAIN, canonical_json(doc), sig)
+        if why is not None:
+            shared.refuse_document(rel, f"discovery entry: {why}", stats)
+            return None
     # every file the discovery read must be, here, what it was there
     for frel, hex_ in doc["files"].items():
         try:
@@ -149,5 +160,9 @@ def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, dig
         got = digests.parsed(hex_)
         if got is not None:
             parsed[hex_] = got
+    if shared.read_only or shared.offline:
+        return
     doc = {"format": FORMAT, "key": key_, "files": files, "result": result, "book": book, "parsed": parsed}
+    if shared.signer is not None:
+        doc["sig"] = shared.signer.sign_document(DOMAIN, canonical_json(doc))
     shared.publish_document(rel_of(key_), zlib.compress(canonical_json(doc), 6), stats)

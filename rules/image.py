@@ -313,4 +313,6 @@ RULE = Rule(
     deps=deps,
     describe=describe,
     remote_check=remote_check,
+    outputs=((ARTIFACT,), ()),
+    needs_signature=True,
 )

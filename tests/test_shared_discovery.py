@@ -98,3 +98,22 @@ def test_fresh_machine_takes_discovery_from_s3(tmp_path):
     got = _probe(copy_sample(tmp_path / "b"), tmp_path / "cache-b", url, env=env)
     assert got["how"] == "shared" and got["imported"] == []
     assert got["digests"] == digests(first)
+
+
+@pytest.mark.timeout(300)
+def test_signed_discovery_entries_are_checked_with_the_verify_keys(tmp_path):
+    from flyte_build.signing import keygen
+
+    private, public = keygen()
+    _, other = keygen()
+    url = f"file://{tmp_path / 'shared'}"
+    first = build_json(copy_sample(tmp_path / "a"), tmp_path / "cache-a", "--cache", url,
+                       env={"FLYTE_BUILD_CACHE_SIGNING_KEY": private})
+    trusted = _probe(copy_sample(tmp_path / "b"), tmp_path / "cache-b", url, env={"FLYTE_BUILD_CACHE_VERIFY_KEYS": public})
+    assert trusted["how"] == "shared" and trusted["imported"] == []
+    assert trusted["digests"] == digests(first)
+    # a reader trusting another key refuses the result and discovers for itself
+    wary = _probe(copy_sample(tmp_path / "c"), tmp_path / "cache-c", url, env={"FLYTE_BUILD_CACHE_VERIFY_KEYS": other})
+    assert wary["how"] == "full"
+    assert any("discovery entry: signed by a key not in cache-verify-keys" in w for w in wary["warnings"])
+    assert wary["digests"] == digests(first)
