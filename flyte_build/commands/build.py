@@ -70,6 +70,8 @@ def _snapshot(argv, ws, results) -> None:
 
     if argv is None or not snapshot.eligible(argv):
         return
+    if ws.cfg.storage:
+        return  # bundle storage is checked (and refilled) on every run
     envs = ws.ctx.envs
     if any(list(e.include) or ws.cfg.include_for(e.name) for e in envs):
         return  # include globs may match files in directories nothing below watches
