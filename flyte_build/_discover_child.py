@@ -189,12 +189,17 @@ def main(request_path: str, result_path: str) -> int:
 
     fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
     # from here on, what the user's modules read is part of the result's key
-    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)))
+    # (not the request's directory, nor the bytecode the parent compiled for us)
+    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)), req.get("pyc_dir") or "")))
     reads.install()
 
     global _ROOT
     _ROOT = root
     import_module = importlib.import_module
+    if req.get("pyc_dir") and not sys.flags.optimize:
+        from flyte_build import pycache
+
+        pycache.install(req["pyc_dir"], root)  # bytecode the parent compiles meanwhile
     tracker = _ImportTracker(root)
     tracker.install()
     failures = []

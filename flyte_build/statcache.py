@@ -82,6 +82,11 @@ class FileDigests:
             hit = self._exec[p] = bool(os.stat(p).st_mode & 0o111)
         return hit
 
+    def paths(self) -> list[str]:
+        """Every file digested in this run."""
+        with self._lock:
+            return list(self._memo)
+
     def parsed(self, hex_: str):
         return self._parsed.get(hex_)
 
