@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -165,8 +166,10 @@ def read_progress(path: str) -> tuple[str, str] | None:
 
 def _file_digest(path: str, digests) -> str | None:
     try:
-        if os.path.isdir(path):
-            return None  # opened as a directory (an fd for os.walk): its listing is what matters
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # a directory opened for os.walk (its listing is what matters), or a FIFO or
+            # device (a witness from the shared cache could name one): never read
+            return None
         return digests.digest(path)[0]
     except OSError:
         return None  # missing (or unreadable): its appearing later is a change
@@ -226,9 +229,17 @@ def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
 
 
 def still_valid(recorded: dict, root: Path, digests) -> bool:
-    """True while every recorded witness has the value it had."""
+    """True while every recorded witness has the value it had (False for a
+    record of another shape)."""
     if not recorded:
         return True
+    try:
+        return _still_valid(recorded, root, digests)
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _still_valid(recorded: dict, root: Path, digests) -> bool:
     for n, hex_ in recorded.get("files", {}).items():
         p = n if os.path.isabs(n) else str(root / n)
         if _file_digest(p, digests) != hex_:
