@@ -35,6 +35,7 @@ class Settings:
     cache_required: bool | None = None
     cache_read_only: bool | None = None
     discovery_timeout: float | None = None
+    allow_secrets: tuple[str, ...] = ()  # added to config `allow-secrets`
     cache_dir: str | None = None
     storage: str | None = None
     project: str | None = None
@@ -68,6 +69,8 @@ class Workspace:
             jobs=settings.jobs,
             strict=settings.strict,
         )
+        if settings.allow_secrets:
+            cfg = replace(cfg, allow_secrets=tuple(dict.fromkeys([*cfg.allow_secrets, *settings.allow_secrets])))
         if settings.copy_style is not None:
             # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
             cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})

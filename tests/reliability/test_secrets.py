@@ -63,6 +63,10 @@ def test_allow_secrets_still_ships_what_it_names(tmp_path):
     names = members(res.json())
     assert {"deploy/prod.env", ".kube/config"} <= set(names)
     assert not (set(FOUND_SHIPPED) - {"deploy/prod.env", ".kube/config"}) & set(names)
+    # and the flag adds to the config's list
+    flagged = Cli(root, tmp_path / "cache").build("--allow-secrets", "infra/*.tfvars")
+    flagged.assert_ok()
+    assert {"deploy/prod.env", ".kube/config", "infra/prod.tfvars"} <= set(members(flagged.json()))
 
 
 def _render(root: Path, allow=()) -> df.Rendered:
