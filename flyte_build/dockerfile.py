@@ -204,7 +204,12 @@ class _Secrets:
                 env = (f"{group}_{key}" if group else key).replace("-", "_").upper()
             if env and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
                 raise UserError(f"{where}: secret {key!r}: {env!r} is not a valid environment variable name")
-            ident = hashlib.sha256("|".join([key, group or "", str(mount or ""), env or ""]).encode()).hexdigest()[:16]
+            # flyte's id for the secret, hash(secret): the first 64 bits of its stable hash, which
+            # CPython's hash() keeps when they fit a signed 64-bit word and else folds modulo
+            # 2**61 - 1 (written out, so the id is the same on any machine)
+            stable = hashlib.sha256("|".join([key, group or "", str(mount or ""), env or ""]).encode()).hexdigest()
+            n = int(stable[:16], 16)
+            ident = str(n if n < 2**63 else n % (2**61 - 1))
             parts = [k for k in (group, key) if k]
             self.needed[ident] = ("_".join(k.upper() for k in parts), "/etc/secrets/" + "_".join(parts))
             if mount:
