@@ -477,7 +477,9 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     for i, layer in enumerate(layers):
         kind = layer.get("type")
         lw = f"{where}: layer {i} ({kind})"
-        mounts = secrets.mounts(layer, lw)
+        # a pip layer the PEX stands in for runs no step here, so it needs no secret
+        pex_pip = opts.use_pex and kind in ("PipPackages", "Requirements")
+        mounts = ("", "") if pex_pip else secrets.mounts(layer, lw)
         if kind == "_DockerLines":
             out.extend(layer.get("lines") or ())
         elif kind == "Commands":

@@ -101,6 +101,10 @@ def test_secret_mounts_render_as_buildkit_mounts_without_values(tmp_path: Path) 
     assert f"--mount=type=secret,id={ids['OPS_APT'][0]},target=/etc/flyte/secrets" in apt
     # a bare key is the Secret flyte makes of it (env var KEY upper-cased): one secret, one --secret flag
     assert len(r.secrets) == 2
+    # with requirements-from = "pex" the pip layers run no step of their own: no secret to ask for
+    pex = df.render({"base_image": "b:1", "layers": [{"type": "PipPackages", "packages": ["six"], "secret_mounts": ["gh-token"]}]},
+                    tmp_path, df.Options(use_pex=True), "`e`", lambda rel: {})
+    assert pex.secrets == () and "--mount=type=secret" not in pex.dockerfile
     with pytest.raises(UserError, match="not a valid environment variable"):
         _render(tmp_path, [{"type": "Commands", "commands": ["x"], "secret_mounts": [{"key": "k", "as_env_var": "bad-name"}]}])
 
