@@ -80,6 +80,7 @@ class Discovery:
     # (only the modules an edit affects were imported, the rest reused) or "full"
     how: str = "full"
     requested: tuple[str, ...] = ()  # the modules the child was asked to import (none if cached)
+    walked_dirs: tuple[str, ...] = ()  # directories (relative) whose listing gave the candidate modules
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:
