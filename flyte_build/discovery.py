@@ -36,7 +36,7 @@ from .model import Discovery
 from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
-FORMAT = 5
+FORMAT = 6  # 6: AppEnvironments are discovered too (EnvSpec.kind)
 
 
 @dataclass(frozen=True)

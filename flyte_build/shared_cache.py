@@ -1,4 +1,4 @@
-"""The shared cache behind the local one: a path, file://, s3:// or gs:// prefix.
+"""The shared cache behind the local one: a path, file://, s3://, gs:// or az:// prefix.
 
 Layout under the prefix (the same as the local cache, see BUILD.md):
 
