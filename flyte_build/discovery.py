@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import files as files_mod
@@ -128,7 +128,14 @@ def _tree_unchanged(root: Path, dirs: dict) -> bool:
     return True
 
 
-def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True) -> Discovery:
+def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True,
+             flyte_ref=None) -> Discovery:
+    from . import flyte_config
+
+    # flyte's own config file (as `flyte` finds it from here): its digest keys the
+    # result, and the child reads it with flyte's loader, so a no-op imports neither
+    flyte_ref = flyte_ref or flyte_config.locate(cfg.flyte_config)
+    cfg = replace(cfg, flyte_config=flyte_ref.path)
     mode, targets = _plan(cfg, sel)
     marker = _flyte_marker()
     if marker is None:
@@ -145,6 +152,7 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         "variable": sel.variable,
         "project": cfg.project,
         "domain": cfg.domain,
+        "flyte_config": flyte_ref.fingerprint(),
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
     }
@@ -402,6 +410,7 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         "files": candidates,
         "project": cfg.project,
         "domain": cfg.domain,
+        "flyte_config": cfg.flyte_config,
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
     }

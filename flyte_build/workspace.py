@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import config as config_mod
-from . import rulesets
+from . import flyte_config, rulesets
 from .cache import Cache
 from .context import Context, Options
 from .discovery import Selection, discover
@@ -41,6 +41,7 @@ class Settings:
     strict: bool | None = None
     version: str | None = None
     sync_local_sys_paths: bool = True
+    flyte_config: str | None = None  # --config: flyte's config.yaml (default: flyte's own lookup)
     extra: dict = field(default_factory=dict)
 
 
@@ -49,6 +50,7 @@ class Workspace:
         self.settings = settings
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
+        table_cfg = cfg  # before the flags: `config` reports which layer set what
         if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
             raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")
         cfg = cfg.with_overrides(
@@ -61,6 +63,7 @@ class Workspace:
             domain=settings.domain,
             jobs=settings.jobs,
             strict=settings.strict,
+            flyte_config=settings.flyte_config,
         )
         if settings.copy_style is not None:
             # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
@@ -70,7 +73,16 @@ class Workspace:
         self.digests = FileDigests(self.store.root / "state", str(cfg.root))
         self.warnings: list[str] = []
         self._warn = warn or self.warnings.append
-        self.discovery = discover(cfg, settings.selection, self.store, self.digests)
+        self.flyte_ref = flyte_config.locate(cfg.flyte_config)
+        self.discovery = discover(cfg, settings.selection, self.store, self.digests, flyte_ref=self.flyte_ref)
+        # one configuration with flyte: its config file's project, domain and
+        # image settings under the pyproject table and the flags (see flyte_config.effective)
+        self.layers = flyte_config.layers(table_cfg, settings)
+        eff = flyte_config.effective(self.discovery.flyte, **self.layers)
+        self.cfg = cfg = replace(
+            cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
+            images={**(self.discovery.flyte.get("image_refs", {}).get("value") or {}), **cfg.images},
+        )
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
         if not self.discovery.envs:
@@ -81,7 +93,7 @@ class Workspace:
             version=settings.version,
             strict=cfg.strict,
             sync_local_sys_paths=settings.sync_local_sys_paths,
-            extra=dict(settings.extra),
+            extra={**settings.extra, "_flyte": {"ref": self.flyte_ref, "layers": self.layers}},
         )
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
         self.rules = rulesets.load_all(cfg.root, cfg.rules)
