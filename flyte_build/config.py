@@ -155,6 +155,9 @@ class Config:
     registry: str | None = None
     cache: str | None = None
     cache_required: bool = False
+    cache_read_only: bool | None = None  # None: read-only unless in CI or holding a signing key
+    cache_verify_keys: tuple[str, ...] = ()
+    cache_signing_key_file: str | None = None
     storage: str | None = None
     object_store: Any = None  # objstore.StoreOptions: endpoints, credentials, timeout
     project: str | None = None
@@ -182,16 +185,6 @@ class Config:
     def with_overrides(self, **kwargs) -> "Config":
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
 
-    def fingerprint(self) -> dict:
-        """What of the config can change what a target reads or makes (for keys)."""
-        return {
-            "copy_style": self.copy_style,
-            "envs": {k: [v.copy_style, list(v.include)] for k, v in self.envs.items()},
-            "allow_secrets": list(self.allow_secrets),
-            "source_roots": list(self.source_roots),
-            "images": self.images,
-        }
-
 
 KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "root-dir": ("root_dir", _str),
@@ -202,6 +195,9 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "registry": ("registry", _str),
     "cache": ("cache", _str),
     "cache-required": ("cache_required", _bool),
+    "cache-read-only": ("cache_read_only", _bool),
+    "cache-verify-keys": ("cache_verify_keys", _strs),
+    "cache-signing-key-file": ("cache_signing_key_file", _str),
     "storage": ("storage", _str),
     "object-store": ("object_store", _object_store),
     "project": ("project", _str),
