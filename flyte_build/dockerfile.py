@@ -204,7 +204,12 @@ class _Secrets:
                 env = (f"{group}_{key}" if group else key).replace("-", "_").upper()
             if env and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
                 raise UserError(f"{where}: secret {key!r}: {env!r} is not a valid environment variable name")
-            ident = hashlib.sha256("|".join([key, group or "", str(mount or ""), env or ""]).encode()).hexdigest()[:16]
+            # flyte's id for the secret, hash(secret): the first 64 bits of its stable hash, which
+            # CPython's hash() keeps when they fit a signed 64-bit word and else folds modulo
+            # 2**61 - 1 (written out, so the id is the same on any machine)
+            stable = hashlib.sha256("|".join([key, group or "", str(mount or ""), env or ""]).encode()).hexdigest()
+            n = int(stable[:16], 16)
+            ident = str(n if n < 2**63 else n % (2**61 - 1))
             parts = [k for k in (group, key) if k]
             self.needed[ident] = ("_".join(k.upper() for k in parts), "/etc/secrets/" + "_".join(parts))
             if mount:
@@ -472,7 +477,9 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     for i, layer in enumerate(layers):
         kind = layer.get("type")
         lw = f"{where}: layer {i} ({kind})"
-        mounts = secrets.mounts(layer, lw)
+        # a pip layer the PEX stands in for runs no step here, so it needs no secret
+        pex_pip = opts.use_pex and kind in ("PipPackages", "Requirements")
+        mounts = ("", "") if pex_pip else secrets.mounts(layer, lw)
         if kind == "_DockerLines":
             out.extend(layer.get("lines") or ())
         elif kind == "Commands":

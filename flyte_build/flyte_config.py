@@ -46,10 +46,11 @@ class ConfigRef:
     env: dict = field(default_factory=dict)  # the DISCOVERY_ENV variables that are set
 
     def fingerprint(self) -> dict:
-        """Plain data for cache keys: which file, its bytes' digest, the
-        variables that override it (secrets by digest only)."""
+        """Plain data for cache keys: the file's bytes' digest (not its path, so
+        checkouts and machines share keys) and the variables that override it
+        (secrets by digest only)."""
         secrets = {k: hashlib.sha256(os.environ[k].encode()).hexdigest() for k in SECRET_ENV if os.environ.get(k)}
-        return {"path": self.path, "digest": self.digest, "env": dict(sorted(self.env.items())), "secrets": secrets}
+        return {"digest": self.digest, "env": dict(sorted(self.env.items())), "secrets": secrets}
 
 
 def _git_root(start: Path) -> Path | None:
@@ -174,6 +175,25 @@ def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = No
 def shown(settings: dict[str, Setting]) -> dict:
     """JSON-able {setting: {"value", "source"}} with secrets masked."""
     return {k: {"value": s.shown(), "source": s.source} for k, s in settings.items()}
+
+
+def checked_layer(layer) -> dict:
+    """The flyte layer a discovery result carries (maybe from a shared store, so
+    untrusted): only known settings with string values (image refs: a table of
+    strings) pass; anything else is dropped, as if unset."""
+    out: dict = {}
+    if not isinstance(layer, dict):
+        return out
+    for name, got in layer.items():
+        if name not in LAYERS or name in SECRETS or not isinstance(got, dict):
+            continue
+        value, source = got.get("value"), got.get("source")
+        ok = value is None or isinstance(value, str)
+        if name == "image_refs":
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        if ok and isinstance(source, str):
+            out[name] = {"value": value, "source": source}
+    return out
 
 
 def layers(table_cfg, settings) -> dict:

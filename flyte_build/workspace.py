@@ -47,7 +47,9 @@ class Settings:
 
 
 class Workspace:
-    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None):
+    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None, discovery_shared=None):
+        """`discovery_shared`: a shared cache to consult for discovery only (the
+        revision `affected` compares with: its results are never built)."""
         self.settings = settings
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
@@ -75,15 +77,23 @@ class Workspace:
         self.digests = FileDigests(self.store.root / "state", str(cfg.root))
         self.warnings: list[str] = []
         self._warn = warn or self.warnings.append
+        shared = None
+        if cfg.cache:
+            from .shared_cache import open_shared
+
+            shared = open_shared(cfg.cache, cfg, self._warn)
+        self.cache = Cache(self.store, shared)
         self.flyte_ref = flyte_config.locate(cfg.flyte_config)
-        self.discovery = discover(cfg, settings.selection, self.store, self.digests, flyte_ref=self.flyte_ref)
+        self.discovery = discover(cfg, settings.selection, self.store, self.digests,
+                                  shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref)
         # one configuration with flyte: its config file's project, domain and
         # image settings under the pyproject table and the flags (see flyte_config.effective)
         self.layers = flyte_config.layers(table_cfg, settings)
-        eff = flyte_config.effective(self.discovery.flyte, **self.layers)
+        flyte_layer = flyte_config.checked_layer(self.discovery.flyte)
+        eff = flyte_config.effective(flyte_layer, **self.layers)
         self.cfg = cfg = replace(
             cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
-            images={**(self.discovery.flyte.get("image_refs", {}).get("value") or {}), **cfg.images},
+            images={**(flyte_layer.get("image_refs", {}).get("value") or {}), **cfg.images},
         )
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
@@ -100,12 +110,6 @@ class Workspace:
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
         self.rules = rulesets.load_all(cfg.root, cfg.rules)
         self.graph = Graph(self.ctx, self.rules)
-        shared = None
-        if cfg.cache:
-            from .shared_cache import open_shared
-
-            shared = open_shared(cfg.cache, cfg, self._warn)
-        self.cache = Cache(self.store, shared)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
     def engine(self, reporter: Reporter | None = None, jobs: int | None = None) -> Engine:

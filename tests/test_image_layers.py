@@ -26,7 +26,7 @@ import pytest
 from tests.support.cli import flyte_build
 from tests.support.docker_env import ensure_base_image
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # five cold image builds in one fixture
 
 LAYERS_REPO = Path(__file__).resolve().parent / "support" / "layers_repo"
 ENVS = ("layers_poetry", "layers_uv_script", "layers_dockerignore", "layers_secret", "layers_wheels")
