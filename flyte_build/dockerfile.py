@@ -393,6 +393,10 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
         lock = root_file(lock_rel, "poetry.lock")
         proj_dir = posixpath.dirname(pyproject)
         args = str(layer.get("extra_args") or "")
+        # the tool first, in a step of its own: the same in every image on this base, so
+        # BuildKit builds it once, and an edit of the project or its lock does not redo it
+        out.append(_run(f"[ -x {POETRY_HOME}/bin/poetry ] || {{ python3 -m venv {POETRY_HOME} "
+                        f"&& {POETRY_HOME}/bin/pip install --no-cache-dir poetry=={POETRY_VERSION}; }}"))
         if layer.get("project_install_mode") == "install_project":
             rel_dir = posixpath.dirname(layer["pyproject"])
             for n, p in folder(rel_dir, (layer["pyproject"],)).items():
@@ -409,9 +413,7 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
         # poetry never makes a venv of its own that the task would not see
         out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
         cmd = (
-            f"{_VENV_GUARD} && {{ [ -x {POETRY_HOME}/bin/poetry ] || {{ python3 -m venv {POETRY_HOME} "
-            f"&& {POETRY_HOME}/bin/pip install --no-cache-dir poetry=={POETRY_VERSION}; }}; }} "
-            f"&& cd {dest} && POETRY_CACHE_DIR=/tmp/poetry-cache "
+            f"{_VENV_GUARD} && cd {dest} && POETRY_CACHE_DIR=/tmp/poetry-cache "
             f"{POETRY_HOME}/bin/poetry install --no-interaction {args}".rstrip()
             + " && rm -rf /tmp/poetry-cache"
         )
