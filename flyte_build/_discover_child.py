@@ -187,19 +187,23 @@ def main(request_path: str, result_path: str) -> int:
     die_with_parent()
     from flyte_build import flyte_adapter as fa
 
-    fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
-    # from here on, what the user's modules read is part of the result's key
-    # (not the request's directory, nor the bytecode the parent compiled for us)
-    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)), req.get("pyc_dir") or "")))
+    try:
+        flyte_cfg = fa.discovery_settings(req.get("flyte_config"))
+    except ValueError as exc:  # flyte's config file is bad input: say so, import nothing
+        atomic.write_bytes(result_path, json.dumps({"envs": [], "problems": [str(exc)]}).encode())
+        return 0
+    fa.init_for_discovery(
+        Path(root), req.get("project") or flyte_cfg["project"]["value"], req.get("domain") or flyte_cfg["domain"]["value"],
+        flyte_cfg["org"]["value"], flyte_cfg["image_refs"]["value"], flyte_cfg["image_registry"]["value"],
+    )
+    # from here on, what the user's modules read is part of the result's key (not the
+    # request's directory); flyte's config is keyed by the parent (`flyte_config`)
+    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)))
     reads.install()
 
     global _ROOT
     _ROOT = root
     import_module = importlib.import_module
-    if req.get("pyc_dir") and not sys.flags.optimize:
-        from flyte_build import pycache
-
-        pycache.install(req["pyc_dir"], root)  # bytecode the parent compiles meanwhile
     tracker = _ImportTracker(root)
     tracker.install()
     failures = []
@@ -384,6 +388,7 @@ def main(request_path: str, result_path: str) -> int:
         "flyte_version": fa.flyte_version(),
         "version_warning": fa.check_version(),
         "requested": list(req["files"]),
+        "flyte": flyte_cfg,
         # bookkeeping for incremental discovery (the parent keeps it out of the result)
         "graph": graph,
         "all_envs": sorted(all_envs),
