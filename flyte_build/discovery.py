@@ -294,6 +294,8 @@ def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) ->
     from . import shared_discovery
 
     packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
+    # the witnesses stay local for now (see BUILD.md: not yet carried by shared results)
+    raw = {k: v for k, v in raw.items() if k != "reads_witness"}
     shared_discovery.publish(shared, stats, _shared_key(cfg, settings, tree, digests), files, raw, packed, digests, cfg.root)
 
 
