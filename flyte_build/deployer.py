@@ -45,6 +45,7 @@ BUNDLE_ROOT = "flyte-build"  # the upload's filename_root: bundles are named by 
 class TaskPlan:
     name: str
     spec: dict  # the TaskSpec in protobuf's JSON form
+    triggers: tuple = ()  # TaskTrigger messages in protobuf's JSON form, deployed with the task
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class EnvPlan:
             "target": f"deploy:{self.env}", "kind": "deploy", "env": self.env, "version": self.version,
             "image": self.image, "bundle": self.bundle, "bundle_uri": self.bundle_uri,
             "depends_on": list(self.depends_on), "images": dict(self.images),
-            "tasks": [{"name": t.name, "spec": t.spec} for t in self.tasks],
+            "tasks": [{"name": t.name, "spec": t.spec, "triggers": list(t.triggers)} for t in self.tasks],
         }
 
 
@@ -103,24 +104,39 @@ def templates(ctx) -> dict:
 
 
 def _child_request(ctx) -> dict:
-    edges = graph_mod.env_edges(ctx)
-
-    def closure(name: str) -> list[str]:
-        seen, todo = {name}, [name]
-        while todo:
-            for d in edges.get(todo.pop(), ()):
-                if d not in seen:
-                    seen.add(d)
-                    todo.append(d)
-        return sorted(seen)
-
+    every = sorted(e.name for e in ctx.envs)
     return {
         "project": ctx.cfg.project, "domain": ctx.cfg.domain, "org": None,
         "source_roots": list(ctx.cfg.source_roots), "image_refs": dict(sorted(ctx.image_refs().items())),
         "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
-        "modules": sorted({e.module for e in ctx.envs if e.module}),
-        "envs": {e.name: {"image_envs": closure(e.name), "with_bundle": ctx.cfg.copy_style_for(e.name) != "none"} for e in ctx.envs},
+        # the same modules discovery imported, in the same order: one loaded state
+        "files": list(ctx.discovery.candidates), "ignore_load_errors": bool(ctx.cfg.ignore_load_errors),
+        "copy_style": {e.name: ctx.cfg.copy_style_for(e.name) for e in ctx.envs},
+        # every env's image in every task's image cache, as flyte's merged cache
+        "envs": {e.name: {"image_envs": every, "with_bundle": has_bundle(ctx, e)} for e in ctx.envs},
     }
+
+
+def has_bundle(ctx, env) -> bool:
+    """Copy styles other than none have a bundle; none has one only for the
+    env's `include` files (flyte's include-only bundle)."""
+    if ctx.cfg.copy_style_for(env.name) != "none":
+        return True
+    return bool(env.include or ctx.cfg.include_for(env.name))
+
+
+def _check_tasks(ctx, envs: dict) -> None:
+    """Every env serializes exactly the tasks discovery found on it: an env
+    that has tasks and serializes none (or other ones) would deploy wrong."""
+    for e in ctx.envs:
+        got = envs.get(e.name) or {}
+        names = sorted(x["name"] for x in got.get("tasks", ()))
+        want = sorted(t.name for t in e.tasks)
+        if want and not names:
+            raise BuildFailed(f"`{e.name}` has {len(want)} tasks ({', '.join(want)}) but serialized none; nothing of it would deploy")
+        if names != want:
+            raise BuildFailed(f"`{e.name}`: discovery found tasks {', '.join(want) or 'none'} but serialization found "
+                              f"{', '.join(names) or 'none'}")
 
 
 def _templates(ctx) -> dict:
@@ -151,6 +167,7 @@ def _templates(ctx) -> dict:
     for name, out in sorted(raw["envs"].items()):
         if out.get("error"):
             raise UserError(out["error"])
+    _check_tasks(ctx, raw["envs"])
     ctx.digests.save()
     try:
         ctx.store.write_json(rel_path, raw["envs"])
@@ -233,7 +250,7 @@ def check_versions(ctx, names: list[str]) -> None:
     if ctx.options.version:
         return
     for name in names:
-        if ctx.cfg.copy_style_for(name) == "none":
+        if ctx.cfg.copy_style_for(name) == "none" and not has_bundle(ctx, ctx.env(name)):
             raise UserError(f"`{name}` has copy style none, so there is no bundle to derive a version from: give --version V")
 
 
@@ -250,7 +267,11 @@ def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_fo
     t = templates(ctx)[name]
     version = ctx.options.version or env_version(bundle, images_for_key, t["tasks"])
     spec_images = {k: v for k, v in images_for_spec.items() if v}
-    tasks = tuple(TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images, *where)) for x in t["tasks"])
+    tasks = tuple(
+        TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images, *where),
+                 tuple(fa.render_task_spec(tr, version, bundle_uri, spec_images, *where) for tr in x.get("triggers", ())))
+        for x in t["tasks"]
+    )
     env = ctx.env(name)
     return EnvPlan(name, version, images_for_spec.get(name), bundle, tasks, tuple(env.depends_on), dict(sorted(images_for_spec.items())), bundle_uri)
 
@@ -258,10 +279,6 @@ def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_fo
 def dry_run_bundle_uri(bundle: str | None) -> str | None:
     """Where a dry run says the bundle will be: the backend chooses the real place at upload."""
     return f"upload://{BUNDLE_ROOT}/{strip_digest(bundle)}.tar.gz" if bundle else None
-
-
-def _closure_names(ctx, name: str) -> list[str]:
-    return graph_mod.deploy_order(ctx, [name])
 
 
 def split_order(ctx, names: list[str], assume_deployed=()) -> tuple[list[str], list[str]]:
@@ -301,12 +318,13 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
-    images = {n: planned_image(ctx, ws.rules, ws.graph, n) for n in graph_mod.deploy_order(ctx, order)}
+    # every env's image: each task's image cache names them all (see serialize_env_templates)
+    images = {e.name: planned_image(ctx, ws.rules, ws.graph, e.name) for e in ctx.envs}
     envs = []
     for n in order:
         b = results.get(f"bundle:{n}")
         digest = b.digest if b else None
-        imgs = {d: images[d] for d in _closure_names(ctx, n)}
+        imgs = dict(images)
         envs.append(env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None)))
     return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order, expand=False)),
                 ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out))
@@ -356,8 +374,13 @@ def run_action(req):
     target = ctx.options.extra.get("_deploy_target") or backend_target(ctx)
     bundle = req.deps.get(f"bundle:{name}")
     image_res = req.deps.get(f"image:{name}")
-    key_images: dict = {}
-    spec_images: dict = {}
+    # every env's image is in each task's image cache: the ones this deploy
+    # does not wait for by their planned reference (a content-addressed tag)
+    planned = {e.name: planned_image(ctx, ctx.options.extra.get("_rules", {}), ctx.options.extra.get("_graph"), e.name)
+               for e in ctx.envs if e.name != name} if ctx.options.extra.get("_graph") is not None else \
+        {e.name: templates(ctx)[e.name].get("image") for e in ctx.envs if e.name != name}
+    key_images: dict = dict(planned)
+    spec_images: dict = dict(planned)
     for d in ctx.env(name).depends_on:
         dep = req.deps.get(f"deploy:{d}")
         if dep is not None:
@@ -408,7 +431,7 @@ async def _deploy_tasks(target: Target, tasks) -> list:
     out = []
     for t in tasks:  # in name order: each request is small, and a server sees a stable sequence
         try:
-            out.append(await backend.deploy_task(t.spec))
+            out.append(await backend.deploy_task(t.spec, t.triggers))
         except Exception as exc:  # noqa: BLE001 - reported per task
             out.append(exc)
     return out

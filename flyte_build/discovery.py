@@ -36,7 +36,7 @@ from .model import Discovery
 from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
-FORMAT = 5
+FORMAT = 6
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,9 @@ def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str]]:
         return "file", [rels[0]]
     if sel.variable:
         raise UserError("a variable name selects an environment in one file; give a file, not a directory")
+    if sel.all and not sel.recursive and sel.paths:
+        # `flyte deploy --all DIR`: the directory's own .py files, not its subdirectories
+        return "flat", [r or "." for r in rels]
     return "recursive", [r or "." for r in rels]
 
 
@@ -109,8 +112,17 @@ def _walk(cfg: Config, mode: str, targets: list[str]) -> _Tree:
         if (cfg.root / rel).is_file():
             candidates.add(rel)
             continue
+        if mode == "flat":
+            d = cfg.root / rel
+            dirs[rel] = os.stat(d).st_mtime_ns
+            candidates.update(f"{rel}/{n}" if rel else n for n in sorted(os.listdir(d))
+                              if n.endswith(".py") and n != "__init__.py" and (d / n).is_file())
+            continue
         fs = files_mod.walk(cfg.root, start=rel, suffixes=(".py",), dir_mtimes=dirs)
-        candidates.update(fs.files)
+        # as `flyte deploy --recursive`: package __init__.py files are not
+        # candidates of their own (they run when a module below them loads;
+        # a root that is itself a package has no name for its own)
+        candidates.update(f for f in fs.files if f.rsplit("/", 1)[-1] != "__init__.py")
         ignore_files.update(fs.ignore_files)
     fresh = time.time_ns() - int(RACY_SECONDS * 1e9)
     return _Tree(sorted(candidates), {d: (m if m < fresh else None) for d, m in dirs.items()}, sorted(ignore_files))
@@ -143,6 +155,7 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         "mode": mode,
         "targets": targets,
         "variable": sel.variable,
+        "all": sel.all,
         "project": cfg.project,
         "domain": cfg.domain,
         "source_roots": list(cfg.source_roots),
@@ -164,21 +177,22 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         if not changed:
             if tree is not None:  # same modules, newly stamped directories: skip the walk next time
                 _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests)
-            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
+            return _checked(Discovery.from_json({**entry["result"], "candidates": entry["candidates"]}, cached=True),
+                            entry["result"], cfg)
         # the same candidates, some files edited: re-import only what they affect
         if mode == "recursive" and entry.get("incremental"):
             tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
             got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
             if got is not None:
                 raw, book = got
-                result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
+                result = _checked(Discovery.from_json({**raw, "candidates": tree.candidates}, how="incremental"), raw, cfg)
                 _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
                 return result
 
     tree = tree or _walk(cfg, mode, targets)
     raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
     book = _split(raw)
-    result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
+    result = _checked(Discovery.from_json({**raw, "candidates": tree.candidates}, how="full"), raw, cfg)
     _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
     return result
 
@@ -399,6 +413,7 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         "mode": mode,
         "targets": targets,
         "variable": sel.variable,
+        "all": sel.all,
         "files": candidates,
         "project": cfg.project,
         "domain": cfg.domain,

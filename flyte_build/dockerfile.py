@@ -46,6 +46,9 @@ class Options:
     use_pex: bool = False  # install pip requirements from deps/requirements.pex
     bake: dict = field(default_factory=dict)  # name -> path: code baked in (copy style none)
     code_dir: str = "/root"
+    # directories outside the root whose files a `with_uv_project` layer may
+    # name (the project holding pyproject.toml when the root is its `src/`)
+    project_dir: str | None = None
 
 
 @dataclass(frozen=True)
@@ -216,7 +219,14 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     context: dict[str, str] = {}
     warnings: list[str] = []
 
-    def root_file(rel: str, what: str) -> str:
+    def root_file(rel: str, what: str, outside_ok: bool = False) -> str:
+        if outside_ok and rel.startswith("/") and opts.project_dir and os.path.isfile(rel) \
+                and os.path.realpath(rel).startswith(opts.project_dir.rstrip("/") + "/"):
+            # the root is a src/ folder of the project: its pyproject.toml and
+            # uv.lock sit above it, and go into the image's build context only
+            name = "project/" + os.path.relpath(os.path.realpath(rel), opts.project_dir)
+            context[name] = os.path.realpath(rel)
+            return name
         if rel.startswith("/") or rel.startswith("../") or rel == "..":
             raise UserError(f"{where}: {what} {rel!r} lies outside the root {root}")
         path = root / rel
@@ -306,9 +316,10 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
                 out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} {pkgs}"))
         elif kind == "UVProject":
             flags = " ".join(_pip_flags(layer, lw))
-            pyproject = root_file(layer["pyproject"], "pyproject")
+            install = layer.get("project_install_mode") == "install_project"
+            pyproject = root_file(layer["pyproject"], "pyproject", outside_ok=not install)
             proj_dir = posixpath.dirname(pyproject)
-            lock = root_file(layer["uvlock"], "uv.lock") if layer.get("uvlock") else None
+            lock = root_file(layer["uvlock"], "uv.lock", outside_ok=not install) if layer.get("uvlock") else None
             if layer.get("project_install_mode") == "install_project":
                 rel_dir = posixpath.dirname(layer["pyproject"])
                 for n, p in list_folder(rel_dir).items():

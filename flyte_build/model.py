@@ -42,6 +42,9 @@ class EnvSpec:
     tasks: tuple[TaskInfo, ...] = ()
     selected: bool = True  # False when present only as a dependency of a selected env
     extra: dict = field(default_factory=dict)  # description, secrets, cache, queue, ...
+    # user files (relative) discovery saw loaded while importing the env's own
+    # modules (its file and its tasks' files): part of its bundle
+    loaded: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,7 +56,7 @@ class EnvSpec:
             depends_on=tuple(d.get("depends_on", ())), image=d.get("image", "auto"), resources=d.get("resources"),
             env_vars=d.get("env_vars") or {}, include=tuple(d.get("include", ())),
             tasks=tuple(TaskInfo.from_json(t) for t in d.get("tasks", ())), selected=d.get("selected", True),
-            extra=d.get("extra") or {},
+            extra=d.get("extra") or {}, loaded=tuple(d.get("loaded", ())),
         )
 
     def spec_fingerprint(self) -> dict:
@@ -80,6 +83,9 @@ class Discovery:
     # (only the modules an edit affects were imported, the rest reused) or "full"
     how: str = "full"
     requested: tuple[str, ...] = ()  # the modules the child was asked to import (none if cached)
+    # every candidate module of the selection, in import order: what task
+    # serialization imports again to see the same loaded state
+    candidates: tuple[str, ...] = ()
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:
@@ -105,4 +111,5 @@ class Discovery:
             cached=cached,
             how=how or ("cached" if cached else "full"),
             requested=() if cached else tuple(d.get("requested", ())),
+            candidates=tuple(d.get("candidates", ())),
         )

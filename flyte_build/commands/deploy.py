@@ -13,9 +13,9 @@ def add_parser(sub, parents):
     p = sub.add_parser("deploy", help=HELP, description=HELP, parents=parents)
     p.add_argument("args", nargs="*", metavar="TARGET|PATH [ENV_VAR]",
                    help="deploy targets (deploy:ENV, deploy:*), or a file and variable / a directory, as `flyte deploy`")
-    p.add_argument("--all", action="store_true", help="every environment in the file")
-    p.add_argument("--recursive", action="store_true", help="every environment under the directory")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; build nothing external, contact nothing")
+    p.add_argument("--all", action="store_true", help="every environment loaded from the file (or the directory's own .py files)")
+    p.add_argument("--recursive", "-r", action="store_true", help="every environment loaded from the directory tree")
+    p.add_argument("--dry-run", "--dryrun", action="store_true", help="print the plan; build nothing external, contact nothing")
     p.add_argument("--version", dest="deploy_version", metavar="V", help="the version of every task (default: a content key)")
     p.add_argument("--force", action="store_true", help="redeploy environments that are unchanged since their last deploy")
     p.add_argument("--endpoint", help="the Flyte endpoint (default: flyte's config.yaml)")
