@@ -118,7 +118,8 @@ def _walk(cfg: Config, mode: str, targets: list[str]) -> _Tree:
             candidates.update(f"{rel}/{n}" if rel else n for n in sorted(os.listdir(d))
                               if n.endswith(".py") and n != "__init__.py" and (d / n).is_file())
             continue
-        fs = files_mod.walk(cfg.root, start=rel, suffixes=(".py",), dir_mtimes=dirs)
+        # flyte's own ignores (its standard patterns; git's verdict in a repository)
+        fs = files_mod.walk(cfg.root, start=rel, suffixes=(".py",), dir_mtimes=dirs, flyte_semantics=True)
         # as `flyte deploy --recursive`: package __init__.py files are not
         # candidates of their own (they run when a module below them loads;
         # a root that is itself a package has no name for its own)

@@ -104,8 +104,13 @@ def git_ignored(root: Path) -> tuple[frozenset[str], tuple[str, ...]] | None:
     if out.returncode != 0:
         return None
     names = frozenset(n for n in out.stdout.decode("utf-8", "surrogateescape").split("\n") if n)
+    index = Path(top) / ".git" / "index"
+    if index.is_file():
+        found_for_key = [*found, index]  # what git tracks decides too: a `git add` changes the verdict
+    else:
+        found_for_key = list(found)
     rels = []
-    for p in found:
+    for p in found_for_key:
         try:
             rels.append(p.resolve().relative_to(Path(root).resolve()).as_posix())
         except ValueError:
