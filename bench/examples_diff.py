@@ -59,12 +59,22 @@ def _src_layout(d: Path) -> bool:
         (x / "__init__.py").is_file() for x in src.iterdir() if x.is_dir())
 
 
+def _project_name(d: Path) -> str | None:
+    m = re.search(r'^name\s*=\s*"([^"]+)"', (d / "pyproject.toml").read_text(errors="replace"), re.M) \
+        if (d / "pyproject.toml").is_file() else None
+    return m.group(1) if m else None
+
+
+def _variants(name: str) -> set[str]:
+    return {name, name.replace("-", "_"), name.replace("_", "-")}
+
+
 def units(example: Path) -> list[Path]:
     """The folders deployed on their own: each pyproject.toml folder declaring
     envs (not one nested in another such folder), else each top-level folder
     (or the example itself) of modules declaring envs."""
     found: list[Path] = []
-    for pp in sorted(example.rglob("pyproject.toml")):
+    for pp in sorted(example.rglob("pyproject.toml"), key=lambda p: (len(p.parts), p)):  # outermost first
         d = pp.parent
         if SKIP_DIRS & set(d.relative_to(example).parts):
             continue
@@ -89,7 +99,11 @@ def check_unit(example: Path, unit: Path, scratch: Path):
     others = [s for s in example.rglob("src") if s.is_dir() and s != unit / "src" and not SKIP_DIRS & set(s.parts)
               and not (s / "__init__.py").exists()]
     inside = [s.relative_to(unit) for s in others if s.is_relative_to(unit)]
-    outside = [s for s in others if not s.is_relative_to(unit)]
+    # a project elsewhere in the example is installed only when the unit's
+    # pyproject.toml names it (a dependency: the published library)
+    wanted = (unit / "pyproject.toml").read_text(errors="replace") if (unit / "pyproject.toml").is_file() else ""
+    outside = [s for s in others if not s.is_relative_to(unit) and _project_name(s.parent) and
+               any(v in wanted for v in _variants(_project_name(s.parent)))]
     site = scratch / "site-packages"
     for s in outside:  # installed libraries: what `uv sync` would put in site-packages
         for pkg in s.iterdir():
@@ -100,7 +114,8 @@ def check_unit(example: Path, unit: Path, scratch: Path):
     for p in _py_files(unit):
         refs.update(re.findall(r"from_ref_name\(\s*['\"]([^'\"]+)['\"]", p.read_text(errors="replace")))
     images = {r: f"registry.example.com/{r}:v1" for r in sorted(refs)}
-    return fr.differential(unit, ".", str(flyte_root.relative_to(unit)), str(flyte_root.relative_to(unit)) if flyte_root != unit else None,
+    rel = str(flyte_root.relative_to(unit))  # as the README deploys it (a src layout: --root-dir src)
+    return fr.differential(unit, rel, rel, None,
                            images=images, pythonpath=pythonpath, image_paths=[str(site)] if outside else (),
                            cache_dir=scratch / "cache")
 

@@ -29,6 +29,12 @@ def main(request_path: str, result_path: str) -> int:
     _, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")))
     if failures and not req.get("ignore_load_errors"):
         result["error"] = f"importing the environments' modules again failed: {failures[0]['message']}"
+    # the directories a task's module may be named under: every sys.path
+    # entry under the root (source roots, workspace members, the root)
+    import os
+
+    module_roots = [Path(p) for p in dict.fromkeys(os.path.realpath(p) for p in sys.path if p)
+                    if p == root or p.startswith(root.rstrip("/") + "/")]
     if result["error"] is None:
         envs = {e.name: e for e in fa.loaded_environments()}
         all_names = sorted(req["envs"])
@@ -46,7 +52,7 @@ def main(request_path: str, result_path: str) -> int:
                 out["tasks"] = fa.serialize_env_templates(
                     env, Path(root), req.get("project"), req.get("domain"), req.get("org"),
                     want.get("image_envs", all_names), want["with_bundle"], req.get("sync_local_sys_paths", True),
-                    [Path(p) for p in search_roots],
+                    module_roots,
                 )
             except Exception as exc:  # noqa: BLE001
                 out["error"] = f"serializing the tasks of `{name}` failed: {type(exc).__name__}: {exc}"

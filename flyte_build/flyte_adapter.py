@@ -288,10 +288,12 @@ def _wire_spec(task, sc):
 
 def _module_root(task, root: Path, source_roots: list) -> Path:
     """The directory flyte's resolver names the task's module against: the
-    deepest source root holding its file (a src layout's `src`), else the
-    root. flyte names a module by its file's path under `root_dir`, so with
-    the root at a src-layout project it would say `src.pkg.mod`, a module
-    that does not exist remotely; `pkg.mod` (found through `_F_SYS_PATH`) does."""
+    deepest `sys.path` entry under the root holding its file (a src layout's
+    `src`, a workspace member's `src`), else the root. flyte names a module
+    by its file's path under `root_dir`, so with the root at a src-layout
+    project it would say `src.pkg.mod`, a module that does not exist remotely
+    (and for a workspace member's task it refuses: "not relative to");
+    `pkg.mod`, found through `_F_SYS_PATH`, is the module that was loaded."""
     import inspect
 
     try:

@@ -34,18 +34,24 @@ def outcomes(tmp_path_factory):
     base = tmp_path_factory.mktemp("fidelity")
     cache = base / "cache"
 
-    def one(case):
-        proj = corpus.materialize(case, base)
+    def one(item):
+        name, cases = item
+        case = cases[0]
+        proj = corpus.materialize_group(cases, base, name)
         ignore = ("container.env[0].value",) if "sys_path" in case.expect else ()
         try:
-            return case.name, fr.differential(proj, case.root, case.path, case.flyte_root, case.copy_style, case.images,
-                                              case.pythonpath, case.run, case.image_paths, cache_dir=cache / case.name,
-                                              ignore_spec=ignore)
+            got = fr.differential(proj, case.root, case.path, case.flyte_root, case.copy_style, case.images,
+                                  case.pythonpath, tuple(t for c in cases for t in c.run), case.image_paths,
+                                  cache_dir=cache / name, ignore_spec=ignore)
+            return {c.name: (got.only(c.envs) if c.envs else got) for c in cases}
         except Exception as exc:  # noqa: BLE001 - reported by the case's own test
-            return case.name, exc
+            return {c.name: exc for c in cases}
 
+    out: dict = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return dict(pool.map(one, corpus.CASES))
+        for d in pool.map(one, corpus.groups().items()):
+            out.update(d)
+    return out
 
 
 def test_corpus_covers_the_layouts():
@@ -105,7 +111,9 @@ def test_cross_env_image_cache_names_every_env(outcomes):
     spec = outcomes["cross_env_calls"].ours.envs["env_a"]["tasks"]["env_a.a_task"]["spec"]
     args = spec["task_template"]["container"]["args"]
     lookup = fr._image_cache(args[args.index("--image-cache") + 1])
-    assert lookup == {"env_a": "ghcr.io/example/a:1", "env_b": "ghcr.io/example/b:1", "env_c": "ghcr.io/example/c:1"}
+    # every env of the deploy (the shared project has more), each with its own image
+    assert {"env_a": "ghcr.io/example/a:1", "env_b": "ghcr.io/example/b:1", "env_c": "ghcr.io/example/c:1"}.items() <= lookup.items()
+    assert len(lookup) > 3
 
 
 def test_defaults_docs_and_triggers_are_sent(outcomes):
@@ -164,6 +172,18 @@ def test_cli_parity_flags(tmp_path):
     r = _cli(["deploy", "--dry-run", "--json", "--all", "flows"], proj, tmp_path / "cache")
     assert r.returncode == 0, r.stderr
     assert [t["env"] for t in json.loads(r.stdout)["targets"]] == ["a"]
+    # FILE without an env variable: the envs declared in it
+    r = _cli(["deploy", "--dry-run", "--json", "flows/sub/b.py"], proj, tmp_path / "cache")
+    assert r.returncode == 0, r.stderr
+    assert [t["env"] for t in json.loads(r.stdout)["targets"]] == ["b"]
+    # the Python API takes flyte.deploy's arguments: dryrun (deprecated alias), interactive_mode
+    import flyte_build
+
+    plan = flyte_build.deploy("a", dryrun=True, root_dir=str(proj), cache_dir=str(tmp_path / "cache"),
+                              images={"default": "reg.example.com/default:7"})
+    assert [e.env for e in plan.envs] == ["a"] and plan.envs[0].image == "reg.example.com/default:7"
+    with pytest.raises(NotImplementedError):
+        flyte_build.deploy("a", interactive_mode=True, root_dir=str(proj), cache_dir=str(tmp_path / "cache"))
 
 
 def test_env_with_tasks_that_serializes_none_fails_naming_it(tmp_path):

@@ -32,6 +32,11 @@ class Case:
     run: tuple[str, ...] = ()  # tasks the bundle test calls
     git: bool = False  # `git init` the project (and commit) before running
     expect: dict = field(default_factory=dict)  # results the test asserts beyond equality
+    # cases with one group share one project (their files side by side, one
+    # root): one flyte run and one flyte-build run check them all, and each
+    # case's test looks at its own envs (`envs`)
+    group: str | None = None
+    envs: tuple[str, ...] = ()
 
 
 def _d(s: str) -> str:
@@ -142,6 +147,7 @@ CASES: list[Case] = [
             "pipeline/common/util.py": "def double(x):\n    return 2 * x\n",
         },
         run=("pipeline.extract", "pipeline.train"),
+        group='mixed', envs=('pipeline',),
     ),
     Case(
         "init_side_effects",
@@ -164,6 +170,7 @@ CASES: list[Case] = [
             '''),
         },
         run=("svc.work",), expect={"svc.work": "ran: 'from-init:init,jobs-init'"},
+        group='mixed', envs=('svc',),
     ),
     Case(
         "plugins_by_name",
@@ -191,6 +198,7 @@ CASES: list[Case] = [
             '''),
         },
         run=("plug.names",), expect={"plug.names": "ran: 'alpha+beta'"},
+        group='mixed', envs=('plug',),
     ),
     Case(
         "root_package",
@@ -235,6 +243,7 @@ CASES: list[Case] = [
             "dep.py": "def exponent():\n    return 2\n",
         },
         run=("full_build.square",), expect={"full_build.square": "ran: 9"},
+        group='mixed', envs=('full_build',),
     ),
     Case(
         "dockerfile_env",
@@ -257,6 +266,7 @@ CASES: list[Case] = [
             '''),
         },
         run=("docker_env.hello",),
+        group='mixed', envs=('docker_env',),
     ),
     Case(
         "pure_byoi",
@@ -359,6 +369,7 @@ CASES: list[Case] = [
             '''),
         },
         run=("env_a.a_task",), expect={"env_a.a_task": "ran: 101"},
+        group='mixed', envs=('env_a', 'env_b', 'env_c'),
     ),
     Case(
         "defaults_docs_trigger",
@@ -386,6 +397,7 @@ CASES: list[Case] = [
             '''),
         },
         run=("report.summarize",), expect={"report.summarize": "ran: 'daily:1.5'"},
+        group='mixed', envs=('report',),
     ),
     Case(
         "none_with_includes",
@@ -435,10 +447,18 @@ CASES: list[Case] = [
 ]
 
 
-def materialize(case: Case, base: Path) -> Path:
-    """Write the case's files under base/<name>; returns the project directory."""
-    proj = base / case.name
-    for rel, text in case.files.items():
+def groups() -> dict[str, list[Case]]:
+    """The cases by project: a group's cases share one, the others have their own."""
+    out: dict[str, list[Case]] = {}
+    for c in CASES:
+        out.setdefault(c.group or c.name, []).append(c)
+    return out
+
+
+def materialize(case: Case, base: Path, name: str | None = None, files: dict | None = None) -> Path:
+    """Write the case's files (or `files`) under base/<name>; returns the project directory."""
+    proj = base / (name or case.name)
+    for rel, text in (files if files is not None else case.files).items():
         p = proj / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_text(text)
@@ -451,3 +471,11 @@ def materialize(case: Case, base: Path) -> Path:
         (proj / "proj/late.tmp").write_text("untracked, ignored")
         (proj / "proj/late.txt").write_text("untracked, kept")
     return proj
+
+
+def materialize_group(cases: list[Case], base: Path, name: str) -> Path:
+    files: dict[str, str] = {}
+    for c in cases:
+        for rel, text in c.files.items():
+            assert files.setdefault(rel, text) == text, f"{name}: two cases write {rel}"
+    return materialize(cases[0], base, name, files)

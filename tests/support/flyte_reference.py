@@ -356,6 +356,18 @@ class Outcome:
     diffs: list
     runs: dict
 
+    def only(self, envs) -> "Outcome":
+        """This outcome seen from some of its envs (a case of a shared project)."""
+        envs = set(envs)
+
+        def mine(key: str) -> bool:
+            return key in envs or any(key.startswith(e + ".") for e in envs)
+
+        ref = {**self.ref, "envs": {n: e for n, e in self.ref["envs"].items() if n in envs}}
+        ours = BuildAnswer({n: e for n, e in self.ours.envs.items() if n in envs}, self.ours.error, self.ours.warnings)
+        diffs = [d for d in self.diffs if d.startswith("envs:") or d.startswith("flyte-build failed") or mine(d.split(":")[0])]
+        return Outcome(ref, ours, diffs, {t: r for t, r in self.runs.items() if mine(t)})
+
     def table_row(self) -> dict:
         loads = sum(1 for v in self.runs.values() if not v.startswith("FAILED"))
         return {"envs": f"{len(self.ours.envs)}/{len(self.ref['envs'])}",
