@@ -344,4 +344,6 @@ RULE = Rule(
     deps=deps,
     describe=describe,
     remote_check=remote_check,
+    outputs=((ARTIFACT,), ()),
+    needs_signature=True,
 )
