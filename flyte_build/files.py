@@ -268,8 +268,6 @@ def walk(
                 continue
             if e.name in STANDARD_IGNORED_NAMES or e.name.endswith(STANDARD_IGNORED_SUFFIXES):
                 continue
-            if flyte_semantics and (flyte_standard_ignored(rel) or rel in git_names):
-                continue
             if suffixes is not None and not e.name.endswith(suffixes):
                 continue
             if ignores.ignored(rel, False):
@@ -293,6 +291,8 @@ def walk(
                 raise UserError(f"{shown}: file name is not valid UTF-8; rename it, or list it in .flyteignore to leave it out")
             if is_secret(rel) and not _allowed(rel, allow_secrets):
                 warnings.append(f"{rel}: looks like a secret; left out (allow it with `allow-secrets`)")
+                continue
+            if flyte_semantics and (flyte_standard_ignored(rel) or rel in git_names):
                 continue
             files[rel] = e.path
         # depth-first in sorted order; ignore specs of this dir apply to its subtree only
