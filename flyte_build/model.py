@@ -41,10 +41,15 @@ class EnvSpec:
     include: tuple[str, ...] = ()  # extra files, relative to the root
     tasks: tuple[TaskInfo, ...] = ()
     selected: bool = True  # False when present only as a dependency of a selected env
-    extra: dict = field(default_factory=dict)  # description, secrets, cache, queue, ...
+    extra: dict = field(default_factory=dict)  # description, secrets, cache, queue, ...; "app" for apps
+    kind: str = "task"  # "task" (a flyte.TaskEnvironment) or "app" (a flyte.app.AppEnvironment)
     # user files (relative) discovery saw loaded while importing the env's own
     # modules (its file and its tasks' files): part of its bundle
     loaded: tuple[str, ...] = ()
+
+    @property
+    def is_app(self) -> bool:
+        return self.kind == "app"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -56,7 +61,7 @@ class EnvSpec:
             depends_on=tuple(d.get("depends_on", ())), image=d.get("image", "auto"), resources=d.get("resources"),
             env_vars=d.get("env_vars") or {}, include=tuple(d.get("include", ())),
             tasks=tuple(TaskInfo.from_json(t) for t in d.get("tasks", ())), selected=d.get("selected", True),
-            extra=d.get("extra") or {}, loaded=tuple(d.get("loaded", ())),
+            extra=d.get("extra") or {}, kind=d.get("kind", "task"), loaded=tuple(d.get("loaded", ())),
         )
 
     def spec_fingerprint(self) -> dict:
@@ -86,6 +91,7 @@ class Discovery:
     # every candidate module of the selection, in import order: what task
     # serialization imports again to see the same loaded state
     candidates: tuple[str, ...] = ()
+    walked_dirs: tuple[str, ...] = ()  # directories (relative) whose listing gave the candidate modules
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:
