@@ -27,6 +27,8 @@ from tests.support import corpus
 from tests.support import flyte_reference as fr
 
 CASES = {c.name: c for c in corpus.CASES}
+# the first case's test also computes the whole corpus (a session fixture, two projects at a time)
+pytestmark = pytest.mark.timeout(1500)
 
 
 @pytest.fixture(scope="session")
