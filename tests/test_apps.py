@@ -144,8 +144,7 @@ def test_app_parameters_from_the_backend_are_refused_with_a_clear_message(tmp_pa
 REFERENCE = r'''
 import json, pathlib, sys
 root = pathlib.Path(sys.argv[1]).resolve()
-sys.path.insert(0, str(root))
-import flyte
+import flyte  # flyte.init puts the root on sys.path once, as `flyte deploy` has it
 flyte.init(project="proj", domain="development", root_dir=root)
 from flyte._internal.image_cache import ImageCache
 from flyte.app._runtime import translate_app_env_to_idl
@@ -205,8 +204,9 @@ def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, contr
 
     assert "sha256:" + hashlib.sha256(body).hexdigest() == plan["web"]["bundle"]
     # differential: flyte's own serializer, same app, same version, bundle and images
+    # (every env of the deploy is in the image cache, as flyte's merged cache has it)
     want = flyte_serialized_app(root, plan["web"]["version"], app.metadata.code_bundle_uri,
-                                {"web": IMG.format("web"), "work": IMG.format("work")})
+                                {"web": IMG.format("web"), "work": IMG.format("work"), "report": IMG.format("report")})
     assert got == want
     # the dependent task env names the app's image in its image cache, as flyte does
     report = next(req for m, req in sent if m == "DeployTask")
