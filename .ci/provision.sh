@@ -354,6 +354,9 @@ step_azurite() {
         return
     fi
     need_root "npm install -g azurite"
+    # HTTPS may pass an intercepting proxy whose CA is only in the system bundle: let node trust it too
+    local bundle=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+    if [[ -z ${NODE_EXTRA_CA_CERTS:-} && -f ${bundle} ]]; then export NODE_EXTRA_CA_CERTS=${bundle}; fi
     logged "${STATE_DIR}/npm-azurite.log" npm install -g --no-audit --no-fund azurite
     command -v azurite-blob >/dev/null 2>&1 || die "npm installed azurite but azurite-blob is not on PATH ($(npm prefix -g)/bin)"
     STATUS="installed azurite $(azurite-blob --version 2>/dev/null | tail -n 1)"

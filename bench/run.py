@@ -176,12 +176,16 @@ def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, sa
     url = f"s3://{s3['bucket']}/{name}-{os.getpid()}"
     _edit(service_file, 999)
     _git(repo, "commit", "-q", "-am", "head: one service edit")
+    def git_out(*args):
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+    head, branch = git_out("rev-parse", "HEAD"), git_out("symbolic-ref", "--short", "HEAD")
     # machine A: builds the base commit, then the head commit, publishing both
-    for rev in ("HEAD~1", "HEAD"):
+    for rev in (f"{head}~1", head):
         _git(repo, "checkout", "-q", rev)
         cache_a = work / name / "machine-a-cache"
         measure([*fb[:3], "--cache", url, *fb[3:]], repo, {**env, "FLYTE_BUILD_CACHE_DIR": str(cache_a)})
-    _git(repo, "checkout", "-q", "-")
+    _git(repo, "checkout", "-q", branch)
     # machine B: a clone at another path, checked out at the head commit
     clone = work / name / "elsewhere" / "checkout"
     shutil.rmtree(clone, ignore_errors=True)
