@@ -266,7 +266,21 @@ def check_versions(ctx, names: list[str]) -> None:
 
 
 # -- versions and specs ------------------------------------------------------------
+def without_source_link(spec: dict) -> dict:
+    """A task spec (or its template) less the documentation's git source link:
+    flyte links each task to the current commit, so the link moves with every
+    commit while what the task runs does not. Versions and deploy keys ignore
+    it (flyte's version does not hash it either)."""
+    doc = spec.get("spec", spec).get("documentation") if isinstance(spec, dict) else None
+    if not isinstance(doc, dict) or "source_code" not in doc:
+        return spec
+    if "spec" in spec and isinstance(spec["spec"], dict):
+        return {**spec, "spec": without_source_link(spec["spec"])}
+    return {**spec, "documentation": {k: v for k, v in doc.items() if k != "source_code"}}
+
+
 def env_version(bundle: str | None, images: dict[str, str | None], tasks: list[dict]) -> str:
+    tasks = [without_source_link(t) for t in tasks]
     return key_of({"format": FORMAT, "bundle": bundle, "images": images, "tasks": tasks})[:32]
 
 
@@ -424,7 +438,8 @@ def run_action(req):
     app_key = {**provisional.app, "metadata": {k: v for k, v in provisional.app["metadata"].items() if k != "source_code"}} \
         if provisional.app else None
     deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
-                         "tasks": [t.spec for t in provisional.tasks], "app": app_key})
+                         "tasks": [without_source_link(t.spec) for t in provisional.tasks], "triggers": [t.triggers for t in provisional.tasks],
+                         "app": app_key})
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
             "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
             "project": target.project, "domain": target.domain}
