@@ -177,7 +177,11 @@ def file_of_path(path: str) -> str | None:
     return os.path.relpath(real, _ROOT)
 
 
-def prepare(req: dict) -> tuple[str, list[str]]:
+class BadFlyteConfig(Exception):
+    """flyte's config file cannot be read: bad input, reported before any import."""
+
+
+def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], dict]:
     """Set up this process as `flyte deploy` sets up its own: the root as the
     working directory, flyte initialised with the project and domain (which
     appends the root to sys.path), then the source roots after it. The entry
@@ -197,14 +201,25 @@ def prepare(req: dict) -> tuple[str, list[str]]:
 
     from flyte_build import flyte_adapter as fa
 
-    # flyte.init appends the root to sys.path (after site-packages), as `flyte deploy` has it
-    fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
+    if read_flyte_config:
+        try:
+            flyte_cfg = fa.discovery_settings(req.get("flyte_config"))
+        except ValueError as exc:  # flyte's config file is bad input: say so, import nothing
+            raise BadFlyteConfig(str(exc)) from None
+        # flyte.init appends the root to sys.path (after site-packages), as `flyte deploy` has it
+        fa.init_for_discovery(
+            Path(root), req.get("project") or flyte_cfg["project"]["value"], req.get("domain") or flyte_cfg["domain"]["value"],
+            flyte_cfg["org"]["value"], flyte_cfg["image_refs"]["value"], flyte_cfg["image_registry"]["value"],
+        )
+    else:
+        flyte_cfg = {}
+        fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
     if root not in sys.path:
         sys.path.append(root)
     for p in search_roots:
         if p not in sys.path:
             sys.path.append(p)
-    return root, search_roots
+    return root, search_roots, flyte_cfg
 
 
 def import_candidates(files: list[str], search_roots: list[str], root: str, ignore_load_errors: bool,
@@ -239,7 +254,11 @@ def import_candidates(files: list[str], search_roots: list[str], root: str, igno
 
 def main(request_path: str, result_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
-    root, search_roots = prepare(req)
+    try:
+        root, search_roots, flyte_cfg = prepare(req)
+    except BadFlyteConfig as exc:
+        atomic.write_bytes(result_path, json.dumps({"envs": [], "problems": [str(exc)]}).encode())
+        return 0
     from flyte_build import flyte_adapter as fa
 
     global _ROOT
@@ -427,6 +446,7 @@ def main(request_path: str, result_path: str) -> int:
         "flyte_version": fa.flyte_version(),
         "version_warning": fa.check_version(),
         "requested": list(req["files"]),
+        "flyte": flyte_cfg,
         # bookkeeping for incremental discovery (the parent keeps it out of the result)
         "graph": graph,
         "all_envs": sorted(all_envs),

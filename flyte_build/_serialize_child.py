@@ -22,7 +22,7 @@ from flyte_build._discover_child import import_candidates, prepare
 
 def main(request_path: str, result_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
-    root, search_roots = prepare(req)
+    root, search_roots, _ = prepare(req, read_flyte_config=False)  # as before: the request carries project and domain
     from flyte_build import flyte_adapter as fa
 
     result: dict = {"envs": {}, "error": None}

@@ -91,6 +91,9 @@ class Discovery:
     # every candidate module of the selection, in import order: what task
     # serialization imports again to see the same loaded state
     candidates: tuple[str, ...] = ()
+    # flyte's configuration as the child read it (non-secret task and image
+    # settings: {name: {"value", "source"}}), so a cached run needs no flyte
+    flyte: dict = field(default_factory=dict)
     walked_dirs: tuple[str, ...] = ()  # directories (relative) whose listing gave the candidate modules
 
     def env(self, name: str) -> EnvSpec:
@@ -118,4 +121,5 @@ class Discovery:
             how=how or ("cached" if cached else "full"),
             requested=() if cached else tuple(d.get("requested", ())),
             candidates=tuple(d.get("candidates", ())),
+            flyte=dict(d.get("flyte") or {}),
         )
