@@ -264,10 +264,6 @@ def main(request_path: str, result_path: str) -> int:
     global _ROOT
     _ROOT = root
     import_module = importlib.import_module  # the candidates' own imports are not charged to anyone
-    if req.get("pyc_dir") and not sys.flags.optimize:
-        from flyte_build import pycache
-
-        pycache.install(req["pyc_dir"], root)  # bytecode the parent compiles meanwhile
     tracker = _ImportTracker(root)
     tracker.install()
     try:

@@ -218,10 +218,7 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
             return hit, tree.dirs, tree.candidates
         # the same candidates, some files edited: re-import only what they affect
         if mode == "recursive" and entry.get("incremental"):
-            from . import pycache
-
-            got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests,
-                               pycache.directory(str(store.root), os.path.realpath(cfg.root)))
+            got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
             if got is not None:
                 raw, book = got
                 result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
@@ -236,11 +233,7 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
             return hit, tree.dirs, tree.candidates
 
     tree = tree or _walk(cfg, mode, targets)
-    from . import pycache
-
-    pyc_dir = pycache.directory(str(store.root), os.path.realpath(cfg.root))
-    raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests, pyc_dir),
-                     pyc_dir=pyc_dir)
+    raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
     book = _split(raw)
     result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
     files = _digests_of(cfg, tree.candidates, raw, digests)
@@ -379,7 +372,7 @@ def _env_key(d: dict):
 
 
 def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: list[str], entry: dict,
-                 changed: list[str], digests: FileDigests, pyc_dir: str | None = None) -> tuple[dict, dict] | None:
+                 changed: list[str], digests: FileDigests) -> tuple[dict, dict] | None:
     """Re-import only the candidate modules an edit affects and merge with the
     cached result; None whenever the merge cannot be vouched for (then a full
     discovery runs: correctness first).
@@ -424,7 +417,7 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     if not redo:
         return None
 
-    raw = _run_child(cfg, "recursive", targets, sorted(redo), sel, pyc_dir=pyc_dir)
+    raw = _run_child(cfg, "recursive", targets, sorted(redo), sel)
     book = _split(raw)
     if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(old.get("sys_path", ())):
         return None
@@ -475,54 +468,21 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     return merged, book
 
 
-def _prefetch(root: Path, candidates: list[str], digests: FileDigests, pyc_dir: str | None = None) -> None:
+def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:
     """Digest and parse the candidate modules while the child imports them:
-    the closures need both, and the child runs on another core. From the same
-    parse, compile each module's bytecode for the child, in its import order
-    (see `pycache`)."""
-    import ast
-    import hashlib
-
-    from . import imports, pycache
+    the closures need both, and the child runs on another core."""
     from .context import import_records
 
-    real_root = os.path.realpath(root)
     for rel in candidates:
-        path = os.path.join(real_root, rel)
+        path = str(root / rel)
         try:
-            with open(path, "rb") as f:
-                source = f.read()
-            hex_ = digests.digest(path)[0]
-        except OSError:
-            continue
-        if hashlib.sha256(source).hexdigest() != hex_:
-            continue  # changing under our feet: the closure reports it where it matters
-        have_records = digests.parsed(hex_) is not None
-        need_pyc = pyc_dir is not None and not pycache.fresh(pyc_dir, rel, source)
-        if have_records and not need_pyc:
-            continue
-        try:
-            tree = ast.parse(source, filename=path)
-        except (SyntaxError, ValueError):
-            try:
-                import_records(path, hex_, digests)  # records the error as the closure reports it
-            except (OSError, SyntaxError, ValueError):
-                pass
-            continue
-        if not have_records:
-            digests.remember_parsed(hex_, [list(r) for r in imports.parse_imports(source, path, tree=tree)])
-        if need_pyc:
-            try:
-                code = compile(tree, path, "exec", dont_inherit=True, optimize=0)
-            except (SyntaxError, ValueError):
-                continue
-            pycache.write(pyc_dir, rel, source, code)
+            import_records(path, digests.digest(path)[0], digests)
+        except (OSError, SyntaxError, ValueError):
+            pass  # reported where it matters, by the child or by the closure
 
 
-def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None,
-               pyc_dir: str | None = None) -> dict:
+def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
     request = {
-        "pyc_dir": pyc_dir,
         "root": str(cfg.root),
         "mode": mode,
         "targets": targets,
