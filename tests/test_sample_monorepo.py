@@ -222,7 +222,7 @@ def test_build_configuration_and_ignore_fixtures() -> None:
     flyte_table = pyproject["tool"]["hatch"]["build"]["targets"]["flyte"]
     assert flyte_table == {
         "copy-style": "loaded_modules",
-        "images": {"base": "127.0.0.1:5000/flyte-build/base:py3.11"},
+        "images": {"base": "127.0.0.1:5000/flyte-build/runtime:py3.11"},
         "registry": "127.0.0.1:5000/flyte-build",
         "docker": {"base-images": {"debian": "flyte-build-test/python:3.11"}, "debian-recipe": "light", "network": "host"},
         "envs": {"reporting": {"copy-style": "all"}},
