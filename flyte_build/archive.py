@@ -18,7 +18,6 @@ import hashlib
 import os
 import stat
 import tarfile
-from pathlib import Path
 from typing import BinaryIO, Iterable
 
 from .errors import BuildFailed
@@ -119,8 +118,3 @@ def write_tar_gz(out: BinaryIO, members: Iterable[tuple[str, str, str | None]]) 
 BLOCK = tarfile.BLOCKSIZE
 RECORD = tarfile.RECORDSIZE
 NUL = b"\0"
-
-
-def list_members(path: str | Path) -> list[tarfile.TarInfo]:
-    with tarfile.open(path, "r:gz") as tar:
-        return tar.getmembers()

@@ -159,16 +159,6 @@ class Config:
     def with_overrides(self, **kwargs) -> "Config":
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
 
-    def fingerprint(self) -> dict:
-        """What of the config can change what a target reads or makes (for keys)."""
-        return {
-            "copy_style": self.copy_style,
-            "envs": {k: [v.copy_style, list(v.include)] for k, v in self.envs.items()},
-            "allow_secrets": list(self.allow_secrets),
-            "source_roots": list(self.source_roots),
-            "images": self.images,
-        }
-
 
 KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "root-dir": ("root_dir", _str),

@@ -156,6 +156,3 @@ class Graph:
             seen[a] = None
             todo.extend(self.edges.get(a, ()))
         return sorted(seen)
-
-    def dependents(self, address: str) -> list[str]:
-        return sorted(a for a, deps in self.edges.items() if address in deps)

@@ -117,14 +117,6 @@ class LocalStore:
             atomic.copy_file(src, dest)
         return actual, size
 
-    def put_bytes(self, data: bytes) -> tuple[str, int]:
-        from .hashing import sha256_hex
-
-        hex_ = sha256_hex(data)
-        if not (self.has_blob(hex_, len(data)) and self.verify_blob(hex_)):
-            atomic.write_bytes(self.blob_path(hex_), data)
-        return hex_, len(data)
-
     # -- action cache ----------------------------------------------------
     def action_path(self, key: str) -> Path:
         return self.root / "ac" / key[:2] / f"{key}.json"

@@ -5,7 +5,7 @@ Each test edits a fresh reset of one git repository holding sample_monorepo
 the targets the change reaches *directly* and the file that made each
 affected; every target depending on one of them (deploys on bundles and
 images, deploys on the deploys of `depends_on`) must follow, and nothing
-else. Target kinds this checkout has no rule for are left out of both sides.
+else.
 """
 
 from __future__ import annotations
@@ -57,8 +57,10 @@ def dependents_closure(edges: dict[str, set[str]], direct: set[str]) -> set[str]
 
 
 def check(doc: dict, edges: dict[str, set[str]], direct: dict[str, str]) -> None:
-    """`direct`: address -> the file that must be named; kinds without a rule here are dropped."""
-    want_direct = {a: f for a, f in direct.items() if a in edges}
+    """`direct`: address -> the file that must be named; each must be a target of the graph."""
+    missing = set(direct) - set(edges)
+    assert not missing, f"expected targets absent from the graph: {sorted(missing)}"
+    want_direct = dict(direct)
     got_direct = {t["target"]: t["file"] for t in doc["targets"] if t["reason"] != "dependency"}
     assert got_direct == want_direct, doc["targets"]
     assert {t["target"] for t in doc["targets"]} == dependents_closure(edges, set(want_direct))
@@ -212,8 +214,8 @@ def test_image_ref_change_in_config_affects_what_resolves_it(repo, base_edges):
     assert "bundle:inference" not in got and "bundle:preprocessing" not in got
     assert got["bundle:reporting"]["file"] == "pyproject.toml"
     for addr in ("image:inference", "deploy:inference"):
-        if addr in base_edges:
-            assert addr in got and got[addr]["file"] == "pyproject.toml", doc["targets"]
+        assert addr in base_edges, sorted(base_edges)
+        assert addr in got and got[addr]["file"] == "pyproject.toml", doc["targets"]
 
 
 def test_gitignore_edit(repo, base_edges):

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from flyte_build import dockerfile as df
 from flyte_build.errors import UserError
-from tests.support.cli import records
+from tests.support.cli import flyte_build, records
 
 
 def _targets(repo: Path, cache: Path) -> dict:
@@ -116,10 +114,9 @@ def test_tag_is_stable_across_checkouts(repo: Path, tmp_path: Path) -> None:
 def test_bad_docker_key_names_the_field(repo: Path, tmp_path: Path) -> None:
     p = repo / "pyproject.toml"
     p.write_text(p.read_text().replace('network = "host"', 'network = "host"\nbuildr = "classic"'))
-    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(tmp_path / "cache")}
-    out = subprocess.run(["flyte-build", "build", "image:preprocessing"], cwd=repo, env=env, capture_output=True, text=True)
-    assert out.returncode == 2
-    assert "tool.hatch.build.targets.flyte.docker.buildr" in out.stderr
+    out = flyte_build("build", "image:preprocessing", cwd=repo, cache=tmp_path / "cache")
+    assert out.rc == 2
+    assert "tool.hatch.build.targets.flyte.docker.buildr" in out.err
 
 
 FLYTE_RUNTIME = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"  # what from_debian_base() starts from (install_flyte default)

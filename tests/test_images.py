@@ -10,15 +10,14 @@ tests run in file order and share that state.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.support.cli import copy_sample
+from tests.support import cli
+from tests.support.cli import Run, copy_sample
 from tests.support.docker_env import (
     BASE_IMAGE,
     RUNTIME_IMAGE,
@@ -36,16 +35,15 @@ IMAGES = ["image:preprocessing", "image:visualization", "image:reporting", "imag
 BUILT = ("image:preprocessing", "image:visualization", "image:reporting")
 
 
-def flyte_build(repo: Path, cache: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache)}
-    out = subprocess.run(["flyte-build", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    if check and out.returncode != 0:
-        raise AssertionError(f"flyte-build {' '.join(args)} exited {out.returncode}\n{out.stderr[-3000:]}")
+def flyte_build(repo: Path, cache: Path, *args: str, check: bool = True) -> Run:
+    out = cli.flyte_build(*args, cwd=repo, cache=cache, timeout=900)
+    if check and out.rc != 0:
+        raise AssertionError(f"flyte-build {' '.join(args)} exited {out.rc}\n{out.err[-3000:]}")
     return out
 
 
-def records(out: subprocess.CompletedProcess) -> dict:
-    return {t["target"]: t for t in json.loads(out.stdout)["targets"]}
+def records(out: Run) -> dict:
+    return {t["target"]: t for t in out.json()["targets"]}
 
 
 def created(uri: str) -> str:
@@ -181,8 +179,8 @@ def test_failed_build_shows_the_step_and_log_tail(state) -> None:
     dockerfile = state["repo"] / "services/reporting/Dockerfile"
     dockerfile.write_text(dockerfile.read_text() + 'RUN echo "about to fail" && exit 3\n')
     out = flyte_build(state["repo"], state["cache"], "build", "image:reporting", check=False)
-    assert out.returncode == 1
-    assert "docker build of 127.0.0.1:5000/flyte-build/reporting:" in out.stderr
-    assert 'RUN echo "about to fail" && exit 3' in out.stderr  # the failing step
-    assert "about to fail" in out.stderr.split("last lines of the build log")[-1]  # the log tail
+    assert out.rc == 1
+    assert "docker build of 127.0.0.1:5000/flyte-build/reporting:" in out.err
+    assert 'RUN echo "about to fail" && exit 3' in out.err  # the failing step
+    assert "about to fail" in out.err.split("last lines of the build log")[-1]  # the log tail
     assert not list((state["cache"] / "tmp").glob("image-*"))  # no half-written work dirs

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from tests.support import servers
-from tests.support.docker_env import engine_available
+from tests.support.docker_env import client_available, engine_available
 from tests.support.repos import Cli, make_repo
 from tests.support.requirements import require
 
@@ -39,6 +39,8 @@ def _no_image_recorded(cli: Cli) -> None:
 
 
 def test_docker_engine_down(tmp_path):
+    # the engine is pointed at a socket nobody serves, but the client must exist to say so
+    require(client_available(), "the docker command-line client")
     root = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/a.py": BUILT_IMAGE})
     cli = Cli(root, tmp_path / "cache", env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
     res = cli.run("build", "image:*", timeout=120)

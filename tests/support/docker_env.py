@@ -43,6 +43,11 @@ def _docker(*args: str, timeout: float) -> bool:
     return result.returncode == 0
 
 
+def client_available() -> bool:
+    """Whether the `docker` command-line client is installed (python-on-whales drives it)."""
+    return shutil.which("docker") is not None
+
+
 def engine_available(timeout: float = 5.0) -> bool:
     """Whether `docker info` answers within `timeout` seconds."""
     return _docker("info", timeout=timeout)
