@@ -2,9 +2,9 @@
 from its bundle in its image under flyte's runtime, and a missing package fails
 naming the env, the task and the exception.
 
-One module-scoped run of `build 'check:*'` on a temp copy of sample_monorepo
-(its images share one flyte-install layer on the engine), then a cached rerun,
-the dry run's report, and two failures. The tests share that state in file order.
+The session's run of `build 'check:*'` on a temp copy of sample_monorepo
+(conftest's `checked_sample`: its images share one flyte-install layer on the
+engine), then a cached rerun, the dry run's report, and two failures on copies.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.cli import copy_sample, flyte_build
-from tests.support.docker_env import BASE_IMAGE, ensure_runtime_image
+from tests.support.cli import copy_checked, flyte_build
+from tests.support.docker_env import BASE_IMAGE
 
 pytestmark = pytest.mark.docker
 
@@ -34,15 +34,8 @@ def _records(run) -> dict:
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    ensure_runtime_image()
-    root = tmp_path_factory.mktemp("check")
-    repo = copy_sample(root / "repo")
-    cache = root / "cache"
-    started = time.perf_counter()
-    first = _records(_run(repo, cache, "build", "check:*", "--json", "--jobs", "2"))
-    seconds = time.perf_counter() - started
-    return {"root": root, "repo": repo, "cache": cache, "first": first, "seconds": seconds}
+def state(checked_sample):
+    return checked_sample
 
 
 def test_every_env_of_the_sample_passes_its_check(state) -> None:
@@ -87,7 +80,7 @@ def test_dry_run_reports_each_check_and_deploy_depends_on_it(state) -> None:
 
 
 def test_a_package_the_image_lacks_fails_naming_env_task_and_module(state) -> None:
-    repo = state["repo"]
+    repo = copy_checked(state, "lacks-six")
     tasks = repo / "services/preprocessing/tasks.py"
     text = tasks.read_text()
     # the code now imports six at module level; the image no longer installs it

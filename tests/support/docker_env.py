@@ -132,13 +132,15 @@ def ensure_runtime_image() -> str:
 
 
 def session_image(base: str, name: str) -> str:
-    """A copy of `base` with a new image id (one label), so the engine's layer cache
-    has nothing built on it: builds FROM it are really cold. `name` prefixes the tag."""
+    """`base` plus one layer holding a fresh id, so the engine's layer cache has
+    nothing built on it and builds FROM it are really cold (BuildKit keys its
+    cache on layer contents: a new label or tag alone would not do). `name`
+    prefixes the tag."""
     import uuid
 
     session = uuid.uuid4().hex[:12]
     tag = f"{name}-session/base:{session}"
-    _build(f"FROM {base}\nLABEL org.flyte-build.test-session={session}\n", tag, timeout=120)
+    _build(f"FROM {base}\nUSER root\nRUN echo {session} > /etc/flyte-build-test-session\n", tag, timeout=300)
     return tag
 
 
