@@ -121,7 +121,10 @@ def _child_request(ctx) -> dict:
         "project": ctx.cfg.project, "domain": ctx.cfg.domain, "org": None,
         "source_roots": list(ctx.cfg.source_roots), "image_refs": dict(sorted(ctx.image_refs().items())),
         "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
-        "modules": sorted({e.module for e in ctx.envs if e.module}),
+        # the envs' modules and their tasks' (a task may be declared in another module
+        # than its env, which importing the env's module alone would never register)
+        "modules": sorted({e.module for e in ctx.envs if e.module}
+                          | {t.module for e in ctx.envs for t in e.tasks if t.module and t.module != "__main__"}),
         "envs": {e.name: {"image_envs": closure(e.name), "with_bundle": ctx.cfg.copy_style_for(e.name) != "none"} for e in ctx.envs},
     }
 

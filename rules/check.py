@@ -104,6 +104,9 @@ def run(req: Request) -> Produced:
         raise BuildFailed(f"check:{name}: image:{name} names no image to run")
     p = req.params
     tasks = p["tasks"]
+    missing = sorted({t.name for t in req.env.tasks} - {t["name"] for t in tasks})
+    if missing:
+        raise BuildFailed(f"check:{name} failed (env `{name}`): discovered tasks have no serialized spec: {', '.join(missing)}")
     bundle = req.deps.get(f"bundle:{name}")
     cmd = [_docker(), "run", "--rm", "--network", p["network"]]
     payload = {"version": "check", "tasks": [{k: t[k] for k in ("name", "resolver", "resolver_args")} for t in tasks]}
