@@ -42,17 +42,30 @@ class Cache:
             for k, v in kw.items():
                 setattr(self.stats, k, getattr(self.stats, k) + v)
 
-    def lookup(self, key: str) -> tuple[ActionEntry | None, str | None]:
-        """(entry, "local" | "shared") for a usable hit, else (None, None)."""
-        entry = self.local.get_action(key)
+    def refuse(self, why: str) -> None:
+        """Count a malformed or untrusted entry and report it once."""
+        with self._lock:
+            self.stats.corrupt += 1
+            if why not in self.stats.warnings:
+                self.stats.warnings.append(why)
+
+    def lookup(self, key: str, accept=None, needs_signature: bool = False) -> tuple[ActionEntry | None, str | None]:
+        """(entry, "local" | "shared") for a usable hit, else (None, None).
+        `accept(entry)` returns why a schema-valid entry is still unusable (its
+        rule's shape), or None; `needs_signature` see `SharedCache.fetch`."""
+        entry = self.local.get_action(key, on_bad=self.refuse)
         if entry is not None:
-            if all(self.local.verify_blob(o.digest) for o in entry.outputs):
+            why = accept(entry) if accept else None
+            if why is not None:
+                self.refuse(f"local cache: refused action entry {key[:12]} ({why}); rebuilding it")
+            elif all(self.local.verify_blob(o.digest) for o in entry.outputs):
                 self._count(local_hits=1)
                 return entry, "local"
-            self._count(corrupt=1)
+            else:
+                self._count(corrupt=1)
             self.local.action_path(key).unlink(missing_ok=True)
         if self.shared is not None:
-            entry = self.shared.fetch(key, self.local, self.stats)
+            entry = self.shared.fetch(key, self.local, self.stats, needs_signature, accept)
             if entry is not None:
                 self._count(shared_hits=1)
                 return entry, "shared"

@@ -133,6 +133,9 @@ class Config:
     registry: str | None = None
     cache: str | None = None
     cache_required: bool = False
+    cache_read_only: bool | None = None  # None: read-only unless in CI or holding a signing key
+    cache_verify_keys: tuple[str, ...] = ()
+    cache_signing_key_file: str | None = None
     storage: str | None = None
     object_store: Any = None  # objstore.StoreOptions: endpoints, credentials, timeout
     project: str | None = None
@@ -169,6 +172,9 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "registry": ("registry", _str),
     "cache": ("cache", _str),
     "cache-required": ("cache_required", _bool),
+    "cache-read-only": ("cache_read_only", _bool),
+    "cache-verify-keys": ("cache_verify_keys", _strs),
+    "cache-signing-key-file": ("cache_signing_key_file", _str),
     "storage": ("storage", _str),
     "object-store": ("object_store", _object_store),
     "project": ("project", _str),

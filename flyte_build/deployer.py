@@ -189,13 +189,19 @@ def planned_image(ctx, rules: dict, graph, name: str) -> str | None:
     """The env's image reference known without building: the image rule's
     `describe` uri when there is an image target, else flyte's resolution."""
     rule = rules.get("image")
+    unresolved = None
     if rule is not None and f"image:{name}" in graph.targets and rule.describe is not None:
-        uri = rule.describe(ctx.env(name), ctx).get("uri")
-        if uri:
-            return uri
+        described = rule.describe(ctx.env(name), ctx)
+        if described.get("uri"):
+            return described["uri"]
+        unresolved = described.get("image_error")
     t = templates(ctx)[name]
     if t.get("image_error"):
         raise UserError(t["image_error"])
+    if unresolved:
+        # say so: flyte's URI names an image flyte-build cannot build, so a deploy would fail
+        ctx.warn(f"`{name}`: flyte-build cannot resolve this env's image ({unresolved}); "
+                 f"the plan names flyte's own URI {t.get('image')}, which `image:{name}` will not build")
     return t.get("image")
 
 

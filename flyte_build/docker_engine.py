@@ -5,7 +5,10 @@ for, streaming every line to a callback: BuildKit where the client has it (a
 buildx plugin, or a pre-23 client that builds with DOCKER_BUILDKIT=1), the
 classic builder otherwise. A failed build raises BuildFailed naming the
 failing step, with the tail of the log. `manifest_digest()` asks a registry
-(HEAD /v2/<name>/manifests/<tag>) whether a tag exists and for its digest.
+(HEAD /v2/<name>/manifests/<tag>) whether a tag exists and for its digest,
+with docker's own credentials for that registry (`registry_credentials`:
+config.json's `credHelpers`, `credsStore` and `auths`), answering a Basic or
+a Bearer-token challenge the way the docker client does.
 """
 
 from __future__ import annotations
@@ -30,20 +33,27 @@ MANIFEST_TYPES = ", ".join(
 )
 TAIL = 25
 
-# registries on loopback must not be reached through an http_proxy
+# registries on loopback must not be reached through an http_proxy; others go the way
+# urllib's environment says (http(s)_proxy, no_proxy)
 _opener_lock = threading.Lock()
-_opener_cache: list = []
+_opener_cache: dict = {}
 
 
-def _opener():
-    """A urllib opener that ignores proxies (the registry is on loopback); built
-    on first use so a build that asks no registry never imports urllib."""
+def _opener(host: str | None = None):
+    """A urllib opener for `host`, built on first use so a build that asks no
+    registry never imports urllib."""
     import urllib.request
 
+    local = host is None or _is_loopback(host)
     with _opener_lock:
-        if not _opener_cache:
-            _opener_cache.append(urllib.request.build_opener(urllib.request.ProxyHandler({})))
-        return _opener_cache[0]
+        if local not in _opener_cache:
+            _opener_cache[local] = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
+        return _opener_cache[local]
+
+
+def _is_loopback(host: str) -> bool:
+    h = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return h in ("localhost", "[::1]") or h.startswith("127.")
 _detect_lock = threading.Lock()
 _detected: dict[str, "Builder"] = {}
 
@@ -107,11 +117,36 @@ def _client(builder: Builder):
 _STEP = re.compile(r"^(Step \d+/\d+ : .*|#\d+ \[[^\]]*\d+/\d+\] .*)$")
 
 
-def build(context_dir: Path, dockerfile: Path, tag: str, *, network: str | None, builder: Builder, log: Callable[[str], None], labels: dict | None = None) -> str:
+def secret_flags(secrets, builder: Builder, where: str) -> list[str]:
+    """`docker build --secret` flags for (id, env var, file) records: the value comes from the
+    env var when it is set, else from the file (flyte's lookup); the value itself never
+    appears on the command line or in the log."""
+    import os
+
+    if secrets and not builder.buildkit:
+        raise UserError(f"{where}: the image uses secret mounts, which need BuildKit; this docker client builds without it "
+                        f"(docker.builder = classic, or no buildx plugin and a client newer than 23)")
+    flags = []
+    for ident, env, path in secrets:
+        # flyte's name keeps a key's `-` (FB-TOKEN), which a shell cannot export: FB_TOKEN works too
+        names = [n for n in dict.fromkeys([env, env.replace("-", "_")]) if os.environ.get(n)]
+        if names:
+            flags += ["--secret", f"id={ident},env={names[0]}"]
+        elif os.path.isfile(path):
+            flags += ["--secret", f"id={ident},src={path}"]
+        else:
+            alt = f" (or {env.replace('-', '_')})" if "-" in env else ""
+            raise UserError(f"{where}: the image build needs a secret: set the environment variable {env}{alt} or create the file {path}")
+    return flags
+
+
+def build(context_dir: Path, dockerfile: Path, tag: str, *, network: str | None, builder: Builder, log: Callable[[str], None],
+          labels: dict | None = None, secrets=(), where: str = "") -> str:
     """Build `tag`; returns the image id (sha256:...)."""
     from python_on_whales.exceptions import DockerException
     from python_on_whales.utils import stream_stdout_and_stderr
 
+    flags = secret_flags(secrets, builder, where or tag)
     client = _client(builder)
     iid = context_dir.parent / "image.id"
     cmd = [str(c) for c in client.client_config.docker_cmd] + ["build", "--file", str(dockerfile), "--tag", tag, "--iidfile", str(iid)]
@@ -121,6 +156,7 @@ def build(context_dir: Path, dockerfile: Path, tag: str, *, network: str | None,
         cmd += ["--label", f"{k}={v}"]
     if builder.buildkit:
         cmd += ["--progress", "plain"]
+    cmd += flags
     cmd.append(str(context_dir))
     env = {"DOCKER_BUILDKIT": "1" if builder.buildkit else "0"}
     log(f"$ DOCKER_BUILDKIT={env['DOCKER_BUILDKIT']} {' '.join(cmd)}")
@@ -166,8 +202,14 @@ def push(tag: str, builder: Builder, log: Callable[[str], None]) -> str | None:
             if m:
                 digest = m.group(1)
     except DockerException as exc:
-        tail = "\n".join(lines[-TAIL:]) or str(exc)
-        raise BuildFailed(f"docker push of {tag} failed\n--- last lines ---\n{tail}") from None
+        said = "\n".join([*lines, *(exc.stderr or "").splitlines()])
+        tail = "\n".join([ln for ln in said.splitlines() if ln.strip()][-TAIL:]) or f"exit {exc.return_code}"
+        hint = ""
+        if re.search(r"unauthorized|authentication required|denied|401|403", said, re.IGNORECASE):
+            host = split_uri(tag)[0] or "docker.io"
+            hint = (f"\nthe registry {host} refused the push: log in with `docker login {host}` (flyte-build uses docker's "
+                    f"credentials: {docker_config_path()} and its credsStore/credHelpers)")
+        raise BuildFailed(f"docker push of {tag} failed{hint}\n--- last lines ---\n{tail}") from None
     return digest or manifest_digest(tag)
 
 
@@ -186,21 +228,133 @@ def split_uri(uri: str) -> tuple[str | None, str, str]:
 
 
 def _scheme(host: str) -> str:
-    h = host.split(":")[0]
-    return "http" if h in ("localhost",) or h.startswith("127.") else "https"
+    return "http" if _is_loopback(host) else "https"
+
+
+# -- docker's credentials ---------------------------------------------------------
+def docker_config_path() -> Path:
+    import os
+
+    return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
+
+
+def _config_host(key: str) -> str:
+    """The registry host of a config.json key (`https://ghcr.io`, `ghcr.io/v1/`, `ghcr.io`)."""
+    return re.sub(r"^[a-z]+://", "", key).split("/", 1)[0]
+
+
+def _from_helper(helper: str, host: str) -> tuple[str, str] | None:
+    """Ask `docker-credential-<helper> get` (docker's credential-helper protocol)."""
+    import json
+
+    for server in (host, f"https://{host}"):
+        try:
+            proc = subprocess.run([f"docker-credential-{helper}", "get"], input=server, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        if proc.returncode == 0:
+            try:
+                doc = json.loads(proc.stdout)
+            except ValueError:
+                return None
+            if isinstance(doc, dict) and doc.get("Secret"):
+                return str(doc.get("Username") or ""), str(doc["Secret"])
+    return None
+
+
+def registry_credentials(host: str) -> tuple[str, str] | None:
+    """(username, password or token) docker holds for `host`, as the docker client picks
+    them: `credHelpers[host]`, else `credsStore`, else the `auths` entry; None if none.
+    Never logged, never part of a key."""
+    import base64
+    import json
+
+    try:
+        cfg = json.loads(docker_config_path().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(cfg, dict):
+        return None
+    helpers = cfg.get("credHelpers") if isinstance(cfg.get("credHelpers"), dict) else {}
+    helper = next((v for k, v in helpers.items() if _config_host(k) == host), None) or cfg.get("credsStore")
+    if isinstance(helper, str) and helper:
+        found = _from_helper(helper, host)
+        if found:
+            return found
+    auths = cfg.get("auths") if isinstance(cfg.get("auths"), dict) else {}
+    for key, entry in auths.items():
+        if _config_host(key) != host or not isinstance(entry, dict):
+            continue
+        if entry.get("auth"):
+            try:
+                user, _, password = base64.b64decode(entry["auth"]).decode("utf-8").partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return None
+            return user, password
+        if entry.get("username") and entry.get("password"):
+            return str(entry["username"]), str(entry["password"])
+        if entry.get("identitytoken"):
+            return "<token>", str(entry["identitytoken"])
+    return None
+
+
+def _challenge(header: str) -> tuple[str, dict]:
+    """('basic'|'bearer', params) of a WWW-Authenticate header."""
+    scheme, _, rest = header.strip().partition(" ")
+    return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
+
+
+def _registry_open(host: str, repo: str, req, timeout: float):
+    """Open `req` against the registry, answering its 401 challenge with docker's credentials
+    (Basic, or a Bearer token from the challenge's realm) the way the docker client does."""
+    import base64
+    import json
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    try:
+        return _opener(host).open(req, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 401:
+            raise
+        scheme, params = _challenge(exc.headers.get("WWW-Authenticate", ""))
+    creds = registry_credentials(host)
+    basic = "Basic " + base64.b64encode(f"{creds[0]}:{creds[1]}".encode()).decode() if creds else None
+    if scheme == "basic":
+        if basic is None:
+            raise urllib.error.URLError(f"{host} wants credentials and docker has none for it")
+        req.add_header("Authorization", basic)
+        return _opener(host).open(req, timeout=timeout)
+    if scheme != "bearer" or not params.get("realm"):
+        raise urllib.error.URLError(f"{host}: unsupported authentication challenge")
+    query = {"scope": params.get("scope") or f"repository:{repo}:pull"}
+    if params.get("service"):
+        query["service"] = params["service"]
+    token_req = urllib.request.Request(params["realm"] + ("&" if "?" in params["realm"] else "?") + urllib.parse.urlencode(query))
+    if basic:
+        token_req.add_header("Authorization", basic)
+    realm_host = urllib.parse.urlsplit(params["realm"]).netloc
+    with _opener(realm_host).open(token_req, timeout=timeout) as resp:
+        doc = json.loads(resp.read().decode("utf-8"))
+    token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+    if not token:
+        raise urllib.error.URLError(f"{host}: the token service gave no token")
+    req.add_header("Authorization", f"Bearer {token}")
+    return _opener(host).open(req, timeout=timeout)
 
 
 def manifest_digest(uri: str, timeout: float = 10.0) -> str | None:
     """The digest the registry reports for `uri`, or None when it lacks the tag or cannot say."""
     host, repo, tag = split_uri(uri)
     if host is None:
-        return None  # Docker Hub and friends need tokens; no check
+        return None  # Docker Hub: not asked (its token service is not reachable from where this is tested)
     import urllib.error
     import urllib.request
 
     req = urllib.request.Request(f"{_scheme(host)}://{host}/v2/{repo}/manifests/{tag}", method="HEAD", headers={"Accept": MANIFEST_TYPES})
     try:
-        with _opener().open(req, timeout=timeout) as resp:
+        with _registry_open(host, repo, req, timeout) as resp:
             return resp.headers.get("Docker-Content-Digest")
     except (urllib.error.URLError, OSError, ValueError):
         return None
@@ -213,7 +367,7 @@ def registry_reachable(uri: str, timeout: float = 3.0) -> bool:
     import urllib.error
 
     try:
-        with _opener().open(f"{_scheme(host)}://{host}/v2/", timeout=timeout) as resp:
+        with _opener(host).open(f"{_scheme(host)}://{host}/v2/", timeout=timeout) as resp:
             return resp.status == 200
     except urllib.error.HTTPError as exc:
         return exc.code == 401  # there, but wants a token

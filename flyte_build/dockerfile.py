@@ -8,13 +8,15 @@ args and the target platforms (`content_tag`), and nothing else.
 
 Context names are fixed by where a file comes from, never by the machine:
 `src/<root-relative path>` for files layers copy, `code/<name>` for code baked
-in (copy style `none`), `deps/requirements.pex` for a PEX, and for
+in (copy style `none`), `deps/requirements.pex` for a PEX, `wheels/<layer>/<file>`
+for the wheels of a `PythonWheels` layer (`with_local_v2`), and for
 `from_dockerfile` images the files of the Dockerfile's directory, relative to
 it, after its `.dockerignore` (Docker's own matching rules, below).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import posixpath
 import re
@@ -26,6 +28,8 @@ from .errors import UserError
 from .hashing import key_of
 
 UV_VERSION = "0.5.11"  # pinned so a uv_project layer renders the same everywhere
+POETRY_VERSION = "2.1.4"  # pinned likewise; installed in its own venv, not the task's
+POETRY_HOME = "/opt/flyte-build/poetry"
 PEX_NAME = "deps/requirements.pex"
 TAG_LENGTH = 32
 
@@ -58,6 +62,9 @@ class Rendered:
     platforms: tuple[str, ...] = ()
     build_args: tuple[tuple[str, str], ...] = ()
     warnings: tuple[str, ...] = ()
+    # BuildKit secrets the build needs: (id, env var, file) — where `docker build --secret`
+    # reads each value (the env var first, then the file); never the values themselves
+    secrets: tuple[tuple[str, str, str], ...] = ()
 
 
 def content_tag(base: str | None, dockerfile: str, files: list[tuple[str, str]], build_args, platforms) -> str:
@@ -158,15 +165,60 @@ def _sh(v: str) -> str:
     return "'" + str(v).replace("'", "'\"'\"'") + "'"
 
 
-def _run(cmd: str) -> str:
-    return "RUN " + " \\\n    ".join(cmd.splitlines())
+def _run(cmd: str, mounts: tuple[str, ...] = ()) -> str:
+    """A RUN line; `mounts` are (BuildKit mount flags, shell prefix) from `_Secrets.mounts`."""
+    flags, prefix = mounts if mounts else ("", "")
+    lines = cmd.splitlines()
+    if prefix:
+        lines[0] = prefix + lines[0]
+    return "RUN " + (flags + " " if flags else "") + " \\\n    ".join(lines)
 
 
 # create the venv an earlier ENV VIRTUAL_ENV names, the first time something installs
 _VENV_GUARD = '{ [ -z "$VIRTUAL_ENV" ] || [ -x "$VIRTUAL_ENV/bin/python" ] || python3 -m venv "$VIRTUAL_ENV"; }'
 
 
-def _pip_flags(layer: dict, where: str) -> list[str]:
+class _Secrets:
+    """The secret mounts of an image's layers, as flyte's builder gives them.
+
+    flyte turns `secret_mounts=[Secret(key=..., as_env_var=... | mount=...)]` (or a bare key)
+    into `RUN --mount=type=secret,id=ID,env=VAR|target=PATH` and `docker buildx build
+    --secret id=ID,env=GROUP_KEY` (else `src=/etc/secrets/group_key`). The Dockerfile
+    frontend built into the engine here has no `env=` for secret mounts, so an env-var
+    secret is mounted as a file and exported for that one RUN: visible to the step,
+    absent from the image, its history and its environment afterwards."""
+
+    def __init__(self) -> None:
+        self.needed: dict[str, tuple[str, str]] = {}  # id -> (host env var, host file)
+
+    def mounts(self, layer: dict, where: str) -> tuple[str, str]:
+        flags, exports = [], []
+        for raw in layer.get("secret_mounts") or ():
+            if isinstance(raw, str):
+                key, group, mount, env = raw, None, None, None
+            elif isinstance(raw, dict) and isinstance(raw.get("key"), str):
+                key, group, mount, env = raw["key"], raw.get("group"), raw.get("mount"), raw.get("as_env_var")
+            else:
+                raise UserError(f"{where}: secret mount {raw!r} is neither a key nor a flyte.Secret")
+            if not mount and not env:
+                env = (f"{group}_{key}" if group else key).replace("-", "_").upper()
+            if env and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
+                raise UserError(f"{where}: secret {key!r}: {env!r} is not a valid environment variable name")
+            ident = hashlib.sha256("|".join([key, group or "", str(mount or ""), env or ""]).encode()).hexdigest()[:16]
+            parts = [k for k in (group, key) if k]
+            self.needed[ident] = ("_".join(k.upper() for k in parts), "/etc/secrets/" + "_".join(parts))
+            if mount:
+                flags.append(f"--mount=type=secret,id={ident},target={mount}")
+            else:
+                flags.append(f"--mount=type=secret,id={ident},target=/run/secrets/{ident}")
+                exports.append(f'{env}="$(cat /run/secrets/{ident})" && export {env} && ')
+        return " ".join(flags), "".join(exports)
+
+    def records(self) -> tuple[tuple[str, str, str], ...]:
+        return tuple((i, env, path) for i, (env, path) in sorted(self.needed.items()))
+
+
+def _pip_flags(layer: dict) -> list[str]:
     flags = ["--no-cache-dir"]
     if layer.get("index_url"):
         flags.append(f"--index-url {_sh(layer['index_url'])}")
@@ -176,9 +228,18 @@ def _pip_flags(layer: dict, where: str) -> list[str]:
         flags.append("--pre")
     if layer.get("extra_args"):
         flags.append(str(layer["extra_args"]))
-    if layer.get("secret_mounts"):
-        raise UserError(f"{where}: secret_mounts are not supported by flyte-build yet; drop them or build this image with flyte")
     return flags
+
+
+def parse_script_metadata(text: str) -> dict | None:
+    """A script's PEP 723 `# /// script` block as TOML (flyte's `from_uv_script` reads it the same way)."""
+    import tomllib
+
+    m = re.search(r"(?ms)^# /// script\s*$(.*?)^# ///\s*$", text)
+    if not m:
+        return None
+    body = "\n".join(line[2:] if line.startswith("# ") else line.lstrip("#") for line in m.group(1).strip("\n").splitlines())
+    return tomllib.loads(body)
 
 
 def _base_for(spec: dict, opts: Options, where: str) -> tuple[str | None, list[str], bool]:
@@ -251,6 +312,25 @@ def without_cache_mounts(dockerfile: str) -> str:
     return re.sub(r"(?m)^(RUN\s+)((?:--mount=type=cache\S*\s+)+)", r"\1", dockerfile)
 
 
+def _ignore_rules(spec: dict, root: Path, where: str) -> tuple[list, bool]:
+    """The .dockerignore that filters the folders layers copy, as flyte reads it: the last
+    `with_dockerignore` layer's file, else the root's `.dockerignore`. The bool says whether
+    Docker itself applies it to the context too (flyte ships a `with_dockerignore` file named
+    `.dockerignore` at the context's root, whose paths mirror the root's)."""
+    chosen = None
+    for i, layer in enumerate(spec.get("layers") or ()):
+        if layer.get("type") == "DockerIgnore" and str(layer.get("path") or "").strip():
+            chosen = (i, str(layer["path"]))
+    if chosen is None:
+        default = root / ".dockerignore"
+        return (parse_dockerignore(default.read_text(encoding="utf-8", errors="replace")) if default.is_file() else []), False
+    i, rel = chosen
+    path = Path(rel) if os.path.isabs(rel) else root / rel
+    if not path.is_file():
+        raise UserError(f"{where}: layer {i} (DockerIgnore): with_dockerignore file {rel!r} does not exist")
+    return parse_dockerignore(path.read_text(encoding="utf-8", errors="replace")), path.name == ".dockerignore"
+
+
 def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Callable[[str], dict[str, str]]) -> Rendered:
     """Render `spec` (an EnvSpec.image dict). `where` names the env in errors;
     `list_folder(rel)` returns the files under a root-relative folder (name -> path)."""
@@ -258,6 +338,7 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     build_args = tuple(sorted(opts.build_args.items()))
     context: dict[str, str] = {}
     warnings: list[str] = []
+    secrets = _Secrets()
 
     def root_file(rel: str, what: str) -> str:
         if rel.startswith("/") or rel.startswith("../") or rel == "..":
@@ -297,6 +378,137 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
         raise UserError(f"{where}: the image has no base image (use Image.from_debian_base or Image.from_base)")
     if not layers and not opts.bake and not after_from:
         return Rendered(base, None, (), platforms, build_args)
+    ignore_rules, ignore_at_root = _ignore_rules(spec, root, where)
+
+    def folder(rel: str, keep: tuple[str, ...] = ()) -> dict[str, str]:
+        """The files under a root-relative folder a layer copies: the repository's ignores,
+        then the .dockerignore matched relative to that folder (flyte's matcher) and, when
+        Docker applies it to the context, relative to the root; `keep` always stays."""
+        out = {}
+        prefix = "" if rel in ("", ".") else rel.rstrip("/") + "/"
+        for n, p in list_folder(rel).items():
+            inner = n[len(prefix):] if n.startswith(prefix) else n
+            if n not in keep and ignore_rules and (dockerignored(ignore_rules, inner) or (ignore_at_root and dockerignored(ignore_rules, n))):
+                continue
+            out[n] = p
+        for n in keep:
+            if n not in out and (root / n).is_file():
+                out[n] = str(root / n)
+        return out
+
+    def uv_project(layer: dict, lw: str, mounts) -> None:
+        flags = " ".join(_pip_flags(layer))
+        pyproject = root_file(layer["pyproject"], "pyproject")
+        proj_dir = posixpath.dirname(pyproject)
+        lock = root_file(layer["uvlock"], "uv.lock") if layer.get("uvlock") else None
+        if layer.get("project_install_mode") == "install_project":
+            rel_dir = posixpath.dirname(layer["pyproject"])
+            keep = tuple(x for x in (layer["pyproject"], layer.get("uvlock")) if x)
+            for n, p in folder(rel_dir, keep).items():
+                context[f"src/{n}"] = p
+            out.append(f"COPY {proj_dir}/ /tmp/flyte-build/{proj_dir}/")
+        else:
+            out.append(f"COPY {pyproject} /tmp/flyte-build/{pyproject}")
+            if lock:
+                out.append(f"COPY {lock} /tmp/flyte-build/{lock}")
+        export = "--frozen" if lock else ""
+        cmd = (
+            f"{_VENV_GUARD} && python3 -m pip install --no-cache-dir uv=={UV_VERSION} "
+            f"&& cd /tmp/flyte-build/{proj_dir} && uv export {export} --no-hashes --no-emit-project -o /tmp/flyte-build/uv-req.txt "
+            f"&& python3 -m pip install {flags} -r /tmp/flyte-build/uv-req.txt"
+        )
+        if layer.get("project_install_mode") == "install_project":
+            cmd += f" && python3 -m pip install --no-cache-dir --no-deps /tmp/flyte-build/{proj_dir}"
+        out.append(_run(cmd, mounts))
+
+    def poetry_project(layer: dict, lw: str, mounts) -> None:
+        # flyte: `poetry install` into the active venv from pyproject + poetry.lock; dependencies
+        # only (`--no-root`) by default, the whole project (installed, editable, from
+        # /root/.flyte/<dir>) with install_project. Poetry itself lives in its own venv here, so
+        # its ~40 packages cannot clash with the task's (flyte installs it into the task venv).
+        pyproject = root_file(layer["pyproject"], "pyproject")
+        lock_rel = layer.get("poetry_lock") or posixpath.join(posixpath.dirname(layer["pyproject"]), "poetry.lock")
+        lock = root_file(lock_rel, "poetry.lock")
+        proj_dir = posixpath.dirname(pyproject)
+        args = str(layer.get("extra_args") or "")
+        if layer.get("project_install_mode") == "install_project":
+            rel_dir = posixpath.dirname(layer["pyproject"])
+            for n, p in folder(rel_dir, (layer["pyproject"],)).items():
+                context[f"src/{n}"] = p
+            dest = f"/root/.flyte/{proj_dir}"
+            out.append(f"COPY {proj_dir}/ {dest}/")
+        else:
+            if "--no-root" not in args:
+                args = (args + " --no-root").strip()
+            dest = f"/tmp/flyte-build/{proj_dir}"
+            out.append(f"COPY {pyproject} {dest}/pyproject.toml")
+        out.append(f"COPY {lock} {dest}/poetry.lock")
+        # poetry installs into the active venv (flyte's images always have one): name it, so
+        # poetry never makes a venv of its own that the task would not see
+        out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
+        cmd = (
+            f"{_VENV_GUARD} && {{ [ -x {POETRY_HOME}/bin/poetry ] || {{ python3 -m venv {POETRY_HOME} "
+            f"&& {POETRY_HOME}/bin/pip install --no-cache-dir poetry=={POETRY_VERSION}; }}; }} "
+            f"&& cd {dest} && POETRY_CACHE_DIR=/tmp/poetry-cache "
+            f"{POETRY_HOME}/bin/poetry install --no-interaction {args}".rstrip()
+            + " && rm -rf /tmp/poetry-cache"
+        )
+        out.append(_run(cmd, mounts))
+
+    def uv_script(layer: dict, lw: str, mounts) -> None:
+        # flyte: the script's PEP 723 dependencies are pip-installed with the layer's pip
+        # options; each `file://` dependency is a uv project installed whole (git first)
+        rel = layer["script"]
+        if rel.startswith("/") or rel.startswith("../") or not (root / rel).is_file():
+            raise UserError(f"{lw}: uv script {rel!r} is not a file under the root")
+        try:
+            meta = parse_script_metadata((root / rel).read_text(encoding="utf-8"))
+        except ValueError as exc:  # tomllib.TOMLDecodeError
+            raise UserError(f"{lw}: the `# /// script` block of {rel} is not valid TOML: {exc}") from None
+        if meta is None:
+            raise UserError(f"{lw}: {rel} has no `# /// script` metadata block")
+        deps = meta.get("dependencies") or []
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise UserError(f"{lw}: `dependencies` in the script block of {rel} must be a list of strings")
+        plain = [d for d in deps if "file://" not in d]
+        projects = [d.split("file://")[-1] for d in deps if "file://" in d]
+        if plain:
+            out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {' '.join(_pip_flags(layer))} {' '.join(_sh(d) for d in plain)}", mounts))
+        if projects:
+            out.append(_run("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*"))
+        for proj in projects:
+            prel = os.path.relpath(proj, root) if os.path.isabs(proj) else posixpath.normpath(proj)
+            prel = Path(prel).as_posix()
+            if prel.startswith("../") or prel == "..":
+                raise UserError(f"{lw}: the script's dependency file://{proj} lies outside the root {root}")
+            lockp = posixpath.join(prel, "uv.lock")
+            uv_project({**layer, "pyproject": posixpath.join(prel, "pyproject.toml"),
+                        "uvlock": lockp if (root / lockp).is_file() else None,
+                        "project_install_mode": "install_project"}, lw, mounts)
+
+    def wheels(layer: dict, i: int, lw: str, mounts) -> None:
+        # flyte (`with_local_v2` and friends): install the package from the wheel folder with
+        # its dependencies from the index, then force the exact local wheel over whatever that
+        # resolved (--no-deps --no-index, reinstalled)
+        src = str(layer.get("wheel_dir") or "")
+        package = str(layer.get("package_name") or "")
+        path = Path(src) if os.path.isabs(src) else root / src
+        found = sorted(path.glob("*.whl")) if path.is_dir() else []
+        stem = re.sub(r"[-_.]+", "_", package).lower()
+        if not any(re.sub(r"[-_.]+", "_", w.name.split("-")[0]).lower() == stem for w in found):
+            hint = " (with_local_v2 reads flyte's own dist/ folder: build the flyte wheel there first)" if stem in ("flyte", "flyteidl2") else ""
+            raise UserError(f"{lw}: the wheel folder {src!r} holds no wheel of {package!r}{hint}")
+        for w in found:
+            context[f"wheels/{i}/{w.name}"] = str(w)
+        d = f"/tmp/flyte-build/wheels/{i}"
+        flags = " ".join(_pip_flags(layer))
+        out.append(f"COPY wheels/{i}/ {d}/")
+        out.append(_run(
+            f"{_VENV_GUARD} && python3 -m pip install {flags} --find-links {d} {_sh(package)} "
+            f"&& python3 -m pip install {flags} --find-links {d} --no-deps --no-index --force-reinstall {_sh(package)} "
+            f"&& rm -rf {d}",
+            mounts,
+        ))
 
     out = [f"FROM {base}", *after_from]
     if (after_from or _FLYTE_BASE.match(spec.get("base_image") or "")) and (layers or opts.bake):
@@ -307,12 +519,11 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     for i, layer in enumerate(layers):
         kind = layer.get("type")
         lw = f"{where}: layer {i} ({kind})"
+        mounts = secrets.mounts(layer, lw)
         if kind == "_DockerLines":
             out.extend(layer.get("lines") or ())
         elif kind == "Commands":
-            if layer.get("secret_mounts"):
-                raise UserError(f"{lw}: secret_mounts are not supported by flyte-build yet")
-            out.extend(_run(c) for c in layer.get("commands") or ())
+            out.extend(_run(c, mounts) for c in layer.get("commands") or ())
         elif kind == "WorkDir":
             out.append(f"WORKDIR {layer['workdir']}")
         elif kind == "Env":
@@ -321,13 +532,12 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
                 out.append("ENV " + " ".join(f"{k}={_quote(v)}" for k, v in pairs))
         elif kind == "AptPackages":
             pkgs = tuple(layer.get("packages") or ())
-            if layer.get("secret_mounts"):
-                raise UserError(f"{lw}: secret_mounts are not supported by flyte-build yet")
-            if recipe and opts.debian_recipe == "light" and pkgs == _RECIPE_APT:
+            if recipe and opts.debian_recipe == "light" and pkgs == _RECIPE_APT and not layer.get("secret_mounts"):
                 continue  # the configured debian base stands in for flyte's toolchain layer
             out.append(_run(
                 "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-                + " ".join(_sh(p) for p in pkgs) + " && rm -rf /var/lib/apt/lists/*"
+                + " ".join(_sh(p) for p in pkgs) + " && rm -rf /var/lib/apt/lists/*",
+                mounts,
             ))
         elif kind in ("PipPackages", "Requirements"):
             if opts.use_pex:
@@ -346,37 +556,24 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
                     ))
                     pex_done = True
                 continue
-            flags = " ".join(_pip_flags(layer, lw))
+            flags = " ".join(_pip_flags(layer))
             if kind == "Requirements":
                 name = root_file(layer["file"], "requirements file")
                 out.append(f"COPY {name} /tmp/flyte-build/{name}")
-                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} -r /tmp/flyte-build/{name}"))
+                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} -r /tmp/flyte-build/{name}", mounts))
             else:
                 pkgs = " ".join(_sh(p) for p in layer.get("packages") or ())
-                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} {pkgs}"))
+                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} {pkgs}", mounts))
         elif kind == "UVProject":
-            flags = " ".join(_pip_flags(layer, lw))
-            pyproject = root_file(layer["pyproject"], "pyproject")
-            proj_dir = posixpath.dirname(pyproject)
-            lock = root_file(layer["uvlock"], "uv.lock") if layer.get("uvlock") else None
-            if layer.get("project_install_mode") == "install_project":
-                rel_dir = posixpath.dirname(layer["pyproject"])
-                for n, p in list_folder(rel_dir).items():
-                    context[f"src/{n}"] = p
-                out.append(f"COPY {proj_dir}/ /tmp/flyte-build/{proj_dir}/")
-            else:
-                out.append(f"COPY {pyproject} /tmp/flyte-build/{pyproject}")
-                if lock:
-                    out.append(f"COPY {lock} /tmp/flyte-build/{lock}")
-            export = "--frozen" if lock else ""
-            cmd = (
-                f"{_VENV_GUARD} && python3 -m pip install --no-cache-dir uv=={UV_VERSION} "
-                f"&& cd /tmp/flyte-build/{proj_dir} && uv export {export} --no-hashes --no-emit-project -o /tmp/flyte-build/uv-req.txt "
-                f"&& python3 -m pip install {flags} -r /tmp/flyte-build/uv-req.txt"
-            )
-            if layer.get("project_install_mode") == "install_project":
-                cmd += f" && python3 -m pip install --no-cache-dir --no-deps /tmp/flyte-build/{proj_dir}"
-            out.append(_run(cmd))
+            uv_project(layer, lw, mounts)
+        elif kind == "PoetryProject":
+            poetry_project(layer, lw, mounts)
+        elif kind == "UVScript":
+            uv_script(layer, lw, mounts)
+        elif kind == "PythonWheels":
+            wheels(layer, i, lw, mounts)
+        elif kind == "DockerIgnore":
+            continue  # read up front (_ignore_rules): it filters what the other layers copy
         elif kind == "CopyConfig":
             src, dst = layer["src"], str(layer["dst"])
             if src.startswith("/") or src.startswith("../"):
@@ -387,7 +584,7 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
             else:
                 if not (root / src).is_dir():
                     raise UserError(f"{lw}: source folder {src!r} does not exist")
-                files = list_folder(src)
+                files = folder(src)
                 if not files:
                     warnings.append(f"{lw}: source folder {src!r} holds no file after the ignores")
                 for n, p in files.items():
@@ -397,11 +594,18 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
                 out.append(f"COPY src/{src}/ {dst.rstrip('/') or '/'}/")
         elif kind == "CodeBundleLayer":
             raise UserError(f"{lw}: with_code_bundle is not supported; use copy-style = \"none\" to bake the code in")
+        elif kind in ("PixiProject", "PixiScript"):
+            raise UserError(
+                f"{lw}: pixi layers are not supported: the pixi tool is not on PyPI, npm or Debian and conda "
+                "channels are out of reach where flyte-build is tested; use with_uv_project, with_poetry_project "
+                "or with_pip_packages, or build this image with flyte"
+            )
         else:
             raise UserError(
                 f"{lw}: unsupported image layer {kind!r}; supported: from_debian_base, from_base, from_ref_name, "
-                "from_dockerfile, with_pip_packages, with_requirements, with_apt_packages, with_uv_project, "
-                "with_source_folder, with_source_file, with_env_vars, with_workdir, with_commands"
+                "from_dockerfile, from_uv_script, with_pip_packages, with_requirements, with_apt_packages, "
+                "with_uv_project, with_poetry_project, with_source_folder, with_source_file, with_dockerignore, "
+                "with_env_vars, with_workdir, with_commands, with_local_v2"
             )
     if opts.bake:
         for n, p in opts.bake.items():
@@ -414,4 +618,4 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     if build_args:
         # declared so a Dockerfile step may use them; their values are in the tag
         out[1:1] = [f"ARG {k}" for k, _ in build_args]
-    return Rendered(base, "\n".join(out) + "\n", tuple(sorted(context.items())), platforms, build_args, tuple(warnings))
+    return Rendered(base, "\n".join(out) + "\n", tuple(sorted(context.items())), platforms, build_args, tuple(warnings), secrets.records())

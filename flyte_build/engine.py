@@ -31,7 +31,8 @@ from .errors import FlyteBuildError, UserError
 from .graph import Graph, Target
 from .hashing import as_digest, key_of
 from .rule_api import FileInput, Request
-from .store import ActionEntry, Output
+from .hashing import file_sha256
+from .store import OUTPUT_NAME, ActionEntry, Output, is_hex64
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,7 @@ class Engine:
         doc, files, params = self.key_document(t, {d: r.digest for d, r in deps.items()})
         key = key_of(doc)
         self._remember_inputs(addr, key, doc)
-        entry, source = self.cache.lookup(key) if rule.cacheable else (None, None)
+        entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature) if rule.cacheable else (None, None)
         lines: list[str] = []
 
         def log(line: str) -> None:
@@ -303,6 +304,23 @@ class Engine:
         return report
 
 
+def _shape_check(rule, addr: str):
+    """What a cache entry for `addr` must look like beyond the schema: a target
+    of its rule's kind (envs with equal inputs share one entry, so not the same
+    env), and the output names its rule makes (an entry with no outputs is no
+    bundle)."""
+
+    def check(entry: ActionEntry) -> str | None:
+        if entry.target.split(":", 1)[0] != rule.kind:
+            return f"written for {entry.target}, not a {rule.kind} target"
+        names = tuple(o.name for o in entry.outputs)
+        if rule.outputs is not None and names not in rule.outputs:
+            return f"outputs {list(names)} are not what rule {rule.kind} makes"
+        return None
+
+    return check
+
+
 def materialize(results: list[TargetResult], store, out: Path) -> list[TargetResult]:
     """Copy each result's outputs under `out/<kind>/`, named by digest; returns results with paths there."""
     from dataclasses import replace
@@ -316,9 +334,15 @@ def materialize(results: list[TargetResult], store, out: Path) -> list[TargetRes
             continue
         first = None
         for o in r.outputs:
+            # names and digests were checked by the entry schema (plain names, 64 hex);
+            # checked again here because this is where they become a path
+            if not (is_hex64(o.digest) and OUTPUT_NAME.fullmatch(o.name) and ".." not in o.name):
+                raise UserError(f"{r.target}: refusing output {o.name!r}: not a plain file name")
             ext = o.name[o.name.index("."):] if "." in o.name else ""
             dest = out / r.kind / f"{o.digest}{ext}"
-            if not (dest.exists() and dest.stat().st_size == o.size):
+            # a file already there is kept only if its bytes are the output's (a same-size
+            # corrupted copy from an earlier run would otherwise stay)
+            if not (dest.is_file() and not dest.is_symlink() and file_sha256(dest) == (o.digest, o.size)):
                 if not store.verify_blob(o.digest):
                     raise UserError(f"{r.target}: cache blob {o.digest} is corrupt; run the build again")
                 atomic.copy_file(store.blob_path(o.digest), dest)

@@ -102,6 +102,14 @@ def plain(value: Any, root: Path) -> Any:
     return repr(value)
 
 
+def _layer_data(layer: Any, root: Path) -> dict:
+    out = plain(layer, root)
+    if out.get("type") == "DockerIgnore" and isinstance(out.get("path"), str) and out["path"].strip():
+        # with_dockerignore keeps its path as a str (plain() leaves strs alone): make it root-relative
+        out["path"] = _rel(out["path"], root)
+    return out
+
+
 def image_to_data(image: Any, root: Path) -> Any:
     """"auto", a URI string, None, or a dict of the image's base and layers."""
     from flyte._image import Image
@@ -119,7 +127,7 @@ def image_to_data(image: Any, root: Path) -> Any:
         "python_version": list(image.python_version),
         "extendable": image.extendable,
         "ref_name": image._ref_name,
-        "layers": [plain(layer, root) for layer in image._layers],
+        "layers": [_layer_data(layer, root) for layer in image._layers],
     }
 
 

@@ -25,6 +25,7 @@ callers turn into one warning.
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -41,6 +42,32 @@ TMP_PREFIX = ".tmp-"
 
 class StoreUnavailable(Exception):
     """The store could not be reached, timed out, or refused a request."""
+
+
+class BadObject(Exception):
+    """An object that is not what its reader may accept: larger than declared or
+    allowed, or (in a file:// store) not a regular file -- a symlink, FIFO or device."""
+
+
+READ_CHUNK = 8 << 20  # one ranged GET: memory stays bounded whatever the object's size
+
+
+def _open_regular(path: str) -> tuple[int, int]:
+    """(fd, size) of a regular file, opened without following a final symlink
+    and without blocking on a FIFO. FileNotFoundError when missing."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        if os.path.islink(path):
+            raise BadObject(f"{path} is a symlink") from None
+        raise BadObject(f"{path}: {exc.strerror}") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise BadObject(f"{path} is not a regular file")
+    return fd, st.st_size
 
 
 # -- configuration --------------------------------------------------------------
@@ -148,23 +175,52 @@ class Root:
             return None
         return int(info.get("size") or 0)
 
-    def read(self, rel: str) -> bytes:
-        """The object's bytes; FileNotFoundError when it does not exist."""
+    def read(self, rel: str, max_bytes: int) -> bytes:
+        """The object's bytes; FileNotFoundError when it does not exist, BadObject
+        when it is over `max_bytes` (or, on a local path, not a regular file)."""
         path = self._path(rel)
         if self.scheme == "file":
-            return Path(path).read_bytes()
-        return self._call("cat_file", path)
+            fd, size = _open_regular(path)
+            with os.fdopen(fd, "rb") as f:
+                data = f.read(max_bytes + 1)
+        else:
+            # a range bounds what the store sends, whatever the object's size
+            data = self._call("cat_file", path, start=0, end=max_bytes + 1)
+        if len(data) > max_bytes:
+            raise BadObject(f"{self.uri(rel)} is over {max_bytes} bytes")
+        return data
 
-    def get_file(self, rel: str, dest: Path, size_hint: int = 0) -> None:
-        """Download to `dest` (a temporary name the caller owns)."""
+    def get_file(self, rel: str, dest: Path, size: int) -> None:
+        """Download to `dest` (a temporary name the caller owns) an object that
+        must be exactly `size` bytes: BadObject, having read at most `size`
+        bytes, when it is not (or, on a local path, is not a regular file)."""
         path = self._path(rel)
         if self.scheme == "file":
-            with open(path, "rb") as s, open(dest, "wb") as d:
-                while chunk := s.read(1 << 20):
+            fd, actual = _open_regular(path)
+            with os.fdopen(fd, "rb") as s, open(dest, "wb") as d:
+                if actual != size:
+                    raise BadObject(f"{self.uri(rel)} is {actual} bytes, the entry says {size}")
+                left = size + 1  # one byte more tells a file that grew
+                while left and (chunk := s.read(min(left, 1 << 20))):
                     d.write(chunk)
+                    left -= len(chunk)
+            if left == 0:
+                raise BadObject(f"{self.uri(rel)} is over {size} bytes")
             return
-        # a large blob may take longer than one request's deadline; allow ~1 MB/s
-        self._call("get_file", path, str(dest), deadline=self.timeout + size_hint / 1e6)
+        have = self.size(rel)
+        if have is None:
+            raise FileNotFoundError(path)
+        if have != size:
+            raise BadObject(f"{self.uri(rel)} is {have} bytes, the entry says {size}")
+        with open(dest, "wb") as d:
+            # ranged reads, never past the declared size: a swapped object cannot make us fetch more
+            for start in range(0, size, READ_CHUNK):
+                end = min(start + READ_CHUNK, size)
+                # a large chunk may take longer than one request's deadline; allow ~1 MB/s
+                chunk = self._call("cat_file", path, start=start, end=end, deadline=self.timeout + (end - start) / 1e6)
+                if len(chunk) != end - start:
+                    raise BadObject(f"{self.uri(rel)} changed while it was read")
+                d.write(chunk)
 
     def put_file(self, rel: str, src: Path, create_only: bool = True) -> bool:
         """Publish `src` under `rel` in one step. True if written; False if

@@ -77,3 +77,9 @@ class Rule:
     # False for actions whose effect lives outside the cache (a deploy): run every time,
     # never recorded as a cache entry; the rule keeps its own state
     cacheable: bool = True
+    # the output names a cache entry of this rule may have (each tuple one allowed
+    # shape); an entry of another shape is refused as malformed. None: any.
+    outputs: tuple[tuple[str, ...], ...] | None = None
+    # True when the result's metadata reaches a deploy (an image's pin): a shared
+    # cache entry is used only when signed and verified, never on a writer's word
+    needs_signature: bool = False

@@ -13,6 +13,14 @@ name. A corrupt blob or entry is refused and counted, the target is rebuilt,
 and the rebuilt result overwrites the bad object (the one case where a
 write is not create-only).
 
+Trust (see BUILD.md, "Trust and the shared cache"): every entry is checked
+against the schema (`store.ActionEntry.parse`) and read with bounds (entry
+size, each blob's declared size, regular files only on a local path). A
+reader holding verify keys refuses entries without a good signature by one
+of them; a reader without keys still refuses entries of rules whose results
+reach a deploy through their metadata (an image's pin) unless signed and
+verified. A read-only cache is never written.
+
 A store that cannot be reached (refused, timed out, no bucket, no
 credentials) costs one warning; the run then leaves it alone and goes on
 with the local cache. With `cache-required` it is an error instead.
@@ -27,8 +35,9 @@ import threading
 from pathlib import Path
 
 from .errors import BuildFailed
-from .objstore import StoreOptions, StoreUnavailable, Root, open_root
-from .store import ActionEntry, LocalStore
+from .objstore import BadObject, StoreOptions, StoreUnavailable, Root, open_root
+from .signing import Signer, Verifier, load_signer, load_verifier
+from .store import MAX_ENTRY_BYTES, ActionEntry, BadEntry, LocalStore
 
 
 def blob_rel(hex_: str) -> str:
@@ -40,11 +49,15 @@ def action_rel(key: str) -> str:
 
 
 class SharedCache:
-    def __init__(self, root: Root, warn, required: bool = False):
+    def __init__(self, root: Root, warn, required: bool = False, read_only: bool = False,
+                 signer: Signer | None = None, verifier: Verifier | None = None):
         self.root = root
         self.url = root.url
         self._warn = warn
         self.required = required
+        self.read_only = read_only
+        self.signer = signer
+        self.verifier = verifier
         self.offline = False
         self._bad: set[str] = set()  # objects found corrupt this run: the next publish replaces them
         self._lock = threading.Lock()
@@ -69,25 +82,39 @@ class SharedCache:
         stats.warnings.append(f"shared cache: refused {self.root.uri(rel)} ({why}); rebuilding it")
 
     # -- reading ---------------------------------------------------------
-    def fetch(self, key: str, local: LocalStore, stats) -> ActionEntry | None:
-        """The entry for `key` with every output verified into `local`, else None."""
+    def fetch(self, key: str, local: LocalStore, stats, needs_signature: bool = False, accept=None) -> ActionEntry | None:
+        """The entry for `key` with every output verified into `local`, else None.
+        `needs_signature`: refuse the entry unless it is signed and verified, even
+        when this reader holds no verify keys (results that reach a deploy)."""
         if self.offline:
             return None
+        if needs_signature and self.verifier is None:
+            return None  # nothing could vouch for it: the rule finds its own result
         rel = action_rel(key)
         try:
             try:
-                data = self.root.read(rel)
+                data = self.root.read(rel, MAX_ENTRY_BYTES)
+                entry = ActionEntry.parse(key, data)
             except FileNotFoundError:
                 return None
-            entry = ActionEntry.from_json(key, data)
-            if entry is None:
-                self._corrupt(rel, "unreadable action entry", stats)
+            except (BadObject, BadEntry) as exc:
+                self._corrupt(rel, f"malformed action entry: {exc}", stats)
+                return None
+            why = accept(entry) if accept else None
+            if why is None and self.verifier is not None:
+                why = self.verifier.check(entry)
+            if why is not None:
+                self._corrupt(rel, why, stats)
                 return None
             down = len(data)
             for out in entry.outputs:
                 if local.has_blob(out.digest, out.size) and local.verify_blob(out.digest):
                     continue
-                got = self._download(out.digest, out.size, local)
+                try:
+                    got = self._download(out.digest, out.size, local)
+                except BadObject as exc:
+                    self._corrupt(blob_rel(out.digest), str(exc), stats)
+                    return None
                 if got is None:
                     self._corrupt(blob_rel(out.digest), "bytes do not match the digest", stats)
                     return None
@@ -133,9 +160,12 @@ class SharedCache:
 
     # -- writing ---------------------------------------------------------
     def publish(self, entry: ActionEntry, local: LocalStore, stats) -> None:
-        """Upload the entry's blobs, then the entry; skip what is already there."""
-        if self.offline:
+        """Upload the entry's blobs, then the entry (signed when this writer holds a
+        key); skip what is already there. A read-only cache is left alone."""
+        if self.offline or self.read_only:
             return
+        if self.signer is not None:
+            entry = self.signer.sign(entry)
         up = 0
         try:
             for out in entry.outputs:
@@ -172,6 +202,9 @@ def open_shared(url: str, cfg, warn) -> SharedCache | None:
     options = getattr(cfg, "object_store", None) or StoreOptions()
     root = open_root(url, options, "--cache")
     required = bool(getattr(cfg, "cache_required", False))
+    signer = load_signer(getattr(cfg, "cache_signing_key_file", None))
+    verifier = load_verifier(tuple(getattr(cfg, "cache_verify_keys", ())))
+    read_only = read_only_mode(getattr(cfg, "cache_read_only", None), signer, verifier)
     try:
         root.probe()
     except StoreUnavailable as exc:
@@ -179,4 +212,20 @@ def open_shared(url: str, cfg, warn) -> SharedCache | None:
             raise BuildFailed(f"shared cache unavailable (cache-required): {exc}") from None
         warn(f"shared cache unavailable, going on with the local cache: {exc}")
         return None
-    return SharedCache(root, warn, required)
+    return SharedCache(root, warn, required, read_only, signer, verifier)
+
+
+def in_ci(environ=os.environ) -> bool:
+    """$CI set as CI services set it (GitHub Actions, GitLab, CircleCI, Buildkite...)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def read_only_mode(configured: bool | None, signer: Signer | None, verifier: Verifier | None, environ=os.environ) -> bool:
+    """Whether this run leaves the shared cache alone. Explicit config or flag
+    wins. Otherwise a run writes when it holds a signing key, or runs in CI with
+    no verify keys to satisfy; everything else -- a laptop -- only reads."""
+    if configured is not None:
+        return configured
+    if signer is not None:
+        return False
+    return not (in_ci(environ) and verifier is None)

@@ -33,6 +33,7 @@ class Settings:
     ignore_load_errors: bool | None = None
     cache: str | None = None
     cache_required: bool | None = None
+    cache_read_only: bool | None = None
     cache_dir: str | None = None
     storage: str | None = None
     project: str | None = None
@@ -56,6 +57,7 @@ class Workspace:
             ignore_load_errors=settings.ignore_load_errors,
             cache=settings.cache,
             cache_required=settings.cache_required,
+            cache_read_only=settings.cache_read_only,
             storage=settings.storage,
             project=settings.project,
             domain=settings.domain,

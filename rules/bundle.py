@@ -41,4 +41,5 @@ RULE = Rule(
     run=run,
     applies=applies,
     default=True,
+    outputs=(("bundle.tar.gz",),),
 )

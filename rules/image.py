@@ -171,6 +171,9 @@ def plan(env, ctx) -> dict:
         "push": push,
         "pex": df.PEX_NAME if len(digests) > len(files) else None,
     }
+    if rendered.secrets:
+        # where each BuildKit secret is read at build time (never its value)
+        params["secrets"] = [list(s) for s in rendered.secrets]
     for w in rendered.warnings:
         ctx.warn(w)
     return {"mode": "build", "uri": uri, "tag": tag, "files": files, "params": params}
@@ -296,7 +299,8 @@ def run(req: Request) -> Produced:
             req.log(f"{uri} is already in the engine; not building")
         else:
             labels = {"org.flyte-build.tag": p["tag"]}
-            docker_engine.build(context_dir, stage / "Dockerfile", uri, network=opts["network"] or None, builder=builder, log=req.log, labels=labels)
+            docker_engine.build(context_dir, stage / "Dockerfile", uri, network=opts["network"] or None, builder=builder, log=req.log,
+                                labels=labels, secrets=[tuple(s) for s in p.get("secrets") or ()], where=f"`{req.env.name}`")
             built = True
         image_id = docker_engine.image_id(uri, builder)
         digest = None
@@ -316,4 +320,6 @@ RULE = Rule(
     deps=deps,
     describe=describe,
     remote_check=remote_check,
+    outputs=((ARTIFACT,), ()),
+    needs_signature=True,
 )

@@ -135,4 +135,5 @@ RULE = Rule(
     inputs=inputs,
     run=run,
     applies=applies,
+    outputs=(("requirements.pex",),),
 )

@@ -65,9 +65,92 @@ def test_every_documented_layer_renders(tmp_path: Path) -> None:
 
 
 def test_unsupported_layer_is_an_error_naming_it(tmp_path: Path) -> None:
-    spec = {"base_image": "python:3.11-slim-bookworm", "layers": [{"type": "PixiProject"}]}
-    with pytest.raises(UserError, match=r"`e`: layer 0 \(PixiProject\): unsupported image layer 'PixiProject'"):
+    spec = {"base_image": "python:3.11-slim-bookworm", "layers": [{"type": "CondaEnv"}]}
+    with pytest.raises(UserError, match=r"`e`: layer 0 \(CondaEnv\): unsupported image layer 'CondaEnv'"):
         df.render(spec, tmp_path, df.Options(), "`e`", lambda rel: {})
+
+
+def test_pixi_is_a_clear_error(tmp_path: Path) -> None:
+    for kind in ("PixiProject", "PixiScript"):
+        spec = {"base_image": "python:3.11-slim-bookworm", "layers": [{"type": kind}]}
+        with pytest.raises(UserError, match=rf"`e`: layer 0 \({kind}\): pixi layers are not supported"):
+            df.render(spec, tmp_path, df.Options(), "`e`", lambda rel: {})
+
+
+def _render(tmp_path: Path, layers: list, files=None) -> df.Rendered:
+    lister = files or (lambda rel: {})
+    return df.render({"base_image": "b:1", "layers": layers}, tmp_path, df.Options(), "`e`", lister)
+
+
+def test_secret_mounts_render_as_buildkit_mounts_without_values(tmp_path: Path) -> None:
+    r = _render(tmp_path, [
+        {"type": "Commands", "commands": ["pip download private"], "secret_mounts": ["gh-token"]},
+        {"type": "AptPackages", "packages": ["git"], "secret_mounts": [
+            {"type": "Secret", "key": "apt", "group": "ops", "mount": "/etc/flyte/secrets", "as_env_var": None}]},
+        {"type": "PipPackages", "packages": ["six"], "secret_mounts": [
+            {"type": "Secret", "key": "gh-token", "group": None, "mount": None, "as_env_var": "GH_TOKEN"}]},
+    ])
+    lines = r.dockerfile.splitlines()
+    ids = {env: (i, path) for i, env, path in r.secrets}
+    assert set(ids) == {"GH-TOKEN", "OPS_APT"}  # flyte's host lookup: GROUP_KEY upper-cased, then /etc/secrets/group_key
+    assert ids["OPS_APT"][1] == "/etc/secrets/ops_apt"
+    cmd = next(x for x in lines if "pip download private" in x)
+    # an env-var secret: mounted as a file for this step only and exported to it
+    assert cmd.startswith("RUN --mount=type=secret,id=") and "GH_TOKEN=\"$(cat /run/secrets/" in cmd and "export GH_TOKEN && pip download" in cmd
+    apt = next(x for x in lines if x.startswith("RUN") and "apt-get" in x)
+    assert f"--mount=type=secret,id={ids['OPS_APT'][0]},target=/etc/flyte/secrets" in apt
+    # a bare key is the Secret flyte makes of it (env var KEY upper-cased): one secret, one --secret flag
+    assert len(r.secrets) == 2
+    with pytest.raises(UserError, match="not a valid environment variable"):
+        _render(tmp_path, [{"type": "Commands", "commands": ["x"], "secret_mounts": [{"key": "k", "as_env_var": "bad-name"}]}])
+
+
+def test_uv_script_installs_its_inline_dependencies(tmp_path: Path) -> None:
+    (tmp_path / "job.py").write_text('# /// script\n# requires-python = ">=3.11"\n# dependencies = ["six==1.17.0", "toolz"]\n# ///\nprint(1)\n')
+    r = _render(tmp_path, [{"type": "UVScript", "script": "job.py", "index_url": "https://idx/simple"}])
+    assert "python3 -m pip install --no-cache-dir --index-url 'https://idx/simple' 'six==1.17.0' 'toolz'" in r.dockerfile
+    (tmp_path / "bad.py").write_text("print(1)\n")
+    with pytest.raises(UserError, match=r"layer 0 \(UVScript\): bad.py has no `# /// script` metadata block"):
+        _render(tmp_path, [{"type": "UVScript", "script": "bad.py"}])
+
+
+def test_poetry_project_modes(tmp_path: Path) -> None:
+    (tmp_path / "pp" / "pkg").mkdir(parents=True)
+    for n in ("pyproject.toml", "poetry.lock", "pkg/__init__.py", "notes.tmp"):
+        (tmp_path / "pp" / n).write_text("x")
+    lister = lambda rel: {f"{rel}/{n}": str(tmp_path / rel / n) for n in ("pyproject.toml", "poetry.lock", "pkg/__init__.py", "notes.tmp")}  # noqa: E731
+    deps = _render(tmp_path, [{"type": "PoetryProject", "pyproject": "pp/pyproject.toml", "poetry_lock": "pp/poetry.lock",
+                               "project_install_mode": "dependencies_only"}], lister)
+    assert f"poetry=={df.POETRY_VERSION}" in deps.dockerfile and "poetry install --no-interaction --no-root" in deps.dockerfile
+    assert {n for n, _ in deps.context} == {"src/pp/pyproject.toml", "src/pp/poetry.lock"}
+    (tmp_path / ".dockerignore").write_text("*.tmp\n")  # the root's .dockerignore filters folder copies, as in flyte
+    whole = _render(tmp_path, [{"type": "PoetryProject", "pyproject": "pp/pyproject.toml", "poetry_lock": "pp/poetry.lock",
+                                "project_install_mode": "install_project"}], lister)
+    assert "COPY src/pp/ /root/.flyte/src/pp/" in whole.dockerfile and "--no-root" not in whole.dockerfile
+    assert {n for n, _ in whole.context} == {"src/pp/pyproject.toml", "src/pp/poetry.lock", "src/pp/pkg/__init__.py"}
+
+
+def test_with_dockerignore_filters_copied_folders(tmp_path: Path) -> None:
+    (tmp_path / "assets").mkdir()
+    names = ("keep.txt", "big.bin", "sub/x.bin")
+    lister = lambda rel: {f"{rel}/{n}": str(tmp_path / rel / n) for n in names}  # noqa: E731
+    (tmp_path / "ci").mkdir()
+    (tmp_path / "ci" / ".dockerignore").write_text("**/*.bin\n")
+    r = _render(tmp_path, [{"type": "DockerIgnore", "path": "ci/.dockerignore"},
+                           {"type": "CopyConfig", "path_type": 1, "src": "assets", "dst": "/app/assets"}], lister)
+    assert {n for n, _ in r.context} == {"src/assets/keep.txt"}
+    with pytest.raises(UserError, match=r"layer 0 \(DockerIgnore\): with_dockerignore file 'nope/.dockerignore' does not exist"):
+        _render(tmp_path, [{"type": "DockerIgnore", "path": "nope/.dockerignore"}])
+
+
+def test_wheels_need_a_wheel_of_the_package(tmp_path: Path) -> None:
+    (tmp_path / "dist").mkdir()
+    (tmp_path / "dist" / "fb_wheel-1.0-py3-none-any.whl").write_bytes(b"PK")
+    r = _render(tmp_path, [{"type": "PythonWheels", "wheel_dir": "dist", "package_name": "fb-wheel"}])
+    assert dict(r.context) == {"wheels/0/fb_wheel-1.0-py3-none-any.whl": str(tmp_path / "dist" / "fb_wheel-1.0-py3-none-any.whl")}
+    assert "--no-deps --no-index --force-reinstall 'fb-wheel'" in r.dockerfile
+    with pytest.raises(UserError, match=r"holds no wheel of 'flyte' \(with_local_v2 reads flyte's own dist/ folder"):
+        _render(tmp_path, [{"type": "PythonWheels", "wheel_dir": "/nonexistent/dist", "package_name": "flyte"}])
 
 
 def test_unresolved_ref_name_says_how_to_resolve(tmp_path: Path) -> None:
@@ -167,3 +250,23 @@ def test_classic_builder_gets_the_dockerfile_without_cache_mounts() -> None:
 def test_an_unmapped_runtime_stays_flytes_released_image(tmp_path: Path) -> None:
     r = df.render({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, df.Options(), "`e`", lambda rel: {})
     assert r.dockerfile is None and r.base == FLYTE_RUNTIME  # pulled as is where it can be
+
+
+def test_dry_run_warns_when_it_cannot_resolve_an_image(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pyproject.toml").write_text('[project]\nname = "pixirepo"\nversion = "0"\n')
+    (repo / "pixi.toml").write_text('[workspace]\nname = "p"\nchannels = ["conda-forge"]\nplatforms = ["linux-64"]\n')
+    (repo / "envs.py").write_text(
+        "from pathlib import Path\nimport flyte\n\n"
+        "env = flyte.TaskEnvironment('pixienv', image=flyte.Image.from_debian_base(registry='127.0.0.1:5000/x')"
+        ".with_pixi_project(Path(__file__).parent / 'pixi.toml'))\n\n"
+        "@env.task\nasync def t() -> int:\n    return 1\n"
+    )
+    run = flyte_build("deploy", "--dry-run", "--json", cwd=repo, cache=tmp_path / "cache")
+    assert run.rc == 0, run.err
+    doc = run.json()
+    (warning,) = [w for w in doc["warnings"] if "pixienv" in w]
+    assert "flyte-build cannot resolve this env's image" in warning and "pixi layers are not supported" in warning
+    (env,) = doc["targets"]
+    assert env["image"] in warning  # the URI the plan names is flyte's, and the warning says so

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from .common import emit_json
 
-HELP = "inspect (stats), check (verify) and trim (gc) the cache"
+HELP = "inspect (stats), check (verify) and trim (gc) the cache; make a signing key pair (keygen)"
 NAME = "cache"
 
 
 def add_parser(sub, parents):
     p = sub.add_parser("cache", help=HELP, description=HELP, parents=parents)
-    p.add_argument("action", choices=["stats", "verify", "gc"])
+    p.add_argument("action", choices=["stats", "verify", "gc", "keygen"])
     p.add_argument("--max-age-days", type=float, help="gc: also drop entries unused for this long")
     p.add_argument("--json", action="store_true")
     return p
@@ -20,6 +20,17 @@ def add_parser(sub, parents):
 
 def run(args) -> int:
     from ..store import LocalStore
+
+    if args.action == "keygen":
+        from ..signing import SIGNING_KEY_ENV, keygen
+
+        private, public = keygen()
+        if args.json:
+            emit_json({"signing_key": private, "verify_key": public})
+        else:
+            print(f"signing key (secret: CI only, as ${SIGNING_KEY_ENV}): {private}")
+            print(f"verify key (public: cache-verify-keys in pyproject.toml): {public}")
+        return 0
 
     store = LocalStore(Path(args.cache_dir) if getattr(args, "cache_dir", None) else None)
     if args.action == "stats":

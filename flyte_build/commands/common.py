@@ -21,6 +21,10 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--ignore-load-errors", action="store_true", default=d, help="skip modules that fail to import, reporting each")
     g.add_argument("--cache", metavar="URL", default=d, help="a shared cache: a path, file://, s3:// or gs:// URL")
     g.add_argument("--cache-required", action="store_true", default=d, help="fail when the shared cache cannot be reached")
+    g.add_argument("--cache-read-only", dest="cache_read_only", action="store_const", const=True, default=d,
+                   help="read the shared cache, never write it (default outside CI unless holding a signing key)")
+    g.add_argument("--cache-write", dest="cache_read_only", action="store_const", const=False, default=d,
+                   help="publish results to the shared cache (default in CI, or when holding a signing key)")
     g.add_argument("--storage", metavar="URL", default=d, help="upload built bundles here (a path, file://, s3:// or gs:// URL), named by digest")
     g.add_argument("--cache-dir", metavar="DIR", default=d, help="the local cache (default $FLYTE_BUILD_CACHE_DIR, else $XDG_CACHE_HOME/flyte-build)")
     g.add_argument("--project", default=d, help="Flyte project (discovery runs with it initialised)")
@@ -63,6 +67,7 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
         ignore_load_errors=True if getattr(args, "ignore_load_errors", None) else None,
         cache=getattr(args, "cache", None),
         cache_required=True if getattr(args, "cache_required", None) else None,
+        cache_read_only=getattr(args, "cache_read_only", None),
         cache_dir=getattr(args, "cache_dir", None),
         storage=getattr(args, "storage", None),
         project=getattr(args, "project", None),

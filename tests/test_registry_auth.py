@@ -1,0 +1,139 @@
+"""image:<env> against a registry that wants a password (docker-registry with htpasswd auth).
+
+flyte-build asks the registry whether a tag is there, and for its digest, with
+docker's own credentials: `docker login`'s config.json `auths`, or a credential
+helper (`credHelpers`/`credsStore`, the protocol `docker-credential-*` speaks).
+One small image is built and pushed once; then fresh caches find it in the
+registry without building, through each kind of credentials; and a push with a
+wrong password is a clear exit 1 that never shows the password.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support import auth_registry
+from tests.support.cli import flyte_build
+from tests.support.docker_env import ensure_base_image
+from tests.support.requirements import require
+
+pytestmark = pytest.mark.docker
+
+USER = "fb-user"
+PASSWORD = f"pw-{uuid.uuid4().hex}"
+
+
+def _repo(root: Path, addr: str) -> Path:
+    repo = root / "repo"
+    repo.mkdir()
+    (repo / "pyproject.toml").write_text(
+        '[project]\nname = "authrepo"\nversion = "0"\n\n[tool.hatch.build.targets.flyte.docker]\nnetwork = "host"\n'
+        f'build-args = {{ TEST_SESSION = "{uuid.uuid4().hex}" }}\n'
+    )
+    (repo / "envs.py").write_text(
+        "import flyte\n\n"
+        "env = flyte.TaskEnvironment('authenv', image=flyte.Image.from_base('flyte-build-test/python:3.11')"
+        f".clone(name='test-registry-auth', registry='{addr}/fb', extendable=True)"
+        ".with_commands(['echo \"$TEST_SESSION\" > /auth-proof']))\n"
+    )
+    return repo
+
+
+def _login(config_dir: Path, addr: str, password: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["docker", "login", addr, "--username", USER, "--password-stdin"], input=password, capture_output=True, text=True,
+        timeout=60, env={**os.environ, "DOCKER_CONFIG": str(config_dir)},
+    )
+
+
+def _image(run) -> dict:
+    assert run.rc in (0, 1), run.err
+    return {t["target"]: t for t in run.json()["targets"]}["image:authenv"]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    ensure_base_image()
+    require(auth_registry.available(), "docker-registry or the bcrypt package is missing; run `bash .ci/provision.sh` and install the test extra")
+    root = tmp_path_factory.mktemp("registry-auth")
+    with auth_registry.auth_registry(root / "registry", USER, PASSWORD) as addr:
+        logged_in = root / "docker-config"
+        login = _login(logged_in, addr, PASSWORD)
+        assert login.returncode == 0, login.stderr
+        repo = _repo(root, addr)
+        first = flyte_build("build", "image:authenv", "--json", cwd=repo, cache=root / "cache", env={"DOCKER_CONFIG": str(logged_in)}, timeout=600)
+        assert first.rc == 0, first.err[-3000:]
+        yield {"root": root, "addr": addr, "repo": repo, "logged_in": logged_in, "first": _image(first)}
+        ids = subprocess.run(["docker", "images", "-q", "--filter", f"reference={addr}/fb/test-registry-auth"],
+                             capture_output=True, text=True, timeout=60).stdout.split()
+        if ids:
+            subprocess.run(["docker", "image", "rm", "-f", *sorted(set(ids))], capture_output=True, timeout=120)
+
+
+def test_build_pushes_with_docker_login_and_pins_the_digest(registry) -> None:
+    r = registry["first"]
+    assert r["status"] == "built" and r["docker_build"] is True and r["pushed"] is True, r
+    assert r["uri"].startswith(f"{registry['addr']}/fb/test-registry-auth:")
+    assert r["image_digest"].startswith("sha256:") and r["pinned"] == f"{registry['addr']}/fb/test-registry-auth@{r['image_digest']}"
+    # the registry really wants the password: an anonymous manifest request is refused
+    import urllib.error
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        opener.open(f"http://{registry['addr']}/v2/fb/test-registry-auth/manifests/{r['tag']}", timeout=10)
+    assert refused.value.code == 401
+
+
+def test_config_json_credentials_give_a_remote_hit_without_building(registry, tmp_path) -> None:
+    run = flyte_build("build", "image:authenv", "--json", cwd=registry["repo"], cache=tmp_path / "cache",
+                      env={"DOCKER_CONFIG": str(registry["logged_in"])}, timeout=300)
+    hit = _image(run)
+    assert run.rc == 0 and hit["status"] == "cached" and hit["source"] == "remote", hit
+    assert hit["docker_build"] is False and hit["image_digest"] == registry["first"]["image_digest"]
+
+
+def test_credential_helper_gives_a_remote_hit(registry, tmp_path) -> None:
+    # a docker credential helper (the protocol docker-credential-* speak), named by credHelpers
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-fbtest"
+    helper.write_text(
+        "#!/bin/sh\n"
+        '[ "$1" = get ] || exit 1\n'
+        "read server\n"
+        f'printf \'{{"ServerURL":"%s","Username":"{USER}","Secret":"{PASSWORD}"}}\' "$server"\n'
+    )
+    helper.chmod(0o755)
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"credHelpers": {registry["addr"]: "fbtest"}}))
+    run = flyte_build("build", "image:authenv", "--json", cwd=registry["repo"], cache=tmp_path / "cache",
+                      env={"DOCKER_CONFIG": str(config), "PATH": f"{bindir}{os.pathsep}{os.environ['PATH']}"}, timeout=300)
+    hit = _image(run)
+    assert run.rc == 0 and hit["source"] == "remote" and hit["image_digest"] == registry["first"]["image_digest"], hit
+
+
+def test_push_with_a_wrong_password_is_a_clear_exit_1_without_the_secret(registry, tmp_path) -> None:
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    config = tmp_path / "docker-config"
+    config.mkdir()
+    # what `docker login` writes, with a password the registry does not know
+    import base64
+
+    (config / "config.json").write_text(json.dumps({"auths": {registry["addr"]: {"auth": base64.b64encode(f"{USER}:{wrong}".encode()).decode()}}}))
+    p = registry["repo"] / "pyproject.toml"
+    p.write_text(p.read_text().replace("TEST_SESSION = ", "TEST_SESSION_BAD_PASSWORD = "))  # a new tag: a real push
+    cache = tmp_path / "cache"
+    run = flyte_build("build", "image:authenv", cwd=registry["repo"], cache=cache, env={"DOCKER_CONFIG": str(config)}, timeout=600)
+    assert run.rc == 1, (run.rc, run.err[-3000:])
+    assert f"docker push of {registry['addr']}/fb/test-registry-auth:" in run.err
+    assert f"refused the push: log in with `docker login {registry['addr']}`" in run.err
+    for text in (run.out, run.err, *(f.read_text(errors="replace") for f in cache.rglob("*.log"))):
+        assert wrong not in text and PASSWORD not in text
