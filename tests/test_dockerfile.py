@@ -205,12 +205,12 @@ def test_bad_docker_key_names_the_field(repo: Path, tmp_path: Path) -> None:
 FLYTE_RUNTIME = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"  # what from_debian_base() starts from (install_flyte default)
 
 
-def _render(spec: dict, tmp_path: Path, **opts) -> df.Rendered:
+def _render_on_debian(spec: dict, tmp_path: Path, **opts) -> df.Rendered:
     return df.render(spec, tmp_path, df.Options(base_images={"debian": "local/py:3.11"}, **opts), "`e`", lambda rel: {})
 
 
 def test_from_debian_base_without_layers_is_built_with_the_flyte_runtime(tmp_path: Path) -> None:
-    r = _render({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, debian_recipe="light")
+    r = _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, debian_recipe="light")
     # not a reference to the bare base: flyte's runtime image, rebuilt on it
     assert r.dockerfile is not None and r.dockerfile.startswith("FROM local/py:3.11\n")
     lines = r.dockerfile.splitlines()
@@ -222,8 +222,8 @@ def test_from_debian_base_without_layers_is_built_with_the_flyte_runtime(tmp_pat
 
 
 def test_layers_on_the_runtime_share_its_lines_and_run_as_flyte_does(tmp_path: Path) -> None:
-    plain = _render({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path)
-    layered = _render({"base_image": FLYTE_RUNTIME, "layers": [{"type": "PipPackages", "packages": ["six==1.17.0"]}]}, tmp_path)
+    plain = _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path)
+    layered = _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": [{"type": "PipPackages", "packages": ["six==1.17.0"]}]}, tmp_path)
     # every env starting from the runtime renders the same prefix: one flyte install on the engine
     assert layered.dockerfile.startswith(plain.dockerfile)
     rest = layered.dockerfile[len(plain.dockerfile):].splitlines()
@@ -232,12 +232,12 @@ def test_layers_on_the_runtime_share_its_lines_and_run_as_flyte_does(tmp_path: P
     assert "'six==1.17.0'" in rest[-1]
     # the full recipe keeps flyte's toolchain layer; the light one leaves it to the base
     assert "build-essential" in plain.dockerfile
-    assert "build-essential" not in _render({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, debian_recipe="light").dockerfile
+    assert "build-essential" not in _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, debian_recipe="light").dockerfile
 
 
 def test_install_flyte_false_recipe_ends_as_the_flyte_user(tmp_path: Path) -> None:
     user = {"type": "Commands", "commands": [df.FLYTE_USER_CMD]}
-    r = _render({"base_image": "python:3.11-slim-bookworm", "layers": [user, {"type": "WorkDir", "workdir": "/home/flyte"}]}, tmp_path)
+    r = _render_on_debian({"base_image": "python:3.11-slim-bookworm", "layers": [user, {"type": "WorkDir", "workdir": "/home/flyte"}]}, tmp_path)
     assert r.dockerfile.splitlines()[-2:] == ["USER flyte", "WORKDIR /home/flyte"]
     assert "pip install" not in r.dockerfile  # install_flyte=False: no flyte, as with flyte's builder
 
