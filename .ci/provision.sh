@@ -12,11 +12,12 @@
 # running after it exits; their logs and data live under $STATE_DIR.
 #
 # Steps (one line each on stdout, with its duration):
-#   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps time jq (if missing)
+#   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps time jq npm (if missing)
 #   engine    dockerd --iptables=false --bridge=none --storage-driver=vfs (unless `docker info` answers)
 #   registry  docker-registry serve on 127.0.0.1:5000 (unless /v2/ answers)
 #   image     flyte-build-test/python:3.11 via debootstrap + docker import (unless present)
 #   push      a copy as 127.0.0.1:5000/flyte-build/base:py3.11 (unless the registry has it)
+#   azurite   npm install -g azurite, the Azure Storage emulator the az:// tests start (unless on PATH)
 set -euo pipefail
 
 readonly BASE_IMAGE="flyte-build-test/python:3.11"
@@ -90,6 +91,8 @@ step_packages() {
         # tests/test_affected_ci.py runs BUILD.md's workflow, whose steps use
         # jq (present on GitHub's runners, not on a bare Debian)
         [jq]=jq
+        # the azurite step installs Azurite from the npm registry
+        [npm]=npm
     )
     local bin missing=()
     for bin in "${!wanted[@]}"; do
@@ -342,6 +345,23 @@ step_push() {
     STATUS="pushed ${REGISTRY_IMAGE}@$(registry_digest)"
 }
 
+# --- azurite ----------------------------------------------------------------
+
+step_azurite() {
+    # tests/support/servers.py starts `azurite-blob` on a free port per test session
+    if command -v azurite-blob >/dev/null 2>&1; then
+        STATUS="$(azurite-blob --version 2>/dev/null | tail -n 1) present"
+        return
+    fi
+    need_root "npm install -g azurite"
+    # HTTPS may pass an intercepting proxy whose CA is only in the system bundle: let node trust it too
+    local bundle=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+    if [[ -z ${NODE_EXTRA_CA_CERTS:-} && -f ${bundle} ]]; then export NODE_EXTRA_CA_CERTS=${bundle}; fi
+    logged "${STATE_DIR}/npm-azurite.log" npm install -g --no-audit --no-fund azurite
+    command -v azurite-blob >/dev/null 2>&1 || die "npm installed azurite but azurite-blob is not on PATH ($(npm prefix -g)/bin)"
+    STATUS="installed azurite $(azurite-blob --version 2>/dev/null | tail -n 1)"
+}
+
 main() {
     local t0 ms
     t0=$(now_ms)
@@ -350,6 +370,7 @@ main() {
     run_step registry step_registry
     run_step image step_image
     run_step push step_push
+    run_step azurite step_azurite
     ms=$(( $(now_ms) - t0 ))
     printf 'provision: %-9s %-52s %4d.%01ds\n' total "ready" $(( ms / 1000 )) $(( ms % 1000 / 100 ))
 }

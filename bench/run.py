@@ -35,12 +35,16 @@ SCENARIOS = (
     "flyte bundling (baseline)",
     "tar \\| gzip floor (baseline)",
     "python -c 'import flyte' (baseline)",
+    "python -c pass (process start)",
     "cold build, all bundles",
     "no-op rebuild",
     "edit 1 service file",
     "edit 1 shared-lib file",
     "affected --since HEAD",
+    "fresh machine, warm shared cache: build",
+    "fresh machine, warm shared cache: affected --since HEAD~1",
 )
+SHARED = SCENARIOS[-2:]
 
 
 @dataclass(frozen=True)
@@ -143,6 +147,8 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dic
 
         s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
         samples["python -c 'import flyte' (baseline)"].append(s)
+        s, _ = measure([sys.executable, "-c", "pass"], repo, base_env)
+        samples["python -c pass (process start)"].append(s)
 
         _edit(service_file, rep)
         s, text = measure(fb, repo, env)
@@ -156,7 +162,87 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dic
         samples["edit 1 shared-lib file"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
         shutil.rmtree(cache, ignore_errors=True)
+    s3 = _moto()
+    if s3 is not None:
+        _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log)
     return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected}
+
+
+def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log) -> None:
+    """CI on a fresh machine: another checkout path, an empty local cache, a shared
+    cache (moto's S3) that another machine filled by building the base commit and
+    the head commit (one service edit on top)."""
+    env = {**base_env, **s3["env"], "CI": "true"}  # CI publishes to the shared cache (a laptop only reads)
+    url = f"s3://{s3['bucket']}/{name}-{os.getpid()}"
+    _edit(service_file, 999)
+    _git(repo, "commit", "-q", "-am", "head: one service edit")
+    def git_out(*args):
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+    head, branch = git_out("rev-parse", "HEAD"), git_out("symbolic-ref", "--short", "HEAD")
+    # machine A: builds the base commit, then the head commit, publishing both
+    for rev in (f"{head}~1", head):
+        _git(repo, "checkout", "-q", rev)
+        cache_a = work / name / "machine-a-cache"
+        measure([*fb[:3], "--cache", url, *fb[3:]], repo, {**env, "FLYTE_BUILD_CACHE_DIR": str(cache_a)})
+    _git(repo, "checkout", "-q", branch)
+    # machine B: a clone at another path, checked out at the head commit
+    clone = work / name / "elsewhere" / "checkout"
+    shutil.rmtree(clone, ignore_errors=True)
+    clone.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, capture_output=True)
+    for rep in range(repeat):
+        log(f"[{name}] fresh machine {rep + 1}/{repeat}")
+        for sc, args in ((SHARED[0], [*fb[:3], "--cache", url, *fb[3:]]),
+                         (SHARED[1], [*fb[:3], "--cache", url, "affected", "--since", "HEAD~1", "--json"])):
+            cache_b = work / name / f"machine-b-cache-{rep}"
+            shutil.rmtree(cache_b, ignore_errors=True)
+            s, text = measure(args, clone, {**env, "FLYTE_BUILD_CACHE_DIR": str(cache_b)})
+            doc = json.loads(text)
+            if sc == SHARED[0]:
+                info = {**_counts(doc), "how": doc["discovery"]["how"]}
+            else:
+                info = {"affected_envs": len(doc.get("envs", []))}
+            samples[sc].append(Sample(s.seconds, s.max_rss_kb, info))
+            shutil.rmtree(cache_b, ignore_errors=True)
+    _git(repo, "reset", "-q", "--hard", "HEAD~1")
+
+
+_MOTO: dict = {}
+
+
+def _moto() -> dict | None:
+    """moto's S3 server on a free loopback port (started once; stopped at exit)."""
+    if "s3" in _MOTO:
+        return _MOTO["s3"]
+    import atexit
+    import socket
+    import urllib.request
+
+    exe = shutil.which("moto_server")
+    if exe is None:
+        _MOTO["s3"] = None
+        return None
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    atexit.register(proc.terminate)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(endpoint, timeout=1)
+            break
+        except OSError:
+            time.sleep(0.1)
+    env = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": endpoint}
+    import boto3
+
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                 aws_secret_access_key="testing").create_bucket(Bucket="flyte-bench")
+    _MOTO["s3"] = {"env": env, "bucket": "flyte-bench"}
+    return _MOTO["s3"]
 
 
 def _counts(doc: dict) -> dict:
@@ -198,7 +284,8 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
         for sc in SCENARIOS:
             v = smp.get(sc) or []
             if not v:
-                why = "`flyte-build affected` had not landed when this ran" if sc.startswith("affected") else "not run"
+                why = ("`flyte-build affected` had not landed when this ran" if sc.startswith("affected")
+                       else "moto_server is not installed" if sc in SHARED else "not run")
                 lines.append(f"| {sc} | - | - | - | - | - | - | - | {why} |")
                 continue
             m = med[sc]
@@ -228,7 +315,8 @@ def _kept_notes(out: Path) -> str:
 
 def _note(info: dict) -> str:
     if "built" in info:
-        return f"{info['built']} built, {info['cached']} cached of {info['targets']}"
+        how = f", discovery {info['how']}" if "how" in info else ""
+        return f"{info['built']} built, {info['cached']} cached of {info['targets']}{how}"
     if "affected_envs" in info:
         return f"{info['affected_envs']} envs affected"
     if "files" in info:

@@ -190,6 +190,10 @@ def main(request_path: str, result_path: str) -> int:
     global _ROOT
     _ROOT = root
     import_module = importlib.import_module
+    if req.get("pyc_dir") and not sys.flags.optimize:
+        from flyte_build import pycache
+
+        pycache.install(req["pyc_dir"], root)  # bytecode the parent compiles meanwhile
     tracker = _ImportTracker(root)
     tracker.install()
     failures = []

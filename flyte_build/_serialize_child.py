@@ -50,10 +50,17 @@ def main(request_path: str, result_path: str) -> int:
             except Exception as exc:  # noqa: BLE001 - reported per env, as the user's problem
                 out["image"], out["image_error"] = None, str(exc)
             try:
-                out["tasks"] = fa.serialize_env_templates(
-                    env, Path(root), req.get("project"), req.get("domain"), req.get("org"),
-                    want["image_envs"], want["with_bundle"], req.get("sync_local_sys_paths", True),
-                )
+                if fa.is_app(env):
+                    out["tasks"] = []
+                    out["app"] = fa.serialize_app_template(
+                        env, Path(root), want["image_envs"], want["with_bundle"], req.get("sync_local_sys_paths", True))
+                else:
+                    out["tasks"] = fa.serialize_env_templates(
+                        env, Path(root), req.get("project"), req.get("domain"), req.get("org"),
+                        want["image_envs"], want["with_bundle"], req.get("sync_local_sys_paths", True),
+                    )
+            except fa.NotSupported as exc:  # names the env and the way out
+                out["error"] = str(exc)
             except Exception as exc:  # noqa: BLE001
                 out["error"] = f"serializing the tasks of `{name}` failed: {type(exc).__name__}: {exc}"
                 out["traceback"] = traceback.format_exc()

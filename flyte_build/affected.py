@@ -168,9 +168,10 @@ def rev_snapshot(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
         gitchanges.export_tree(changes.toplevel, changes.commit, changes.prefix, tmp)
         settings = _rev_settings(ws, tmp)
         cfg = config_mod.load(tmp)
-        # the revision's shared cache is never contacted: we only read its inputs
+        # nothing of the revision is built; only its discovery may come from
+        # (and go to) the shared cache: the key is the tree's content, wherever it sits
         cfg = replace(cfg, cache=None, cache_required=False)
-        rev_ws = Workspace(settings, cfg=cfg)
+        rev_ws = Workspace(settings, cfg=cfg, discovery_shared=ws.cache.shared)
         snap = snapshot(rev_ws)
         snap = Snapshot(
             {a: replace(t, params=t.params.replace(str(tmp), ROOT_MARK)) for a, t in snap.targets.items()},

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
 import sys
 
 from .__about__ import __version__
-from .commands import COMMANDS
-from .commands.common import global_options
-from .errors import FlyteBuildError
 
 
-def parser() -> tuple[argparse.ArgumentParser, dict]:
+def parser():
+    import argparse
+    import importlib
+
+    from .commands import COMMANDS
+    from .commands.common import global_options
+
     p = argparse.ArgumentParser(prog="flyte-build", description="A build system for Flyte v2 projects: bundles, images, PEX files and ordered deploys.")
     p.add_argument("--version", action="version", version=f"flyte-build {__version__}")
     global_options(p, suppress=False)
@@ -29,8 +30,19 @@ def parser() -> tuple[argparse.ArgumentParser, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # a no-op `build --json` is answered from a whole-build snapshot before
+    # anything else is imported (see `snapshot`)
+    from .snapshot import replay
+
+    code = replay(argv)
+    if code is not None:
+        return code
+    from .errors import FlyteBuildError
+
     p, modules = parser()
     args = p.parse_args(argv)
+    args.argv = argv
     try:
         return modules[args.command].run(args)
     except FlyteBuildError as exc:

@@ -160,6 +160,14 @@ class Context:
             })
             self._edges_changed = False
 
+    def watched_dirs(self) -> set[str]:
+        """The directories whose listing decided an import's resolution (this
+        run's lookups and the kept ones): a new file there may change a closure."""
+        dirs = set(self.resolver.witness) if "resolver" in self.__dict__ else set()
+        if self._edge_store is not None:
+            dirs.update(self._edge_store.get("witness", {}))
+        return dirs
+
     def closure(self, env: EnvSpec) -> list[str]:
         """Absolute paths of the files in the env's import closure under the root."""
         with self._lock:

@@ -57,17 +57,22 @@ class EnvPlan:
     depends_on: tuple[str, ...] = ()
     images: dict = field(default_factory=dict)  # every env image the specs name (own and dependencies')
     bundle_uri: str | None = None
+    app: dict | None = None  # an app env's App message (protobuf's JSON form); it has no tasks
     # the env's check: target as a deploy would find it: "passed" (cached for these
     # exact image, bundle and specs), "to run", "off" (deploy --no-check) or "none"
     check: str | None = None
 
     def record(self) -> dict:
-        return {
+        rec = {
             "target": f"deploy:{self.env}", "kind": "deploy", "env": self.env, "version": self.version,
             "image": self.image, "bundle": self.bundle, "bundle_uri": self.bundle_uri,
             "depends_on": list(self.depends_on), "images": dict(self.images), "check": self.check,
             "tasks": [{"name": t.name, "spec": t.spec} for t in self.tasks],
+            "env_kind": "app" if self.app is not None else "task",
         }
+        if self.app is not None:
+            rec["app"] = self.app
+        return rec
 
 
 @dataclass(frozen=True)
@@ -260,11 +265,20 @@ def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_fo
     from . import flyte_adapter as fa
 
     t = templates(ctx)[name]
-    version = ctx.options.version or env_version(bundle, images_for_key, t["tasks"])
+    app = t.get("app")
+    version = ctx.options.version or env_version(bundle, images_for_key, [app] if app else t["tasks"])
     spec_images = {k: v for k, v in images_for_spec.items() if v}
     tasks = tuple(TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images, *where)) for x in t["tasks"])
+    app_spec = None
+    if app:
+        # an App is rendered like a task spec (same placeholders), plus flyte's git link
+        app_spec = fa.render_task_spec(app["spec"], version, bundle_uri, spec_images, *where)
+        source = ctx.options.extra.get("_app_source")
+        if source:
+            app_spec["metadata"]["source_code"] = source
     env = ctx.env(name)
-    return EnvPlan(name, version, images_for_spec.get(name), bundle, tasks, tuple(env.depends_on), dict(sorted(images_for_spec.items())), bundle_uri)
+    return EnvPlan(name, version, images_for_spec.get(name), bundle, tasks, tuple(env.depends_on),
+                   dict(sorted(images_for_spec.items())), bundle_uri, app_spec)
 
 
 def dry_run_bundle_uri(bundle: str | None) -> str | None:
@@ -299,6 +313,11 @@ def _checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[
     order, left_out = split_order(ctx, names, assume_deployed)
     check_versions(ctx, order)
     check_packages(ctx, order)
+    if any(ctx.env(n).is_app for n in order) and "_app_source" not in ctx.options.extra:
+        from . import flyte_adapter as fa
+
+        # flyte asks git in the working directory: once, here, before any worker thread
+        ctx.options.extra["_app_source"] = fa.app_source_link(ctx.root)
     return order, left_out
 
 
@@ -407,7 +426,7 @@ def run_action(req):
     where = (target.project, target.domain, target.org)
     provisional = env_plan(ctx, name, digest, key_images, spec_images, None, where)
     deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
-                         "tasks": [t.spec for t in provisional.tasks]})
+                         "tasks": [t.spec for t in provisional.tasks], "app": provisional.app})
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
             "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
             "project": target.project, "domain": target.domain}
@@ -423,6 +442,8 @@ def run_action(req):
 
     bundle_uri = _upload_bundle(ctx, target, bundle, req.log) if bundle else None
     final = env_plan(ctx, name, digest, key_images, spec_images, bundle_uri, where)
+    if final.app is not None:
+        return _deploy_app(ctx, req, target, final, meta, state_path, deploy_key, bundle_uri)
     outcomes = asyncio.run(_deploy_tasks(target, final.tasks))
     failed = [(t, o) for t, o in zip(final.tasks, outcomes) if isinstance(o, BaseException)]
     if failed:
@@ -433,6 +454,22 @@ def run_action(req):
     req.log(f"{name}: deployed {len(final.tasks)} tasks, version {final.version}")
     return Produced(meta={**meta, "action": "deployed", "bundle_uri": bundle_uri, "tasks": [t.name for t in final.tasks],
                           "registered": [o for o in outcomes]})
+
+
+def _deploy_app(ctx, req, target: Target, final: EnvPlan, meta: dict, state_path: str, deploy_key: str, bundle_uri):
+    """An app env's deploy: the App message to AppService, as flyte's `App.create` sends it."""
+    from . import flyte_adapter as fa
+    from .rule_api import Produced
+
+    name = final.env
+    try:
+        outcome = asyncio.run(fa.Backend(target.endpoint, target.insecure, target.timeout).deploy_app(final.app))
+    except Exception as exc:  # noqa: BLE001 - one clear line, as for tasks
+        raise BuildFailed(f"deploying app `{name}` failed: {exc}") from None
+    ctx.store.write_json(state_path, {"deploy_key": deploy_key, "version": final.version, "bundle_uri": bundle_uri, "app": name})
+    req.log(f"{name}: app {outcome}, version {final.version}")
+    return Produced(meta={**meta, "action": "deployed", "bundle_uri": bundle_uri, "tasks": [], "app": name,
+                          "registered": [outcome]})
 
 
 async def _deploy_tasks(target: Target, tasks) -> list:

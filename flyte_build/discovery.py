@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import files as files_mod
@@ -36,7 +36,7 @@ from .model import Discovery
 from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
-FORMAT = 5
+FORMAT = 6  # 6: AppEnvironments are discovered too (EnvSpec.kind)
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,30 @@ def _tree_unchanged(root: Path, dirs: dict) -> bool:
     return True
 
 
-def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True) -> Discovery:
+def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True,
+             shared=None, stats=None) -> Discovery:
+    """`shared` (a `shared_cache.SharedCache`, with the run's `stats`): results
+    are looked up there by content before any user module is imported, and
+    fresh ones published (see `shared_discovery`)."""
+    result, dirs = _discover(cfg, sel, store, digests, use_cache, shared, stats)
+    return replace(result, walked_dirs=tuple(sorted(dirs)))
+
+
+def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) -> str:
+    from . import shared_discovery
+
+    def digest_or_none(rel):
+        try:
+            return digests.digest(cfg.root / rel)[0]
+        except OSError:
+            return None
+
+    return shared_discovery.key(settings, {r: digest_or_none(r) for r in tree.candidates},
+                                {r: digest_or_none(r) for r in tree.ignore_files})
+
+
+def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
+              shared, stats) -> tuple[Discovery, dict]:
     mode, targets = _plan(cfg, sel)
     marker = _flyte_marker()
     if marker is None:
@@ -164,23 +187,72 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
         if not changed:
             if tree is not None:  # same modules, newly stamped directories: skip the walk next time
                 _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests)
-            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg)
+            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg), (tree.dirs if tree else entry.get("dirs", {}))
+        tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
+        # another machine may have discovered this very tree: cheaper than any import
+        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) if shared is not None else None
+        if hit is not None:
+            return hit, tree.dirs
         # the same candidates, some files edited: re-import only what they affect
         if mode == "recursive" and entry.get("incremental"):
-            tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
-            got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
+            from . import pycache
+
+            got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests,
+                               pycache.directory(str(store.root), os.path.realpath(cfg.root)))
             if got is not None:
                 raw, book = got
                 result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
-                _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
-                return result
+                files = _digests_of(cfg, tree.candidates, raw, digests)
+                _record(store, rel_path, cfg, tree, files, raw, book, digests)
+                _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
+                return result, tree.dirs
+    elif use_cache and shared is not None:
+        tree = tree or _walk(cfg, mode, targets)
+        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats)
+        if hit is not None:
+            return hit, tree.dirs
 
     tree = tree or _walk(cfg, mode, targets)
-    raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
+    from . import pycache
+
+    pyc_dir = pycache.directory(str(store.root), os.path.realpath(cfg.root))
+    raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests, pyc_dir),
+                     pyc_dir=pyc_dir)
     book = _split(raw)
     result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
-    _record(store, rel_path, cfg, tree, _digests_of(cfg, tree.candidates, raw, digests), raw, book, digests)
+    files = _digests_of(cfg, tree.candidates, raw, digests)
+    _record(store, rel_path, cfg, tree, files, raw, book, digests)
+    _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
+    return result, tree.dirs
+
+
+def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -> Discovery | None:
+    """A verified result from the shared cache, kept locally too; None on a miss."""
+    from . import shared_discovery
+
+    doc = shared_discovery.fetch(shared, stats, _shared_key(cfg, settings, tree, digests), cfg.root, digests)
+    if doc is None:
+        return None
+    raw = doc["result"]
+    book = {"graph": _unpack(doc["book"].get("graph")), "all_envs": doc["book"].get("all_envs"),
+            "incremental": bool(doc["book"].get("incremental"))}
+    try:
+        result = Discovery.from_json(raw, cached=True, how="shared")
+    except (KeyError, TypeError, ValueError):
+        shared.refuse_document(shared_discovery.rel_of(_shared_key(cfg, settings, tree, digests)), "unreadable discovery result", stats)
+        return None
+    result = _checked(result, raw, cfg)
+    _record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
     return result
+
+
+def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) -> None:
+    if shared is None or raw.get("failures") or raw.get("problems") or raw.get("duplicates"):
+        return  # only clean results travel: a load failure may be this machine's own
+    from . import shared_discovery
+
+    packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
+    shared_discovery.publish(shared, stats, _shared_key(cfg, settings, tree, digests), files, raw, packed, digests, cfg.root)
 
 
 def _digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:
@@ -284,7 +356,7 @@ def _env_key(d: dict):
 
 
 def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: list[str], entry: dict,
-                 changed: list[str], digests: FileDigests) -> tuple[dict, dict] | None:
+                 changed: list[str], digests: FileDigests, pyc_dir: str | None = None) -> tuple[dict, dict] | None:
     """Re-import only the candidate modules an edit affects and merge with the
     cached result; None whenever the merge cannot be vouched for (then a full
     discovery runs: correctness first).
@@ -329,7 +401,7 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     if not redo:
         return None
 
-    raw = _run_child(cfg, "recursive", targets, sorted(redo), sel)
+    raw = _run_child(cfg, "recursive", targets, sorted(redo), sel, pyc_dir=pyc_dir)
     book = _split(raw)
     if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(old.get("sys_path", ())):
         return None
@@ -380,21 +452,54 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     return merged, book
 
 
-def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:
+def _prefetch(root: Path, candidates: list[str], digests: FileDigests, pyc_dir: str | None = None) -> None:
     """Digest and parse the candidate modules while the child imports them:
-    the closures need both, and the child runs on another core."""
+    the closures need both, and the child runs on another core. From the same
+    parse, compile each module's bytecode for the child, in its import order
+    (see `pycache`)."""
+    import ast
+    import hashlib
+
+    from . import imports, pycache
     from .context import import_records
 
+    real_root = os.path.realpath(root)
     for rel in candidates:
-        path = str(root / rel)
+        path = os.path.join(real_root, rel)
         try:
-            import_records(path, digests.digest(path)[0], digests)
-        except (OSError, SyntaxError, ValueError):
-            pass  # reported where it matters, by the child or by the closure
+            with open(path, "rb") as f:
+                source = f.read()
+            hex_ = digests.digest(path)[0]
+        except OSError:
+            continue
+        if hashlib.sha256(source).hexdigest() != hex_:
+            continue  # changing under our feet: the closure reports it where it matters
+        have_records = digests.parsed(hex_) is not None
+        need_pyc = pyc_dir is not None and not pycache.fresh(pyc_dir, rel, source)
+        if have_records and not need_pyc:
+            continue
+        try:
+            tree = ast.parse(source, filename=path)
+        except (SyntaxError, ValueError):
+            try:
+                import_records(path, hex_, digests)  # records the error as the closure reports it
+            except (OSError, SyntaxError, ValueError):
+                pass
+            continue
+        if not have_records:
+            digests.remember_parsed(hex_, [list(r) for r in imports.parse_imports(source, path, tree=tree)])
+        if need_pyc:
+            try:
+                code = compile(tree, path, "exec", dont_inherit=True, optimize=0)
+            except (SyntaxError, ValueError):
+                continue
+            pycache.write(pyc_dir, rel, source, code)
 
 
-def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
+def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None,
+               pyc_dir: str | None = None) -> dict:
     request = {
+        "pyc_dir": pyc_dir,
         "root": str(cfg.root),
         "mode": mode,
         "targets": targets,

@@ -22,6 +22,10 @@ from typing import Any
 SUPPORTED_FLYTE = (">=2.12.1", "<2.13")
 
 
+class NotSupported(Exception):
+    """A declaration flyte can deploy and flyte-build cannot (yet); the message says what to do."""
+
+
 def flyte_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -52,17 +56,31 @@ def init_for_discovery(root: Path, project: str | None, domain: str | None) -> N
     flyte.init(project=project, domain=domain, root_dir=root)
 
 
-def loaded_environments() -> list:
-    from flyte._environment import list_loaded_environments
+def _env_types() -> tuple:
+    # apps deploy beside task envs in `flyte deploy`; importing flyte.app also
+    # registers flyte's own app deployer, as `flyte deploy` has it
     from flyte._task_environment import TaskEnvironment
+    from flyte.app import AppEnvironment
 
-    return [e for e in list_loaded_environments() if isinstance(e, TaskEnvironment)]
+    return (TaskEnvironment, AppEnvironment)
+
+
+def loaded_environments() -> list:
+    """Every TaskEnvironment and AppEnvironment created so far, in load order."""
+    from flyte._environment import list_loaded_environments
+
+    types = _env_types()
+    return [e for e in list_loaded_environments() if isinstance(e, types)]
 
 
 def is_environment(obj: Any) -> bool:
-    from flyte._task_environment import TaskEnvironment
+    return isinstance(obj, _env_types())
 
-    return isinstance(obj, TaskEnvironment)
+
+def is_app(env: Any) -> bool:
+    from flyte.app import AppEnvironment
+
+    return isinstance(env, AppEnvironment)
 
 
 def declaring_file(env) -> str | None:
@@ -99,6 +117,9 @@ def plain(value: Any, root: Path) -> Any:
         return out
     if isinstance(value, type):
         return value.__qualname__
+    if callable(value) and hasattr(value, "__qualname__"):
+        # a function's repr carries its address: name it instead
+        return f"{getattr(value, '__module__', '')}:{value.__qualname__}"
     return repr(value)
 
 
@@ -177,8 +198,12 @@ def env_to_data(env, variable: str | None, module: str, root: Path, bound_file: 
         "reusable": plain(getattr(env, "reusable", None), root),
         "pod_template": plain(env.pod_template, root),
     }
+    app = is_app(env)
+    if app:
+        extra["app"] = app_to_data(env, root)
     return {
         "name": env.name,
+        "kind": "app" if app else "task",
         "variable": variable,
         "file": _rel(file, root) if file else "",
         "module": module,
@@ -187,9 +212,21 @@ def env_to_data(env, variable: str | None, module: str, root: Path, bound_file: 
         "resources": plain(env.resources, root),
         "env_vars": dict(sorted((env.env_vars or {}).items())),
         "include": include,
-        "tasks": [task_to_data(t, root) for _, t in sorted(env.tasks.items())],
+        "tasks": [] if app else [task_to_data(t, root) for _, t in sorted(env.tasks.items())],
         "extra": extra,
     }
+
+
+def app_to_data(env, root: Path) -> dict:
+    """An AppEnvironment's own settings (port, scaling, args, ...), as plain data."""
+    fields = ("type", "port", "args", "command", "requires_auth", "scaling", "domain", "links", "parameters",
+              "cluster_pool", "cluster", "timeouts")
+    out = {f: plain(getattr(env, f, None), root) for f in fields}
+    # the server/startup hooks by name: which function serves is part of the declaration
+    for hook in ("_server", "_on_startup", "_on_shutdown"):
+        fn = getattr(env, hook, None)
+        out[hook.lstrip("_")] = f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}" if fn else None
+    return out
 
 
 # -- deploys: images, task serialization, the backend ------------------------
@@ -282,6 +319,81 @@ def serialize_env_templates(env, root: Path, project: str | None, domain: str | 
             spec.environment.description = env.description
         out.append({"name": task.name, "spec": MessageToDict(spec, preserving_proto_field_name=True)})
     return out
+
+
+def serialize_app_template(env, root: Path, image_envs: list[str], with_bundle: bool,
+                           sync_local_sys_paths: bool) -> dict:
+    """An AppEnvironment as the `App` message flyte's own deploy path builds
+    (`flyte.app._runtime.translate_app_env_to_idl`, as `flyte deploy` calls
+    it), in protobuf's JSON form, with the same placeholders as task specs.
+
+    Two parts of flyte's message are left out of the template: parameters
+    whose value is only known by asking the backend (RunOutput,
+    ArtifactValue) are refused, and the git link (`metadata.source_code`) is
+    added at render time (`app_source_link`), so the template, and so the
+    version, depends on the code, not on the commit it was read at.
+    """
+    import asyncio
+    import dataclasses
+
+    from flyte._initialize import _get_init_config, init_config_context
+    from flyte._internal.image_cache import ImageCache
+    from flyte.app._parameter import _DelayedValue
+    from flyte.app._runtime import translate_app_env_to_idl
+    from flyte.app._types import Subdomain
+    from flyte.models import CodeBundle, SerializationContext
+    from google.protobuf.json_format import MessageToDict
+
+    delayed = [p.name for p in env.parameters if isinstance(p.value, _DelayedValue)]
+    if delayed:
+        raise NotSupported(
+            f"app `{env.name}`: parameters {', '.join(delayed)} are resolved by asking the backend at deploy time "
+            "(RunOutput/ArtifactValue); flyte-build does not support them yet: deploy this app with `flyte deploy`"
+        )
+    sub = env.domain.subdomain if env.domain else None
+    if isinstance(sub, Subdomain) and (sub.function is not None or sub.project_domain_suffix == "hash"):
+        raise NotSupported(
+            f"app `{env.name}`: a Subdomain computed from the project and domain (a function or the hash suffix) "
+            "is not supported yet: give the subdomain as a string, or deploy this app with `flyte deploy`"
+        )
+    sc = SerializationContext(
+        version=PLACEHOLDER_VERSION, project=PLACEHOLDER_PROJECT, domain=PLACEHOLDER_DOMAIN, org=PLACEHOLDER_ORG,
+        code_bundle=CodeBundle(computed_version=PLACEHOLDER_BUNDLE, tgz=PLACEHOLDER_BUNDLE) if with_bundle else None,
+        image_cache=ImageCache(image_lookup={n: image_placeholder(n) for n in sorted(image_envs)}),
+        root_dir=root,
+    )
+    # flyte reads sync_local_sys_paths from its init config, as `flyte deploy --no-sync-local-sys-paths` sets it
+    cfg = dataclasses.replace(_get_init_config(), sync_local_sys_paths=sync_local_sys_paths)
+    with init_config_context(cfg):
+        app = asyncio.run(translate_app_env_to_idl.aio(env, sc))
+    # as flyte's `_deploy_app` does: the env's entry in the image cache names its container image
+    if app.spec.HasField("container"):
+        app.spec.container.image = image_placeholder(env.name)
+    app.metadata.ClearField("source_code")
+    return {"name": env.name, "spec": MessageToDict(app, preserving_proto_field_name=True)}
+
+
+def app_source_link(root: Path) -> dict | None:
+    """`metadata.source_code` as flyte sets it on an App: the repository's
+    remote at the checked-out commit, when `root` is in a git checkout with a
+    remote. flyte asks git in the working directory: call this from the main
+    thread before any worker starts (it changes directory for the call)."""
+    import logging
+
+    from flyte._logging import logger
+    from flyte.git import GitStatus
+
+    here, level = os.getcwd(), logger.level
+    logger.setLevel(logging.ERROR)  # "Not in a git repository" is no news to a build
+    try:
+        os.chdir(root)
+        status = GitStatus.from_current_repo()
+    finally:
+        os.chdir(here)
+        logger.setLevel(level)
+    if not status.is_valid:
+        return None
+    return {"link": f"{status.remote_url}/tree/{status.commit_sha}"}
 
 
 def _image_cache_arg(value: str, images: dict[str, str]) -> str:
@@ -412,6 +524,44 @@ class Backend:
                 return "exists"
             raise RuntimeError(f"DeployTask {tid.name}: {exc.code.name.lower()}: {exc.message}") from None
         return "deployed"
+
+    async def deploy_app(self, spec: dict) -> str:
+        """AppService Create, as flyte's `App.create` does it: "deployed"; when the app
+        exists (ALREADY_EXISTS, or ABORTED), Get it and Update its spec ("updated"),
+        unless the spec is the same ("exists")."""
+        from connectrpc.code import Code
+        from connectrpc.errors import ConnectError
+        from flyteidl2.app import app_definition_pb2, app_payload_pb2
+        from google.protobuf.json_format import MessageToDict, ParseDict
+
+        app = ParseDict(spec, app_definition_pb2.App())
+        name = app.metadata.id.name
+        client = await self._clients()
+        try:
+            try:
+                await self._within(client.app_service.create(app_payload_pb2.CreateRequest(app=app)), f"Create app {name}")
+                return "deployed"
+            except ConnectError as exc:
+                if exc.code not in (Code.ALREADY_EXISTS, Code.ABORTED):
+                    raise
+            got = await self._within(client.app_service.get(app_payload_pb2.GetRequest(app_id=app.metadata.id)), f"Get app {name}")
+            current = got.app
+            app.spec.creator.CopyFrom(current.spec.creator)
+            old, new = MessageToDict(current.spec), MessageToDict(app.spec)
+            if not new.get("ingress") and "ingress" in old:
+                new["ingress"] = old["ingress"]  # flyte keeps the backend's ingress when none is asked for
+            if old == new:
+                return "exists"
+            updated = app_definition_pb2.App(
+                metadata=app_definition_pb2.Meta(id=current.metadata.id, revision=current.metadata.revision,
+                                                 labels=app.metadata.labels or current.metadata.labels),
+                spec=app.spec, status=current.status,
+            )
+            await self._within(client.app_service.update(app_payload_pb2.UpdateRequest(
+                app=updated, reason="User requested serve from sdk")), f"Update app {name}")
+            return "updated"
+        except ConnectError as exc:
+            raise RuntimeError(f"deploying app {name}: {exc.code.name.lower()}: {exc.message}") from None
 
 
 # -- check:<env> ------------------------------------------------------------------

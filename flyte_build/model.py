@@ -41,7 +41,12 @@ class EnvSpec:
     include: tuple[str, ...] = ()  # extra files, relative to the root
     tasks: tuple[TaskInfo, ...] = ()
     selected: bool = True  # False when present only as a dependency of a selected env
-    extra: dict = field(default_factory=dict)  # description, secrets, cache, queue, ...
+    extra: dict = field(default_factory=dict)  # description, secrets, cache, queue, ...; "app" for apps
+    kind: str = "task"  # "task" (a flyte.TaskEnvironment) or "app" (a flyte.app.AppEnvironment)
+
+    @property
+    def is_app(self) -> bool:
+        return self.kind == "app"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -53,7 +58,7 @@ class EnvSpec:
             depends_on=tuple(d.get("depends_on", ())), image=d.get("image", "auto"), resources=d.get("resources"),
             env_vars=d.get("env_vars") or {}, include=tuple(d.get("include", ())),
             tasks=tuple(TaskInfo.from_json(t) for t in d.get("tasks", ())), selected=d.get("selected", True),
-            extra=d.get("extra") or {},
+            extra=d.get("extra") or {}, kind=d.get("kind", "task"),
         )
 
     def spec_fingerprint(self) -> dict:
@@ -80,6 +85,7 @@ class Discovery:
     # (only the modules an edit affects were imported, the rest reused) or "full"
     how: str = "full"
     requested: tuple[str, ...] = ()  # the modules the child was asked to import (none if cached)
+    walked_dirs: tuple[str, ...] = ()  # directories (relative) whose listing gave the candidate modules
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:

@@ -1,4 +1,4 @@
-"""A small, safe view of one object-store prefix (file://, s3://, gs://) over fsspec.
+"""A small, safe view of one object-store prefix (file://, s3://, gs://, az://) over fsspec.
 
 Both the shared cache and bundle storage go through `open_root(url, options)`
 and use only four operations, each chosen so concurrent writers and readers
@@ -11,7 +11,9 @@ on many machines cannot hurt each other:
   a single PUT (or a completed multipart upload) is all-or-nothing, so a
   reader sees no object or the whole one; create-only uses `IfNoneMatch: *`
   (S3) and `ifGenerationMatch=0` (GCS), and "already exists" counts as
-  success, since the key names the content. On a local path the bytes go to
+  success, since the key names the content. On Azure a block blob appears
+  when its block list is committed (all or nothing) and create-only is
+  `If-None-Match: *` (adlfs' `overwrite=False`). On a local path the bytes go to
   a temporary name in the destination directory and are hard-linked into
   place, which fails if the name exists (create-only) -- a half-written file
   never carries a real name.
@@ -74,17 +76,22 @@ def _open_regular(path: str) -> tuple[int, int]:
 
 S3_KEYS = ("endpoint-url", "region", "profile", "access-key-id", "secret-access-key", "anon")
 GCS_KEYS = ("endpoint-url", "project", "token", "anon")
+# endpoint-url is the blob endpoint (an emulator's, e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1)
+AZURE_KEYS = ("account-name", "account-key", "connection-string", "sas-token", "endpoint-url", "anon")
+AZURE_SCHEMES = ("az", "abfs", "abfss")
 
 
 @dataclass(frozen=True)
 class StoreOptions:
     """Explicit settings; anything left None comes from the environment as usual
     (AWS_* variables and profiles for S3, STORAGE_EMULATOR_HOST and
-    application-default credentials for GCS)."""
+    application-default credentials for GCS, AZURE_STORAGE_* variables for
+    Azure)."""
 
     timeout: float = DEFAULT_TIMEOUT
     s3: dict = field(default_factory=dict)
     gcs: dict = field(default_factory=dict)
+    azure: dict = field(default_factory=dict)
 
 
 def parse_options(field_: str, raw: Any) -> StoreOptions:
@@ -98,8 +105,8 @@ def parse_options(field_: str, raw: Any) -> StoreOptions:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise UserError(f"Field {where} must be a positive number of seconds")
             kwargs["timeout"] = float(value)
-        elif key in ("s3", "gcs"):
-            allowed = S3_KEYS if key == "s3" else GCS_KEYS
+        elif key in ("s3", "gcs", "azure"):
+            allowed = {"s3": S3_KEYS, "gcs": GCS_KEYS, "azure": AZURE_KEYS}[key]
             if not isinstance(value, dict):
                 raise UserError(f"Field {where} must be a table")
             for k, v in value.items():
@@ -112,7 +119,7 @@ def parse_options(field_: str, raw: Any) -> StoreOptions:
                     raise UserError(f"Field {where}.{k} must be a non-empty string")
             kwargs[key] = dict(value)
         else:
-            raise UserError(f"Unknown field {where}; valid fields: gcs, s3, timeout")
+            raise UserError(f"Unknown field {where}; valid fields: azure, gcs, s3, timeout")
     return StoreOptions(**kwargs)
 
 
@@ -124,8 +131,8 @@ class Root:
     """One prefix of one store. `rel` paths use `/` and never start with it."""
 
     url: str  # as the user wrote it, without a trailing slash
-    scheme: str  # file | s3 | gs
-    base: str  # the filesystem path of the prefix (bucket/prefix, or a local dir)
+    scheme: str  # file | s3 | gs | az
+    base: str  # the filesystem path of the prefix (bucket/prefix, or a local dir); on Azure container/prefix
     fs: Any
     timeout: float
 
@@ -143,7 +150,7 @@ class Root:
             return method(*args, **kwargs)
         except (FileNotFoundError, FileExistsError):
             raise
-        except Exception as exc:  # every transport, auth and timeout error of three libraries
+        except Exception as exc:  # every transport, auth and timeout error of four libraries
             raise StoreUnavailable(f"{self.url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
 
     def probe(self) -> None:
@@ -290,8 +297,8 @@ _roots_lock = threading.Lock()
 
 
 def open_root(url: str, options: StoreOptions | None = None, what: str = "--cache") -> Root:
-    """Parse `url` (a path, file://, s3://bucket[/prefix], gs://bucket[/prefix])
-    and make its filesystem. Bad URLs are UserErrors naming `what`. One Root
+    """Parse `url` (a path, file://, s3://bucket[/prefix], gs://bucket[/prefix],
+    az:// or abfs://container[/prefix]) and make its filesystem. Bad URLs are UserErrors naming `what`. One Root
     per URL and options per process: making an S3 or GCS client costs a
     good part of a second, a HEAD on a reused one a few milliseconds."""
     options = options or StoreOptions()
@@ -320,8 +327,16 @@ def _open_root(url: str, options: StoreOptions, what: str) -> Root:
     elif scheme in ("gs", "gcs"):
         fs = _gcs(options)
         scheme = "gs"
+    elif scheme in AZURE_SCHEMES:
+        if not parsed.netloc.split("@", 1)[0]:
+            raise UserError(f"{what} {url}: no container (expected {scheme}://CONTAINER[/PREFIX])")
+        # abfs://CONTAINER@ACCOUNT.dfs.core.windows.net/PREFIX names the account too
+        container, _, host = parsed.netloc.partition("@")
+        fs = _azure(options, host.split(".", 1)[0] or None, what, url)
+        base = (container + "/" + parsed.path.strip("/")).rstrip("/")
+        return Root(_strip(url), "az", base, fs, options.timeout)
     else:
-        raise UserError(f"{what} {url}: unsupported scheme {scheme!r} (use a path, file://, s3:// or gs://)")
+        raise UserError(f"{what} {url}: unsupported scheme {scheme!r} (use a path, file://, s3://, gs://, az:// or abfs://)")
     if not parsed.netloc:
         raise UserError(f"{what} {url}: no bucket (expected {scheme}://BUCKET[/PREFIX])")
     base = (parsed.netloc + "/" + parsed.path.strip("/")).rstrip("/")
@@ -382,3 +397,44 @@ def _gcs(options: StoreOptions):
     elif emulator:
         kwargs["token"] = "anon"  # emulators do not authenticate
     return gcsfs.GCSFileSystem(**kwargs)
+
+
+def _azure(options: StoreOptions, url_account: str | None, what: str, url: str):
+    """adlfs' filesystem (imported only for an Azure URL). Settings: the
+    `azure` table, then the URL's account, then adlfs' own AZURE_STORAGE_*
+    variables (connection string, account name and key, SAS token, service
+    principal) and, with none of those, Azure's default credential chain."""
+    import adlfs
+
+    o = options.azure
+    name = o.get("account-name") or url_account or os.environ.get("AZURE_STORAGE_ACCOUNT_NAME")
+    conn = o.get("connection-string")
+    if o.get("endpoint-url") and not conn:
+        # an explicit blob endpoint (an emulator, a sovereign cloud): the SDK takes it in a connection string
+        key = o.get("account-key") or os.environ.get("AZURE_STORAGE_ACCOUNT_KEY")
+        sas = o.get("sas-token") or os.environ.get("AZURE_STORAGE_SAS_TOKEN")
+        if not name or not (key or sas or o.get("anon")):
+            raise UserError(f"{what} {url}: {TABLE}.azure.endpoint-url needs account-name and account-key "
+                            "(or sas-token, or anon = true)")
+        conn = f"BlobEndpoint={o['endpoint-url']};AccountName={name};"
+        conn += f"AccountKey={key};" if key else f"SharedAccessSignature={sas.lstrip('?')};" if sas else ""
+    kwargs: dict[str, Any] = dict(
+        skip_instance_cache=True, use_listings_cache=False,
+        timeout=max(1, int(options.timeout)), connection_timeout=max(1, int(min(options.timeout, 10.0))),
+        read_timeout=max(1, int(options.timeout)),
+    )
+    if conn:
+        kwargs["connection_string"] = conn
+    else:
+        if name:
+            kwargs["account_name"] = name
+        if o.get("account-key"):
+            kwargs["account_key"] = o["account-key"]
+        if o.get("sas-token"):
+            kwargs["sas_token"] = o["sas-token"]
+    if o.get("anon"):
+        kwargs["anon"] = True
+    try:
+        return adlfs.AzureBlobFileSystem(**kwargs)
+    except ValueError as exc:  # adlfs: no account name, a malformed connection string
+        raise UserError(f"{what} {url}: {exc} (set {TABLE}.azure or AZURE_STORAGE_* variables)") from None

@@ -17,10 +17,14 @@ def graph_json(g: Graph) -> dict:
         "targets": [
             {"target": a, "kind": t.kind, "env": t.env, "deps": list(g.edges[a])} for a, t in sorted(g.targets.items())
         ],
-        "envs": [{"env": e.name, "depends_on": list(e.depends_on), "selected": e.selected} for e in g.ctx.envs],
+        "envs": [{"env": e.name, "kind": e.kind, "depends_on": list(e.depends_on), "selected": e.selected} for e in g.ctx.envs],
         "deploy_order": deploy_order(g.ctx, names),
         "deploy_waves": deploy_levels(g.ctx, names),
     }
+
+
+def _named(g: Graph, env: str) -> str:
+    return f"{env} (app)" if g.ctx.env(env).is_app else env
 
 
 def graph_text(g: Graph) -> str:
@@ -30,7 +34,7 @@ def graph_text(g: Graph) -> str:
         lines.append(f"{a}" + (f"  <- {', '.join(deps)}" if deps else ""))
     order = deploy_order(g.ctx, [e.name for e in g.ctx.envs])
     lines.append("")
-    lines.append("deploy order: " + " → ".join(order))
+    lines.append("deploy order: " + " → ".join(_named(g, n) for n in order))
     for i, wave in enumerate(deploy_levels(g.ctx, order), 1):
         lines.append(f"  wave {i}: {', '.join(wave)}")
     return "\n".join(lines)

@@ -1,9 +1,11 @@
-"""The shared cache behind the local one: a path, file://, s3:// or gs:// prefix.
+"""The shared cache behind the local one: a path, file://, s3://, gs:// or az:// prefix.
 
 Layout under the prefix (the same as the local cache, see BUILD.md):
 
     cas/sha256/<2 hex>/<64 hex>    blobs, named by the sha256 of their bytes
     ac/<2 hex>/<64 hex>.json       action key -> its outputs' digests and sizes
+    discovery/<2 hex>/<64 hex>.json  a discovery result under its content key
+                                   (see `discovery`), checked there before use
 
 Writers publish every blob before the action entry that names it, each
 create-only (see `objstore`), so an entry a reader finds always names blobs
@@ -157,6 +159,42 @@ class SharedCache:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+
+    # -- documents (discovery results) -------------------------------------
+    def read_document(self, rel: str, max_bytes: int, stats) -> bytes | None:
+        """The bytes under `rel`, or None (missing, over `max_bytes`, or the store
+        is unreachable). The caller validates them: they are as untrusted as
+        everything here."""
+        if self.offline:
+            return None
+        try:
+            return self.root.read(rel, max_bytes)
+        except FileNotFoundError:
+            return None
+        except BadObject as exc:
+            self._corrupt(rel, str(exc), stats)
+            return None
+        except StoreUnavailable as exc:
+            self._unavailable(exc, stats)
+            return None
+
+    def refuse_document(self, rel: str, why: str, stats) -> None:
+        self._corrupt(rel, why, stats)
+
+    def publish_document(self, rel: str, data: bytes, stats) -> None:
+        """Create-only, unless this run found the object there corrupt. A
+        read-only cache is left alone."""
+        if self.offline or self.read_only:
+            return
+        bad = rel in self._bad
+        try:
+            if self.root.put_bytes(rel, data, create_only=not bad):
+                with self._lock:
+                    stats.bytes_up += len(data)
+            with self._lock:
+                self._bad.discard(rel)
+        except StoreUnavailable as exc:
+            self._unavailable(exc, stats)
 
     # -- writing ---------------------------------------------------------
     def publish(self, entry: ActionEntry, local: LocalStore, stats) -> None:

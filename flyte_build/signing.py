@@ -51,8 +51,13 @@ class Signer:
     def sign(self, entry: ActionEntry) -> ActionEntry:
         from dataclasses import replace
 
-        value = self.private.sign(DOMAIN + entry.payload())
-        return replace(entry, sig={"alg": ALG, "key": self.public_b64, "value": base64.b64encode(value).decode()})
+        return replace(entry, sig=self.sign_document(DOMAIN, entry.payload()))
+
+    def sign_document(self, domain: bytes, payload: bytes) -> dict:
+        """The signature of another kind of shared document (a discovery result),
+        under its own domain tag so it can never pass for an action entry."""
+        value = self.private.sign(domain + payload)
+        return {"alg": ALG, "key": self.public_b64, "value": base64.b64encode(value).decode()}
 
 
 @dataclass(frozen=True)
@@ -61,18 +66,22 @@ class Verifier:
 
     def check(self, entry: ActionEntry) -> str | None:
         """None when the entry carries a good signature by a trusted key, else why not."""
+        return self.check_document(DOMAIN, entry.payload(), entry.sig)
+
+    def check_document(self, domain: bytes, payload: bytes, sig) -> str | None:
         from cryptography.exceptions import InvalidSignature
 
-        sig = entry.sig
         if sig is None:
             return "unsigned entry"
+        if not (isinstance(sig, dict) and all(isinstance(sig.get(k), str) for k in ("alg", "key", "value"))):
+            return "malformed signature"
         if sig["alg"] != ALG:
             return f"signature algorithm {sig['alg']!r}"
         key = self.keys.get(sig["key"])
         if key is None:
             return "signed by a key not in cache-verify-keys"
         try:
-            key.verify(base64.b64decode(sig["value"], validate=True), DOMAIN + entry.payload())
+            key.verify(base64.b64decode(sig["value"], validate=True), domain + payload)
         except (InvalidSignature, binascii.Error, ValueError):
             return "bad signature"
         return None

@@ -68,6 +68,11 @@ class FileDigests:
             self._dirty = True
         return hex_, size
 
+    def paths(self) -> list[str]:
+        """Every file digested in this run."""
+        with self._lock:
+            return list(self._memo)
+
     def parsed(self, hex_: str):
         return self._parsed.get(hex_)
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import atomic
+from .cachedir import default_cache_dir  # noqa: F401 (re-exported: callers import it from here)
 from .hashing import canonical_json, file_sha256
 
 ENTRY_FORMAT = 1
@@ -54,16 +55,6 @@ class BadEntry(ValueError):
 
 def is_hex64(value: object) -> bool:
     return isinstance(value, str) and HEX64.fullmatch(value) is not None
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("FLYTE_BUILD_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg:
-        return Path(xdg).expanduser() / "flyte-build"
-    return Path.home() / ".cache" / "flyte-build"
 
 
 @dataclass(frozen=True)

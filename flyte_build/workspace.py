@@ -46,7 +46,9 @@ class Settings:
 
 
 class Workspace:
-    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None):
+    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None, discovery_shared=None):
+        """`discovery_shared`: a shared cache to consult for discovery only (the
+        revision `affected` compares with: its results are never built)."""
         self.settings = settings
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
@@ -72,7 +74,14 @@ class Workspace:
         self.digests = FileDigests(self.store.root / "state", str(cfg.root))
         self.warnings: list[str] = []
         self._warn = warn or self.warnings.append
-        self.discovery = discover(cfg, settings.selection, self.store, self.digests)
+        shared = None
+        if cfg.cache:
+            from .shared_cache import open_shared
+
+            shared = open_shared(cfg.cache, cfg, self._warn)
+        self.cache = Cache(self.store, shared)
+        self.discovery = discover(cfg, settings.selection, self.store, self.digests,
+                                  shared=shared or discovery_shared, stats=self.cache.stats)
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
         if not self.discovery.envs:
@@ -88,12 +97,6 @@ class Workspace:
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
         self.rules = rulesets.load_all(cfg.root, cfg.rules)
         self.graph = Graph(self.ctx, self.rules)
-        shared = None
-        if cfg.cache:
-            from .shared_cache import open_shared
-
-            shared = open_shared(cfg.cache, cfg, self._warn)
-        self.cache = Cache(self.store, shared)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
     def engine(self, reporter: Reporter | None = None, jobs: int | None = None) -> Engine:

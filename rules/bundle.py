@@ -11,7 +11,7 @@ from __future__ import annotations
 from flyte_build import archive
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
-VERSION = "1"
+VERSION = "2"  # 2: members deflated one by one (see archive.write_tar_gz)
 
 
 def applies(env, ctx) -> bool:
@@ -22,7 +22,7 @@ def inputs(env, ctx) -> Inputs:
     files = ctx.bundle_files(env)
     return Inputs(
         files=tuple(files.items()),
-        params={"copy_style": ctx.cfg.copy_style_for(env.name), "format": "tar.gz/1"},
+        params={"copy_style": ctx.cfg.copy_style_for(env.name), "format": "tar.gz/2"},
     )
 
 

@@ -35,7 +35,8 @@ def _has_bundle(env, ctx) -> bool:
 
 
 def applies(env, ctx) -> bool:
-    return env.image is not None
+    # an app env has no tasks to load (its server command is not a task's loader args)
+    return env.image is not None and not env.is_app
 
 
 def deps(env, ctx) -> tuple[str, ...]:
@@ -61,7 +62,7 @@ def _tasks(env, ctx) -> list[dict]:
     from flyte_build import deployer
 
     out = []
-    for t in deployer.templates(ctx)[env.name]["tasks"]:
+    for t in deployer.templates(ctx)[env.name].get("tasks") or ():
         container = t["spec"].get("task_template", {}).get("container", {})
         args = list(container.get("args", []))
         resolver, resolver_args = _loader(args)

@@ -1,5 +1,6 @@
 """The shared cache and bundle storage against real stores on loopback:
-a directory (file://), moto's S3 server and the GCS storage emulator.
+a directory (file://), moto's S3 server, the GCS storage emulator and
+Azurite (az://, through adlfs).
 
 Each "machine" is a checkout of sample_monorepo at its own path with its own
 empty local cache; they meet only through the shared store.
@@ -34,7 +35,7 @@ TIMES: dict[str, dict[str, float]] = {}
 class Store:
     """A fresh prefix in one kind of store, and the environment that reaches it."""
 
-    kind: str  # file | s3 | gs
+    kind: str  # file | s3 | gs | az
     url: str
     env: dict
 
@@ -48,6 +49,11 @@ class Store:
             import gcsfs
 
             return gcsfs.GCSFileSystem(token="anon", skip_instance_cache=True, use_listings_cache=False)
+        if self.kind == "az":
+            import adlfs
+
+            return adlfs.AzureBlobFileSystem(connection_string=self.env["AZURE_STORAGE_CONNECTION_STRING"],
+                                             skip_instance_cache=True, use_listings_cache=False)
         import fsspec
 
         return fsspec.filesystem("file")
@@ -78,6 +84,12 @@ def _store(kind: str, name: str) -> Store:
         require(endpoint is not None, "the GCS storage emulator (pip install gcp-storage-emulator)")
         servers.make_gcs_bucket(endpoint, "flyte-cache")
         return Store("gs", f"gs://flyte-cache/{prefix}", {"STORAGE_EMULATOR_HOST": endpoint, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"})
+    if kind == "az":
+        conn = servers.azurite_server()
+        require(conn is not None, "Azurite, the Azure Storage emulator (npm install -g azurite)")
+        servers.make_azure_container(conn, "flyte-cache")
+        # adlfs reads the connection string from the environment, as it would a real account's
+        return Store("az", f"az://flyte-cache/{prefix}", {"AZURE_STORAGE_CONNECTION_STRING": conn})
     raise AssertionError(kind)
 
 
@@ -148,7 +160,8 @@ def assert_store_consistent(store: Store) -> None:
             assert out["digest"] in blobs
 
 
-STORES = ["file", pytest.param("s3", marks=pytest.mark.servers), pytest.param("gs", marks=pytest.mark.servers)]
+STORES = ["file", pytest.param("s3", marks=pytest.mark.servers), pytest.param("gs", marks=pytest.mark.servers),
+          pytest.param("az", marks=pytest.mark.servers)]
 
 
 # -- the CI scenario -----------------------------------------------------------------
@@ -202,10 +215,14 @@ def test_machine_b_rebuilds_nothing_that_machine_a_built(kind, make_store, machi
 # -- faults ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", ["s3", "gs"])
+@pytest.mark.parametrize("kind", ["s3", "gs", "az"])
 def test_unreachable_cache_warns_once_and_builds_locally(kind, machine):
     url = servers.closed_port_url()
-    env = {**servers.S3_ENV, "AWS_ENDPOINT_URL": url} if kind == "s3" else {"STORAGE_EMULATOR_HOST": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"}
+    env = {
+        "s3": {**servers.S3_ENV, "AWS_ENDPOINT_URL": url},
+        "gs": {"STORAGE_EMULATOR_HOST": url, "GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT": "false"},
+        "az": {"AZURE_STORAGE_CONNECTION_STRING": servers.azurite_connection_string(url)},
+    }[kind]
     m = machine("offline", "[tool.hatch.build.targets.flyte.object-store]\ntimeout = 2\n")
     t0 = time.perf_counter()
     doc = m.build("--cache", f"{kind}://flyte-cache/x", env=env)
@@ -224,14 +241,22 @@ def test_unreachable_cache_warns_once_and_builds_locally(kind, machine):
     assert "Traceback" not in required.stderr
 
 
+def azure_keys(endpoint: str) -> str:
+    """The `azure` table reaching an Azurite-like endpoint through config keys, not the environment."""
+    return (f'azure = {{ endpoint-url = "{endpoint}/{servers.AZURITE_ACCOUNT}", account-name = "{servers.AZURITE_ACCOUNT}", '
+            f'account-key = "{servers.AZURITE_KEY}" }}\n')
+
+
 @pytest.mark.servers
-def test_a_cache_that_times_out_costs_one_warning(machine):
+@pytest.mark.parametrize("kind", ["s3", "az"])
+def test_a_cache_that_times_out_costs_one_warning(kind, machine):
     silent = servers.SilentServer()  # accepts connections, never answers
     try:
-        # the endpoint through the explicit config key, not the environment
-        m = machine("silent", f'[tool.hatch.build.targets.flyte.object-store]\ntimeout = 1\ns3 = {{ endpoint-url = "{silent.url}" }}\n')
+        # the endpoint through the explicit config keys, not the environment
+        keys = f's3 = {{ endpoint-url = "{silent.url}" }}\n' if kind == "s3" else azure_keys(silent.url)
+        m = machine("silent", f'[tool.hatch.build.targets.flyte.object-store]\ntimeout = 1\n{keys}')
         t0 = time.perf_counter()
-        doc = m.build("--cache", "s3://flyte-cache/x", env=servers.S3_ENV)
+        doc = m.build("--cache", f"{kind}://flyte-cache/x", env=servers.S3_ENV)
         elapsed = time.perf_counter() - t0
     finally:
         silent.close()
@@ -350,8 +375,10 @@ def test_an_unfinished_s3_upload_is_invisible(make_store, machine):
          "Unknown field tool.hatch.build.targets.flyte.object-store.s3.endpoint; valid fields:"),
         ("[tool.hatch.build.targets.flyte.object-store]\ntimeout = -1\n",
          "Field tool.hatch.build.targets.flyte.object-store.timeout must be a positive number"),
-        ("[tool.hatch.build.targets.flyte.object-store]\nazure = {}\n",
-         "Unknown field tool.hatch.build.targets.flyte.object-store.azure"),
+        ("[tool.hatch.build.targets.flyte.object-store]\nazure = { account = 'x' }\n",
+         "Unknown field tool.hatch.build.targets.flyte.object-store.azure.account; valid fields: account-key, account-name,"),
+        ("[tool.hatch.build.targets.flyte.object-store]\nhdfs = {}\n",
+         "Unknown field tool.hatch.build.targets.flyte.object-store.hdfs; valid fields: azure, gcs, s3, timeout"),
     ],
 )
 def test_bad_object_store_config_is_a_user_error(config, message, machine):
@@ -361,7 +388,27 @@ def test_bad_object_store_config_is_a_user_error(config, message, machine):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("url, message", [("ftp://host/x", "unsupported scheme 'ftp'"), ("s3://", "no bucket")])
+@pytest.mark.servers
+def test_azure_through_config_keys_and_an_abfs_url(machine):
+    conn = servers.azurite_server()
+    require(conn is not None, "Azurite, the Azure Storage emulator (npm install -g azurite)")
+    servers.make_azure_container(conn, "flyte-keys")
+    endpoint = conn.split("BlobEndpoint=", 1)[1].rstrip(";").rsplit("/", 1)[0]
+    m = machine("keys", f"[tool.hatch.build.targets.flyte.object-store]\n{azure_keys(endpoint)}")
+    env = {"AZURE_STORAGE_CONNECTION_STRING": ""}  # nothing from the environment
+    doc = m.build("--cache", "abfs://flyte-keys/ci", "--storage", "abfs://flyte-keys/bundles", env=env)
+    assert set(statuses(doc).values()) == {"built"} and not doc["warnings"]
+    store = Store("az", "az://flyte-keys", {"AZURE_STORAGE_CONNECTION_STRING": conn})
+    objs = store.objects()
+    for t in doc["targets"]:
+        hex_ = t["digest"].removeprefix("sha256:")
+        assert hashlib.sha256(objs[f"ci/cas/sha256/{hex_[:2]}/{hex_}"]).hexdigest() == hex_
+        assert objs[f"bundles/{hex_}.tar.gz"] == objs[f"ci/cas/sha256/{hex_[:2]}/{hex_}"]
+        assert t["remote"] == f"abfs://flyte-keys/bundles/{hex_}.tar.gz"
+
+
+@pytest.mark.parametrize("url, message", [("ftp://host/x", "unsupported scheme 'ftp'"), ("s3://", "no bucket"),
+                                          ("az://", "no container")])
 def test_bad_cache_url_is_a_user_error(url, message, machine):
     proc = machine("bad").run("--cache", url, "build")
     assert proc.returncode == 2 and message in proc.stderr

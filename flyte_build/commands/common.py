@@ -19,13 +19,13 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--copy-style", choices=["loaded_modules", "all", "none"], default=d, help="what goes into bundles")
     g.add_argument("--image", action="append", metavar="NAME=URI", default=d, help="resolve Image.from_ref_name(NAME) to URI (repeatable)")
     g.add_argument("--ignore-load-errors", action="store_true", default=d, help="skip modules that fail to import, reporting each")
-    g.add_argument("--cache", metavar="URL", default=d, help="a shared cache: a path, file://, s3:// or gs:// URL")
+    g.add_argument("--cache", metavar="URL", default=d, help="a shared cache: a path, file://, s3://, gs:// or az:// URL")
     g.add_argument("--cache-required", action="store_true", default=d, help="fail when the shared cache cannot be reached")
     g.add_argument("--cache-read-only", dest="cache_read_only", action="store_const", const=True, default=d,
                    help="read the shared cache, never write it (default outside CI unless holding a signing key)")
     g.add_argument("--cache-write", dest="cache_read_only", action="store_const", const=False, default=d,
                    help="publish results to the shared cache (default in CI, or when holding a signing key)")
-    g.add_argument("--storage", metavar="URL", default=d, help="upload built bundles here (a path, file://, s3:// or gs:// URL), named by digest")
+    g.add_argument("--storage", metavar="URL", default=d, help="upload built bundles here (a path, file://, s3://, gs:// or az:// URL), named by digest")
     g.add_argument("--cache-dir", metavar="DIR", default=d, help="the local cache (default $FLYTE_BUILD_CACHE_DIR, else $XDG_CACHE_HOME/flyte-build)")
     g.add_argument("--project", default=d, help="Flyte project (discovery runs with it initialised)")
     g.add_argument("--domain", default=d, help="Flyte domain (discovery runs with it initialised)")

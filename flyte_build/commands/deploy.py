@@ -102,7 +102,7 @@ def _print_plan(plan, as_json: bool, why: str = "") -> int:
         table.add_column(col, overflow="fold")
     for i, e in enumerate(plan.envs, 1):
         table.add_row(str(i), e.env, e.version, e.image or "-", (e.bundle or "-")[:19], e.check or "-",
-                      ", ".join(t.name for t in e.tasks) or "-")
+                      f"app {e.env}" if e.app is not None else ", ".join(t.name for t in e.tasks) or "-")
     Console(width=200).print(table)
     if plan.left_out:
         print(f"left out, {why} (not redeployed; must already be deployed): {', '.join(plan.left_out)}")

@@ -41,7 +41,7 @@ def run(args) -> int:
     ws = workspace(args)
     recs = records(ws)
     envs = [
-        {"env": e.name, "variable": e.variable, "file": e.file, "depends_on": list(e.depends_on),
+        {"env": e.name, "kind": e.kind, "variable": e.variable, "file": e.file, "depends_on": list(e.depends_on),
          "tasks": [t.name for t in e.tasks], "selected": e.selected, "copy_style": ws.cfg.copy_style_for(e.name)}
         for e in ws.ctx.envs
     ]
@@ -57,7 +57,7 @@ def run(args) -> int:
     for e in envs:
         mine = [r["target"] for r in recs if r["env"] == e["env"]]
         table.add_row(e["env"], f"{e['file']}:{e['variable'] or '?'}", ", ".join(e["depends_on"]) or "-",
-                      str(len(e["tasks"])), " ".join(mine))
+                      "app" if e["kind"] == "app" else str(len(e["tasks"])), " ".join(mine))
     Console(width=160).print(table)
     for w in ws.all_warnings():
         from .common import warn

@@ -1,10 +1,12 @@
 """A local Flyte control plane for deploy tests, on loopback.
 
 It serves flyteidl2's own connect-protocol server classes (TaskService,
-DataProxyService and ClusterService) with uvicorn, so the SDK's real client
+AppService, DataProxyService and ClusterService) with uvicorn, so the SDK's real client
 and real messages are exercised. CreateUploadLocation signs PUT URLs into a
 bucket on moto's S3 server. Every request is recorded in order; `fail_envs`
 makes DeployTask fail for the tasks of the named environments (a fault).
+AppService keeps apps by (project, domain, name) as a backend does: Create
+refuses an existing one (ALREADY_EXISTS), Update bumps its revision.
 
 For task executions it also serves QueueService and StateService, the two a
 running parent task talks to (flyte's remote controller): `EnqueueAction`
@@ -53,6 +55,7 @@ class ControlPlane:
     calls: list = field(default_factory=list)
     fail_envs: set = field(default_factory=set)
     tasks: dict = field(default_factory=dict)  # (project, domain, name, version) -> TaskSpec
+    apps: dict = field(default_factory=dict)  # (project, domain, name) -> App
     on_enqueue: object = None  # callable(EnqueueActionRequest), run in a thread per action
     updates: list = field(default_factory=list)  # (run name, parent action name, ActionUpdate)
     _lock: object = field(default_factory=threading.Lock)
@@ -130,6 +133,8 @@ class ControlPlane:
         from flyteidl2.cluster.service_connect import ClusterService, ClusterServiceASGIApplication
         from flyteidl2.dataproxy import dataproxy_service_pb2 as dp_pb2
         from flyteidl2.dataproxy.dataproxy_service_connect import DataProxyService, DataProxyServiceASGIApplication
+        from flyteidl2.app import app_payload_pb2
+        from flyteidl2.app.app_service_connect import AppService, AppServiceASGIApplication
         from flyteidl2.task import task_service_pb2
         from flyteidl2.task.task_service_connect import TaskService, TaskServiceASGIApplication
         from flyteidl2.workflow import queue_service_pb2, state_service_pb2
@@ -156,6 +161,46 @@ class ControlPlane:
                         raise ConnectError(Code.ALREADY_EXISTS, f"task {tid.name} version {tid.version} exists")
                     cp.tasks[key] = req.spec
                 return task_service_pb2.DeployTaskResponse()
+
+        class Apps(AppService):
+            @staticmethod
+            def _key(app_id):
+                return (app_id.project, app_id.domain, app_id.name)
+
+            async def create(self, req, ctx):
+                record("CreateApp", req)
+                key = self._key(req.app.metadata.id)
+                with lock:
+                    if key in cp.apps:
+                        raise ConnectError(Code.ALREADY_EXISTS, f"app {key[2]} exists")
+                    app = type(req.app)()
+                    app.CopyFrom(req.app)
+                    app.metadata.revision = 1
+                    cp.apps[key] = app
+                return app_payload_pb2.CreateResponse(app=app)
+
+            async def get(self, req, ctx):
+                record("GetApp", req)
+                with lock:
+                    app = cp.apps.get(self._key(req.app_id))
+                if app is None:
+                    raise ConnectError(Code.NOT_FOUND, f"app {req.app_id.name} not found")
+                return app_payload_pb2.GetResponse(app=app)
+
+            async def update(self, req, ctx):
+                record("UpdateApp", req)
+                key = self._key(req.app.metadata.id)
+                with lock:
+                    old = cp.apps.get(key)
+                    if old is None:
+                        raise ConnectError(Code.NOT_FOUND, f"app {key[2]} not found")
+                    if req.app.metadata.revision != old.metadata.revision:
+                        raise ConnectError(Code.ABORTED, f"app {key[2]}: stale revision {req.app.metadata.revision}")
+                    app = type(req.app)()
+                    app.CopyFrom(req.app)
+                    app.metadata.revision = old.metadata.revision + 1
+                    cp.apps[key] = app
+                return app_payload_pb2.UpdateResponse(app=app)
 
         class DataProxy(DataProxyService):
             async def create_upload_location(self, req, ctx):
@@ -199,6 +244,7 @@ class ControlPlane:
             "/flyteidl2.workflow.QueueService/": QueueServiceASGIApplication(Queue()),
             "/flyteidl2.workflow.StateService/": StateServiceASGIApplication(State()),
             "/flyteidl2.task.TaskService/": TaskServiceASGIApplication(Tasks()),
+            "/flyteidl2.app.AppService/": AppServiceASGIApplication(Apps()),
             "/flyteidl2.dataproxy.DataProxyService/": DataProxyServiceASGIApplication(DataProxy()),
             "/flyteidl2.cluster.ClusterService/": ClusterServiceASGIApplication(Clusters()),
         }

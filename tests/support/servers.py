@@ -1,5 +1,6 @@
-"""Real object-store servers on loopback for tests: moto's S3 server and the
-GCS storage emulator, each started once per test session on a free port.
+"""Real object-store servers on loopback for tests: moto's S3 server, the
+GCS storage emulator and Azurite (Azure Blob Storage's emulator, from npm),
+each started once per test session on a free port.
 
 Use through the pytest fixtures in `tests/conftest.py`-style modules:
 
@@ -7,6 +8,8 @@ Use through the pytest fixtures in `tests/conftest.py`-style modules:
     make_bucket(endpoint, "name")   # buckets are made with boto3 (s3fs.mkdir trips moto)
     gcs = gcs_server()              # "http://127.0.0.1:PORT", or None
     make_gcs_bucket(gcs, "name")
+    az = azurite_server()           # Azurite's connection string, or None
+    make_azure_container(az, "name")
 
 Both servers keep their data in memory and die with the test process.
 """
@@ -136,6 +139,39 @@ def make_gcs_bucket(endpoint: str, name: str) -> None:
             raise
 
 
+# Azurite's documented development account (public, the same in every install)
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+
+
+def azurite_connection_string(endpoint: str) -> str:
+    return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={AZURITE_KEY};"
+            f"BlobEndpoint={endpoint}/{AZURITE_ACCOUNT};")
+
+
+@lru_cache(maxsize=None)
+def azurite_server() -> str | None:
+    """Start (once) Azurite's blob service in memory; its connection string, or
+    None when Azurite is not installed (`npm install -g azurite`)."""
+    exe = shutil.which("azurite-blob")
+    if exe is None:
+        return None
+    port = free_port()
+    url = _start([exe, "--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence", "--silent",
+                  "--disableTelemetry", "--skipApiVersionCheck"], f"http://127.0.0.1:{port}/")
+    return azurite_connection_string(url.rstrip("/")) if url else None
+
+
+def make_azure_container(connection_string: str, name: str) -> None:
+    from azure.core.exceptions import ResourceExistsError
+    from azure.storage.blob import BlobServiceClient
+
+    try:
+        BlobServiceClient.from_connection_string(connection_string).create_container(name)
+    except ResourceExistsError:
+        pass
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment a `flyte-build` child process should run with to reach the servers."""
     env = dict(os.environ)
@@ -145,6 +181,6 @@ def child_env(**extra: str) -> dict[str, str]:
 
 
 __all__ = [
-    "SilentServer", "closed_port_url", "free_port", "gcs_server", "make_bucket",
-    "make_gcs_bucket", "s3_server", "child_env",
+    "SilentServer", "azurite_connection_string", "azurite_server", "closed_port_url", "free_port", "gcs_server",
+    "make_azure_container", "make_bucket", "make_gcs_bucket", "s3_server", "child_env",
 ]

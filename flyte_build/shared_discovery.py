@@ -1,0 +1,168 @@
+"""Discovery results through the shared cache, keyed by content.
+
+A fresh CI machine whose shared cache already holds every target still had to
+import every user module (and flyte) to learn which environments exist. Here
+the result of a discovery is published under a key of what it depends on,
+with no machine-specific part: the discovery settings without the checkout
+path or the interpreter's path (flyte's version marker digest, Python's
+version, project, domain, the selection, source roots), and the digest of
+every candidate module and ignore file. Another checkout at another path
+with the same sources computes the same key.
+
+Before a shared result is used it is checked like any other untrusted entry:
+it must parse and name its own key; every file the discovery read (each
+candidate and every module its imports loaded) must have, here, the digest
+the entry records; names must be relative paths inside the root. Then no
+user code and no flyte is imported. The entry also carries each file's
+parsed import records (keyed by the file's digest, the same data the stat
+cache keeps), so the bundles' import closures need no parsing either.
+
+Layout: `discovery/<2 hex>/<key>.json.gz` under the shared prefix, zlib-
+compressed canonical JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from pathlib import Path
+
+from .hashing import canonical_json, key_of
+
+FORMAT = 1
+MAX_BYTES = 256 << 20  # a decompressed entry larger than this is refused, not inflated
+MAX_STORED = 64 << 20  # nor is a stored object larger than this read
+DOMAIN = b"flyte-build discovery entry v1\x00"  # what a signature covers (see `signing`)
+_HEX = re.compile(r"[0-9a-f]{64}")
+# per-machine settings that must not split the key across checkouts
+_LOCAL_SETTINGS = ("root", "executable")
+
+
+def key(settings: dict, candidates: dict[str, str | None], ignores: dict[str, str | None]) -> str:
+    portable = {k: v for k, v in settings.items() if k not in _LOCAL_SETTINGS}
+    return key_of({"shared-discovery": FORMAT, "settings": portable, "candidates": candidates, "ignores": ignores})
+
+
+def rel_of(key_: str) -> str:
+    return f"discovery/{key_[:2]}/{key_}.json.gz"
+
+
+class Refused(ValueError):
+    pass
+
+
+def _rel_ok(rel) -> bool:
+    return (isinstance(rel, str) and rel != "" and not rel.startswith("/") and "\\" not in rel and "\0" not in rel
+            and not any(p in ("", ".", "..") for p in rel.split("/")))
+
+
+def _check(doc, key_: str) -> None:
+    """Shape checks: anything else is refused before a field is used."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key_:
+        raise Refused("not a discovery entry for this key")
+    files, parsed, result, book = doc.get("files"), doc.get("parsed"), doc.get("result"), doc.get("book")
+    if not isinstance(files, dict) or not all(_rel_ok(r) and (h is None or (isinstance(h, str) and _HEX.fullmatch(h))) for r, h in files.items()):
+        raise Refused("bad file list")
+    if not isinstance(parsed, dict):
+        raise Refused("bad import records")
+    for h, recs in parsed.items():
+        if not (isinstance(h, str) and _HEX.fullmatch(h)):
+            raise Refused("bad import records")
+        if isinstance(recs, dict):
+            err = recs.get("error")
+            if not (isinstance(err, list) and len(err) == 2 and isinstance(err[1], str)):
+                raise Refused("bad import records")
+            continue
+        if not isinstance(recs, list) or not all(
+            isinstance(r, list) and len(r) == 3 and isinstance(r[0], int) and isinstance(r[1], str)
+            and isinstance(r[2], list) and all(isinstance(n, str) for n in r[2]) for r in recs
+        ):
+            raise Refused("bad import records")
+    if not isinstance(result, dict) or not isinstance(result.get("envs"), list) or not isinstance(book, dict):
+        raise Refused("bad result")
+    for e in result["envs"]:
+        if not isinstance(e, dict) or not _rel_ok(e.get("file")) or e["file"] not in files:
+            raise Refused("an environment defined outside the files read")
+    for group in ("loaded_files", "sys_path"):
+        for rel in result.get(group, ()):
+            if not (_rel_ok(rel) or rel == "."):
+                raise Refused(f"bad {group}")
+    graph = book.get("graph")
+    if graph is not None:
+        gf, edges = graph.get("files"), graph.get("edges")
+        if not (isinstance(gf, list) and isinstance(edges, list) and len(gf) == len(edges) and all(_rel_ok(f) for f in gf)
+                and all(isinstance(es, list) and all(isinstance(i, int) and 0 <= i < len(gf) for i in es) for es in edges)):
+            raise Refused("bad import graph")
+    all_envs = book.get("all_envs")
+    if all_envs is not None and not (isinstance(all_envs, list) and all(isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x) for x in all_envs)):
+        raise Refused("bad environment list")
+
+
+def _inflate(data: bytes) -> bytes:
+    d = zlib.decompressobj()
+    out = d.decompress(data, MAX_BYTES)
+    if d.unconsumed_tail or not d.eof:
+        raise Refused("too large or truncated")
+    return out
+
+
+def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
+    """The verified entry for `key_` (its `result`, `book` and `files`), or None."""
+    rel = rel_of(key_)
+    data = shared.read_document(rel, MAX_STORED, stats)
+    if data is None:
+        return None
+    try:
+        doc = json.loads(_inflate(data))
+        if not isinstance(doc, dict):
+            raise Refused("not an object")
+        sig = doc.pop("sig", None)
+        _check(doc, key_)
+    except (ValueError, zlib.error, RecursionError) as exc:
+        shared.refuse_document(rel, f"unreadable discovery entry: {exc}", stats)
+        return None
+    # with verify keys, only a result signed by a trusted writer is used (as for action entries)
+    if shared.verifier is not None:
+        why = shared.verifier.check_document(DOMAIN, canonical_json(doc), sig)
+        if why is not None:
+            shared.refuse_document(rel, f"discovery entry: {why}", stats)
+            return None
+    # every file the discovery read must be, here, what it was there
+    for frel, hex_ in doc["files"].items():
+        try:
+            here = digests.digest(root / frel)[0]
+        except OSError:
+            here = None
+        if here != hex_:
+            return None  # not corrupt: another tree with the same candidates (a miss)
+    wanted = {h for h in doc["files"].values() if h}
+    for hex_, recs in doc["parsed"].items():
+        if hex_ in wanted and digests.parsed(hex_) is None:
+            digests.remember_parsed(hex_, recs)
+    return doc
+
+
+def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, digests, root: Path) -> None:
+    """Publish a fresh discovery result (create-only) with the import records
+    of every file it read."""
+    from .context import import_records
+
+    parsed = {}
+    for frel, hex_ in files.items():
+        if not hex_ or not frel.endswith(".py"):
+            continue
+        if digests.parsed(hex_) is None:
+            try:
+                import_records(str(root / frel), hex_, digests)
+            except (OSError, SyntaxError, ValueError):
+                pass
+        got = digests.parsed(hex_)
+        if got is not None:
+            parsed[hex_] = got
+    if shared.read_only or shared.offline:
+        return
+    doc = {"format": FORMAT, "key": key_, "files": files, "result": result, "book": book, "parsed": parsed}
+    if shared.signer is not None:
+        doc["sig"] = shared.signer.sign_document(DOMAIN, canonical_json(doc))
+    shared.publish_document(rel_of(key_), zlib.compress(canonical_json(doc), 6), stats)

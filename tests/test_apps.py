@@ -1,0 +1,228 @@
+"""flyte.app.AppEnvironment as targets: discovered beside task envs, bundled,
+imaged and deployed through AppService in `depends_on` order.
+
+The repository: a task env `work`, an app `web` that depends on it, and a
+task env `report` that depends on the app (both directions of the edge).
+Images are URI references, so nothing is built. Deploys go to the loopback
+control plane (tests/support/controlplane.py); the App it receives is
+compared with what flyte's own serializer makes of the same app.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import controlplane
+from tests.support.cli import flyte_build
+from tests.support.requirements import require
+
+IMG = "127.0.0.1:9/test-apps/{}:1"  # references only: nothing listens on port 9
+AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+
+WORK = f'''import flyte
+
+work_env = flyte.TaskEnvironment(name="work", image="{IMG.format("work")}")
+
+
+@work_env.task
+async def double(x: int) -> int:
+    return 2 * x
+'''
+WEB = f'''import flyte
+import flyte.app
+
+from svc.work import work_env
+
+web_env = flyte.app.AppEnvironment(
+    name="web",
+    image="{IMG.format("web")}",
+    port=8080,
+    args=["python", "-m", "http.server", "8080"],
+    depends_on=[work_env],
+    scaling=flyte.app.Scaling(replicas=(1, 2)),
+    requires_auth=False,
+    env_vars={{"GREETING": "hello"}},
+    include=["static/index.html"],
+)
+'''
+REPORT = f'''import flyte
+
+from svc.web import web_env
+
+report_env = flyte.TaskEnvironment(name="report", image="{IMG.format("report")}", depends_on=[web_env])
+
+
+@report_env.task
+async def summary(n: int) -> str:
+    return str(n)
+'''
+
+
+def write_repo(root: Path) -> Path:
+    (root / "svc" / "static").mkdir(parents=True)
+    (root / "pyproject.toml").write_text('[project]\nname = "t"\nversion = "0"\n\n[tool.hatch.build.targets.flyte]\n')
+    (root / "svc" / "__init__.py").write_text("")
+    (root / "svc" / "work.py").write_text(WORK)
+    (root / "svc" / "web.py").write_text(WEB)
+    (root / "svc" / "report.py").write_text(REPORT)
+    (root / "svc" / "static" / "index.html").write_text("<h1>hello</h1>\n")
+    return root
+
+
+def run_json(root: Path, cache: Path, *args: str) -> dict:
+    run = flyte_build(*args, cwd=root, cache=cache, env=AWS)
+    assert run.rc == 0, f"flyte-build {' '.join(args)} failed ({run.rc}):\n{run.err[-3000:]}"
+    return run.json()
+
+
+def test_apps_are_targets_in_targets_graph_and_dry_run(tmp_path):
+    root, cache = write_repo(tmp_path / "repo"), tmp_path / "cache"
+    plan = run_json(root, cache, "deploy", "--dry-run", "--json")
+    assert plan["order"] == ["work", "web", "report"]
+    by_env = {r["env"]: r for r in plan["targets"]}
+    web = by_env["web"]
+    assert web["env_kind"] == "app" and web["tasks"] == []
+    assert by_env["work"]["env_kind"] == by_env["report"]["env_kind"] == "task"
+    app = web["app"]
+    assert app["metadata"]["id"]["name"] == "web"
+    container = app["spec"]["container"]
+    assert container["image"] == IMG.format("web")
+    assert container["args"] == ["python", "-m", "http.server", "8080"]
+    cmd = container["command"]
+    assert cmd[:3] == ["fserve", "--version", web["version"]]
+    assert cmd[cmd.index("--tgz") + 1] == app["metadata"]["code_bundle_uri"] == web["bundle_uri"]
+    assert cmd[cmd.index("--resolver-args") + 1] == "svc.web:web_env"
+    assert app["spec"]["autoscaling"]["replicas"] == {"min": 1, "max": 2}
+    assert app["spec"]["security_context"] == {"allow_anonymous": True}
+
+    doc = run_json(root, cache, "targets", "--json")
+    assert {e["env"]: e["kind"] for e in doc["envs"]} == {"work": "task", "web": "app", "report": "task"}
+    targets = {t["target"]: t for t in doc["targets"]}
+    assert sorted(a for a, t in targets.items() if t["env"] == "web") == ["bundle:web", "deploy:web", "image:web"]
+    assert targets["image:web"]["uri"] == IMG.format("web")
+    # the app's bundle (built by the dry run): its module's import closure plus its `include`
+    assert targets["bundle:web"]["cached"] and targets["bundle:web"]["digest"] == web["bundle"]
+    with tarfile.open(targets["bundle:web"]["path"]) as tar:
+        names = sorted(m.name for m in tar.getmembers() if m.isfile())
+    assert names == ["svc/__init__.py", "svc/static/index.html", "svc/web.py", "svc/work.py"]
+
+    graph = flyte_build("graph", cwd=root, cache=cache)
+    assert graph.rc == 0, graph.err
+    assert "deploy order: work → web (app) → report" in graph.out
+    assert "deploy:web  <- bundle:web, image:web, deploy:work" in graph.out
+    assert "deploy:report  <- bundle:report, image:report, deploy:web" in graph.out
+
+    # the app's version moves with its code and its dependency's, not with its dependent's
+    (root / "svc" / "report.py").write_text(REPORT + "\n# edited\n")
+    again = {r["env"]: r["version"] for r in run_json(root, cache, "deploy", "--dry-run", "--json")["targets"]}
+    assert again["web"] == web["version"] and again["work"] == by_env["work"]["version"]
+    assert again["report"] != by_env["report"]["version"]
+    (root / "svc" / "work.py").write_text(WORK + "\n# edited\n")
+    again = {r["env"]: r["version"] for r in run_json(root, cache, "deploy", "--dry-run", "--json")["targets"]}
+    assert again["web"] != web["version"]
+
+
+def test_app_parameters_from_the_backend_are_refused_with_a_clear_message(tmp_path):
+    root = write_repo(tmp_path / "repo")
+    (root / "svc" / "web.py").write_text(WEB.replace(
+        "    include=", '    parameters=[flyte.app.Parameter(name="model", value=flyte.app.RunOutput(type="file", '
+        'task_name="work.double"))],\n    include='))
+    run = flyte_build("deploy", "--dry-run", cwd=root, cache=tmp_path / "cache")
+    assert run.rc == 2, run.err
+    assert "app `web`: parameters model are resolved by asking the backend" in run.err
+    assert "Traceback" not in run.err
+
+
+# -- a real deploy -------------------------------------------------------------------
+
+REFERENCE = r'''
+import json, pathlib, sys
+root = pathlib.Path(sys.argv[1]).resolve()
+sys.path.insert(0, str(root))
+import flyte
+flyte.init(project="proj", domain="development", root_dir=root)
+from flyte._internal.image_cache import ImageCache
+from flyte.app._runtime import translate_app_env_to_idl
+from flyte.models import CodeBundle, SerializationContext
+from google.protobuf.json_format import MessageToDict
+import svc.web
+a = json.loads(sys.argv[2])
+sc = SerializationContext(version=a["version"], project="proj", domain="development", org=None,
+                          code_bundle=CodeBundle(computed_version=a["version"], tgz=a["tgz"]),
+                          image_cache=ImageCache(image_lookup=a["images"]), root_dir=root)
+app = translate_app_env_to_idl(svc.web.web_env, sc)
+sys.stdout.write("\n@@APP@@" + json.dumps(MessageToDict(app, preserving_proto_field_name=True)))
+'''
+
+
+def flyte_serialized_app(root: Path, version: str, tgz: str, images: dict) -> dict:
+    """The App flyte's own serializer makes of `web_env`, as `flyte deploy` calls it."""
+    proc = subprocess.run([sys.executable, "-c", REFERENCE, str(root), json.dumps(
+        {"version": version, "tgz": tgz, "images": dict(sorted(images.items()))})],
+        cwd=root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.split("@@APP@@", 1)[1])
+
+
+@pytest.fixture
+def control_plane():
+    ok, why = controlplane.available()
+    require(ok, why)
+    cp = controlplane.ControlPlane.start()
+    yield cp
+    cp.stop()
+
+
+@pytest.mark.servers
+def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, control_plane):
+    from google.protobuf.json_format import MessageToDict
+
+    cp = control_plane
+    root, cache = write_repo(tmp_path / "repo"), tmp_path / "cache"
+    plan = {r["env"]: r for r in run_json(root, cache, "deploy", "--dry-run", "--json")["targets"]}
+    args = ("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure", "--json")
+    doc = run_json(root, cache, *args)
+    assert doc["deployed"] == ["work", "web", "report"]
+
+    # dependencies first: work's task, then the app, then report's task
+    sent = [(m, req) for m, req in cp.calls if m in ("DeployTask", "CreateApp")]
+    assert [(m, req.spec.environment.name if m == "DeployTask" else req.app.metadata.id.name) for m, req in sent] == \
+        [("DeployTask", "work"), ("CreateApp", "web"), ("DeployTask", "report")]
+    app = next(req.app for m, req in sent if m == "CreateApp")
+    got = MessageToDict(app, preserving_proto_field_name=True)
+    assert (app.metadata.id.project, app.metadata.id.domain) == ("proj", "development")
+    assert app.metadata.code_bundle_uri.startswith("s3://")
+    # the bundle uploaded is the one the dry run built
+    bucket, key = app.metadata.code_bundle_uri.removeprefix("s3://").split("/", 1)
+    body = cp.s3().get_object(Bucket=bucket, Key=key)["Body"].read()
+    import hashlib
+
+    assert "sha256:" + hashlib.sha256(body).hexdigest() == plan["web"]["bundle"]
+    # differential: flyte's own serializer, same app, same version, bundle and images
+    want = flyte_serialized_app(root, plan["web"]["version"], app.metadata.code_bundle_uri,
+                                {"web": IMG.format("web"), "work": IMG.format("work")})
+    assert got == want
+    # the dependent task env names the app's image in its image cache, as flyte does
+    report = next(req for m, req in sent if m == "DeployTask")
+    assert report.task_id.version == plan["work"]["version"]
+
+    # unchanged: nothing is sent again
+    n = len(cp.calls)
+    again = run_json(root, cache, *args)
+    assert sorted(again["unchanged"]) == ["report", "web", "work"] and cp.calls[n:] == []
+
+    # an edited app: Create finds it, so Get and Update (a new revision), as flyte's App.create does
+    (root / "svc" / "web.py").write_text(WEB.replace("(1, 2)", "(1, 3)"))
+    n = len(cp.calls)
+    edited = run_json(root, cache, *args)
+    # report imports svc.web, so its bundle (and version) changed too; work did not
+    assert edited["deployed"] == ["web", "report"] and edited["unchanged"] == ["work"]
+    assert [m for m, _ in cp.calls[n:] if m.endswith("App")] == ["CreateApp", "GetApp", "UpdateApp"]
+    stored = cp.apps[("proj", "development", "web")]
+    assert stored.metadata.revision == 2 and stored.spec.autoscaling.replicas.max == 3
