@@ -18,7 +18,8 @@ import pytest
 from tests.support.cli import copy_checked, flyte_build
 from tests.support.docker_env import BASE_IMAGE
 
-pytestmark = pytest.mark.docker
+# the first test also sets up the session's checked sample (images and checks, cold)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 ENVS = ["inference", "ml_training", "ml_training_large", "preprocessing", "reporting", "visualization"]
 TIMEOUT = 1500

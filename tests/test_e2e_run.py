@@ -25,7 +25,8 @@ from tests.support.backend import Backend
 from tests.support.cli import copy_checked, flyte_build
 from tests.support.requirements import require
 
-pytestmark = [pytest.mark.docker, pytest.mark.servers]
+# containers start slowly on vfs storage; the first test may set up the checked sample too
+pytestmark = [pytest.mark.docker, pytest.mark.servers, pytest.mark.timeout(1800)]
 
 PROJECT, DOMAIN = "proj", "development"
 TIMEOUT = 1800

@@ -28,7 +28,8 @@ from tests.support.docker_env import (
 )
 from tests.support.requirements import require
 
-pytestmark = pytest.mark.docker
+# the first test includes a truly cold build (flyte installed once for the session)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
 IMAGES = ["image:preprocessing", "image:visualization", "image:reporting", "image:inference"]
