@@ -425,8 +425,11 @@ def run_action(req):
     state_path = f"{target.state_dir()}/envs/{name}.json"
     where = (target.project, target.domain, target.org)
     provisional = env_plan(ctx, name, digest, key_images, spec_images, None, where)
+    # an App's git link moves with every commit; what it deploys does not
+    app_key = {**provisional.app, "metadata": {k: v for k, v in provisional.app["metadata"].items() if k != "source_code"}} \
+        if provisional.app else None
     deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
-                         "tasks": [t.spec for t in provisional.tasks], "app": provisional.app})
+                         "tasks": [t.spec for t in provisional.tasks], "app": app_key})
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
             "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
             "project": target.project, "domain": target.domain}

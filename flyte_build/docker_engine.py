@@ -13,6 +13,7 @@ a Bearer-token challenge the way the docker client does.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -54,6 +55,8 @@ def _opener(host: str | None = None):
 def _is_loopback(host: str) -> bool:
     h = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return h in ("localhost", "[::1]") or h.startswith("127.")
+
+
 _detect_lock = threading.Lock()
 _detected: dict[str, "Builder"] = {}
 
@@ -121,8 +124,6 @@ def secret_flags(secrets, builder: Builder, where: str) -> list[str]:
     """`docker build --secret` flags for (id, env var, file) records: the value comes from the
     env var when it is set, else from the file (flyte's lookup); the value itself never
     appears on the command line or in the log."""
-    import os
-
     if secrets and not builder.buildkit:
         raise UserError(f"{where}: the image uses secret mounts, which need BuildKit; this docker client builds without it "
                         f"(docker.builder = classic, or no buildx plugin and a client newer than 23)")
@@ -233,8 +234,6 @@ def _scheme(host: str) -> str:
 
 # -- docker's credentials ---------------------------------------------------------
 def docker_config_path() -> Path:
-    import os
-
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
 
 

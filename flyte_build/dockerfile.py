@@ -204,7 +204,12 @@ class _Secrets:
                 env = (f"{group}_{key}" if group else key).replace("-", "_").upper()
             if env and not re.fullmatch(r"[A-Z_][A-Z0-9_]*", env):
                 raise UserError(f"{where}: secret {key!r}: {env!r} is not a valid environment variable name")
-            ident = hashlib.sha256("|".join([key, group or "", str(mount or ""), env or ""]).encode()).hexdigest()[:16]
+            # flyte's id for the secret, hash(secret): the first 64 bits of its stable hash, which
+            # CPython's hash() keeps when they fit a signed 64-bit word and else folds modulo
+            # 2**61 - 1 (written out, so the id is the same on any machine)
+            stable = hashlib.sha256("|".join([key, group or "", str(mount or ""), env or ""]).encode()).hexdigest()
+            n = int(stable[:16], 16)
+            ident = str(n if n < 2**63 else n % (2**61 - 1))
             parts = [k for k in (group, key) if k]
             self.needed[ident] = ("_".join(k.upper() for k in parts), "/etc/secrets/" + "_".join(parts))
             if mount:
@@ -431,6 +436,10 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
         lock = root_file(lock_rel, "poetry.lock")
         proj_dir = posixpath.dirname(pyproject)
         args = str(layer.get("extra_args") or "")
+        # the tool first, in a step of its own: the same in every image on this base, so
+        # BuildKit builds it once, and an edit of the project or its lock does not redo it
+        out.append(_run(f"[ -x {POETRY_HOME}/bin/poetry ] || {{ python3 -m venv {POETRY_HOME} "
+                        f"&& {POETRY_HOME}/bin/pip install --no-cache-dir poetry=={POETRY_VERSION}; }}"))
         if layer.get("project_install_mode") == "install_project":
             rel_dir = posixpath.dirname(layer["pyproject"])
             for n, p in folder(rel_dir, (layer["pyproject"],)).items():
@@ -447,9 +456,7 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
         # poetry never makes a venv of its own that the task would not see
         out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
         cmd = (
-            f"{_VENV_GUARD} && {{ [ -x {POETRY_HOME}/bin/poetry ] || {{ python3 -m venv {POETRY_HOME} "
-            f"&& {POETRY_HOME}/bin/pip install --no-cache-dir poetry=={POETRY_VERSION}; }}; }} "
-            f"&& cd {dest} && POETRY_CACHE_DIR=/tmp/poetry-cache "
+            f"{_VENV_GUARD} && cd {dest} && POETRY_CACHE_DIR=/tmp/poetry-cache "
             f"{POETRY_HOME}/bin/poetry install --no-interaction {args}".rstrip()
             + " && rm -rf /tmp/poetry-cache"
         )
@@ -519,7 +526,9 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     for i, layer in enumerate(layers):
         kind = layer.get("type")
         lw = f"{where}: layer {i} ({kind})"
-        mounts = secrets.mounts(layer, lw)
+        # a pip layer the PEX stands in for runs no step here, so it needs no secret
+        pex_pip = opts.use_pex and kind in ("PipPackages", "Requirements")
+        mounts = ("", "") if pex_pip else secrets.mounts(layer, lw)
         if kind == "_DockerLines":
             out.extend(layer.get("lines") or ())
         elif kind == "Commands":

@@ -180,13 +180,28 @@ def control_plane():
     cp.stop()
 
 
+def git(root: Path, *args: str) -> str:
+    import os
+
+    from tests.support.gitrepo import GIT_ENV
+
+    return subprocess.run(["git", *args], cwd=root, env={**os.environ, **GIT_ENV}, check=True,
+                          capture_output=True, text=True, timeout=60).stdout.strip()
+
+
 @pytest.mark.servers
 def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, control_plane):
     from google.protobuf.json_format import MessageToDict
 
     cp = control_plane
     root, cache = write_repo(tmp_path / "repo"), tmp_path / "cache"
+    # a checkout with a remote: flyte links the App to the commit (metadata.source_code)
+    for args in (["init", "-q", "-b", "main"], ["remote", "add", "origin", "https://example.invalid/acme/svc.git"],
+                 ["add", "-A"], ["commit", "-q", "-m", "base"]):
+        git(root, *args)
     plan = {r["env"]: r for r in run_json(root, cache, "deploy", "--dry-run", "--json")["targets"]}
+    assert plan["web"]["app"]["metadata"]["source_code"] == {
+        "link": f"https://example.invalid/acme/svc/tree/{git(root, 'rev-parse', 'HEAD')}"}
     # the images are references to nothing (port 9): this test is about deploys, not checks
     args = ("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure", "--json", "--no-check")
     doc = run_json(root, cache, *args)
@@ -214,7 +229,10 @@ def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, contr
     report = next(req for m, req in sent if m == "DeployTask")
     assert report.task_id.version == plan["work"]["version"]
 
-    # unchanged: nothing is sent again
+    # unchanged, even at a new commit (the git link alone does not redeploy): nothing is sent again
+    (root / "NOTES.txt").write_text("not part of any bundle\n")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", "notes")
     n = len(cp.calls)
     again = run_json(root, cache, *args)
     assert sorted(again["unchanged"]) == ["report", "web", "work"] and cp.calls[n:] == []

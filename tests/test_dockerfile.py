@@ -101,6 +101,10 @@ def test_secret_mounts_render_as_buildkit_mounts_without_values(tmp_path: Path) 
     assert f"--mount=type=secret,id={ids['OPS_APT'][0]},target=/etc/flyte/secrets" in apt
     # a bare key is the Secret flyte makes of it (env var KEY upper-cased): one secret, one --secret flag
     assert len(r.secrets) == 2
+    # with requirements-from = "pex" the pip layers run no step of their own: no secret to ask for
+    pex = df.render({"base_image": "b:1", "layers": [{"type": "PipPackages", "packages": ["six"], "secret_mounts": ["gh-token"]}]},
+                    tmp_path, df.Options(use_pex=True), "`e`", lambda rel: {})
+    assert pex.secrets == () and "--mount=type=secret" not in pex.dockerfile
     with pytest.raises(UserError, match="not a valid environment variable"):
         _render(tmp_path, [{"type": "Commands", "commands": ["x"], "secret_mounts": [{"key": "k", "as_env_var": "bad-name"}]}])
 
@@ -270,3 +274,77 @@ def test_dry_run_warns_when_it_cannot_resolve_an_image(tmp_path: Path) -> None:
     assert "flyte-build cannot resolve this env's image" in warning and "pixi layers are not supported" in warning
     (env,) = doc["targets"]
     assert env["image"] in warning  # the URI the plan names is flyte's, and the warning says so
+
+
+# -- differential: the same layers through flyte's own builder (flyte/_internal/imagebuild) ------
+def test_secret_ids_and_host_lookup_match_flytes_builder(tmp_path: Path, monkeypatch) -> None:
+    import re
+
+    from flyte import Secret
+    from flyte._internal.imagebuild import docker_builder as fb
+
+    secrets = [Secret(key="gh-token"), Secret(key="pat", group="ci", as_env_var="PAT"), Secret(key="apt", mount="/etc/flyte/secrets")]
+    spec = [{"type": "Secret", "key": s.key, "group": s.group, "mount": str(s.mount) if s.mount else None, "as_env_var": s.as_env_var} for s in secrets]
+    r = _render(tmp_path, [{"type": "Commands", "commands": ["true"], "secret_mounts": spec}])
+    theirs = fb._get_secret_mounts_layer(tuple(secrets))
+    assert sorted(re.findall(r"id=(\d+)", theirs)) == sorted(i for i, _, _ in r.secrets)  # the same secret ids
+    assert "target=/etc/flyte/secrets" in theirs and "target=/etc/flyte/secrets" in r.dockerfile
+    # flyte's CLI side: the env var it reads on the building machine, per id
+    for key in ("GH-TOKEN", "CI_PAT", "APT"):
+        monkeypatch.setenv(key, "x")
+    from flyte._image import Commands
+
+    cli = fb._get_secret_commands((Commands(commands=("true",), secret_mounts=tuple(secrets)),))
+    flyte_env = dict(re.findall(r"id=(\d+),env=(\S+)", " ".join(cli)))
+    assert flyte_env == {i: env for i, env, _ in r.secrets}
+
+
+def test_uv_script_dependencies_match_flytes_parser(tmp_path: Path) -> None:
+    from flyte._utils import parse_uv_script_file
+
+    script = tmp_path / "job.py"
+    script.write_text('#!/usr/bin/env -S uv run --script\n# /// script\n# requires-python = ">=3.11"\n'
+                      '# dependencies = [\n#   "six==1.17.0",\n#   "toolz>=0.12",\n# ]\n# ///\nprint(1)\n')
+    header = parse_uv_script_file(script)
+    r = _render(tmp_path, [{"type": "UVScript", "script": "job.py"}])
+    assert header.dependencies == ["six==1.17.0", "toolz>=0.12"]
+    assert "python3 -m pip install --no-cache-dir " + " ".join(f"'{d}'" for d in header.dependencies) in r.dockerfile
+
+
+def test_dockerignore_folder_copy_matches_flytes_context(tmp_path: Path, monkeypatch) -> None:
+    from flyte._internal.imagebuild.utils import copy_files_to_context
+
+    from flyte_build import files as files_mod
+
+    src = tmp_path / "root" / "assets"
+    for rel in ("keep.txt", "big.bin", "sub/x.bin", "sub/keep.md", "logs/a.log", "logs/keep.log", "docs/notes.txt"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text(rel)
+    patterns = ["**/*.bin", "logs/", "!logs/keep.log", "docs"]
+    (tmp_path / "root" / "ci.dockerignore").write_text("\n".join(patterns) + "\n")
+    ctx = tmp_path / "flyte-context"
+    monkeypatch.chdir(tmp_path / "root")  # flyte copies a relative source under its own name
+    copy_files_to_context(Path("assets"), ctx, patterns)
+    theirs = sorted(p.relative_to(ctx).as_posix() for p in ctx.rglob("*") if p.is_file())
+    root = tmp_path / "root"
+    r = df.render({"base_image": "b:1", "layers": [
+        {"type": "DockerIgnore", "path": "ci.dockerignore"},
+        {"type": "CopyConfig", "path_type": 1, "src": "assets", "dst": "/app"}]}, root, df.Options(), "`e`",
+        lambda rel: files_mod.walk(root, start=rel).files)
+    ours = sorted(n[len("src/"):] for n, _ in r.context)
+    assert ours == theirs == ["assets/keep.txt", "assets/logs/keep.log", "assets/sub/keep.md"]
+
+
+def test_with_local_v2_reads_flytes_dist_folder(tmp_path: Path) -> None:
+    from flyte._image import DIST_FOLDER
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "pyproject.toml").write_text('[project]\nname = "localv2"\nversion = "0"\n')
+    (repo / "envs.py").write_text("import flyte\n\nenv = flyte.TaskEnvironment('localv2', image=flyte.Image.from_debian_base().with_local_v2())\n")
+    t = _targets(repo, tmp_path / "cache")["image:localv2"]
+    if any(DIST_FOLDER.glob("flyte-*.whl")):  # a flyte source checkout with its wheel built
+        assert t["uri"] and t["image_mode"] == "build"
+    else:
+        assert t["uri"] is None
+        assert f"the wheel folder '{DIST_FOLDER}' holds no wheel of 'flyte' (with_local_v2 reads flyte's own dist/ folder" in t["image_error"]

@@ -26,10 +26,10 @@ import pytest
 from tests.support.cli import flyte_build
 from tests.support.docker_env import ensure_base_image
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]  # five cold image builds in one fixture
 
 LAYERS_REPO = Path(__file__).resolve().parent / "support" / "layers_repo"
-ENVS = ("layers_poetry", "layers_uv_script", "layers_dockerignore", "layers_secret", "layers_wheels")
+ENVS = ("layers_poetry", "layers_poetry_deps", "layers_uv_script", "layers_dockerignore", "layers_secret", "layers_wheels")
 SECRET = f"fb-layers-{uuid.uuid4().hex}"  # a value that exists nowhere else
 
 
@@ -103,6 +103,13 @@ def test_poetry_project_installs_the_locked_dependencies_and_the_project(built) 
     assert (mark, version) == ("fbpoetry", "1.16.0")  # six pinned by poetry.lock, not the newest
     assert where == "/root/.flyte/src/poetry_proj/fbpoetry/__init__.py"  # install_project: the project, installed from its copy
     assert no_poetry == "True"  # poetry itself stays out of the task's venv
+
+
+def test_poetry_dependencies_only_installs_the_lock_but_not_the_project(built) -> None:
+    code = "import importlib.util, six; print(six.__version__, importlib.util.find_spec('fbpoetry') is None)"
+    out = _docker_run(built["records"]["layers_poetry_deps"]["uri"], "/opt/venv/bin/python", "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1.16.0", "True"]  # `poetry install --no-root`, flyte's default
 
 
 def test_uv_script_dependencies_are_installed(built) -> None:

@@ -26,6 +26,12 @@ poetry = flyte.TaskEnvironment(
     .with_env_vars({"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"})
     .with_poetry_project(HERE / "poetry_proj/pyproject.toml", project_install_mode="install_project"),
 )
+poetry_deps = flyte.TaskEnvironment(
+    "layers_poetry_deps",
+    image=base("layers-poetry-deps")
+    .with_env_vars({"REQUESTS_CA_BUNDLE": "/etc/ssl/certs/ca-certificates.crt"})
+    .with_poetry_project(HERE / "poetry_proj/pyproject.toml"),  # the default: dependencies only
+)
 uv_script = flyte.TaskEnvironment(
     "layers_uv_script",
     image=flyte.Image.from_uv_script(HERE / "scripts/job.py", name="layers-uv-script"),
