@@ -185,7 +185,15 @@ def main(request_path: str, result_path: str) -> int:
 
     from flyte_build import flyte_adapter as fa
 
-    fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
+    try:
+        flyte_cfg = fa.discovery_settings(req.get("flyte_config"))
+    except ValueError as exc:  # flyte's config file is bad input: say so, import nothing
+        atomic.write_bytes(result_path, json.dumps({"envs": [], "problems": [str(exc)]}).encode())
+        return 0
+    fa.init_for_discovery(
+        Path(root), req.get("project") or flyte_cfg["project"]["value"], req.get("domain") or flyte_cfg["domain"]["value"],
+        flyte_cfg["org"]["value"], flyte_cfg["image_refs"]["value"], flyte_cfg["image_registry"]["value"],
+    )
 
     global _ROOT
     _ROOT = root
@@ -376,6 +384,7 @@ def main(request_path: str, result_path: str) -> int:
         "flyte_version": fa.flyte_version(),
         "version_warning": fa.check_version(),
         "requested": list(req["files"]),
+        "flyte": flyte_cfg,
         # bookkeeping for incremental discovery (the parent keeps it out of the result)
         "graph": graph,
         "all_envs": sorted(all_envs),

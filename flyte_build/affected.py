@@ -149,6 +149,8 @@ def _summary_key(ws, changes: gitchanges.Changes) -> str:
         "selection": [list(s.selection.paths), s.selection.variable, s.selection.all, s.selection.recursive],
         "cwd": os.path.relpath(Path.cwd().resolve(), ws.cfg.root) if s.selection.paths else None,
         "settings": [s.copy_style, s.images, s.ignore_load_errors, s.project, s.domain, s.version, sorted(s.extra.items())],
+        # flyte's config file decides the project and domain discovery runs with
+        "flyte_config": ws.flyte_ref.fingerprint(),
     })
 
 

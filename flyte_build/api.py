@@ -87,11 +87,13 @@ class DeploySummary:
 
 
 def _settings(root_dir=None, copy_style=None, images=None, project=None, domain=None, version=None,
-              cache_dir=None, cache=None, jobs=None, strict=None, sync_local_sys_paths=True, extra=None) -> Settings:
+              cache_dir=None, cache=None, jobs=None, strict=None, sync_local_sys_paths=True, extra=None,
+              config=None) -> Settings:
     return Settings(
         root_dir=str(root_dir) if root_dir else None, copy_style=copy_style, images=dict(images or {}),
         project=project, domain=domain, version=version, cache_dir=str(cache_dir) if cache_dir else None,
         cache=cache, jobs=jobs, strict=strict, sync_local_sys_paths=sync_local_sys_paths, extra=dict(extra or {}),
+        flyte_config=str(config) if config else None,
     )
 
 
@@ -144,8 +146,8 @@ def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **set
 
 def deploy(*envs, dry_run: bool = False, version: str | None = None, copy_style: str | None = None,
            force: bool = False, endpoint: str | None = None, config: str | None = None, insecure: bool | None = None,
-           workspace: Workspace | None = None, reporter=None, assume_deployed=(), check: bool = True,
-           **settings: Any) -> DeploySummary | Plan:
+           auth_type: str | None = None, org: str | None = None, workspace: Workspace | None = None, reporter=None, assume_deployed=(),
+           check: bool = True, **settings: Any) -> DeploySummary | Plan:
     """Deploy environments (names or TaskEnvironment objects; default: every
     discovered one) and their dependencies, dependencies first. With
     `dry_run=True`, returns the Plan and contacts nothing.
@@ -159,8 +161,9 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, copy_style:
     `check=False` deploys without first running each env's `check:` target."""
     from . import deployer
 
-    extra = {"deploy": {"endpoint": endpoint, "config": config, "insecure": insecure, "force": force, "check": check}}
-    ws = workspace or Workspace(_settings(copy_style=copy_style, version=version, extra=extra, **settings))
+    extra = {"deploy": {"endpoint": endpoint, "insecure": insecure, "auth_type": auth_type, "org": org, "force": force,
+                        "check": check}}
+    ws = workspace or Workspace(_settings(copy_style=copy_style, version=version, extra=extra, config=config, **settings))
     names = _env_names(ws, envs)
     if dry_run:
         return deployer.plan(ws, names, reporter=reporter, assume_deployed=assume_deployed)

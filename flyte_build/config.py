@@ -114,6 +114,28 @@ def _table(field_: str, v: Any) -> dict:
     return v
 
 
+DEPLOY_KEYS: dict[str, Callable[[str, Any], Any]] = {
+    "timeout": lambda f, v: v,  # checked where it is used (deployer.backend_target)
+    "endpoint": _str,
+    "insecure": _bool,
+    "org": _str,
+    "auth-type": _str,
+    "ca-cert": _str,
+}
+
+
+def _deploy(field_: str, v: Any) -> dict:
+    """The deploy table; endpoint, insecure, org, auth-type and ca-cert override
+    flyte's own config file (see flyte_config.LAYERS)."""
+    if not isinstance(v, dict):
+        raise UserError(f"Field {field_} must be a table")
+    for key, val in v.items():
+        if key not in DEPLOY_KEYS:
+            raise UserError(f"Unknown field {field_}.{key}; valid fields: {', '.join(sorted(DEPLOY_KEYS))}")
+        DEPLOY_KEYS[key](f"{field_}.{key}", val)
+    return v
+
+
 def _object_store(field_: str, v: Any):
     from .objstore import parse_options  # imports no cloud library
 
@@ -150,6 +172,7 @@ class Config:
     pex: dict = field(default_factory=dict)
     deploy: dict = field(default_factory=dict)
     directory: str = "dist/flyte"
+    flyte_config: str | None = None  # flyte's config.yaml given with --config (else flyte's own lookup)
 
     def copy_style_for(self, env: str) -> str:
         o = self.envs.get(env)
@@ -187,7 +210,7 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "envs": ("envs", _envs),
     "docker": ("docker", _table),
     "pex": ("pex", _table),
-    "deploy": ("deploy", _table),
+    "deploy": ("deploy", _deploy),
 }
 
 

@@ -375,30 +375,47 @@ class Target:
     org: str | None = None
     force: bool = False
     timeout: float = 60.0  # each control-plane call; a server that accepts and never answers must not hang us
+    # flyte's client settings (auth type, credentials, CA certificate...): never shown, logged or recorded
+    client: dict = field(default_factory=dict, repr=False, compare=False)
+    secrets: tuple = field(default=(), repr=False, compare=False)
+    auth: str = ""  # the auth type and where it came from, for messages
 
     def state_dir(self) -> str:
         return f"state/deploys/{key_of([self.endpoint, self.project, self.domain, self.org or ''])[:24]}"
 
+    def backend(self):
+        from . import flyte_adapter as fa
+
+        return fa.Backend(self.endpoint, self.insecure, self.timeout, client=self.client, secrets=self.secrets, auth=self.auth)
+
 
 def backend_target(ctx) -> Target:
-    """Where to deploy: the run's deploy settings (`extra["deploy"]`), else flyte's configuration."""
+    """Where and how to deploy: flyte's own configuration (found and read as the
+    `flyte` CLI does), under the pyproject table and the flags (see flyte_config)."""
     from . import flyte_adapter as fa
+    from . import flyte_config
 
     given = dict(ctx.options.extra.get("deploy") or {})
-    try:
-        s = fa.backend_settings(given.get("config"), given.get("endpoint"), given.get("insecure"),
-                                ctx.cfg.project or given.get("project"), ctx.cfg.domain or given.get("domain"), given.get("org"))
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
-    if not s["endpoint"]:
-        raise UserError("no Flyte endpoint: pass --endpoint, --config FILE, or set platform.endpoint in flyte's config.yaml (or use --dry-run)")
+    fl = ctx.options.extra.get("_flyte") or {}
+    ref = fl.get("ref") or flyte_config.locate(ctx.cfg.flyte_config)
+    settings = flyte_config.resolve(ref, fl.get("layers") or {"table": {}, "flags": {}, "pyproject": None})
+    values = {k: v.value for k, v in settings.items()}
+    if not values["endpoint"]:
+        raise UserError("no Flyte endpoint: pass --endpoint, --config FILE, or set admin.endpoint in flyte's config.yaml "
+                        f"(looked for it as `flyte` does; found: {ref.path or 'no config file'}) (or use --dry-run)")
     for k in ("project", "domain"):
-        if not s[k]:
+        if not values[k]:
             raise UserError(f"no Flyte {k}: pass --{k} or set task.{k} in flyte's config.yaml")
     timeout = given.get("timeout") or ctx.cfg.deploy.get("timeout", 60.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise UserError("Field tool.hatch.build.targets.flyte.deploy.timeout must be a positive number of seconds")
-    return Target(s["endpoint"], bool(s["insecure"]), s["project"], s["domain"], s["org"], bool(given.get("force")), float(timeout))
+    if values["ca_cert_file_path"] and not os.path.isfile(values["ca_cert_file_path"]):
+        raise UserError(f"CA certificate {values['ca_cert_file_path']} (from {settings['ca_cert_file_path'].source}) does not exist")
+    secrets = tuple(v for v in (values["client_secret"], values["api_key"]) if v)
+    auth = "none (insecure: flyte sends no credentials over plain HTTP)" if values["insecure"] else \
+        f"{values['auth_type']} (from {settings['auth_type'].source})"
+    return Target(values["endpoint"], bool(values["insecure"]), values["project"], values["domain"], values["org"],
+                  bool(given.get("force")), float(timeout), client=fa.client_kwargs(values), secrets=secrets, auth=auth)
 
 
 def run_action(req):
@@ -476,9 +493,7 @@ def _deploy_app(ctx, req, target: Target, final: EnvPlan, meta: dict, state_path
 
 
 async def _deploy_tasks(target: Target, tasks) -> list:
-    from . import flyte_adapter as fa
-
-    backend = fa.Backend(target.endpoint, target.insecure, target.timeout)
+    backend = target.backend()
     out = []
     for t in tasks:  # in name order: each request is small, and a server sees a stable sequence
         try:
@@ -491,8 +506,6 @@ async def _deploy_tasks(target: Target, tasks) -> list:
 def _upload_bundle(ctx, target: Target, bundle, log) -> str:
     """The bundle's remote location; uploaded unless this backend already has it."""
     import httpx
-
-    from . import flyte_adapter as fa
 
     hex_ = strip_digest(bundle.digest)
     record_path = f"{target.state_dir()}/bundles/{hex_}.json"
@@ -507,7 +520,7 @@ def _upload_bundle(ctx, target: Target, bundle, log) -> str:
     md5 = hashlib.md5(data).digest()
 
     async def locate():
-        return await fa.Backend(target.endpoint, target.insecure, target.timeout).upload_location(
+        return await target.backend().upload_location(
             target.project, target.domain, target.org, f"{hex_}.tar.gz", BUNDLE_ROOT, md5, len(data))
 
     try:

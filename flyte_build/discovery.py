@@ -129,11 +129,17 @@ def _tree_unchanged(root: Path, dirs: dict) -> bool:
 
 
 def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True,
-             shared=None, stats=None) -> Discovery:
+             shared=None, stats=None, flyte_ref=None) -> Discovery:
     """`shared` (a `shared_cache.SharedCache`, with the run's `stats`): results
     are looked up there by content before any user module is imported, and
-    fresh ones published (see `shared_discovery`)."""
-    result, dirs = _discover(cfg, sel, store, digests, use_cache, shared, stats)
+    fresh ones published (see `shared_discovery`). `flyte_ref`: flyte's config
+    file (default: found as `flyte` finds it from here); its digest keys the
+    result, and the child reads it with flyte's loader, so a no-op imports neither."""
+    from . import flyte_config
+
+    flyte_ref = flyte_ref or flyte_config.locate(cfg.flyte_config)
+    cfg = replace(cfg, flyte_config=flyte_ref.path)
+    result, dirs = _discover(cfg, sel, store, digests, use_cache, shared, stats, flyte_ref)
     return replace(result, walked_dirs=tuple(sorted(dirs)))
 
 
@@ -151,7 +157,7 @@ def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) 
 
 
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
-              shared, stats) -> tuple[Discovery, dict]:
+              shared, stats, flyte_ref) -> tuple[Discovery, dict]:
     mode, targets = _plan(cfg, sel)
     marker = _flyte_marker()
     if marker is None:
@@ -168,6 +174,7 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
         "variable": sel.variable,
         "project": cfg.project,
         "domain": cfg.domain,
+        "flyte_config": flyte_ref.fingerprint(),
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
     }
@@ -507,6 +514,7 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         "files": candidates,
         "project": cfg.project,
         "domain": cfg.domain,
+        "flyte_config": cfg.flyte_config,
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
     }

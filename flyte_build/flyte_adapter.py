@@ -48,12 +48,174 @@ def check_version() -> str | None:
     return None
 
 
-def init_for_discovery(root: Path, project: str | None, domain: str | None) -> None:
+def init_for_discovery(root: Path, project: str | None, domain: str | None, org: str | None = None,
+                       images: dict | None = None, image_registry: str | None = None) -> None:
     """Initialise flyte offline so module code that calls `flyte.current_domain()`
-    or `flyte.current_project()` at import time sees the selected ones."""
+    or `flyte.current_project()` at import time sees the selected ones (no
+    endpoint: nothing is contacted)."""
     import flyte
 
-    flyte.init(project=project, domain=domain, root_dir=root)
+    flyte.init(project=project, domain=domain, org=org, root_dir=root, images=images or None,
+               image_registry=image_registry)
+
+
+# -- flyte's own configuration ---------------------------------------------------
+#
+# Values come from flyte's loader (`flyte.config.auto`: the YAML file, with the
+# FLYTE_* variables over it) and FLYTE_API_KEY as the `flyte` CLI reads it;
+# each with where it came from. Secrets are returned as they are: callers mask
+# them (`flyte_config.mask`) before anything is shown or recorded.
+
+SECRET_SETTINGS = ("client_secret", "api_key")
+
+
+def _entry_source(entry, path: str) -> str | None:
+    """"$VAR" when an environment variable set it, "FILE: key" when the file did, else None."""
+    ye = entry.yaml_entry
+    for name in ye.env_names():
+        if name in os.environ:
+            return f"${name}"
+    from flyte.config._reader import get_config_file
+
+    if ye.read_from_file(get_config_file(path), entry.transform) is not None:
+        return f"{path}: {ye.switch}"
+    return None
+
+
+def read_flyte_config(path: str | None) -> dict:
+    """{setting: {"value": v, "source": s}} as flyte reads its config file `path`
+    (None: no file, so flyte's defaults; flyte then reads no FLYTE_* variable
+    either), plus FLYTE_API_KEY as the `flyte` CLI applies it."""
+    import flyte.config as fc
+    from flyte.config import _internal as ent
+    from flyte.config._reader import get_config_file
+
+    if path is not None:
+        try:
+            raw = Path(path).read_text()
+            cfg = fc.auto(path)
+        except Exception as exc:  # noqa: BLE001 - a broken config (or secret file) is the user's to fix
+            raise ValueError(f"flyte config {path}: {type(exc).__name__}: {exc}") from None
+        if raw.strip() and get_config_file(path).yaml_config is None:
+            # flyte only logs a warning and goes on with defaults; a typo must not deploy elsewhere
+            raise ValueError(f"flyte config {path}: not valid YAML")
+    else:
+        cfg = fc.Config()
+    pc, tc, ic = cfg.platform, cfg.task, cfg.image
+    out: dict = {}
+
+    def put(name, value, entry=None, source=None):
+        if source is None and entry is not None and path is not None:
+            source = _entry_source(entry, path)
+        out[name] = {"value": value, "source": source or "default"}
+
+    put("endpoint", pc.endpoint, ent.Platform.URL)
+    put("insecure", pc.insecure, ent.Platform.INSECURE)
+    put("insecure_skip_verify", pc.insecure_skip_verify, ent.Platform.INSECURE_SKIP_VERIFY)
+    put("ca_cert_file_path", pc.ca_cert_file_path, ent.Platform.CA_CERT_FILE_PATH)
+    secret_src = None
+    if pc.client_credentials_secret and path is not None:
+        env_var = _entry_source(ent.Credentials.CLIENT_CREDENTIALS_SECRET_ENV_VAR, path)
+        loc = _entry_source(ent.Credentials.CLIENT_CREDENTIALS_SECRET_LOCATION, path)
+        var = ent.Credentials.CLIENT_CREDENTIALS_SECRET_ENV_VAR.read(get_config_file(path))
+        if var and os.environ.get(var):
+            secret_src = f"${var} (named by {env_var})"
+        elif loc:
+            secret_src = f"the file named by {loc}"
+    put("auth_type", pc.auth_mode, ent.Credentials.AUTH_MODE,
+        source=f"flyte: a client secret is set ({secret_src})" if secret_src and not _entry_source(ent.Credentials.AUTH_MODE, path) else None)
+    put("client_id", pc.client_id, ent.Credentials.CLIENT_ID)
+    put("client_secret", pc.client_credentials_secret, source=secret_src)
+    put("command", pc.command, ent.Credentials.COMMAND)
+    put("proxy_command", pc.proxy_command, ent.Credentials.PROXY_COMMAND)
+    put("scopes", list(pc.scopes or []), ent.Credentials.SCOPES)
+    put("http_proxy_url", pc.http_proxy_url, ent.Platform.HTTP_PROXY_URL)
+    put("disable_keyring", pc.disable_keyring, ent.Platform.DISABLE_KEYRING)
+    put("org", tc.org, ent.Task.ORG)
+    put("project", tc.project, ent.Task.PROJECT)
+    put("domain", tc.domain, ent.Task.DOMAIN)
+    put("image_builder", ic.builder, ent.Image.BUILDER)
+    put("image_registry", ic.registry, ent.Image.REGISTRY)
+    put("image_refs", dict(sorted((ic.image_refs or {}).items())), ent.Image.IMAGE_REFS)
+    put("api_key", None)
+
+    api_key = os.environ.get("FLYTE_API_KEY")
+    if api_key:
+        # as `flyte`'s CLI: the key's endpoint unless one is given on the command
+        # line, its client id and secret, client-secret auth, and its org
+        from flyte._utils import sanitize_endpoint
+        from flyte.remote._client.auth._auth_utils import decode_api_key
+
+        try:
+            endpoint, client_id, client_secret, org = decode_api_key(api_key)
+        except Exception:  # noqa: BLE001 - never echo the key
+            raise ValueError("FLYTE_API_KEY is not an API key flyte can decode (base64 of endpoint:client-id:secret:org)") from None
+        src = "$FLYTE_API_KEY"
+        out["api_key"] = {"value": api_key, "source": src}
+        out["endpoint"] = {"value": sanitize_endpoint(endpoint), "source": src}
+        out["client_id"] = {"value": client_id, "source": src}
+        out["client_secret"] = {"value": client_secret, "source": src}
+        out["auth_type"] = {"value": "ClientSecret", "source": src}
+        if org and org != "None":
+            out["org"] = {"value": org, "source": src}
+    return out
+
+
+DISCOVERY_SETTINGS = ("org", "project", "domain", "image_builder", "image_registry", "image_refs")
+
+
+def discovery_settings(path: str | None) -> dict:
+    """The non-secret part of `read_flyte_config`: what discovery initialises flyte with."""
+    got = read_flyte_config(path)
+    return {k: got[k] for k in DISCOVERY_SETTINGS}
+
+
+def auth_type_name(value: str | None) -> str:
+    """A `--auth-type` value (any spelling `flyte --auth-type` takes) as flyte's AuthType."""
+    import typing
+
+    from flyte.cli._common import sanitize_auth_type
+    from flyte.remote._client.auth._client_config import AuthType
+
+    if value in typing.get_args(AuthType):
+        return value
+    return sanitize_auth_type(value)
+
+
+def client_kwargs(settings: dict) -> dict:
+    """The keyword arguments flyte's own `_initialize_client` takes, from plain
+    settings (name -> value), through flyte's PlatformConfig translation."""
+    from flyte._initialize import _platform_to_client_kwargs
+    from flyte.config._config import PlatformConfig
+
+    pc = PlatformConfig(
+        endpoint=settings.get("endpoint"), insecure=bool(settings.get("insecure")),
+        insecure_skip_verify=bool(settings.get("insecure_skip_verify")),
+        ca_cert_file_path=settings.get("ca_cert_file_path"), command=settings.get("command"),
+        proxy_command=settings.get("proxy_command"), client_id=settings.get("client_id"),
+        client_credentials_secret=settings.get("client_secret"), scopes=list(settings.get("scopes") or []),
+        auth_mode=settings.get("auth_type") or "Pkce", http_proxy_url=settings.get("http_proxy_url"),
+        disable_keyring=bool(settings.get("disable_keyring")),
+    )
+    kw = _platform_to_client_kwargs(pc)
+    kw["disable_keyring"] = pc.disable_keyring
+    return kw
+
+
+async def make_client(kwargs: dict):
+    """flyte's own client for these settings (its auth interceptors included),
+    through the function `flyte.init` uses."""
+    from flyte._initialize import _initialize_client
+
+    return await _initialize_client(**kwargs)
+
+
+def scrub(text: str, secrets) -> str:
+    """`text` with every secret replaced, for messages that may quote them."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "********")
+    return text
 
 
 def _env_types() -> tuple:
@@ -439,33 +601,34 @@ def task_spec_message(spec: dict):
     return ParseDict(spec, task_definition_pb2.TaskSpec())
 
 
-def backend_settings(config_file: str | None = None, endpoint: str | None = None, insecure: bool | None = None,
-                     project: str | None = None, domain: str | None = None, org: str | None = None) -> dict:
-    """Endpoint, project, domain and org from flyte's own configuration (the
-    config.yaml lookup and FLYTE_* variables, as `flyte` does), flags first."""
-    import flyte.config
+def _is_auth_error(exc: BaseException | None) -> bool:
+    """A refusal of the credentials, anywhere in the chain (flyte wraps some, e.g.
+    SelectCluster failures, in RuntimeError)."""
+    from connectrpc.code import Code
+    from connectrpc.errors import ConnectError
 
-    try:
-        cfg = flyte.config.auto(config_file)
-    except Exception as exc:  # noqa: BLE001 - a broken config file is the user's to fix
-        raise ValueError(f"cannot read the flyte configuration {config_file or ''}: {exc}") from exc
-    return {
-        "endpoint": endpoint or cfg.platform.endpoint,
-        "insecure": cfg.platform.insecure if insecure is None else insecure,
-        "project": project or cfg.task.project,
-        "domain": domain or cfg.task.domain,
-        "org": org or cfg.task.org,
-        "source": str(cfg.source) if getattr(cfg, "source", None) else None,
-    }
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, ConnectError) and exc.code in (Code.UNAUTHENTICATED, Code.PERMISSION_DENIED):
+            return True
+        if type(exc).__name__ in ("AuthenticationError", "AccessTokenNotFoundError"):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 class Backend:
     """The SDK's connect-protocol client for one endpoint, used from one event loop."""
 
-    def __init__(self, endpoint: str, insecure: bool = False, timeout: float = 60.0):
+    def __init__(self, endpoint: str, insecure: bool = False, timeout: float = 60.0, client: dict | None = None,
+                 secrets: tuple = (), auth: str = ""):
         self.endpoint = endpoint
         self.insecure = insecure
         self.timeout = timeout
+        # keyword arguments for flyte's own client (see client_kwargs): auth type, credentials, CA
+        self.client_kwargs = dict(client or {"endpoint": endpoint, "insecure": insecure})
+        self.secrets = secrets
+        self.auth = auth
         self._client = None
 
     async def _within(self, awaitable, what: str):
@@ -475,19 +638,20 @@ class Backend:
         started = time.monotonic()
         try:
             return await asyncio.wait_for(awaitable, self.timeout)
-        except Exception:
+        except Exception as exc:
             # the connect client turns our cancellation into its own "Request was cancelled"
             if time.monotonic() - started >= self.timeout:
                 raise TimeoutError(f"{what}: no answer from {self.endpoint} within {self.timeout:g} s") from None
+            if _is_auth_error(exc):
+                msg = scrub(f"{type(exc).__name__}: {exc}", self.secrets)
+                raise PermissionError(f"{what}: {self.endpoint} refused the credentials (auth {self.auth}): {msg}") from None
+            if any(x and x in str(exc) for x in self.secrets):
+                raise RuntimeError(scrub(f"{type(exc).__name__}: {exc}", self.secrets)) from None
             raise
 
     async def _clients(self):
         if self._client is None:
-            from flyte.remote._client.controlplane import ClientSet
-
-            self._client = await self._within(
-                ClientSet.for_endpoint(self.endpoint, insecure=self.insecure), "connecting to the control plane"
-            )
+            self._client = await self._within(make_client(self.client_kwargs), "connecting to the control plane")
         return self._client
 
     async def upload_location(self, project: str, domain: str, org: str | None, filename: str, root: str,

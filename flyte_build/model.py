@@ -85,6 +85,9 @@ class Discovery:
     # (only the modules an edit affects were imported, the rest reused) or "full"
     how: str = "full"
     requested: tuple[str, ...] = ()  # the modules the child was asked to import (none if cached)
+    # flyte's configuration as the child read it (non-secret task and image
+    # settings: {name: {"value", "source"}}), so a cached run needs no flyte
+    flyte: dict = field(default_factory=dict)
     walked_dirs: tuple[str, ...] = ()  # directories (relative) whose listing gave the candidate modules
 
     def env(self, name: str) -> EnvSpec:
@@ -111,4 +114,5 @@ class Discovery:
             cached=cached,
             how=how or ("cached" if cached else "full"),
             requested=() if cached else tuple(d.get("requested", ())),
+            flyte=dict(d.get("flyte") or {}),
         )

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import config as config_mod
-from . import rulesets
+from . import flyte_config, rulesets
 from .cache import Cache
 from .context import Context, Options
 from .discovery import Selection, discover
@@ -42,6 +42,7 @@ class Settings:
     strict: bool | None = None
     version: str | None = None
     sync_local_sys_paths: bool = True
+    flyte_config: str | None = None  # --config: flyte's config.yaml (default: flyte's own lookup)
     extra: dict = field(default_factory=dict)
 
 
@@ -52,6 +53,7 @@ class Workspace:
         self.settings = settings
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
+        table_cfg = cfg  # before the flags: `config` reports which layer set what
         if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
             raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")
         cfg = cfg.with_overrides(
@@ -65,6 +67,7 @@ class Workspace:
             domain=settings.domain,
             jobs=settings.jobs,
             strict=settings.strict,
+            flyte_config=settings.flyte_config,
         )
         if settings.copy_style is not None:
             # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
@@ -80,8 +83,18 @@ class Workspace:
 
             shared = open_shared(cfg.cache, cfg, self._warn)
         self.cache = Cache(self.store, shared)
+        self.flyte_ref = flyte_config.locate(cfg.flyte_config)
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
-                                  shared=shared or discovery_shared, stats=self.cache.stats)
+                                  shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref)
+        # one configuration with flyte: its config file's project, domain and
+        # image settings under the pyproject table and the flags (see flyte_config.effective)
+        self.layers = flyte_config.layers(table_cfg, settings)
+        flyte_layer = flyte_config.checked_layer(self.discovery.flyte)
+        eff = flyte_config.effective(flyte_layer, **self.layers)
+        self.cfg = cfg = replace(
+            cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
+            images={**(flyte_layer.get("image_refs", {}).get("value") or {}), **cfg.images},
+        )
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
         if not self.discovery.envs:
@@ -92,7 +105,7 @@ class Workspace:
             version=settings.version,
             strict=cfg.strict,
             sync_local_sys_paths=settings.sync_local_sys_paths,
-            extra=dict(settings.extra),
+            extra={**settings.extra, "_flyte": {"ref": self.flyte_ref, "layers": self.layers}},
         )
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
         self.rules = rulesets.load_all(cfg.root, cfg.rules)

@@ -137,3 +137,31 @@ def test_push_with_a_wrong_password_is_a_clear_exit_1_without_the_secret(registr
     assert f"refused the push: log in with `docker login {registry['addr']}`" in run.err
     for text in (run.out, run.err, *(f.read_text(errors="replace") for f in cache.rglob("*.log"))):
         assert wrong not in text and PASSWORD not in text
+
+
+def test_credentials_are_picked_as_the_docker_client_picks_them(tmp_path, monkeypatch) -> None:
+    import base64
+
+    from flyte_build import docker_engine
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    helper = bindir / "docker-credential-fbstore"
+    helper.write_text('#!/bin/sh\nread server\ncase "$server" in *store.example*) printf \'{"Username":"u","Secret":"from-store"}\';; '
+                      '*) echo "credentials not found in native keychain"; exit 1;; esac\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    b64 = lambda s: base64.b64encode(s.encode()).decode()  # noqa: E731
+    (tmp_path / "config.json").write_text(json.dumps({
+        "credsStore": "fbstore",
+        "credHelpers": {"helper.example": "missing-helper"},
+        "auths": {"https://auths.example/v1/": {"auth": b64("a:from-auths")}, "store.example": {"auth": b64("a:stale")},
+                  "helper.example": {"auth": b64("h:from-auths")}},
+    }))
+    assert docker_engine.registry_credentials("store.example") == ("u", "from-store")  # the store wins over auths
+    assert docker_engine.registry_credentials("auths.example") == ("a", "from-auths")  # not in the store: auths (key normalised)
+    assert docker_engine.registry_credentials("helper.example") == ("h", "from-auths")  # a helper that is not installed
+    assert docker_engine.registry_credentials("nowhere.example") is None
+    (tmp_path / "config.json").write_text("{not json")
+    assert docker_engine.registry_credentials("store.example") is None  # a broken config is no credentials, not a crash

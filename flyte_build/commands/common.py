@@ -30,6 +30,20 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--project", default=d, help="Flyte project (discovery runs with it initialised)")
     g.add_argument("--domain", default=d, help="Flyte domain (discovery runs with it initialised)")
     g.add_argument("--strict", action="store_true", default=d, help="turn checks that warn into errors")
+    g.add_argument("--config", "-c", dest="flyte_config", metavar="FILE", default=d,
+                   help="flyte's config.yaml (default: the one the `flyte` CLI finds)")
+
+
+def backend_options(parser: argparse.ArgumentParser) -> None:
+    """What `flyte` itself takes on its command line for the backend (over its config file)."""
+    parser.add_argument("--endpoint", help="the Flyte endpoint (default: flyte's config.yaml)")
+    parser.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the endpoint (flyte then sends no credentials)")
+    parser.add_argument("--auth-type", metavar="TYPE", help="as `flyte --auth-type`: pkce, client-secret, device-flow, external-command")
+    parser.add_argument("--org", help="the Flyte organization")
+
+
+def backend_flags(args: argparse.Namespace) -> dict:
+    return {"endpoint": args.endpoint, "insecure": args.insecure, "auth_type": args.auth_type, "org": args.org}
 
 
 def selection_options(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +87,7 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
         project=getattr(args, "project", None),
         domain=getattr(args, "domain", None),
         strict=True if getattr(args, "strict", None) else None,
+        flyte_config=getattr(args, "flyte_config", None),
         **extra,
     )
 

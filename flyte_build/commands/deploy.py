@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..errors import UserError
 from ..hashing import as_digest, key_of
-from .common import emit_json, settings_from_args, warn
+from .common import backend_flags, backend_options, emit_json, settings_from_args, warn
 
 HELP = "deploy environments in depends_on order (--dry-run prints the plan offline)"
 
@@ -20,9 +20,7 @@ def add_parser(sub, parents):
     p.add_argument("--force", action="store_true", help="redeploy environments that are unchanged since their last deploy")
     p.add_argument("--no-check", action="store_true",
                    help="deploy without first running each env's check: target (its tasks load in its image)")
-    p.add_argument("--endpoint", help="the Flyte endpoint (default: flyte's config.yaml)")
-    p.add_argument("--config", dest="flyte_config", metavar="FILE", help="flyte's config.yaml (default: flyte's own lookup)")
-    p.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the endpoint")
+    backend_options(p)
     p.add_argument("--no-sync-local-sys-paths", action="store_true", help="do not mirror local sys.path entries into the tasks")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="environments deployed at once")
     p.add_argument("--timeout", type=float, metavar="SECONDS", help="deadline of each call to the control plane (default: config deploy.timeout, else 60)")
@@ -51,8 +49,7 @@ def run(args) -> int:
 
     patterns, path, env_var = _split(args)
     args.path, args.env_var = path, env_var
-    extra = {"deploy": {"endpoint": args.endpoint, "config": args.flyte_config, "insecure": args.insecure, "force": args.force,
-                        "timeout": args.timeout, "check": not args.no_check}}
+    extra = {"deploy": {**backend_flags(args), "force": args.force, "timeout": args.timeout, "check": not args.no_check}}
     settings = settings_from_args(args, version=args.deploy_version, jobs=args.jobs,
                                   sync_local_sys_paths=not args.no_sync_local_sys_paths, extra=extra)
     ws = Workspace(settings)

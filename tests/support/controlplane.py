@@ -18,13 +18,24 @@ each child's terminal state once the runner calls `finish(...)`.
     cp.endpoint                    # "http://127.0.0.1:PORT"
     cp.calls                       # [(method, message), ...]
     cp.stop()
+
+With `auth=Auth(...)` (and `tls=` a tests.support.tls certificate: flyte
+sends credentials only over TLS) every call must carry a valid bearer token
+in `authorization`, as a Flyte backend with auth demands: the server answers
+UNAUTHENTICATED otherwise. It serves AuthMetadataService (the OAuth2 metadata
+flyte's client asks for) and an OAuth2 token endpoint on a second loopback
+port, which issues tokens for the client credentials it knows. What it
+received is recorded (`auth_seen`, `token_requests`) for the tests to assert.
 """
 
 from __future__ import annotations
 
+import base64
+import secrets
 import socket
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 
 BUCKET = "flyte-data"
@@ -49,12 +60,42 @@ def available() -> tuple[bool, str]:
 
 
 @dataclass
+class Auth:
+    """What the server accepts: client id -> secret (client credentials, API
+    keys), bearer tokens minted elsewhere (external command), and the proxy
+    token a proxy in front of it would demand (None: no proxy check)."""
+
+    clients: dict = field(default_factory=dict)
+    static_tokens: set = field(default_factory=set)
+    proxy_token: str | None = None
+    scopes: tuple = ("all",)
+
+
+def _serve(app, port: int, **ssl) -> tuple:
+    import uvicorn
+
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", lifespan="off", **ssl)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return server, thread
+
+
+@dataclass
 class ControlPlane:
     endpoint: str
     s3_endpoint: str
     calls: list = field(default_factory=list)
     fail_envs: set = field(default_factory=set)
     tasks: dict = field(default_factory=dict)  # (project, domain, name, version) -> TaskSpec
+    auth: Auth | None = None
+    auth_seen: list = field(default_factory=list)  # (method, authorization, proxy-authorization) per call
+    token_requests: list = field(default_factory=list)  # {"client_id", "accepted", "grant_type", "scope"}
+    issued: set = field(default_factory=set)  # tokens the token endpoint issued
+    token_endpoint: str | None = None
     apps: dict = field(default_factory=dict)  # (project, domain, name) -> App
     on_enqueue: object = None  # callable(EnqueueActionRequest), run in a thread per action
     updates: list = field(default_factory=list)  # (run name, parent action name, ActionUpdate)
@@ -62,6 +103,7 @@ class ControlPlane:
     _server: object = None
     _moto: object = None
     _thread: object = None
+    _token_server: tuple | None = None
 
     # -- what tests read --------------------------------------------------
     def methods(self) -> list[str]:
@@ -96,9 +138,8 @@ class ControlPlane:
 
     # -- lifecycle -----------------------------------------------------------
     @classmethod
-    def start(cls) -> "ControlPlane":
+    def start(cls, auth: Auth | None = None, tls=None) -> "ControlPlane":
         import boto3
-        import uvicorn
         from moto.server import ThreadedMotoServer
 
         s3_port = _free_port()
@@ -107,21 +148,24 @@ class ControlPlane:
         s3_endpoint = f"http://127.0.0.1:{s3_port}"
         boto3.client("s3", endpoint_url=s3_endpoint, **CREDS).create_bucket(Bucket=BUCKET)
         port = _free_port()
-        cp = cls(endpoint=f"http://127.0.0.1:{port}", s3_endpoint=s3_endpoint, _moto=moto)
-        config = uvicorn.Config(cp._app(), host="127.0.0.1", port=port, log_level="error", lifespan="off")
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        cp._server, cp._thread = server, thread
+        scheme = "https" if tls else "http"
+        cp = cls(endpoint=f"{scheme}://127.0.0.1:{port}", s3_endpoint=s3_endpoint, _moto=moto, auth=auth)
+        if auth is not None:
+            token_port = _free_port()
+            # plain HTTP on loopback: flyte's token requests use its own HTTP
+            # session, which verifies TLS with the default trust store, not
+            # admin.caCertFilePath (flyte 2.12), so a test CA cannot serve it
+            cp.token_endpoint = f"http://127.0.0.1:{token_port}/oauth2/token"
+            cp._token_server = _serve(cp._token_app(), token_port)
+        ssl = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)} if tls else {}
+        cp._server, cp._thread = _serve(cp._app(), port, **ssl)
         return cp
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-            self._thread.join(10)
+        for pair in (self._token_server, (self._server, self._thread)):
+            if pair and pair[0] is not None:
+                pair[0].should_exit = True
+                pair[1].join(10)
         if self._moto is not None:
             self._moto.stop()
 
@@ -144,14 +188,24 @@ class ControlPlane:
         cp = self
         lock = threading.Lock()
 
-        def record(method, req):
+        def record(method, req, ctx=None):
             with lock:
                 cp.calls.append((method, req))
+            if cp.auth is not None:
+                headers = ctx.request_headers()
+                authz, proxy = headers.get("authorization"), headers.get("proxy-authorization")
+                with lock:
+                    cp.auth_seen.append((method, authz, proxy))
+                token = authz[len("Bearer "):] if authz and authz.startswith("Bearer ") else None
+                if token is None or (token not in cp.issued and token not in cp.auth.static_tokens):
+                    raise ConnectError(Code.UNAUTHENTICATED, "missing or unknown bearer token")
+                if cp.auth.proxy_token is not None and proxy != f"Bearer {cp.auth.proxy_token}":
+                    raise ConnectError(Code.UNAUTHENTICATED, "missing or unknown proxy token")
 
         # subclasses of the generated protocols: every other method answers UNIMPLEMENTED
         class Tasks(TaskService):
             async def deploy_task(self, req, ctx):
-                record("DeployTask", req)
+                record("DeployTask", req, ctx)
                 if req.spec.environment.name in cp.fail_envs:
                     raise ConnectError(Code.INTERNAL, f"injected fault for environment {req.spec.environment.name}")
                 tid = req.task_id
@@ -168,7 +222,7 @@ class ControlPlane:
                 return (app_id.project, app_id.domain, app_id.name)
 
             async def create(self, req, ctx):
-                record("CreateApp", req)
+                record("CreateApp", req, ctx)
                 key = self._key(req.app.metadata.id)
                 with lock:
                     if key in cp.apps:
@@ -180,7 +234,7 @@ class ControlPlane:
                 return app_payload_pb2.CreateResponse(app=app)
 
             async def get(self, req, ctx):
-                record("GetApp", req)
+                record("GetApp", req, ctx)
                 with lock:
                     app = cp.apps.get(self._key(req.app_id))
                 if app is None:
@@ -188,7 +242,7 @@ class ControlPlane:
                 return app_payload_pb2.GetResponse(app=app)
 
             async def update(self, req, ctx):
-                record("UpdateApp", req)
+                record("UpdateApp", req, ctx)
                 key = self._key(req.app.metadata.id)
                 with lock:
                     old = cp.apps.get(key)
@@ -204,7 +258,7 @@ class ControlPlane:
 
         class DataProxy(DataProxyService):
             async def create_upload_location(self, req, ctx):
-                record("CreateUploadLocation", req)
+                record("CreateUploadLocation", req, ctx)
                 root = req.filename_root or req.content_md5.hex()
                 key = "/".join(p for p in (req.project, req.domain, root, req.filename) if p)
                 url = cp.s3().generate_presigned_url("put_object", Params={"Bucket": BUCKET, "Key": key}, ExpiresIn=600)
@@ -213,12 +267,12 @@ class ControlPlane:
         class Clusters(ClusterService):
             async def select_cluster(self, req, ctx):
                 # no per-cluster endpoint: the control plane itself serves data-proxy calls
-                record("SelectCluster", req)
+                record("SelectCluster", req, ctx)
                 return cluster_pb2.SelectClusterResponse()
 
         class Queue(QueueService):
             async def enqueue_action(self, req, ctx):
-                record("EnqueueAction", req)
+                record("EnqueueAction", req, ctx)
                 if cp.on_enqueue is not None:
                     threading.Thread(target=cp.on_enqueue, args=(req,), daemon=True).start()
                 return queue_service_pb2.EnqueueActionResponse()
@@ -227,7 +281,7 @@ class ControlPlane:
             async def watch(self, req, ctx):
                 import asyncio
 
-                record("Watch", req)
+                record("Watch", req, ctx)
                 run, parent = req.parent_action_id.run.name, req.parent_action_id.name
                 # the informer waits for the sentinel before it trusts its cache
                 yield state_service_pb2.WatchResponse(control_message=state_service_pb2.ControlMessage(sentinel=True))
@@ -240,7 +294,25 @@ class ControlPlane:
                     sent = len(mine)
                     await asyncio.sleep(0.2)
 
+        from flyteidl2.auth import auth_service_pb2 as auth_pb2
+        from flyteidl2.auth.auth_service_connect import AuthMetadataService, AuthMetadataServiceASGIApplication
+
+        class AuthMetadata(AuthMetadataService):
+            # unauthenticated, as on a real backend: it tells the client where to get a token
+            async def get_o_auth2_metadata(self, req, ctx):
+                base = cp.endpoint
+                return auth_pb2.GetOAuth2MetadataResponse(
+                    issuer=base, token_endpoint=cp.token_endpoint or "", authorization_endpoint=f"{base}/oauth2/authorize",
+                    device_authorization_endpoint=f"{base}/oauth2/device", grant_types_supported=["client_credentials"])
+
+            async def get_public_client_config(self, req, ctx):
+                scopes = list(cp.auth.scopes) if cp.auth else []
+                return auth_pb2.GetPublicClientConfigResponse(
+                    client_id="flytectl", redirect_uri="http://localhost:53593/callback", scopes=scopes,
+                    authorization_metadata_key="authorization")
+
         apps = {
+            "/flyteidl2.auth.AuthMetadataService/": AuthMetadataServiceASGIApplication(AuthMetadata()),
             "/flyteidl2.workflow.QueueService/": QueueServiceASGIApplication(Queue()),
             "/flyteidl2.workflow.StateService/": StateServiceASGIApplication(State()),
             "/flyteidl2.task.TaskService/": TaskServiceASGIApplication(Tasks()),
@@ -257,5 +329,42 @@ class ControlPlane:
             record("UNROUTED " + path, None)
             await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
             await send({"type": "http.response.body", "body": b"not found"})
+
+        return app
+
+    def _token_app(self):
+        """The OAuth2 token endpoint: client credentials in HTTP basic auth."""
+        import json
+
+        cp = self
+
+        async def app(scope, receive, send):
+            body = b""
+            while True:
+                msg = await receive()
+                body += msg.get("body", b"")
+                if not msg.get("more_body"):
+                    break
+            form = dict(urllib.parse.parse_qsl(body.decode()))
+            headers = {k.decode().lower(): v.decode() for k, v in scope.get("headers", [])}
+            client_id, given = None, None
+            authz = headers.get("authorization", "")
+            if authz.startswith("Basic "):
+                try:
+                    client_id, quoted = base64.b64decode(authz[6:]).decode().split(":", 1)
+                    given = urllib.parse.unquote_plus(quoted)
+                except ValueError:
+                    pass
+            ok = client_id is not None and cp.auth.clients.get(client_id) == given
+            cp.token_requests.append({"client_id": client_id, "accepted": ok, "grant_type": form.get("grant_type"),
+                                      "scope": form.get("scope")})
+            if ok:
+                token = "tok-" + secrets.token_hex(8)
+                cp.issued.add(token)
+                status, doc = 200, {"access_token": token, "token_type": "Bearer", "expires_in": 3600}
+            else:
+                status, doc = 401, {"error": "invalid_client"}
+            await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": json.dumps(doc).encode()})
 
         return app

@@ -1,0 +1,47 @@
+"""`flyte-build config`: the effective settings and where each came from.
+
+flyte's own config file (found as the `flyte` CLI finds it and read by its
+loader), under it flyte's defaults, over it the pyproject table, over that
+the flags. Secrets are shown as set or not, never their characters.
+"""
+
+from __future__ import annotations
+
+from .common import backend_flags, backend_options, emit_json, settings_from_args
+
+HELP = "the effective settings (flyte's config file, pyproject table, flags) and where each came from"
+
+
+def add_parser(sub, parents):
+    p = sub.add_parser("config", help=HELP, description=HELP, parents=parents)
+    backend_options(p)
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    return p
+
+
+def run(args) -> int:
+    from .. import config as config_mod
+    from .. import flyte_config
+
+    settings = settings_from_args(args, extra={"deploy": backend_flags(args)})
+    table_cfg = config_mod.load(settings.root_dir)
+    ref = flyte_config.locate(settings.flyte_config)
+    values = flyte_config.resolve(ref, flyte_config.layers(table_cfg, settings))
+    shown = flyte_config.shown(values)
+    doc = {"flyte_config": ref.path, "found_by": ref.found_by, "pyproject": str(table_cfg.pyproject) if table_cfg.pyproject else None,
+           "root": str(table_cfg.root), "settings": shown}
+    if args.json:
+        emit_json(doc)
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    title = f"flyte config: {ref.path} (found as {ref.found_by})" if ref.path else "flyte config: none found (flyte's defaults)"
+    table = Table(title=title)
+    for col in ("setting", "value", "from"):
+        table.add_column(col, overflow="fold")
+    for name, s in shown.items():
+        v = s["value"]
+        table.add_row(name, "-" if v in (None, [], {}) else str(v), s["source"])
+    Console(width=200).print(table)
+    return 0

@@ -1,0 +1,233 @@
+"""Where flyte's own configuration file is, found as the `flyte` CLI finds it.
+
+flyte-build reads the same config.yaml as `flyte deploy` (endpoint, auth,
+CA certificate, project, domain, image settings). Its *values* are read by
+flyte's own loader, through `flyte_adapter`, only when discovery or a deploy
+actually runs. This module only *locates* the file and fingerprints it, with
+no import of flyte or yaml, so a no-op build can key its cached discovery on
+the file's digest (and the FLYTE_* variables flyte's loader would read) and
+still import nothing.
+
+The lookup order is flyte's (`flyte.config._reader.resolve_config_path`,
+flyte 2.12), checked by a differential test: `--config FILE`, else
+`./config.yaml`, `./.flyte/config.yaml`, `<git root>/.flyte/config.yaml`,
+`$UCTL_CONFIG`, `$FLYTECTL_CONFIG`, `~/.union/config.yaml`,
+`~/.flyte/config.yaml`, all relative to the directory the command runs in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from .errors import UserError
+
+# Variables flyte's loader reads for the settings that change what discovery
+# sees (task.* and image.*; flyte derives FLYTE_<SECTION>_<KEY> from the YAML
+# key). A contract test compares this list with flyte's own entries.
+DISCOVERY_ENV = (
+    "FLYTE_TASK_ORG", "FLYTE_TASK_PROJECT", "FLYTE_TASK_DOMAIN",
+    "FLYTE_IMAGE_BUILDER", "FLYTE_IMAGE_IMAGE_REFS", "FLYTE_IMAGE_REGISTRY",
+)
+# Secret-bearing variables: only their digest goes into keys and records.
+SECRET_ENV = ("FLYTE_API_KEY",)
+MASK = "********"
+
+
+@dataclass(frozen=True)
+class ConfigRef:
+    """The flyte config file a run uses (None: none found) and how it was found."""
+
+    path: str | None
+    found_by: str  # "--config", "./config.yaml", "$FLYTECTL_CONFIG", ..., or "none"
+    digest: str | None = None  # sha256 of the file's bytes
+    env: dict = field(default_factory=dict)  # the DISCOVERY_ENV variables that are set
+
+    def fingerprint(self) -> dict:
+        """Plain data for cache keys: the file's bytes' digest (not its path, so
+        checkouts and machines share keys) and the variables that override it
+        (secrets by digest only)."""
+        secrets = {k: hashlib.sha256(os.environ[k].encode()).hexdigest() for k in SECRET_ENV if os.environ.get(k)}
+        return {"digest": self.digest, "env": dict(sorted(self.env.items())), "secrets": secrets}
+
+
+def _git_root(start: Path) -> Path | None:
+    # flyte asks `git rev-parse --show-toplevel`; the nearest directory holding
+    # `.git` (a directory, or a file in a worktree) is the same answer without
+    # a subprocess on every run
+    for d in (start, *start.parents):
+        if (d / ".git").exists():
+            return d
+    return None
+
+
+def _candidates(cwd: Path, env) -> list[tuple[str, Path | None, bool]]:
+    """(found_by, path, must_exist) in flyte's order; an env variable's path is
+    taken as given (flyte does not check it exists)."""
+    home = Path(env.get("HOME") or Path.home())
+    out: list[tuple[str, Path | None, bool]] = [
+        ("./config.yaml", cwd / "config.yaml", True),
+        ("./.flyte/config.yaml", cwd / ".flyte" / "config.yaml", True),
+    ]
+    root = _git_root(cwd)
+    out.append(("<git root>/.flyte/config.yaml", root / ".flyte" / "config.yaml" if root else None, True))
+    for var in ("UCTL_CONFIG", "FLYTECTL_CONFIG"):
+        out.append((f"${var}", Path(env[var]) if env.get(var) else None, False))
+    out.append(("~/.union/config.yaml", home / ".union" / "config.yaml", True))
+    out.append(("~/.flyte/config.yaml", home / ".flyte" / "config.yaml", True))
+    return out
+
+
+def locate(explicit: str | None = None, cwd: Path | None = None, env=None) -> ConfigRef:
+    """The config file `flyte` would use when run in `cwd` (default: here)."""
+    env = os.environ if env is None else env
+    cwd = Path(cwd or os.getcwd())
+    chosen: tuple[str, Path] | None = None
+    if explicit:
+        p = Path(explicit).expanduser()
+        chosen = ("--config", p if p.is_absolute() else cwd / p)
+    else:
+        for found_by, path, must_exist in _candidates(cwd, env):
+            if path is not None and (not must_exist or path.exists()):
+                chosen = (found_by, path if path.is_absolute() else cwd / path)
+                break
+    overrides = {k: env[k] for k in DISCOVERY_ENV if k in env}
+    if chosen is None:
+        return ConfigRef(None, "none", None, overrides)
+    found_by, path = chosen
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        what = "--config" if found_by == "--config" else f"flyte's config ({found_by})"
+        raise UserError(f"{what} {path}: cannot read: {exc.strerror}") from None
+    return ConfigRef(str(path), found_by, hashlib.sha256(data).hexdigest(), overrides)
+
+
+def mask(value) -> str | None:
+    """A secret as shown: whether it is set, never any of its characters."""
+    return MASK if value else None
+
+
+# -- effective settings: flyte's config, then the pyproject table, then flags -----
+
+# setting -> (pyproject key under the flyte-build table, command-line flag); None: not settable there
+LAYERS = {
+    "endpoint": ("deploy.endpoint", "--endpoint"),
+    "insecure": ("deploy.insecure", "--insecure"),
+    "insecure_skip_verify": (None, None),
+    "ca_cert_file_path": ("deploy.ca-cert", None),
+    "auth_type": ("deploy.auth-type", "--auth-type"),
+    "client_id": (None, None),
+    "client_secret": (None, None),
+    "api_key": (None, None),
+    "command": (None, None),
+    "proxy_command": (None, None),
+    "scopes": (None, None),
+    "http_proxy_url": (None, None),
+    "disable_keyring": (None, None),
+    "org": ("deploy.org", "--org"),
+    "project": ("project", "--project"),
+    "domain": ("domain", "--domain"),
+    "image_builder": (None, None),
+    "image_registry": ("registry", None),
+    "image_refs": ("images", "--image"),
+}
+SECRETS = ("client_secret", "api_key")
+
+
+@dataclass(frozen=True)
+class Setting:
+    value: object
+    source: str
+    secret: bool = False
+
+    def shown(self):
+        return mask(self.value) if self.secret else self.value
+
+
+def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = None) -> dict[str, Setting]:
+    """Each setting's value and where it came from: flyte's configuration
+    (`loaded`, from `flyte_adapter.read_flyte_config`), over it the pyproject
+    table (`table`: key as in LAYERS -> value), over that the command line
+    (`flags`: setting -> value, None when not given). `image_refs` merge by name."""
+    from .config import TABLE
+
+    out: dict[str, Setting] = {}
+    for name, (key, flag) in LAYERS.items():
+        got = loaded.get(name) or {"value": None, "source": "default"}
+        value, source = got["value"], got["source"]
+        if key and table.get(key) is not None:
+            where = f"{pyproject}: " if pyproject else ""
+            if name == "image_refs":
+                value = {**(value or {}), **table[key]}
+            else:
+                value = table[key]
+            source = f"{where}{TABLE}.{key}"
+        if flag and flags.get(name) not in (None, {}, ()):
+            value = {**(value or {}), **flags[name]} if name == "image_refs" else flags[name]
+            source = f"flag {flag}"
+        out[name] = Setting(value, source, name in SECRETS)
+    return out
+
+
+def shown(settings: dict[str, Setting]) -> dict:
+    """JSON-able {setting: {"value", "source"}} with secrets masked."""
+    return {k: {"value": s.shown(), "source": s.source} for k, s in settings.items()}
+
+
+def checked_layer(layer) -> dict:
+    """The flyte layer a discovery result carries (maybe from a shared store, so
+    untrusted): only known settings with string values (image refs: a table of
+    strings) pass; anything else is dropped, as if unset."""
+    out: dict = {}
+    if not isinstance(layer, dict):
+        return out
+    for name, got in layer.items():
+        if name not in LAYERS or name in SECRETS or not isinstance(got, dict):
+            continue
+        value, source = got.get("value"), got.get("source")
+        ok = value is None or isinstance(value, str)
+        if name == "image_refs":
+            ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+        if ok and isinstance(source, str):
+            out[name] = {"value": value, "source": source}
+    return out
+
+
+def layers(table_cfg, settings) -> dict:
+    """The pyproject and command-line layers of a run, as plain data for `effective`:
+    `table_cfg` is the Config read from pyproject.toml (before any flag),
+    `settings` the run's workspace.Settings (flags; deploy flags under extra["deploy"])."""
+    d = table_cfg.deploy or {}
+    ca = d.get("ca-cert")
+    if ca and table_cfg.pyproject is not None and not os.path.isabs(ca):
+        ca = str(Path(table_cfg.pyproject).parent / ca)
+    table = {
+        "project": table_cfg.project, "domain": table_cfg.domain, "registry": table_cfg.registry,
+        "images": dict(table_cfg.images) or None, "deploy.endpoint": d.get("endpoint"),
+        "deploy.insecure": d.get("insecure"), "deploy.org": d.get("org"), "deploy.auth-type": d.get("auth-type"),
+        "deploy.ca-cert": ca,
+    }
+    given = dict(settings.extra.get("deploy") or {})
+    flags = {
+        "project": settings.project, "domain": settings.domain, "image_refs": dict(settings.images) or None,
+        "endpoint": given.get("endpoint"), "insecure": given.get("insecure"), "auth_type": given.get("auth_type"),
+        "org": given.get("org"),
+    }
+    return {"table": table, "flags": flags, "pyproject": str(table_cfg.pyproject) if table_cfg.pyproject else None}
+
+
+def resolve(ref: ConfigRef, layers_: dict) -> dict[str, Setting]:
+    """Every setting, secrets included, through flyte's own loader (imports flyte)."""
+    from . import flyte_adapter as fa
+
+    try:
+        loaded = fa.read_flyte_config(ref.path)
+        out = effective(loaded, **layers_)
+        if out["auth_type"].value:
+            out["auth_type"] = replace(out["auth_type"], value=fa.auth_type_name(out["auth_type"].value))
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return out
