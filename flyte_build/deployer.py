@@ -150,6 +150,8 @@ def _templates(ctx) -> dict:
         "format": FORMAT, "tool": __version__, "python": list(sys.version_info[:3]),
         "flyte": ctx.digests.digest(marker)[0] if marker else None,
         "request": request, "files": files, "sys_path": list(ctx.discovery.sys_path),
+        # data files and variables the modules read at import (`settings.json`, STAGE=prod)
+        "witness": ctx.discovery.witness,
     }
     # no checkout path in the key: two checkouts of one commit share the entry
     rel_path = f"serialized/{key_of(doc)}.json"

@@ -50,6 +50,7 @@ class Options:
     use_pex: bool = False  # install pip requirements from deps/requirements.pex
     bake: dict = field(default_factory=dict)  # name -> path: code baked in (copy style none)
     code_dir: str = "/root"
+    allow_secrets: tuple[str, ...] = ()  # config `allow-secrets`: the build context is filtered like bundles
 
 
 @dataclass(frozen=True)
@@ -369,13 +370,17 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
             if m and m.group(2) in opts.base_map:
                 line = m.group(1) + opts.base_map[m.group(2)] + m.group(3)
             lines.append(line)
-        ctx_files = dockerfile_context(path.parent)
+        from .files import drop_secrets
+
+        # a build context is stored in the caches and sent to the engine: no secrets, no links out
+        ctx_files, dropped = drop_secrets(dockerfile_context(path.parent), root, opts.allow_secrets)
+        warnings.extend(dropped)
         dockerfile = "\n".join(lines) + "\n"
         if opts.bake:
             dockerfile += f"COPY code/ {opts.code_dir.rstrip('/')}/\n"
             ctx_files.update({f"code/{n}": p for n, p in opts.bake.items()})
         froms = [m.group(1) for m in re.finditer(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", dockerfile, re.IGNORECASE | re.MULTILINE)]
-        return Rendered(" ".join(froms) or None, dockerfile, tuple(sorted(ctx_files.items())), platforms, build_args)
+        return Rendered(" ".join(froms) or None, dockerfile, tuple(sorted(ctx_files.items())), platforms, build_args, tuple(warnings))
 
     base, after_from, recipe = _base_for(spec, opts, where)
     layers = list(spec.get("layers") or ())

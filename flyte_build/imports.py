@@ -25,10 +25,9 @@ from .files import STANDARD_IGNORED_DIRS
 ImportRecord = tuple[int, str, tuple[str, ...]]
 
 
-def parse_imports(source: bytes, filename: str = "<file>", tree: ast.AST | None = None) -> list[ImportRecord]:
-    """Raises SyntaxError for a file that does not parse. `tree`: the source's
-    tree, when the caller parsed it already."""
-    tree = tree if tree is not None else ast.parse(source, filename=filename)
+def parse_imports(source: bytes, filename: str = "<file>") -> list[ImportRecord]:
+    """Raises SyntaxError for a file that does not parse."""
+    tree = ast.parse(source, filename=filename)
     found: list[ImportRecord] = []
     for node in _nodes(tree, calls=not source.isascii() or b"import_module" in source or b"__import__" in source):
         if isinstance(node, ast.Import):

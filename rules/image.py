@@ -141,6 +141,7 @@ def plan(env, ctx) -> dict:
             use_pex=_uses_pex(env, ctx, opts),
             bake=_bake(env, ctx),
             code_dir=opts["code-dir"],
+            allow_secrets=tuple(ctx.cfg.allow_secrets),
         ),
         f"`{env.name}`",
         _list_folder(ctx),

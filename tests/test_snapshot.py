@@ -4,6 +4,8 @@ stats, and every change that must send the build down the normal path."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 
 import pytest
@@ -27,6 +29,15 @@ def test_snapshot_answers_a_noop_and_steps_aside_for_any_change(repo, tmp_path):
     assert digests(again) == digests(first)
     assert all(t["status"] == "cached" and t["cached"] for t in again["targets"])
     assert again["cache"]["local_hits"] == len(again["targets"])
+
+    # the answer comes before argparse, json, discovery or the engine are imported
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "flyte_build", "build", "--json"], cwd=repo,
+                          env={**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"},
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and '"how": "snapshot"' in proc.stdout
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "flyte_build.snapshot" in imported
+    assert not imported & {"argparse", "json", "hashlib", "flyte_build.discovery", "flyte_build.engine", "flyte"}
 
     # a flag or a variable the snapshot was not taken with: the normal path
     assert build_json(repo, cache, "--jobs", "1")["discovery"]["how"] == "cached"
