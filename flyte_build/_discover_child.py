@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from flyte_build import atomic
+from flyte_build.discovery_reads import ReadRecorder, die_with_parent, ignored_prefixes, write_progress
 
 
 def _module_name(rel: str, search_roots: list[str], root: str) -> str:
@@ -183,6 +184,7 @@ def main(request_path: str, result_path: str) -> int:
         if p not in sys.path:
             sys.path.insert(0, p)
 
+    die_with_parent()
     from flyte_build import flyte_adapter as fa
 
     try:
@@ -194,6 +196,10 @@ def main(request_path: str, result_path: str) -> int:
         Path(root), req.get("project") or flyte_cfg["project"]["value"], req.get("domain") or flyte_cfg["domain"]["value"],
         flyte_cfg["org"]["value"], flyte_cfg["image_refs"]["value"], flyte_cfg["image_registry"]["value"],
     )
+    # from here on, what the user's modules read is part of the result's key (not the
+    # request's directory); flyte's config is keyed by the parent (`flyte_config`)
+    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)))
+    reads.install()
 
     global _ROOT
     _ROOT = root
@@ -205,6 +211,7 @@ def main(request_path: str, result_path: str) -> int:
     for rel in req["files"]:
         name = _module_name(rel, search_roots, root)
         modules[rel] = name
+        write_progress(req.get("progress"), name, rel)
         try:
             import_module(name)
         except SyntaxError as exc:
@@ -221,6 +228,7 @@ def main(request_path: str, result_path: str) -> int:
         if failures and not req.get("ignore_load_errors"):
             break
     tracker.uninstall()
+    reads.stop()
 
     # which variable names each environment object is bound to, per module
     bound: dict[int, tuple[str, str, str]] = {}  # id(env) -> (variable, module, file)
@@ -385,6 +393,7 @@ def main(request_path: str, result_path: str) -> int:
         "graph": graph,
         "all_envs": sorted(all_envs),
         "incremental_ok": stable,
+        "reads": reads.to_json(),  # the parent turns these into witnesses (discovery_reads)
     }
     # all or nothing: the parent takes a missing result file for a crash
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())

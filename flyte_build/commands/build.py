@@ -112,6 +112,16 @@ def _snapshot(argv, ws, results) -> None:
         fs = walk(ws.cfg.root, dir_mtimes=walked)
         dirs.update(os.path.join(root, d) if d else root for d in walked)
         files.update(os.path.join(root, f) for f in fs.ignore_files)
+    # what the modules read at import (data files, listings, flyte's config): a file
+    # that is missing now is watched through its nearest existing directory
+    for p in ws.discovery.witness_paths:
+        p = p if os.path.isabs(p) else os.path.join(root, p)
+        if os.path.isfile(p):
+            files.add(p)
+            continue
+        while not os.path.isdir(p) and os.path.dirname(p) != p:
+            p = os.path.dirname(p)
+        dirs.add(p)
     dirs.update(os.path.dirname(f) for f in files if f.startswith(root + os.sep))
     # flyte's config file is in discovery's key: the one in use, and every place
     # flyte looks first, where a new file would take its place
