@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from flyte_build import atomic
+from flyte_build.discovery_reads import ReadRecorder, die_with_parent, ignored_prefixes, write_progress
 
 
 def module_name(rel: str, search_roots: list[str], root: str) -> str:
@@ -199,6 +200,7 @@ def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], 
         del sys.path[0]
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != root]
 
+    die_with_parent()
     from flyte_build import flyte_adapter as fa
 
     if read_flyte_config:
@@ -223,13 +225,14 @@ def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], 
 
 
 def import_candidates(files: list[str], search_roots: list[str], root: str, ignore_load_errors: bool,
-                      import_module=importlib.import_module) -> tuple[dict[str, str], list[dict]]:
+                      import_module=importlib.import_module, progress=None) -> tuple[dict[str, str], list[dict]]:
     """Import each candidate file under its module name; ({rel file: module name}, failures)."""
     failures: list[dict] = []
     modules: dict[str, str] = {}  # rel file -> module name
     for rel in files:
         name = module_name(rel, search_roots, root)
         modules[rel] = name
+        write_progress(progress, name, rel)
         if not name:
             failures.append({"file": rel, "message": f"{rel}: the root's own __init__.py is not a module under the root; "
                                                      "select the files beside it (as `flyte deploy --recursive` does)"})
@@ -261,6 +264,11 @@ def main(request_path: str, result_path: str) -> int:
         return 0
     from flyte_build import flyte_adapter as fa
 
+    # from here on, what the user's modules read is part of the result's key (not the
+    # request's directory); flyte's config is keyed by the parent (`flyte_config`)
+    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)))
+    reads.install()
+
     global _ROOT
     _ROOT = root
     import_module = importlib.import_module  # the candidates' own imports are not charged to anyone
@@ -268,9 +276,10 @@ def main(request_path: str, result_path: str) -> int:
     tracker.install()
     try:
         modules, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
-                                              import_module)
+                                              import_module, req.get("progress"))
     finally:
         tracker.uninstall()
+        reads.stop()
 
     # which variable names each environment object is bound to, per module
     bound: dict[int, tuple[str, str, str]] = {}  # id(env) -> (variable, module, file)
@@ -447,6 +456,7 @@ def main(request_path: str, result_path: str) -> int:
         "graph": graph,
         "all_envs": sorted(all_envs),
         "incremental_ok": stable,
+        "reads": reads.to_json(),  # the parent turns these into witnesses (discovery_reads)
     }
     # all or nothing: the parent takes a missing result file for a crash
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())

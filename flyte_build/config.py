@@ -52,6 +52,12 @@ def _int(field_: str, v: Any) -> int:
     return v
 
 
+def _seconds(field_: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise UserError(f"Field {field_} must be a positive number of seconds")
+    return float(v)
+
+
 def _strs(field_: str, v: Any) -> tuple[str, ...]:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         raise UserError(f"Field {field_} must be an array of strings")
@@ -158,6 +164,7 @@ class Config:
     cache_read_only: bool | None = None  # None: read-only unless in CI or holding a signing key
     cache_verify_keys: tuple[str, ...] = ()
     cache_signing_key_file: str | None = None
+    discovery_timeout: float | None = None  # seconds; None: discovery.DEFAULT_TIMEOUT
     storage: str | None = None
     object_store: Any = None  # objstore.StoreOptions: endpoints, credentials, timeout
     project: str | None = None
@@ -198,6 +205,7 @@ KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
     "cache-read-only": ("cache_read_only", _bool),
     "cache-verify-keys": ("cache_verify_keys", _strs),
     "cache-signing-key-file": ("cache_signing_key_file", _str),
+    "discovery-timeout": ("discovery_timeout", _seconds),
     "storage": ("storage", _str),
     "object-store": ("object_store", _object_store),
     "project": ("project", _str),
@@ -229,6 +237,8 @@ def read_table(pyproject: Path) -> dict:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{pyproject}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{pyproject}: not valid UTF-8 (byte {exc.start}); TOML files are UTF-8") from None
     except OSError as exc:
         raise UserError(f"{pyproject}: cannot read: {exc.strerror}") from None
     table: Any = data

@@ -115,7 +115,8 @@ class Context:
             if self._edge_store is None:
                 st = self.digests.extra("edges")
                 scope = [str(r) for r in self.resolver.search_roots]
-                if not (isinstance(st, dict) and st.get("scope") == scope and _dirs_unchanged(st.get("witness", {}))):
+                if not (isinstance(st, dict) and st.get("scope") == scope and isinstance(st.get("files"), dict)
+                        and isinstance(st.get("witness", {}), dict) and _dirs_unchanged(st.get("witness", {}))):
                     st = {"scope": scope, "witness": {}, "files": {}}
                 self._edge_store = st
             return self._edge_store
@@ -125,7 +126,7 @@ class Context:
         if hit is None:
             hex_ = self.digest(path)[0]
             known = self._persisted_edges()["files"].get(path)
-            if known is not None and known[0] == hex_:
+            if isinstance(known, list) and len(known) == 2 and known[0] == hex_ and isinstance(known[1], list):
                 hit = frozenset(known[1])
             else:
                 hit = self.resolver.targets(path, self._records(path))
@@ -271,10 +272,24 @@ class Context:
         if style == "all":
             files = dict(self.all_files.files)
         else:
-            files = {self.rel(p): p for p in self.closure(env)}
+            files = self._inside_root({self.rel(p): p for p in self.closure(env)})
         # an explicit include is the explicit way to ship a secret-looking file
         files.update(self.include_files(env))
         return dict(sorted(files.items()))
+
+    def _inside_root(self, files: dict[str, str]) -> dict[str, str]:
+        """Less modules that are symlinks leading out of the root (an import
+        resolves through them, but their bytes are not the repository's), as
+        the walk leaves out such links for copy style `all`."""
+        from . import files as files_mod
+
+        kept = {}
+        for rel, path in files.items():
+            if not files_mod.inside(self.root, path):
+                self.warn(f"{rel}: symlink leads outside the root (to {os.path.realpath(path)}); skipped")
+                continue
+            kept[rel] = path
+        return kept
 
     def warn(self, msg: str) -> None:
         with self._lock:
@@ -299,9 +314,16 @@ def import_records(path: str, hex_: str, digests: FileDigests):
     raises SyntaxError for a file that does not parse."""
     cached = digests.parsed(hex_)
     if cached is not None:
-        if isinstance(cached, dict) and "error" in cached:
-            raise SyntaxError(cached["error"][1], (path, cached["error"][0], 0, ""))
-        return [(r[0], r[1], tuple(r[2])) for r in cached]
+        try:
+            if isinstance(cached, dict) and "error" in cached:
+                lineno, msg = cached["error"]
+                err = SyntaxError(str(msg), (path, int(lineno), 0, ""))
+            else:
+                return [(r[0], r[1], tuple(r[2])) for r in cached]
+        except (TypeError, ValueError, KeyError, IndexError):
+            cached = None  # a state file of another shape: parse again
+        else:
+            raise err
     with open(path, "rb") as f:
         source = f.read()
     try:

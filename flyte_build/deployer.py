@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import graph as graph_mod
@@ -59,12 +59,15 @@ class EnvPlan:
     images: dict = field(default_factory=dict)  # every env image the specs name (own and dependencies')
     bundle_uri: str | None = None
     app: dict | None = None  # an app env's App message (protobuf's JSON form); it has no tasks
+    # the env's check: target as a deploy would find it: "passed" (cached for these
+    # exact image, bundle and specs), "to run", "off" (deploy --no-check) or "none"
+    check: str | None = None
 
     def record(self) -> dict:
         rec = {
             "target": f"deploy:{self.env}", "kind": "deploy", "env": self.env, "version": self.version,
             "image": self.image, "bundle": self.bundle, "bundle_uri": self.bundle_uri,
-            "depends_on": list(self.depends_on), "images": dict(self.images),
+            "depends_on": list(self.depends_on), "images": dict(self.images), "check": self.check,
             "tasks": [{"name": t.name, "spec": t.spec, "triggers": list(t.triggers)} for t in self.tasks],
             "env_kind": "app" if self.app is not None else "task",
         }
@@ -114,7 +117,8 @@ def _child_request(ctx) -> dict:
         "project": ctx.cfg.project, "domain": ctx.cfg.domain, "org": None,
         "source_roots": list(ctx.cfg.source_roots), "image_refs": dict(sorted(ctx.image_refs().items())),
         "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
-        # the same modules discovery imported, in the same order: one loaded state
+        # the same modules discovery imported, in the same order: one loaded state (a
+        # task declared in another module than its env is on the env here too)
         "files": list(ctx.discovery.candidates), "ignore_load_errors": bool(ctx.cfg.ignore_load_errors),
         "copy_style": {e.name: ctx.cfg.copy_style_for(e.name) for e in ctx.envs},
         # every env's image in every task's image cache, as flyte's merged cache
@@ -160,6 +164,8 @@ def _templates(ctx) -> dict:
         "format": FORMAT, "tool": __version__, "python": list(sys.version_info[:3]),
         "flyte": ctx.digests.digest(marker)[0] if marker else None,
         "request": request, "files": files, "sys_path": list(ctx.discovery.sys_path),
+        # data files and variables the modules read at import (`settings.json`, STAGE=prod)
+        "witness": ctx.discovery.witness,
     }
     # no checkout path in the key: two checkouts of one commit share the entry
     rel_path = f"serialized/{key_of(doc)}.json"
@@ -346,6 +352,26 @@ def _checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[
     return order, left_out
 
 
+def check_states(ws, names: list[str]) -> dict[str, str]:
+    """Each env's check: target as a deploy would find it, without running anything:
+    "passed" when its key (image, bundle, specs) has a cached result, else "to run";
+    "off" under `deploy --no-check`, "none" for an env without one."""
+    if (ws.ctx.options.extra.get("deploy") or {}).get("check", True) is False:
+        return {n: "off" for n in names}
+    engine = ws.engine()
+    out = {}
+    for n in names:
+        addr = f"check:{n}"
+        if addr not in ws.graph.targets:
+            out[n] = "none"
+            continue
+        try:
+            out[n] = "to run" if engine.explain(addr)["would_rebuild"] else "passed"
+        except UserError as exc:
+            out[n] = f"cannot run: {exc}"
+    return out
+
+
 def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) -> Plan:
     """The ordered deploy plan of the selected envs (and their dependencies,
     except those in `assume_deployed`: see `split_order`), computed offline:
@@ -360,11 +386,13 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     # every env's image: each task's image cache names them all (see serialize_env_templates)
     images = {e.name: planned_image(ctx, ws.rules, ws.graph, e.name) for e in ctx.envs}
     envs = []
+    checks = check_states(ws, order)
     for n in order:
         b = results.get(f"bundle:{n}")
         digest = b.digest if b else None
         imgs = dict(images)
-        envs.append(env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None)))
+        e = env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None))
+        envs.append(replace(e, check=checks.get(n)))
     return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order, expand=False)),
                 ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out))
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import discovery_reads
 from . import files as files_mod
 from .__about__ import __version__
 from .config import Config
@@ -36,7 +37,8 @@ from .model import Discovery
 from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
-FORMAT = 7  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: EnvSpec.loaded, flyte's selection
+FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection
+DEFAULT_TIMEOUT = 300.0  # seconds; config `discovery-timeout`, flag --discovery-timeout
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
     key = key_of(settings)
     rel_path = f"discovery/{key}.json"
     entry = store.read_json(rel_path) if use_cache else None
+    if entry is not None and not _well_formed(entry):
+        entry = None  # not what _record writes (hand-edited, another version): discover afresh
     # The candidate modules are the same if no directory the last walk listed
     # has changed (an added, removed or renamed file changes its directory's
     # mtime) and no ignore file changed; only then is the walk skipped.
@@ -204,11 +208,14 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
         tree = _walk(cfg, mode, targets)
         if tree.candidates != entry.get("candidates"):
             entry = None
+    if entry and not discovery_reads.still_valid(entry.get("reads", {}), cfg.root, digests):
+        # a data file, directory or variable a module read at import changed: import afresh
+        tree, entry = tree or _walk(cfg, mode, targets), None
     if entry:
         changed = _changed(cfg.root, entry.get("files", {}), digests)
         if not changed:
             if tree is not None:  # same modules, newly stamped directories: skip the walk next time
-                _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests)
+                _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests, entry.get("reads"))
             return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
                     (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"]))
         tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
@@ -221,6 +228,8 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
             got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
             if got is not None:
                 raw, book = got
+                # the modules reused read what they read last time: keep those witnesses too
+                _witness(cfg, raw, digests, entry.get("reads"))
                 result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
                 files = _digests_of(cfg, tree.candidates, raw, digests)
                 _record(store, rel_path, cfg, tree, files, raw, book, digests)
@@ -234,6 +243,7 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
 
     tree = tree or _walk(cfg, mode, targets)
     raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
+    _witness(cfg, raw, digests)
     book = _split(raw)
     result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
     files = _digests_of(cfg, tree.candidates, raw, digests)
@@ -250,6 +260,9 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     if doc is None:
         return None
     raw = doc["result"]
+    if not (isinstance(raw, dict) and isinstance(raw.get("reads_witness", {}), dict)
+            and discovery_reads.still_valid(raw.get("reads_witness", {}), cfg.root, digests)):
+        return None  # the modules read data files or variables that differ here: import afresh
     book = {"graph": _unpack(doc["book"].get("graph")), "all_envs": doc["book"].get("all_envs"),
             "incremental": bool(doc["book"].get("incremental"))}
     try:
@@ -260,6 +273,35 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     result = _checked(result, raw, cfg)
     _record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
     return result
+
+
+def _well_formed(entry) -> bool:
+    """A cached discovery entry of the shape `_record` writes; anything else is
+    treated as absent (the cache is state, never input: no internal errors)."""
+    try:
+        if not (isinstance(entry, dict) and isinstance(entry["result"], dict) and isinstance(entry["candidates"], list)):
+            return False
+        if not all(isinstance(entry.get(k, {}), dict) for k in ("dirs", "ignores", "files", "reads")):
+            return False
+        if not all(isinstance(v, dict) for v in entry.get("reads", {}).values()):
+            return False
+        Discovery.from_json(entry["result"], cached=True)
+        return all(isinstance(x, str) for x in entry["candidates"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+
+
+def _witness(cfg: Config, raw: dict, digests: FileDigests, old: dict | None = None) -> None:
+    """Turn the child's record of what it read into witnesses (`raw["reads_witness"]`:
+    checked before a cached or shared result is used) and their key
+    (`raw["witness"]`, part of the result: the serialization key includes it)."""
+    reads = raw.pop("reads", None) or {}
+    skip = set(raw.get("loaded_files", ())) | set(raw.get("requested", ()))
+    w = discovery_reads.witnesses(reads, cfg.root, digests, skip)
+    for k, v in (old or {}).items():
+        w[k] = {**v, **w.get(k, {})}
+    raw["reads_witness"] = w
+    raw["witness"] = key_of(w)
 
 
 def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) -> None:
@@ -316,7 +358,7 @@ def _unpack(packed: dict | None) -> dict | None:
 
 
 def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_digests: dict, raw: dict, book: dict,
-            digests: FileDigests) -> None:
+            digests: FileDigests, reads: dict | None = None) -> None:
     ignores = {}
     for rel in tree.ignore_files:
         try:
@@ -325,6 +367,7 @@ def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_dig
             ignores[rel] = None
     try:
         store.write_json(rel_path, {
+            "reads": raw.get("reads_witness") or reads or {},
             "candidates": tree.candidates, "dirs": tree.dirs, "ignores": ignores, "files": file_digests, "result": raw,
             **({**book, "graph": _pack(book["graph"])} if book.get("incremental") else {"incremental": False}),
         })
@@ -498,6 +541,7 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
     with tempfile.TemporaryDirectory(prefix="flyte-build-discover-") as tmp:
         req_path = os.path.join(tmp, "request.json")
         res_path = os.path.join(tmp, "result.json")
+        progress = request["progress"] = os.path.join(tmp, "progress")
         Path(req_path).write_text(json.dumps(request))
         pkg_parent = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
@@ -507,23 +551,49 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         # it runs, and a chatty module must not block on a full pipe meanwhile
         log_path = os.path.join(tmp, "output.log")
         with open(log_path, "wb") as log:
+            started = time.monotonic()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "flyte_build._discover_child", req_path, res_path],
                 cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,  # its own process group: killed as one, with what user code started
             )
+            timeout = getattr(cfg, "discovery_timeout", None) or DEFAULT_TIMEOUT
             try:
                 if while_waiting is not None:
                     while_waiting()
-                proc.wait()
+                proc.wait(timeout=max(0.0, timeout - (time.monotonic() - started)))
+            except subprocess.TimeoutExpired:
+                _kill_group(proc)
+                where = discovery_reads.read_progress(progress)
+                what = f"while importing module {where[0]} ({where[1]})" if where else "while starting (importing flyte)"
+                raise UserError(
+                    f"discovery timed out after {timeout:g} s {what}; a module that blocks at import "
+                    "(a sleep, a network call, a FIFO) stops discovery: fix it, or raise "
+                    "discovery-timeout / --discovery-timeout"
+                ) from None
             except BaseException:
-                proc.kill()
-                proc.wait()
+                _kill_group(proc)
                 raise
+            _kill_group(proc)  # anything the user's modules left running
         if not os.path.exists(res_path):
             output = Path(log_path).read_text(errors="replace")
             tail = "\n".join(output.strip().splitlines()[-15:])
-            raise UserError(f"discovery failed (exit {proc.returncode}) while importing the user's modules:\n{tail}")
+            where = discovery_reads.read_progress(progress)
+            what = f"module {where[0]} ({where[1]})" if where else "the user's modules"
+            # os._exit() or a crash in C code: no exception to report, only where it happened
+            raise UserError(f"discovery failed (exit {proc.returncode}, no result) while importing {what}"
+                            + (f":\n{tail}" if tail else "; the process ended without a word (os._exit or a crash?)"))
         return json.loads(Path(res_path).read_text())
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
 
 
 def _checked(result: Discovery, raw: dict, cfg: Config) -> Discovery:

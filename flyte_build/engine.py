@@ -126,7 +126,8 @@ class Engine:
             "rule": target.kind,
             "rule_version": rule.version,
             "tool": __version__,
-            "files": [[f.name, f.digest] for f in files],
+            # the executable bit is part of what a file is: archives keep it
+            "files": [[f.name, f.digest, "x"] if self.ctx.digests.executable(f.path) else [f.name, f.digest] for f in files],
             "params": inputs.params,
             "deps": {d: dep_digests.get(d) for d in sorted(inputs.deps)},
         }
@@ -256,7 +257,7 @@ class Engine:
             # a no-op leaves the record as it was: reading it back is far cheaper
             # than an fsynced atomic rewrite per target (0.3 s of a 50-env no-op)
             last = self.ctx.store.read_json(rel)
-            if last is None or last.get("key") != key:
+            if not isinstance(last, dict) or last.get("key") != key:
                 self.ctx.store.write_json(rel, {"key": key, "doc": doc})
         except OSError:
             pass
@@ -285,12 +286,12 @@ class Engine:
             digest = self._result(t, "cached", entry, key, 0, "local").digest
         last = self.ctx.store.read_json(f"{_state_dir(self.ctx)}/last/{addr.replace(':', '--')}.json")
         report = {"target": addr, "key": key, "would_rebuild": entry is None, "digest": digest, "dependencies_rebuilding": deps_report}
-        if last is None:
+        if not (isinstance(last, dict) and isinstance(last.get("doc"), dict) and _doc_shaped(last["doc"])):
             report["reason"] = "never built in this checkout"
             return report
         old = last["doc"]
-        old_files = dict(map(tuple, old.get("files", [])))
-        new_files = dict(map(tuple, doc["files"]))
+        old_files = {f[0]: f[1:] for f in old.get("files", [])}
+        new_files = {f[0]: f[1:] for f in doc["files"]}
         report["changed_files"] = sorted(n for n in new_files if n in old_files and old_files[n] != new_files[n])
         report["added_files"] = sorted(set(new_files) - set(old_files))
         report["removed_files"] = sorted(set(old_files) - set(new_files))
@@ -302,6 +303,13 @@ class Engine:
             if old.get(k) != doc.get(k):
                 report.setdefault("changed_other", []).append(k)
         return report
+
+
+def _doc_shaped(doc: dict) -> bool:
+    """A remembered key document as `key_document` writes it (else: no record)."""
+    files = doc.get("files", [])
+    return (isinstance(files, list) and all(isinstance(f, list) and f and isinstance(f[0], str) for f in files)
+            and isinstance(doc.get("params", {}), dict) and isinstance(doc.get("deps", {}), dict))
 
 
 def _shape_check(rule, addr: str):

@@ -119,23 +119,72 @@ def git_ignored(root: Path) -> tuple[frozenset[str], tuple[str, ...]] | None:
 
 
 # Secret-looking files: left out by default, with a warning (see `allow_secrets`).
+# File names, matched against the last path component:
 SECRET_PATTERNS = (
-    ".env", ".env.*", "*.pem", "*.key", "*.p12", "*.pfx", "id_rsa*", "id_dsa*", "id_ecdsa*",
-    "id_ed25519*", ".netrc", "_netrc", ".pgpass", ".git-credentials", ".pypirc", ".npmrc",
-    "credentials", "credentials.json", "application_default_credentials.json",
-    "*service-account*.json", "*.keystore", ".htpasswd",
+    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ppk",
+    "*.asc", "*.gpg", "*.kdbx", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    ".netrc", "_netrc", ".pgpass", ".git-credentials", ".pypirc", ".npmrc", ".htpasswd",
+    ".vault-token", ".s3cfg", ".boto", ".dockercfg", "kubeconfig", "*.kubeconfig",
+    "credentials", "credentials.json", "credentials.db", "access_tokens.db", "adc.json",
+    "application_default_credentials.json", "*service-account*.json", "*sa-key*.json", "*-key.json", "*_key.json",
+    "terraform.tfstate", "*.tfstate", "*.tfstate.backup", "*.tfvars", "*.tfvars.json",
+    "secrets.yaml", "secrets.yml", "secrets.toml", "secrets.json", "secrets.env",
+    "secret.yaml", "secret.yml", "secret.toml", "secret.json",
 )
+# Files whose directory says what they are (a tool's config that holds tokens),
+# matched against the path's tail:
+SECRET_PATH_PATTERNS = (
+    ".kube/config", ".docker/config.json", ".aws/config", ".aws/credentials", ".config/gcloud/*",
+    "gcloud/legacy_credentials/*", ".azure/*", ".ssh/*", ".gnupg/*",
+)
+# Templates and examples of the above are meant to be shared.
+NOT_SECRET = frozenset({".env.example", ".env.sample", ".env.template", ".env.dist", "example.env", "sample.env"})
 
 
-# one compiled alternation: the walk asks this of every file
+# one compiled alternation each: the walk asks these of every file
 _SECRET_RE = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in SECRET_PATTERNS))
+_SECRET_PATH_RE = re.compile("|".join(f"(?:(?:.*/)?{fnmatch.translate(p)})" for p in SECRET_PATH_PATTERNS))
 
 
 def is_secret(name: str) -> bool:
+    """Whether a root-relative POSIX name looks like a secret."""
     base = name.rsplit("/", 1)[-1]
-    if base == ".env.example" or base == ".env.sample":
+    if base in NOT_SECRET:
         return False
-    return _SECRET_RE.match(base) is not None
+    return _SECRET_RE.match(base) is not None or _SECRET_PATH_RE.match(name) is not None
+
+
+def secret_reason(rel: str, path: str, root: Path, allow: tuple[str, ...]) -> str | None:
+    """Why `rel` (at `path`) is left out as a secret, or None. A symlink is judged
+    by its target too: `notes.txt -> .env` ships `.env`'s bytes."""
+    names = [rel]
+    if os.path.islink(path):
+        target = os.path.realpath(path)
+        r = str(root).rstrip("/") + "/"
+        names.append(target[len(r):] if target.startswith(r) else target)
+    for name in names:
+        if is_secret(name) and not any(_allowed(n, allow) for n in names):
+            via = "" if name == rel else f" (a symlink to {name})"
+            return f"{rel}{via}: looks like a secret; left out (allow it with `allow-secrets`)"
+    return None
+
+
+def drop_secrets(files: dict[str, str], root: Path, allow: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
+    """`files` (name -> path) less secret-looking ones and symlinks leading out of
+    `root`, with a warning for each: for file sets not made by `walk` (a
+    `from_dockerfile` build context)."""
+    root = Path(os.path.realpath(root))
+    kept, warnings = {}, []
+    for rel, path in files.items():
+        if os.path.islink(path) and not inside(root, path):
+            warnings.append(f"{rel}: symlink leads outside the root (to {os.path.realpath(path)}); skipped")
+            continue
+        why = secret_reason(rel, path, root, allow)
+        if why:
+            warnings.append(why)
+            continue
+        kept[rel] = path
+    return kept, warnings
 
 
 @dataclass(frozen=True)
@@ -176,7 +225,15 @@ def _load_spec(path: str) -> "pathspec.GitIgnoreSpec | None":
             lines = f.read().splitlines()
     except OSError:
         return None
-    return pathspec.GitIgnoreSpec.from_lines(lines)
+    try:
+        return pathspec.GitIgnoreSpec.from_lines(lines)
+    except Exception:  # pathspec's pattern errors (e.g. a line ending in a lone backslash)
+        for n, line in enumerate(lines, 1):
+            try:
+                pathspec.GitIgnoreSpec.from_lines([line])
+            except Exception as exc:
+                raise UserError(f"{path}:{n}: invalid ignore pattern {line!r} ({exc})") from None
+        raise
 
 
 def inside(root: Path, path: str) -> bool:
@@ -284,13 +341,18 @@ def walk(
                     continue
             elif not e.is_file(follow_symlinks=False):
                 continue  # sockets, fifos, devices
+            if "\\" in rel:
+                # a backslash is a path separator to Windows and to tar readers there:
+                # archives refuse such names, so say which file and what to do
+                raise UserError(f"{rel}: a backslash in a file name cannot be shipped; rename it, or list it in .flyteignore to leave it out")
             if not _utf8(rel):
                 # keys and archive names are UTF-8; a name that is not cannot be
                 # shipped faithfully, and dropping it silently would lose a file
                 shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
                 raise UserError(f"{shown}: file name is not valid UTF-8; rename it, or list it in .flyteignore to leave it out")
-            if is_secret(rel) and not _allowed(rel, allow_secrets):
-                warnings.append(f"{rel}: looks like a secret; left out (allow it with `allow-secrets`)")
+            why = secret_reason(rel, e.path, root, allow_secrets) if (is_link or is_secret(rel)) else None
+            if why:
+                warnings.append(why)
                 continue
             if flyte_semantics and (flyte_standard_ignored(rel) or rel in git_names):
                 continue

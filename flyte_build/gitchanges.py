@@ -135,4 +135,4 @@ def export_tree(toplevel: Path, commit: str, prefix: str, dest: Path) -> None:
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         # the archive is git's own output for a tree of ours; the filter still
         # refuses absolute names, `..` and links leading out of `dest`
-        extract_all(tar, dest)
+        extract_all(tar, dest, skip_outside_links=True)  # the walk skips links out of the root too

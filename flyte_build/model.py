@@ -95,6 +95,10 @@ class Discovery:
     # settings: {name: {"value", "source"}}), so a cached run needs no flyte
     flyte: dict = field(default_factory=dict)
     walked_dirs: tuple[str, ...] = ()  # directories (relative) whose listing gave the candidate modules
+    # the key of what the modules read besides themselves (files, directories,
+    # environment variables: see discovery_reads); part of the serialization key
+    witness: str = ""
+    witness_paths: tuple[str, ...] = ()  # the files and directories behind it (for whole-build snapshots)
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:
@@ -122,4 +126,12 @@ class Discovery:
             requested=() if cached else tuple(d.get("requested", ())),
             candidates=tuple(d.get("candidates", ())),
             flyte=dict(d.get("flyte") or {}),
+            witness=d.get("witness", ""),
+            witness_paths=_witness_paths(d.get("reads_witness")),
         )
+
+
+def _witness_paths(reads) -> tuple[str, ...]:
+    if not isinstance(reads, dict):
+        return ()
+    return tuple(sorted({p for k in ("files", "dirs") if isinstance(reads.get(k), dict) for p in reads[k]}))

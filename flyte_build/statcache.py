@@ -32,12 +32,16 @@ class FileDigests:
         self._parsed: dict[str, list] = {}
         self._extra: dict[str, object] = {}  # other per-root state kept with the digests (import edges)
         self._memo: dict[str, tuple[str, int]] = {}  # this run's answers: each file is stat-checked once
+        self._exec: dict[str, bool] = {}  # this run's executable bits, from the same stat
         self._dirty = False
         self.reads = 0
         if self._path is not None:
             try:
                 raw = json.loads(self._path.read_bytes())
-                if raw.get("format") == FORMAT:
+                # a state file of another shape (hand-edited, another version) is ignored, not an error
+                if isinstance(raw, dict) and raw.get("format") == FORMAT and all(
+                    isinstance(raw.get(k, {}), dict) for k in ("files", "parsed", "extra")
+                ):
                     self._entries = raw["files"]
                     self._parsed = raw["parsed"]
                     self._extra = raw.get("extra") or {}
@@ -51,9 +55,10 @@ class FileDigests:
         if hit is not None:
             return hit
         st = os.stat(p)
+        self._exec[p] = bool(st.st_mode & 0o111)
         sig = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         cached = self._entries.get(p)
-        if cached is not None and cached[:4] == sig:
+        if isinstance(cached, list) and len(cached) == 5 and cached[:4] == sig and isinstance(cached[4], str):
             hit = self._memo[p] = (cached[4], st.st_size)
             return hit
         hex_, size = file_sha256(p)
@@ -67,6 +72,15 @@ class FileDigests:
             self._memo[p] = (hex_, size)
             self._dirty = True
         return hex_, size
+
+    def executable(self, path: str | os.PathLike) -> bool:
+        """Whether the file had an executable bit when `digest` stat-checked it
+        this run (bundles keep the bit, so action keys must see it)."""
+        p = os.fspath(path)
+        hit = self._exec.get(p)
+        if hit is None:
+            hit = self._exec[p] = bool(os.stat(p).st_mode & 0o111)
+        return hit
 
     def paths(self) -> list[str]:
         """Every file digested in this run."""

@@ -15,6 +15,7 @@ missing blob, is treated as a miss, removed, and rebuilt.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -186,6 +187,44 @@ def _check_meta(value: object, where: str, depth: int) -> None:
 class LocalStore:
     def __init__(self, root: Path | None = None):
         self.root = Path(root) if root else default_cache_dir()
+        self._use_fd: int | None = None
+
+    # -- builds and gc -------------------------------------------------------
+    # A build holds a shared lock on `<cache>/lock` for as long as it runs; `gc`
+    # with an age limit takes it exclusively, so it never removes a blob
+    # between a build's lookup and its copy to `--out` (which then called the
+    # blob "corrupt"). Plain `gc` (temp files, broken entries) needs no lock.
+    def hold_for_build(self) -> None:
+        """Take (once) this process's shared lock; released when the process ends."""
+        if self._use_fd is not None:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError:
+            return  # a read-only cache directory: nothing to protect it from
+        self._use_fd = fd
+
+    def exclusive(self, timeout: float, waiting: Callable[[], None] | None = None) -> int | None:
+        """The exclusive lock (an fd to close), once no build holds the cache;
+        None when `timeout` seconds pass first."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    return None
+                if not told and waiting is not None:
+                    waiting()
+                    told = True
+                time.sleep(0.2)
 
     # -- blobs -----------------------------------------------------------
     def blob_path(self, hex_: str) -> Path:

@@ -34,6 +34,8 @@ class Settings:
     cache: str | None = None
     cache_required: bool | None = None
     cache_read_only: bool | None = None
+    discovery_timeout: float | None = None
+    allow_secrets: tuple[str, ...] = ()  # added to config `allow-secrets`
     cache_dir: str | None = None
     storage: str | None = None
     project: str | None = None
@@ -62,6 +64,7 @@ class Workspace:
             cache=settings.cache,
             cache_required=settings.cache_required,
             cache_read_only=settings.cache_read_only,
+            discovery_timeout=settings.discovery_timeout,
             storage=settings.storage,
             project=settings.project,
             domain=settings.domain,
@@ -69,11 +72,14 @@ class Workspace:
             strict=settings.strict,
             flyte_config=settings.flyte_config,
         )
+        if settings.allow_secrets:
+            cfg = replace(cfg, allow_secrets=tuple(dict.fromkeys([*cfg.allow_secrets, *settings.allow_secrets])))
         if settings.copy_style is not None:
             # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
             cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
         self.cfg = cfg
         self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
+        self.store.hold_for_build()  # `cache gc --max-age-days` waits for this run
         self.digests = FileDigests(self.store.root / "state", str(cfg.root))
         self.warnings: list[str] = []
         self._warn = warn or self.warnings.append

@@ -172,6 +172,7 @@ def plan(env, ctx) -> dict:
             bake=_bake(env, ctx),
             code_dir=opts["code-dir"],
             project_dir=str(ctx.cfg.pyproject.parent.resolve()) if ctx.cfg.pyproject else None,
+            allow_secrets=tuple(ctx.cfg.allow_secrets),
         ),
         f"`{env.name}`",
         _list_folder(ctx),
@@ -316,6 +317,9 @@ def run(req: Request) -> Produced:
     context_dir = stage / "context"
     context_dir.mkdir(exist_ok=True)
     builder = docker_engine.detect_builder(opts["builder"])
+    if not builder.buildkit:
+        dockerfile = stage / "Dockerfile"
+        dockerfile.write_text(df.without_cache_mounts(dockerfile.read_text(encoding="utf-8")), encoding="utf-8")
     if len(p["platforms"]) > 1:
         req.log(f"note: the spec names platforms {', '.join(p['platforms'])}; this engine builds for its own platform only")
     uri = p["uri"]

@@ -116,7 +116,8 @@ def test_apps_are_targets_in_targets_graph_and_dry_run(tmp_path):
     assert graph.rc == 0, graph.err
     assert "deploy order: work → web (app) → report" in graph.out
     assert "deploy:web  <- bundle:web, image:web, deploy:work" in graph.out
-    assert "deploy:report  <- bundle:report, image:report, deploy:web" in graph.out
+    assert "deploy:report  <- bundle:report, image:report, check:report, deploy:web" in graph.out
+    assert "check:web" not in graph.out  # an app has no tasks to load
 
     # the app's version moves with its code and its dependency's, not with its dependent's
     (root / "svc" / "report.py").write_text(REPORT + "\n# edited\n")
@@ -200,7 +201,8 @@ def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, contr
     plan = {r["env"]: r for r in run_json(root, cache, "deploy", "--dry-run", "--json")["targets"]}
     assert plan["web"]["app"]["metadata"]["source_code"] == {
         "link": f"https://example.invalid/acme/svc/tree/{git(root, 'rev-parse', 'HEAD')}"}
-    args = ("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure", "--json")
+    # the images are references to nothing (port 9): this test is about deploys, not checks
+    args = ("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure", "--json", "--no-check")
     doc = run_json(root, cache, *args)
     assert doc["deployed"] == ["work", "web", "report"]
 

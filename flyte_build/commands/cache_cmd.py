@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from .common import emit_json
@@ -13,9 +14,22 @@ NAME = "cache"
 def add_parser(sub, parents):
     p = sub.add_parser("cache", help=HELP, description=HELP, parents=parents)
     p.add_argument("action", choices=["stats", "verify", "gc", "keygen"])
-    p.add_argument("--max-age-days", type=float, help="gc: also drop entries unused for this long")
+    p.add_argument("--max-age-days", type=_days, help="gc: also drop entries unused for this long (waits for running builds)")
+    p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS", help="gc --max-age-days: how long to wait for running builds (default 600)")
     p.add_argument("--json", action="store_true")
     return p
+
+
+def _days(text: str) -> float:
+    import argparse
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days >= 0")
+    return value
 
 
 def run(args) -> int:
@@ -34,7 +48,8 @@ def run(args) -> int:
 
     store = LocalStore(Path(args.cache_dir) if getattr(args, "cache_dir", None) else None)
     if args.action == "stats":
-        doc = {"local": store.stats(), "last_run": store.read_json("state/last-run.json")}
+        last_run = store.read_json("state/last-run.json")
+        doc = {"local": store.stats(), "last_run": last_run if isinstance(last_run, dict) else None}
         if args.json:
             emit_json(doc)
         else:
@@ -68,7 +83,20 @@ def run(args) -> int:
                 print(f"problem: {p}")
             print("cache verify: ok" if not problems else f"cache verify: {len(problems)} problems (run `flyte-build cache gc` to drop them)")
         return 0 if not problems else 1
-    removed = store.gc(max_age_days=args.max_age_days)
+    lock = None
+    if args.max_age_days is not None:
+        import sys
+
+        lock = store.exclusive(args.wait, lambda: print("cache gc: waiting for running builds on this cache...", file=sys.stderr))
+        if lock is None:
+            from ..errors import BuildFailed
+
+            raise BuildFailed(f"cache gc: builds kept the cache busy for {args.wait:g} s; nothing removed (try again, or --wait longer)")
+    try:
+        removed = store.gc(max_age_days=args.max_age_days)
+    finally:
+        if lock is not None:
+            os.close(lock)
     if args.json:
         emit_json({"removed": removed})
     else:

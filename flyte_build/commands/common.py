@@ -26,6 +26,10 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    help="read the shared cache, never write it (default outside CI unless holding a signing key)")
     g.add_argument("--cache-write", dest="cache_read_only", action="store_const", const=False, default=d,
                    help="publish results to the shared cache (default in CI, or when holding a signing key)")
+    g.add_argument("--allow-secrets", action="append", metavar="PATTERN", default=d,
+                   help="ship secret-looking files matching PATTERN anyway (repeatable; adds to config allow-secrets)")
+    g.add_argument("--discovery-timeout", type=_seconds, metavar="SECONDS", default=d,
+                   help="stop discovery when importing the modules takes longer (default: config, else 300)")
     g.add_argument("--storage", metavar="URL", default=d, help="upload built bundles here (a path, file://, s3://, gs:// or az:// URL), named by digest")
     g.add_argument("--cache-dir", metavar="DIR", default=d, help="the local cache (default $FLYTE_BUILD_CACHE_DIR, else $XDG_CACHE_HOME/flyte-build)")
     g.add_argument("--project", "-p", default=d, help="Flyte project (discovery runs with it initialised)")
@@ -45,6 +49,16 @@ def backend_options(parser: argparse.ArgumentParser) -> None:
 
 def backend_flags(args: argparse.Namespace) -> dict:
     return {"endpoint": args.endpoint, "insecure": args.insecure, "auth_type": args.auth_type, "org": args.org}
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
 
 
 def selection_options(parser: argparse.ArgumentParser) -> None:
@@ -87,6 +101,8 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
         cache=getattr(args, "cache", None),
         cache_required=True if getattr(args, "cache_required", None) else None,
         cache_read_only=getattr(args, "cache_read_only", None),
+        discovery_timeout=getattr(args, "discovery_timeout", None),
+        allow_secrets=tuple(getattr(args, "allow_secrets", None) or ()),
         cache_dir=getattr(args, "cache_dir", None),
         storage=getattr(args, "storage", None),
         project=getattr(args, "project", None),

@@ -189,3 +189,71 @@ def test_entry_that_is_a_fifo_is_refused(published, tmp_path):
     p.unlink()
     os.mkfifo(p)
     _assert_refused_and_rebuilt(cli.build(*flags), published, "not a regular file")
+
+
+# -- the same attacks on a real S3 API (moto's server) ---------------------------
+
+
+@pytest.fixture(scope="module")
+def s3_published(published):
+    """(an S3 client, moto's endpoint) with a bucket the readers' stores go in."""
+    import boto3
+
+    from tests.support import servers
+    from tests.support.requirements import require
+
+    endpoint = servers.s3_server()
+    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
+    servers.make_bucket(endpoint, "poisoned")
+    s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
+    return s3, endpoint
+
+
+def _s3_reader(published, s3_published, tmp_path):
+    import uuid
+
+    s3, endpoint = s3_published
+    prefix = f"p-{uuid.uuid4().hex[:8]}"
+    _, store, _ = published
+    for p in store.rglob("*"):
+        if p.is_file() and not p.is_symlink():
+            s3.put_object(Bucket="poisoned", Key=f"{prefix}/{p.relative_to(store).as_posix()}", Body=p.read_bytes())
+    env = {"AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+    cli = Cli(published[0], tmp_path / "reader-cache", env=env)
+    return cli, prefix, ("--cache", f"s3://poisoned/{prefix}")
+
+
+def _s3_entry_key(s3, prefix: str, target: str) -> str:
+    for obj in s3.list_objects_v2(Bucket="poisoned", Prefix=f"{prefix}/ac/")["Contents"]:
+        if json.loads(s3.get_object(Bucket="poisoned", Key=obj["Key"])["Body"].read()).get("target") == target:
+            return obj["Key"]
+    raise AssertionError(target)
+
+
+def test_s3_entry_with_a_path_name_and_digest_is_refused(published, s3_published, tmp_path):
+    s3, _ = s3_published
+    cli, prefix, flags = _s3_reader(published, s3_published, tmp_path)
+    victim = tmp_path / "victim"
+    key = _s3_entry_key(s3, prefix, "bundle:a")
+    doc = json.loads(s3.get_object(Bucket="poisoned", Key=key)["Body"].read())
+    doc["outputs"][0]["name"] = f"x./../../../../../../../{victim}"
+    s3.put_object(Bucket="poisoned", Key=key, Body=json.dumps(doc).encode())
+    run = cli.build(*flags, "--out", str(tmp_path / "out"))
+    _assert_refused_and_rebuilt(run, published, "plain file name")
+    assert not victim.exists()
+    doc["outputs"][0]["name"], doc["outputs"][0]["digest"] = "bundle.tar.gz", "../../../victim"
+    s3.put_object(Bucket="poisoned", Key=key, Body=json.dumps(doc).encode())
+    again = Cli(cli.cwd, tmp_path / "third-cache", env=cli.env).build(*flags)
+    _assert_refused_and_rebuilt(again, published, "64 lowercase hex")
+
+
+def test_s3_blob_larger_than_declared_is_not_downloaded(published, s3_published, tmp_path):
+    """A 64 MiB object behind a small entry: refused on its size, not fetched."""
+    s3, _ = s3_published
+    cli, prefix, flags = _s3_reader(published, s3_published, tmp_path)
+    doc = json.loads(s3.get_object(Bucket="poisoned", Key=_s3_entry_key(s3, prefix, "bundle:a"))["Body"].read())
+    digest = doc["outputs"][0]["digest"]
+    s3.put_object(Bucket="poisoned", Key=f"{prefix}/cas/sha256/{digest[:2]}/{digest}", Body=b"\0" * (64 << 20))
+    run = cli.build(*flags)
+    doc = _assert_refused_and_rebuilt(run, published, "the entry says")
+    assert doc["cache"]["bytes_down"] < 1 << 20

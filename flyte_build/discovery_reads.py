@@ -1,0 +1,273 @@
+"""What discovery's child actually read, and keeping it from outliving its parent.
+
+Discovery's result depends on more than the modules it imported: a module may
+read a data file at import (`settings.json` choosing the image and memory),
+list a directory, or read environment variables (`STAGE=prod`), and flyte
+reads its own config. The child records all of it (`ReadRecorder`: an audit
+hook for `open`, `os.listdir` and `os.scandir`, and a recording
+`os.environ`); the parent turns the records into witnesses (a digest per file,
+per directory listing and per variable) that are part of the discovery
+cache's validity and of the serialization key, so a change to any of them
+means a new discovery, new specs and a new version. Files of the Python
+installation and of installed packages are left out: the Python and flyte
+versions already key discovery.
+
+The child also writes which module it is importing to a progress file (for
+the timeout message), and dies with its parent: it runs in its own process
+group, and a watchdog thread kills that group when the parent goes away
+(SIGKILL, SIGTERM or SIGINT alike).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import stat
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .hashing import key_of
+
+ENV_ALL = "*"  # the whole environment was read (iterated or copied)
+
+
+# -- in the child ----------------------------------------------------------------
+
+
+class ReadRecorder:
+    """Records the files opened, directories listed and environment variables
+    read while `active`. Audit hooks cannot be removed, so this one is
+    switched off rather than uninstalled."""
+
+    def __init__(self, ignore_prefixes: tuple[str, ...]):
+        self.files: set[str] = set()
+        self.dirs: set[str] = set()
+        self.environ: set[str] = set()
+        self.active = False
+        self._ignore = tuple(p.rstrip("/") + "/" for p in ignore_prefixes if p)
+
+    def _path(self, raw) -> str | None:
+        if isinstance(raw, int) or raw is None:
+            return None  # an fd: its file was recorded when it was opened
+        try:
+            p = os.path.abspath(os.fsdecode(raw))
+        except (TypeError, ValueError):
+            return None
+        if p.startswith(self._ignore) or "/__pycache__/" in p:
+            return None
+        return p
+
+    def _hook(self, event: str, args: tuple) -> None:
+        if not self.active:
+            return
+        if event in ("open", "os.listdir", "os.scandir") and _by_import_system(sys._getframe(1)):
+            return  # the import system reading modules and listing sys.path: witnessed as modules
+        if event == "open":
+            p = self._path(args[0])
+            if p is not None:
+                self.files.add(p)
+        elif event in ("os.listdir", "os.scandir"):
+            p = self._path(args[0] if args and args[0] is not None else ".")
+            if p is not None:
+                self.dirs.add(p)
+
+    def install(self) -> None:
+        sys.addaudithook(self._hook)
+        _record_environ(self)
+        self.active = True
+
+    def stop(self) -> None:
+        self.active = False
+
+    def to_json(self) -> dict:
+        return {"files": sorted(self.files), "dirs": sorted(self.dirs), "environ": sorted(self.environ)}
+
+
+def _by_import_system(frame) -> bool:
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if name.startswith("<frozen importlib"):
+            return True
+        if not name.startswith("<"):
+            return False
+        frame = frame.f_back
+    return False
+
+
+def _record_environ(rec: ReadRecorder) -> None:
+    """Make `os.environ` note every variable read while `rec` is active (also
+    through `os.getenv`, which uses it); iterating or copying it reads them all."""
+    base = type(os.environ)
+
+    class RecordingEnviron(base):  # type: ignore[misc, valid-type]
+        def __getitem__(self, key):
+            if rec.active:
+                rec.environ.add(_name(key))
+            return base.__getitem__(self, key)
+
+        def __contains__(self, key):
+            if rec.active:
+                rec.environ.add(_name(key))
+            return base.__contains__(self, key)
+
+        def __iter__(self):
+            if rec.active:
+                rec.environ.add(ENV_ALL)
+            return base.__iter__(self)
+
+    os.environ.__class__ = RecordingEnviron
+
+
+def _name(key) -> str:
+    return os.fsdecode(key) if isinstance(key, bytes) else str(key)
+
+
+def write_progress(path: str | None, module: str, file: str) -> None:
+    """Name the module about to be imported (read by the parent on a timeout)."""
+    if path:
+        try:
+            with open(path, "w") as f:
+                f.write(f"{module}\t{file}")
+        except OSError:
+            pass
+
+
+def die_with_parent(poll: float = 0.2) -> None:
+    """Kill this process group as soon as the parent is gone. The child leads
+    its own group (so a timeout can kill whatever the user's module started);
+    this covers a parent that was killed before it could do that itself."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll)
+            if os.getppid() != parent:
+                try:
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
+                finally:
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="flyte-build-watchdog", daemon=True).start()
+
+
+# -- in the parent ---------------------------------------------------------------
+
+
+def read_progress(path: str) -> tuple[str, str] | None:
+    try:
+        module, _, file = Path(path).read_text().partition("\t")
+    except OSError:
+        return None
+    return (module, file) if module else None
+
+
+def _file_digest(path: str, digests) -> str | None:
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # a directory opened for os.walk (its listing is what matters), or a FIFO or
+            # device (a witness from the shared cache could name one): never read
+            return None
+        return digests.digest(path)[0]
+    except OSError:
+        return None  # missing (or unreadable): its appearing later is a change
+
+
+def _listing(path: str) -> str | None:
+    try:
+        return key_of(sorted(os.listdir(path)))
+    except OSError:
+        return None
+
+
+def env_value(name: str, environ=os.environ) -> str | None:
+    """A variable's value as it enters a key: hashed (values may be secrets), None when unset.
+    ENV_ALL stands for the whole environment."""
+    if name == ENV_ALL:
+        return key_of(sorted(environ.items()))
+    value = environ.get(name)
+    return None if value is None else hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def flyte_config_candidates(root: Path, environ=os.environ) -> list[str]:
+    """Every file flyte's config lookup may pick (`flyte.config` reads the first
+    that exists: ./config.yaml, ./.flyte/config.yaml, <git root>/.flyte/config.yaml,
+    $UCTL_CONFIG, $FLYTECTL_CONFIG, ~/.union/config.yaml, ~/.flyte/config.yaml),
+    from the child's working directory, the root. Flyte tests existence with a
+    stat, which no audit hook sees, so all of them are witnessed: one appearing
+    or changing is a change."""
+    out = [root / "config.yaml", root / ".flyte" / "config.yaml"]
+    for d in (root, *root.parents):
+        if (d / ".git").exists():
+            out.append(d / ".flyte" / "config.yaml")
+            break
+    out += [Path(environ[v]) for v in ("UCTL_CONFIG", "FLYTECTL_CONFIG") if environ.get(v)]
+    home = Path(environ.get("HOME") or Path.home())
+    out += [home / ".union" / "config.yaml", home / ".flyte" / "config.yaml"]
+    return [os.path.abspath(root / p) for p in out]
+
+
+def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
+    """{"files": {path: digest}, "dirs": {path: listing digest}, "environ": {name: value digest}}
+    for the recorded reads; files under the root by relative path, and `skip`
+    (relative names already witnessed, the imported modules) left out."""
+    root_s = str(root).rstrip("/") + "/"
+
+    def name(p: str) -> str:
+        return p[len(root_s):] if p.startswith(root_s) else p
+
+    files = {}
+    for p in [*reads.get("files", ()), *flyte_config_candidates(root)]:
+        n = name(p)
+        if n not in skip:
+            files[n] = _file_digest(p, digests)
+    dirs = {name(p): _listing(p) for p in reads.get("dirs", ())}
+    environ = {n: env_value(n) for n in reads.get("environ", ())}
+    return {"files": files, "dirs": dirs, "environ": environ}
+
+
+def still_valid(recorded: dict, root: Path, digests) -> bool:
+    """True while every recorded witness has the value it had (False for a
+    record of another shape)."""
+    if not recorded:
+        return True
+    try:
+        return _still_valid(recorded, root, digests)
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def _still_valid(recorded: dict, root: Path, digests) -> bool:
+    for n, hex_ in recorded.get("files", {}).items():
+        p = n if os.path.isabs(n) else str(root / n)
+        if _file_digest(p, digests) != hex_:
+            return False
+    for n, listing in recorded.get("dirs", {}).items():
+        p = n if os.path.isabs(n) else str(root / n)
+        if _listing(p) != listing:
+            return False
+    return all(env_value(n) == v for n, v in recorded.get("environ", {}).items())
+
+
+def ignored_prefixes(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The Python installation and installed packages (keyed by version
+    elsewhere), and the kernel's pseudo-files."""
+    import site
+    import sysconfig
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix, "/proc", "/sys", "/dev"}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            paths.add(p)
+    try:
+        paths.update(site.getsitepackages())
+        paths.add(site.getusersitepackages())
+    except AttributeError:  # virtualenv's old site module
+        pass
+    flyte_build_dir = os.path.dirname(os.path.abspath(__file__))
+    paths.add(flyte_build_dir)
+    paths.update(extra)
+    return tuple(sorted({q for p in paths if p for q in (os.path.abspath(p), os.path.realpath(p))}))
