@@ -24,7 +24,10 @@ from flyte_build import atomic
 from flyte_build.discovery_reads import ReadRecorder, die_with_parent, ignored_prefixes, write_progress
 
 
-def _module_name(rel: str, search_roots: list[str], root: str) -> str:
+def module_name(rel: str, search_roots: list[str], root: str) -> str:
+    """The module name flyte gives a file: its path under the deepest search
+    root holding it (the root itself unless source roots are set), as
+    `flyte deploy --recursive` names it under `--root-dir`."""
     abs_path = os.path.join(root, rel)
     best = root
     for sr in search_roots:
@@ -175,43 +178,65 @@ def file_of_path(path: str) -> str | None:
     return os.path.relpath(real, _ROOT)
 
 
-def main(request_path: str, result_path: str) -> int:
-    req = json.loads(Path(request_path).read_text())
+class BadFlyteConfig(Exception):
+    """flyte's config file cannot be read: bad input, reported before any import."""
+
+
+def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], dict]:
+    """Set up this process as `flyte deploy` sets up its own: the root as the
+    working directory, flyte initialised with the project and domain (which
+    appends the root to sys.path), then the source roots after it. The entry
+    Python put first (the working directory, for `python -m`) is dropped: the
+    `flyte` command has its own bin directory there, not the root, and a
+    second copy of the root would show in the tasks' `_F_SYS_PATH`.
+
+    Discovery and task serialization both start here and then import the
+    same candidate modules (`import_candidates`), so they see one loaded
+    state: the same environments with the same tasks under the same names."""
     root = os.path.realpath(req["root"])
     search_roots = [os.path.realpath(os.path.join(root, s)) for s in req.get("source_roots", [])]
     os.chdir(root)
-    for p in reversed([root, *search_roots]):
-        if p not in sys.path:
-            sys.path.insert(0, p)
+    if sys.path and os.path.realpath(sys.path[0] or ".") == root:
+        del sys.path[0]
+    sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != root]
 
     die_with_parent()
     from flyte_build import flyte_adapter as fa
 
-    try:
-        flyte_cfg = fa.discovery_settings(req.get("flyte_config"))
-    except ValueError as exc:  # flyte's config file is bad input: say so, import nothing
-        atomic.write_bytes(result_path, json.dumps({"envs": [], "problems": [str(exc)]}).encode())
-        return 0
-    fa.init_for_discovery(
-        Path(root), req.get("project") or flyte_cfg["project"]["value"], req.get("domain") or flyte_cfg["domain"]["value"],
-        flyte_cfg["org"]["value"], flyte_cfg["image_refs"]["value"], flyte_cfg["image_registry"]["value"],
-    )
-    # from here on, what the user's modules read is part of the result's key (not the
-    # request's directory); flyte's config is keyed by the parent (`flyte_config`)
-    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)))
-    reads.install()
+    if read_flyte_config:
+        try:
+            flyte_cfg = fa.discovery_settings(req.get("flyte_config"))
+        except ValueError as exc:  # flyte's config file is bad input: say so, import nothing
+            raise BadFlyteConfig(str(exc)) from None
+        # flyte.init appends the root to sys.path (after site-packages), as `flyte deploy` has it
+        fa.init_for_discovery(
+            Path(root), req.get("project") or flyte_cfg["project"]["value"], req.get("domain") or flyte_cfg["domain"]["value"],
+            flyte_cfg["org"]["value"], flyte_cfg["image_refs"]["value"], flyte_cfg["image_registry"]["value"],
+        )
+    else:
+        flyte_cfg = {}
+        fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
+    if root not in sys.path:
+        sys.path.append(root)
+    for p in search_roots:
+        if p not in sys.path:
+            sys.path.append(p)
+    return root, search_roots, flyte_cfg
 
-    global _ROOT
-    _ROOT = root
-    import_module = importlib.import_module
-    tracker = _ImportTracker(root)
-    tracker.install()
-    failures = []
+
+def import_candidates(files: list[str], search_roots: list[str], root: str, ignore_load_errors: bool,
+                      import_module=importlib.import_module, progress=None) -> tuple[dict[str, str], list[dict]]:
+    """Import each candidate file under its module name; ({rel file: module name}, failures)."""
+    failures: list[dict] = []
     modules: dict[str, str] = {}  # rel file -> module name
-    for rel in req["files"]:
-        name = _module_name(rel, search_roots, root)
+    for rel in files:
+        name = module_name(rel, search_roots, root)
         modules[rel] = name
-        write_progress(req.get("progress"), name, rel)
+        write_progress(progress, name, rel)
+        if not name:
+            failures.append({"file": rel, "message": f"{rel}: the root's own __init__.py is not a module under the root; "
+                                                     "select the files beside it (as `flyte deploy --recursive` does)"})
+            break
         try:
             import_module(name)
         except SyntaxError as exc:
@@ -225,10 +250,36 @@ def main(request_path: str, result_path: str) -> int:
             failures.append(
                 {"file": rel, "message": f"importing module {name} failed{at}: {type(exc).__name__}: {exc}"}
             )
-        if failures and not req.get("ignore_load_errors"):
+        if failures and not ignore_load_errors:
             break
-    tracker.uninstall()
-    reads.stop()
+    return modules, failures
+
+
+def main(request_path: str, result_path: str) -> int:
+    req = json.loads(Path(request_path).read_text())
+    try:
+        root, search_roots, flyte_cfg = prepare(req)
+    except BadFlyteConfig as exc:
+        atomic.write_bytes(result_path, json.dumps({"envs": [], "problems": [str(exc)]}).encode())
+        return 0
+    from flyte_build import flyte_adapter as fa
+
+    # from here on, what the user's modules read is part of the result's key (not the
+    # request's directory); flyte's config is keyed by the parent (`flyte_config`)
+    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)))
+    reads.install()
+
+    global _ROOT
+    _ROOT = root
+    import_module = importlib.import_module  # the candidates' own imports are not charged to anyone
+    tracker = _ImportTracker(root)
+    tracker.install()
+    try:
+        modules, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
+                                              import_module, req.get("progress"))
+    finally:
+        tracker.uninstall()
+        reads.stop()
 
     # which variable names each environment object is bound to, per module
     bound: dict[int, tuple[str, str, str]] = {}  # id(env) -> (variable, module, file)
@@ -293,21 +344,17 @@ def main(request_path: str, result_path: str) -> int:
                     )
                 else:
                     selected.append(val)
+            elif req.get("all"):
+                selected = list(envs)  # `flyte deploy --all FILE`: every environment its load created
             else:
                 selected = [e for e in envs if os.path.realpath(fa.declaring_file(e) or "") == target_file]
                 for v in vars(mod).values():
                     if fa.is_environment(v) and all(v is not s for s in selected):
                         selected.append(v)
     else:
-        prefixes = [os.path.realpath(os.path.join(root, t)).rstrip("/") + "/" for t in req["targets"]]
-
-        def under(path: str) -> bool:
-            return any(path.startswith(p) or path + "/" == p for p in prefixes)
-
-        selected = [
-            e for e in envs
-            if under(os.path.realpath(fa.declaring_file(e) or "")) or (id(e) in bound and under(bound[id(e)][2]))
-        ]
+        # `flyte deploy --recursive DIR` (and `--all DIR`) deploys every
+        # environment the load created, wherever it is declared
+        selected = list(envs)
 
     chosen: list = []
 
@@ -324,11 +371,34 @@ def main(request_path: str, result_path: str) -> int:
     for env in selected:
         add(env, True)
 
+    graph, orphans = tracker.edges(file_by_name, file_by_path)
+    for rel, name in module_of_file.items():
+        # importing a module, whoever asks, runs its packages' __init__ first
+        parts = name.split(".")
+        parents = [file_by_name.get(".".join(parts[:i])) for i in range(1, len(parts))]
+        graph.setdefault(rel, set()).update(p for p in parents if p and p != rel)
+    graph = {f: sorted(graph.get(f, set()) & loaded_files) for f in sorted(loaded_files)}
+
+    def reached(starts) -> list[str]:
+        """The user files the loads of `starts` imported, transitively (by the graph)."""
+        seen = {f for f in starts if f in loaded_files}
+        todo = list(seen)
+        while todo:
+            for t in graph.get(todo.pop(), ()):
+                if t not in seen:
+                    seen.add(t)
+                    todo.append(t)
+        return sorted(seen)
+
     out_envs = []
     for env, is_selected in chosen:
         var, mod_name, bound_file = bound.get(id(env), (None, "", None))
         data = fa.env_to_data(env, var, mod_name, Path(root), bound_file)
         data["selected"] = is_selected
+        # what the child saw loaded while the env's own modules (its file and
+        # its tasks' files) were imported: the bundle ships these even when no
+        # import statement names them (`import_module(f"pkg.{name}")`)
+        data["loaded"] = reached([data["file"], *(t["file"] for t in data["tasks"])])
         out_envs.append(data)
     # one order whatever order the modules were imported in (a full and an
     # incremental discovery of the same tree give the same list)
@@ -357,13 +427,6 @@ def main(request_path: str, result_path: str) -> int:
         if len(seen_in) > 1 and not (decl and os.path.realpath(decl) in seen_in):
             stable = False
 
-    graph, orphans = tracker.edges(file_by_name, file_by_path)
-    for rel, name in module_of_file.items():
-        # importing a module, whoever asks, runs its packages' __init__ first
-        parts = name.split(".")
-        parents = [file_by_name.get(".".join(parts[:i])) for i in range(1, len(parts))]
-        graph.setdefault(rel, set()).update(p for p in parents if p and p != rel)
-    graph = {f: sorted(graph.get(f, set()) & loaded_files) for f in sorted(loaded_files)}
     # every loaded file must be explained by the graph from the requested modules
     reach = {r for r in req["files"] if r in loaded_files}
     todo = list(reach)

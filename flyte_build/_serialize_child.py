@@ -1,44 +1,43 @@
 """Task serialization's child process: import the user's modules, serialize tasks.
 
 Run as `python -m flyte_build._serialize_child REQUEST.json RESULT.json`.
-Like discovery, user code runs only here. For each requested environment it
-returns flyte's own image resolution and its tasks' TaskSpec templates (see
-`flyte_adapter.serialize_env_templates`), as JSON.
+Like discovery, user code runs only here. The child sets itself up as the
+discovery child does and imports the same candidate modules under the same
+names (`_discover_child.prepare` and `import_candidates`), so an environment
+has here exactly the tasks discovery saw, wherever they are declared. For
+each requested environment it returns flyte's own image resolution and its
+tasks' TaskSpec templates (see `flyte_adapter.serialize_env_templates`), as JSON.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
-import os
 import sys
 import traceback
 from pathlib import Path
 
 from flyte_build import atomic
+from flyte_build._discover_child import import_candidates, prepare
 
 
 def main(request_path: str, result_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
-    root = os.path.realpath(req["root"])
-    os.chdir(root)
-    for p in reversed([root, *(os.path.realpath(os.path.join(root, s)) for s in req.get("source_roots", []))]):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-
+    root, search_roots, _ = prepare(req, read_flyte_config=False)  # as before: the request carries project and domain
     from flyte_build import flyte_adapter as fa
 
-    fa.init_for_discovery(Path(root), req.get("project"), req.get("domain"))
     result: dict = {"envs": {}, "error": None}
-    try:
-        for mod in req["modules"]:
-            importlib.import_module(mod)
-    except BaseException as exc:  # noqa: BLE001 - user code may raise anything
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        result["error"] = f"importing the environments' modules failed: {type(exc).__name__}: {exc}"
+    _, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")))
+    if failures and not req.get("ignore_load_errors"):
+        result["error"] = f"importing the environments' modules again failed: {failures[0]['message']}"
+    # the directories a task's module may be named under: every sys.path
+    # entry under the root (source roots, workspace members, the root)
+    import os
+
+    module_roots = [Path(p) for p in dict.fromkeys(os.path.realpath(p) for p in sys.path if p)
+                    if p == root or p.startswith(root.rstrip("/") + "/")]
     if result["error"] is None:
         envs = {e.name: e for e in fa.loaded_environments()}
+        all_names = sorted(req["envs"])
         for name, want in sorted(req["envs"].items()):
             env = envs.get(name)
             if env is None:
@@ -46,18 +45,20 @@ def main(request_path: str, result_path: str) -> int:
                 continue
             out: dict = {}
             try:
-                out["image"] = fa.resolve_image_uri(env, req.get("image_refs", {}))
+                out["image"] = fa.resolve_image_uri(env, req.get("image_refs", {}), req.get("copy_style", {}).get(name, "loaded_modules"), Path(root))
             except Exception as exc:  # noqa: BLE001 - reported per env, as the user's problem
                 out["image"], out["image_error"] = None, str(exc)
             try:
                 if fa.is_app(env):
                     out["tasks"] = []
                     out["app"] = fa.serialize_app_template(
-                        env, Path(root), want["image_envs"], want["with_bundle"], req.get("sync_local_sys_paths", True))
+                        env, Path(root), want.get("image_envs", all_names), want["with_bundle"],
+                        req.get("sync_local_sys_paths", True))
                 else:
                     out["tasks"] = fa.serialize_env_templates(
                         env, Path(root), req.get("project"), req.get("domain"), req.get("org"),
-                        want["image_envs"], want["with_bundle"], req.get("sync_local_sys_paths", True),
+                        want.get("image_envs", all_names), want["with_bundle"], req.get("sync_local_sys_paths", True),
+                        module_roots,
                     )
             except fa.NotSupported as exc:  # names the env and the way out
                 out["error"] = str(exc)

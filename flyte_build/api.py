@@ -144,21 +144,35 @@ def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **set
     return deployer.plan(ws, _env_names(ws, envs))
 
 
-def deploy(*envs, dry_run: bool = False, version: str | None = None, copy_style: str | None = None,
+def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive_mode: bool | None = None,
+           copy_style: str | None = None, dryrun: bool | None = None,
            force: bool = False, endpoint: str | None = None, config: str | None = None, insecure: bool | None = None,
-           auth_type: str | None = None, org: str | None = None, workspace: Workspace | None = None, reporter=None, assume_deployed=(), **settings: Any) -> DeploySummary | Plan:
+           auth_type: str | None = None, org: str | None = None, workspace: Workspace | None = None, reporter=None, assume_deployed=(),
+           check: bool = True, **settings: Any) -> DeploySummary | Plan:
     """Deploy environments (names or TaskEnvironment objects; default: every
     discovered one) and their dependencies, dependencies first. With
     `dry_run=True`, returns the Plan and contacts nothing.
+
+    The first arguments are `flyte.deploy`'s, with its meanings: `dry_run`
+    (and its deprecated alias `dryrun`; either one true means a dry run),
+    `version`, `interactive_mode` (True is refused, as flyte refuses it) and
+    `copy_style`. Where flyte returns a list of `Deployment`s, this returns
+    one plain `DeploySummary` (or the `Plan` of a dry run): BUILD.md says why.
 
     `assume_deployed`: env names not to deploy when they are only
     dependencies (`deploy --changed-since` passes the unaffected envs). Each
     is expected to be deployed already: the plan leaves it out (`left_out`),
     a real deploy resolves its image and bundle (its dependents pin them) and
-    reports it `unchanged` without contacting the backend for it."""
+    reports it `unchanged` without contacting the backend for it.
+
+    `check=False` deploys without first running each env's `check:` target."""
     from . import deployer
 
-    extra = {"deploy": {"endpoint": endpoint, "insecure": insecure, "auth_type": auth_type, "org": org, "force": force}}
+    if interactive_mode:
+        raise NotImplementedError("Interactive mode not yet implemented for deployment (as in flyte.deploy)")
+    dry_run = bool(dry_run or dryrun)
+    extra = {"deploy": {"endpoint": endpoint, "insecure": insecure, "auth_type": auth_type, "org": org, "force": force,
+                        "check": check}}
     ws = workspace or Workspace(_settings(copy_style=copy_style, version=version, extra=extra, config=config, **settings))
     names = _env_names(ws, envs)
     if dry_run:

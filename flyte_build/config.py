@@ -274,6 +274,20 @@ def from_table(table: dict, base_dir: Path, pyproject: Path | None = None) -> Co
     return Config(root=root, pyproject=pyproject, **kwargs)
 
 
+def src_layout(root: Path) -> bool:
+    """A Python project with a src layout (pyproject.toml beside a `src/`
+    directory that is not itself a package and holds one): its modules are
+    imported as `pkg.mod`, not `src.pkg.mod`, as `flyte deploy --root-dir src`
+    would name them."""
+    src = root / "src"
+    if not (root / "pyproject.toml").is_file() or not src.is_dir() or (src / "__init__.py").exists():
+        return False
+    try:
+        return any((d / "__init__.py").is_file() for d in src.iterdir() if d.is_dir())
+    except OSError:
+        return False
+
+
 def load(root_dir: str | Path | None = None, cwd: Path | None = None) -> Config:
     """The config for a run: the table of the nearest pyproject.toml (from
     `root_dir` if given, else the current directory), rooted at `root_dir`,
@@ -289,6 +303,9 @@ def load(root_dir: str | Path | None = None, cwd: Path | None = None) -> Config:
     cfg = from_table(read_table(pyproject), pyproject.parent, pyproject)
     if root_dir:
         cfg = replace(cfg, root=start.resolve())
+    if not cfg.source_roots and src_layout(cfg.root):
+        # no configuration needed for a src layout: `src` is its source root
+        cfg = replace(cfg, source_roots=("src",))
     return cfg
 
 

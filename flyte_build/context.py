@@ -82,7 +82,7 @@ class Context:
 
     @cached_property
     def all_files(self) -> files_mod.FileSet:
-        fs = files_mod.walk(self.root, allow_secrets=self.cfg.allow_secrets)
+        fs = files_mod.walk(self.root, allow_secrets=self.cfg.allow_secrets, flyte_semantics=True)
         with self._lock:
             self.warnings.extend(fs.warnings)
         return fs
@@ -176,7 +176,9 @@ class Context:
         if hit is not None:
             return hit
         starts = []
-        for rel in [env.file, *(t.file for t in env.tasks)]:
+        # its own modules, and what discovery saw their loads import (modules
+        # imported by a computed name are found only that way)
+        for rel in dict.fromkeys([env.file, *(t.file for t in env.tasks), *env.loaded]):
             if rel and not rel.startswith("/"):
                 starts.append(str(self.root / rel))
         ck = "\0".join(starts)
@@ -189,9 +191,32 @@ class Context:
             with self._lock:
                 self._closure_records[ck] = (paths, self._files_digest(paths))
                 self._edges_changed = True
+        paths = self._with_package_inits(paths)
         with self._lock:
             self._closures[env.name] = paths
         return paths
+
+    def _with_package_inits(self, paths: list[str]) -> list[str]:
+        """`paths` plus the `__init__.py` of every directory from the root down
+        to each file (the root's own too): importing a module runs its
+        packages' __init__ first, so a bundle without them loads differently
+        remotely (their side effects missing, or an image's same-named
+        package found instead)."""
+        out = set(paths)
+        prefix = str(self.root).rstrip("/") + "/"
+        dirs: set[str] = set()
+        for p in paths:
+            if not p.startswith(prefix):
+                continue
+            d = os.path.dirname(p)
+            while d not in dirs and (d + "/").startswith(prefix):
+                dirs.add(d)
+                d = os.path.dirname(d)
+        for d in dirs:
+            init = os.path.join(d, "__init__.py")
+            if init not in out and os.path.isfile(init) and files_mod.inside(self.root, init):
+                out.add(init)
+        return sorted(out)
 
     def _files_digest(self, paths: list[str]) -> str:
         return hashlib.sha256("\n".join(self.digest(p)[0] for p in paths).encode()).hexdigest()
@@ -242,7 +267,8 @@ class Context:
         """name -> path of the files in the env's bundle (empty for copy style none)."""
         style = self.cfg.copy_style_for(env.name)
         if style == "none":
-            return {}
+            # flyte's include-only bundle: just the env's `include` files
+            return dict(sorted(self.include_files(env).items()))
         if style == "all":
             files = dict(self.all_files.files)
         else:

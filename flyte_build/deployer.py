@@ -28,7 +28,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import graph as graph_mod
@@ -45,6 +45,7 @@ BUNDLE_ROOT = "flyte-build"  # the upload's filename_root: bundles are named by 
 class TaskPlan:
     name: str
     spec: dict  # the TaskSpec in protobuf's JSON form
+    triggers: tuple = ()  # TaskTrigger messages in protobuf's JSON form, deployed with the task
 
 
 @dataclass(frozen=True)
@@ -58,13 +59,16 @@ class EnvPlan:
     images: dict = field(default_factory=dict)  # every env image the specs name (own and dependencies')
     bundle_uri: str | None = None
     app: dict | None = None  # an app env's App message (protobuf's JSON form); it has no tasks
+    # the env's check: target as a deploy would find it: "passed" (cached for these
+    # exact image, bundle and specs), "to run", "off" (deploy --no-check) or "none"
+    check: str | None = None
 
     def record(self) -> dict:
         rec = {
             "target": f"deploy:{self.env}", "kind": "deploy", "env": self.env, "version": self.version,
             "image": self.image, "bundle": self.bundle, "bundle_uri": self.bundle_uri,
-            "depends_on": list(self.depends_on), "images": dict(self.images),
-            "tasks": [{"name": t.name, "spec": t.spec} for t in self.tasks],
+            "depends_on": list(self.depends_on), "images": dict(self.images), "check": self.check,
+            "tasks": [{"name": t.name, "spec": t.spec, "triggers": list(t.triggers)} for t in self.tasks],
             "env_kind": "app" if self.app is not None else "task",
         }
         if self.app is not None:
@@ -108,24 +112,40 @@ def templates(ctx) -> dict:
 
 
 def _child_request(ctx) -> dict:
-    edges = graph_mod.env_edges(ctx)
-
-    def closure(name: str) -> list[str]:
-        seen, todo = {name}, [name]
-        while todo:
-            for d in edges.get(todo.pop(), ()):
-                if d not in seen:
-                    seen.add(d)
-                    todo.append(d)
-        return sorted(seen)
-
+    every = sorted(e.name for e in ctx.envs)
     return {
         "project": ctx.cfg.project, "domain": ctx.cfg.domain, "org": None,
         "source_roots": list(ctx.cfg.source_roots), "image_refs": dict(sorted(ctx.image_refs().items())),
         "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
-        "modules": sorted({e.module for e in ctx.envs if e.module}),
-        "envs": {e.name: {"image_envs": closure(e.name), "with_bundle": ctx.cfg.copy_style_for(e.name) != "none"} for e in ctx.envs},
+        # the same modules discovery imported, in the same order: one loaded state (a
+        # task declared in another module than its env is on the env here too)
+        "files": list(ctx.discovery.candidates), "ignore_load_errors": bool(ctx.cfg.ignore_load_errors),
+        "copy_style": {e.name: ctx.cfg.copy_style_for(e.name) for e in ctx.envs},
+        # every env's image in every task's image cache, as flyte's merged cache
+        "envs": {e.name: {"image_envs": every, "with_bundle": has_bundle(ctx, e)} for e in ctx.envs},
     }
+
+
+def has_bundle(ctx, env) -> bool:
+    """Copy styles other than none have a bundle; none has one only for the
+    env's `include` files (flyte's include-only bundle)."""
+    if ctx.cfg.copy_style_for(env.name) != "none":
+        return True
+    return bool(env.include or ctx.cfg.include_for(env.name))
+
+
+def _check_tasks(ctx, envs: dict) -> None:
+    """Every env serializes exactly the tasks discovery found on it: an env
+    that has tasks and serializes none (or other ones) would deploy wrong."""
+    for e in ctx.envs:
+        got = envs.get(e.name) or {}
+        names = sorted(x["name"] for x in got.get("tasks", ()))
+        want = sorted(t.name for t in e.tasks)
+        if want and not names:
+            raise BuildFailed(f"`{e.name}` has {len(want)} tasks ({', '.join(want)}) but serialized none; nothing of it would deploy")
+        if names != want:
+            raise BuildFailed(f"`{e.name}`: discovery found tasks {', '.join(want) or 'none'} but serialization found "
+                              f"{', '.join(names) or 'none'}")
 
 
 def _templates(ctx) -> dict:
@@ -158,6 +178,7 @@ def _templates(ctx) -> dict:
     for name, out in sorted(raw["envs"].items()):
         if out.get("error"):
             raise UserError(out["error"])
+    _check_tasks(ctx, raw["envs"])
     ctx.digests.save()
     try:
         ctx.store.write_json(rel_path, raw["envs"])
@@ -246,12 +267,26 @@ def check_versions(ctx, names: list[str]) -> None:
     if ctx.options.version:
         return
     for name in names:
-        if ctx.cfg.copy_style_for(name) == "none":
+        if ctx.cfg.copy_style_for(name) == "none" and not has_bundle(ctx, ctx.env(name)):
             raise UserError(f"`{name}` has copy style none, so there is no bundle to derive a version from: give --version V")
 
 
 # -- versions and specs ------------------------------------------------------------
+def without_source_link(spec: dict) -> dict:
+    """A task spec (or its template) less the documentation's git source link:
+    flyte links each task to the current commit, so the link moves with every
+    commit while what the task runs does not. Versions and deploy keys ignore
+    it (flyte's version does not hash it either)."""
+    doc = spec.get("spec", spec).get("documentation") if isinstance(spec, dict) else None
+    if not isinstance(doc, dict) or "source_code" not in doc:
+        return spec
+    if "spec" in spec and isinstance(spec["spec"], dict):
+        return {**spec, "spec": without_source_link(spec["spec"])}
+    return {**spec, "documentation": {k: v for k, v in doc.items() if k != "source_code"}}
+
+
 def env_version(bundle: str | None, images: dict[str, str | None], tasks: list[dict]) -> str:
+    tasks = [without_source_link(t) for t in tasks]
     return key_of({"format": FORMAT, "bundle": bundle, "images": images, "tasks": tasks})[:32]
 
 
@@ -264,7 +299,11 @@ def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_fo
     app = t.get("app")
     version = ctx.options.version or env_version(bundle, images_for_key, [app] if app else t["tasks"])
     spec_images = {k: v for k, v in images_for_spec.items() if v}
-    tasks = tuple(TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images, *where)) for x in t["tasks"])
+    tasks = tuple(
+        TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images, *where),
+                 tuple(fa.render_task_spec(tr, version, bundle_uri, spec_images, *where) for tr in x.get("triggers", ())))
+        for x in t["tasks"]
+    )
     app_spec = None
     if app:
         # an App is rendered like a task spec (same placeholders), plus flyte's git link
@@ -280,10 +319,6 @@ def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_fo
 def dry_run_bundle_uri(bundle: str | None) -> str | None:
     """Where a dry run says the bundle will be: the backend chooses the real place at upload."""
     return f"upload://{BUNDLE_ROOT}/{strip_digest(bundle)}.tar.gz" if bundle else None
-
-
-def _closure_names(ctx, name: str) -> list[str]:
-    return graph_mod.deploy_order(ctx, [name])
 
 
 def split_order(ctx, names: list[str], assume_deployed=()) -> tuple[list[str], list[str]]:
@@ -317,6 +352,26 @@ def _checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[
     return order, left_out
 
 
+def check_states(ws, names: list[str]) -> dict[str, str]:
+    """Each env's check: target as a deploy would find it, without running anything:
+    "passed" when its key (image, bundle, specs) has a cached result, else "to run";
+    "off" under `deploy --no-check`, "none" for an env without one."""
+    if (ws.ctx.options.extra.get("deploy") or {}).get("check", True) is False:
+        return {n: "off" for n in names}
+    engine = ws.engine()
+    out = {}
+    for n in names:
+        addr = f"check:{n}"
+        if addr not in ws.graph.targets:
+            out[n] = "none"
+            continue
+        try:
+            out[n] = "to run" if engine.explain(addr)["would_rebuild"] else "passed"
+        except UserError as exc:
+            out[n] = f"cannot run: {exc}"
+    return out
+
+
 def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) -> Plan:
     """The ordered deploy plan of the selected envs (and their dependencies,
     except those in `assume_deployed`: see `split_order`), computed offline:
@@ -328,13 +383,16 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
-    images = {n: planned_image(ctx, ws.rules, ws.graph, n) for n in graph_mod.deploy_order(ctx, order)}
+    # every env's image: each task's image cache names them all (see serialize_env_templates)
+    images = {e.name: planned_image(ctx, ws.rules, ws.graph, e.name) for e in ctx.envs}
     envs = []
+    checks = check_states(ws, order)
     for n in order:
         b = results.get(f"bundle:{n}")
         digest = b.digest if b else None
-        imgs = {d: images[d] for d in _closure_names(ctx, n)}
-        envs.append(env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None)))
+        imgs = dict(images)
+        e = env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None))
+        envs.append(replace(e, check=checks.get(n)))
     return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order, expand=False)),
                 ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out))
 
@@ -400,8 +458,13 @@ def run_action(req):
     target = ctx.options.extra.get("_deploy_target") or backend_target(ctx)
     bundle = req.deps.get(f"bundle:{name}")
     image_res = req.deps.get(f"image:{name}")
-    key_images: dict = {}
-    spec_images: dict = {}
+    # every env's image is in each task's image cache: the ones this deploy
+    # does not wait for by their planned reference (a content-addressed tag)
+    planned = {e.name: planned_image(ctx, ctx.options.extra.get("_rules", {}), ctx.options.extra.get("_graph"), e.name)
+               for e in ctx.envs if e.name != name} if ctx.options.extra.get("_graph") is not None else \
+        {e.name: templates(ctx)[e.name].get("image") for e in ctx.envs if e.name != name}
+    key_images: dict = dict(planned)
+    spec_images: dict = dict(planned)
     for d in ctx.env(name).depends_on:
         dep = req.deps.get(f"deploy:{d}")
         if dep is not None:
@@ -420,7 +483,8 @@ def run_action(req):
     app_key = {**provisional.app, "metadata": {k: v for k, v in provisional.app["metadata"].items() if k != "source_code"}} \
         if provisional.app else None
     deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
-                         "tasks": [t.spec for t in provisional.tasks], "app": app_key})
+                         "tasks": [without_source_link(t.spec) for t in provisional.tasks], "triggers": [t.triggers for t in provisional.tasks],
+                         "app": app_key})
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
             "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
             "project": target.project, "domain": target.domain}
@@ -471,7 +535,7 @@ async def _deploy_tasks(target: Target, tasks) -> list:
     out = []
     for t in tasks:  # in name order: each request is small, and a server sees a stable sequence
         try:
-            out.append(await backend.deploy_task(t.spec))
+            out.append(await backend.deploy_task(t.spec, t.triggers))
         except Exception as exc:  # noqa: BLE001 - reported per task
             out.append(exc)
     return out

@@ -37,7 +37,7 @@ from .model import Discovery
 from .statcache import RACY_SECONDS, FileDigests
 from .store import LocalStore
 
-FORMAT = 7  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads)
+FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection
 DEFAULT_TIMEOUT = 300.0  # seconds; config `discovery-timeout`, flag --discovery-timeout
 
 
@@ -88,6 +88,9 @@ def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str]]:
         return "file", [rels[0]]
     if sel.variable:
         raise UserError("a variable name selects an environment in one file; give a file, not a directory")
+    if sel.all and not sel.recursive and sel.paths:
+        # `flyte deploy --all DIR`: the directory's own .py files, not its subdirectories
+        return "flat", [r or "." for r in rels]
     return "recursive", [r or "." for r in rels]
 
 
@@ -111,8 +114,18 @@ def _walk(cfg: Config, mode: str, targets: list[str]) -> _Tree:
         if (cfg.root / rel).is_file():
             candidates.add(rel)
             continue
-        fs = files_mod.walk(cfg.root, start=rel, suffixes=(".py",), dir_mtimes=dirs)
-        candidates.update(fs.files)
+        if mode == "flat":
+            d = cfg.root / rel
+            dirs[rel] = os.stat(d).st_mtime_ns
+            candidates.update(f"{rel}/{n}" if rel else n for n in sorted(os.listdir(d))
+                              if n.endswith(".py") and n != "__init__.py" and (d / n).is_file())
+            continue
+        # flyte's own ignores (its standard patterns; git's verdict in a repository)
+        fs = files_mod.walk(cfg.root, start=rel, suffixes=(".py",), dir_mtimes=dirs, flyte_semantics=True)
+        # as `flyte deploy --recursive`: package __init__.py files are not
+        # candidates of their own (they run when a module below them loads;
+        # a root that is itself a package has no name for its own)
+        candidates.update(f for f in fs.files if f.rsplit("/", 1)[-1] != "__init__.py")
         ignore_files.update(fs.ignore_files)
     fresh = time.time_ns() - int(RACY_SECONDS * 1e9)
     return _Tree(sorted(candidates), {d: (m if m < fresh else None) for d, m in dirs.items()}, sorted(ignore_files))
@@ -141,8 +154,9 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
 
     flyte_ref = flyte_ref or flyte_config.locate(cfg.flyte_config)
     cfg = replace(cfg, flyte_config=flyte_ref.path)
-    result, dirs = _discover(cfg, sel, store, digests, use_cache, shared, stats, flyte_ref)
-    return replace(result, walked_dirs=tuple(sorted(dirs)))
+    result, dirs, candidates = _discover(cfg, sel, store, digests, use_cache, shared, stats, flyte_ref)
+    # the candidates go with the result: serialization imports the same ones (one loaded state)
+    return replace(result, walked_dirs=tuple(sorted(dirs)), candidates=tuple(candidates))
 
 
 def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) -> str:
@@ -174,6 +188,7 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
         "mode": mode,
         "targets": targets,
         "variable": sel.variable,
+        "all": sel.all,
         "project": cfg.project,
         "domain": cfg.domain,
         "flyte_config": flyte_ref.fingerprint(),
@@ -201,12 +216,13 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
         if not changed:
             if tree is not None:  # same modules, newly stamped directories: skip the walk next time
                 _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests, entry.get("reads"))
-            return _checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg), (tree.dirs if tree else entry.get("dirs", {}))
+            return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
+                    (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"]))
         tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
         # another machine may have discovered this very tree: cheaper than any import
         hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) if shared is not None else None
         if hit is not None:
-            return hit, tree.dirs
+            return hit, tree.dirs, tree.candidates
         # the same candidates, some files edited: re-import only what they affect
         if mode == "recursive" and entry.get("incremental"):
             got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
@@ -218,12 +234,12 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
                 files = _digests_of(cfg, tree.candidates, raw, digests)
                 _record(store, rel_path, cfg, tree, files, raw, book, digests)
                 _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
-                return result, tree.dirs
+                return result, tree.dirs, tree.candidates
     elif use_cache and shared is not None:
         tree = tree or _walk(cfg, mode, targets)
         hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats)
         if hit is not None:
-            return hit, tree.dirs
+            return hit, tree.dirs, tree.candidates
 
     tree = tree or _walk(cfg, mode, targets)
     raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
@@ -233,7 +249,7 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
     files = _digests_of(cfg, tree.candidates, raw, digests)
     _record(store, rel_path, cfg, tree, files, raw, book, digests)
     _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
-    return result, tree.dirs
+    return result, tree.dirs, tree.candidates
 
 
 def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -> Discovery | None:
@@ -516,6 +532,7 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         "mode": mode,
         "targets": targets,
         "variable": sel.variable,
+        "all": sel.all,
         "files": candidates,
         "project": cfg.project,
         "domain": cfg.domain,

@@ -50,6 +50,9 @@ class Options:
     use_pex: bool = False  # install pip requirements from deps/requirements.pex
     bake: dict = field(default_factory=dict)  # name -> path: code baked in (copy style none)
     code_dir: str = "/root"
+    # directories outside the root whose files a `with_uv_project` layer may
+    # name (the project holding pyproject.toml when the root is its `src/`)
+    project_dir: str | None = None
     allow_secrets: tuple[str, ...] = ()  # config `allow-secrets`: the build context is filtered like bundles
 
 
@@ -268,11 +271,54 @@ def _base_for(spec: dict, opts: Options, where: str) -> tuple[str | None, list[s
         return opts.base_images["debian"], [], True
     m = _FLYTE_BASE.match(base)
     if m and "debian" in opts.base_images:
-        # flyte's released default image = its debian recipe + flyte itself
-        version = m.group(3)
-        extra = [_run(f"python3 -m pip install --no-cache-dir flyte=={version}")] if version else []
-        return opts.base_images["debian"], extra, False
+        # flyte's released default image, rebuilt on the configured debian base
+        return opts.base_images["debian"], runtime_recipe(m.group(3), opts.debian_recipe), False
     return base, [], False
+
+
+# What flyte's released default image (`ghcr.io/flyteorg/flyte:pyX.Y-vV`, built by
+# flyte's maint_tools from `from_debian_base(install_flyte=False).with_local_v2()`)
+# holds, in the order its Dockerfile makes it: the non-root `flyte` user, the
+# working directory /home/flyte, the virtualenv /opt/venv first on PATH with
+# flyte installed, PYTHONPATH=/root, and `USER flyte` at the end. Every env whose
+# spec starts from that image renders these same lines, so they are one set of
+# cached layers on the engine: flyte is installed once for all of them.
+# The installer's download cache is a BuildKit cache mount (stripped for the
+# classic builder, see `without_cache_mounts`), so a cold build downloads nothing twice.
+FLYTE_USER_CMD = (
+    "if ! id -u flyte >/dev/null 2>&1; then useradd --create-home --shell /bin/bash flyte; fi && "
+    "mkdir -p /home/flyte && chown -R flyte:flyte /home/flyte && chown -R flyte:flyte /root"
+)
+_FLYTE_USER_MARK = "useradd --create-home --shell /bin/bash flyte"
+PIP_CACHE_MOUNT = "--mount=type=cache,target=/root/.cache/pip,id=flyte-build-pip,sharing=locked"
+FLYTE_USER_FOOTER = ("USER flyte", "WORKDIR /home/flyte")
+
+
+def runtime_recipe(flyte_version: str | None, debian_recipe: str = "full") -> list[str]:
+    """The lines after FROM that turn a plain debian Python into flyte's runtime image."""
+    lines = [
+        _run(FLYTE_USER_CMD),
+        "WORKDIR /home/flyte",
+        'ENV VIRTUAL_ENV="/opt/venv" PATH="/opt/venv/bin:$PATH" PYTHONPATH="/root" UV_LINK_MODE="copy"',
+    ]
+    if debian_recipe == "full":
+        lines.append(_run(
+            "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+            + " ".join(_sh(p) for p in _RECIPE_APT) + " && rm -rf /var/lib/apt/lists/*"
+        ))
+    spec = f"flyte=={flyte_version.lstrip('v')}" if flyte_version else "flyte"
+    lines.append(
+        f"RUN {PIP_CACHE_MOUNT} python3 -m venv /opt/venv && "
+        f"/opt/venv/bin/python -m pip install --disable-pip-version-check {_sh(spec)}"
+    )
+    lines.extend(FLYTE_USER_FOOTER)
+    return lines
+
+
+def without_cache_mounts(dockerfile: str) -> str:
+    """The Dockerfile for the classic builder, which knows no `RUN --mount=type=cache`:
+    the mounts only keep downloads between builds, so the image is the same without them."""
+    return re.sub(r"(?m)^(RUN\s+)((?:--mount=type=cache\S*\s+)+)", r"\1", dockerfile)
 
 
 def _ignore_rules(spec: dict, root: Path, where: str) -> tuple[list, bool]:
@@ -303,7 +349,14 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     warnings: list[str] = []
     secrets = _Secrets()
 
-    def root_file(rel: str, what: str) -> str:
+    def root_file(rel: str, what: str, outside_ok: bool = False) -> str:
+        if outside_ok and rel.startswith("/") and opts.project_dir and os.path.isfile(rel) \
+                and os.path.realpath(rel).startswith(opts.project_dir.rstrip("/") + "/"):
+            # the root is a src/ folder of the project: its pyproject.toml and
+            # uv.lock sit above it, and go into the image's build context only
+            name = "project/" + os.path.relpath(os.path.realpath(rel), opts.project_dir)
+            context[name] = os.path.realpath(rel)
+            return name
         if rel.startswith("/") or rel.startswith("../") or rel == "..":
             raise UserError(f"{where}: {what} {rel!r} lies outside the root {root}")
         path = root / rel
@@ -343,7 +396,7 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
     layers = list(spec.get("layers") or ())
     if base is None:
         raise UserError(f"{where}: the image has no base image (use Image.from_debian_base or Image.from_base)")
-    if not layers and not opts.bake:
+    if not layers and not opts.bake and not after_from:
         return Rendered(base, None, (), platforms, build_args)
     ignore_rules, ignore_at_root = _ignore_rules(spec, root, where)
 
@@ -365,10 +418,11 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
 
     def uv_project(layer: dict, lw: str, mounts) -> None:
         flags = " ".join(_pip_flags(layer))
-        pyproject = root_file(layer["pyproject"], "pyproject")
+        install = layer.get("project_install_mode") == "install_project"
+        pyproject = root_file(layer["pyproject"], "pyproject", outside_ok=not install)
         proj_dir = posixpath.dirname(pyproject)
-        lock = root_file(layer["uvlock"], "uv.lock") if layer.get("uvlock") else None
-        if layer.get("project_install_mode") == "install_project":
+        lock = root_file(layer["uvlock"], "uv.lock", outside_ok=not install) if layer.get("uvlock") else None
+        if install:
             rel_dir = posixpath.dirname(layer["pyproject"])
             keep = tuple(x for x in (layer["pyproject"], layer.get("uvlock")) if x)
             for n, p in folder(rel_dir, keep).items():
@@ -480,6 +534,10 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
         ))
 
     out = [f"FROM {base}", *after_from]
+    if (after_from or _FLYTE_BASE.match(spec.get("base_image") or "")) and (layers or opts.bake):
+        # flyte's builder starts every image with `USER root` (its runtime image ends
+        # as `flyte`), and adds no `USER flyte` back unless the layers create that user
+        out.append("USER root")
     pex_done = False
     for i, layer in enumerate(layers):
         kind = layer.get("type")
@@ -513,11 +571,14 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
                     # whenever the requirements are
                     context[PEX_NAME] = ""  # filled in by the caller (a built artifact)
                     out.append(f"COPY {PEX_NAME} /tmp/requirements.pex")
-                    out.append(_run(
-                        'PEX_TOOLS=1 python3 /tmp/requirements.pex venv --force "${VIRTUAL_ENV:-/opt/venv}" '
-                        "&& rm /tmp/requirements.pex"
-                    ))
+                    # into the venv as it is (`pex venv --force` would wipe it, and the flyte
+                    # runtime with it): the PEX's wheels, exactly its resolve, no index
                     out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
+                    out.append(_run(
+                        f"{_VENV_GUARD} && PEX_TOOLS=1 python3 /tmp/requirements.pex repository extract -f /tmp/pex-wheels "
+                        "&& python3 -m pip install --no-cache-dir --no-index --no-deps /tmp/pex-wheels/*.whl "
+                        "&& rm -rf /tmp/requirements.pex /tmp/pex-wheels"
+                    ))
                     pex_done = True
                 continue
             flags = " ".join(_pip_flags(layer))
@@ -575,6 +636,10 @@ def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Calla
         for n, p in opts.bake.items():
             context[f"code/{n}"] = p
         out.append(f"COPY code/ {opts.code_dir.rstrip('/')}/")
+    if any(layer.get("type") == "Commands" and any(_FLYTE_USER_MARK in c for c in layer.get("commands") or ()) for layer in layers):
+        # flyte's builder ends an image whose layers create the `flyte` user (its debian
+        # recipe, install_flyte=False) by switching to it
+        out.extend(FLYTE_USER_FOOTER)
     if build_args:
         # declared so a Dockerfile step may use them; their values are in the tag
         out[1:1] = [f"ARG {k}" for k, _ in build_args]

@@ -37,6 +37,87 @@ STANDARD_IGNORED_DIRS = frozenset(
 STANDARD_IGNORED_SUFFIXES = (".pyc", ".pyo", ".swp")
 STANDARD_IGNORED_NAMES = frozenset({".DS_Store"})
 
+# The patterns of flyte's StandardIgnore (flyte 2.12), matched as flyte
+# matches them: `fnmatch` on the whole root-relative path, where `*` also
+# matches `/`. So `build`, `dist`, `env`, `venv` and `.env` are ignored at the
+# top only, while `*.log`, `*.egg-info` and `*.pyc` are ignored at any depth.
+# tests/test_flyte_adapter.py checks this list against flyte's own.
+FLYTE_STANDARD_IGNORES = (
+    ".git", "*.pyc", "**/*.pyc", "__pycache__", "**/__pycache__", ".cache", ".cache/*", ".ruff_cache",
+    "**/.ruff_cache", ".mypy_cache", "**/.mypy_cache", ".pytest_cache", "**/.pytest_cache", ".venv", "**/.venv",
+    ".idea", "**/.idea", "venv", "env", "*.log", ".env", "*.egg-info", "**/*.egg-info", "*.egg", "dist", "build",
+    "*.whl",
+)
+_FLYTE_STANDARD_RE = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in FLYTE_STANDARD_IGNORES))
+
+
+def flyte_standard_ignored(rel: str) -> bool:
+    return _FLYTE_STANDARD_RE.match(rel) is not None
+
+
+def git_root(root: Path) -> Path | None:
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=root, capture_output=True, check=False, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Path(out.stdout.decode("utf-8", "replace").strip()) if out.returncode == 0 else None
+
+
+def git_ignored(root: Path) -> tuple[frozenset[str], tuple[str, ...]] | None:
+    """The untracked files under `root` that git ignores, as flyte's GitIgnore
+    finds them (None outside a git repository, where flyte applies no
+    .gitignore): `git ls-files -io` in the root with every ignore file as an
+    `--exclude-from` (the enclosing repository's top-level ones, the root's,
+    then every one below the root), so the `.gitignore` of the enclosing
+    repository applies when the root is a subfolder of it. Tracked files are
+    never in the list (git does not ignore what it tracks). Returns the
+    ignored names (relative to the root) and the ignore files read."""
+    import subprocess
+
+    top = git_root(root)
+    if top is None:
+        return None
+    found: list[Path] = []
+    for name in (".gitignore", ".flyteignore"):
+        for base in ((top,) if os.path.realpath(top) != os.path.realpath(root) else ()) + (root,):
+            p = Path(base) / name
+            if p.is_file() and p not in found:
+                found.append(p)
+    pruned = {p for p in FLYTE_STANDARD_IGNORES if "/" not in p and "*" not in p}
+    for dirpath, dirnames, filenames in os.walk(root, topdown=True):
+        dirnames[:] = [d for d in dirnames if d not in pruned]
+        for f in filenames:
+            if f in (".gitignore", ".flyteignore"):
+                p = Path(dirpath) / f
+                if p not in found:
+                    found.append(p)
+    args = ["git", "ls-files", "-io", *(f"--exclude-from={p.absolute()}" for p in found)]
+    try:
+        out = subprocess.run(args, cwd=root, capture_output=True, check=False, timeout=120)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    names = frozenset(n for n in out.stdout.decode("utf-8", "surrogateescape").split("\n") if n)
+    index = Path(top) / ".git" / "index"
+    if index.is_file():
+        found_for_key = [*found, index]  # what git tracks decides too: a `git add` changes the verdict
+    else:
+        found_for_key = list(found)
+    rels = []
+    for p in found_for_key:
+        try:
+            rels.append(p.resolve().relative_to(Path(root).resolve()).as_posix())
+        except ValueError:
+            rels.append(str(p))
+    return names, tuple(rels)
+
+
 # Secret-looking files: left out by default, with a warning (see `allow_secrets`).
 # File names, matched against the last path component:
 SECRET_PATTERNS = (
@@ -167,6 +248,7 @@ def walk(
     allow_secrets: tuple[str, ...] = (),
     suffixes: tuple[str, ...] | None = None,
     dir_mtimes: dict[str, int] | None = None,
+    flyte_semantics: bool = False,
 ) -> FileSet:
     """Every selectable file under `root/start` (the ignore files above `start` apply too).
 
@@ -174,15 +256,26 @@ def walk(
     `dir_mtimes`, when given, receives the mtime of every directory listed: a
     file added, removed or renamed changes its directory's mtime, so a caller
     can later tell that the walk would give the same names without walking.
+
+    `flyte_semantics` (copy style `all`) ignores what `flyte deploy` ignores,
+    file for file: flyte's standard patterns as flyte matches them, and, in
+    a git repository, git's own verdict on untracked files (see `git_ignored`)
+    instead of our reading of the `.gitignore` files; `.flyteignore` files
+    apply as always. Outside a git repository flyte applies no `.gitignore`;
+    we still do (a difference BUILD.md gives: shipping what the user asked to
+    ignore is never the safer mistake).
     """
     root = Path(os.path.realpath(root))
+    git = git_ignored(root) if flyte_semantics else None
+    git_names = git[0] if git is not None else frozenset()
+    ignore_names = (".flyteignore",) if git is not None else IGNORE_FILES
     ignores = _Ignores()
     ignore_files: list[str] = []
     # ignore files in the directories from the root down to `start`
     parts = [p for p in start.split("/") if p] if start else []
     for i in range(len(parts)):
         base = "/".join(parts[:i])
-        for name in IGNORE_FILES:
+        for name in ignore_names:
             spec_path = os.path.join(root, base, name)
             if os.path.isfile(spec_path):
                 spec = _load_spec(spec_path)
@@ -208,7 +301,7 @@ def walk(
             continue
         names = {e.name for e in entries}
         pushed = 0
-        for name in IGNORE_FILES:
+        for name in ignore_names:
             if name in names:
                 spec = _load_spec(os.path.join(abs_dir, name))
                 if spec is not None:
@@ -225,6 +318,8 @@ def walk(
                 continue
             if is_dir:
                 if e.name in STANDARD_IGNORED_DIRS or ignores.ignored(rel, True):
+                    continue
+                if flyte_semantics and flyte_standard_ignored(rel):
                     continue
                 subdirs.append(rel)
                 continue
@@ -259,11 +354,15 @@ def walk(
             if why:
                 warnings.append(why)
                 continue
+            if flyte_semantics and (flyte_standard_ignored(rel) or rel in git_names):
+                continue
             files[rel] = e.path
         # depth-first in sorted order; ignore specs of this dir apply to its subtree only
         if pushed:
             stack.append(_PopMarker(pushed))  # type: ignore[arg-type]
         stack.extend(reversed(subdirs))
+    if git is not None:
+        ignore_files.extend(f for f in git[1] if f not in ignore_files)
     return FileSet(root=root, files=dict(sorted(files.items())), warnings=tuple(warnings), ignore_files=tuple(sorted(ignore_files)))
 
 

@@ -423,11 +423,13 @@ def auto_image_uri(image_refs: dict[str, str]) -> str:
     return f"ghcr.io/flyteorg/flyte:py{sys.version_info[0]}.{sys.version_info[1]}-v{v}"
 
 
-def resolve_image_uri(env, image_refs: dict[str, str]) -> str | None:
+def resolve_image_uri(env, image_refs: dict[str, str], copy_style: str = "loaded_modules", root: Path | None = None) -> str | None:
     """The env's image reference as flyte resolves it, without building: a URI
     string as is, "auto" as flyte's default image (or `--image default=...`),
-    `Image.from_ref_name` through `image_refs`, any other Image by its `uri`."""
-    from flyte._image import _DEFAULT_IMAGE_REF_NAME, Image
+    `Image.from_ref_name` through `image_refs`, any other Image by its `uri`
+    after `with_code_bundle()` layers are resolved for the copy style, as
+    `flyte deploy` resolves them (dropped unless the copy style is none)."""
+    from flyte._image import _DEFAULT_IMAGE_REF_NAME, Image, resolve_code_bundle_layer
 
     img = env.image
     if img is None:
@@ -438,6 +440,7 @@ def resolve_image_uri(env, image_refs: dict[str, str]) -> str | None:
         if _DEFAULT_IMAGE_REF_NAME in image_refs:
             return image_refs[_DEFAULT_IMAGE_REF_NAME]
         return Image.from_debian_base().uri
+    img = resolve_code_bundle_layer(img, copy_style, Path(root) if root else Path.cwd())
     if img._ref_name is not None:
         if img._ref_name not in image_refs:
             known = ", ".join(sorted(image_refs)) or "none"
@@ -451,35 +454,101 @@ def resolve_image_uri(env, image_refs: dict[str, str]) -> str | None:
     return img.uri
 
 
+def _wire_spec(task, sc):
+    """One task as `flyte deploy` sends it: flyte's `translate_task_to_wire`
+    with the default inputs, the log-link task context, the documentation
+    entity and the docstring descriptions of inputs and outputs, plus the
+    task's triggers (TaskTrigger messages, sent in the same DeployTask call)."""
+    import asyncio
+
+    import flyte.report
+    from flyte._deploy import _get_documentation_entity, _update_interface_inputs_and_outputs_docstring
+    from flyte._internal.runtime.convert import convert_upload_default_inputs
+    from flyte._internal.runtime.task_serde import translate_task_to_wire
+    from flyte._internal.runtime.trigger_serde import to_task_trigger
+    from flyte.models import ActionID, RawDataPath, TaskContext
+
+    async def build():
+        default_inputs = await convert_upload_default_inputs(task.interface)
+        action = ActionID(name="{{.actionName}}", run_name="{{.runName}}", project="{{.executionProject}}",
+                          domain="{{.executionDomain}}", org="{{.executionOrg}}")
+        tctx = TaskContext(
+            action=action, output_path=sc.output_path, version=sc.version, raw_data_path=RawDataPath(path=""),
+            compiled_image_cache=sc.image_cache, run_base_dir="", report=flyte.report.Report(name=action.name),
+            custom_context={},
+        )
+        spec = translate_task_to_wire(task, sc, default_inputs=default_inputs, task_context=tctx)
+        env = task.parent_env() if task.parent_env else None
+        if env is not None and env.description:
+            spec.environment.description = env.description
+        spec.documentation.CopyFrom(_get_documentation_entity(task))
+        spec.task_template.interface.CopyFrom(
+            _update_interface_inputs_and_outputs_docstring(spec.task_template.interface, task.native_interface))
+        triggers = []
+        for t in task.triggers:
+            triggers.append(await to_task_trigger(t=t, task_name=task.name, task_inputs=spec.task_template.interface.inputs,
+                                                  task_default_inputs=list(spec.default_inputs)))
+        return spec, triggers
+
+    return asyncio.run(build())
+
+
+def _module_root(task, root: Path, source_roots: list) -> Path:
+    """The directory flyte's resolver names the task's module against: the
+    deepest `sys.path` entry under the root holding its file (a src layout's
+    `src`, a workspace member's `src`), else the root. flyte names a module
+    by its file's path under `root_dir`, so with the root at a src-layout
+    project it would say `src.pkg.mod`, a module that does not exist remotely
+    (and for a workspace member's task it refuses: "not relative to");
+    `pkg.mod`, found through `_F_SYS_PATH`, is the module that was loaded."""
+    import inspect
+
+    try:
+        f = os.path.realpath(inspect.getsourcefile(task.func) or "")
+    except TypeError:
+        return root
+    best = None
+    for sr in source_roots:
+        s = os.path.realpath(sr)
+        if f.startswith(s.rstrip("/") + "/") and (best is None or len(s) > len(best)):
+            best = s
+    return Path(best) if best else root
+
+
 def serialize_env_templates(env, root: Path, project: str | None, domain: str | None, org: str | None,
-                            image_envs: list[str], with_bundle: bool, sync_local_sys_paths: bool) -> list[dict]:
-    """Each task of `env` as a TaskSpec in protobuf's JSON form, serialized by
-    flyte's own `translate_task_to_wire`, with placeholders (see above)."""
+                            image_envs: list[str], with_bundle: bool, sync_local_sys_paths: bool,
+                            source_roots: list | None = None) -> list[dict]:
+    """Each task of `env` as a TaskSpec in protobuf's JSON form, serialized as
+    `flyte deploy` serializes it (see `_wire_spec`), with placeholders (see
+    above). `image_envs` are the envs whose images the task's image cache
+    names: every env of the deploy, as flyte's merged cache does, so a task
+    calling another env's task runs it in that env's image."""
     import copy
 
     from flyte._internal.image_cache import ImageCache
-    from flyte._internal.runtime.task_serde import translate_task_to_wire
     from flyte.models import CodeBundle, SerializationContext
     from google.protobuf.json_format import MessageToDict
 
-    sc = SerializationContext(
-        version=PLACEHOLDER_VERSION, project=PLACEHOLDER_PROJECT, domain=PLACEHOLDER_DOMAIN, org=PLACEHOLDER_ORG,
-        code_bundle=CodeBundle(computed_version=PLACEHOLDER_BUNDLE, tgz=PLACEHOLDER_BUNDLE) if with_bundle else None,
-        image_cache=ImageCache(image_lookup={n: image_placeholder(n) for n in sorted(image_envs)}),
-        root_dir=root,
-    )
+    def context(module_root: Path):
+        return SerializationContext(
+            version=PLACEHOLDER_VERSION, project=PLACEHOLDER_PROJECT, domain=PLACEHOLDER_DOMAIN, org=PLACEHOLDER_ORG,
+            code_bundle=CodeBundle(computed_version=PLACEHOLDER_BUNDLE, tgz=PLACEHOLDER_BUNDLE) if with_bundle else None,
+            image_cache=ImageCache(image_lookup={n: image_placeholder(n) for n in sorted(image_envs)}),
+            root_dir=module_root,
+        )
+
     out = []
     for _, task in sorted(env.tasks.items()):
+        sc = context(_module_root(task, root, source_roots or []))
         if sync_local_sys_paths:
             # as `flyte deploy` does: the local sys.path entries under the root, relative to it
             from flyte._utils import local_sys_paths_env
 
             task = copy.copy(task)
             task.env_vars = {**(task.env_vars or {}), **local_sys_paths_env(root)}
-        spec = translate_task_to_wire(task, sc)
-        if env.description:
-            spec.environment.description = env.description
-        out.append({"name": task.name, "spec": MessageToDict(spec, preserving_proto_field_name=True)})
+        spec, triggers = _wire_spec(task, sc)
+        out.append({"name": task.name, "spec": MessageToDict(spec, preserving_proto_field_name=True),
+                    "triggers": [MessageToDict(t, preserving_proto_field_name=True) for t in triggers]})
     return out
 
 
@@ -668,19 +737,22 @@ class Backend:
         )), "CreateUploadLocation")
         return resp.signed_url, resp.native_url, dict(resp.headers)
 
-    async def deploy_task(self, spec: dict) -> str:
-        """TaskService DeployTask; "deployed", or "exists" when that version is already registered."""
+    async def deploy_task(self, spec: dict, triggers: list[dict] | tuple = ()) -> str:
+        """TaskService DeployTask with the task's triggers; "deployed", or
+        "exists" when that version is already registered."""
         from connectrpc.code import Code
         from connectrpc.errors import ConnectError
         from flyteidl2.task import task_definition_pb2, task_service_pb2
+        from google.protobuf.json_format import ParseDict
 
         msg = task_spec_message(spec)
+        trigger_msgs = [ParseDict(t, task_definition_pb2.TaskTrigger()) for t in triggers]
         tid = msg.task_template.id
         task_id = task_definition_pb2.TaskIdentifier(org=tid.org, project=tid.project, domain=tid.domain, name=tid.name, version=tid.version)
         client = await self._clients()
         try:
             await self._within(
-                client.task_service.deploy_task(task_service_pb2.DeployTaskRequest(task_id=task_id, spec=msg)),
+                client.task_service.deploy_task(task_service_pb2.DeployTaskRequest(task_id=task_id, spec=msg, triggers=trigger_msgs)),
                 f"DeployTask {tid.name}",
             )
         except ConnectError as exc:
@@ -726,3 +798,82 @@ class Backend:
             return "updated"
         except ConnectError as exc:
             raise RuntimeError(f"deploying app {name}: {exc.code.name.lower()}: {exc.message}") from None
+
+
+# -- check:<env> ------------------------------------------------------------------
+#
+# `check_in_image` runs INSIDE the env's image, under the interpreter of its `a0`:
+# the check rule sends this module's source as `python -c` (the image has flyte,
+# not flyte-build; everything above imports only the standard library at module
+# level). It does what flyte's runtime does before a task starts: put `.` and
+# _F_SYS_PATH on sys.path, fetch and extract the `--tgz` bundle into `--dest`
+# (flyte's own download_code_bundle), then load each task with the spec's
+# resolver and loader args (flyte's own load_task).
+
+CHECK_MARKER = "@@flyte-build:check@@"
+
+
+def _load_error(exc: BaseException) -> str:
+    # load_task re-raises a ModuleNotFoundError with a long diagnostic: report its cause
+    cause = exc.__cause__ if isinstance(exc, ModuleNotFoundError) and isinstance(exc.__cause__, ImportError) else exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return f"{type(cause).__name__}: {first}" if first else type(cause).__name__
+
+
+def check_in_image(req: dict) -> dict:
+    """req: {"tgz", "dest", "version", "tasks": [{"name", "resolver", "resolver_args"}]}."""
+    import asyncio
+    import shutil
+    import sys
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict = {"a0": shutil.which("a0"), "python": sys.executable, "flyte": None, "user": None,
+                 "cwd": os.getcwd(), "tasks": {}, "bundle_error": None}
+    try:
+        import pwd
+
+        out["user"] = pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        out["user"] = str(os.getuid())
+    try:
+        out["flyte"] = version("flyte")
+    except PackageNotFoundError:
+        return out
+    sys.path.insert(0, ".")  # as a0 does before anything else
+    try:
+        from flyte._internal.runtime.entrypoints import download_code_bundle, load_task
+        from flyte._utils import adjust_sys_path
+        from flyte.models import CodeBundle
+
+        if req.get("tgz"):
+            bundle = CodeBundle(tgz=req["tgz"], destination=req.get("dest") or ".", computed_version=req["version"])
+            asyncio.run(download_code_bundle(bundle))
+        else:
+            adjust_sys_path()
+    except Exception as exc:  # noqa: BLE001 - reported as the check's finding
+        out["bundle_error"] = _load_error(exc)
+        return out
+    for t in req["tasks"]:
+        try:
+            load_task(t["resolver"], *t["resolver_args"])
+            out["tasks"][t["name"]] = None
+        except BaseException as exc:  # noqa: BLE001 - user code may raise anything at import
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            out["tasks"][t["name"]] = _load_error(exc)
+    return out
+
+
+def check_program() -> str:
+    """The `python -c` program that runs `check_in_image(json.loads(sys.argv[1]))` and
+    prints its result after CHECK_MARKER (flyte's logging may print before it)."""
+    import inspect
+    import sys
+
+    source = inspect.getsource(sys.modules[__name__])
+    return source + (
+        "\n\nif __name__ == '__main__':\n"
+        "    import json as _json, sys as _sys\n"
+        "    _res = check_in_image(_json.loads(_sys.argv[1]))\n"
+        "    print(CHECK_MARKER + _json.dumps(_res), flush=True)\n"
+    )

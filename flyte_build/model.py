@@ -43,6 +43,9 @@ class EnvSpec:
     selected: bool = True  # False when present only as a dependency of a selected env
     extra: dict = field(default_factory=dict)  # description, secrets, cache, queue, ...; "app" for apps
     kind: str = "task"  # "task" (a flyte.TaskEnvironment) or "app" (a flyte.app.AppEnvironment)
+    # user files (relative) discovery saw loaded while importing the env's own
+    # modules (its file and its tasks' files): part of its bundle
+    loaded: tuple[str, ...] = ()
 
     @property
     def is_app(self) -> bool:
@@ -58,7 +61,7 @@ class EnvSpec:
             depends_on=tuple(d.get("depends_on", ())), image=d.get("image", "auto"), resources=d.get("resources"),
             env_vars=d.get("env_vars") or {}, include=tuple(d.get("include", ())),
             tasks=tuple(TaskInfo.from_json(t) for t in d.get("tasks", ())), selected=d.get("selected", True),
-            extra=d.get("extra") or {}, kind=d.get("kind", "task"),
+            extra=d.get("extra") or {}, kind=d.get("kind", "task"), loaded=tuple(d.get("loaded", ())),
         )
 
     def spec_fingerprint(self) -> dict:
@@ -85,6 +88,9 @@ class Discovery:
     # (only the modules an edit affects were imported, the rest reused) or "full"
     how: str = "full"
     requested: tuple[str, ...] = ()  # the modules the child was asked to import (none if cached)
+    # every candidate module of the selection, in import order: what task
+    # serialization imports again to see the same loaded state
+    candidates: tuple[str, ...] = ()
     # flyte's configuration as the child read it (non-secret task and image
     # settings: {name: {"value", "source"}}), so a cached run needs no flyte
     flyte: dict = field(default_factory=dict)
@@ -118,6 +124,7 @@ class Discovery:
             cached=cached,
             how=how or ("cached" if cached else "full"),
             requested=() if cached else tuple(d.get("requested", ())),
+            candidates=tuple(d.get("candidates", ())),
             flyte=dict(d.get("flyte") or {}),
             witness=d.get("witness", ""),
             witness_paths=_witness_paths(d.get("reads_witness")),

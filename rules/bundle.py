@@ -15,7 +15,8 @@ VERSION = "2"  # 2: members deflated one by one (see archive.write_tar_gz)
 
 
 def applies(env, ctx) -> bool:
-    return ctx.cfg.copy_style_for(env.name) != "none"
+    # copy style none has a bundle only for the env's `include` files, as flyte's
+    return ctx.cfg.copy_style_for(env.name) != "none" or bool(env.include or ctx.cfg.include_for(env.name))
 
 
 def inputs(env, ctx) -> Inputs:

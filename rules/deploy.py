@@ -1,6 +1,7 @@
 """deploy:<env> — register the environment's tasks with a Flyte backend.
 
-Depends on the env's bundle and image and on the deploy of each env in its
+Depends on the env's bundle, image and check (unless `deploy --no-check`) and
+on the deploy of each env in its
 `depends_on`, so the engine deploys dependencies first, independent envs in
 parallel, and skips the dependents of a failed deploy. The action's effect
 lives in the backend, not the cache (`cacheable=False`): `flyte_build.deployer`
@@ -15,8 +16,14 @@ from flyte_build.rule_api import Inputs, Produced, Request, Rule
 VERSION = "1"
 
 
+def checks(ctx) -> bool:
+    """Whether deploys wait for the env's check: target (`deploy --no-check` turns it off)."""
+    return (ctx.options.extra.get("deploy") or {}).get("check", True) is not False
+
+
 def deps(env, ctx) -> tuple[str, ...]:
-    return (f"bundle:{env.name}", f"image:{env.name}", *(f"deploy:{d}" for d in env.depends_on))
+    check = (f"check:{env.name}",) if checks(ctx) else ()
+    return (f"bundle:{env.name}", f"image:{env.name}", *check, *(f"deploy:{d}" for d in env.depends_on))
 
 
 def inputs(env, ctx) -> Inputs:

@@ -95,10 +95,40 @@ def _uses_pex(env, ctx, opts) -> bool:
     return opts["requirements-from"] == "pex" and isinstance(env.image, dict) and pex_rule.applies(env, ctx)
 
 
+def _code_bundle_layers(img: dict) -> list[dict]:
+    return [layer for layer in img.get("layers") or () if isinstance(layer, dict) and layer.get("type") == "CodeBundleLayer"]
+
+
+def _resolve_code_bundle(img: dict, style: str) -> dict:
+    """`Image.with_code_bundle()` as flyte resolves it by copy style: dropped
+    unless the copy style is none; under none, "all" becomes a copy of the
+    whole root and "loaded_modules" is what `_bake` puts in."""
+    cbs = _code_bundle_layers(img)
+    if not cbs:
+        return img
+    layers = [layer for layer in img.get("layers") or () if layer not in cbs]
+    if style == "none":
+        for cb in cbs:
+            if cb.get("copy_style") == "all":
+                layers.append({"type": "CopyConfig", "path_type": 1, "src": "", "dst": cb.get("dst") or "."})
+    return {**img, "layers": layers}
+
+
 def _bake(env, ctx) -> dict:
-    """copy style none: the env's code is baked into the image (its import closure + include)."""
+    """copy style none: the env's code is baked into an image flyte-build
+    builds (its import closure + include). An image it does not build (a
+    reference: a URI, a bare `from_ref_name`, "auto") is used as it is, as
+    flyte uses it: the code is expected to be in it already."""
     if ctx.cfg.copy_style_for(env.name) != "none":
         return {}
+    img = env.image
+    if not isinstance(img, dict):
+        return {}
+    img = _resolve_code_bundle(img, "none")
+    if not img.get("layers") and not img.get("dockerfile"):
+        return {}
+    if any(cb.get("copy_style") == "all" for cb in _code_bundle_layers(env.image)):
+        return {}  # the whole root is copied by the layer itself
     files = {ctx.rel(p): p for p in ctx.closure(env)}
     files.update(ctx.include_files(env))
     return dict(sorted(files.items()))
@@ -130,7 +160,7 @@ def plan(env, ctx) -> dict:
             uri = img
         return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
     rendered = df.render(
-        img,
+        _resolve_code_bundle(img, ctx.cfg.copy_style_for(env.name)),
         ctx.root,
         df.Options(
             base_images=opts.get("base-images", {}),
@@ -141,6 +171,7 @@ def plan(env, ctx) -> dict:
             use_pex=_uses_pex(env, ctx, opts),
             bake=_bake(env, ctx),
             code_dir=opts["code-dir"],
+            project_dir=str(ctx.cfg.pyproject.parent.resolve()) if ctx.cfg.pyproject else None,
             allow_secrets=tuple(ctx.cfg.allow_secrets),
         ),
         f"`{env.name}`",
@@ -286,6 +317,9 @@ def run(req: Request) -> Produced:
     context_dir = stage / "context"
     context_dir.mkdir(exist_ok=True)
     builder = docker_engine.detect_builder(opts["builder"])
+    if not builder.buildkit:
+        dockerfile = stage / "Dockerfile"
+        dockerfile.write_text(df.without_cache_mounts(dockerfile.read_text(encoding="utf-8")), encoding="utf-8")
     if len(p["platforms"]) > 1:
         req.log(f"note: the spec names platforms {', '.join(p['platforms'])}; this engine builds for its own platform only")
     uri = p["uri"]

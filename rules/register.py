@@ -1,7 +1,7 @@
 """The built-in target kinds."""
 
-from . import bundle, deploy, image, pex
+from . import bundle, check, deploy, image, pex
 
 
 def rules():
-    return [bundle.RULE, pex.RULE, image.RULE, deploy.RULE]
+    return [bundle.RULE, pex.RULE, image.RULE, check.RULE, deploy.RULE]

@@ -1,8 +1,9 @@
 import os
+import time
 
 import pytest
 
-from tests.support.cli import copy_sample
+from tests.support.cli import copy_sample, flyte_build
 from tests.support.requirements import STRICT
 
 
@@ -16,6 +17,24 @@ os.environ["CI"] = "true"
 def repo(tmp_path):
     """A fresh copy of sample_monorepo (suites with another kind of repo define their own)."""
     return copy_sample(tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def checked_sample(tmp_path_factory):
+    """sample_monorepo copied once and `build 'check:*'` run on it in one cache:
+    its images built (sharing one flyte-install layer) and every check passed.
+    Shared by the check and end-to-end suites; a test that edits the repository
+    works on its own copy (`tests.support.cli.copy_checked`), the keys do not depend on the path."""
+    from tests.support.docker_env import ensure_runtime_image
+
+    ensure_runtime_image()
+    root = tmp_path_factory.mktemp("checked-sample")
+    repo, cache = copy_sample(root / "repo"), root / "cache"
+    started = time.perf_counter()
+    run = flyte_build("build", "check:*", "--json", "--jobs", "2", cwd=repo, cache=cache, timeout=1800)
+    assert run.rc == 0, f"build 'check:*' failed ({run.rc}):\n{run.err[-4000:]}"
+    return {"root": root, "repo": repo, "cache": cache, "seconds": time.perf_counter() - started,
+            "first": {t["target"]: t for t in run.json()["targets"]}}
 
 
 @pytest.hookimpl(hookwrapper=True)

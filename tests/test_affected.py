@@ -208,7 +208,7 @@ def test_pyproject_change_outside_the_flyte_table(repo, base_edges):
 
 
 def test_image_ref_change_in_config_affects_what_resolves_it(repo, base_edges):
-    repo.replace("pyproject.toml", "base:py3.11", "base:py3.12")
+    repo.replace("pyproject.toml", "runtime:py3.11", "runtime:py3.12")
     doc = affected(repo)
     got = {t["target"]: t for t in doc["targets"]}
     assert "bundle:inference" not in got and "bundle:preprocessing" not in got

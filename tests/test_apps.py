@@ -116,7 +116,8 @@ def test_apps_are_targets_in_targets_graph_and_dry_run(tmp_path):
     assert graph.rc == 0, graph.err
     assert "deploy order: work → web (app) → report" in graph.out
     assert "deploy:web  <- bundle:web, image:web, deploy:work" in graph.out
-    assert "deploy:report  <- bundle:report, image:report, deploy:web" in graph.out
+    assert "deploy:report  <- bundle:report, image:report, check:report, deploy:web" in graph.out
+    assert "check:web" not in graph.out  # an app has no tasks to load
 
     # the app's version moves with its code and its dependency's, not with its dependent's
     (root / "svc" / "report.py").write_text(REPORT + "\n# edited\n")
@@ -144,8 +145,7 @@ def test_app_parameters_from_the_backend_are_refused_with_a_clear_message(tmp_pa
 REFERENCE = r'''
 import json, pathlib, sys
 root = pathlib.Path(sys.argv[1]).resolve()
-sys.path.insert(0, str(root))
-import flyte
+import flyte  # flyte.init puts the root on sys.path once, as `flyte deploy` has it
 flyte.init(project="proj", domain="development", root_dir=root)
 from flyte._internal.image_cache import ImageCache
 from flyte.app._runtime import translate_app_env_to_idl
@@ -201,7 +201,8 @@ def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, contr
     plan = {r["env"]: r for r in run_json(root, cache, "deploy", "--dry-run", "--json")["targets"]}
     assert plan["web"]["app"]["metadata"]["source_code"] == {
         "link": f"https://example.invalid/acme/svc/tree/{git(root, 'rev-parse', 'HEAD')}"}
-    args = ("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure", "--json")
+    # the images are references to nothing (port 9): this test is about deploys, not checks
+    args = ("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure", "--json", "--no-check")
     doc = run_json(root, cache, *args)
     assert doc["deployed"] == ["work", "web", "report"]
 
@@ -220,8 +221,9 @@ def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, contr
 
     assert "sha256:" + hashlib.sha256(body).hexdigest() == plan["web"]["bundle"]
     # differential: flyte's own serializer, same app, same version, bundle and images
+    # (every env of the deploy is in the image cache, as flyte's merged cache has it)
     want = flyte_serialized_app(root, plan["web"]["version"], app.metadata.code_bundle_uri,
-                                {"web": IMG.format("web"), "work": IMG.format("work")})
+                                {"web": IMG.format("web"), "work": IMG.format("work"), "report": IMG.format("report")})
     assert got == want
     # the dependent task env names the app's image in its image cache, as flyte does
     report = next(req for m, req in sent if m == "DeployTask")

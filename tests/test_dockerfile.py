@@ -164,7 +164,7 @@ def test_unresolved_ref_name_says_how_to_resolve(tmp_path: Path) -> None:
 
 def test_targets_json_shows_uris_without_building(repo: Path, tmp_path: Path) -> None:
     t = _targets(repo, tmp_path / "cache")
-    assert t["image:inference"]["uri"] == "127.0.0.1:5000/flyte-build/base:py3.11"  # from_ref_name via config
+    assert t["image:inference"]["uri"] == "127.0.0.1:5000/flyte-build/runtime:py3.11"  # from_ref_name via config
     assert t["image:ml_training"]["uri"] == t["image:ml_training_large"]["uri"]  # one shared image
     assert t["image:reporting"]["uri"].startswith("127.0.0.1:5000/flyte-build/reporting:")
     assert len({t[f"image:{e}"]["uri"] for e in ("preprocessing", "ml_training", "visualization", "reporting")}) == 4
@@ -204,6 +204,56 @@ def test_bad_docker_key_names_the_field(repo: Path, tmp_path: Path) -> None:
     out = flyte_build("build", "image:preprocessing", cwd=repo, cache=tmp_path / "cache")
     assert out.rc == 2
     assert "tool.hatch.build.targets.flyte.docker.buildr" in out.err
+
+
+FLYTE_RUNTIME = "ghcr.io/flyteorg/flyte:py3.11-v2.12.1"  # what from_debian_base() starts from (install_flyte default)
+
+
+def _render_on_debian(spec: dict, tmp_path: Path, **opts) -> df.Rendered:
+    return df.render(spec, tmp_path, df.Options(base_images={"debian": "local/py:3.11"}, **opts), "`e`", lambda rel: {})
+
+
+def test_from_debian_base_without_layers_is_built_with_the_flyte_runtime(tmp_path: Path) -> None:
+    r = _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, debian_recipe="light")
+    # not a reference to the bare base: flyte's runtime image, rebuilt on it
+    assert r.dockerfile is not None and r.dockerfile.startswith("FROM local/py:3.11\n")
+    lines = r.dockerfile.splitlines()
+    assert lines[1:] == df.runtime_recipe("v2.12.1", "light")
+    assert "pip install --disable-pip-version-check 'flyte==2.12.1'" in r.dockerfile
+    assert df.PIP_CACHE_MOUNT in r.dockerfile  # the installer's downloads are kept between builds
+    assert 'ENV VIRTUAL_ENV="/opt/venv" PATH="/opt/venv/bin:$PATH" PYTHONPATH="/root"' in r.dockerfile
+    assert lines[-2:] == ["USER flyte", "WORKDIR /home/flyte"]  # flyte's released image runs as `flyte`
+
+
+def test_layers_on_the_runtime_share_its_lines_and_run_as_flyte_does(tmp_path: Path) -> None:
+    plain = _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path)
+    layered = _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": [{"type": "PipPackages", "packages": ["six==1.17.0"]}]}, tmp_path)
+    # every env starting from the runtime renders the same prefix: one flyte install on the engine
+    assert layered.dockerfile.startswith(plain.dockerfile)
+    rest = layered.dockerfile[len(plain.dockerfile):].splitlines()
+    # flyte's builder starts with `USER root` and adds no `USER flyte` back for such layers
+    assert rest[0] == "USER root" and "USER flyte" not in rest
+    assert "'six==1.17.0'" in rest[-1]
+    # the full recipe keeps flyte's toolchain layer; the light one leaves it to the base
+    assert "build-essential" in plain.dockerfile
+    assert "build-essential" not in _render_on_debian({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, debian_recipe="light").dockerfile
+
+
+def test_install_flyte_false_recipe_ends_as_the_flyte_user(tmp_path: Path) -> None:
+    user = {"type": "Commands", "commands": [df.FLYTE_USER_CMD]}
+    r = _render_on_debian({"base_image": "python:3.11-slim-bookworm", "layers": [user, {"type": "WorkDir", "workdir": "/home/flyte"}]}, tmp_path)
+    assert r.dockerfile.splitlines()[-2:] == ["USER flyte", "WORKDIR /home/flyte"]
+    assert "pip install" not in r.dockerfile  # install_flyte=False: no flyte, as with flyte's builder
+
+
+def test_classic_builder_gets_the_dockerfile_without_cache_mounts() -> None:
+    text = f"FROM x\nRUN {df.PIP_CACHE_MOUNT} pip install y\nRUN echo z\n"
+    assert df.without_cache_mounts(text) == "FROM x\nRUN pip install y\nRUN echo z\n"
+
+
+def test_an_unmapped_runtime_stays_flytes_released_image(tmp_path: Path) -> None:
+    r = df.render({"base_image": FLYTE_RUNTIME, "layers": []}, tmp_path, df.Options(), "`e`", lambda rel: {})
+    assert r.dockerfile is None and r.base == FLYTE_RUNTIME  # pulled as is where it can be
 
 
 def test_dry_run_warns_when_it_cannot_resolve_an_image(tmp_path: Path) -> None:

@@ -1,25 +1,35 @@
 """image:<env> against a real Docker engine and registry (no mocks).
 
 One module-scoped build of sample_monorepo's images (a temp copy, a fresh
-cache, a per-session build arg so every tag is new and really built), then
-rebuilds, an edit, a registry hit and a failure against it. The tests run in
-file order and share that state.
+cache, and per-session base images: copies of the offline base and of the
+flyte runtime image with a new image id, so the engine's layer cache holds
+nothing built on them and every image, its flyte install included, is really
+built), then rebuilds, an edit, a registry hit and a failure against it. The
+tests run in file order and share that state.
 """
 
 from __future__ import annotations
 
 import subprocess
-import uuid
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import cli
 from tests.support.cli import Run, copy_sample
-from tests.support.docker_env import ensure_base_image, manifest_digest, registry_available
+from tests.support.docker_env import (
+    BASE_IMAGE,
+    RUNTIME_IMAGE,
+    ensure_runtime_image,
+    manifest_digest,
+    registry_available,
+    session_image,
+)
 from tests.support.requirements import require
 
-pytestmark = pytest.mark.docker
+# the first test includes a truly cold build (flyte installed once for the session)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
 IMAGES = ["image:preprocessing", "image:visualization", "image:reporting", "image:inference"]
@@ -43,17 +53,23 @@ def created(uri: str) -> str:
 
 @pytest.fixture(scope="module")
 def state(tmp_path_factory):
-    ensure_base_image()
+    ensure_runtime_image()
     require(registry_available(), "no registry answers on 127.0.0.1:5000; run `bash .ci/provision.sh` as root")
     root = tmp_path_factory.mktemp("images")
     repo = root / "repo"
     copy_sample(repo)
-    # a per-session build arg enters every tag, so this session really builds
+    # cold: the bases are per-session copies (new image ids), so every FROM line, and
+    # with it every tag and every layer after it, is new to the engine's cache
+    base, runtime = session_image(BASE_IMAGE, "test_images"), session_image(RUNTIME_IMAGE, "test_images-runtime")
     p = repo / "pyproject.toml"
-    p.write_text(p.read_text().replace('network = "host"', f'network = "host"\nbuild-args = {{ TEST_SESSION = "{uuid.uuid4().hex}" }}'))
+    p.write_text(p.read_text()
+                 .replace('base-images = { debian = "flyte-build-test/python:3.11" }',
+                          f'base-images = {{ debian = "{base}" }}\nbase-map = {{ "{RUNTIME_IMAGE}" = "{runtime}" }}'))
     cache = root / "cache"
     planned = records(flyte_build(repo, cache, "targets", "--json"))
+    started = time.perf_counter()
     first = records(flyte_build(repo, cache, "build", *IMAGES, "--json", "--jobs", "2"))
+    print(f"\nimages cold ({', '.join(BUILT)}): {time.perf_counter() - started:.1f} s")
     return {"root": root, "repo": repo, "cache": cache, "planned": planned, "first": first}
 
 
@@ -70,8 +86,35 @@ def test_first_build_builds_pushes_and_pins(state) -> None:
         assert r["digest"] == r["image_digest"]
     # from_ref_name("base") resolved by the config: nothing built, digest from the registry
     inf = first["image:inference"]
-    assert inf["uri"] == "127.0.0.1:5000/flyte-build/base:py3.11" and inf["docker_build"] is False
-    assert inf["image_digest"] == manifest_digest("flyte-build/base", "py3.11")
+    assert inf["uri"] == RUNTIME_IMAGE and inf["docker_build"] is False
+    assert inf["image_digest"] == manifest_digest("flyte-build/runtime", "py3.11")
+
+
+def _steps(log: str) -> dict[str, str]:
+    """BuildKit's plain progress: each Dockerfile step -> DONE or CACHED."""
+    import re
+
+    names, outcome = {}, {}
+    for line in log.splitlines():
+        m = re.match(r"^#(\d+) \[[^\]]*\d+/\d+\] (.*)$", line)
+        if m:
+            names[m.group(1)] = m.group(2)
+        m = re.match(r"^#(\d+) (DONE|CACHED)\b", line)
+        if m and m.group(1) in names:
+            outcome[names[m.group(1)]] = m.group(2)
+    return outcome
+
+
+def test_the_first_build_was_cold(state) -> None:
+    steps = {t: _steps((state["cache"] / "logs" / f"{t.replace(':', '--')}.log").read_text()) for t in BUILT}
+    # the flyte install all from_debian_base images share ran in this session (once:
+    # an image built alongside may take it from the one that ran it)
+    installs = [o for t in BUILT for name, o in steps[t].items() if "pip install" in name and "flyte==" in name]
+    assert "DONE" in installs, steps
+    # every image's own steps ran
+    for t in BUILT:
+        own = [(n, o) for n, o in steps[t].items() if "'six==1.17.0'" in n or "requirements.txt" in n]
+        assert own and all(o == "DONE" for _, o in own), (t, steps[t])
 
 
 def test_container_has_the_pip_packages_and_source_folder(state) -> None:

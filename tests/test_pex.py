@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 import uuid
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,16 @@ def test_image_installs_requirements_from_the_pex(repo: Path, tmp_path: Path) ->
     assert img["status"] == "built" and img["uri"] == planned["image:preprocessing"]["uri"]
     assert built["pex:preprocessing"]["status"] == "built"  # the image depends on its PEX
     run = subprocess.run(
-        ["docker", "run", "--rm", "--network", "host", img["uri"], "python", "-c", "import six, sys; print(six.__version__, sys.prefix)"],
+        ["docker", "run", "--rm", "--network", "host", img["uri"], "python", "-c",
+         "import six, sys, importlib.metadata as m; print(six.__version__, sys.prefix, m.version('flyte'))"],
         capture_output=True, text=True, timeout=120,
     )
-    assert run.stdout.split() == ["1.17.0", "/opt/venv"], run.stderr
+    # the PEX's wheels went into the runtime's venv, next to flyte (not over it)
+    assert run.stdout.split() == ["1.17.0", "/opt/venv", version("flyte")], run.stderr
     import tarfile
 
     with tarfile.open(img["path"], "r:gz") as tar:
         dockerfile = tar.extractfile("Dockerfile").read().decode()
         assert "context/deps/requirements.pex" in tar.getnames()
-    assert "COPY deps/requirements.pex" in dockerfile and "pip install" not in dockerfile
+    assert "COPY deps/requirements.pex" in dockerfile and "'six==1.17.0'" not in dockerfile
+    assert "pip install --no-cache-dir --no-index --no-deps /tmp/pex-wheels/*.whl" in dockerfile

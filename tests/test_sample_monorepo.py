@@ -222,7 +222,7 @@ def test_build_configuration_and_ignore_fixtures() -> None:
     flyte_table = pyproject["tool"]["hatch"]["build"]["targets"]["flyte"]
     assert flyte_table == {
         "copy-style": "loaded_modules",
-        "images": {"base": "127.0.0.1:5000/flyte-build/base:py3.11"},
+        "images": {"base": "127.0.0.1:5000/flyte-build/runtime:py3.11"},
         "registry": "127.0.0.1:5000/flyte-build",
         "docker": {"base-images": {"debian": "flyte-build-test/python:3.11"}, "debian-recipe": "light", "network": "host"},
         "envs": {"reporting": {"copy-style": "all"}},
@@ -236,7 +236,7 @@ def test_build_configuration_and_ignore_fixtures() -> None:
     assert "*.log" in (reporting / ".dockerignore").read_text().split()
     assert (reporting / "debug.log").is_file()
     dockerfile = (reporting / "Dockerfile").read_text()
-    assert "FROM flyte-build-test/python:3.11" in dockerfile
+    assert "FROM 127.0.0.1:5000/flyte-build/runtime:py3.11" in dockerfile  # the flyte runtime image
     assert "COPY requirements.txt" in dockerfile
     assert (reporting / "requirements.txt").is_file()
     assets = SAMPLE / "services" / "visualization" / "assets"

@@ -123,6 +123,18 @@ def _snapshot(argv, ws, results) -> None:
             p = os.path.dirname(p)
         dirs.add(p)
     dirs.update(os.path.dirname(f) for f in files if f.startswith(root + os.sep))
+    # flyte's config file is in discovery's key: the one in use, and every place
+    # flyte looks first, where a new file would take its place
+    from ..flyte_config import _candidates
+
+    if getattr(ws.cfg, "flyte_config", None) and os.path.isfile(ws.cfg.flyte_config):
+        files.add(str(ws.cfg.flyte_config))
+    for _, path, _ in _candidates(Path.cwd(), os.environ):
+        if path is not None:
+            d = str(path.parent if path.is_absolute() else Path.cwd() / path.parent)
+            while not os.path.isdir(d) and os.path.dirname(d) != d:
+                d = os.path.dirname(d)  # a directory yet to be made: its parent's mtime tells
+            dirs.add(d)
     # from the working directory up to the root: a pyproject.toml added there would move the root
     d = os.getcwd()
     while True:

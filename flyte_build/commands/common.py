@@ -17,8 +17,9 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g = parser.add_argument_group("global options")
     g.add_argument("--root-dir", default=d, help="the sys.path root and bundle root (default: the directory holding pyproject.toml)")
     g.add_argument("--copy-style", choices=["loaded_modules", "all", "none"], default=d, help="what goes into bundles")
-    g.add_argument("--image", action="append", metavar="NAME=URI", default=d, help="resolve Image.from_ref_name(NAME) to URI (repeatable)")
-    g.add_argument("--ignore-load-errors", action="store_true", default=d, help="skip modules that fail to import, reporting each")
+    g.add_argument("--image", action="append", metavar="[NAME=]URI", default=d,
+                   help="resolve Image.from_ref_name(NAME) to URI; a URI without NAME= is the default image, for image=\"auto\" (repeatable)")
+    g.add_argument("--ignore-load-errors", "-i", action="store_true", default=d, help="skip modules that fail to import, reporting each")
     g.add_argument("--cache", metavar="URL", default=d, help="a shared cache: a path, file://, s3://, gs:// or az:// URL")
     g.add_argument("--cache-required", action="store_true", default=d, help="fail when the shared cache cannot be reached")
     g.add_argument("--cache-read-only", dest="cache_read_only", action="store_const", const=True, default=d,
@@ -31,8 +32,8 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    help="stop discovery when importing the modules takes longer (default: config, else 300)")
     g.add_argument("--storage", metavar="URL", default=d, help="upload built bundles here (a path, file://, s3://, gs:// or az:// URL), named by digest")
     g.add_argument("--cache-dir", metavar="DIR", default=d, help="the local cache (default $FLYTE_BUILD_CACHE_DIR, else $XDG_CACHE_HOME/flyte-build)")
-    g.add_argument("--project", default=d, help="Flyte project (discovery runs with it initialised)")
-    g.add_argument("--domain", default=d, help="Flyte domain (discovery runs with it initialised)")
+    g.add_argument("--project", "-p", default=d, help="Flyte project (discovery runs with it initialised)")
+    g.add_argument("--domain", "-d", default=d, help="Flyte domain (discovery runs with it initialised)")
     g.add_argument("--strict", action="store_true", default=d, help="turn checks that warn into errors")
     g.add_argument("--config", "-c", dest="flyte_config", metavar="FILE", default=d,
                    help="flyte's config.yaml (default: the one the `flyte` CLI finds)")
@@ -63,15 +64,19 @@ def _seconds(text: str) -> float:
 def selection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", nargs="?", help="a Python file or a directory (default: the whole root)")
     parser.add_argument("env_var", nargs="?", help="the variable naming one environment in PATH")
-    parser.add_argument("--all", action="store_true", help="every environment in the file")
-    parser.add_argument("--recursive", action="store_true", help="every environment under the directory")
+    parser.add_argument("--all", action="store_true", help="every environment loaded from the file (or the directory's own .py files)")
+    parser.add_argument("--recursive", "-r", action="store_true", help="every environment loaded from the directory tree")
 
 
 def parse_images(values) -> dict[str, str]:
     out = {}
     for v in values or []:
         if "=" not in v:
-            raise UserError(f"--image {v!r}: expected NAME=URI")
+            # as `flyte deploy --image URI`: the default image (flyte's ref name "default")
+            if not v:
+                raise UserError("--image '': expected [NAME=]URI")
+            out["default"] = v
+            continue
         name, uri = v.split("=", 1)
         if not name or not uri:
             raise UserError(f"--image {v!r}: expected NAME=URI")

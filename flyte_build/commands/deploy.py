@@ -13,11 +13,13 @@ def add_parser(sub, parents):
     p = sub.add_parser("deploy", help=HELP, description=HELP, parents=parents)
     p.add_argument("args", nargs="*", metavar="TARGET|PATH [ENV_VAR]",
                    help="deploy targets (deploy:ENV, deploy:*), or a file and variable / a directory, as `flyte deploy`")
-    p.add_argument("--all", action="store_true", help="every environment in the file")
-    p.add_argument("--recursive", action="store_true", help="every environment under the directory")
-    p.add_argument("--dry-run", action="store_true", help="print the plan; build nothing external, contact nothing")
+    p.add_argument("--all", action="store_true", help="every environment loaded from the file (or the directory's own .py files)")
+    p.add_argument("--recursive", "-r", action="store_true", help="every environment loaded from the directory tree")
+    p.add_argument("--dry-run", "--dryrun", action="store_true", help="print the plan; build nothing external, contact nothing")
     p.add_argument("--version", dest="deploy_version", metavar="V", help="the version of every task (default: a content key)")
     p.add_argument("--force", action="store_true", help="redeploy environments that are unchanged since their last deploy")
+    p.add_argument("--no-check", action="store_true",
+                   help="deploy without first running each env's check: target (its tasks load in its image)")
     backend_options(p)
     p.add_argument("--no-sync-local-sys-paths", action="store_true", help="do not mirror local sys.path entries into the tasks")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="environments deployed at once")
@@ -47,7 +49,7 @@ def run(args) -> int:
 
     patterns, path, env_var = _split(args)
     args.path, args.env_var = path, env_var
-    extra = {"deploy": {**backend_flags(args), "force": args.force, "timeout": args.timeout}}
+    extra = {"deploy": {**backend_flags(args), "force": args.force, "timeout": args.timeout, "check": not args.no_check}}
     settings = settings_from_args(args, version=args.deploy_version, jobs=args.jobs,
                                   sync_local_sys_paths=not args.no_sync_local_sys_paths, extra=extra)
     ws = Workspace(settings)
@@ -93,10 +95,10 @@ def _print_plan(plan, as_json: bool, why: str = "") -> int:
     from rich.table import Table
 
     table = Table(title=f"deploy plan (dry run): {len(plan.envs)} environments in {len(plan.waves)} waves")
-    for col in ("#", "env", "version", "image", "bundle", "tasks"):
+    for col in ("#", "env", "version", "image", "bundle", "check", "tasks"):
         table.add_column(col, overflow="fold")
     for i, e in enumerate(plan.envs, 1):
-        table.add_row(str(i), e.env, e.version, e.image or "-", (e.bundle or "-")[:19],
+        table.add_row(str(i), e.env, e.version, e.image or "-", (e.bundle or "-")[:19], e.check or "-",
                       f"app {e.env}" if e.app is not None else ", ".join(t.name for t in e.tasks) or "-")
     Console(width=200).print(table)
     if plan.left_out:

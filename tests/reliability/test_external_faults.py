@@ -64,7 +64,7 @@ def test_registry_down(tmp_path):
 
 def _deploy(cli: Cli, endpoint: str, timeout: float = 180, *extra: str):
     return cli.run("--project", "p", "--domain", "development", "deploy", "--endpoint", endpoint, "--insecure", "--json",
-                   *extra, timeout=timeout)
+                   "--no-check", *extra, timeout=timeout)
 
 
 def test_control_plane_refuses(tmp_path):

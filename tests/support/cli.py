@@ -19,6 +19,14 @@ def copy_sample(dest: Path) -> Path:
     return dest
 
 
+def copy_checked(checked: dict, name: str) -> Path:
+    """A copy of conftest's `checked_sample` repository beside it, to edit; its
+    cache still serves it (no key depends on the checkout path)."""
+    dest = checked["root"] / name
+    shutil.copytree(checked["repo"], dest, ignore=shutil.ignore_patterns("__pycache__"))
+    return dest
+
+
 @dataclass(frozen=True)
 class Run:
     rc: int

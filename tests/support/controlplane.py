@@ -8,6 +8,12 @@ makes DeployTask fail for the tasks of the named environments (a fault).
 AppService keeps apps by (project, domain, name) as a backend does: Create
 refuses an existing one (ALREADY_EXISTS), Update bumps its revision.
 
+For task executions it also serves QueueService and StateService, the two a
+running parent task talks to (flyte's remote controller): `EnqueueAction`
+records the child action and hands it to `on_enqueue` (a test's runner, in a
+thread of its own), and `Watch` streams to the parent the sentinel and then
+each child's terminal state once the runner calls `finish(...)`.
+
     cp = ControlPlane.start()      # None when uvicorn or moto is missing
     cp.endpoint                    # "http://127.0.0.1:PORT"
     cp.calls                       # [(method, message), ...]
@@ -91,6 +97,9 @@ class ControlPlane:
     issued: set = field(default_factory=set)  # tokens the token endpoint issued
     token_endpoint: str | None = None
     apps: dict = field(default_factory=dict)  # (project, domain, name) -> App
+    on_enqueue: object = None  # callable(EnqueueActionRequest), run in a thread per action
+    updates: list = field(default_factory=list)  # (run name, parent action name, ActionUpdate)
+    _lock: object = field(default_factory=threading.Lock)
     _server: object = None
     _moto: object = None
     _thread: object = None
@@ -103,6 +112,24 @@ class ControlPlane:
     def deployed(self) -> list:
         """DeployTask requests that succeeded, in arrival order."""
         return [req for m, req in self.calls if m == "DeployTask" and req.spec.environment.name not in self.fail_envs]
+
+    def enqueued(self) -> list:
+        """EnqueueAction requests (child actions enqueued by running tasks), in arrival order."""
+        return [req for m, req in self.calls if m == "EnqueueAction"]
+
+    def finish(self, req, output_uri: str = "", error: str | None = None) -> None:
+        """Report the enqueued action `req` terminal to the parent's Watch stream."""
+        from flyteidl2.common import phase_pb2
+        from flyteidl2.workflow import state_service_pb2
+
+        update = state_service_pb2.ActionUpdate(
+            action_id=req.action_id, output_uri=output_uri,
+            phase=phase_pb2.ACTION_PHASE_FAILED if error else phase_pb2.ACTION_PHASE_SUCCEEDED,
+        )
+        if error:
+            update.error.message = error
+        with self._lock:
+            self.updates.append((req.action_id.run.name, req.parent_action_name, update))
 
     def s3(self):
         import boto3
@@ -154,6 +181,9 @@ class ControlPlane:
         from flyteidl2.app.app_service_connect import AppService, AppServiceASGIApplication
         from flyteidl2.task import task_service_pb2
         from flyteidl2.task.task_service_connect import TaskService, TaskServiceASGIApplication
+        from flyteidl2.workflow import queue_service_pb2, state_service_pb2
+        from flyteidl2.workflow.queue_service_connect import QueueService, QueueServiceASGIApplication
+        from flyteidl2.workflow.state_service_connect import StateService, StateServiceASGIApplication
 
         cp = self
         lock = threading.Lock()
@@ -240,6 +270,30 @@ class ControlPlane:
                 record("SelectCluster", req, ctx)
                 return cluster_pb2.SelectClusterResponse()
 
+        class Queue(QueueService):
+            async def enqueue_action(self, req, ctx):
+                record("EnqueueAction", req, ctx)
+                if cp.on_enqueue is not None:
+                    threading.Thread(target=cp.on_enqueue, args=(req,), daemon=True).start()
+                return queue_service_pb2.EnqueueActionResponse()
+
+        class State(StateService):
+            async def watch(self, req, ctx):
+                import asyncio
+
+                record("Watch", req, ctx)
+                run, parent = req.parent_action_id.run.name, req.parent_action_id.name
+                # the informer waits for the sentinel before it trusts its cache
+                yield state_service_pb2.WatchResponse(control_message=state_service_pb2.ControlMessage(sentinel=True))
+                sent = 0
+                while True:
+                    with cp._lock:
+                        mine = [u for r, p, u in cp.updates if r == run and p == parent]
+                    for update in mine[sent:]:
+                        yield state_service_pb2.WatchResponse(action_update=update)
+                    sent = len(mine)
+                    await asyncio.sleep(0.2)
+
         from flyteidl2.auth import auth_service_pb2 as auth_pb2
         from flyteidl2.auth.auth_service_connect import AuthMetadataService, AuthMetadataServiceASGIApplication
 
@@ -259,6 +313,8 @@ class ControlPlane:
 
         apps = {
             "/flyteidl2.auth.AuthMetadataService/": AuthMetadataServiceASGIApplication(AuthMetadata()),
+            "/flyteidl2.workflow.QueueService/": QueueServiceASGIApplication(Queue()),
+            "/flyteidl2.workflow.StateService/": StateServiceASGIApplication(State()),
             "/flyteidl2.task.TaskService/": TaskServiceASGIApplication(Tasks()),
             "/flyteidl2.app.AppService/": AppServiceASGIApplication(Apps()),
             "/flyteidl2.dataproxy.DataProxyService/": DataProxyServiceASGIApplication(DataProxy()),

@@ -14,6 +14,7 @@ and CI (`FLYTE_BUILD_TEST_STRICT=1`) fails instead.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import urllib.request
@@ -83,3 +84,65 @@ def ensure_base_image() -> str:
     require(engine_available(), f"no Docker engine answers `docker info`; {_PROVISION_HINT}")
     require(image_present(BASE_IMAGE), f"base image {BASE_IMAGE} is missing; {_PROVISION_HINT}")
     return BASE_IMAGE
+
+
+# -- the flyte runtime image ---------------------------------------------------
+RUNTIME_IMAGE = f"{REGISTRY}/flyte-build/runtime:py3.11"
+
+
+def runtime_dockerfile(base: str = BASE_IMAGE) -> str:
+    """flyte-build's own rendering of flyte's released runtime image for the
+    installed flyte, on `base`: the same lines every `from_debian_base()` image of
+    sample_monorepo starts with, so the engine shares their layers."""
+    from importlib.metadata import version
+
+    from flyte_build import dockerfile as df
+
+    return "\n".join([f"FROM {base}", *df.runtime_recipe(version("flyte"), "light")]) + "\n"
+
+
+def _build(dockerfile: str, tag: str, timeout: float = 900) -> None:
+    subprocess.run(
+        ["/usr/bin/docker", "build", "--network", "host", "--tag", tag, "-"],
+        input=dockerfile.encode(), env={**os.environ, "DOCKER_BUILDKIT": "1"},
+        capture_output=True, timeout=timeout, check=True,
+    )
+
+
+def ensure_runtime_image() -> str:
+    """Push flyte's runtime image for the installed flyte as `RUNTIME_IMAGE` (what
+    sample_monorepo's `images.base` and reporting's Dockerfile name), unless the
+    registry holds exactly it; returns `RUNTIME_IMAGE`."""
+    ensure_base_image()
+    require(registry_available(), f"no registry answers on {REGISTRY}; {_PROVISION_HINT}")
+    import hashlib
+
+    text = runtime_dockerfile()
+    local = f"flyte-build-test/runtime:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    if not image_present(local):
+        _build(text, local)
+    repo, tag = RUNTIME_IMAGE.split("/", 1)[1].rsplit(":", 1)
+    remote = manifest_digest(repo, tag)
+    pushed = subprocess.run(["docker", "image", "inspect", "-f", "{{join .RepoDigests \" \"}}", local],
+                            capture_output=True, text=True, timeout=30).stdout.split()
+    if remote is None or f"{RUNTIME_IMAGE.rsplit(':', 1)[0]}@{remote}" not in pushed:
+        subprocess.run(["docker", "tag", local, RUNTIME_IMAGE], check=True, timeout=30)
+        subprocess.run(["docker", "push", RUNTIME_IMAGE], check=True, capture_output=True, timeout=600)
+    return RUNTIME_IMAGE
+
+
+def session_image(base: str, name: str) -> str:
+    """`base` plus one layer holding a fresh id, so the engine's layer cache has
+    nothing built on it and builds FROM it are really cold (BuildKit keys its
+    cache on layer contents: a new label or tag alone would not do). `name`
+    prefixes the tag."""
+    import uuid
+
+    session = uuid.uuid4().hex[:12]
+    tag = f"{name}-session/base:{session}"
+    _build(f"FROM {base}\nUSER root\nRUN echo {session} > /etc/flyte-build-test-session\n", tag, timeout=300)
+    return tag
+
+
+if __name__ == "__main__":  # python -m tests.support.docker_env: push the runtime image
+    print(ensure_runtime_image())

@@ -14,7 +14,7 @@ ml_training_env = flyte.TaskEnvironment(
     name="ml_training",
     description="Fits linear trend models.",
     image=(
-        flyte.Image.from_debian_base(python_version=(3, 11), install_flyte=False)
+        flyte.Image.from_debian_base(python_version=(3, 11))
         .with_apt_packages("curl")
         .with_pip_packages("six==1.17.0", "toolz==1.0.0")
     ),

@@ -12,7 +12,7 @@ VALID_RANGE = (0.0, 100.0)
 preprocessing_env = flyte.TaskEnvironment(
     name="preprocessing",
     description="Cleans raw measurement series.",
-    image=flyte.Image.from_debian_base(python_version=(3, 11), install_flyte=False).with_pip_packages("six==1.17.0"),
+    image=flyte.Image.from_debian_base(python_version=(3, 11)).with_pip_packages("six==1.17.0"),
     resources=flyte.Resources(cpu="1", memory="512Mi"),
 )
 

@@ -18,7 +18,7 @@ visualization_env = flyte.TaskEnvironment(
     name="visualization",
     description="Renders one-line reports of trained models.",
     image=(
-        flyte.Image.from_debian_base(python_version=(3, 11), install_flyte=False)
+        flyte.Image.from_debian_base(python_version=(3, 11))
         .with_apt_packages("curl")
         .with_pip_packages("six==1.17.0", "toolz==1.0.0", "tabulate==0.9.0")
         .with_source_folder(ASSETS_DIR, dst="/app/assets", copy_contents_only=True)

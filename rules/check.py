@@ -1,0 +1,178 @@
+"""check:<env> — proof that the env's tasks load from its bundle inside its image.
+
+Depends on `image:<env>`, `bundle:<env>` (unless copy style none) and the env's
+serialized task specs. It starts one container of the env's image (`--network
+host`, the image's own user and working directory, the spec's environment
+variables such as `_F_SYS_PATH`), and there does what Flyte's runtime does
+before a task runs (`flyte_adapter.check_in_image`): the bundle is fetched and
+extracted for `--tgz`/`--dest`, then every task is loaded with the spec's
+resolver and loader args. It also checks that `a0` is on PATH and that the
+image's flyte is the version the specs were serialized with.
+
+The result is cached by content: the image digest, the bundle digest and the
+specs are the action key, so an unchanged env costs nothing. A failure is exit
+1 naming the env, the task and the exception, e.g.
+`ModuleNotFoundError: No module named 'six'`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+from flyte_build.errors import BuildFailed
+from flyte_build.rule_api import Inputs, Produced, Request, Rule
+
+VERSION = "1"
+BUNDLE_DIR = "/var/tmp/flyte-build-check"  # where the bundle is mounted in the container
+TIMEOUT = 600.0
+
+
+def _has_bundle(env, ctx) -> bool:
+    return ctx.cfg.copy_style_for(env.name) != "none"
+
+
+def applies(env, ctx) -> bool:
+    # an app env has no tasks to load (its server command is not a task's loader args)
+    return env.image is not None and not env.is_app
+
+
+def deps(env, ctx) -> tuple[str, ...]:
+    return (f"image:{env.name}", *((f"bundle:{env.name}",) if _has_bundle(env, ctx) else ()))
+
+
+def _option(args: list[str], name: str) -> str | None:
+    for i, a in enumerate(args[:-1]):
+        if a == name:
+            return args[i + 1]
+    return None
+
+
+def _loader(args: list[str]) -> tuple[str | None, list[str]]:
+    """(resolver, resolver args): a0's positional arguments follow `--resolver NAME`."""
+    for i, a in enumerate(args[:-1]):
+        if a == "--resolver":
+            return args[i + 1], args[i + 2:]
+    return None, []
+
+
+def _tasks(env, ctx) -> list[dict]:
+    from flyte_build import deployer
+
+    out = []
+    for t in deployer.templates(ctx)[env.name].get("tasks") or ():
+        container = t["spec"].get("task_template", {}).get("container", {})
+        args = list(container.get("args", []))
+        resolver, resolver_args = _loader(args)
+        out.append({
+            "name": t["name"], "resolver": resolver, "resolver_args": resolver_args,
+            "dest": _option(args, "--dest"),
+            "env": sorted([e["key"], e.get("value", "")] for e in container.get("env", [])),
+        })
+    return out
+
+
+def inputs(env, ctx) -> Inputs:
+    from flyte_build.flyte_adapter import flyte_version
+
+    from . import image as image_rule
+
+    return Inputs(
+        params={
+            "tasks": _tasks(env, ctx),
+            "flyte": flyte_version(),  # the SDK that serialized the specs
+            "network": image_rule.options(ctx.cfg)["network"] or "host",
+        },
+        deps=deps(env, ctx),
+    )
+
+
+def _docker() -> str:
+    from flyte_build import docker_engine
+
+    return docker_engine.detect_builder("auto").binary
+
+
+def run(req: Request) -> Produced:
+    from flyte_build import flyte_adapter as fa
+
+    name = req.env.name
+    image = req.deps[f"image:{name}"]
+    uri = image.meta.get("uri")
+    if not uri:
+        raise BuildFailed(f"check:{name}: image:{name} names no image to run")
+    p = req.params
+    tasks = p["tasks"]
+    missing = sorted({t.name for t in req.env.tasks} - {t["name"] for t in tasks})
+    if missing:
+        raise BuildFailed(f"check:{name} failed (env `{name}`): discovered tasks have no serialized spec: {', '.join(missing)}")
+    bundle = req.deps.get(f"bundle:{name}")
+    cmd = [_docker(), "run", "--rm", "--network", p["network"]]
+    payload = {"version": "check", "tasks": [{k: t[k] for k in ("name", "resolver", "resolver_args")} for t in tasks]}
+    if bundle is not None:
+        # a copy readable by the image's user (the cache's blobs may not be)
+        local = req.workdir / "bundle.tar.gz"
+        shutil.copyfile(bundle.path, local)
+        os.chmod(local, 0o644)
+        inside = f"{BUNDLE_DIR}/{bundle.digest.split(':')[-1]}.tar.gz"
+        cmd += ["-v", f"{local}:{inside}:ro"]
+        payload["tgz"] = inside
+        payload["dest"] = next((t["dest"] for t in tasks if t.get("dest")), ".")
+    envs: dict[str, str] = {}
+    for t in tasks:  # the tasks of one env share its env vars
+        envs.update(dict(t["env"]))
+    for k, v in sorted(envs.items()):
+        cmd += ["-e", f"{k}={v}"]
+    # run the adapter's check under the interpreter of the image's `a0` (python3 without one)
+    launcher = (
+        'i=python3; a=$(command -v a0) && i=$(sed -n "1s/^#![[:space:]]*//p" "$a" | cut -d" " -f1); '
+        'case "$i" in ""|*/env|*/sh) i=python3;; esac; exec "$i" -c "$1" "$2"'
+    )
+    cmd += ["--entrypoint", "/bin/sh", uri, "-c", launcher, "sh", fa.check_program(), json.dumps(payload)]
+    req.log(f"$ docker run --rm --network {p['network']} ... {uri}  (loading {len(tasks)} tasks)")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise BuildFailed(f"check:{name}: the container of {uri} did not finish within {TIMEOUT:g} s") from None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        if not line.startswith(fa.CHECK_MARKER):
+            req.log(line)
+    found = [ln for ln in proc.stdout.splitlines() if ln.startswith(fa.CHECK_MARKER)]
+    if not found:
+        tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
+        raise BuildFailed(f"check:{name}: the check did not run in image {uri} (exit {proc.returncode})\n{tail}")
+    res = json.loads(found[-1][len(fa.CHECK_MARKER):])
+    problems = []
+    if not res.get("a0"):
+        problems.append(f"`a0` is not on PATH in image {uri}: the image has no flyte runtime "
+                        "(leave install_flyte at its default, or install flyte in the image)")
+    if res.get("flyte") is None:
+        problems.append(f"flyte is not installed for {res.get('python')} in image {uri}")
+    elif res["flyte"] != p["flyte"]:
+        problems.append(f"image {uri} has flyte {res['flyte']}, but the task specs were serialized with flyte {p['flyte']}")
+    if res.get("bundle_error"):
+        problems.append(f"fetching and extracting the bundle in image {uri} failed: {res['bundle_error']}")
+    for t in tasks:
+        err = res.get("tasks", {}).get(t["name"], "not loaded") if res.get("flyte") and not res.get("bundle_error") else None
+        if err:
+            problems.append(f"task {t['name']} does not load in image {uri}: {err}")
+    if problems:
+        raise BuildFailed(f"check:{name} failed (env `{name}`):\n  " + "\n  ".join(problems))
+    req.log(f"check:{name}: {len(tasks)} tasks load in {uri} (flyte {res['flyte']}, user {res['user']}, cwd {res['cwd']})")
+    return Produced(meta={
+        "image": uri, "flyte": res["flyte"], "user": res["user"], "cwd": res["cwd"],
+        "tasks": sorted(res.get("tasks", {})), "check": "passed",
+    })
+
+
+RULE = Rule(
+    kind="check",
+    version=VERSION,
+    description="the environment's tasks load from its bundle inside its image, under flyte's runtime",
+    inputs=inputs,
+    run=run,
+    applies=applies,
+    deps=deps,
+)

@@ -1,0 +1,105 @@
+"""check:<env> against the real Docker engine: every task of sample_monorepo loads
+from its bundle in its image under flyte's runtime, and a missing package fails
+naming the env, the task and the exception.
+
+The session's run of `build 'check:*'` on a temp copy of sample_monorepo
+(conftest's `checked_sample`: its images share one flyte-install layer on the
+engine), then a cached rerun, the dry run's report, and two failures on copies.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.support.cli import copy_checked, flyte_build
+from tests.support.docker_env import BASE_IMAGE
+
+# the first test also sets up the session's checked sample (images and checks, cold)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
+
+ENVS = ["inference", "ml_training", "ml_training_large", "preprocessing", "reporting", "visualization"]
+TIMEOUT = 1500
+
+
+def _run(repo: Path, cache: Path, *args: str):
+    return flyte_build(*args, cwd=repo, cache=cache, timeout=TIMEOUT)
+
+
+def _records(run) -> dict:
+    assert run.rc == 0, f"exit {run.rc}\n{run.err[-4000:]}"
+    return {t["target"]: t for t in run.json()["targets"]}
+
+
+@pytest.fixture(scope="module")
+def state(checked_sample):
+    return checked_sample
+
+
+def test_every_env_of_the_sample_passes_its_check(state) -> None:
+    first = state["first"]
+    assert sorted(t for t in first if t.startswith("check:")) == [f"check:{e}" for e in ENVS]
+    for env in ENVS:
+        r = first[f"check:{env}"]
+        assert r["status"] == "built" and r["check"] == "passed", r
+        assert r["flyte"] == __import__("importlib.metadata").metadata.version("flyte")  # the SDK that serialized
+        assert r["image"] == first[f"image:{env}"]["uri"]
+        assert r["cwd"] == "/home/flyte"  # flyte's working directory
+    # flyte's builder: the runtime image (and a Dockerfile from it) runs as `flyte`,
+    # layers added on top of it run as root
+    assert first["check:inference"]["user"] == first["check:reporting"]["user"] == "flyte"
+    assert first["check:preprocessing"]["user"] == "root"
+    assert first["check:visualization"]["tasks"] == ["visualization.report_pipeline"]
+    print(f"\ncheck:* cold (images included): {state['seconds']:.1f} s")
+
+
+def test_an_unchanged_env_costs_nothing(state) -> None:
+    started = time.perf_counter()
+    again = _records(_run(state["repo"], state["cache"], "build", "check:*", "--json"))
+    seconds = time.perf_counter() - started
+    for env in ENVS:
+        assert again[f"check:{env}"]["status"] == "cached", again[f"check:{env}"]
+        assert again[f"check:{env}"]["digest"] == state["first"][f"check:{env}"]["digest"]
+    print(f"\ncheck:* cached: {seconds:.1f} s")
+
+
+def test_dry_run_reports_each_check_and_deploy_depends_on_it(state) -> None:
+    plan = _run(state["repo"], state["cache"], "deploy", "--dry-run", "--json")
+    assert plan.rc == 0, plan.err
+    assert {t["env"]: t["check"] for t in plan.json()["targets"]} == {e: "passed" for e in ENVS}
+    off = _run(state["repo"], state["cache"], "deploy", "--dry-run", "--json", "--no-check")
+    assert {t["check"] for t in off.json()["targets"]} == {"off"}
+    graph = _run(state["repo"], state["cache"], "graph", "--format", "json")
+    assert graph.rc == 0, graph.err
+    doc = graph.json()
+    edges = doc.get("edges", doc)
+    text = json.dumps(edges)
+    assert "check:preprocessing" in text and "deploy:preprocessing" in text
+
+
+def test_a_package_the_image_lacks_fails_naming_env_task_and_module(state) -> None:
+    repo = copy_checked(state, "lacks-six")
+    tasks = repo / "services/preprocessing/tasks.py"
+    text = tasks.read_text()
+    # the code now imports six at module level; the image no longer installs it
+    text = text.replace("import flyte\n", "import flyte\nimport six  # noqa: F401\n", 1)
+    text = text.replace('.with_pip_packages("six==1.17.0")', "")
+    tasks.write_text(text)
+    out = _run(repo, state["cache"], "build", "check:preprocessing")
+    assert out.rc == 1, out.err
+    assert "check:preprocessing failed (env `preprocessing`)" in out.err
+    for task in ("preprocessing.clean", "preprocessing.make_series"):
+        assert f"task {task} does not load in image" in out.err
+    assert "ModuleNotFoundError: No module named 'six'" in out.err
+    assert "Traceback" not in out.err
+
+
+def test_a_plain_reference_without_flyte_fails_the_same_way(state) -> None:
+    # inference's Image.from_ref_name("base") pointed at the bare Python base
+    out = _run(state["repo"], state["cache"], "--image", f"base={BASE_IMAGE}", "build", "check:inference")
+    assert out.rc == 1, out.err
+    assert "check:inference failed (env `inference`)" in out.err
+    assert "`a0` is not on PATH in image flyte-build-test/python:3.11" in out.err
