@@ -168,8 +168,12 @@ def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) 
         except OSError:
             return None
 
+    # git's index decides which files count as ignored, but its bytes hold this
+    # checkout's stat data: another clone of the same commit differs there alone.
+    # What it decides is in the key already (the candidates and their digests).
+    portable_ignores = [r for r in tree.ignore_files if not r.startswith(".git/")]
     return shared_discovery.key(settings, {r: digest_or_none(r) for r in tree.candidates},
-                                {r: digest_or_none(r) for r in tree.ignore_files})
+                                {r: digest_or_none(r) for r in portable_ignores})
 
 
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,

@@ -116,9 +116,18 @@ def test_dockerfile_context_file(repo, base_edges):
 
 
 def test_file_left_out_of_the_docker_context_does_not_touch_the_image(repo, base_edges):
-    repo.append("services/reporting/debug.log", "another line\n")  # .dockerignore: *.log
+    f = "services/reporting/config/report.json"  # .dockerignore: config/; read at run time
+    repo.append(f, "\n")
     doc = affected(repo)
-    check(doc, base_edges, {"bundle:reporting": "services/reporting/debug.log"})
+    check(doc, base_edges, {"bundle:reporting": f})
+
+
+def test_log_file_reaches_no_target(repo, base_edges):
+    # *.log is among flyte's standard ignores (so not in the copy-style all
+    # bundle) and in reporting's .dockerignore (so not in its build context)
+    repo.append("services/reporting/debug.log", "another line\n")
+    doc = affected(repo)
+    assert doc["targets"] == [] and doc["envs"] == [], doc["targets"]
 
 
 def test_image_source_folder_file(repo, base_edges):
