@@ -19,6 +19,19 @@ def repo(tmp_path):
     return copy_sample(tmp_path / "repo")
 
 
+@pytest.fixture
+def control_plane():
+    """The local control plane (flyteidl2's server classes on loopback), one per test."""
+    from tests.support import controlplane
+    from tests.support.requirements import require
+
+    ok, why = controlplane.available()
+    require(ok, why)
+    cp = controlplane.ControlPlane.start()
+    yield cp
+    cp.stop()
+
+
 @pytest.fixture(scope="session")
 def checked_sample(tmp_path_factory):
     """sample_monorepo copied once and `build 'check:*'` run on it in one cache:

@@ -20,7 +20,6 @@ import pytest
 
 from tests.support import controlplane
 from tests.support.cli import flyte_build
-from tests.support.requirements import require
 
 IMG = "127.0.0.1:9/test-apps/{}:1"  # references only: nothing listens on port 9
 AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
@@ -168,15 +167,6 @@ def flyte_serialized_app(root: Path, version: str, tgz: str, images: dict) -> di
         cwd=root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.split("@@APP@@", 1)[1])
-
-
-@pytest.fixture
-def control_plane():
-    ok, why = controlplane.available()
-    require(ok, why)
-    cp = controlplane.ControlPlane.start()
-    yield cp
-    cp.stop()
 
 
 def git(root: Path, *args: str) -> str:

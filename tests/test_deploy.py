@@ -19,7 +19,6 @@ from pathlib import Path
 import pytest
 
 from tests.support import controlplane
-from tests.support.requirements import require
 
 REPO = Path(__file__).resolve().parent.parent
 IMG = "127.0.0.1:9/flyte-build-test/{}:1"  # references only: nothing listens on port 9
@@ -122,15 +121,6 @@ def test_sample_monorepo_dry_run_order(tmp_path):
     assert len(order) == len(set(order)) == 6
     assert order.index("preprocessing") < order.index("ml_training") < order.index("visualization")
     assert order.index("preprocessing") < order.index("ml_training_large")
-
-
-@pytest.fixture
-def control_plane():
-    ok, why = controlplane.available()
-    require(ok, why)
-    cp = controlplane.ControlPlane.start()
-    yield cp
-    cp.stop()
 
 
 def deploy_args(cp) -> list[str]:
