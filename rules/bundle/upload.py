@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BuildFailed
-from .objstore import StoreOptions, StoreUnavailable, open_root
+from flyte_build.errors import BuildFailed
+from flyte_build.objstore import StoreOptions, StoreUnavailable, open_root
 
 
 @dataclass(frozen=True)
