@@ -16,14 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .rulesets import builtin as _builtin
+from . import rulesets
 from .workspace import Settings, Workspace
 
 
 def __getattr__(name: str):
-    # the plan's types are part of the API; they live with the deploy kind
-    if name in ("EnvPlan", "Plan", "TaskPlan"):
-        return getattr(_builtin("deploy.deployer"), name)
+    # the plan's types (Plan, EnvPlan, TaskPlan) come from the rule set that plans
+    try:
+        return rulesets.api(name)
+    except AttributeError:
+        pass
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -146,9 +148,7 @@ def build(*targets: str, out: str | Path | None = None, workspace: Workspace | N
 def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **settings: Any) -> Plan:
     """The ordered deploy plan, computed offline: versions, images, bundle digests, task specs."""
     ws = _workspace(workspace_or_settings) if workspace_or_settings is not None else Workspace(_settings(**settings))
-    deployer = _builtin("deploy.deployer")
-
-    return deployer.plan(ws, _env_names(ws, envs))
+    return rulesets.api("plan")(ws, _env_names(ws, envs))
 
 
 def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive_mode: bool | None = None,
@@ -173,8 +173,6 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive
     reports it `unchanged` without contacting the backend for it.
 
     `check=False` deploys without first running each env's `check:` target."""
-    deployer = _builtin("deploy.deployer")
-
     if interactive_mode:
         raise NotImplementedError("Interactive mode not yet implemented for deployment (as in flyte.deploy)")
     dry_run = bool(dry_run or dryrun)
@@ -183,8 +181,8 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive
     ws = workspace or Workspace(_settings(copy_style=copy_style, version=version, extra=extra, config=config, **settings))
     names = _env_names(ws, envs)
     if dry_run:
-        return deployer.plan(ws, names, reporter=reporter, assume_deployed=assume_deployed)
-    results = deployer.deploy(ws, names, reporter=reporter, assume_deployed=assume_deployed)
+        return rulesets.api("plan")(ws, names, reporter=reporter, assume_deployed=assume_deployed)
+    results = rulesets.api("deploy")(ws, names, reporter=reporter, assume_deployed=assume_deployed)
     out = []
     for r in results:
         status = r.meta.get("action", "deployed") if r.ok else r.status
