@@ -20,7 +20,8 @@ def commands():
 
 def api():
     """Goals and result types this rule set adds to flyte_build's Python API."""
-    from .deploy import deployer
+    from .deploy import api, deployer
 
-    return {"plan": deployer.plan, "deploy": deployer.deploy,
-            "Plan": deployer.Plan, "EnvPlan": deployer.EnvPlan, "TaskPlan": deployer.TaskPlan}
+    return {"plan": deployer.plan, "deploy": api.deploy,
+            "Plan": deployer.Plan, "EnvPlan": deployer.EnvPlan, "TaskPlan": deployer.TaskPlan,
+            "DeploySummary": api.DeploySummary, "EnvDeploy": api.EnvDeploy}

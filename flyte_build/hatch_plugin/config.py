@@ -62,9 +62,12 @@ class HookConfig:
         for key in table:
             if key not in self.KEYS and key not in HOOK_GENERIC_KEYS:
                 raise UserError(f"Unknown field {location}.{key}; valid fields: {', '.join(self.KEYS)}")
-        targets = table.get("targets", ["bundle:*"])
+        from .builder import default_kinds
+
+        example = [f"{k}:*" for k in default_kinds()]
+        targets = table.get("targets", example)
         if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-            raise UserError(f"Field {location}.targets must be a non-empty array of target patterns (e.g. \"bundle:*\")")
+            raise UserError(f"Field {location}.targets must be a non-empty array of target patterns (e.g. \"{example[0]}\")")
         self.targets: list[str] = targets
         directory = table.get("directory")
         if directory is not None and not isinstance(directory, str):

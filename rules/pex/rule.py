@@ -136,4 +136,5 @@ RULE = Rule(
     run=run,
     applies=applies,
     outputs=(("requirements.pex",),),
+    artifacts=True,
 )
