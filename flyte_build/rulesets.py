@@ -25,19 +25,32 @@ def builtin_dir() -> Path:
     raise RuntimeError("flyte-build's built-in rules are missing from this installation")
 
 
+def _as_package(directory: Path, package: str) -> None:
+    """Make `directory` importable as `package` (once per process)."""
+    if package in sys.modules:
+        return
+    register = directory / "register.py"
+    init = directory / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        package, init if init.is_file() else register, submodule_search_locations=[str(directory)]
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[package] = mod
+    if init.is_file():
+        spec.loader.exec_module(mod)
+
+
+def builtin(name: str):
+    """A module of the built-in rule set by its dotted name in it, e.g. `builtin("image.dockerfile")`."""
+    _as_package(builtin_dir(), _BUILTIN_PACKAGE)
+    return importlib.import_module(f"{_BUILTIN_PACKAGE}.{name}")
+
+
 def load_dir(directory: Path, package: str) -> list[Rule]:
     register = directory / "register.py"
     if not register.is_file():
         raise UserError(f"rule set {directory}: no register.py")
-    if package not in sys.modules:
-        init = directory / "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            package, init if init.is_file() else register, submodule_search_locations=[str(directory)]
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[package] = mod
-        if init.is_file():
-            spec.loader.exec_module(mod)
+    _as_package(directory, package)
     try:
         reg = importlib.import_module(f"{package}.register")
         rules = list(reg.rules())

@@ -138,7 +138,7 @@ class Workspace:
         """Upload each built bundle to `storage` (once per digest); its record gains `remote`."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .storage import upload
+        upload = rulesets.builtin("bundle.upload").upload
 
         def one(r: TargetResult) -> TargetResult:
             if not (r.kind == "bundle" and r.ok and r.outputs):

@@ -1,6 +1,10 @@
-"""The built-in target kinds."""
+"""The built-in target kinds, one folder each."""
 
-from . import bundle, check, deploy, image, pex
+from .bundle import rule as bundle
+from .check import rule as check
+from .deploy import rule as deploy
+from .image import rule as image
+from .pex import rule as pex
 
 
 def rules():

@@ -416,7 +416,9 @@ def test_bad_cache_url_is_a_user_error(url, message, machine):
 
 @pytest.mark.parametrize("kind", STORES)
 def test_upload_bundle_uploads_once(kind, make_store, tmp_path):
-    from flyte_build.storage import upload, upload_bundle
+    from flyte_build.rulesets import builtin
+
+    upload, upload_bundle = builtin("bundle.upload").upload, builtin("bundle.upload").upload_bundle
 
     storage = make_store(kind, "bundles")
     old = {k: os.environ.get(k) for k in storage.env}

@@ -24,13 +24,14 @@ import tempfile
 import threading
 from pathlib import Path
 
-from flyte_build import archive, docker_engine
-from flyte_build import dockerfile as df
+from flyte_build import archive
 from flyte_build.errors import UserError
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 from flyte_build.tarsafe import extract_all
 
-from . import pex as pex_rule
+from ..pex import rule as pex_rule
+from . import docker_engine
+from . import dockerfile as df
 
 VERSION = "1"
 FIELD = "tool.hatch.build.targets.flyte.docker"

@@ -41,7 +41,7 @@ def inputs(env, ctx) -> Inputs:
 
 
 def run(req: Request) -> Produced:
-    from flyte_build import deployer
+    from . import deployer
 
     return deployer.run_action(req)
 
