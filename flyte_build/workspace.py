@@ -77,6 +77,9 @@ class Workspace:
         if settings.copy_style is not None:
             # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
             cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
+        # the rule sets first: they declare the config tables of their kinds, and
+        # a bad key in any table is an error before anything is read or stored
+        cfg, self.rules = rulesets.checked_config(cfg)
         self.cfg = cfg
         self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
         self.store.hold_for_build()  # `cache gc --max-age-days` waits for this run
@@ -114,7 +117,6 @@ class Workspace:
             extra={**settings.extra, "_flyte": {"ref": self.flyte_ref, "layers": self.layers}},
         )
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
-        self.rules = rulesets.load_all(cfg.root, cfg.rules)
         self.graph = Graph(self.ctx, self.rules)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 

@@ -25,3 +25,8 @@ def api():
     return {"plan": deployer.plan, "deploy": api.deploy,
             "Plan": deployer.Plan, "EnvPlan": deployer.EnvPlan, "TaskPlan": deployer.TaskPlan,
             "DeploySummary": api.DeploySummary, "EnvDeploy": api.EnvDeploy}
+
+
+def config_tables():
+    """The tables of `[tool.hatch.build.targets.flyte]` these kinds read."""
+    return {"docker": image.CONFIG, "pex": pex.CONFIG, "deploy": deploy.CONFIG}
