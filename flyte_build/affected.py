@@ -100,7 +100,7 @@ def snapshot(ws) -> Snapshot:
         env = ws.ctx.env(t.env)
         deps = tuple(ws.graph.edges.get(addr, ()))
         try:
-            inputs = ws.graph.rules[t.kind].inputs(env, ws.ctx)
+            inputs = ws.graph.rules[t.kind].inputs(env, ws.ctx.view)
         except FlyteBuildError as exc:
             targets[addr] = TargetState(addr, t.kind, t.env, (), "", deps, str(exc))
             continue

@@ -2,7 +2,8 @@
 
 One Context per run. It memoises the expensive questions (the file walk of
 the root, each environment's import closure) so that several rules asking
-the same thing pay once.
+the same thing pay once. Rules never get the Context itself: they get its
+read-only `View` (no store, no mutable settings).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 
 from . import files as files_mod
 from . import imports
@@ -54,6 +56,10 @@ class Context:
         self._edges_changed = False
         self._rel_memo: dict[str, str] = {}
         self._closure_records: dict[str, tuple[list[str], str]] = {}  # starts -> (closure, digest of its files)
+
+    @cached_property
+    def view(self) -> "View":
+        return View(self)
 
     # -- environments ----------------------------------------------------
     @property
@@ -263,38 +269,100 @@ class Context:
                     out[self.rel(m)] = m
         return out
 
-    def bundle_files(self, env: EnvSpec) -> dict[str, str]:
-        """name -> path of the files in the env's bundle (empty for copy style none)."""
-        style = self.cfg.copy_style_for(env.name)
-        if style == "none":
-            # flyte's include-only bundle: just the env's `include` files
-            return dict(sorted(self.include_files(env).items()))
-        if style == "all":
-            files = dict(self.all_files.files)
-        else:
-            files = self._inside_root({self.rel(p): p for p in self.closure(env)})
-        # an explicit include is the explicit way to ship a secret-looking file
-        files.update(self.include_files(env))
-        return dict(sorted(files.items()))
-
-    def _inside_root(self, files: dict[str, str]) -> dict[str, str]:
-        """Less modules that are symlinks leading out of the root (an import
-        resolves through them, but their bytes are not the repository's), as
-        the walk leaves out such links for copy style `all`."""
-        from . import files as files_mod
-
-        kept = {}
-        for rel, path in files.items():
-            if not files_mod.inside(self.root, path):
-                self.warn(f"{rel}: symlink leads outside the root (to {os.path.realpath(path)}); skipped")
-                continue
-            kept[rel] = path
-        return kept
+    def walk(self, start: str) -> dict[str, str]:
+        """name -> path of the files under `start` (relative to the root), with
+        the ignores and the secrets policy; its warnings become the run's."""
+        fs = files_mod.walk(self.root, start=start, allow_secrets=self.cfg.allow_secrets)
+        for w in fs.warnings:
+            self.warn(w)
+        return fs.files
 
     def warn(self, msg: str) -> None:
         with self._lock:
             if msg not in self.warnings:
                 self.warnings.append(msg)
+
+
+class View:
+    """What a rule's `applies`, `deps`, `inputs` and `describe` may read, read-only:
+    the repository's config, the environments, the run's settings and the
+    parameters given to a kind, the files (walks, import closures, digests),
+    image references. It holds no store and nothing to write but warnings."""
+
+    __slots__ = ("_ctx", "_params")
+
+    def __init__(self, ctx: Context, params: dict | None = None):
+        self._ctx = ctx
+        self._params = params or {}
+
+    def with_params(self, params: dict) -> "View":
+        """This view, with run parameters for some kinds (a goal's, e.g. the deploy's target)."""
+        return View(self._ctx, {**self._params, **params})
+
+    @property
+    def root(self) -> Path:
+        return self._ctx.root
+
+    @property
+    def cfg(self) -> Config:
+        return self._ctx.cfg  # frozen
+
+    @property
+    def discovery(self) -> Discovery:
+        return self._ctx.discovery  # frozen
+
+    @property
+    def envs(self) -> tuple[EnvSpec, ...]:
+        return self._ctx.envs
+
+    def env(self, name: str) -> EnvSpec:
+        return self._ctx.env(name)
+
+    @property
+    def version(self) -> str | None:
+        return self._ctx.options.version
+
+    @property
+    def strict(self) -> bool:
+        return self._ctx.options.strict
+
+    @property
+    def sync_local_sys_paths(self) -> bool:
+        return self._ctx.options.sync_local_sys_paths
+
+    def params(self, kind: str) -> MappingProxyType:
+        """The run's parameters for one kind: the caller's (`Settings.extra[kind]`,
+        e.g. the deploy command's flags) under a goal's (`with_params`)."""
+        given = self._ctx.options.extra.get(kind) or {}
+        return MappingProxyType({**given, **(self._params.get(kind) or {})})
+
+    def image_refs(self) -> dict[str, str]:
+        return self._ctx.image_refs()
+
+    def rel(self, path: str) -> str:
+        return self._ctx.rel(path)
+
+    def digest(self, path) -> tuple[str, int]:
+        return self._ctx.digest(str(path))
+
+    def executable(self, path) -> bool:
+        return self._ctx.digests.executable(str(path))
+
+    @property
+    def all_files(self) -> files_mod.FileSet:
+        return self._ctx.all_files
+
+    def walk(self, start: str) -> dict[str, str]:
+        return self._ctx.walk(start)
+
+    def closure(self, env: EnvSpec) -> list[str]:
+        return self._ctx.closure(env)
+
+    def include_files(self, env: EnvSpec) -> dict[str, str]:
+        return self._ctx.include_files(env)
+
+    def warn(self, msg: str) -> None:
+        self._ctx.warn(msg)
 
 
 def _dirs_unchanged(witness: dict) -> bool:

@@ -9,6 +9,14 @@ otherwise the rule runs in a fresh work directory, its outputs go into the
 content store, and only then is the action entry written. Independent targets
 run in parallel (`--jobs`); a failed target skips its dependents and nothing
 else.
+
+Only the engine writes the stores. A rule's `inputs` reads the run through a
+read-only `context.View`; its `run` gets its declared files, params,
+dependency results, a work directory and a log, and returns what it wrote
+there; a rule whose effect lives outside the cache (a deploy) may also read
+and return small state documents, which the engine keeps. Two targets with
+one action key (envs sharing an image spec) run once: the second waits for
+the first and is then a cache hit.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
@@ -97,20 +106,28 @@ def _state_dir(ctx: Context) -> str:
 
 
 class Engine:
-    def __init__(self, ctx: Context, graph: Graph, cache: Cache, reporter: Reporter | None = None, jobs: int = 1):
+    def __init__(self, ctx: Context, graph: Graph, cache: Cache, reporter: Reporter | None = None, jobs: int = 1,
+                 params: dict | None = None, secrets: dict | None = None):
+        """`params`: run parameters per kind a goal adds to the rules' view (they
+        are declared inputs where a rule reads them); `secrets`: per kind,
+        credentials its `run` gets and no key, log or store ever holds."""
         self.ctx = ctx
+        self.view = ctx.view.with_params(params) if params else ctx.view
         self.graph = graph
         self.cache = cache
         self.reporter = reporter or Reporter()
         self.jobs = max(1, jobs)
+        self.secrets = secrets or {}
+        self.run_id = uuid.uuid4().hex
         self.results: dict[str, TargetResult] = {}
         self._lock = threading.Lock()
+        self._key_locks: dict[str, threading.Lock] = {}
 
     # -- keys --------------------------------------------------------------
     def key_document(self, target: Target, dep_digests: dict[str, str | None]) -> tuple[dict, tuple[FileInput, ...], dict]:
         rule = self.graph.rules[target.kind]
         env = self.ctx.env(target.env)
-        inputs = rule.inputs(env, self.ctx)
+        inputs = rule.inputs(env, self.view)
         for w in inputs.warnings:
             self.ctx.warn(w)
         files = []
@@ -190,45 +207,68 @@ class Engine:
         doc, files, params = self.key_document(t, {d: r.digest for d, r in deps.items()})
         key = key_of(doc)
         self._remember_inputs(addr, key, doc)
-        entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature) if rule.cacheable else (None, None)
+        if not rule.cacheable:
+            entry, _ = self._act(t, rule, key, env, files, params, deps)
+            self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))
+            return
+        with self._key_lock(key):  # one action key runs once, however many targets share it
+            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature)
+            status = "cached"
+            if entry is None:
+                entry, source = self._act(t, rule, key, env, files, params, deps)
+                status = "cached" if source == "remote" else "built"
+        self._finish(self._result(t, status, entry, key, time.perf_counter() - started, source))
+
+    def _key_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._key_locks.setdefault(key, threading.Lock())
+
+    def _request(self, t: Target, env, files, params, deps, workdir: Path, log) -> Request:
+        return Request(t.address, env, files, params, deps, workdir, log, root=self.ctx.root, run_id=self.run_id,
+                       state=self._read_state, secrets=dict(self.secrets.get(t.kind) or {}))
+
+    def _act(self, t: Target, rule, key: str, env, files, params, deps) -> tuple[ActionEntry, str | None]:
+        """Run the rule (its remote check first) in a fresh work directory; store
+        what it produced. (entry, "remote" when the remote check had it, else None)."""
         lines: list[str] = []
 
         def log(line: str) -> None:
             lines.append(line)
-            self.reporter.log(addr, line)
+            self.reporter.log(t.address, line)
 
-        request = None
-        if entry is None and rule.remote_check is not None:
-            # a result that lives outside the cache (an image already in the registry)
-            request = Request(addr, env, files, params, deps, self.ctx, Path(tempfile.gettempdir()), log)
-            produced = rule.remote_check(request)
-            if produced is not None:
-                entry = self._store(addr, key, produced)
-                source = "remote"
-        if entry is not None:
-            self._finish(self._result(t, "cached", entry, key, time.perf_counter() - started, source))
-            return
         tmp_root = self.ctx.store.root / "tmp"
         tmp_root.mkdir(parents=True, exist_ok=True)
         workdir = Path(tempfile.mkdtemp(prefix=f"{t.kind}-", dir=tmp_root))
         try:
-            request = Request(addr, env, files, params, deps, self.ctx, workdir, log)
+            if rule.remote_check is not None:
+                # a result that lives outside the cache (an image already in the registry)
+                produced = rule.remote_check(self._request(t, env, files, params, deps, workdir, log))
+                if produced is not None:
+                    return self._store(t.address, key, produced), "remote"
             try:
-                produced = rule.run(request)
+                produced = rule.run(self._request(t, env, files, params, deps, workdir, log))
             except FlyteBuildError:
                 raise
             except Exception as exc:  # a rule's own bug: keep the traceback in the log
                 lines.append(traceback.format_exc())
                 raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
             finally:
-                self._write_log(addr, lines)
+                self._write_log(t.address, lines)
+            self._write_state(produced.state)
             if rule.cacheable:
-                entry = self._store(addr, key, produced)
-            else:
-                entry = ActionEntry(key=key, target=addr, outputs=(), meta=produced.meta)
+                return self._store(t.address, key, produced), None
+            return ActionEntry(key=key, target=t.address, outputs=(), meta=produced.meta), None
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
-        self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))
+
+    def _read_state(self, name: str):
+        """A rule's state document (see Produced.state), None if absent or unreadable."""
+        doc = self.ctx.store.read_json(f"state/{_state_name(name)}")
+        return doc if isinstance(doc, dict) else None
+
+    def _write_state(self, docs) -> None:
+        for name, doc in docs:
+            self.ctx.store.write_json(f"state/{_state_name(name)}", doc)
 
     def _store(self, addr: str, key: str, produced) -> ActionEntry:
         outputs = []
@@ -303,6 +343,13 @@ class Engine:
             if old.get(k) != doc.get(k):
                 report.setdefault("changed_other", []).append(k)
         return report
+
+
+def _state_name(name: str) -> str:
+    parts = name.split("/")
+    if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"a rule's state name must be a relative path: {name!r}")
+    return name
 
 
 def _doc_shaped(doc: dict) -> bool:

@@ -108,12 +108,12 @@ class Graph:
         self.targets: dict[str, Target] = {}
         for env in ctx.envs:
             for kind, rule in rules.items():
-                if rule.applies(env, ctx):
+                if rule.applies(env, ctx.view):
                     addr = f"{kind}:{env.name}"
                     self.targets[addr] = Target(addr, kind, env.name)
         self.edges: dict[str, tuple[str, ...]] = {}
         for addr, t in self.targets.items():
-            deps = self.rules[t.kind].deps(ctx.env(t.env), ctx)
+            deps = self.rules[t.kind].deps(ctx.env(t.env), ctx.view)
             self.edges[addr] = tuple(d for d in dict.fromkeys(deps) if d in self.targets)
 
     def select(self, patterns: list[str], default_kinds: list[str] | None = None, exclude_kinds: tuple[str, ...] = ()) -> list[str]:

@@ -1,10 +1,18 @@
 """What a rule is, and what it gets and returns. Rules import only this module.
 
 A rule is a plain function of its declared inputs, in the manner of Pants'
-backends: `inputs(env, ctx)` names the files, parameters and other targets the
+backends: `inputs(env, view)` names the files, parameters and other targets the
 action reads; the engine digests them into the action key; on a cache miss it
 calls `run(request)` in a fresh work directory and stores what it produced. A
-rule must not read anything it did not declare, or its key would lie.
+rule must not read anything it did not declare, or its key would lie, and the
+API keeps that promise: `applies`, `deps`, `inputs` and `describe` get a
+read-only `View` of the run (config, environments, run parameters, file
+listings, import closures, digests, image references) and no store; `run` gets
+only a `Request`: its declared files (with the digests the key was made of),
+its params, its dependencies' results, a work directory and a log. Only the
+engine writes the stores: a rule returns files it wrote in its work directory
+and, when its effect lives outside the cache (a deploy), small state documents
+(`Produced.state`) that the engine keeps and hands back (`Request.state`).
 
 Rule sets are directories with a `register.py` whose `rules()` returns Rule
 objects: the built-in set (`rules/` in the repository) is loaded exactly the
@@ -24,7 +32,7 @@ from . import config_schema as checks  # noqa: F401 (string, boolean, choice, ..
 from .config_schema import Table as ConfigTable  # noqa: F401
 
 if TYPE_CHECKING:
-    from .context import Context
+    from .context import View
     from .model import EnvSpec
 
 
@@ -52,9 +60,17 @@ class Request:
     files: tuple[FileInput, ...]
     params: dict
     deps: dict  # address -> TargetResult of each declared dependency
-    ctx: "Context"
     workdir: Path
     log: Callable[[str], None]
+    # the repository's root, for a tool that must run there (its files are the declared ones)
+    root: Path | None = None
+    # this engine run's id: a rule may memoise within one run (the tree is digested
+    # once per run), never across runs
+    run_id: str = ""
+    # state(name) -> the document this rule last returned under `name` (Produced.state), or None
+    state: Callable[[str], Any] = lambda name: None
+    # credentials a goal gave this kind for the run: never in a key, a log or a store
+    secrets: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,9 @@ class Produced:
 
     files: tuple[tuple[str, Path], ...] = ()
     meta: dict = field(default_factory=dict)
+    # (name, JSON document): state the engine keeps for the rule (a relative name, e.g.
+    # "deploys/<backend>/envs/<env>.json"); written only when `run` returns
+    state: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,14 +89,14 @@ class Rule:
     kind: str
     version: str
     description: str
-    inputs: Callable[["EnvSpec", "Context"], Inputs]
+    inputs: Callable[["EnvSpec", "View"], Inputs]
     run: Callable[[Request], Produced]
-    applies: Callable[["EnvSpec", "Context"], bool] = lambda env, ctx: True
+    applies: Callable[["EnvSpec", "View"], bool] = lambda env, ctx: True
     # cheap: the targets this one depends on, without computing its inputs (for `graph`)
-    deps: Callable[["EnvSpec", "Context"], tuple[str, ...]] = lambda env, ctx: ()
+    deps: Callable[["EnvSpec", "View"], tuple[str, ...]] = lambda env, ctx: ()
     default: bool = False  # built by a plain `flyte-build build`
     # extra fields for `targets --json`, computed without building (e.g. an image's uri)
-    describe: Callable[["EnvSpec", "Context"], dict] | None = None
+    describe: Callable[["EnvSpec", "View"], dict] | None = None
     # rules whose result lives outside the cache (a registry, a backend) may check it there
     remote_check: Callable[[Request], Any] | None = None
     # False for actions whose effect lives outside the cache (a deploy): run every time,

@@ -120,8 +120,10 @@ class Workspace:
         self.graph = Graph(self.ctx, self.rules)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
-    def engine(self, reporter: Reporter | None = None, jobs: int | None = None) -> Engine:
-        return Engine(self.ctx, self.graph, self.cache, reporter, jobs or self.cfg.jobs)
+    def engine(self, reporter: Reporter | None = None, jobs: int | None = None, params: dict | None = None,
+               secrets: dict | None = None) -> Engine:
+        """`params`, `secrets`: a goal's run parameters and credentials per kind (see Engine)."""
+        return Engine(self.ctx, self.graph, self.cache, reporter, jobs or self.cfg.jobs, params, secrets)
 
     def build(self, patterns: list[str] | None = None, reporter: Reporter | None = None, out: Path | None = None, jobs: int | None = None) -> list[TargetResult]:
         effects = tuple(k for k, r in self.rules.items() if not r.cacheable)  # deploys have their own command

@@ -5,10 +5,11 @@ from .check import rule as check
 from .deploy import rule as deploy
 from .image import rule as image
 from .pex import rule as pex
+from .specs import rule as specs
 
 
 def rules():
-    return [bundle.RULE, pex.RULE, image.RULE, check.RULE, deploy.RULE]
+    return [bundle.RULE, pex.RULE, image.RULE, specs.RULE, check.RULE, deploy.RULE]
 
 
 def commands():

@@ -22,7 +22,7 @@ def records(ws) -> list[dict]:
         rec = {"target": addr, "kind": t.kind, "env": t.env, "digest": None, "cached": False, "path": None,
                "deps": list(ws.graph.edges[addr]), "selected": env.selected}
         if rule.describe is not None:
-            rec.update(rule.describe(env, ws.ctx))
+            rec.update(rule.describe(env, ws.ctx.view))
         try:
             report = engine.explain(addr)
         except Exception:  # noqa: BLE001 - a target that cannot be keyed yet is listed without a digest

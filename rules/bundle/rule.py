@@ -12,20 +12,21 @@ from flyte_build import archive
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
 from . import upload
+from .files import bundle_files, has_bundle
 
 VERSION = "2"  # 2: members deflated one by one (see archive.write_tar_gz)
 
 
-def applies(env, ctx) -> bool:
+def applies(env, view) -> bool:
     # copy style none has a bundle only for the env's `include` files, as flyte's
-    return ctx.cfg.copy_style_for(env.name) != "none" or bool(env.include or ctx.cfg.include_for(env.name))
+    return has_bundle(env, view)
 
 
-def inputs(env, ctx) -> Inputs:
-    files = ctx.bundle_files(env)
+def inputs(env, view) -> Inputs:
+    files = bundle_files(env, view)
     return Inputs(
         files=tuple(files.items()),
-        params={"copy_style": ctx.cfg.copy_style_for(env.name), "format": "tar.gz/2"},
+        params={"copy_style": view.cfg.copy_style_for(env.name), "format": "tar.gz/2"},
     )
 
 

@@ -1,7 +1,7 @@
 """check:<env> — proof that the env's tasks load from its bundle inside its image.
 
 Depends on `image:<env>`, `bundle:<env>` (unless copy style none) and the env's
-serialized task specs. It starts one container of the env's image (`--network
+serialized task specs (`specs:<env>`). It starts one container of the env's image (`--network
 host`, the image's own user and working directory, the spec's environment
 variables such as `_F_SYS_PATH`), and there does what Flyte's runtime does
 before a task runs (`flyte_adapter.check_in_image`): the bundle is fetched and
@@ -25,7 +25,7 @@ import subprocess
 from flyte_build.errors import BuildFailed
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
-VERSION = "1"
+VERSION = "2"  # 2: the task specs are a dependency (specs:<env>), not params
 BUNDLE_DIR = "/var/tmp/flyte-build-check"  # where the bundle is mounted in the container
 TIMEOUT = 600.0
 
@@ -40,7 +40,7 @@ def applies(env, ctx) -> bool:
 
 
 def deps(env, ctx) -> tuple[str, ...]:
-    return (f"image:{env.name}", *((f"bundle:{env.name}",) if _has_bundle(env, ctx) else ()))
+    return (f"image:{env.name}", *((f"bundle:{env.name}",) if _has_bundle(env, ctx) else ()), f"specs:{env.name}")
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -58,11 +58,10 @@ def _loader(args: list[str]) -> tuple[str | None, list[str]]:
     return None, []
 
 
-def _tasks(env, ctx) -> list[dict]:
-    from ..deploy import deployer
-
+def _tasks(specs: dict) -> list[dict]:
+    """What loading each task needs, from the env's serialized specs."""
     out = []
-    for t in deployer.templates(ctx)[env.name].get("tasks") or ():
+    for t in specs["env"].get("tasks") or ():
         container = t["spec"].get("task_template", {}).get("container", {})
         args = list(container.get("args", []))
         resolver, resolver_args = _loader(args)
@@ -81,7 +80,6 @@ def inputs(env, ctx) -> Inputs:
 
     return Inputs(
         params={
-            "tasks": _tasks(env, ctx),
             "flyte": flyte_version(),  # the SDK that serialized the specs
             "network": image_rule.options(ctx.cfg)["network"] or "host",
         },
@@ -104,7 +102,9 @@ def run(req: Request) -> Produced:
     if not uri:
         raise BuildFailed(f"check:{name}: image:{name} names no image to run")
     p = req.params
-    tasks = p["tasks"]
+    from ..specs import rule as specs_rule
+
+    tasks = _tasks(specs_rule.read(req.deps[f"specs:{name}"]))
     missing = sorted({t.name for t in req.env.tasks} - {t["name"] for t in tasks})
     if missing:
         raise BuildFailed(f"check:{name} failed (env `{name}`): discovered tasks have no serialized spec: {', '.join(missing)}")

@@ -21,13 +21,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import os
 import re
-import subprocess
-import sys
-import tempfile
-import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -35,6 +30,12 @@ from flyte_build import graph as graph_mod
 from flyte_build.__about__ import __version__
 from flyte_build.errors import BuildFailed, UserError
 from flyte_build.hashing import key_of, strip_digest
+
+from ..bundle.files import has_bundle
+from ..check import rule as check_rule
+from ..image import rule as image_rule
+from ..specs import rule as specs_rule
+from . import rule as deploy_rule
 
 FORMAT = 2
 BUNDLE_ROOT = "flyte-build"  # the upload's filename_root: bundles are named by their sha256 below it
@@ -95,143 +96,34 @@ class Plan:
         }
 
 
-# -- the serialization child, cached -------------------------------------------
-_memo_lock = threading.Lock()
+# -- serialized specs, images and checks ----------------------------------------------
+def specs(ws, reporter=None, jobs: int | None = None) -> dict:
+    """env name -> its specs:<env> document ({"env": ..., "images": ...}) for every env of the run."""
+    addrs = [f"specs:{e.name}" for e in ws.ctx.envs if f"specs:{e.name}" in ws.graph.targets]
+    results = ws.engine(reporter, jobs).run(addrs)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
+    return {r.env: specs_rule.read(r) for r in results}
 
 
-def templates(ctx) -> dict:
-    """env name -> {"image": uri, "tasks": [{"name", "spec"}]} for every env of the run,
-    from one child process, cached on the digests of every file discovery imported."""
-    with _memo_lock:
-        hit = getattr(ctx, "_deploy_templates", None)
-        if hit is not None:
-            return hit
-        result = _templates(ctx)
-        ctx._deploy_templates = result
-        return result
-
-
-def _child_request(ctx) -> dict:
-    every = sorted(e.name for e in ctx.envs)
-    return {
-        "project": ctx.cfg.project, "domain": ctx.cfg.domain, "org": None,
-        "source_roots": list(ctx.cfg.source_roots), "image_refs": dict(sorted(ctx.image_refs().items())),
-        "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
-        # the same modules discovery imported, in the same order: one loaded state (a
-        # task declared in another module than its env is on the env here too)
-        "files": list(ctx.discovery.candidates), "ignore_load_errors": bool(ctx.cfg.ignore_load_errors),
-        "copy_style": {e.name: ctx.cfg.copy_style_for(e.name) for e in ctx.envs},
-        # every env's image in every task's image cache, as flyte's merged cache
-        "envs": {e.name: {"image_envs": every, "with_bundle": has_bundle(ctx, e)} for e in ctx.envs},
-    }
-
-
-def has_bundle(ctx, env) -> bool:
-    """Copy styles other than none have a bundle; none has one only for the
-    env's `include` files (flyte's include-only bundle)."""
-    if ctx.cfg.copy_style_for(env.name) != "none":
-        return True
-    return bool(env.include or ctx.cfg.include_for(env.name))
-
-
-def _check_tasks(ctx, envs: dict) -> None:
-    """Every env serializes exactly the tasks discovery found on it: an env
-    that has tasks and serializes none (or other ones) would deploy wrong."""
-    for e in ctx.envs:
-        got = envs.get(e.name) or {}
-        names = sorted(x["name"] for x in got.get("tasks", ()))
-        want = sorted(t.name for t in e.tasks)
-        if want and not names:
-            raise BuildFailed(f"`{e.name}` has {len(want)} tasks ({', '.join(want)}) but serialized none; nothing of it would deploy")
-        if names != want:
-            raise BuildFailed(f"`{e.name}`: discovery found tasks {', '.join(want) or 'none'} but serialization found "
-                              f"{', '.join(names) or 'none'}")
-
-
-def _templates(ctx) -> dict:
-    request = _child_request(ctx)
-    files = {}
-    for rel in sorted(ctx.discovery.loaded_files):
-        if not os.path.isabs(rel):
-            try:
-                files[rel] = ctx.digests.digest(ctx.root / rel)[0]
-            except OSError:
-                files[rel] = None
-    from flyte_build.discovery import _flyte_marker
-
-    marker = _flyte_marker()
-    doc = {
-        "format": FORMAT, "tool": __version__, "python": list(sys.version_info[:3]),
-        "flyte": ctx.digests.digest(marker)[0] if marker else None,
-        "request": request, "files": files, "sys_path": list(ctx.discovery.sys_path),
-        # data files and variables the modules read at import (`settings.json`, STAGE=prod)
-        "witness": ctx.discovery.witness,
-    }
-    # no checkout path in the key: two checkouts of one commit share the entry
-    rel_path = f"serialized/{key_of(doc)}.json"
-    cached = ctx.store.read_json(rel_path)
-    if cached is not None:
-        return cached
-    raw = _run_child(ctx, request)
-    if raw.get("error"):
-        raise UserError(raw["error"])
-    for name, out in sorted(raw["envs"].items()):
-        if out.get("error"):
-            raise UserError(out["error"])
-    _check_tasks(ctx, raw["envs"])
-    ctx.digests.save()
-    try:
-        ctx.store.write_json(rel_path, raw["envs"])
-    except OSError:
-        pass
-    return raw["envs"]
-
-
-# the child by path (the rule set is not an importable package in an editable
-# install), with the working directory first on sys.path as under `python -m`
-_RUN_CHILD = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-
-
-def _run_child(ctx, request: dict) -> dict:
-    request = {**request, "root": str(ctx.root)}
-    with tempfile.TemporaryDirectory(prefix="flyte-build-serialize-") as tmp:
-        req_path, res_path = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
-        Path(req_path).write_text(json.dumps(request))
-        env = dict(os.environ)
-        import flyte_build
-
-        pkg_parent = str(Path(flyte_build.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
-        child = Path(__file__).resolve().parent.parent / "specs" / "serialize_child.py"
-        proc = subprocess.run(
-            [sys.executable, "-c", _RUN_CHILD, str(child), req_path, res_path],
-            cwd=str(ctx.root), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-        )
-        if not os.path.exists(res_path):
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise UserError(f"task serialization failed (exit {proc.returncode}):\n{tail}")
-        return json.loads(Path(res_path).read_text())
-
-
-# -- images and checks ------------------------------------------------------------
-def planned_image(ctx, rules: dict, graph, name: str) -> str | None:
+def planned_image(ws, name: str, spec_docs: dict) -> str | None:
     """The env's image reference known without building: the image rule's
     `describe` uri when there is an image target, else flyte's resolution."""
-    rule = rules.get("image")
+    rule = ws.rules.get(image_rule.RULE.kind)
     unresolved = None
-    if rule is not None and f"image:{name}" in graph.targets and rule.describe is not None:
-        described = rule.describe(ctx.env(name), ctx)
+    if rule is not None and f"{rule.kind}:{name}" in ws.graph.targets and rule.describe is not None:
+        described = rule.describe(ws.ctx.env(name), ws.ctx.view)
         if described.get("uri"):
             return described["uri"]
         unresolved = described.get("image_error")
-    t = templates(ctx)[name]
+    t = spec_docs[name]["env"]
     if t.get("image_error"):
         raise UserError(t["image_error"])
     if unresolved:
         # say so: flyte's URI names an image flyte-build cannot build, so a deploy would fail
-        ctx.warn(f"`{name}`: flyte-build cannot resolve this env's image ({unresolved}); "
-                 f"the plan names flyte's own URI {t.get('image')}, which `image:{name}` will not build")
+        ws.ctx.warn(f"`{name}`: flyte-build cannot resolve this env's image ({unresolved}); "
+                    f"the plan names flyte's own URI {t.get('image')}, which `image:{name}` will not build")
     return t.get("image")
 
 
@@ -275,7 +167,7 @@ def check_versions(ctx, names: list[str]) -> None:
     if ctx.options.version:
         return
     for name in names:
-        if ctx.cfg.copy_style_for(name) == "none" and not has_bundle(ctx, ctx.env(name)):
+        if ctx.cfg.copy_style_for(name) == "none" and not has_bundle(ctx.env(name), ctx.view):
             raise UserError(f"`{name}` has copy style none, so there is no bundle to derive a version from: give --version V")
 
 
@@ -298,14 +190,14 @@ def env_version(bundle: str | None, images: dict[str, str | None], tasks: list[d
     return key_of({"format": FORMAT, "bundle": bundle, "images": images, "tasks": tasks})[:32]
 
 
-def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_for_spec: dict, bundle_uri: str | None,
-             where: tuple = (None, None, None)) -> EnvPlan:
-    """One env's plan: its version and its rendered task specs."""
+def env_plan(env, t: dict, given: dict, bundle: str | None, images_for_key: dict, images_for_spec: dict,
+             bundle_uri: str | None, where: tuple = (None, None, None)) -> EnvPlan:
+    """One env's plan: its version and its rendered task specs. `t`: the env's
+    serialized entry (specs:<env>); `given`: the run's `version` and `app_source`."""
     from flyte_build import flyte_adapter as fa
 
-    t = templates(ctx)[name]
     app = t.get("app")
-    version = ctx.options.version or env_version(bundle, images_for_key, [app] if app else t["tasks"])
+    version = given.get("version") or env_version(bundle, images_for_key, [app] if app else t["tasks"])
     spec_images = {k: v for k, v in images_for_spec.items() if v}
     tasks = tuple(
         TaskPlan(x["name"], fa.render_task_spec(x["spec"], version, bundle_uri, spec_images, *where),
@@ -316,11 +208,9 @@ def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_fo
     if app:
         # an App is rendered like a task spec (same placeholders), plus flyte's git link
         app_spec = fa.render_task_spec(app["spec"], version, bundle_uri, spec_images, *where)
-        source = ctx.options.extra.get("_app_source")
-        if source:
-            app_spec["metadata"]["source_code"] = source
-    env = ctx.env(name)
-    return EnvPlan(name, version, images_for_spec.get(name), bundle, tasks, tuple(env.depends_on),
+        if given.get("app_source"):
+            app_spec["metadata"]["source_code"] = given["app_source"]
+    return EnvPlan(env.name, version, images_for_spec.get(env.name), bundle, tasks, tuple(env.depends_on),
                    dict(sorted(images_for_spec.items())), bundle_uri, app_spec)
 
 
@@ -344,32 +234,34 @@ def split_order(ctx, names: list[str], assume_deployed=()) -> tuple[list[str], l
     return graph_mod.deploy_order(ctx, kept, expand=False), [n for n in full if n in skip]
 
 
-def _checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[str], list[str]]:
-    """The deploy order and the left-out dependencies of `names` (default: the
-    selected envs), after the checks every plan and deploy makes first."""
+def _checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[str], list[str], str | None]:
+    """The deploy order, the left-out dependencies of `names` (default: the
+    selected envs) and an app's git source link, after the checks every plan
+    and deploy makes first."""
     if names is None:
         names = [e.name for e in ctx.envs if e.selected]
     order, left_out = split_order(ctx, names, assume_deployed)
     check_versions(ctx, order)
     check_packages(ctx, order)
-    if any(ctx.env(n).is_app for n in order) and "_app_source" not in ctx.options.extra:
+    source = None
+    if any(ctx.env(n).is_app for n in order):
         from flyte_build import flyte_adapter as fa
 
         # flyte asks git in the working directory: once, here, before any worker thread
-        ctx.options.extra["_app_source"] = fa.app_source_link(ctx.root)
-    return order, left_out
+        source = fa.app_source_link(ctx.root)
+    return order, left_out, source
 
 
 def check_states(ws, names: list[str]) -> dict[str, str]:
     """Each env's check: target as a deploy would find it, without running anything:
     "passed" when its key (image, bundle, specs) has a cached result, else "to run";
     "off" under `deploy --no-check`, "none" for an env without one."""
-    if (ws.ctx.options.extra.get("deploy") or {}).get("check", True) is False:
+    if not deploy_rule.checked(ws.ctx.view):
         return {n: "off" for n in names}
     engine = ws.engine()
     out = {}
     for n in names:
-        addr = f"check:{n}"
+        addr = f"{check_rule.RULE.kind}:{n}"
         if addr not in ws.graph.targets:
             out[n] = "none"
             continue
@@ -385,21 +277,24 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     except those in `assume_deployed`: see `split_order`), computed offline:
     bundles are built locally, images are only named."""
     ctx = ws.ctx
-    order, left_out = _checked_order(ctx, names, assume_deployed)
+    order, left_out, source = _checked_order(ctx, names, assume_deployed)
     bundles = [f"bundle:{n}" for n in order if f"bundle:{n}" in ws.graph.targets]
     results = {r.target: r for r in ws.build(bundles, reporter=reporter)} if bundles else {}
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
+    docs = specs(ws, reporter)
     # every env's image: each task's image cache names them all (see serialize_env_templates)
-    images = {e.name: planned_image(ctx, ws.rules, ws.graph, e.name) for e in ctx.envs}
+    images = {e.name: planned_image(ws, e.name, docs) for e in ctx.envs}
+    given = {"version": ctx.options.version, "app_source": source}
     envs = []
     checks = check_states(ws, order)
     for n in order:
         b = results.get(f"bundle:{n}")
         digest = b.digest if b else None
         imgs = dict(images)
-        e = env_plan(ctx, n, digest, imgs, imgs, dry_run_bundle_uri(digest), (ctx.cfg.project, ctx.cfg.domain, None))
+        e = env_plan(ctx.env(n), docs[n]["env"], given, digest, imgs, imgs, dry_run_bundle_uri(digest),
+                     (ctx.cfg.project, ctx.cfg.domain, None))
         envs.append(replace(e, check=checks.get(n)))
     return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order, expand=False)),
                 ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out))
@@ -421,7 +316,21 @@ class Target:
     auth: str = ""  # the auth type and where it came from, for messages
 
     def state_dir(self) -> str:
-        return f"state/deploys/{key_of([self.endpoint, self.project, self.domain, self.org or ''])[:24]}"
+        """Where (under the cache's state/) what was deployed to this backend is remembered."""
+        return f"deploys/{key_of([self.endpoint, self.project, self.domain, self.org or ''])[:24]}"
+
+    def params(self) -> dict:
+        """What a deploy action declares of its backend (no credentials)."""
+        return {"endpoint": self.endpoint, "insecure": self.insecure, "project": self.project, "domain": self.domain,
+                "org": self.org, "force": self.force, "timeout": self.timeout}
+
+    def secrets_for_run(self) -> dict:
+        return {"client": self.client, "secrets": self.secrets, "auth": self.auth}
+
+    @classmethod
+    def of(cls, params: dict, secrets: dict) -> "Target":
+        return cls(**params, client=dict(secrets.get("client") or {}), secrets=tuple(secrets.get("secrets") or ()),
+                   auth=secrets.get("auth", ""))
 
     def backend(self):
         from flyte_build import flyte_adapter as fa
@@ -429,13 +338,14 @@ class Target:
         return fa.Backend(self.endpoint, self.insecure, self.timeout, client=self.client, secrets=self.secrets, auth=self.auth)
 
 
-def backend_target(ctx) -> Target:
+def backend_target(ws) -> Target:
     """Where and how to deploy: flyte's own configuration (found and read as the
     `flyte` CLI does), under the pyproject table and the flags (see flyte_config)."""
     from flyte_build import flyte_adapter as fa
     from flyte_build import flyte_config
 
-    given = dict(ctx.options.extra.get("deploy") or {})
+    ctx = ws.ctx
+    given = dict(ctx.view.params("deploy"))
     fl = ctx.options.extra.get("_flyte") or {}
     ref = fl.get("ref") or flyte_config.locate(ctx.cfg.flyte_config)
     settings = flyte_config.resolve(ref, fl.get("layers") or {"table": {}, "flags": {}, "pyproject": None})
@@ -458,71 +368,83 @@ def backend_target(ctx) -> Target:
                   bool(given.get("force")), float(timeout), client=fa.client_kwargs(values), secrets=secrets, auth=auth)
 
 
-def run_action(req):
-    """The deploy:<env> rule's action."""
-    from flyte_build.rule_api import Produced
-
-    ctx, name = req.ctx, req.env.name
-    target = ctx.options.extra.get("_deploy_target") or backend_target(ctx)
-    bundle = req.deps.get(f"bundle:{name}")
-    image_res = req.deps.get(f"image:{name}")
-    # every env's image is in each task's image cache: the ones this deploy
-    # does not wait for by their planned reference (a content-addressed tag)
-    planned = {e.name: planned_image(ctx, ctx.options.extra.get("_rules", {}), ctx.options.extra.get("_graph"), e.name)
-               for e in ctx.envs if e.name != name} if ctx.options.extra.get("_graph") is not None else \
-        {e.name: templates(ctx)[e.name].get("image") for e in ctx.envs if e.name != name}
+def _deploy_images(req) -> tuple[dict, dict]:
+    """(images for the deploy key, images for the task specs), by env name: this env's
+    image as built (pinned by digest), its dependencies' as they deployed them, and
+    every other env's by its planned reference (a content-addressed tag), since
+    every env's image is in each task's image cache."""
+    name = req.env.name
+    planned = dict(req.params["planned"])
+    own = planned.pop(name, None)
     key_images: dict = dict(planned)
     spec_images: dict = dict(planned)
-    for d in ctx.env(name).depends_on:
+    for d in req.env.depends_on:
         dep = req.deps.get(f"deploy:{d}")
         if dep is not None:
             key_images.update(dep.meta.get("key_images", {}))
             spec_images.update(dep.meta.get("images", {}))
-    own = planned_image(ctx, req.ctx.options.extra.get("_rules", {}), req.ctx.options.extra.get("_graph"), name) \
-        if req.ctx.options.extra.get("_graph") is not None else templates(ctx)[name].get("image")
+    image_res = req.deps.get(f"image:{name}")
     key_images[name] = own
     spec_images[name] = (image_res.meta.get("pinned") or image_res.meta.get("uri")) if image_res else own
-    digest = bundle.digest if bundle else None
+    return key_images, spec_images
 
-    state_path = f"{target.state_dir()}/envs/{name}.json"
-    where = (target.project, target.domain, target.org)
-    provisional = env_plan(ctx, name, digest, key_images, spec_images, None, where)
+
+def _deploy_key(provisional: EnvPlan, digest, spec_images: dict) -> str:
+    """What decides whether the env needs deploying again (its state file keeps the last one)."""
     # an App's git link moves with every commit; what it deploys does not
     app_key = {**provisional.app, "metadata": {k: v for k, v in provisional.app["metadata"].items() if k != "source_code"}} \
         if provisional.app else None
-    deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
-                         "tasks": [without_source_link(t.spec) for t in provisional.tasks], "triggers": [t.triggers for t in provisional.tasks],
-                         "app": app_key})
+    return key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
+                   "tasks": [without_source_link(t.spec) for t in provisional.tasks], "triggers": [t.triggers for t in provisional.tasks],
+                   "app": app_key})
+
+
+def run_action(req):
+    """The deploy:<env> rule's action: everything it reads is declared (the
+    backend, the planned images, the specs, the bundle and image results)."""
+    from flyte_build.rule_api import Produced
+
+    name, p = req.env.name, req.params
+    if not p.get("backend"):
+        raise UserError(f"{req.target}: deploys run through `flyte-build deploy` (or flyte_build.deploy)")
+    target = Target.of(p["backend"], req.secrets)
+    bundle = req.deps.get(f"bundle:{name}")
+    t = specs_rule.read(req.deps[f"specs:{name}"])["env"]
+    key_images, spec_images = _deploy_images(req)
+    digest = bundle.digest if bundle else None
+    state_path = f"{target.state_dir()}/envs/{name}.json"
+    where = (target.project, target.domain, target.org)
+    provisional = env_plan(req.env, t, p, digest, key_images, spec_images, None, where)
+    deploy_key = _deploy_key(provisional, digest, spec_images)
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
             "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
             "project": target.project, "domain": target.domain}
-    if name in ctx.options.extra.get("_left_out", ()):
+    if p.get("left_out"):
         # a dependency assumed deployed: its image and bundle were resolved
         # (its dependents pin them), the backend is not contacted
         req.log(f"{name}: left out (assumed deployed already); not contacted")
         return Produced(meta={**meta, "action": "unchanged", "left_out": True, "tasks": [t.name for t in provisional.tasks]})
-    last = ctx.store.read_json(state_path)
+    last = req.state(state_path)
     if last and last.get("deploy_key") == deploy_key and not target.force:
         req.log(f"{name}: unchanged since its deploy of version {provisional.version}; skipped")
         return Produced(meta={**meta, "action": "unchanged", "tasks": [t.name for t in provisional.tasks]})
 
-    bundle_uri = _upload_bundle(ctx, target, bundle, req.log) if bundle else None
-    final = env_plan(ctx, name, digest, key_images, spec_images, bundle_uri, where)
+    bundle_uri, uploaded = _upload_bundle(req, target, bundle) if bundle else (None, ())
+    final = env_plan(req.env, t, p, digest, key_images, spec_images, bundle_uri, where)
     if final.app is not None:
-        return _deploy_app(ctx, req, target, final, meta, state_path, deploy_key, bundle_uri)
+        return _deploy_app(req, target, final, meta, state_path, deploy_key, bundle_uri, uploaded)
     outcomes = asyncio.run(_deploy_tasks(target, final.tasks))
     failed = [(t, o) for t, o in zip(final.tasks, outcomes) if isinstance(o, BaseException)]
     if failed:
         t, exc = failed[0]
         raise BuildFailed(f"deploying task {t.name} of `{name}` failed: {exc}")
-    ctx.store.write_json(state_path, {"deploy_key": deploy_key, "version": final.version, "bundle_uri": bundle_uri,
-                                      "tasks": [t.name for t in final.tasks]})
     req.log(f"{name}: deployed {len(final.tasks)} tasks, version {final.version}")
+    state = {"deploy_key": deploy_key, "version": final.version, "bundle_uri": bundle_uri, "tasks": [t.name for t in final.tasks]}
     return Produced(meta={**meta, "action": "deployed", "bundle_uri": bundle_uri, "tasks": [t.name for t in final.tasks],
-                          "registered": [o for o in outcomes]})
+                          "registered": [o for o in outcomes]}, state=((state_path, state), *uploaded))
 
 
-def _deploy_app(ctx, req, target: Target, final: EnvPlan, meta: dict, state_path: str, deploy_key: str, bundle_uri):
+def _deploy_app(req, target: Target, final: EnvPlan, meta: dict, state_path: str, deploy_key: str, bundle_uri, uploaded):
     """An app env's deploy: the App message to AppService, as flyte's `App.create` sends it."""
     from flyte_build import flyte_adapter as fa
     from flyte_build.rule_api import Produced
@@ -532,10 +454,10 @@ def _deploy_app(ctx, req, target: Target, final: EnvPlan, meta: dict, state_path
         outcome = asyncio.run(fa.Backend(target.endpoint, target.insecure, target.timeout).deploy_app(final.app))
     except Exception as exc:  # noqa: BLE001 - one clear line, as for tasks
         raise BuildFailed(f"deploying app `{name}` failed: {exc}") from None
-    ctx.store.write_json(state_path, {"deploy_key": deploy_key, "version": final.version, "bundle_uri": bundle_uri, "app": name})
     req.log(f"{name}: app {outcome}, version {final.version}")
+    state = {"deploy_key": deploy_key, "version": final.version, "bundle_uri": bundle_uri, "app": name}
     return Produced(meta={**meta, "action": "deployed", "bundle_uri": bundle_uri, "tasks": [], "app": name,
-                          "registered": [outcome]})
+                          "registered": [outcome]}, state=((state_path, state), *uploaded))
 
 
 async def _deploy_tasks(target: Target, tasks) -> list:
@@ -549,16 +471,17 @@ async def _deploy_tasks(target: Target, tasks) -> list:
     return out
 
 
-def _upload_bundle(ctx, target: Target, bundle, log) -> str:
-    """The bundle's remote location; uploaded unless this backend already has it."""
+def _upload_bundle(req, target: Target, bundle) -> tuple[str, tuple]:
+    """(the bundle's remote location, the state to remember it by); uploaded
+    unless this backend already has it."""
     import httpx
 
     hex_ = strip_digest(bundle.digest)
     record_path = f"{target.state_dir()}/bundles/{hex_}.json"
-    known = ctx.store.read_json(record_path)
+    known = req.state(record_path)
     if known and known.get("native_url"):
-        log(f"bundle {bundle.digest} already uploaded: {known['native_url']}")
-        return known["native_url"]
+        req.log(f"bundle {bundle.digest} already uploaded: {known['native_url']}")
+        return known["native_url"], ()
     path = Path(bundle.path)
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != hex_:
@@ -580,22 +503,24 @@ def _upload_bundle(ctx, target: Target, bundle, log) -> str:
         raise BuildFailed(f"uploading {bundle.target} to its signed URL failed: {type(exc).__name__}: {exc}") from None
     if resp.status_code >= 300:
         raise BuildFailed(f"uploading {bundle.target} to its signed URL failed: HTTP {resp.status_code} {resp.text[:200]}")
-    ctx.store.write_json(record_path, {"native_url": native})
-    log(f"uploaded bundle {bundle.digest} to {native}")
-    return native
+    req.log(f"uploaded bundle {bundle.digest} to {native}")
+    return native, ((record_path, {"native_url": native}),)
 
 
 def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None = None, assume_deployed=()):
     """Deploy the selected envs and their dependencies in depends_on order
     (a dependency in `assume_deployed` is resolved but not deployed: see
-    `split_order`). Returns the engine's results for the deploy targets,
-    in deploy order, left-out dependencies included (action `unchanged`)."""
+    `split_order`). Returns the engine's results for the deploy targets, in
+    deploy order, left-out dependencies included (action `unchanged`), and the backend."""
     ctx = ws.ctx
-    order, left_out = _checked_order(ctx, names, assume_deployed)
-    target = backend_target(ctx)
-    templates(ctx)  # one child for every env, before the parallel deploys
-    ctx.options.extra.update({"_deploy_target": target, "_rules": ws.rules, "_graph": ws.graph, "_left_out": frozenset(left_out)})
+    order, left_out, source = _checked_order(ctx, names, assume_deployed)
+    target = backend_target(ws)
+    docs = specs(ws, reporter, jobs)  # one child for every env, before the parallel deploys
+    planned = {e.name: planned_image(ws, e.name, docs) for e in ctx.envs}
+    # the deploy targets' declared run parameters, and the credentials their runs get
+    params = {"deploy": {"backend": target.params(), "planned": planned, "left_out": sorted(left_out), "app_source": source}}
+    engine = ws.engine(reporter, jobs, params=params, secrets={"deploy": target.secrets_for_run()})
     addresses = [f"deploy:{n}" for n in graph_mod.deploy_order(ctx, order)]
-    results = {r.target: r for r in ws.engine(reporter, jobs).run(addresses)}
+    results = {r.target: r for r in engine.run(addresses)}
     ws.save_run_stats(list(results.values()))
-    return [results[a] for a in addresses]
+    return [results[a] for a in addresses], target

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
 
-VERSION = "1"
+VERSION = "2"  # 2: the specs are a dependency; the backend, planned images and left-out envs are declared
 
 
 # `[tool.hatch.build.targets.flyte.deploy]`: endpoint, insecure, org, auth-type
@@ -27,28 +27,34 @@ CONFIG = ConfigTable(keys={
     "ca-cert": checks.string,
 })
 
-def checks(ctx) -> bool:
+
+def checked(view) -> bool:
     """Whether deploys wait for the env's check: target (`deploy --no-check` turns it off)."""
-    return (ctx.options.extra.get("deploy") or {}).get("check", True) is not False
+    return view.params("deploy").get("check", True) is not False
 
 
-def deps(env, ctx) -> tuple[str, ...]:
-    check = (f"check:{env.name}",) if checks(ctx) else ()
-    return (f"bundle:{env.name}", f"image:{env.name}", *check, *(f"deploy:{d}" for d in env.depends_on))
+def deps(env, view) -> tuple[str, ...]:
+    check = (f"check:{env.name}",) if checked(view) else ()
+    return (f"bundle:{env.name}", f"image:{env.name}", f"specs:{env.name}", *check, *(f"deploy:{d}" for d in env.depends_on))
 
 
-def inputs(env, ctx) -> Inputs:
-    d = dict(ctx.options.extra.get("deploy") or {})
-    return Inputs(
-        params={
-            "version": ctx.options.version,
-            "project": ctx.cfg.project, "domain": ctx.cfg.domain,
-            "endpoint": d.get("endpoint"),
-            "images": dict(sorted(ctx.image_refs().items())),
-            "sync_local_sys_paths": ctx.options.sync_local_sys_paths,
-        },
-        deps=deps(env, ctx),
-    )
+def inputs(env, view) -> Inputs:
+    """The run's settings, and what the deploy goal (`flyte-build deploy`,
+    flyte_build.deploy) resolved before running the deploys: the backend (no
+    credentials: those reach `run` as secrets), every env's planned image,
+    whether this env is only assumed deployed, an app's source link."""
+    d = view.params("deploy")
+    params = {
+        "version": view.version,
+        "project": view.cfg.project, "domain": view.cfg.domain,
+        "endpoint": d.get("endpoint"),
+        "images": dict(sorted(view.image_refs().items())),
+        "sync_local_sys_paths": view.sync_local_sys_paths,
+    }
+    if d.get("backend"):
+        params.update(backend=dict(d["backend"]), planned=dict(d["planned"]), left_out=env.name in d.get("left_out", ()),
+                      app_source=d.get("app_source"))
+    return Inputs(params=params, deps=deps(env, view))
 
 
 def run(req: Request) -> Produced:

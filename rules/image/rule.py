@@ -13,15 +13,13 @@ Envs with `image="auto"`, a URI string or a bare `from_ref_name`/`from_base`
 get a target too: it builds nothing and reports the reference (and, when the
 registry says, its digest), so deploys read every env's image the same way.
 Several envs with one spec share one tag and one action key: the image is
-built once (a per-tag lock keeps concurrent jobs from building it twice).
+built once (they share one action key, and the engine runs one key once).
 """
 
 from __future__ import annotations
 
 import shutil
 import tarfile
-import tempfile
-import threading
 from pathlib import Path
 
 from flyte_build import archive
@@ -33,7 +31,7 @@ from ..pex import rule as pex_rule
 from . import docker_engine
 from . import dockerfile as df
 
-VERSION = "1"
+VERSION = "2"  # 2: the docker build's network and builder are declared params
 FIELD = "tool.hatch.build.targets.flyte.docker"
 ARTIFACT = "image-context.tar.gz"
 
@@ -101,15 +99,7 @@ def _bake(env, ctx) -> dict:
 
 
 def _list_folder(ctx):
-    from flyte_build import files as files_mod
-
-    def list_folder(rel: str) -> dict:
-        fs = files_mod.walk(ctx.root, start=rel, allow_secrets=ctx.cfg.allow_secrets)
-        for w in fs.warnings:
-            ctx.warn(w)
-        return fs.files
-
-    return list_folder
+    return ctx.walk  # the walk's warnings become the run's
 
 
 def plan(env, ctx) -> dict:
@@ -147,7 +137,7 @@ def plan(env, ctx) -> dict:
         uri = rendered.base
         return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
     files = [(n, p) for n, p in rendered.context if n != df.PEX_NAME]
-    digests = [(n, ctx.digests.digest(p)[0]) for n, p in files]
+    digests = [(n, ctx.digest(p)[0]) for n, p in files]
     if any(n == df.PEX_NAME for n, _ in rendered.context):
         # the PEX is reproducible: what decides its bytes stands in for them in the tag
         digests.append((df.PEX_NAME, df.key_of(pex_rule.fingerprint(env, ctx))))
@@ -168,6 +158,9 @@ def plan(env, ctx) -> dict:
         "platforms": list(rendered.platforms),
         "push": push,
         "pex": df.PEX_NAME if len(digests) > len(files) else None,
+        # how the engine builds it (`docker.network`, `docker.builder`)
+        "network": opts["network"],
+        "builder": opts["builder"],
     }
     if rendered.secrets:
         # where each BuildKit secret is read at build time (never its value)
@@ -202,15 +195,6 @@ def describe(env, ctx) -> dict:
 
 
 # -- running -------------------------------------------------------------------
-_tag_locks: dict[str, threading.Lock] = {}
-_tag_locks_guard = threading.Lock()
-
-
-def _tag_lock(uri: str) -> threading.Lock:
-    with _tag_locks_guard:
-        return _tag_locks.setdefault(uri, threading.Lock())
-
-
 def _write_context(req: Request, dest_dir: Path) -> Path:
     """The deterministic artifact: Dockerfile + context/<name> for every context file."""
     dest_dir.mkdir(parents=True, exist_ok=True)
@@ -258,15 +242,8 @@ def remote_check(req: Request):
     if digest is None:
         return None
     req.log(f"{p['uri']} is already in the registry ({digest}); not building")
-    tmp_root = req.ctx.store.root / "tmp"
-    tmp_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="image-remote-", dir=tmp_root))
-    try:
-        art = _write_context(req, tmp)
-        hex_, _ = req.ctx.store.put_file(art)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return Produced(files=((ARTIFACT, req.ctx.store.blob_path(hex_)),), meta=_meta(p, digest, None, False))
+    art = _write_context(req, req.workdir)  # the engine stores it
+    return Produced(files=((ARTIFACT, art),), meta=_meta(p, digest, None, False))
 
 
 def run(req: Request) -> Produced:
@@ -275,35 +252,34 @@ def run(req: Request) -> Produced:
         digest = docker_engine.manifest_digest(p["uri"])
         req.log(f"{req.target}: a reference, nothing to build: {p['uri']}" + (f" ({digest})" if digest else ""))
         return Produced(meta=_meta(p, digest, None, False))
-    opts = options(req.ctx.cfg)
     art = _write_context(req, req.workdir)
     stage = req.workdir / "stage"
     with tarfile.open(art, "r:gz") as tar:
         extract_all(tar, stage)
     context_dir = stage / "context"
     context_dir.mkdir(exist_ok=True)
-    builder = docker_engine.detect_builder(opts["builder"])
+    builder = docker_engine.detect_builder(p["builder"])
     if not builder.buildkit:
         dockerfile = stage / "Dockerfile"
         dockerfile.write_text(df.without_cache_mounts(dockerfile.read_text(encoding="utf-8")), encoding="utf-8")
     if len(p["platforms"]) > 1:
         req.log(f"note: the spec names platforms {', '.join(p['platforms'])}; this engine builds for its own platform only")
     uri = p["uri"]
-    with _tag_lock(uri):
-        built = False
-        if docker_engine.image_exists(uri, builder):
-            # the tag is a content hash: an image with it is this image (another env
-            # sharing the spec, or an earlier run whose cache entry is gone)
-            req.log(f"{uri} is already in the engine; not building")
-        else:
-            labels = {"org.flyte-build.tag": p["tag"]}
-            docker_engine.build(context_dir, stage / "Dockerfile", uri, network=opts["network"] or None, builder=builder, log=req.log,
-                                labels=labels, secrets=[tuple(s) for s in p.get("secrets") or ()], where=f"`{req.env.name}`")
-            built = True
-        image_id = docker_engine.image_id(uri, builder)
-        digest = None
-        if p["push"]:
-            digest = docker_engine.manifest_digest(uri) or docker_engine.push(uri, builder, req.log)
+    # envs sharing a spec share its action key: the engine runs it once
+    built = False
+    if docker_engine.image_exists(uri, builder):
+        # the tag is a content hash: an image with it is this image (another env
+        # sharing the spec, or an earlier run whose cache entry is gone)
+        req.log(f"{uri} is already in the engine; not building")
+    else:
+        labels = {"org.flyte-build.tag": p["tag"]}
+        docker_engine.build(context_dir, stage / "Dockerfile", uri, network=p["network"] or None, builder=builder, log=req.log,
+                            labels=labels, secrets=[tuple(s) for s in p.get("secrets") or ()], where=f"`{req.env.name}`")
+        built = True
+    image_id = docker_engine.image_id(uri, builder)
+    digest = None
+    if p["push"]:
+        digest = docker_engine.manifest_digest(uri) or docker_engine.push(uri, builder, req.log)
     shutil.rmtree(stage, ignore_errors=True)
     return Produced(files=((ARTIFACT, art),), meta=_meta(p, digest, image_id, built))
 

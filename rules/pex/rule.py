@@ -59,24 +59,24 @@ def requirements(env) -> tuple[list[str], list[str], dict]:
     return reqs, files, index
 
 
-def applies(env, ctx) -> bool:
+def applies(env, view) -> bool:
     reqs, files, _ = requirements(env)
     return bool(reqs or files)
 
 
-def inputs(env, ctx) -> Inputs:
-    opts = options(ctx.cfg)
+def inputs(env, view) -> Inputs:
+    opts = options(view.cfg)
     reqs, req_files, index = requirements(env)
     files = []
     for rel in req_files:
-        if not (ctx.root / rel).is_file():
+        if not (view.root / rel).is_file():
             raise UserError(f"`{env.name}`: requirements file {rel!r} does not exist")
-        files.append((f"req/{rel}", str(ctx.root / rel)))
+        files.append((f"req/{rel}", str(view.root / rel)))
     lock = opts.get("lock")
     if lock:
-        if not (ctx.root / lock).is_file():
+        if not (view.root / lock).is_file():
             raise UserError(f"Field {FIELD}.lock: {lock!r} does not exist; create it with `pex3 lock create -r requirements.txt -o {lock}`")
-        files.append(("lock.json", str(ctx.root / lock)))
+        files.append(("lock.json", str(view.root / lock)))
     return Inputs(
         files=tuple(files),
         params={
@@ -89,10 +89,10 @@ def inputs(env, ctx) -> Inputs:
     )
 
 
-def fingerprint(env, ctx) -> dict:
+def fingerprint(env, view) -> dict:
     """What decides the PEX's bytes, known before building it (for an image's tag)."""
-    i = inputs(env, ctx)
-    return {"params": i.params, "files": [[n, ctx.digests.digest(p)[0]] for n, p in i.files]}
+    i = inputs(env, view)
+    return {"params": i.params, "files": [[n, view.digest(p)[0]] for n, p in i.files]}
 
 
 def run(req: Request) -> Produced:

@@ -1,0 +1,75 @@
+"""Running flyte's serializer: the child's request, the child, and what its answer must hold."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from flyte_build.errors import BuildFailed, UserError
+
+from ..bundle.files import has_bundle
+
+FORMAT = 2
+
+# the child by path (the rule set is not an importable package in an editable
+# install), with the working directory first on sys.path as under `python -m`
+_RUN_CHILD = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def flyte_marker() -> str | None:
+    from flyte_build.discovery import _flyte_marker
+
+    return _flyte_marker()
+
+
+def child_request(view) -> dict:
+    every = sorted(e.name for e in view.envs)
+    return {
+        "project": view.cfg.project, "domain": view.cfg.domain, "org": None,
+        "source_roots": list(view.cfg.source_roots), "image_refs": dict(sorted(view.image_refs().items())),
+        "sync_local_sys_paths": view.sync_local_sys_paths,
+        # the same modules discovery imported, in the same order: one loaded state (a
+        # task declared in another module than its env is on the env here too)
+        "files": list(view.discovery.candidates), "ignore_load_errors": bool(view.cfg.ignore_load_errors),
+        "copy_style": {e.name: view.cfg.copy_style_for(e.name) for e in view.envs},
+        # every env's image in every task's image cache, as flyte's merged cache
+        "envs": {e.name: {"image_envs": every, "with_bundle": has_bundle(e, view)} for e in view.envs},
+    }
+
+
+def check_tasks(env, got: dict) -> None:
+    """The env serializes exactly the tasks discovery found on it: an env
+    that has tasks and serializes none (or other ones) would deploy wrong."""
+    names = sorted(x["name"] for x in got.get("tasks", ()))
+    want = sorted(t.name for t in env.tasks)
+    if want and not names:
+        raise BuildFailed(f"`{env.name}` has {len(want)} tasks ({', '.join(want)}) but serialized none; nothing of it would deploy")
+    if names != want:
+        raise BuildFailed(f"`{env.name}`: discovery found tasks {', '.join(want) or 'none'} but serialization found "
+                          f"{', '.join(names) or 'none'}")
+
+
+def run_child(request: dict, root: Path) -> dict:
+    import flyte_build
+
+    request = {**request, "root": str(root)}
+    with tempfile.TemporaryDirectory(prefix="flyte-build-serialize-") as tmp:
+        req_path, res_path = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
+        Path(req_path).write_text(json.dumps(request))
+        env = dict(os.environ)
+        pkg_parent = str(Path(flyte_build.__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        child = Path(__file__).resolve().parent / "serialize_child.py"
+        proc = subprocess.run(
+            [sys.executable, "-c", _RUN_CHILD, str(child), req_path, res_path],
+            cwd=str(root), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
+        )
+        if not os.path.exists(res_path):
+            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+            raise UserError(f"task serialization failed (exit {proc.returncode}):\n{tail}")
+        return json.loads(Path(res_path).read_text())
