@@ -143,7 +143,7 @@ def _deploy(field_: str, v: Any) -> dict:
 
 
 def _object_store(field_: str, v: Any):
-    from .objstore import parse_options  # imports no cloud library
+    from .stores.remote import parse_options  # imports no cloud library
 
     return parse_options(field_, v)
 
@@ -166,7 +166,7 @@ class Config:
     cache_signing_key_file: str | None = None
     discovery_timeout: float | None = None  # seconds; None: discovery.DEFAULT_TIMEOUT
     storage: str | None = None
-    object_store: Any = None  # objstore.StoreOptions: endpoints, credentials, timeout
+    object_store: Any = None  # stores.remote.StoreOptions: endpoints, credentials, timeout
     project: str | None = None
     domain: str | None = None
     allow_secrets: tuple[str, ...] = ()

@@ -21,8 +21,8 @@ from . import imports
 from .config import Config
 from .errors import UserError
 from .model import Discovery, EnvSpec
-from .statcache import RACY_SECONDS, FileDigests
-from .store import LocalStore
+from .stores.file_digests import RACY_SECONDS, FileDigests
+from .stores.local_cache import LocalStore
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ from .config import Config
 from .errors import UserError
 from .hashing import key_of
 from .model import Discovery
-from .statcache import RACY_SECONDS, FileDigests
-from .store import LocalStore
+from .stores.file_digests import RACY_SECONDS, FileDigests
+from .stores.local_cache import LocalStore
 
 FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection
 DEFAULT_TIMEOUT = 300.0  # seconds; config `discovery-timeout`, flag --discovery-timeout

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import Callable
 
 from .__about__ import __version__
-from .cache import Cache
+from .stores.action_cache import Cache
 from .context import Context
 from .errors import FlyteBuildError, UserError
 from .graph import Graph, Target
 from .hashing import as_digest, key_of
 from .rule_api import FileInput, Request
 from .hashing import file_sha256
-from .store import OUTPUT_NAME, ActionEntry, Output, is_hex64
+from .stores.local_cache import OUTPUT_NAME, ActionEntry, Output, is_hex64
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ roots such as `src/`); a hit brings in the module's file and the
 `__init__.py` of each package above it. Anything that does not resolve to a
 file under the root (the standard library, site-packages) is not followed.
 
-Parsing is cached per file digest (in `statcache`), so a no-op build parses
+Parsing is cached per file digest (in `stores.file_digests`), so a no-op build parses
 nothing.
 """
 

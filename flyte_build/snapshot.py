@@ -31,7 +31,7 @@ import os
 import sys
 
 from .__about__ import __version__
-from .cachedir import default_cache_path
+from .stores.cache_dir import default_cache_path
 
 FORMAT = 1
 MAGIC = f"flyte-build-snapshot {FORMAT}"

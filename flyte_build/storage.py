@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import BuildFailed
-from .objstore import StoreOptions, StoreUnavailable, open_root
+from .stores.remote import StoreOptions, StoreUnavailable, open_root
 
 
 @dataclass(frozen=True)

@@ -12,14 +12,14 @@ from pathlib import Path
 
 from . import config as config_mod
 from . import flyte_config, rulesets
-from .cache import Cache
+from .stores.action_cache import Cache
 from .context import Context, Options
 from .discovery import Selection, discover
 from .engine import Engine, Reporter, TargetResult, materialize
 from .errors import UserError
 from .graph import Graph
-from .statcache import FileDigests
-from .store import LocalStore
+from .stores.file_digests import FileDigests
+from .stores.local_cache import LocalStore
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ class Workspace:
         self._warn = warn or self.warnings.append
         shared = None
         if cfg.cache:
-            from .shared_cache import open_shared
+            from .stores.shared_cache import open_shared
 
             shared = open_shared(cfg.cache, cfg, self._warn)
         self.cache = Cache(self.store, shared)

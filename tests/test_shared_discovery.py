@@ -102,7 +102,7 @@ def test_fresh_machine_takes_discovery_from_s3(tmp_path):
 
 @pytest.mark.timeout(300)
 def test_signed_discovery_entries_are_checked_with_the_verify_keys(tmp_path):
-    from flyte_build.signing import keygen
+    from flyte_build.stores.signing import keygen
 
     private, public = keygen()
     _, other = keygen()

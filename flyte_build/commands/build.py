@@ -65,7 +65,7 @@ def _snapshot(argv, ws, results) -> None:
     import sys
 
     from .. import snapshot
-    from ..cache import CacheStats
+    from ..stores.action_cache import CacheStats
     from ..rulesets import builtin_dir
 
     if argv is None or not snapshot.eligible(argv):

@@ -33,10 +33,10 @@ def _days(text: str) -> float:
 
 
 def run(args) -> int:
-    from ..store import LocalStore
+    from ..stores.local_cache import LocalStore
 
     if args.action == "keygen":
-        from ..signing import SIGNING_KEY_ENV, keygen
+        from ..stores.signing import SIGNING_KEY_ENV, keygen
 
         private, public = keygen()
         if args.json:

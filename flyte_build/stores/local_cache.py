@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from . import atomic
-from .cachedir import default_cache_dir  # noqa: F401 (re-exported: callers import it from here)
-from .hashing import canonical_json, file_sha256
+from .. import atomic
+from .cache_dir import default_cache_dir  # noqa: F401 (re-exported: callers import it from here)
+from ..hashing import canonical_json, file_sha256
 
 ENTRY_FORMAT = 1
 

@@ -8,7 +8,7 @@ Layout under the prefix (the same as the local cache, see BUILD.md):
                                    (see `discovery`), checked there before use
 
 Writers publish every blob before the action entry that names it, each
-create-only (see `objstore`), so an entry a reader finds always names blobs
+create-only (see `remote`), so an entry a reader finds always names blobs
 that exist. Readers trust nothing: a blob is downloaded to a temporary file
 in the local store, hashed, and renamed into place only if it hashes to its
 name. A corrupt blob or entry is refused and counted, the target is rebuilt,
@@ -16,7 +16,7 @@ and the rebuilt result overwrites the bad object (the one case where a
 write is not create-only).
 
 Trust (see BUILD.md, "Trust and the shared cache"): every entry is checked
-against the schema (`store.ActionEntry.parse`) and read with bounds (entry
+against the schema (`local_cache.ActionEntry.parse`) and read with bounds (entry
 size, each blob's declared size, regular files only on a local path). A
 reader holding verify keys refuses entries without a good signature by one
 of them; a reader without keys still refuses entries of rules whose results
@@ -36,10 +36,10 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import BuildFailed
-from .objstore import BadObject, StoreOptions, StoreUnavailable, Root, open_root
+from ..errors import BuildFailed
+from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
-from .store import MAX_ENTRY_BYTES, ActionEntry, BadEntry, LocalStore
+from .local_cache import MAX_ENTRY_BYTES, ActionEntry, BadEntry, LocalStore
 
 
 def blob_rel(hex_: str) -> str:

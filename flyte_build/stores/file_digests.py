@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from . import atomic
-from .hashing import canonical_json, file_sha256, key_of
+from .. import atomic
+from ..hashing import canonical_json, file_sha256, key_of
 
 RACY_SECONDS = 2.0
 FORMAT = 2

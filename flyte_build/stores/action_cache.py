@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .store import ActionEntry, LocalStore
+from .local_cache import ActionEntry, LocalStore
 
 
 @dataclass

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from .errors import UserError
+from ..errors import UserError
 
 TABLE = "tool.hatch.build.targets.flyte.object-store"
 DEFAULT_TIMEOUT = 30.0

@@ -23,8 +23,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .store import ActionEntry
+from ..errors import UserError
+from .local_cache import ActionEntry
 
 ALG = "ed25519"
 DOMAIN = b"flyte-build action entry v1\x00"
