@@ -15,9 +15,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .deployer import EnvPlan, Plan, TaskPlan  # noqa: F401 - part of the API
 from .errors import UserError
+from .rulesets import builtin as _builtin
 from .workspace import Settings, Workspace
+
+
+def __getattr__(name: str):
+    # the plan's types are part of the API; they live with the deploy kind
+    if name in ("EnvPlan", "Plan", "TaskPlan"):
+        return getattr(_builtin("deploy.deployer"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -139,7 +146,7 @@ def build(*targets: str, out: str | Path | None = None, workspace: Workspace | N
 def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **settings: Any) -> Plan:
     """The ordered deploy plan, computed offline: versions, images, bundle digests, task specs."""
     ws = _workspace(workspace_or_settings) if workspace_or_settings is not None else Workspace(_settings(**settings))
-    from . import deployer
+    deployer = _builtin("deploy.deployer")
 
     return deployer.plan(ws, _env_names(ws, envs))
 
@@ -166,7 +173,7 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive
     reports it `unchanged` without contacting the backend for it.
 
     `check=False` deploys without first running each env's `check:` target."""
-    from . import deployer
+    deployer = _builtin("deploy.deployer")
 
     if interactive_mode:
         raise NotImplementedError("Interactive mode not yet implemented for deployment (as in flyte.deploy)")

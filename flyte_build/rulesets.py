@@ -11,8 +11,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from . import config as config_mod
 from .errors import UserError
-from .rule_api import Rule
+from .rule_api import ConfigTable, Rule
 
 _BUILTIN_PACKAGE = "flyte_build._builtin_rules"
 
@@ -25,19 +26,32 @@ def builtin_dir() -> Path:
     raise RuntimeError("flyte-build's built-in rules are missing from this installation")
 
 
+def _as_package(directory: Path, package: str) -> None:
+    """Make `directory` importable as `package` (once per process)."""
+    if package in sys.modules:
+        return
+    register = directory / "register.py"
+    init = directory / "__init__.py"
+    spec = importlib.util.spec_from_file_location(
+        package, init if init.is_file() else register, submodule_search_locations=[str(directory)]
+    )
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[package] = mod
+    if init.is_file():
+        spec.loader.exec_module(mod)
+
+
+def builtin(name: str):
+    """A module of the built-in rule set by its dotted name in it, e.g. `builtin("image.dockerfile")`."""
+    _as_package(builtin_dir(), _BUILTIN_PACKAGE)
+    return importlib.import_module(f"{_BUILTIN_PACKAGE}.{name}")
+
+
 def load_dir(directory: Path, package: str) -> list[Rule]:
     register = directory / "register.py"
     if not register.is_file():
         raise UserError(f"rule set {directory}: no register.py")
-    if package not in sys.modules:
-        init = directory / "__init__.py"
-        spec = importlib.util.spec_from_file_location(
-            package, init if init.is_file() else register, submodule_search_locations=[str(directory)]
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[package] = mod
-        if init.is_file():
-            spec.loader.exec_module(mod)
+    _as_package(directory, package)
     try:
         reg = importlib.import_module(f"{package}.register")
         rules = list(reg.rules())
@@ -51,17 +65,41 @@ def load_dir(directory: Path, package: str) -> list[Rule]:
     return rules
 
 
-def load_all(root: Path, extra: tuple[str, ...]) -> dict[str, Rule]:
-    by_kind: dict[str, Rule] = {}
+def _sets(root: Path, extra: tuple[str, ...]) -> list[tuple[Path, str]]:
     sets = [(builtin_dir(), _BUILTIN_PACKAGE)]
     for i, rel in enumerate(extra):
         d = (root / rel).resolve()
         if not d.is_dir():
             raise UserError(f"Field tool.hatch.build.targets.flyte.rules: {rel} is not a directory")
         sets.append((d, f"flyte_build_user_rules_{i}"))
-    for directory, package in sets:
+    return sets
+
+
+def config_tables(root: Path, extra: tuple[str, ...]) -> dict[str, ConfigTable]:
+    """The config tables the rule sets declare (`config_tables()` in their
+    register.py), by table name; call after `load_all`."""
+    tables: dict[str, ConfigTable] = {}
+    for directory, package in _sets(root, extra):
+        declare = getattr(sys.modules.get(f"{package}.register"), "config_tables", None)
+        for name, table in (declare() if declare else {}).items():
+            if name in tables:
+                raise UserError(f"two rule sets declare the config table `{name}` (the second in {directory})")
+            tables[name] = table
+    return tables
+
+
+def load_all(root: Path, extra: tuple[str, ...]) -> dict[str, Rule]:
+    by_kind: dict[str, Rule] = {}
+    for directory, package in _sets(root, extra):
         for rule in load_dir(directory, package):
             if rule.kind in by_kind:
                 raise UserError(f"two rules define the target kind `{rule.kind}` (the second in {directory})")
             by_kind[rule.kind] = rule
     return by_kind
+
+
+def checked_config(cfg: config_mod.Config) -> tuple[config_mod.Config, dict[str, Rule]]:
+    """Load the rule sets `cfg` names and check its tables against the schemas
+    they declare: (the checked config, the rules by kind)."""
+    rules = load_all(cfg.root, cfg.rules)
+    return config_mod.with_rule_tables(cfg, config_tables(cfg.root, cfg.rules)), rules

@@ -57,6 +57,9 @@ class Workspace:
         cfg = cfg or config_mod.load(settings.root_dir)
         table_cfg = cfg  # before the flags: `config` reports which layer set what
         cfg = _with_flags(cfg, settings)
+        # the rule sets first: they declare the config tables of their kinds, and
+        # a bad key in any table is an error before anything is read or stored
+        cfg, self.rules = rulesets.checked_config(cfg)
         self.cfg = cfg
         self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
         self.store.hold_for_build()  # `cache gc --max-age-days` waits for this run
@@ -87,7 +90,6 @@ class Workspace:
             extra={**settings.extra, "_flyte": {"ref": self.flyte_ref, "layers": self.layers}},
         )
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
-        self.rules = rulesets.load_all(cfg.root, cfg.rules)
         self.graph = Graph(self.ctx, self.rules)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
@@ -111,7 +113,7 @@ class Workspace:
         """Upload each built bundle to `storage` (once per digest); its record gains `remote`."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from .storage import upload
+        upload = rulesets.builtin("bundle.upload").upload
 
         def one(r: TargetResult) -> TargetResult:
             if not (r.kind == "bundle" and r.ok and r.outputs):

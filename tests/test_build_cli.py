@@ -110,6 +110,7 @@ def test_copy_style_all_ships_data_files_but_honours_ignores(repo, tmp_path):
 def test_out_dir_holds_bundles_named_by_sha256(repo, tmp_path):
     out = tmp_path / "out"
     doc = build_json(repo, tmp_path / "cache", "--out", str(out))
+    assert len(doc["targets"]) == 6, doc["targets"]
     for r in doc["targets"]:
         p = Path(r["path"])
         assert p.parent == out / "bundle"

@@ -28,6 +28,7 @@ def test_archive_is_normalised(tmp_path):
     repo = copy_sample(tmp_path / "repo")
     os.chmod(repo / "services/preprocessing/tasks.py", 0o775)  # an executable bit survives as 0755
     doc = build_json(repo, tmp_path / "cache")
+    assert "bundle:preprocessing" in digests(doc) and len(doc["targets"]) == 6, doc["targets"]
     for rec in doc["targets"]:
         raw = Path(rec["path"]).read_bytes()
         assert raw[:2] == b"\x1f\x8b"

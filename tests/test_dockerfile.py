@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build import dockerfile as df
 from flyte_build.errors import UserError
+from flyte_build.rulesets import builtin
 from tests.support.cli import flyte_build, records
+
+df = builtin("image.dockerfile")
 
 
 def _targets(repo: Path, cache: Path) -> dict:

@@ -121,6 +121,7 @@ def deployed(checked_sample, cp):
 
 def test_deploy_uploads_every_bundle_to_s3(deployed, cp, checked_sample) -> None:
     s3 = cp.s3()
+    assert {rec["env"] for rec in deployed["doc"]["targets"]} == {b.split(":")[1] for b in checked_sample["first"] if b.startswith("bundle:")}
     for rec in deployed["doc"]["targets"]:
         assert rec["status"] == "deployed", rec
         bundle = checked_sample["first"][f"bundle:{rec['env']}"]

@@ -105,6 +105,7 @@ def test_modules_loaded_by_computed_name_are_bundled(outcomes):
 
 
 def test_root_package_ships_its_own_init(outcomes):
+    assert outcomes["root_package"].ours.envs
     for env in outcomes["root_package"].ours.envs.values():
         assert "__init__.py" in env["files"]
 

@@ -30,15 +30,15 @@ import os
 import stat
 import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from ..config import OBJECT_STORE_FIELD as TABLE
+from ..config import StoreOptions  # noqa: F401 (the options a Root is opened with)
 from ..errors import UserError
 
-TABLE = "tool.hatch.build.targets.flyte.object-store"
-DEFAULT_TIMEOUT = 30.0
 TMP_PREFIX = ".tmp-"
 
 
@@ -72,55 +72,7 @@ def _open_regular(path: str) -> tuple[int, int]:
     return fd, st.st_size
 
 
-# -- configuration --------------------------------------------------------------
-
-S3_KEYS = ("endpoint-url", "region", "profile", "access-key-id", "secret-access-key", "anon")
-GCS_KEYS = ("endpoint-url", "project", "token", "anon")
-# endpoint-url is the blob endpoint (an emulator's, e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1)
-AZURE_KEYS = ("account-name", "account-key", "connection-string", "sas-token", "endpoint-url", "anon")
 AZURE_SCHEMES = ("az", "abfs", "abfss")
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """Explicit settings; anything left None comes from the environment as usual
-    (AWS_* variables and profiles for S3, STORAGE_EMULATOR_HOST and
-    application-default credentials for GCS, AZURE_STORAGE_* variables for
-    Azure)."""
-
-    timeout: float = DEFAULT_TIMEOUT
-    s3: dict = field(default_factory=dict)
-    gcs: dict = field(default_factory=dict)
-    azure: dict = field(default_factory=dict)
-
-
-def parse_options(field_: str, raw: Any) -> StoreOptions:
-    """Validate the `object-store` table; errors name the exact TOML field."""
-    if not isinstance(raw, dict):
-        raise UserError(f"Field {field_} must be a table")
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = f"{field_}.{key}"
-        if key == "timeout":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise UserError(f"Field {where} must be a positive number of seconds")
-            kwargs["timeout"] = float(value)
-        elif key in ("s3", "gcs", "azure"):
-            allowed = {"s3": S3_KEYS, "gcs": GCS_KEYS, "azure": AZURE_KEYS}[key]
-            if not isinstance(value, dict):
-                raise UserError(f"Field {where} must be a table")
-            for k, v in value.items():
-                if k not in allowed:
-                    raise UserError(f"Unknown field {where}.{k}; valid fields: {', '.join(sorted(allowed))}")
-                if k == "anon":
-                    if not isinstance(v, bool):
-                        raise UserError(f"Field {where}.{k} must be a boolean")
-                elif not isinstance(v, str) or not v:
-                    raise UserError(f"Field {where}.{k} must be a non-empty string")
-            kwargs[key] = dict(value)
-        else:
-            raise UserError(f"Unknown field {where}; valid fields: azure, gcs, s3, timeout")
-    return StoreOptions(**kwargs)
 
 
 # -- the store ------------------------------------------------------------------

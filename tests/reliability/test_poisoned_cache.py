@@ -124,7 +124,7 @@ def test_odd_shaped_entries_are_refused_and_replaced(published, tmp_path, name, 
     doc = _assert_refused_and_rebuilt(run, published, why)
     assert sum("refused" in w for w in doc["warnings"]) == 1, "reported more than once"
     # replaced in the store: the entry parses again and the next reader hits
-    json.loads(_entry_path(store, "bundle:a").read_bytes())["outputs"][0]["size"] >= 0
+    assert json.loads(_entry_path(store, "bundle:a").read_bytes())["outputs"][0]["size"] > 0
     again = Cli(cli.cwd, tmp_path / "third-cache").build(*flags)
     again.assert_ok()
     assert {t["status"] for t in again.json()["targets"]} == {"cached"}

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build import dockerfile as df
 from flyte_build import files as files_mod
+from flyte_build.rulesets import builtin
 from tests.reliability.test_hostile_repo import BASE, members
 from tests.support.repos import Cli, make_repo
+
+df = builtin("image.dockerfile")
 
 pytestmark = pytest.mark.reliability("secrets")
 

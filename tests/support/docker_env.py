@@ -96,7 +96,9 @@ def runtime_dockerfile(base: str = BASE_IMAGE) -> str:
     sample_monorepo starts with, so the engine shares their layers."""
     from importlib.metadata import version
 
-    from flyte_build import dockerfile as df
+    from flyte_build.rulesets import builtin
+
+    df = builtin("image.dockerfile")
 
     return "\n".join([f"FROM {base}", *df.runtime_recipe(version("flyte"), "light")]) + "\n"
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import BuildFailed
-from .stores.remote import StoreOptions, StoreUnavailable, open_root
+from flyte_build.errors import BuildFailed
+from flyte_build.stores.remote import StoreOptions, StoreUnavailable, open_root
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Task serialization's child process: import the user's modules, serialize tasks.
 
-Run as `python -m flyte_build._serialize_child REQUEST.json RESULT.json`.
+Run by path as `python rules/specs/serialize_child.py REQUEST.json RESULT.json`.
 Like discovery, user code runs only here. The child sets itself up as the
 discovery child does and imports the same candidate modules under the same
 names (`_discover_child.prepare` and `import_candidates`), so an environment

@@ -24,71 +24,37 @@ import tempfile
 import threading
 from pathlib import Path
 
-from flyte_build import archive, docker_engine
-from flyte_build import dockerfile as df
+from flyte_build import archive
 from flyte_build.errors import UserError
-from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
 from flyte_build.tarsafe import extract_all
 
-from . import pex as pex_rule
+from ..pex import rule as pex_rule
+from . import docker_engine
+from . import dockerfile as df
 
 VERSION = "1"
 FIELD = "tool.hatch.build.targets.flyte.docker"
 ARTIFACT = "image-context.tar.gz"
 
 
-def _str(k, v):
-    if not isinstance(v, str):
-        raise UserError(f"Field {FIELD}.{k} must be a string")
-    return v
-
-
-def _bool(k, v):
-    if not isinstance(v, bool):
-        raise UserError(f"Field {FIELD}.{k} must be a boolean")
-    return v
-
-
-def _table(k, v):
-    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-        raise UserError(f"Field {FIELD}.{k} must be a table of strings")
-    return dict(sorted(v.items()))
-
-
-def _choice(*allowed):
-    def check(k, v):
-        if v not in allowed:
-            raise UserError(f"Field {FIELD}.{k} must be one of: {', '.join(allowed)}")
-        return v
-
-    return check
-
-
-KEYS = {
-    "network": _str,  # docker build --network (hosts without a bridge need "host")
-    "builder": _choice("auto", "buildkit", "classic"),
-    "push": _bool,
-    "base-images": _table,  # {"debian" = "<image standing for flyte's debian base>"}
-    "base-map": _table,  # any base URI -> replacement
-    "debian-recipe": _choice("full", "light"),
-    "build-args": _table,
-    "requirements-from": _choice("pip", "pex"),
-    "code-dir": _str,
-}
+CONFIG = ConfigTable(keys={
+    "network": checks.string,  # docker build --network (hosts without a bridge need "host")
+    "builder": checks.choice("auto", "buildkit", "classic"),
+    "push": checks.boolean,
+    # {"debian" = "<image standing for flyte's debian base>"}
+    "base-images": ConfigTable(keys={"debian": checks.string}, hint="use base-map for any other base"),
+    "base-map": checks.string_table,  # any base URI -> replacement
+    "debian-recipe": checks.choice("full", "light"),
+    "build-args": checks.string_table,
+    "requirements-from": checks.choice("pip", "pex"),
+    "code-dir": checks.string,
+})
 DEFAULTS = {"network": "host", "builder": "auto", "debian-recipe": "full", "requirements-from": "pip", "code-dir": "/root"}
 
 
 def options(cfg) -> dict:
-    raw = cfg.docker or {}
-    out = dict(DEFAULTS)
-    for k, v in raw.items():
-        if k not in KEYS:
-            raise UserError(f"Unknown field {FIELD}.{k}; valid fields: {', '.join(sorted(KEYS))}")
-        out[k] = KEYS[k](k, v)
-    if "base-images" in out and set(out["base-images"]) - {"debian"}:
-        bad = sorted(set(out["base-images"]) - {"debian"})[0]
-        raise UserError(f"Unknown field {FIELD}.base-images.{bad}; valid fields: debian (use base-map for any other base)")
-    return out
+    return {**DEFAULTS, **checks.check(CONFIG, FIELD, cfg.docker or {})}
 
 
 def _uses_pex(env, ctx, opts) -> bool:

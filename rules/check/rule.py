@@ -59,7 +59,7 @@ def _loader(args: list[str]) -> tuple[str | None, list[str]]:
 
 
 def _tasks(env, ctx) -> list[dict]:
-    from flyte_build import deployer
+    from ..deploy import deployer
 
     out = []
     for t in deployer.templates(ctx)[env.name].get("tasks") or ():
@@ -77,7 +77,7 @@ def _tasks(env, ctx) -> list[dict]:
 def inputs(env, ctx) -> Inputs:
     from flyte_build.flyte_adapter import flyte_version
 
-    from . import image as image_rule
+    from ..image import rule as image_rule
 
     return Inputs(
         params={
@@ -90,7 +90,7 @@ def inputs(env, ctx) -> Inputs:
 
 
 def _docker() -> str:
-    from flyte_build import docker_engine
+    from ..image import docker_engine
 
     return docker_engine.detect_builder("auto").binary
 

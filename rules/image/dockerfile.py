@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import UserError
-from .hashing import key_of
+from flyte_build.errors import UserError
+from flyte_build.hashing import key_of
 
 UV_VERSION = "0.5.11"  # pinned so a uv_project layer renders the same everywhere
 POETRY_VERSION = "2.1.4"  # pinned likewise; installed in its own venv, not the task's
@@ -680,7 +680,7 @@ def _render_from_dockerfile(spec: dict, root: Path, opts: Options, where: str, p
         if m and m.group(2) in opts.base_map:
             line = m.group(1) + opts.base_map[m.group(2)] + m.group(3)
         lines.append(line)
-    from .files import drop_secrets
+    from flyte_build.files import drop_secrets
 
     # a build context is stored in the caches and sent to the engine: no secrets, no links out
     ctx_files, dropped = drop_secrets(dockerfile_context(path.parent), root, opts.allow_secrets)

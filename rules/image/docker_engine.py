@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .errors import BuildFailed, UserError
+from flyte_build.errors import BuildFailed, UserError
 
 MANIFEST_TYPES = ", ".join(
     [

@@ -31,10 +31,10 @@ import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import graph as graph_mod
-from .__about__ import __version__
-from .errors import BuildFailed, UserError
-from .hashing import key_of, strip_digest
+from flyte_build import graph as graph_mod
+from flyte_build.__about__ import __version__
+from flyte_build.errors import BuildFailed, UserError
+from flyte_build.hashing import key_of, strip_digest
 
 FORMAT = 2
 BUNDLE_ROOT = "flyte-build"  # the upload's filename_root: bundles are named by their sha256 below it
@@ -157,7 +157,7 @@ def _templates(ctx) -> dict:
                 files[rel] = ctx.digests.digest(ctx.root / rel)[0]
             except OSError:
                 files[rel] = None
-    from .discovery import _flyte_marker
+    from flyte_build.discovery import _flyte_marker
 
     marker = _flyte_marker()
     doc = {
@@ -187,17 +187,25 @@ def _templates(ctx) -> dict:
     return raw["envs"]
 
 
+# the child by path (the rule set is not an importable package in an editable
+# install), with the working directory first on sys.path as under `python -m`
+_RUN_CHILD = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
 def _run_child(ctx, request: dict) -> dict:
     request = {**request, "root": str(ctx.root)}
     with tempfile.TemporaryDirectory(prefix="flyte-build-serialize-") as tmp:
         req_path, res_path = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
         Path(req_path).write_text(json.dumps(request))
         env = dict(os.environ)
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
+        import flyte_build
+
+        pkg_parent = str(Path(flyte_build.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
         env["PYTHONDONTWRITEBYTECODE"] = "1"
+        child = Path(__file__).resolve().parent.parent / "specs" / "serialize_child.py"
         proc = subprocess.run(
-            [sys.executable, "-m", "flyte_build._serialize_child", req_path, res_path],
+            [sys.executable, "-c", _RUN_CHILD, str(child), req_path, res_path],
             cwd=str(ctx.root), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
         )
         if not os.path.exists(res_path):
@@ -293,7 +301,7 @@ def env_version(bundle: str | None, images: dict[str, str | None], tasks: list[d
 def env_plan(ctx, name: str, bundle: str | None, images_for_key: dict, images_for_spec: dict, bundle_uri: str | None,
              where: tuple = (None, None, None)) -> EnvPlan:
     """One env's plan: its version and its rendered task specs."""
-    from . import flyte_adapter as fa
+    from flyte_build import flyte_adapter as fa
 
     t = templates(ctx)[name]
     app = t.get("app")
@@ -345,7 +353,7 @@ def _checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[
     check_versions(ctx, order)
     check_packages(ctx, order)
     if any(ctx.env(n).is_app for n in order) and "_app_source" not in ctx.options.extra:
-        from . import flyte_adapter as fa
+        from flyte_build import flyte_adapter as fa
 
         # flyte asks git in the working directory: once, here, before any worker thread
         ctx.options.extra["_app_source"] = fa.app_source_link(ctx.root)
@@ -416,7 +424,7 @@ class Target:
         return f"state/deploys/{key_of([self.endpoint, self.project, self.domain, self.org or ''])[:24]}"
 
     def backend(self):
-        from . import flyte_adapter as fa
+        from flyte_build import flyte_adapter as fa
 
         return fa.Backend(self.endpoint, self.insecure, self.timeout, client=self.client, secrets=self.secrets, auth=self.auth)
 
@@ -424,8 +432,8 @@ class Target:
 def backend_target(ctx) -> Target:
     """Where and how to deploy: flyte's own configuration (found and read as the
     `flyte` CLI does), under the pyproject table and the flags (see flyte_config)."""
-    from . import flyte_adapter as fa
-    from . import flyte_config
+    from flyte_build import flyte_adapter as fa
+    from flyte_build import flyte_config
 
     given = dict(ctx.options.extra.get("deploy") or {})
     fl = ctx.options.extra.get("_flyte") or {}
@@ -486,7 +494,7 @@ def _deploy_key(provisional: EnvPlan, digest, spec_images: dict) -> str:
 
 def run_action(req):
     """The deploy:<env> rule's action."""
-    from .rule_api import Produced
+    from flyte_build.rule_api import Produced
 
     ctx, name = req.ctx, req.env.name
     target = ctx.options.extra.get("_deploy_target") or backend_target(ctx)
@@ -529,8 +537,8 @@ def run_action(req):
 
 def _deploy_app(ctx, req, target: Target, final: EnvPlan, meta: dict, state_path: str, deploy_key: str, bundle_uri):
     """An app env's deploy: the App message to AppService, as flyte's `App.create` sends it."""
-    from . import flyte_adapter as fa
-    from .rule_api import Produced
+    from flyte_build import flyte_adapter as fa
+    from flyte_build.rule_api import Produced
 
     name = final.env
     try:

@@ -1,0 +1,1 @@
+"""bundle:<env>: the code bundle — its rule, and uploading bundles to `storage`."""

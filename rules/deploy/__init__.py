@@ -1,0 +1,1 @@
+"""deploy:<env>: plans and deploys to a Flyte backend."""

@@ -1,0 +1,1 @@
+"""pex:<env>: the env's pip requirements as a reproducible PEX."""

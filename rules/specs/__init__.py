@@ -1,0 +1,1 @@
+"""Serialized task specs: the child process that serializes tasks with flyte."""
