@@ -320,4 +320,5 @@ RULE = Rule(
     remote_check=remote_check,
     outputs=((ARTIFACT,), ()),
     needs_signature=True,
+    artifacts=True,
 )
