@@ -89,3 +89,13 @@ class Rule:
     # True when the result's metadata reaches a deploy (an image's pin): a shared
     # cache entry is used only when signed and verified, never on a writer's word
     needs_signature: bool = False
+    # its outputs are build artifacts: hatch's `flyte` builder offers a version
+    # (`hatch build -t flyte:KIND`) and a folder under its directory for the kind
+    artifacts: bool = False
+    # its results depend on nothing outside the cache: a no-op `build --json` of
+    # only such targets may be answered from the whole-build snapshot
+    replayable: bool = False
+    # with config `storage` set, after a build: publish(url, blob path, hex sha256,
+    # object store options) uploads the result's main output and returns the
+    # fields its record gains (e.g. `remote`, `uploaded`)
+    publish: Callable[[str, Path, str, Any], dict] | None = None

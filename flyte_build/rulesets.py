@@ -2,7 +2,13 @@
 
 A rule set is a directory with a `register.py` defining `rules()`. It is
 loaded by path as a package, so its modules can import each other relatively
-(`from . import bundle`) and nothing needs to be installed.
+(`from .bundle import rule`) and nothing needs to be installed.
+
+The built-in set's register.py may also define, as Pants backends register
+goals, `commands()` (CLI subcommand modules: `add_parser(sub, parents)` and
+`run(args)`, optionally `AFTER = "<command it follows in the help>"`) and
+`api()` (names added to `flyte_build`'s Python API and goals, e.g. `plan`). The core
+calls these hooks; it names no kind.
 """
 
 from __future__ import annotations
@@ -45,6 +51,30 @@ def builtin(name: str):
     """A module of the built-in rule set by its dotted name in it, e.g. `builtin("image.dockerfile")`."""
     _as_package(builtin_dir(), _BUILTIN_PACKAGE)
     return importlib.import_module(f"{_BUILTIN_PACKAGE}.{name}")
+
+
+def _builtin_register():
+    return builtin("register")
+
+
+def builtin_rules() -> dict[str, Rule]:
+    """The built-in rule set's rules by kind (no repository config needed)."""
+    return {r.kind: r for r in _builtin_register().rules()}
+
+
+def commands() -> list:
+    """The CLI subcommand modules the built-in rule set contributes."""
+    hook = getattr(_builtin_register(), "commands", None)
+    return list(hook()) if hook else []
+
+
+def api(name: str):
+    """A name the built-in rule set adds to the Python API (a goal such as `plan`, or a result type)."""
+    hook = getattr(_builtin_register(), "api", None)
+    table = hook() if hook else {}
+    if name not in table:
+        raise AttributeError(name)
+    return table[name]
 
 
 def load_dir(directory: Path, package: str) -> list[Rule]:

@@ -103,24 +103,25 @@ class Workspace:
         wanted = set(addresses)
         results = [r for r in results if r.target in wanted] + [r for r in results if r.target not in wanted]
         if self.cfg.storage:
-            results = self.upload_bundles(results)
+            results = self.publish(results)
         if out is not None:
             results = materialize(results, self.store, out)
         self.save_run_stats(results)
         return results
 
-    def upload_bundles(self, results: list[TargetResult]) -> list[TargetResult]:
-        """Upload each built bundle to `storage` (once per digest); its record gains `remote`."""
+    def publish(self, results: list[TargetResult]) -> list[TargetResult]:
+        """Hand each built result whose rule publishes (a bundle) to its rule's
+        `publish` with `storage`; its record gains what the rule returns
+        (`remote`, and `uploaded`: False when the store had it already)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        upload = rulesets.builtin("bundle.upload").upload
-
         def one(r: TargetResult) -> TargetResult:
-            if not (r.kind == "bundle" and r.ok and r.outputs):
+            rule = self.rules.get(r.kind)
+            if not (rule is not None and rule.publish is not None and r.ok and r.outputs):
                 return r
             main = r.outputs[0]
-            up = upload(self.cfg.storage, self.store.blob_path(main.digest), main.digest, self.cfg.object_store)
-            return replace(r, meta={**r.meta, "remote": up.remote, "uploaded": up.uploaded})
+            fields = rule.publish(self.cfg.storage, self.store.blob_path(main.digest), main.digest, self.cfg.object_store)
+            return replace(r, meta={**r.meta, **fields})
 
         # each upload is mostly a round trip (a HEAD, maybe a PUT): overlap them
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.jobs)) as pool:

@@ -67,6 +67,8 @@ class HookConfig:
 
     def __init__(self, table: dict[str, Any], location: str):
         self.location = location
+        from .builder import default_kinds
+
         checked = schema.check(self.TABLE, location, table)
-        self.targets: list[str] = checked.get("targets", ["bundle:*"])
+        self.targets: list[str] = checked.get("targets", [f"{k}:*" for k in default_kinds()])
         self.directory: str | None = checked.get("directory")

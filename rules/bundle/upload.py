@@ -42,6 +42,12 @@ def upload(url: str, local_path: str | Path, hex_: str, options: StoreOptions | 
     return Upload(root.uri(rel), written, size)
 
 
+def publish(url: str, local_path: str | Path, hex_: str, options: StoreOptions | None = None) -> dict:
+    """The bundle rule's `publish` hook: the fields a built bundle's record gains."""
+    up = upload(url, local_path, hex_, options)
+    return {"remote": up.remote, "uploaded": up.uploaded}
+
+
 def upload_bundle(url: str, local_path: str | Path, hex_: str, options: StoreOptions | None = None) -> str:
     """Upload a bundle named by its sha256 `hex_`; returns its remote URI."""
     return upload(url, local_path, hex_, options).remote

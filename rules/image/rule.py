@@ -326,4 +326,5 @@ RULE = Rule(
     remote_check=remote_check,
     outputs=((ARTIFACT,), ()),
     needs_signature=True,
+    artifacts=True,
 )

@@ -131,4 +131,5 @@ RULE = Rule(
     run=run,
     applies=applies,
     outputs=(("requirements.pex",),),
+    artifacts=True,
 )
