@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .. import atomic
 from ..config import OBJECT_STORE_FIELD as TABLE
 from ..config import StoreOptions  # noqa: F401 (the options a Root is opened with)
 from ..errors import UserError
 
-TMP_PREFIX = ".tmp-"
 
 
 class StoreUnavailable(Exception):
@@ -186,7 +185,7 @@ class Root:
         create-only found the object already there (which is success)."""
         path = self._path(rel)
         if self.scheme == "file":
-            return _local_publish(Path(path), Path(src), create_only)
+            return atomic.copy_file(src, path, create_only)
         size = os.path.getsize(src)
         try:
             self._call("put_file", str(src), path, mode="create" if create_only else "overwrite",
@@ -200,12 +199,7 @@ class Root:
     def put_bytes(self, rel: str, data: bytes, create_only: bool = True) -> bool:
         path = self._path(rel)
         if self.scheme == "file":
-            with tempfile.NamedTemporaryFile(prefix=TMP_PREFIX, delete=False) as f:
-                f.write(data)
-            try:
-                return _local_publish(Path(path), Path(f.name), create_only)
-            finally:
-                os.unlink(f.name)
+            return atomic.write_bytes(path, data, create_only)
         try:
             self._call("pipe_file", path, data, mode="create" if create_only else "overwrite")
         except FileExistsError:
@@ -213,31 +207,6 @@ class Root:
         finally:
             self.fs.invalidate_cache(path)
         return True
-
-
-def _local_publish(dest: Path, src: Path, create_only: bool) -> bool:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as d, open(src, "rb") as s:
-            while chunk := s.read(1 << 20):
-                d.write(chunk)
-            d.flush()
-            os.fsync(d.fileno())
-        os.chmod(tmp, 0o644)
-        if not create_only:
-            os.replace(tmp, dest)
-            return True
-        try:
-            os.link(tmp, dest)  # fails if dest exists: create-only, atomic
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
 
 
 def _strip(url: str) -> str:

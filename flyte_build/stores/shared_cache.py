@@ -30,13 +30,12 @@ with the local cache. With `cache-required` it is an error instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import threading
-from pathlib import Path
 
+from .. import atomic
 from ..errors import BuildFailed
+from ..hashing import file_sha256
 from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
 from .local_cache import MAX_ENTRY_BYTES, ActionEntry, BadEntry, LocalStore
@@ -134,31 +133,16 @@ class SharedCache:
 
     def _download(self, hex_: str, size: int, local: LocalStore) -> int | None:
         """Bytes fetched (-1: object missing; None: it did not hash to `hex_`)."""
-        dest = local.blob_path(hex_)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        os.close(fd)
-        try:
+        with atomic.staged(local.blob_path(hex_)) as tmp:
             try:
-                self.root.get_file(blob_rel(hex_), Path(tmp), size)
+                self.root.get_file(blob_rel(hex_), tmp.path, size)
             except FileNotFoundError:
                 return -1
-            h = hashlib.sha256()
-            n = 0
-            with open(tmp, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    n += len(chunk)
-            if h.hexdigest() != hex_:
+            actual, n = file_sha256(tmp.path)
+            if actual != hex_:
                 return None
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
+            tmp.publish()  # no fsync: a reader verifies the bytes, and a bad blob is fetched again
             return n
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
 
     # -- documents (discovery results) -------------------------------------
     def read_document(self, rel: str, max_bytes: int, stats) -> bytes | None:
