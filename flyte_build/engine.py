@@ -26,7 +26,6 @@ import tempfile
 import threading
 import time
 import traceback
-import uuid
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from graphlib import TopologicalSorter
@@ -118,7 +117,6 @@ class Engine:
         self.reporter = reporter or Reporter()
         self.jobs = max(1, jobs)
         self.secrets = secrets or {}
-        self.run_id = uuid.uuid4().hex
         self.results: dict[str, TargetResult] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
@@ -171,7 +169,8 @@ class Engine:
         user_error: list[UserError] = []
         try:
             with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="flyte-build") as pool:
-                running: dict[Future, str] = {}
+                running: dict[Future, tuple[str, ...]] = {}
+                batches: dict[str, list[str]] = {}  # kind -> ready targets of a rule that runs them together
                 while ts.is_active():
                     for addr in ts.get_ready():
                         failed = [d for d in self.graph.edges.get(addr, ()) if d in self.results and not self.results[d].ok]
@@ -181,21 +180,21 @@ class Engine:
                             self._finish(TargetResult(addr, t.kind, t.env, "skipped", error=why))
                             ts.done(addr)
                             continue
-                        running[pool.submit(self._run_one, addr)] = addr
+                        if self._batched(addr):
+                            batches.setdefault(self.graph.targets[addr].kind, []).append(addr)
+                        else:
+                            running[pool.submit(self._run_one, addr)] = (addr,)
+                    for addrs in batches.values():
+                        running[pool.submit(self._run_batch, addrs)] = tuple(addrs)
+                    batches.clear()
                     if not running:
                         continue
                     done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                     for fut in done:
-                        addr = running.pop(fut)
-                        exc = fut.exception()
-                        if isinstance(exc, UserError):
-                            user_error.append(exc)
-                            t = self.graph.targets[addr]
-                            self._finish(TargetResult(addr, t.kind, t.env, "failed", error=str(exc)))
-                        elif exc is not None:
-                            t = self.graph.targets[addr]
-                            self._finish(TargetResult(addr, t.kind, t.env, "failed", error=f"{type(exc).__name__}: {exc}"))
-                        ts.done(addr)
+                        addrs = running.pop(fut)
+                        self._settle(addrs, fut.exception(), user_error)
+                        for addr in addrs:
+                            ts.done(addr)
         finally:
             self.reporter.stop()
             self.ctx.persist()
@@ -203,6 +202,65 @@ class Engine:
         if user_error:
             raise user_error[0]
         return [self.results[a] for a in needed]
+
+    def _settle(self, addrs: tuple[str, ...], exc, user_error: list) -> None:
+        """Record a failed job's targets (those it did not finish itself)."""
+        if exc is None:
+            return
+        if isinstance(exc, UserError):
+            user_error.append(exc)
+        for addr in addrs:
+            if addr not in self.results:
+                t = self.graph.targets[addr]
+                error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+                self._finish(TargetResult(addr, t.kind, t.env, "failed", error=error))
+
+    def _batched(self, addr: str) -> bool:
+        rule = self.graph.rules[self.graph.targets[addr].kind]
+        return rule.run_batch is not None and rule.cacheable
+
+    def _run_batch(self, addrs: list[str]) -> None:
+        """Ready targets of one rule with `run_batch`: each is keyed and looked up
+        alone; the misses run in one call (one tool process for all of them),
+        each with its own request and work directory, and are stored alone."""
+        todo = []
+        for addr in addrs:
+            t, started = self.graph.targets[addr], time.perf_counter()
+            rule = self.graph.rules[t.kind]
+            self.reporter.begin(addr)
+            deps = {d: self.results[d] for d in self.graph.edges.get(addr, ())}
+            doc, files, params = self.key_document(t, {d: r.digest for d, r in deps.items()})
+            key = key_of(doc)
+            self._remember_inputs(addr, key, doc)
+            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature)
+            if entry is not None:
+                self._finish(self._result(t, "cached", entry, key, time.perf_counter() - started, source))
+                continue
+            todo.append((t, key, self.ctx.env(t.env), files, params, deps, started))
+        if not todo:
+            return
+        tmp_root = self.ctx.store.root / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        workdirs = [Path(tempfile.mkdtemp(prefix=f"{t.kind}-", dir=tmp_root)) for t, *_ in todo]
+        logs: list[list[str]] = [[] for _ in todo]
+        try:
+            requests = [self._request(t, env, files, params, deps, w, self._logger(t.address, lines))
+                        for (t, _, env, files, params, deps, _), w, lines in zip(todo, workdirs, logs)]
+            produced = self.graph.rules[todo[0][0].kind].run_batch(requests)
+            for (t, key, *_, started), p in zip(todo, produced):
+                entry = self._store(t.address, key, p)
+                self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))
+        finally:
+            for (t, *_), lines, w in zip(todo, logs, workdirs):
+                self._write_log(t.address, lines)
+                shutil.rmtree(w, ignore_errors=True)
+
+    def _logger(self, addr: str, lines: list[str]):
+        def log(line: str) -> None:
+            lines.append(line)
+            self.reporter.log(addr, line)
+
+        return log
 
     def _finish(self, result: TargetResult) -> None:
         with self._lock:
@@ -237,7 +295,7 @@ class Engine:
             return self._key_locks.setdefault(key, threading.Lock())
 
     def _request(self, t: Target, env, files, params, deps, workdir: Path, log) -> Request:
-        return Request(t.address, env, files, params, deps, workdir, log, root=self.ctx.root, run_id=self.run_id,
+        return Request(t.address, env, files, params, deps, workdir, log, root=self.ctx.root,
                        state=self._read_state, secrets=dict(self.secrets.get(t.kind) or {}))
 
     def _act(self, t: Target, rule, key: str, env, files, params, deps) -> tuple[ActionEntry, str | None]:

@@ -64,9 +64,6 @@ class Request:
     log: Callable[[str], None]
     # the repository's root, for a tool that must run there (its files are the declared ones)
     root: Path | None = None
-    # this engine run's id: a rule may memoise within one run (the tree is digested
-    # once per run), never across runs
-    run_id: str = ""
     # state(name) -> the document this rule last returned under `name` (Produced.state), or None
     state: Callable[[str], Any] = lambda name: None
     # credentials a goal gave this kind for the run: never in a key, a log or a store
@@ -118,3 +115,7 @@ class Rule:
     # object store options) uploads the result's main output and returns the
     # fields its record gains (e.g. `remote`, `uploaded`)
     publish: Callable[[str, Path, str, Any], dict] | None = None
+    # run several missing targets of this rule in one call (one tool process for all),
+    # each Produced from its own Request alone; the engine still keys, looks up and
+    # stores each target by itself
+    run_batch: Callable[[list[Request]], list[Produced]] | None = None

@@ -67,3 +67,36 @@ def test_no_generic_top_level_name_and_builtin_rules_only_in_the_wheel(editable_
     find = "import importlib.util as u; print(u.find_spec('flyte_build._builtin_rules') is not None)"
     assert where(venvs.wheel_venv(), find, tmp_path).stdout.strip() == "True"
     assert where(editable_venv, find, tmp_path).stdout.strip() == "False"
+
+
+RULE_FILES = """\
+import hashlib, inspect, json
+from flyte_build import rulesets
+d = rulesets.builtin_dir()
+files = {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.py"))}
+loaded = {k: inspect.getfile(r.run)[len(str(d)) + 1:] for k, r in rulesets.builtin_rules().items()}
+print(json.dumps({"files": files, "loaded": loaded}))
+"""
+
+
+@pytest.mark.timeout(900)
+def test_wheel_and_editable_installs_load_the_same_rule_files(editable_venv, tmp_path):
+    """The wheel's flyte_build/_builtin_rules and the editable tree's rules/ hold the
+    same files, the same modules define each kind, and `targets --json` agrees."""
+    import hashlib
+
+    seen = {}
+    for label, venv in (("wheel", venvs.wheel_venv()), ("editable", editable_venv)):
+        proc = where(venv, RULE_FILES, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        repo = copy_sample(tmp_path / label / "repo")
+        listed = venv.run("flyte-build", "targets", "--json", cwd=repo, env={"FLYTE_BUILD_CACHE_DIR": str(tmp_path / label / "cache")})
+        assert listed.returncode == 0, listed.stderr
+        seen[label] = {**json.loads(proc.stdout), "targets": json.loads(listed.stdout)["targets"]}
+    tree = {p.relative_to(venvs.REPO / "rules").as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted((venvs.REPO / "rules").rglob("*.py"))}
+    assert seen["wheel"]["files"] == seen["editable"]["files"] == tree
+    assert seen["wheel"]["loaded"] == seen["editable"]["loaded"]
+    assert seen["wheel"]["loaded"]["bundle"] == "bundle/rule.py"
+    assert seen["wheel"]["targets"] == seen["editable"]["targets"]
+    assert {t["kind"] for t in seen["wheel"]["targets"]} == set(seen["wheel"]["loaded"])

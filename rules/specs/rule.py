@@ -13,21 +13,19 @@ installed flyte: nothing of the process, the machine or the checkout path. So
 an edit reaches only the specs of the envs whose code it changes, and
 `affected` says so.
 
-`specs.json` holds the env's entry and every env's image as flyte resolves it
-(a task's image cache names them all). One child serializes every env; the
-other envs' targets of the same engine run take their entry from its result
-(a memo scoped to the run: files are digested once per run, so it cannot
-answer for another state of the tree).
+`specs.json` holds the env's entry: flyte's image resolution (or why it has
+none) and the task templates, or an App's. The request names this env only
+(its copy style, its image cache), so a setting of another env reaches only
+that env's specs; the child still imports every candidate module, for the one
+loaded state discovery saw.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import threading
 
 from flyte_build.errors import BuildFailed, UserError
-from flyte_build.hashing import key_of
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
 from . import serialize
@@ -44,7 +42,7 @@ def inputs(env, view) -> Inputs:
         params={
             "format": serialize.FORMAT, "python": list(sys.version_info[:3]),
             "flyte": view.digest(marker)[0] if marker else None,
-            "request": serialize.child_request(view),
+            "request": serialize.child_request(view, env),
             "sys_path": list(view.discovery.sys_path),
             # data files and variables the modules read at import (`settings.json`, STAGE=prod)
             "witness": view.discovery.witness,
@@ -53,48 +51,50 @@ def inputs(env, view) -> Inputs:
     )
 
 
-_memo: dict[tuple[str, str], dict] = {}
-_memo_lock = threading.Lock()
-
-
-def _serialized(req: Request) -> dict:
-    """Every env's serialization for this run's request (one child per engine run)."""
-    p = req.params
-    key = (req.run_id, key_of({k: v for k, v in p.items() if k != "env"}))
-    with _memo_lock:
-        hit = _memo.get(key)
-        if hit is None:
-            raw = serialize.run_child(p["request"], req.root)
-            if raw.get("error"):
-                raise UserError(raw["error"])
-            for old in [k for k in _memo if k[0] != req.run_id]:
-                del _memo[old]  # an earlier run's: never asked again
-            hit = _memo[key] = raw["envs"]
-        return hit
-
-
 def run(req: Request) -> Produced:
-    envs = _serialized(req)
+    return run_batch([req])[0]
+
+
+def run_batch(reqs: list[Request]) -> list[Produced]:
+    """One child for the envs of one run: their requests differ only in each
+    env's own entry, and each env's entry decides its output alone."""
+    groups: dict[str, list[Request]] = {}
+    for r in reqs:
+        shared = {k: v for k, v in r.params["request"].items() if k not in ("copy_style", "envs")}
+        groups.setdefault(json.dumps(shared, sort_keys=True), []).append(r)
+    out = {}
+    for group in groups.values():
+        request = {**group[0].params["request"],
+                   "copy_style": {k: v for r in group for k, v in r.params["request"]["copy_style"].items()},
+                   "envs": {k: v for r in group for k, v in r.params["request"]["envs"].items()}}
+        raw = serialize.run_child(request, group[0].root)
+        if raw.get("error"):
+            raise UserError(raw["error"])
+        for r in group:
+            out[r.target] = _produced(r, (raw.get("envs") or {}).get(r.env.name) or {})
+    return [out[r.target] for r in reqs]
+
+
+def _produced(req: Request, own: dict) -> Produced:
     name = req.env.name
-    own = envs.get(name) or {}
     if own.get("error"):
         raise UserError(own["error"])
     serialize.check_tasks(req.env, own)
     out = req.workdir / OUTPUT
-    doc = {"env": own, "images": {n: e.get("image") for n, e in sorted(envs.items())}}
+    doc = {"env": own}
     out.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
     tasks = [t["name"] for t in own.get("tasks") or ()]
     return Produced(files=((OUTPUT, out),), meta={"tasks": tasks, "app": bool(own.get("app"))})
 
 
 def read(result) -> dict:
-    """A specs:<env> result's document: {"env": {...}, "images": {env: uri}}."""
+    """A specs:<env> result's document: {"env": {"image": ..., "tasks": [...]} (or "app")}."""
     try:
         with open(result.path, encoding="utf-8") as f:
             doc = json.load(f)
     except (OSError, ValueError, TypeError) as exc:
         raise BuildFailed(f"{result.target}: unreadable specs ({exc}); run the build again") from None
-    if not (isinstance(doc, dict) and isinstance(doc.get("env"), dict) and isinstance(doc.get("images"), dict)):
+    if not (isinstance(doc, dict) and isinstance(doc.get("env"), dict)):
         raise BuildFailed(f"{result.target}: malformed specs; run the build again")
     return doc
 
@@ -105,5 +105,6 @@ RULE = Rule(
     description="the environment's tasks serialized by flyte (TaskSpec templates), for checks and deploys",
     inputs=inputs,
     run=run,
+    run_batch=run_batch,
     outputs=((OUTPUT,),),
 )

@@ -26,7 +26,9 @@ def flyte_marker() -> str | None:
     return _flyte_marker()
 
 
-def child_request(view) -> dict:
+def child_request(view, env) -> dict:
+    """What the child needs to serialize `env`: the run's settings, the modules to
+    import, and this env's copy style and image cache (every env's image)."""
     every = sorted(e.name for e in view.envs)
     return {
         "project": view.cfg.project, "domain": view.cfg.domain, "org": None,
@@ -35,9 +37,9 @@ def child_request(view) -> dict:
         # the same modules discovery imported, in the same order: one loaded state (a
         # task declared in another module than its env is on the env here too)
         "files": list(view.discovery.candidates), "ignore_load_errors": bool(view.cfg.ignore_load_errors),
-        "copy_style": {e.name: view.cfg.copy_style_for(e.name) for e in view.envs},
+        "copy_style": {env.name: view.cfg.copy_style_for(env.name)},
         # every env's image in every task's image cache, as flyte's merged cache
-        "envs": {e.name: {"image_envs": every, "with_bundle": has_bundle(e, view)} for e in view.envs},
+        "envs": {env.name: {"image_envs": every, "with_bundle": has_bundle(env, view)}},
     }
 
 
