@@ -82,7 +82,9 @@ def test_shared_library_edit_affects_every_importer_and_none_else(repo, base_edg
     repo.append("libs/mlkit/model.py", "\n# tuned\n")
     doc = affected(repo)
     f = "libs/mlkit/model.py"
-    check(doc, base_edges, {f"bundle:{e}": f for e in ("inference", "ml_training", "ml_training_large", "visualization", "reporting")})
+    check(doc, base_edges, {**{f"bundle:{e}": f for e in ("inference", "ml_training", "ml_training_large", "visualization", "reporting")},
+                            # the serialized specs of the envs whose import closure has it
+                            **{f"specs:{e}": f for e in ("inference", "ml_training", "ml_training_large", "visualization")}})
     assert doc["changed_files"] == [{"path": f, "status": "modified"}]
     assert not any(t["env"] == "preprocessing" for t in doc["targets"])
 
@@ -98,6 +100,8 @@ def test_commits_and_working_tree_both_count(repo, base_edges):
         "bundle:inference": "libs/mlkit/serving.py",
         "bundle:reporting": "libs/mlkit/serving.py",
         **{f"bundle:{e}": pre for e in ("preprocessing", "ml_training", "ml_training_large", "visualization")},
+        "specs:inference": "libs/mlkit/serving.py",
+        **{f"specs:{e}": pre for e in ("preprocessing", "ml_training", "ml_training_large", "visualization")},
     })
 
 
@@ -152,7 +156,7 @@ def test_deleted_lazily_imported_module(repo, base_edges):
     repo.delete("services/visualization/render.py")
     doc = affected(repo)
     f = "services/visualization/render.py"
-    check(doc, base_edges, {"bundle:visualization": f, "bundle:reporting": f})
+    check(doc, base_edges, {"bundle:visualization": f, "bundle:reporting": f, "specs:visualization": f})
 
 
 def test_new_module_not_yet_added_to_git(repo, base_edges):
@@ -167,7 +171,7 @@ def test_new_module_imported_by_a_library(repo, base_edges):
     repo.replace("libs/mlkit/serving.py", "import os\n", "import os\n\nfrom libs.mlkit import extra  # noqa: F401\n")
     doc = affected(repo)
     new = "libs/mlkit/extra.py"
-    check(doc, base_edges, {"bundle:inference": new, "bundle:reporting": new})
+    check(doc, base_edges, {"bundle:inference": new, "bundle:reporting": new, "specs:inference": new})
     (rec,) = [t for t in doc["targets"] if t["target"] == "bundle:inference"]
     assert rec["files"] == [new, "libs/mlkit/serving.py"] and rec["change"] == "added"
 
@@ -187,7 +191,12 @@ def test_renamed_env(repo, base_edges):
     f = "services/inference/tasks.py"
     new = {a: f for a in edges if a.endswith(":inference_v2")}
     assert new, edges
-    check(doc, edges, {**new, "bundle:reporting": f})
+    # every task's image cache names every env: the other envs' specs change too
+    # (a changed parameter names the env's own file)
+    others = {"specs:ml_training": "services/ml_training/tasks.py", "specs:ml_training_large": "services/ml_training/large.py",
+              "specs:preprocessing": "services/preprocessing/tasks.py", "specs:reporting": "services/reporting/tasks.py",
+              "specs:visualization": "services/visualization/tasks.py"}
+    check(doc, edges, {**new, "bundle:reporting": f, **others})
     assert {t["reason"] for t in doc["targets"] if t["env"] == "inference_v2"} == {"new"}
     assert doc["removed"]["envs"] == ["inference"]
     assert doc["removed"]["targets"] == sorted(a for a in base_edges if a.endswith(":inference"))
@@ -197,7 +206,8 @@ def test_config_change_in_the_flyte_table(repo, base_edges):
     repo.append("pyproject.toml", '\n[tool.hatch.build.targets.flyte.envs.preprocessing]\ncopy-style = "all"\n')
     doc = affected(repo)
     # preprocessing now ships the whole tree (pyproject.toml included); reporting always did
-    check(doc, base_edges, {"bundle:preprocessing": "pyproject.toml", "bundle:reporting": "pyproject.toml"})
+    check(doc, base_edges, {"bundle:preprocessing": "pyproject.toml", "bundle:reporting": "pyproject.toml",
+                            "specs:preprocessing": "pyproject.toml"})
 
 
 def test_config_include_override(repo, base_edges):

@@ -42,7 +42,7 @@ def inputs(env, view) -> Inputs:
         params={
             "format": serialize.FORMAT, "python": list(sys.version_info[:3]),
             "flyte": view.digest(marker)[0] if marker else None,
-            "request": serialize.child_request(view, env),
+            "request": serialize.child_request(view, env, {rel for rel, _ in files}),
             "sys_path": list(view.discovery.sys_path),
             # data files and variables the modules read at import (`settings.json`, STAGE=prod)
             "witness": view.discovery.witness,
@@ -57,16 +57,14 @@ def run(req: Request) -> Produced:
 
 def run_batch(reqs: list[Request]) -> list[Produced]:
     """One child for the envs of one run: their requests differ only in each
-    env's own entry, and each env's entry decides its output alone."""
+    env's own entries and modules, and those decide its output alone."""
     groups: dict[str, list[Request]] = {}
     for r in reqs:
-        shared = {k: v for k, v in r.params["request"].items() if k not in ("copy_style", "envs")}
+        shared = {k: v for k, v in r.params["request"].items() if k not in ("copy_style", "envs", "files")}
         groups.setdefault(json.dumps(shared, sort_keys=True), []).append(r)
     out = {}
     for group in groups.values():
-        request = {**group[0].params["request"],
-                   "copy_style": {k: v for r in group for k, v in r.params["request"]["copy_style"].items()},
-                   "envs": {k: v for r in group for k, v in r.params["request"]["envs"].items()}}
+        request = serialize.merged([r.params["request"] for r in group])
         raw = serialize.run_child(request, group[0].root)
         if raw.get("error"):
             raise UserError(raw["error"])

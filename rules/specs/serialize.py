@@ -26,21 +26,36 @@ def flyte_marker() -> str | None:
     return _flyte_marker()
 
 
-def child_request(view, env) -> dict:
+def child_request(view, env, closure: set[str]) -> dict:
     """What the child needs to serialize `env`: the run's settings, the modules to
-    import, and this env's copy style and image cache (every env's image)."""
+    import (the candidates discovery imported that are in the env's import
+    closure, in discovery's order: its module, its tasks' modules and what they
+    import), and this env's copy style and image cache (every env's image)."""
     every = sorted(e.name for e in view.envs)
+    mine = [c for c in view.discovery.candidates if c in closure] or list(view.discovery.candidates)
     return {
         "project": view.cfg.project, "domain": view.cfg.domain, "org": None,
         "source_roots": list(view.cfg.source_roots), "image_refs": dict(sorted(view.image_refs().items())),
         "sync_local_sys_paths": view.sync_local_sys_paths,
-        # the same modules discovery imported, in the same order: one loaded state (a
-        # task declared in another module than its env is on the env here too)
-        "files": list(view.discovery.candidates), "ignore_load_errors": bool(view.cfg.ignore_load_errors),
+        # modules discovery imported, in its order: a task declared in another module
+        # than its env is on the env here too (that module is in the closure)
+        "files": mine, "ignore_load_errors": bool(view.cfg.ignore_load_errors),
         "copy_style": {env.name: view.cfg.copy_style_for(env.name)},
         # every env's image in every task's image cache, as flyte's merged cache
         "envs": {env.name: {"image_envs": every, "with_bundle": has_bundle(env, view)}},
     }
+
+
+def merged(requests: list[dict]) -> dict:
+    """One request for several envs of one run (the same settings): each env's own
+    entries, and the union of their modules in discovery's (sorted) order."""
+    lists = [r["files"] for r in requests]
+    files = list(dict.fromkeys(f for fs in lists for f in fs))
+    if all(fs == sorted(fs) for fs in lists):
+        files.sort()
+    return {**requests[0], "files": files,
+            "copy_style": {k: v for r in requests for k, v in r["copy_style"].items()},
+            "envs": {k: v for r in requests for k, v in r["envs"].items()}}
 
 
 def check_tasks(env, got: dict) -> None:
