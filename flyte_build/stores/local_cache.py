@@ -253,9 +253,6 @@ class LocalStore:
                     removed["blobs"] += 1
         return removed
 
-    def clear(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-
 
 def _remove(path: Path) -> None:
     try:
