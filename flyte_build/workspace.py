@@ -56,27 +56,7 @@ class Workspace:
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
         table_cfg = cfg  # before the flags: `config` reports which layer set what
-        if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
-            raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")
-        cfg = cfg.with_overrides(
-            copy_style=settings.copy_style,
-            ignore_load_errors=settings.ignore_load_errors,
-            cache=settings.cache,
-            cache_required=settings.cache_required,
-            cache_read_only=settings.cache_read_only,
-            discovery_timeout=settings.discovery_timeout,
-            storage=settings.storage,
-            project=settings.project,
-            domain=settings.domain,
-            jobs=settings.jobs,
-            strict=settings.strict,
-            flyte_config=settings.flyte_config,
-        )
-        if settings.allow_secrets:
-            cfg = replace(cfg, allow_secrets=tuple(dict.fromkeys([*cfg.allow_secrets, *settings.allow_secrets])))
-        if settings.copy_style is not None:
-            # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
-            cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
+        cfg = _with_flags(cfg, settings)
         # the rule sets first: they declare the config tables of their kinds, and
         # a bad key in any table is an error before anything is read or stored
         cfg, self.rules = rulesets.checked_config(cfg)
@@ -95,15 +75,8 @@ class Workspace:
         self.flyte_ref = flyte_config.locate(cfg.flyte_config)
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
                                   shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref)
-        # one configuration with flyte: its config file's project, domain and
-        # image settings under the pyproject table and the flags (see flyte_config.effective)
         self.layers = flyte_config.layers(table_cfg, settings)
-        flyte_layer = flyte_config.checked_layer(self.discovery.flyte)
-        eff = flyte_config.effective(flyte_layer, **self.layers)
-        self.cfg = cfg = replace(
-            cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
-            images={**(flyte_layer.get("image_refs", {}).get("value") or {}), **cfg.images},
-        )
+        self.cfg = cfg = _with_flyte_settings(cfg, self.discovery.flyte, self.layers)
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
         if not self.discovery.envs:
@@ -177,3 +150,40 @@ class Workspace:
             self.store.write_json("state/last-run.json", stats)
         except OSError:
             pass
+
+
+def _with_flags(cfg: config_mod.Config, settings: Settings) -> config_mod.Config:
+    """The pyproject table's settings with the run's flags over them."""
+    if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
+        raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")
+    cfg = cfg.with_overrides(
+        copy_style=settings.copy_style,
+        ignore_load_errors=settings.ignore_load_errors,
+        cache=settings.cache,
+        cache_required=settings.cache_required,
+        cache_read_only=settings.cache_read_only,
+        discovery_timeout=settings.discovery_timeout,
+        storage=settings.storage,
+        project=settings.project,
+        domain=settings.domain,
+        jobs=settings.jobs,
+        strict=settings.strict,
+        flyte_config=settings.flyte_config,
+    )
+    if settings.allow_secrets:
+        cfg = replace(cfg, allow_secrets=tuple(dict.fromkeys([*cfg.allow_secrets, *settings.allow_secrets])))
+    if settings.copy_style is not None:
+        # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
+        cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
+    return cfg
+
+
+def _with_flyte_settings(cfg: config_mod.Config, flyte_read, layers: dict) -> config_mod.Config:
+    """One configuration with flyte: its config file's project, domain and image
+    settings under the pyproject table and the flags (see flyte_config.effective)."""
+    flyte_layer = flyte_config.checked_layer(flyte_read)
+    eff = flyte_config.effective(flyte_layer, **layers)
+    return replace(
+        cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
+        images={**(flyte_layer.get("image_refs", {}).get("value") or {}), **cfg.images},
+    )

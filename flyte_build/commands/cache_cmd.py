@@ -38,7 +38,7 @@ def run(args) -> int:
     if args.action == "keygen":
         return _keygen(args)
     store = LocalStore(Path(args.cache_dir) if getattr(args, "cache_dir", None) else None)
-    return {"stats": _stats, "verify": _verify, "gc": _gc}[args.action](args, store)
+    return ACTIONS[args.action](store, args)
 
 
 def _keygen(args) -> int:
@@ -53,7 +53,7 @@ def _keygen(args) -> int:
     return 0
 
 
-def _stats(args, store) -> int:
+def _stats(store, args) -> int:
     last_run = store.read_json("state/last-run.json")
     doc = {"local": store.stats(), "last_run": last_run if isinstance(last_run, dict) else None}
     if args.json:
@@ -61,9 +61,12 @@ def _stats(args, store) -> int:
         return 0
     loc = doc["local"]
     print(f"local cache {loc['path']}: {loc['blobs']} blobs ({loc['blob_bytes']} bytes), {loc['actions']} actions")
-    lr = doc["last_run"]
-    if not lr:
-        return 0
+    if doc["last_run"]:
+        _print_last_run(doc["last_run"])
+    return 0
+
+
+def _print_last_run(lr: dict) -> None:
     print(
         f"last run: {lr.get('built', 0)} built, {lr.get('cached', 0)} cached; "
         f"hits local {lr.get('local_hits', 0)}, shared {lr.get('shared_hits', 0)}, misses {lr.get('misses', 0)}; "
@@ -80,10 +83,9 @@ def _stats(args, store) -> int:
         print(f"bundle storage {st['url']}: {st['uploads']} uploaded ({st['bytes_up']} bytes), {st['present']} already there")
     for w in lr.get("warnings") or []:
         print(f"warning: {w}")
-    return 0
 
 
-def _verify(args, store) -> int:
+def _verify(store, args) -> int:
     problems = store.verify()
     if args.json:
         emit_json({"ok": not problems, "problems": problems, "local": store.stats()})
@@ -94,7 +96,7 @@ def _verify(args, store) -> int:
     return 0 if not problems else 1
 
 
-def _gc(args, store) -> int:
+def _gc(store, args) -> int:
     lock = None
     if args.max_age_days is not None:
         import sys
@@ -114,3 +116,7 @@ def _gc(args, store) -> int:
     else:
         print(f"cache gc: removed {removed['actions']} action entries, {removed['blobs']} blobs ({removed['bytes']} bytes), {removed['tmp']} temporary files")
     return 0
+
+
+# the actions on the local store (keygen needs none)
+ACTIONS = {"stats": _stats, "verify": _verify, "gc": _gc}

@@ -112,20 +112,13 @@ def _list_folder(ctx):
     return list_folder
 
 
-def plan(env, ctx) -> dict:
-    """Everything about the env's image that is known without building it."""
-    opts = options(ctx.cfg)
-    refs = ctx.image_refs()
-    img = env.image
-    if isinstance(img, str):
-        if img == "auto":
-            from flyte_build.flyte_adapter import auto_image_uri
+def _reference(uri) -> dict:
+    """The plan of an image flyte-build does not build: a reference to use as it is."""
+    return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
 
-            uri = auto_image_uri(refs)
-        else:
-            uri = img
-        return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
-    rendered = df.render(
+
+def _render(env, ctx, img: dict, opts: dict, refs: dict) -> df.Rendered:
+    return df.render(
         _resolve_code_bundle(img, ctx.cfg.copy_style_for(env.name)),
         ctx.root,
         df.Options(
@@ -143,9 +136,22 @@ def plan(env, ctx) -> dict:
         f"`{env.name}`",
         _list_folder(ctx),
     )
+
+
+def plan(env, ctx) -> dict:
+    """Everything about the env's image that is known without building it."""
+    opts = options(ctx.cfg)
+    refs = ctx.image_refs()
+    img = env.image
+    if isinstance(img, str):
+        if img == "auto":
+            from flyte_build.flyte_adapter import auto_image_uri
+
+            return _reference(auto_image_uri(refs))
+        return _reference(img)
+    rendered = _render(env, ctx, img, opts, refs)
     if rendered.dockerfile is None:
-        uri = rendered.base
-        return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
+        return _reference(rendered.base)
     files = [(n, p) for n, p in rendered.context if n != df.PEX_NAME]
     digests = [(n, ctx.digests.digest(p)[0]) for n, p in files]
     if any(n == df.PEX_NAME for n, _ in rendered.context):
