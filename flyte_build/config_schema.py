@@ -99,7 +99,8 @@ def seconds(field_: str, v: Any) -> float:
 
 
 def strings(field_: str, v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+    # a tuple is what this check returns: a table checked twice passes twice
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
         raise UserError(f"Field {field_} must be an array of strings")
     return tuple(v)
 
