@@ -64,10 +64,6 @@ def check(table: Table, field_: str, value: Any, file=None) -> dict:
 # -- the checks every table uses -------------------------------------------------
 
 
-def any_value(field_: str, v: Any) -> Any:
-    return v
-
-
 def string(field_: str, v: Any) -> str:
     if not isinstance(v, str):
         raise UserError(f"Field {field_} must be a string")
