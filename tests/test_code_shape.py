@@ -25,7 +25,6 @@ LIMIT = 60
 # function is split, not listed. Named by file name and function, so a file
 # that moves to another folder keeps its entry.
 BEING_SPLIT = {
-    ("_discover_child.py", "main"),
     ("discovery.py", "_discover"),
     ("discovery.py", "_incremental"),
     ("files.py", "walk"),

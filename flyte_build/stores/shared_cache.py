@@ -16,7 +16,7 @@ and the rebuilt result overwrites the bad object (the one case where a
 write is not create-only).
 
 Trust (see BUILD.md, "Trust and the shared cache"): every entry is checked
-against the schema (`local_cache.ActionEntry.parse`) and read with bounds (entry
+against the schema (`action_entry.ActionEntry.parse`) and read with bounds (entry
 size, each blob's declared size, regular files only on a local path). A
 reader holding verify keys refuses entries without a good signature by one
 of them; a reader without keys still refuses entries of rules whose results
@@ -34,11 +34,13 @@ import os
 import threading
 
 from .. import atomic
+from ..config import Config
 from ..errors import BuildFailed
 from ..hashing import file_sha256
 from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
-from .local_cache import MAX_ENTRY_BYTES, ActionEntry, BadEntry, LocalStore
+from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
+from .local_cache import LocalStore
 
 
 def blob_rel(hex_: str) -> str:
@@ -192,14 +194,7 @@ class SharedCache:
         try:
             for out in entry.outputs:
                 rel = blob_rel(out.digest)
-                bad = rel in self._bad
-                if not bad:
-                    have = self.root.size(rel)
-                    if have == out.size:
-                        continue
-                    # a wrong size is a truncated or foreign object: replace it
-                    bad = have is not None
-                if self.root.put_file(rel, local.blob_path(out.digest), create_only=not bad):
+                if self.root.put_content(rel, local.blob_path(out.digest), out.size, replace=rel in self._bad):
                     up += out.size
                 with self._lock:
                     self._bad.discard(rel)
@@ -218,15 +213,14 @@ class SharedCache:
                 stats.bytes_up += up
 
 
-def open_shared(url: str, cfg, warn) -> SharedCache | None:
+def open_shared(url: str, cfg: Config, warn) -> SharedCache | None:
     """The shared cache at `url`, probed once. Unreachable: one warning and None
     (the run uses the local cache), or BuildFailed under `cache-required`."""
-    options = getattr(cfg, "object_store", None) or StoreOptions()
-    root = open_root(url, options, "--cache")
-    required = bool(getattr(cfg, "cache_required", False))
-    signer = load_signer(getattr(cfg, "cache_signing_key_file", None))
-    verifier = load_verifier(tuple(getattr(cfg, "cache_verify_keys", ())))
-    read_only = read_only_mode(getattr(cfg, "cache_read_only", None), signer, verifier)
+    root = open_root(url, cfg.object_store or StoreOptions(), "--cache")
+    required = cfg.cache_required
+    signer = load_signer(cfg.cache_signing_key_file)
+    verifier = load_verifier(tuple(cfg.cache_verify_keys))
+    read_only = read_only_mode(cfg.cache_read_only, signer, verifier)
     try:
         root.probe()
     except StoreUnavailable as exc:
