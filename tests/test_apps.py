@@ -103,7 +103,7 @@ def test_apps_are_targets_in_targets_graph_and_dry_run(tmp_path):
     doc = run_json(root, cache, "targets", "--json")
     assert {e["env"]: e["kind"] for e in doc["envs"]} == {"work": "task", "web": "app", "report": "task"}
     targets = {t["target"]: t for t in doc["targets"]}
-    assert sorted(a for a, t in targets.items() if t["env"] == "web") == ["bundle:web", "deploy:web", "image:web"]
+    assert sorted(a for a, t in targets.items() if t["env"] == "web") == ["bundle:web", "deploy:web", "image:web", "specs:web"]
     assert targets["image:web"]["uri"] == IMG.format("web")
     # the app's bundle (built by the dry run): its module's import closure plus its `include`
     assert targets["bundle:web"]["cached"] and targets["bundle:web"]["digest"] == web["bundle"]
@@ -114,8 +114,8 @@ def test_apps_are_targets_in_targets_graph_and_dry_run(tmp_path):
     graph = flyte_build("graph", cwd=root, cache=cache)
     assert graph.rc == 0, graph.err
     assert "deploy order: work → web (app) → report" in graph.out
-    assert "deploy:web  <- bundle:web, image:web, deploy:work" in graph.out
-    assert "deploy:report  <- bundle:report, image:report, check:report, deploy:web" in graph.out
+    assert "deploy:web  <- bundle:web, image:web, specs:web, deploy:work" in graph.out
+    assert "deploy:report  <- bundle:report, image:report, specs:report, check:report, deploy:web" in graph.out
     assert "check:web" not in graph.out  # an app has no tasks to load
 
     # the app's version moves with its code and its dependency's, not with its dependent's
