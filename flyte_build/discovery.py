@@ -176,13 +176,46 @@ def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) 
                                 {r: digest_or_none(r) for r in portable_ignores})
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One discovery's settings and where its result is kept."""
+
+    cfg: Config
+    sel: Selection
+    mode: str
+    targets: list[str]
+    settings: dict
+    store: LocalStore
+    rel_path: str  # the local entry, under the key of `settings`
+    digests: FileDigests
+    shared: object
+    stats: object
+
+
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
-              shared, stats, flyte_ref) -> tuple[Discovery, dict]:
+              shared, stats, flyte_ref) -> tuple[Discovery, dict, list[str]]:
     mode, targets = _plan(cfg, sel)
+    settings = _settings(cfg, sel, mode, targets, digests, flyte_ref)
+    job = _Job(cfg, sel, mode, targets, settings, store, f"discovery/{key_of(settings)}.json", digests, shared, stats)
+    entry, tree = _local_entry(job, use_cache)
+    if entry:
+        done, tree = _from_entry(job, entry, tree)
+        if done is not None:
+            return done
+    elif use_cache and shared is not None:
+        tree = tree or _walk(cfg, mode, targets)
+        hit = _from_shared(cfg, settings, tree, store, job.rel_path, digests, shared, stats)
+        if hit is not None:
+            return hit, tree.dirs, tree.candidates
+    return _full(job, tree or _walk(cfg, mode, targets))
+
+
+def _settings(cfg: Config, sel: Selection, mode: str, targets: list[str], digests: FileDigests, flyte_ref) -> dict:
+    """What keys the local entry: everything besides the files that decides the result."""
     marker = _flyte_marker()
     if marker is None:
         raise UserError("flyte is not installed in this Python; install flyte to discover environments")
-    settings = {
+    return {
         "format": FORMAT,
         "tool": __version__,
         "python": list(sys.version_info[:3]),
@@ -199,9 +232,12 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
     }
-    key = key_of(settings)
-    rel_path = f"discovery/{key}.json"
-    entry = store.read_json(rel_path) if use_cache else None
+
+
+def _local_entry(job: _Job, use_cache: bool) -> tuple[dict | None, _Tree | None]:
+    """(the local entry if its candidates and reads still hold, the walk made to tell)."""
+    cfg, digests = job.cfg, job.digests
+    entry = job.store.read_json(job.rel_path) if use_cache else None
     if entry is not None and not _well_formed(entry):
         entry = None  # not what _record writes (hand-edited, another version): discover afresh
     # The candidate modules are the same if no directory the last walk listed
@@ -209,50 +245,57 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
     # mtime) and no ignore file changed; only then is the walk skipped.
     tree = None
     if entry and not (_tree_unchanged(cfg.root, entry.get("dirs", {})) and _still_valid(cfg.root, entry.get("ignores", {}), digests)):
-        tree = _walk(cfg, mode, targets)
+        tree = _walk(cfg, job.mode, job.targets)
         if tree.candidates != entry.get("candidates"):
             entry = None
     if entry and not discovery_reads.still_valid(entry.get("reads", {}), cfg.root, digests):
         # a data file, directory or variable a module read at import changed: import afresh
-        tree, entry = tree or _walk(cfg, mode, targets), None
-    if entry:
-        changed = _changed(cfg.root, entry.get("files", {}), digests)
-        if not changed:
-            if tree is not None:  # same modules, newly stamped directories: skip the walk next time
-                _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests, entry.get("reads"))
-            return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
-                    (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"]))
-        tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
-        # another machine may have discovered this very tree: cheaper than any import
-        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) if shared is not None else None
-        if hit is not None:
-            return hit, tree.dirs, tree.candidates
-        # the same candidates, some files edited: re-import only what they affect
-        if mode == "recursive" and entry.get("incremental"):
-            got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
-            if got is not None:
-                raw, book = got
-                # the modules reused read what they read last time: keep those witnesses too
-                _witness(cfg, raw, digests, entry.get("reads"))
-                result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
-                files = _digests_of(cfg, tree.candidates, raw, digests)
-                _record(store, rel_path, cfg, tree, files, raw, book, digests)
-                _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
-                return result, tree.dirs, tree.candidates
-    elif use_cache and shared is not None:
-        tree = tree or _walk(cfg, mode, targets)
-        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats)
-        if hit is not None:
-            return hit, tree.dirs, tree.candidates
+        tree, entry = tree or _walk(cfg, job.mode, job.targets), None
+    return entry, tree
 
-    tree = tree or _walk(cfg, mode, targets)
-    raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
+
+def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | None, _Tree]:
+    """(the result when the entry, the shared cache or an incremental discovery
+    gives it, else None; the tree a full discovery then uses)."""
+    cfg, digests, store, rel_path = job.cfg, job.digests, job.store, job.rel_path
+    changed = _changed(cfg.root, entry.get("files", {}), digests)
+    if not changed:
+        if tree is not None:  # same modules, newly stamped directories: skip the walk next time
+            _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests, entry.get("reads"))
+        return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
+                (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"])), tree
+    tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
+    # another machine may have discovered this very tree: cheaper than any import
+    if job.shared is not None:
+        hit = _from_shared(cfg, job.settings, tree, store, rel_path, digests, job.shared, job.stats)
+        if hit is not None:
+            return (hit, tree.dirs, tree.candidates), tree
+    # the same candidates, some files edited: re-import only what they affect
+    if job.mode == "recursive" and entry.get("incremental"):
+        got = _incremental(cfg, job.targets, job.sel, tree.candidates, entry, changed, digests)
+        if got is not None:
+            raw, book = got
+            # the modules reused read what they read last time: keep those witnesses too
+            _witness(cfg, raw, digests, entry.get("reads"))
+            return _finish(job, tree, raw, book, "incremental"), tree
+    return None, tree
+
+
+def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
+    cfg, digests = job.cfg, job.digests
+    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
     _witness(cfg, raw, digests)
     book = _split(raw)
-    result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
+    return _finish(job, tree, raw, book, "full")
+
+
+def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str) -> tuple[Discovery, dict, list[str]]:
+    """Check a fresh result, keep it locally and offer it to the shared cache."""
+    cfg, digests = job.cfg, job.digests
+    result = _checked(Discovery.from_json(raw, how=how), raw, cfg)
     files = _digests_of(cfg, tree.candidates, raw, digests)
-    _record(store, rel_path, cfg, tree, files, raw, book, digests)
-    _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
+    _record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
+    _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
     return result, tree.dirs, tree.candidates
 
 
@@ -435,6 +478,32 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     a dependency) ran too, i.e. every module importing its defining file; the
     set to re-import grows until that holds.
     """
+    plan = _incremental_plan(cfg, candidates, entry, changed, digests)
+    if plan is None:
+        return None
+    raw = _run_child(cfg, "recursive", targets, sorted(plan.redo), sel)
+    book = _split(raw)
+    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(plan.old.get("sys_path", ())):
+        return None
+    return _merge(plan, raw, book)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What an incremental discovery starts from: the cached result and import
+    graph, and the candidate modules to import again."""
+
+    old: dict  # the cached result
+    graph_old: dict  # file -> the user files its load imported
+    all_old: list  # [env name, defining file] of every environment created
+    cands: set
+    importers_of: dict
+    env_files: set
+    redo: set
+
+
+def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
+                      digests: FileDigests) -> _Plan | None:
     from .context import import_records
 
     old = entry["result"]
@@ -465,22 +534,23 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
         redo |= need
     if not redo:
         return None
+    return _Plan(old, graph_old, all_old, cands, importers_of, env_files, redo)
 
-    raw = _run_child(cfg, "recursive", targets, sorted(redo), sel)
-    book = _split(raw)
-    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(old.get("sys_path", ())):
-        return None
+
+def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
+    """The child's result for the modules imported again, merged with the
+    cached one for the rest; None when the merge cannot be vouched for."""
     fresh = set(raw["loaded_files"])  # every module imported (so run afresh) in this run
     new_env_files = {f for _, f in book["all_envs"]}
     # the modules that could have touched a fresh environment all ran again
-    for f in fresh & (env_files | new_env_files):
-        if not (_reach([f], importers_of) & cands) <= fresh:
+    for f in fresh & (plan.env_files | new_env_files):
+        if not (_reach([f], plan.importers_of) & plan.cands) <= fresh:
             return None
 
-    graph = {f: v for f, v in graph_old.items() if f not in fresh}
+    graph = {f: v for f, v in plan.graph_old.items() if f not in fresh}
     graph.update(book["graph"])
-    old_loaded = set(old.get("loaded_files", ()))
-    roots = {c for c in cands if c in fresh or (c not in redo and c in old_loaded)}
+    old_loaded = set(plan.old.get("loaded_files", ()))
+    roots = {c for c in plan.cands if c in fresh or (c not in plan.redo and c in old_loaded)}
     loaded = _reach(roots, graph)
     if not fresh <= loaded:
         return None
@@ -488,16 +558,28 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     def reused(file: str) -> bool:
         return file not in fresh and file in loaded
 
-    all_envs = [x for x in all_old if reused(x[1])] + book["all_envs"]
+    all_envs = [x for x in plan.all_old if reused(x[1])] + book["all_envs"]
     if len({name for name, _ in all_envs}) != len(all_envs):
         return None  # the same name in two files: the full discovery names both
     pool: dict[str, dict] = {}
-    for e in [e for e in old["envs"] if reused(e["file"])] + raw["envs"]:
+    for e in [e for e in plan.old["envs"] if reused(e["file"])] + raw["envs"]:
         if e["name"] in pool:
             return None
         pool[e["name"]] = e
-    # the selection again: selected environments (where they are defined
-    # decides it) and what they depend on
+    chosen = _reselect(pool)
+    if chosen is None:
+        return None
+    merged = dict(raw)
+    merged["envs"] = sorted(chosen.values(), key=_env_key)
+    merged["loaded_files"] = sorted(loaded)
+    merged["requested"] = sorted(plan.redo)
+    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True}
+    return merged, book
+
+
+def _reselect(pool: dict[str, dict]) -> dict[str, dict] | None:
+    """The selection again: selected environments (where they are defined
+    decides it) and what they depend on; None when a dependency is missing."""
     chosen: dict[str, dict] = {}
     todo = sorted(n for n, e in pool.items() if e.get("selected"))
     while todo:
@@ -508,13 +590,7 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
             return None
         chosen[name] = pool[name]
         todo.extend(chosen[name].get("depends_on", ()))
-
-    merged = dict(raw)
-    merged["envs"] = sorted(chosen.values(), key=_env_key)
-    merged["loaded_files"] = sorted(loaded)
-    merged["requested"] = sorted(redo)
-    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True}
-    return merged, book
+    return chosen
 
 
 def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:
