@@ -25,7 +25,6 @@ LIMIT = 60
 # function is split, not listed. Named by file name and function, so a file
 # that moves to another folder keeps its entry.
 BEING_SPLIT = {
-    ("archive.py", "write_tar_gz"),
     ("build.py", "_snapshot"),
 }
 
