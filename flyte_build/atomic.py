@@ -8,10 +8,9 @@ instead, which fails if the name exists: two writers racing on one content
 name both succeed with one file.
 
 Every write in flyte-build that gives a file its real name goes through here:
-`write_bytes` and `copy_file` (flushed to disk first), `atomic_writer` for a
-stream, and `staged` for a caller that fills the temporary file itself and
-decides whether to publish it (a download published only if it hashes to its
-name).
+`write_bytes` and `copy_file` (flushed to disk first), and `staged` for a
+caller that fills the temporary file itself (a stream, a download) and decides
+whether to publish it (a download is published only if it hashes to its name).
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 TMP_PREFIX = ".tmp-"
 
@@ -63,18 +62,6 @@ def staged(dest: str | Path) -> Iterator[Staged]:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-
-
-@contextmanager
-def atomic_writer(dest: str | Path, mode: str = "wb") -> Iterator[IO]:
-    """A file object whose bytes reach `dest`, flushed to disk, only when the
-    block ends without an exception."""
-    with staged(dest) as s:
-        with open(s.path, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        s.publish()
 
 
 def _write(dest: str | Path, fill, create_only: bool) -> bool:

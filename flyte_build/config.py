@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -272,7 +272,3 @@ def load(root_dir: str | Path | None = None, cwd: Path | None = None) -> Config:
         # no configuration needed for a src layout: `src` is its source root
         cfg = replace(cfg, source_roots=("src",))
     return cfg
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(Config)]

@@ -32,7 +32,7 @@ from .graph import Graph, Target
 from .hashing import as_digest, key_of
 from .rule_api import FileInput, Inputs, Request
 from .hashing import file_sha256
-from .stores.local_cache import OUTPUT_NAME, ActionEntry, Output, is_hex64
+from .stores.action_entry import OUTPUT_NAME, ActionEntry, Output, is_hex64
 
 
 @dataclass(frozen=True)

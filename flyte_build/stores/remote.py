@@ -196,6 +196,18 @@ class Root:
             self.fs.invalidate_cache(path)
         return True
 
+    def put_content(self, rel: str, src: Path, size: int, replace: bool = False) -> bool:
+        """Publish `src` (`size` bytes) under `rel`, a name that is its content,
+        unless an object of that size is there already (the same content). An
+        object of another size is a truncated or foreign one and is replaced, as
+        is one the caller found corrupt (`replace`). True if written."""
+        if not replace:
+            have = self.size(rel)
+            if have == size:
+                return False
+            replace = have is not None
+        return self.put_file(rel, src, create_only=not replace)
+
     def put_bytes(self, rel: str, data: bytes, create_only: bool = True) -> bool:
         path = self._path(rel)
         if self.scheme == "file":

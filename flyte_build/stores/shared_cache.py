@@ -16,7 +16,7 @@ and the rebuilt result overwrites the bad object (the one case where a
 write is not create-only).
 
 Trust (see BUILD.md, "Trust and the shared cache"): every entry is checked
-against the schema (`local_cache.ActionEntry.parse`) and read with bounds (entry
+against the schema (`action_entry.ActionEntry.parse`) and read with bounds (entry
 size, each blob's declared size, regular files only on a local path). A
 reader holding verify keys refuses entries without a good signature by one
 of them; a reader without keys still refuses entries of rules whose results
@@ -38,7 +38,8 @@ from ..errors import BuildFailed
 from ..hashing import file_sha256
 from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
-from .local_cache import MAX_ENTRY_BYTES, ActionEntry, BadEntry, LocalStore
+from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
+from .local_cache import LocalStore
 
 
 def blob_rel(hex_: str) -> str:
@@ -192,14 +193,7 @@ class SharedCache:
         try:
             for out in entry.outputs:
                 rel = blob_rel(out.digest)
-                bad = rel in self._bad
-                if not bad:
-                    have = self.root.size(rel)
-                    if have == out.size:
-                        continue
-                    # a wrong size is a truncated or foreign object: replace it
-                    bad = have is not None
-                if self.root.put_file(rel, local.blob_path(out.digest), create_only=not bad):
+                if self.root.put_content(rel, local.blob_path(out.digest), out.size, replace=rel in self._bad):
                     up += out.size
                 with self._lock:
                     self._bad.discard(rel)
