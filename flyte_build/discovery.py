@@ -17,6 +17,7 @@ vouch for falls back to a full discovery.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -265,6 +266,14 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
         return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
                 (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"])), tree
     tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
+    cut = _code_unchanged(cfg, entry, changed, digests)
+    if cut is not None:
+        # every edit left the compiled code as it was: importing again would define the same
+        book = _book_of(entry)
+        _record(store, rel_path, cfg, tree, cut, entry["result"], book, digests, entry.get("reads"))
+        _to_shared(cfg, job.settings, tree, cut, entry["result"], book, digests, job.shared, job.stats)
+        return (_checked(Discovery.from_json(entry["result"], cached=True, how="cutoff"), entry["result"], cfg),
+                tree.dirs, tree.candidates), tree
     # another machine may have discovered this very tree: cheaper than any import
     if job.shared is not None:
         hit = _from_shared(cfg, job.settings, tree, store, rel_path, digests, job.shared, job.stats)
@@ -328,7 +337,7 @@ def _well_formed(entry) -> bool:
     try:
         if not (isinstance(entry, dict) and isinstance(entry["result"], dict) and isinstance(entry["candidates"], list)):
             return False
-        if not all(isinstance(entry.get(k, {}), dict) for k in ("dirs", "ignores", "files", "reads")):
+        if not all(isinstance(entry.get(k, {}), dict) for k in ("dirs", "ignores", "files", "reads", "code")):
             return False
         if not all(isinstance(v, dict) for v in entry.get("reads", {}).values()):
             return False
@@ -378,15 +387,17 @@ def _split(raw: dict) -> dict:
     """Take the child's bookkeeping for incremental discovery out of its result."""
     graph = raw.pop("graph", None)
     all_envs = raw.pop("all_envs", None)
+    code = raw.pop("code", None)
     ok = bool(raw.pop("incremental_ok", False)) and graph is not None and all_envs is not None
     # a result with load failures (kept with --ignore-load-errors) is never
     # patched: which module fails first depends on the order of the imports
     ok = ok and not raw.get("failures") and not raw.get("problems") and not raw.get("duplicates")
-    return {"graph": graph, "all_envs": all_envs, "incremental": ok}
+    return {"graph": graph, "all_envs": all_envs, "incremental": ok, "code": code if isinstance(code, dict) else {}}
 
 
 def _book_of(entry: dict) -> dict:
-    return {"graph": _unpack(entry.get("graph")), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental"))}
+    return {"graph": _unpack(entry.get("graph")), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental")),
+            "code": entry.get("code") or {}}
 
 
 def _pack(graph: dict | None) -> dict | None:
@@ -418,6 +429,7 @@ def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_dig
         store.write_json(rel_path, {
             "reads": raw.get("reads_witness") or reads or {},
             "candidates": tree.candidates, "dirs": tree.dirs, "ignores": ignores, "files": file_digests, "result": raw,
+            "code": book.get("code") or {},
             **({**book, "graph": _pack(book["graph"])} if book.get("incremental") else {"incremental": False}),
         })
     except OSError:
@@ -500,6 +512,7 @@ class _Plan:
     importers_of: dict
     env_files: set
     redo: set
+    code_old: dict  # file -> code_print, as last imported
 
 
 def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
@@ -534,7 +547,7 @@ def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: 
         redo |= need
     if not redo:
         return None
-    return _Plan(old, graph_old, all_old, cands, importers_of, env_files, redo)
+    return _Plan(old, graph_old, all_old, cands, importers_of, env_files, redo, entry.get("code") or {})
 
 
 def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
@@ -573,7 +586,10 @@ def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
     merged["envs"] = sorted(chosen.values(), key=_env_key)
     merged["loaded_files"] = sorted(loaded)
     merged["requested"] = sorted(plan.redo)
-    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True}
+    code = {f: v for f, v in plan.code_old.items() if reused(f)}
+    code.update(book.get("code") or {})
+    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True,
+            "code": code}
     return merged, book
 
 
@@ -591,6 +607,39 @@ def _reselect(pool: dict[str, dict]) -> dict[str, dict] | None:
         chosen[name] = pool[name]
         todo.extend(chosen[name].get("depends_on", ()))
     return chosen
+
+
+def _code_unchanged(cfg: Config, entry: dict, changed: list[str], digests: FileDigests) -> dict | None:
+    """Early cutoff: when every changed file is a module whose compiled code is
+    the code last imported (`discovery_reads.code_print`: an edit to comments
+    or blank lines at the end), the cached result stands; the entry's file
+    digests updated to the new bytes, else None. A module that something read
+    as text at import has no print, nor has one loaded from a `.pyc`."""
+    import warnings
+
+    from .discovery_reads import code_print
+
+    prints = entry.get("code") or {}
+    files = dict(entry.get("files", {}))
+    for rel in changed:
+        old = prints.get(rel)
+        if not (isinstance(old, str) and rel.endswith(".py")):
+            return None
+        path = str(cfg.root / rel)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            hex_ = digests.digest(path)[0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # as the import system compiles it in discovery's child (source_to_code, no -O)
+                code = compile(data, path, "exec", dont_inherit=True, optimize=0)
+        except (OSError, SyntaxError, ValueError):
+            return None
+        if hashlib.sha256(data).hexdigest() != hex_ or code_print(code) != old:
+            return None  # other code (or bytes changing as we read them): import
+        files[rel] = hex_
+    return files
 
 
 def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:

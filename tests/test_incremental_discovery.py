@@ -58,7 +58,7 @@ class Repo:
         assert full.how == "full"
         assert inc.to_json() == full.to_json()
         warm_entry, full_entry = self.entry(self.cache), self.entry(self.tmp / f"full-{self.n}")
-        for key in ("graph", "all_envs", "files", "candidates", "incremental"):
+        for key in ("graph", "all_envs", "files", "candidates", "incremental", "code"):
             assert warm_entry.get(key) == full_entry.get(key), key
         if requested is not None:
             assert set(inc.requested) == requested
@@ -92,7 +92,7 @@ def sample(tmp_path: Path) -> Repo:
 
 def test_sample_leaf_lib_and_service_edits(sample: Repo):
     # a module nothing imports at load time: only it runs again
-    sample.edit("services/visualization/render.py", None, "\n# edited\n")
+    sample.edit("services/visualization/render.py", None, "\nRENDER_EDITED = 1\n")
     sample.check(requested={"services/visualization/render.py"})
     assert sample.warm().how == "cached"
     # a library one service uses
@@ -107,6 +107,22 @@ def test_sample_leaf_lib_and_service_edits(sample: Repo):
     sample.edit("services/inference/tasks.py", "inference_env = flyte.TaskEnvironment(",
                 "INFERENCE_EDITED = 1\ninference_env = flyte.TaskEnvironment(")
     sample.check(requested={"services/inference/tasks.py"})
+
+
+def test_sample_edit_that_keeps_the_code_reuses_the_result(sample: Repo):
+    # a comment leaves every code object as it was: the result stands, nothing is imported
+    sample.edit("libs/common/text.py", None, "\n# only a comment\n")
+    sample.check(how="cutoff")
+    assert sample.warm().how == "cached"
+    # a module that reads its own text at import: its text may be in the result, so no cutoff
+    render = "services/visualization/render.py"
+    sample.edit(render, None, "\nSOURCE_SIZE = len(open(__file__).read())\n")
+    sample.check(requested={render})
+    sample.edit(render, None, "\n# a comment\n")
+    sample.check(requested={render})
+    # a code change after a cutoff: imported again, as after any edit
+    sample.edit("libs/common/text.py", None, "\nTEXT_EDITED = 1\n")
+    assert "libs/common/text.py" in sample.check().requested
 
 
 def test_sample_rename_add_remove_env(sample: Repo):

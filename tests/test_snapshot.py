@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support.cli import build_json, digests
+from tests.support.cli import build_json, digests, environ
 
 
 def _states(doc: dict) -> dict:
@@ -32,7 +32,7 @@ def test_snapshot_answers_a_noop_and_steps_aside_for_any_change(repo, tmp_path):
 
     # the answer comes before argparse, json, discovery or the engine are imported
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "flyte_build", "build", "--json"], cwd=repo,
-                          env={**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1"},
+                          env=environ(cache),  # the environment build_json ran with: the snapshot's key
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and '"how": "snapshot"' in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
