@@ -236,8 +236,9 @@ def _load_spec(path: str) -> "pathspec.GitIgnoreSpec | None":
         raise
 
 
-def inside(root: Path, path: str) -> bool:
-    real = os.path.realpath(path)
+def inside(root: Path, path: str, real: str | None = None) -> bool:
+    """Whether `path` (or `real`, its realpath when the caller has it) is under `root`."""
+    real = os.path.realpath(path) if real is None else real
     r = str(root)
     return real == r or real.startswith(r.rstrip("/") + "/")
 

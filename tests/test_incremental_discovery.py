@@ -190,14 +190,14 @@ def test_sample_errors_are_the_full_ones(sample: Repo):
     assert "libs/common/text.py" in warm_err and "SyntaxError" in warm_err
     assert warm_err == _error(sample.full)
     sample.edit("libs/common/text.py", "\ndef broken(:\n    pass\n", "\n")
-    sample.check()
+    sample.check(how="cutoff")  # the code last imported, one blank line more
 
     # an exception at import time
     sample.edit("libs/mlkit/serving.py", None, "\nraise RuntimeError('config missing')\n")
     warm_err = _error(sample.warm)
     assert warm_err == _error(sample.full) and "RuntimeError: config missing" in warm_err
     sample.edit("libs/mlkit/serving.py", "\nraise RuntimeError('config missing')\n", "\n")
-    sample.check()
+    sample.check(how="cutoff")
 
     # two environments with one name, in an edited and an untouched module
     sample.edit("services/inference/tasks.py", 'name="inference"', 'name="reporting"')
@@ -218,9 +218,11 @@ def test_sample_errors_are_the_full_ones(sample: Repo):
 def test_sample_file_selection_stays_full(sample: Repo):
     sel = Selection(paths=(str(sample.root / "services/inference/tasks.py"),))
     assert sample.warm(sel).how == "full"
-    sample.edit("services/inference/tasks.py", None, "\n# edited\n")
+    sample.edit("services/inference/tasks.py", None, "\nEDITED = 1\n")
     assert sample.warm(sel).how == "full"
     assert sample.warm(sel).how == "cached"
+    sample.edit("services/inference/tasks.py", None, "\n# edited\n")
+    assert sample.warm(sel).how == "cutoff"  # the same code: the file's result stands
 
 
 def test_sample_build_after_edit_matches_fresh_build(sample: Repo, tmp_path: Path):
@@ -282,5 +284,5 @@ def test_generated_service_lib_and_env_edits(generated: Repo):
     warm_err = _error(generated.warm)
     assert warm_err == _error(generated.full) and f"{svc_mod}:" in warm_err and "SyntaxError" in warm_err
     generated.edit(svc_mod, "\ndef broken(:\n", "\n")
-    generated.check(requested={svc_mod} | _chain_tasks(7))
+    generated.check(how="cutoff")  # the code last imported, one blank line more
     assert generated.warm().how == "cached"
