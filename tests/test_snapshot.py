@@ -32,7 +32,7 @@ def test_snapshot_answers_a_noop_and_steps_aside_for_any_change(repo, tmp_path):
 
     # the answer comes before argparse, json, discovery or the engine are imported
     proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "flyte_build", "build", "--json"], cwd=repo,
-                          env=environ(cache),  # the environment build_json ran with: the snapshot's key
+                          env=environ(cache),  # build_json's environment: the snapshot's key
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and '"how": "snapshot"' in proc.stdout
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
