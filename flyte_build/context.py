@@ -56,6 +56,9 @@ class Context:
         self._edges_changed = False
         self._rel_memo: dict[str, str] = {}
         self._closure_records: dict[str, tuple[list[str], str]] = {}  # starts -> (closure, digest of its files)
+        # os.path.realpath per path, once a run: 50 closures share most files, and
+        # each realpath is an lstat per path component (most of an edit's key time)
+        self._real_memo: dict[str, str] = {}
 
     @cached_property
     def view(self) -> "View":
@@ -190,7 +193,7 @@ class Context:
         ck = "\0".join(starts)
         paths = self._kept_closure(ck)
         if paths is None:
-            paths, errors = imports.closure(starts, None, None, self._edges)
+            paths, errors = imports.closure(starts, None, None, self._edges, realpath=self._realpath)
             if errors:
                 path, msg = errors[0]
                 raise UserError(f"{self.rel(path)}: {msg} (while following the imports of `{env.name}`)")
@@ -277,6 +280,12 @@ class Context:
             self.warn(w)
         return fs.files
 
+    def _realpath(self, path: str) -> str:
+        hit = self._real_memo.get(path)
+        if hit is None:
+            hit = self._real_memo[path] = os.path.realpath(path)
+        return hit
+
     def warn(self, msg: str) -> None:
         with self._lock:
             if msg not in self.warnings:
@@ -360,6 +369,10 @@ class View:
 
     def include_files(self, env: EnvSpec) -> dict[str, str]:
         return self._ctx.include_files(env)
+
+    def realpath(self, path: str) -> str:
+        """os.path.realpath, once per path and run (closures share most files)."""
+        return self._ctx._realpath(path)
 
     def warn(self, msg: str) -> None:
         self._ctx.warn(msg)
