@@ -281,172 +281,22 @@ def main(request_path: str, result_path: str) -> int:
         tracker.uninstall()
         reads.stop()
 
-    # which variable names each environment object is bound to, per module
-    bound: dict[int, tuple[str, str, str]] = {}  # id(env) -> (variable, module, file)
-    binders: dict[int, set[str]] = {}  # id(env) -> every file binding it
-    loaded_files = set()
-    module_of_file: dict[str, str] = {}  # rel file -> module name
-    file_by_name: dict[str, str] = {}  # module name -> rel file
-    file_by_path: dict[str, str] = {}  # a module's __file__ -> rel file
-    stable = True  # nothing in this result depends on the order modules were loaded in
-    for mod_name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        if not f:
-            continue
-        real = os.path.realpath(f)
-        if not real.startswith(root + "/") or "/site-packages/" in real or "/.venv/" in real:
-            continue
-        rel_file = os.path.relpath(real, root)
-        loaded_files.add(rel_file)
-        file_by_name[mod_name] = file_by_path[f] = rel_file
-        if module_of_file.setdefault(rel_file, mod_name) != mod_name:
-            stable = False  # one file loaded under two names
-        for var, val in sorted(vars(mod).items()):
-            if fa.is_environment(val):
-                decl = fa.declaring_file(val)
-                prev = bound.get(id(val))
-                here = (var, mod_name, real)
-                binders.setdefault(id(val), set()).add(real)
-                # prefer the binding in the module that declared the environment
-                if prev is None or (decl and os.path.realpath(decl) == real and prev[2] != real):
-                    bound[id(val)] = here
-
+    loaded = _scan_loaded(root, fa)
     envs = fa.loaded_environments()
-    by_name: dict[str, list] = {}
-    for env in envs:
-        by_name.setdefault(env.name, [])
-        if all(e is not env for e in by_name[env.name]):
-            by_name[env.name].append(env)
-    duplicates = []
-    for name, group in sorted(by_name.items()):
-        if len(group) > 1:
-            files = sorted({_rel(fa.declaring_file(e) or "?", root) for e in group})
-            duplicates.append({"name": name, "files": files})
-
-    # selection, as `flyte deploy` does it
-    mode = req["mode"]
-    selected = []
-    problems = []
-    if mode == "file":
-        target = req["targets"][0]
-        target_file = os.path.realpath(os.path.join(root, target))
-        target_mod = modules.get(target)
-        var = req.get("variable")
-        mod = sys.modules.get(target_mod) if target_mod else None
-        if mod is not None:
-            if var:
-                val = getattr(mod, var, None)
-                if val is None or not fa.is_environment(val):
-                    names = sorted(k for k, v in vars(mod).items() if fa.is_environment(v))
-                    problems.append(
-                        f"{target}: no TaskEnvironment named `{var}`"
-                        + (f"; environments in this file: {', '.join(names)}" if names else "; the file defines none")
-                    )
-                else:
-                    selected.append(val)
-            elif req.get("all"):
-                selected = list(envs)  # `flyte deploy --all FILE`: every environment its load created
-            else:
-                selected = [e for e in envs if os.path.realpath(fa.declaring_file(e) or "") == target_file]
-                for v in vars(mod).values():
-                    if fa.is_environment(v) and all(v is not s for s in selected):
-                        selected.append(v)
-    else:
-        # `flyte deploy --recursive DIR` (and `--all DIR`) deploys every
-        # environment the load created, wherever it is declared
-        selected = list(envs)
-
-    chosen: list = []
-
-    def add(env, is_selected):
-        for i, (e, s) in enumerate(chosen):
-            if e is env:
-                if is_selected and not s:
-                    chosen[i] = (e, True)
-                return
-        chosen.append((env, is_selected))
-        for dep in env.depends_on:
-            add(dep, False)
-
-    for env in selected:
-        add(env, True)
-
-    graph, orphans = tracker.edges(file_by_name, file_by_path)
-    for rel, name in module_of_file.items():
-        # importing a module, whoever asks, runs its packages' __init__ first
-        parts = name.split(".")
-        parents = [file_by_name.get(".".join(parts[:i])) for i in range(1, len(parts))]
-        graph.setdefault(rel, set()).update(p for p in parents if p and p != rel)
-    graph = {f: sorted(graph.get(f, set()) & loaded_files) for f in sorted(loaded_files)}
-
-    def reached(starts) -> list[str]:
-        """The user files the loads of `starts` imported, transitively (by the graph)."""
-        seen = {f for f in starts if f in loaded_files}
-        todo = list(seen)
-        while todo:
-            for t in graph.get(todo.pop(), ()):
-                if t not in seen:
-                    seen.add(t)
-                    todo.append(t)
-        return sorted(seen)
-
-    out_envs = []
-    for env, is_selected in chosen:
-        var, mod_name, bound_file = bound.get(id(env), (None, "", None))
-        data = fa.env_to_data(env, var, mod_name, Path(root), bound_file)
-        data["selected"] = is_selected
-        # what the child saw loaded while the env's own modules (its file and
-        # its tasks' files) were imported: the bundle ships these even when no
-        # import statement names them (`import_module(f"pkg.{name}")`)
-        data["loaded"] = reached([data["file"], *(t["file"] for t in data["tasks"])])
-        out_envs.append(data)
-    # one order whatever order the modules were imported in (a full and an
-    # incremental discovery of the same tree give the same list)
-    out_envs.sort(key=lambda d: (d["name"], d["file"], d["module"], d["variable"] or ""))
-
-    # every environment created, with the file that defines it (as env_to_data
-    # names it); an environment bound in several modules, none the declaring
-    # one, is bound wherever the load order puts it first: order-dependent
-    all_envs = []
-    seen_ids: set[int] = set()
-    for env in envs:
-        if id(env) in seen_ids:
-            continue
-        seen_ids.add(id(env))
-        decl = fa.declaring_file(env)
-        b = bound.get(id(env))
-        file = decl
-        if b and (not decl or not os.path.realpath(decl).startswith(root + "/")):
-            file = b[2]
-        rel_file = file_of_path(file) if file else None
-        if rel_file is None:
-            stable = False  # defined outside the root: no module here stands for it
-        else:
-            all_envs.append([env.name, rel_file])
-        seen_in = binders.get(id(env), set())
-        if len(seen_in) > 1 and not (decl and os.path.realpath(decl) in seen_in):
-            stable = False
-
-    # every loaded file must be explained by the graph from the requested modules
-    reach = {r for r in req["files"] if r in loaded_files}
-    todo = list(reach)
-    while todo:
-        for t in graph.get(todo.pop(), ()):
-            if t not in reach:
-                reach.add(t)
-                todo.append(t)
-    if orphans & loaded_files or reach != loaded_files:
-        stable = False
-
+    selected, problems = _select(req, root, modules, envs, fa)
+    graph, orphans = tracker.edges(loaded.file_by_name, loaded.file_by_path)
+    graph = _with_package_parents(graph, loaded)
+    all_envs, envs_stable = _all_envs(envs, loaded, root, fa)
+    stable = loaded.stable and envs_stable and _explained(req["files"], graph, loaded.files, orphans)
     sys_path = sorted(
         {os.path.relpath(os.path.realpath(p), root) for p in sys.path if p and os.path.realpath(p).startswith(root)}
     )
     result = {
-        "envs": out_envs,
-        "loaded_files": sorted(loaded_files),
+        "envs": _env_records(_with_dependencies(selected), loaded, graph, root, fa),
+        "loaded_files": sorted(loaded.files),
         "sys_path": sys_path,
         "failures": failures,
-        "duplicates": duplicates,
+        "duplicates": _duplicates(envs, root, fa),
         "problems": problems,
         "flyte_version": fa.flyte_version(),
         "version_warning": fa.check_version(),
@@ -461,6 +311,185 @@ def main(request_path: str, result_path: str) -> int:
     # all or nothing: the parent takes a missing result file for a crash
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     return 0
+
+
+class _Loaded:
+    """The user modules in `sys.modules` after the imports, and which variables
+    each environment object is bound to."""
+
+    def __init__(self):
+        self.bound: dict[int, tuple[str, str, str]] = {}  # id(env) -> (variable, module, file)
+        self.binders: dict[int, set[str]] = {}  # id(env) -> every file binding it
+        self.files: set[str] = set()
+        self.module_of_file: dict[str, str] = {}  # rel file -> module name
+        self.file_by_name: dict[str, str] = {}  # module name -> rel file
+        self.file_by_path: dict[str, str] = {}  # a module's __file__ -> rel file
+        self.stable = True  # nothing in this result depends on the order modules were loaded in
+
+
+def _scan_loaded(root: str, fa) -> _Loaded:
+    out = _Loaded()
+    for mod_name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if not f:
+            continue
+        real = os.path.realpath(f)
+        if not real.startswith(root + "/") or "/site-packages/" in real or "/.venv/" in real:
+            continue
+        rel_file = os.path.relpath(real, root)
+        out.files.add(rel_file)
+        out.file_by_name[mod_name] = out.file_by_path[f] = rel_file
+        if out.module_of_file.setdefault(rel_file, mod_name) != mod_name:
+            out.stable = False  # one file loaded under two names
+        for var, val in sorted(vars(mod).items()):
+            if fa.is_environment(val):
+                decl = fa.declaring_file(val)
+                prev = out.bound.get(id(val))
+                here = (var, mod_name, real)
+                out.binders.setdefault(id(val), set()).add(real)
+                # prefer the binding in the module that declared the environment
+                if prev is None or (decl and os.path.realpath(decl) == real and prev[2] != real):
+                    out.bound[id(val)] = here
+    return out
+
+
+def _duplicates(envs: list, root: str, fa) -> list[dict]:
+    by_name: dict[str, list] = {}
+    for env in envs:
+        by_name.setdefault(env.name, [])
+        if all(e is not env for e in by_name[env.name]):
+            by_name[env.name].append(env)
+    duplicates = []
+    for name, group in sorted(by_name.items()):
+        if len(group) > 1:
+            files = sorted({_rel(fa.declaring_file(e) or "?", root) for e in group})
+            duplicates.append({"name": name, "files": files})
+    return duplicates
+
+
+def _select(req: dict, root: str, modules: dict[str, str], envs: list, fa) -> tuple[list, list[str]]:
+    """(the selected environments, problems), as `flyte deploy` selects them."""
+    if req["mode"] != "file":
+        # `flyte deploy --recursive DIR` (and `--all DIR`) deploys every
+        # environment the load created, wherever it is declared
+        return list(envs), []
+    selected: list = []
+    problems: list[str] = []
+    target = req["targets"][0]
+    target_file = os.path.realpath(os.path.join(root, target))
+    target_mod = modules.get(target)
+    var = req.get("variable")
+    mod = sys.modules.get(target_mod) if target_mod else None
+    if mod is None:
+        return selected, problems
+    if var:
+        val = getattr(mod, var, None)
+        if val is None or not fa.is_environment(val):
+            names = sorted(k for k, v in vars(mod).items() if fa.is_environment(v))
+            problems.append(
+                f"{target}: no TaskEnvironment named `{var}`"
+                + (f"; environments in this file: {', '.join(names)}" if names else "; the file defines none")
+            )
+        else:
+            selected.append(val)
+    elif req.get("all"):
+        selected = list(envs)  # `flyte deploy --all FILE`: every environment its load created
+    else:
+        selected = [e for e in envs if os.path.realpath(fa.declaring_file(e) or "") == target_file]
+        for v in vars(mod).values():
+            if fa.is_environment(v) and all(v is not s for s in selected):
+                selected.append(v)
+    return selected, problems
+
+
+def _with_dependencies(selected: list) -> list[tuple]:
+    """[(env, selected?)]: the selected environments and what they depend on."""
+    chosen: list = []
+
+    def add(env, is_selected):
+        for i, (e, s) in enumerate(chosen):
+            if e is env:
+                if is_selected and not s:
+                    chosen[i] = (e, True)
+                return
+        chosen.append((env, is_selected))
+        for dep in env.depends_on:
+            add(dep, False)
+
+    for env in selected:
+        add(env, True)
+    return chosen
+
+
+def _with_package_parents(graph: dict[str, set[str]], loaded: _Loaded) -> dict[str, list[str]]:
+    for rel, name in loaded.module_of_file.items():
+        # importing a module, whoever asks, runs its packages' __init__ first
+        parts = name.split(".")
+        parents = [loaded.file_by_name.get(".".join(parts[:i])) for i in range(1, len(parts))]
+        graph.setdefault(rel, set()).update(p for p in parents if p and p != rel)
+    return {f: sorted(graph.get(f, set()) & loaded.files) for f in sorted(loaded.files)}
+
+
+def _reach(starts, graph: dict, within: set) -> set:
+    """The files of `within` reachable from `starts` by the graph (the starts included)."""
+    seen = {f for f in starts if f in within}
+    todo = list(seen)
+    while todo:
+        for t in graph.get(todo.pop(), ()):
+            if t not in seen:
+                seen.add(t)
+                todo.append(t)
+    return seen
+
+
+def _env_records(chosen: list[tuple], loaded: _Loaded, graph: dict, root: str, fa) -> list[dict]:
+    out_envs = []
+    for env, is_selected in chosen:
+        var, mod_name, bound_file = loaded.bound.get(id(env), (None, "", None))
+        data = fa.env_to_data(env, var, mod_name, Path(root), bound_file)
+        data["selected"] = is_selected
+        # what the child saw loaded while the env's own modules (its file and
+        # its tasks' files) were imported: the bundle ships these even when no
+        # import statement names them (`import_module(f"pkg.{name}")`)
+        data["loaded"] = sorted(_reach([data["file"], *(t["file"] for t in data["tasks"])], graph, loaded.files))
+        out_envs.append(data)
+    # one order whatever order the modules were imported in (a full and an
+    # incremental discovery of the same tree give the same list)
+    out_envs.sort(key=lambda d: (d["name"], d["file"], d["module"], d["variable"] or ""))
+    return out_envs
+
+
+def _all_envs(envs: list, loaded: _Loaded, root: str, fa) -> tuple[list[list[str]], bool]:
+    """Every environment created, with the file that defines it (as env_to_data
+    names it), and whether that is independent of the load order: an
+    environment bound in several modules, none the declaring one, is bound
+    wherever the load order puts it first."""
+    all_envs = []
+    stable = True
+    seen_ids: set[int] = set()
+    for env in envs:
+        if id(env) in seen_ids:
+            continue
+        seen_ids.add(id(env))
+        decl = fa.declaring_file(env)
+        b = loaded.bound.get(id(env))
+        file = decl
+        if b and (not decl or not os.path.realpath(decl).startswith(root + "/")):
+            file = b[2]
+        rel_file = file_of_path(file) if file else None
+        if rel_file is None:
+            stable = False  # defined outside the root: no module here stands for it
+        else:
+            all_envs.append([env.name, rel_file])
+        seen_in = loaded.binders.get(id(env), set())
+        if len(seen_in) > 1 and not (decl and os.path.realpath(decl) in seen_in):
+            stable = False
+    return all_envs, stable
+
+
+def _explained(requested: list[str], graph: dict, loaded_files: set, orphans: set) -> bool:
+    """Whether every loaded file is explained by the graph from the requested modules."""
+    return not (orphans & loaded_files) and _reach(requested, graph, loaded_files) == loaded_files
 
 
 if __name__ == "__main__":

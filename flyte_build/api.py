@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .rulesets import builtin as _builtin
+from . import rulesets
 from .workspace import Settings, Workspace
 
 
 def __getattr__(name: str):
-    # the plan's types are part of the API; they live with the deploy kind
-    if name in ("EnvPlan", "Plan", "TaskPlan"):
-        return getattr(_builtin("deploy.deployer"), name)
+    # `deploy`, the plan's and the deploy's result types come from the rule set that
+    # plans and deploys (register.py `api()`)
+    try:
+        return rulesets.api(name)
+    except AttributeError:
+        pass
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
@@ -47,50 +50,6 @@ class BuildResult:
     @property
     def ok(self) -> bool:
         return all(t.status in ("built", "cached") for t in self.targets)
-
-
-@dataclass(frozen=True)
-class EnvDeploy:
-    env: str
-    status: str  # deployed | unchanged | failed | skipped
-    version: str | None = None
-    image: str | None = None
-    bundle: str | None = None
-    tasks: tuple[str, ...] = ()
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class DeploySummary:
-    envs: tuple[EnvDeploy, ...]  # in deploy order
-    endpoint: str | None = None
-    project: str | None = None
-    domain: str | None = None
-    warnings: tuple[str, ...] = ()
-    left_out: tuple[str, ...] = ()  # dependencies assumed deployed: status `unchanged`, not contacted
-
-    def _named(self, status: str) -> tuple[str, ...]:
-        return tuple(e.env for e in self.envs if e.status == status)
-
-    @property
-    def deployed(self) -> tuple[str, ...]:
-        return self._named("deployed")
-
-    @property
-    def unchanged(self) -> tuple[str, ...]:
-        return self._named("unchanged")
-
-    @property
-    def failed(self) -> tuple[str, ...]:
-        return self._named("failed")
-
-    @property
-    def skipped(self) -> tuple[str, ...]:
-        return self._named("skipped")
-
-    @property
-    def ok(self) -> bool:
-        return not self.failed and not self.skipped
 
 
 def _settings(root_dir=None, copy_style=None, images=None, project=None, domain=None, version=None,
@@ -146,51 +105,4 @@ def build(*targets: str, out: str | Path | None = None, workspace: Workspace | N
 def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **settings: Any) -> Plan:
     """The ordered deploy plan, computed offline: versions, images, bundle digests, task specs."""
     ws = _workspace(workspace_or_settings) if workspace_or_settings is not None else Workspace(_settings(**settings))
-    deployer = _builtin("deploy.deployer")
-
-    return deployer.plan(ws, _env_names(ws, envs))
-
-
-def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive_mode: bool | None = None,
-           copy_style: str | None = None, dryrun: bool | None = None,
-           force: bool = False, endpoint: str | None = None, config: str | None = None, insecure: bool | None = None,
-           auth_type: str | None = None, org: str | None = None, workspace: Workspace | None = None, reporter=None, assume_deployed=(),
-           check: bool = True, **settings: Any) -> DeploySummary | Plan:
-    """Deploy environments (names or TaskEnvironment objects; default: every
-    discovered one) and their dependencies, dependencies first. With
-    `dry_run=True`, returns the Plan and contacts nothing.
-
-    The first arguments are `flyte.deploy`'s, with its meanings: `dry_run`
-    (and its deprecated alias `dryrun`; either one true means a dry run),
-    `version`, `interactive_mode` (True is refused, as flyte refuses it) and
-    `copy_style`. Where flyte returns a list of `Deployment`s, this returns
-    one plain `DeploySummary` (or the `Plan` of a dry run): BUILD.md says why.
-
-    `assume_deployed`: env names not to deploy when they are only
-    dependencies (`deploy --changed-since` passes the unaffected envs). Each
-    is expected to be deployed already: the plan leaves it out (`left_out`),
-    a real deploy resolves its image and bundle (its dependents pin them) and
-    reports it `unchanged` without contacting the backend for it.
-
-    `check=False` deploys without first running each env's `check:` target."""
-    deployer = _builtin("deploy.deployer")
-
-    if interactive_mode:
-        raise NotImplementedError("Interactive mode not yet implemented for deployment (as in flyte.deploy)")
-    dry_run = bool(dry_run or dryrun)
-    extra = {"deploy": {"endpoint": endpoint, "insecure": insecure, "auth_type": auth_type, "org": org, "force": force,
-                        "check": check}}
-    ws = workspace or Workspace(_settings(copy_style=copy_style, version=version, extra=extra, config=config, **settings))
-    names = _env_names(ws, envs)
-    if dry_run:
-        return deployer.plan(ws, names, reporter=reporter, assume_deployed=assume_deployed)
-    results = deployer.deploy(ws, names, reporter=reporter, assume_deployed=assume_deployed)
-    out = []
-    for r in results:
-        status = r.meta.get("action", "deployed") if r.ok else r.status
-        out.append(EnvDeploy(r.env, status, r.meta.get("version"), r.meta.get("image"), r.meta.get("bundle"),
-                             tuple(r.meta.get("tasks", ())), r.error))
-    target = ws.ctx.options.extra.get("_deploy_target")
-    return DeploySummary(tuple(out), getattr(target, "endpoint", None), getattr(target, "project", None),
-                         getattr(target, "domain", None), tuple(ws.all_warnings()),
-                         tuple(r.env for r in results if r.ok and r.meta.get("left_out")))
+    return rulesets.api("plan")(ws, _env_names(ws, envs))

@@ -3,7 +3,14 @@
 A rename within one directory is atomic on POSIX, so a reader sees either the
 old file or the complete new one, and a process killed mid-write leaves only a
 `.tmp-*` file that `cache gc` removes. Nothing half-written ever carries a
-real name.
+real name. Create-only publishing hard-links the temporary file into place
+instead, which fails if the name exists: two writers racing on one content
+name both succeed with one file.
+
+Every write in flyte-build that gives a file its real name goes through here:
+`write_bytes` and `copy_file` (flushed to disk first), and `staged` for a
+caller that fills the temporary file itself (a stream, a download) and decides
+whether to publish it (a download is published only if it hashes to its name).
 """
 
 from __future__ import annotations
@@ -12,37 +19,66 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 TMP_PREFIX = ".tmp-"
 
 
+@dataclass(frozen=True)
+class Staged:
+    """A temporary file beside `dest`; `publish` gives it the real name."""
+
+    path: Path
+    dest: Path
+
+    def publish(self, create_only: bool = False) -> bool:
+        """Rename into place (readable by all, as a cache entry must be). With
+        `create_only`, False when `dest` already exists, which is left as it is."""
+        os.chmod(self.path, 0o644)
+        if not create_only:
+            os.replace(self.path, self.dest)
+            return True
+        try:
+            os.link(self.path, self.dest)  # fails if dest exists: create-only, atomic
+        except FileExistsError:
+            return False
+        return True
+
+
 @contextmanager
-def atomic_writer(dest: str | Path, mode: str = "wb") -> Iterator[IO]:
+def staged(dest: str | Path) -> Iterator[Staged]:
+    """An empty temporary file beside `dest`, removed on the way out unless
+    published (and, once linked create-only, removed as the extra name)."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
+        yield Staged(Path(tmp), dest)
+    finally:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
-        raise
 
 
-def write_bytes(dest: str | Path, data: bytes) -> None:
-    with atomic_writer(dest) as f:
-        f.write(data)
+def _write(dest: str | Path, fill, create_only: bool) -> bool:
+    with staged(dest) as s:
+        with open(s.path, "wb") as f:
+            fill(f)
+            f.flush()
+            os.fsync(f.fileno())
+        return s.publish(create_only)
 
 
-def copy_file(src: str | Path, dest: str | Path) -> None:
-    with open(src, "rb") as s, atomic_writer(dest) as d:
-        shutil.copyfileobj(s, d, 1 << 20)
+def write_bytes(dest: str | Path, data: bytes, create_only: bool = False) -> bool:
+    """Write `data` to `dest`; with `create_only`, False (and nothing written) when it exists."""
+    return _write(dest, lambda f: f.write(data), create_only)
+
+
+def copy_file(src: str | Path, dest: str | Path, create_only: bool = False) -> bool:
+    """Copy `src`'s bytes to `dest`; with `create_only`, False when it exists."""
+    with open(src, "rb") as s:
+        return _write(dest, lambda d: shutil.copyfileobj(s, d, 1 << 20), create_only)

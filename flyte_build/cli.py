@@ -12,6 +12,7 @@ def parser():
     import argparse
     import importlib
 
+    from . import rulesets
     from .commands import COMMANDS
     from .commands.common import global_options
 
@@ -22,8 +23,11 @@ def parser():
     global_options(common, suppress=True)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = {}
-    for name in COMMANDS:
-        mod = importlib.import_module(f".commands.{name}", __package__)
+    ordered = [importlib.import_module(f".commands.{name}", __package__) for name in COMMANDS]
+    for mod in rulesets.commands():  # placed after the command they name, for the help's order
+        after = [m.__name__.rsplit(".", 1)[-1] for m in ordered].index(getattr(mod, "AFTER", COMMANDS[-1])) + 1
+        ordered.insert(after, mod)
+    for mod in ordered:
         sp = mod.add_parser(sub, [common])
         modules[sp.prog.split()[-1]] = mod
     return p, modules

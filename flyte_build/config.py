@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+from . import config_schema as schema
+from .config_schema import Table
 from .errors import UserError
 
 TABLE = "tool.hatch.build.targets.flyte"
@@ -34,118 +36,48 @@ HATCH_TARGET_KEYS = frozenset(
 )
 
 
-def _str(field_: str, v: Any) -> str:
-    if not isinstance(v, str):
-        raise UserError(f"Field {field_} must be a string")
-    return v
-
-
-def _bool(field_: str, v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise UserError(f"Field {field_} must be a boolean")
-    return v
-
-
-def _int(field_: str, v: Any) -> int:
-    if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-        raise UserError(f"Field {field_} must be a positive integer")
-    return v
-
-
-def _seconds(field_: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise UserError(f"Field {field_} must be a positive number of seconds")
-    return float(v)
-
-
-def _strs(field_: str, v: Any) -> tuple[str, ...]:
-    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        raise UserError(f"Field {field_} must be an array of strings")
-    return tuple(v)
-
-
-def _str_table(field_: str, v: Any) -> dict[str, str]:
-    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-        raise UserError(f"Field {field_} must be a table of strings")
-    return dict(sorted(v.items()))
-
-
-def _copy_style(field_: str, v: Any) -> str:
-    if v not in COPY_STYLES:
-        raise UserError(f"Field {field_} must be one of: {', '.join(COPY_STYLES)}")
-    return v
-
-
-def _choice(*allowed: str) -> Callable[[str, Any], str]:
-    def check(field_: str, v: Any) -> str:
-        if v not in allowed:
-            raise UserError(f"Field {field_} must be one of: {', '.join(allowed)}")
-        return v
-
-    return check
-
-
 @dataclass(frozen=True)
 class EnvOverride:
     copy_style: str | None = None
     include: tuple[str, ...] = ()
 
 
-ENV_KEYS: dict[str, tuple[str, Callable]] = {
-    "copy-style": ("copy_style", _copy_style),
-    "include": ("include", _strs),
-}
+COPY_STYLE = schema.choice(*COPY_STYLES)
+# per-env overrides: `[...flyte.envs.<env>]`
+ENV_TABLE = Table(keys={"copy-style": COPY_STYLE, "include": schema.strings})
+ENVS_TABLE = Table(each=ENV_TABLE, what="a table of environment names")
 
 
-def _envs(field_: str, v: Any) -> dict[str, EnvOverride]:
-    if not isinstance(v, dict):
-        raise UserError(f"Field {field_} must be a table of environment names")
-    out = {}
-    for env, table in sorted(v.items()):
-        if not isinstance(table, dict):
-            raise UserError(f"Field {field_}.{env} must be a table")
-        kwargs = {}
-        for key, val in table.items():
-            if key not in ENV_KEYS:
-                raise UserError(f"Unknown field {field_}.{env}.{key}; valid fields: {', '.join(sorted(ENV_KEYS))}")
-            attr, check = ENV_KEYS[key]
-            kwargs[attr] = check(f"{field_}.{env}.{key}", val)
-        out[env] = EnvOverride(**kwargs)
-    return out
+# `[...flyte.object-store]`: the client settings of remote stores (stores.remote)
+OBJECT_STORE_FIELD = f"{TABLE}.object-store"
+DEFAULT_STORE_TIMEOUT = 30.0
+S3_KEYS = ("endpoint-url", "region", "profile", "access-key-id", "secret-access-key", "anon")
+GCS_KEYS = ("endpoint-url", "project", "token", "anon")
+# endpoint-url is the blob endpoint (an emulator's, e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1)
+AZURE_KEYS = ("account-name", "account-key", "connection-string", "sas-token", "endpoint-url", "anon")
 
 
-def _table(field_: str, v: Any) -> dict:
-    if not isinstance(v, dict):
-        raise UserError(f"Field {field_} must be a table")
-    return v
+def _store_table(keys: tuple[str, ...]) -> Table:
+    return Table(keys={k: schema.boolean if k == "anon" else schema.nonempty_string for k in keys})
 
 
-DEPLOY_KEYS: dict[str, Callable[[str, Any], Any]] = {
-    "timeout": lambda f, v: v,  # checked where it is used (deployer.backend_target)
-    "endpoint": _str,
-    "insecure": _bool,
-    "org": _str,
-    "auth-type": _str,
-    "ca-cert": _str,
-}
+OBJECT_STORE = Table(keys={
+    "timeout": schema.seconds, "s3": _store_table(S3_KEYS), "gcs": _store_table(GCS_KEYS),
+    "azure": _store_table(AZURE_KEYS),
+})
 
 
-def _deploy(field_: str, v: Any) -> dict:
-    """The deploy table; endpoint, insecure, org, auth-type and ca-cert override
-    flyte's own config file (see flyte_config.LAYERS)."""
-    if not isinstance(v, dict):
-        raise UserError(f"Field {field_} must be a table")
-    for key, val in v.items():
-        if key not in DEPLOY_KEYS:
-            raise UserError(f"Unknown field {field_}.{key}; valid fields: {', '.join(sorted(DEPLOY_KEYS))}")
-        DEPLOY_KEYS[key](f"{field_}.{key}", val)
-    return v
+@dataclass(frozen=True)
+class StoreOptions:
+    """Explicit settings; anything left None comes from the environment as usual
+    (AWS_* variables and profiles for S3, STORAGE_EMULATOR_HOST and
+    application-default credentials for GCS, AZURE_STORAGE_* variables for
+    Azure)."""
 
-
-def _object_store(field_: str, v: Any):
-    from .stores.remote import parse_options  # imports no cloud library
-
-    return parse_options(field_, v)
+    timeout: float = DEFAULT_STORE_TIMEOUT
+    s3: dict = field(default_factory=dict)
+    gcs: dict = field(default_factory=dict)
+    azure: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -166,7 +98,7 @@ class Config:
     cache_signing_key_file: str | None = None
     discovery_timeout: float | None = None  # seconds; None: discovery.DEFAULT_TIMEOUT
     storage: str | None = None
-    object_store: Any = None  # stores.remote.StoreOptions: endpoints, credentials, timeout
+    object_store: StoreOptions | None = None  # endpoints, credentials, timeout
     project: str | None = None
     domain: str | None = None
     allow_secrets: tuple[str, ...] = ()
@@ -175,9 +107,9 @@ class Config:
     jobs: int = max(1, min(8, os.cpu_count() or 1))
     strict: bool = False
     envs: dict[str, EnvOverride] = field(default_factory=dict)
-    docker: dict = field(default_factory=dict)
-    pex: dict = field(default_factory=dict)
-    deploy: dict = field(default_factory=dict)
+    # the tables a rule set declares (`docker`, `pex`, `deploy`): as written
+    # until `with_rule_tables` checks them against their rule sets' schemas
+    tables: dict = field(default_factory=dict)
     directory: str = "dist/flyte"
     flyte_config: str | None = None  # flyte's config.yaml given with --config (else flyte's own lookup)
 
@@ -189,36 +121,53 @@ class Config:
         o = self.envs.get(env)
         return o.include if o else ()
 
+    @property
+    def docker(self) -> dict:
+        return self.tables.get("docker") or {}
+
+    @property
+    def pex(self) -> dict:
+        return self.tables.get("pex") or {}
+
+    @property
+    def deploy(self) -> dict:
+        return self.tables.get("deploy") or {}
+
     def with_overrides(self, **kwargs) -> "Config":
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})
 
 
-KEYS: dict[str, tuple[str, Callable[[str, Any], Any]]] = {
-    "root-dir": ("root_dir", _str),
-    "paths": ("paths", _strs),
-    "copy-style": ("copy_style", _copy_style),
-    "ignore-load-errors": ("ignore_load_errors", _bool),
-    "images": ("images", _str_table),
-    "registry": ("registry", _str),
-    "cache": ("cache", _str),
-    "cache-required": ("cache_required", _bool),
-    "cache-read-only": ("cache_read_only", _bool),
-    "cache-verify-keys": ("cache_verify_keys", _strs),
-    "cache-signing-key-file": ("cache_signing_key_file", _str),
-    "discovery-timeout": ("discovery_timeout", _seconds),
-    "storage": ("storage", _str),
-    "object-store": ("object_store", _object_store),
-    "project": ("project", _str),
-    "domain": ("domain", _str),
-    "allow-secrets": ("allow_secrets", _strs),
-    "source-roots": ("source_roots", _strs),
-    "rules": ("rules", _strs),
-    "jobs": ("jobs", _int),
-    "strict": ("strict", _bool),
-    "envs": ("envs", _envs),
-    "docker": ("docker", _table),
-    "pex": ("pex", _table),
-    "deploy": ("deploy", _deploy),
+# The core keys of the table (the key, the Config field, its check). The
+# tables of one target kind (`docker`, `pex`, `deploy`) are declared by its rule
+# set and checked by `with_rule_tables`.
+KEYS: dict[str, tuple[str, schema.Check | Table]] = {
+    "root-dir": ("root_dir", schema.string),
+    "paths": ("paths", schema.strings),
+    "copy-style": ("copy_style", COPY_STYLE),
+    "ignore-load-errors": ("ignore_load_errors", schema.boolean),
+    "images": ("images", schema.string_table),
+    "registry": ("registry", schema.string),
+    "cache": ("cache", schema.string),
+    "cache-required": ("cache_required", schema.boolean),
+    "cache-read-only": ("cache_read_only", schema.boolean),
+    "cache-verify-keys": ("cache_verify_keys", schema.strings),
+    "cache-signing-key-file": ("cache_signing_key_file", schema.string),
+    "discovery-timeout": ("discovery_timeout", schema.seconds),
+    "storage": ("storage", schema.string),
+    "object-store": ("object_store", OBJECT_STORE),
+    "project": ("project", schema.string),
+    "domain": ("domain", schema.string),
+    "allow-secrets": ("allow_secrets", schema.strings),
+    "source-roots": ("source_roots", schema.strings),
+    "rules": ("rules", schema.strings),
+    "jobs": ("jobs", schema.positive_int),
+    "strict": ("strict", schema.boolean),
+    "envs": ("envs", ENVS_TABLE),
+}
+# what a checked table becomes in Config
+CONVERT = {
+    "envs": lambda v: {e: EnvOverride(**{k.replace("-", "_"): x for k, x in t.items()}) for e, t in v.items()},
+    "object_store": lambda v: StoreOptions(**v),
 }
 
 
@@ -250,20 +199,25 @@ def read_table(pyproject: Path) -> dict:
 
 
 def from_table(table: dict, base_dir: Path, pyproject: Path | None = None) -> Config:
-    """Validate a raw table (as hatch hands it to a builder) into a Config."""
+    """Validate a raw table (as hatch hands it to a builder) into a Config. Keys
+    that are not core keys are kept for `with_rule_tables` to check."""
     kwargs: dict[str, Any] = {}
+    tables: dict[str, Any] = {}
     root_dir = None
     where = f" in {pyproject}" if pyproject else ""
     for key, value in table.items():
         if key in HATCH_TARGET_KEYS:
             if key == "directory":
-                kwargs["directory"] = _str(f"{TABLE}.directory", value)
+                kwargs["directory"] = schema.string(f"{TABLE}.directory", value)
             continue
         if key not in KEYS:
-            valid = ", ".join(sorted(KEYS))
-            raise UserError(f"Unknown field {TABLE}.{key}{where}; valid fields: {valid}")
+            tables[key] = value
+            continue
         attr, check = KEYS[key]
-        checked = check(f"{TABLE}.{key}", value)
+        if isinstance(check, Table):
+            checked = CONVERT[attr](schema.check(check, f"{TABLE}.{key}", value, pyproject))
+        else:
+            checked = check(f"{TABLE}.{key}", value)
         if attr == "root_dir":
             root_dir = checked
         else:
@@ -271,7 +225,18 @@ def from_table(table: dict, base_dir: Path, pyproject: Path | None = None) -> Co
     root = (base_dir / root_dir).resolve() if root_dir else base_dir.resolve()
     if not root.is_dir():
         raise UserError(f"Field {TABLE}.root-dir{where}: {root} is not a directory")
-    return Config(root=root, pyproject=pyproject, **kwargs)
+    return Config(root=root, pyproject=pyproject, tables=tables, **kwargs)
+
+
+def with_rule_tables(cfg: Config, tables: dict[str, Table]) -> Config:
+    """`cfg` with its kind tables checked against the schemas the loaded rule
+    sets declare; a key that is neither a core key nor such a table is unknown."""
+    checked = {}
+    for key, value in cfg.tables.items():
+        if key not in tables:
+            raise schema.unknown_key(TABLE, key, [*KEYS, *tables], cfg.pyproject)
+        checked[key] = schema.check(tables[key], f"{TABLE}.{key}", value, cfg.pyproject)
+    return replace(cfg, tables=checked)
 
 
 def src_layout(root: Path) -> bool:
@@ -307,7 +272,3 @@ def load(root_dir: str | Path | None = None, cwd: Path | None = None) -> Config:
         # no configuration needed for a src layout: `src` is its source root
         cfg = replace(cfg, source_roots=("src",))
     return cfg
-
-
-def field_names() -> list[str]:
-    return [f.name for f in fields(Config)]

@@ -30,9 +30,9 @@ from .context import Context
 from .errors import FlyteBuildError, UserError
 from .graph import Graph, Target
 from .hashing import as_digest, key_of
-from .rule_api import FileInput, Request
+from .rule_api import FileInput, Inputs, Request
 from .hashing import file_sha256
-from .stores.local_cache import OUTPUT_NAME, ActionEntry, Output, is_hex64
+from .stores.action_entry import OUTPUT_NAME, ActionEntry, Output, is_hex64
 
 
 @dataclass(frozen=True)
@@ -105,14 +105,17 @@ class Engine:
         self.jobs = max(1, jobs)
         self.results: dict[str, TargetResult] = {}
         self._lock = threading.Lock()
+        # this run's memo: each target's inputs are asked of its rule once (its
+        # files are digested once anyway, see FileDigests), and `explain`, which
+        # walks the dependencies of every target it is asked about, answers
+        # each target once until a result is recorded
+        self._inputs: dict[str, Inputs] = {}
+        self._explained: dict[str, dict] = {}
 
     # -- keys --------------------------------------------------------------
     def key_document(self, target: Target, dep_digests: dict[str, str | None]) -> tuple[dict, tuple[FileInput, ...], dict]:
         rule = self.graph.rules[target.kind]
-        env = self.ctx.env(target.env)
-        inputs = rule.inputs(env, self.ctx)
-        for w in inputs.warnings:
-            self.ctx.warn(w)
+        inputs = self._inputs_of(target)
         files = []
         for name, path in sorted(inputs.files):
             try:
@@ -132,6 +135,15 @@ class Engine:
             "deps": {d: dep_digests.get(d) for d in sorted(inputs.deps)},
         }
         return doc, tuple(files), inputs.params
+
+    def _inputs_of(self, target: Target) -> Inputs:
+        inputs = self._inputs.get(target.address)
+        if inputs is None:
+            inputs = self.graph.rules[target.kind].inputs(self.ctx.env(target.env), self.ctx)
+            for w in inputs.warnings:
+                self.ctx.warn(w)
+            self._inputs[target.address] = inputs
+        return inputs
 
     # -- running -----------------------------------------------------------
     def run(self, addresses: list[str]) -> list[TargetResult]:
@@ -178,6 +190,7 @@ class Engine:
     def _finish(self, result: TargetResult) -> None:
         with self._lock:
             self.results[result.target] = result
+            self._explained.clear()  # a recorded result may change what explain says
         self.reporter.finish(result)
 
     def _run_one(self, addr: str) -> None:
@@ -269,7 +282,14 @@ class Engine:
             path.write_text("\n".join(lines) + "\n", errors="replace")
 
     def explain(self, addr: str) -> dict:
-        """Why `addr` would rebuild: the inputs that differ from its last build."""
+        """Why `addr` would rebuild: the inputs that differ from its last build
+        (a report of this run's memo: callers must not change it)."""
+        report = self._explained.get(addr)
+        if report is None:
+            report = self._explained[addr] = self._explain(addr)
+        return report
+
+    def _explain(self, addr: str) -> dict:
         deps_digest: dict[str, str | None] = {}
         deps_report = []
         for d in self.graph.edges.get(addr, ()):

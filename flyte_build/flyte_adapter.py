@@ -86,21 +86,9 @@ def read_flyte_config(path: str | None) -> dict:
     """{setting: {"value": v, "source": s}} as flyte reads its config file `path`
     (None: no file, so flyte's defaults; flyte then reads no FLYTE_* variable
     either), plus FLYTE_API_KEY as the `flyte` CLI applies it."""
-    import flyte.config as fc
     from flyte.config import _internal as ent
-    from flyte.config._reader import get_config_file
 
-    if path is not None:
-        try:
-            raw = Path(path).read_text()
-            cfg = fc.auto(path)
-        except Exception as exc:  # noqa: BLE001 - a broken config (or secret file) is the user's to fix
-            raise ValueError(f"flyte config {path}: {type(exc).__name__}: {exc}") from None
-        if raw.strip() and get_config_file(path).yaml_config is None:
-            # flyte only logs a warning and goes on with defaults; a typo must not deploy elsewhere
-            raise ValueError(f"flyte config {path}: not valid YAML")
-    else:
-        cfg = fc.Config()
+    cfg = _load_flyte_config(path)
     pc, tc, ic = cfg.platform, cfg.task, cfg.image
     out: dict = {}
 
@@ -113,15 +101,7 @@ def read_flyte_config(path: str | None) -> dict:
     put("insecure", pc.insecure, ent.Platform.INSECURE)
     put("insecure_skip_verify", pc.insecure_skip_verify, ent.Platform.INSECURE_SKIP_VERIFY)
     put("ca_cert_file_path", pc.ca_cert_file_path, ent.Platform.CA_CERT_FILE_PATH)
-    secret_src = None
-    if pc.client_credentials_secret and path is not None:
-        env_var = _entry_source(ent.Credentials.CLIENT_CREDENTIALS_SECRET_ENV_VAR, path)
-        loc = _entry_source(ent.Credentials.CLIENT_CREDENTIALS_SECRET_LOCATION, path)
-        var = ent.Credentials.CLIENT_CREDENTIALS_SECRET_ENV_VAR.read(get_config_file(path))
-        if var and os.environ.get(var):
-            secret_src = f"${var} (named by {env_var})"
-        elif loc:
-            secret_src = f"the file named by {loc}"
+    secret_src = _client_secret_source(pc, path)
     put("auth_type", pc.auth_mode, ent.Credentials.AUTH_MODE,
         source=f"flyte: a client secret is set ({secret_src})" if secret_src and not _entry_source(ent.Credentials.AUTH_MODE, path) else None)
     put("client_id", pc.client_id, ent.Credentials.CLIENT_ID)
@@ -138,27 +118,67 @@ def read_flyte_config(path: str | None) -> dict:
     put("image_registry", ic.registry, ent.Image.REGISTRY)
     put("image_refs", dict(sorted((ic.image_refs or {}).items())), ent.Image.IMAGE_REFS)
     put("api_key", None)
-
-    api_key = os.environ.get("FLYTE_API_KEY")
-    if api_key:
-        # as `flyte`'s CLI: the key's endpoint unless one is given on the command
-        # line, its client id and secret, client-secret auth, and its org
-        from flyte._utils import sanitize_endpoint
-        from flyte.remote._client.auth._auth_utils import decode_api_key
-
-        try:
-            endpoint, client_id, client_secret, org = decode_api_key(api_key)
-        except Exception:  # noqa: BLE001 - never echo the key
-            raise ValueError("FLYTE_API_KEY is not an API key flyte can decode (base64 of endpoint:client-id:secret:org)") from None
-        src = "$FLYTE_API_KEY"
-        out["api_key"] = {"value": api_key, "source": src}
-        out["endpoint"] = {"value": sanitize_endpoint(endpoint), "source": src}
-        out["client_id"] = {"value": client_id, "source": src}
-        out["client_secret"] = {"value": client_secret, "source": src}
-        out["auth_type"] = {"value": "ClientSecret", "source": src}
-        if org and org != "None":
-            out["org"] = {"value": org, "source": src}
+    _apply_api_key(out)
     return out
+
+
+def _load_flyte_config(path: str | None):
+    """flyte's Config from the file `path` (None: flyte's defaults); a broken or non-YAML file is an error."""
+    import flyte.config as fc
+    from flyte.config._reader import get_config_file
+
+    if path is None:
+        return fc.Config()
+    try:
+        raw = Path(path).read_text()
+        cfg = fc.auto(path)
+    except Exception as exc:  # noqa: BLE001 - a broken config (or secret file) is the user's to fix
+        raise ValueError(f"flyte config {path}: {type(exc).__name__}: {exc}") from None
+    if raw.strip() and get_config_file(path).yaml_config is None:
+        # flyte only logs a warning and goes on with defaults; a typo must not deploy elsewhere
+        raise ValueError(f"flyte config {path}: not valid YAML")
+    return cfg
+
+
+def _client_secret_source(pc, path: str | None) -> str | None:
+    """Where the client secret came from (the env var or the file the config names), if it is set."""
+    from flyte.config import _internal as ent
+    from flyte.config._reader import get_config_file
+
+    if not (pc.client_credentials_secret and path is not None):
+        return None
+    env_var = _entry_source(ent.Credentials.CLIENT_CREDENTIALS_SECRET_ENV_VAR, path)
+    loc = _entry_source(ent.Credentials.CLIENT_CREDENTIALS_SECRET_LOCATION, path)
+    var = ent.Credentials.CLIENT_CREDENTIALS_SECRET_ENV_VAR.read(get_config_file(path))
+    if var and os.environ.get(var):
+        return f"${var} (named by {env_var})"
+    if loc:
+        return f"the file named by {loc}"
+    return None
+
+
+def _apply_api_key(out: dict) -> None:
+    """FLYTE_API_KEY over the file's settings, as `flyte`'s CLI applies it: the key's
+    endpoint unless one is given on the command line, its client id and secret,
+    client-secret auth, and its org."""
+    api_key = os.environ.get("FLYTE_API_KEY")
+    if not api_key:
+        return
+    from flyte._utils import sanitize_endpoint
+    from flyte.remote._client.auth._auth_utils import decode_api_key
+
+    try:
+        endpoint, client_id, client_secret, org = decode_api_key(api_key)
+    except Exception:  # noqa: BLE001 - never echo the key
+        raise ValueError("FLYTE_API_KEY is not an API key flyte can decode (base64 of endpoint:client-id:secret:org)") from None
+    src = "$FLYTE_API_KEY"
+    out["api_key"] = {"value": api_key, "source": src}
+    out["endpoint"] = {"value": sanitize_endpoint(endpoint), "source": src}
+    out["client_id"] = {"value": client_id, "source": src}
+    out["client_secret"] = {"value": client_secret, "source": src}
+    out["auth_type"] = {"value": "ClientSecret", "source": src}
+    if org and org != "None":
+        out["org"] = {"value": org, "source": src}
 
 
 DISCOVERY_SETTINGS = ("org", "project", "domain", "image_builder", "image_registry", "image_refs")

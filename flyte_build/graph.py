@@ -127,7 +127,8 @@ class Graph:
         chosen: dict[str, None] = {}
         for pat in patterns:
             if ":" not in pat:
-                raise UserError(f"target {pat!r}: addresses are KIND:ENV (e.g. bundle:{self._example_env()}), patterns like bundle:*")
+                kind = self._example_kind()
+                raise UserError(f"target {pat!r}: addresses are KIND:ENV (e.g. {kind}:{self._example_env()}), patterns like {kind}:*")
             kind_pat, env_pat = pat.split(":", 1)
             if kind_pat in exclude_kinds:
                 raise UserError(f"target {pat!r}: `{kind_pat}` targets are not built by this command (use `flyte-build {kind_pat}`)")
@@ -142,6 +143,9 @@ class Graph:
                 raise UserError(f"target {pat!r} matches nothing; environments: {envs}")
             chosen.update(dict.fromkeys(hits))
         return list(chosen)
+
+    def _example_kind(self) -> str:
+        return next((k for k, r in self.rules.items() if r.default), next(iter(self.rules), "KIND"))
 
     def _example_env(self) -> str:
         return next((t.env for t in self.targets.values()), "my-env")

@@ -8,7 +8,10 @@ rule must not read anything it did not declare, or its key would lie.
 
 Rule sets are directories with a `register.py` whose `rules()` returns Rule
 objects: the built-in set (`rules/` in the repository) is loaded exactly the
-way a repository's own set (config key `rules`) is.
+way a repository's own set (config key `rules`) is. A rule set that reads a
+table of its own under `[tool.hatch.build.targets.flyte]` declares it there
+too: `config_tables()` returns {name: ConfigTable}, checked like every table
+(see `flyte_build.config_schema`; the checks below are its own).
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
+
+from . import config_schema as checks  # noqa: F401 (string, boolean, choice, ... for ConfigTable keys)
+from .config_schema import Table as ConfigTable  # noqa: F401
 
 if TYPE_CHECKING:
     from .context import Context
@@ -83,3 +89,13 @@ class Rule:
     # True when the result's metadata reaches a deploy (an image's pin): a shared
     # cache entry is used only when signed and verified, never on a writer's word
     needs_signature: bool = False
+    # its outputs are build artifacts: hatch's `flyte` builder offers a version
+    # (`hatch build -t flyte:KIND`) and a folder under its directory for the kind
+    artifacts: bool = False
+    # its results depend on nothing outside the cache: a no-op `build --json` of
+    # only such targets may be answered from the whole-build snapshot
+    replayable: bool = False
+    # with config `storage` set, after a build: publish(url, blob path, hex sha256,
+    # object store options) uploads the result's main output and returns the
+    # fields its record gains (e.g. `remote`, `uploaded`)
+    publish: Callable[[str, Path, str, Any], dict] | None = None

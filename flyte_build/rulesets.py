@@ -2,7 +2,13 @@
 
 A rule set is a directory with a `register.py` defining `rules()`. It is
 loaded by path as a package, so its modules can import each other relatively
-(`from . import bundle`) and nothing needs to be installed.
+(`from .bundle import rule`) and nothing needs to be installed.
+
+The built-in set's register.py may also define, as Pants backends register
+goals, `commands()` (CLI subcommand modules: `add_parser(sub, parents)` and
+`run(args)`, optionally `AFTER = "<command it follows in the help>"`) and
+`api()` (names added to `flyte_build`'s Python API and goals, e.g. `plan`). The core
+calls these hooks; it names no kind.
 """
 
 from __future__ import annotations
@@ -11,8 +17,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from . import config as config_mod
 from .errors import UserError
-from .rule_api import Rule
+from .rule_api import ConfigTable, Rule
 
 _BUILTIN_PACKAGE = "flyte_build._builtin_rules"
 
@@ -46,6 +53,30 @@ def builtin(name: str):
     return importlib.import_module(f"{_BUILTIN_PACKAGE}.{name}")
 
 
+def _builtin_register():
+    return builtin("register")
+
+
+def builtin_rules() -> dict[str, Rule]:
+    """The built-in rule set's rules by kind (no repository config needed)."""
+    return {r.kind: r for r in _builtin_register().rules()}
+
+
+def commands() -> list:
+    """The CLI subcommand modules the built-in rule set contributes."""
+    hook = getattr(_builtin_register(), "commands", None)
+    return list(hook()) if hook else []
+
+
+def api(name: str):
+    """A name the built-in rule set adds to the Python API (a goal such as `plan`, or a result type)."""
+    hook = getattr(_builtin_register(), "api", None)
+    table = hook() if hook else {}
+    if name not in table:
+        raise AttributeError(name)
+    return table[name]
+
+
 def load_dir(directory: Path, package: str) -> list[Rule]:
     register = directory / "register.py"
     if not register.is_file():
@@ -64,17 +95,41 @@ def load_dir(directory: Path, package: str) -> list[Rule]:
     return rules
 
 
-def load_all(root: Path, extra: tuple[str, ...]) -> dict[str, Rule]:
-    by_kind: dict[str, Rule] = {}
+def _sets(root: Path, extra: tuple[str, ...]) -> list[tuple[Path, str]]:
     sets = [(builtin_dir(), _BUILTIN_PACKAGE)]
     for i, rel in enumerate(extra):
         d = (root / rel).resolve()
         if not d.is_dir():
             raise UserError(f"Field tool.hatch.build.targets.flyte.rules: {rel} is not a directory")
         sets.append((d, f"flyte_build_user_rules_{i}"))
-    for directory, package in sets:
+    return sets
+
+
+def config_tables(root: Path, extra: tuple[str, ...]) -> dict[str, ConfigTable]:
+    """The config tables the rule sets declare (`config_tables()` in their
+    register.py), by table name; call after `load_all`."""
+    tables: dict[str, ConfigTable] = {}
+    for directory, package in _sets(root, extra):
+        declare = getattr(sys.modules.get(f"{package}.register"), "config_tables", None)
+        for name, table in (declare() if declare else {}).items():
+            if name in tables:
+                raise UserError(f"two rule sets declare the config table `{name}` (the second in {directory})")
+            tables[name] = table
+    return tables
+
+
+def load_all(root: Path, extra: tuple[str, ...]) -> dict[str, Rule]:
+    by_kind: dict[str, Rule] = {}
+    for directory, package in _sets(root, extra):
         for rule in load_dir(directory, package):
             if rule.kind in by_kind:
                 raise UserError(f"two rules define the target kind `{rule.kind}` (the second in {directory})")
             by_kind[rule.kind] = rule
     return by_kind
+
+
+def checked_config(cfg: config_mod.Config) -> tuple[config_mod.Config, dict[str, Rule]]:
+    """Load the rule sets `cfg` names and check its tables against the schemas
+    they declare: (the checked config, the rules by kind)."""
+    rules = load_all(cfg.root, cfg.rules)
+    return config_mod.with_rule_tables(cfg, config_tables(cfg.root, cfg.rules)), rules

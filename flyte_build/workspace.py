@@ -56,27 +56,10 @@ class Workspace:
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
         table_cfg = cfg  # before the flags: `config` reports which layer set what
-        if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
-            raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")
-        cfg = cfg.with_overrides(
-            copy_style=settings.copy_style,
-            ignore_load_errors=settings.ignore_load_errors,
-            cache=settings.cache,
-            cache_required=settings.cache_required,
-            cache_read_only=settings.cache_read_only,
-            discovery_timeout=settings.discovery_timeout,
-            storage=settings.storage,
-            project=settings.project,
-            domain=settings.domain,
-            jobs=settings.jobs,
-            strict=settings.strict,
-            flyte_config=settings.flyte_config,
-        )
-        if settings.allow_secrets:
-            cfg = replace(cfg, allow_secrets=tuple(dict.fromkeys([*cfg.allow_secrets, *settings.allow_secrets])))
-        if settings.copy_style is not None:
-            # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
-            cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
+        cfg = _with_flags(cfg, settings)
+        # the rule sets first: they declare the config tables of their kinds, and
+        # a bad key in any table is an error before anything is read or stored
+        cfg, self.rules = rulesets.checked_config(cfg)
         self.cfg = cfg
         self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
         self.store.hold_for_build()  # `cache gc --max-age-days` waits for this run
@@ -92,15 +75,8 @@ class Workspace:
         self.flyte_ref = flyte_config.locate(cfg.flyte_config)
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
                                   shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref)
-        # one configuration with flyte: its config file's project, domain and
-        # image settings under the pyproject table and the flags (see flyte_config.effective)
         self.layers = flyte_config.layers(table_cfg, settings)
-        flyte_layer = flyte_config.checked_layer(self.discovery.flyte)
-        eff = flyte_config.effective(flyte_layer, **self.layers)
-        self.cfg = cfg = replace(
-            cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
-            images={**(flyte_layer.get("image_refs", {}).get("value") or {}), **cfg.images},
-        )
+        self.cfg = cfg = _with_flyte_settings(cfg, self.discovery.flyte, self.layers)
         for f in self.discovery.failures:
             self._warn(f"skipped {f.file}: {f.message}")
         if not self.discovery.envs:
@@ -114,7 +90,6 @@ class Workspace:
             extra={**settings.extra, "_flyte": {"ref": self.flyte_ref, "layers": self.layers}},
         )
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
-        self.rules = rulesets.load_all(cfg.root, cfg.rules)
         self.graph = Graph(self.ctx, self.rules)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
@@ -128,24 +103,25 @@ class Workspace:
         wanted = set(addresses)
         results = [r for r in results if r.target in wanted] + [r for r in results if r.target not in wanted]
         if self.cfg.storage:
-            results = self.upload_bundles(results)
+            results = self.publish(results)
         if out is not None:
             results = materialize(results, self.store, out)
         self.save_run_stats(results)
         return results
 
-    def upload_bundles(self, results: list[TargetResult]) -> list[TargetResult]:
-        """Upload each built bundle to `storage` (once per digest); its record gains `remote`."""
+    def publish(self, results: list[TargetResult]) -> list[TargetResult]:
+        """Hand each built result whose rule publishes (a bundle) to its rule's
+        `publish` with `storage`; its record gains what the rule returns
+        (`remote`, and `uploaded`: False when the store had it already)."""
         from concurrent.futures import ThreadPoolExecutor
 
-        upload = rulesets.builtin("bundle.upload").upload
-
         def one(r: TargetResult) -> TargetResult:
-            if not (r.kind == "bundle" and r.ok and r.outputs):
+            rule = self.rules.get(r.kind)
+            if not (rule is not None and rule.publish is not None and r.ok and r.outputs):
                 return r
             main = r.outputs[0]
-            up = upload(self.cfg.storage, self.store.blob_path(main.digest), main.digest, self.cfg.object_store)
-            return replace(r, meta={**r.meta, "remote": up.remote, "uploaded": up.uploaded})
+            fields = rule.publish(self.cfg.storage, self.store.blob_path(main.digest), main.digest, self.cfg.object_store)
+            return replace(r, meta={**r.meta, **fields})
 
         # each upload is mostly a round trip (a HEAD, maybe a PUT): overlap them
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.jobs)) as pool:
@@ -174,3 +150,40 @@ class Workspace:
             self.store.write_json("state/last-run.json", stats)
         except OSError:
             pass
+
+
+def _with_flags(cfg: config_mod.Config, settings: Settings) -> config_mod.Config:
+    """The pyproject table's settings with the run's flags over them."""
+    if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
+        raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")
+    cfg = cfg.with_overrides(
+        copy_style=settings.copy_style,
+        ignore_load_errors=settings.ignore_load_errors,
+        cache=settings.cache,
+        cache_required=settings.cache_required,
+        cache_read_only=settings.cache_read_only,
+        discovery_timeout=settings.discovery_timeout,
+        storage=settings.storage,
+        project=settings.project,
+        domain=settings.domain,
+        jobs=settings.jobs,
+        strict=settings.strict,
+        flyte_config=settings.flyte_config,
+    )
+    if settings.allow_secrets:
+        cfg = replace(cfg, allow_secrets=tuple(dict.fromkeys([*cfg.allow_secrets, *settings.allow_secrets])))
+    if settings.copy_style is not None:
+        # a flag overrides per-env overrides too, as `flyte deploy --copy-style` would
+        cfg = replace(cfg, envs={k: replace(v, copy_style=None) for k, v in cfg.envs.items()})
+    return cfg
+
+
+def _with_flyte_settings(cfg: config_mod.Config, flyte_read, layers: dict) -> config_mod.Config:
+    """One configuration with flyte: its config file's project, domain and image
+    settings under the pyproject table and the flags (see flyte_config.effective)."""
+    flyte_layer = flyte_config.checked_layer(flyte_read)
+    eff = flyte_config.effective(flyte_layer, **layers)
+    return replace(
+        cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
+        images={**(flyte_layer.get("image_refs", {}).get("value") or {}), **cfg.images},
+    )

@@ -9,3 +9,24 @@ from .pex import rule as pex
 
 def rules():
     return [bundle.RULE, pex.RULE, image.RULE, check.RULE, deploy.RULE]
+
+
+def commands():
+    """CLI subcommands of this rule set (`flyte-build deploy`)."""
+    from .deploy import command
+
+    return [command]
+
+
+def api():
+    """Goals and result types this rule set adds to flyte_build's Python API."""
+    from .deploy import api, deployer
+
+    return {"plan": deployer.plan, "deploy": api.deploy,
+            "Plan": deployer.Plan, "EnvPlan": deployer.EnvPlan, "TaskPlan": deployer.TaskPlan,
+            "DeploySummary": api.DeploySummary, "EnvDeploy": api.EnvDeploy}
+
+
+def config_tables():
+    """The tables of `[tool.hatch.build.targets.flyte]` these kinds read."""
+    return {"docker": image.CONFIG, "pex": pex.CONFIG, "deploy": deploy.CONFIG}

@@ -1,3 +1,6 @@
-"""The CLI's commands, one module each with `add_parser(sub, parents)` and `run(args)`."""
+"""The CLI's commands, one module each with `add_parser(sub, parents)` and `run(args)`.
 
-COMMANDS = ["targets", "graph", "build", "explain", "deploy", "affected", "cache_cmd", "config_cmd"]
+The rule sets add their own (the built-in set's `deploy`): see `rulesets.commands`.
+"""
+
+COMMANDS = ["targets", "graph", "build", "explain", "affected", "cache_cmd", "config_cmd"]

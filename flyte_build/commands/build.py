@@ -53,7 +53,7 @@ def run(args) -> int:
     if args.json:
         for w in ws.all_warnings():
             warn(w)
-    if args.json and not failed and results and not ws.all_warnings() and all(r.kind == "bundle" for r in results):
+    if args.json and not failed and results and not ws.all_warnings() and all(ws.rules[r.kind].replayable for r in results):
         _snapshot(getattr(args, "argv", None), ws, results)
     return 1 if failed else 0
 

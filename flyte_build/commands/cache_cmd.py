@@ -36,53 +36,67 @@ def run(args) -> int:
     from ..stores.local_cache import LocalStore
 
     if args.action == "keygen":
-        from ..stores.signing import SIGNING_KEY_ENV, keygen
-
-        private, public = keygen()
-        if args.json:
-            emit_json({"signing_key": private, "verify_key": public})
-        else:
-            print(f"signing key (secret: CI only, as ${SIGNING_KEY_ENV}): {private}")
-            print(f"verify key (public: cache-verify-keys in pyproject.toml): {public}")
-        return 0
-
+        return _keygen(args)
     store = LocalStore(Path(args.cache_dir) if getattr(args, "cache_dir", None) else None)
-    if args.action == "stats":
-        last_run = store.read_json("state/last-run.json")
-        doc = {"local": store.stats(), "last_run": last_run if isinstance(last_run, dict) else None}
-        if args.json:
-            emit_json(doc)
-        else:
-            loc = doc["local"]
-            print(f"local cache {loc['path']}: {loc['blobs']} blobs ({loc['blob_bytes']} bytes), {loc['actions']} actions")
-            lr = doc["last_run"]
-            if lr:
-                print(
-                    f"last run: {lr.get('built', 0)} built, {lr.get('cached', 0)} cached; "
-                    f"hits local {lr.get('local_hits', 0)}, shared {lr.get('shared_hits', 0)}, misses {lr.get('misses', 0)}; "
-                    f"bytes down {lr.get('bytes_down', 0)}, up {lr.get('bytes_up', 0)}"
-                )
-                if lr.get("shared"):
-                    print(
-                        f"shared cache {lr['shared']}: {lr.get('shared_hits', 0)} hits, {lr.get('misses', 0)} misses, "
-                        f"{lr.get('bytes_down', 0)} bytes down, {lr.get('bytes_up', 0)} bytes up, "
-                        f"{lr.get('corrupt', 0)} corrupt objects refused"
-                    )
-                st = lr.get("storage")
-                if st:
-                    print(f"bundle storage {st['url']}: {st['uploads']} uploaded ({st['bytes_up']} bytes), {st['present']} already there")
-                for w in lr.get("warnings") or []:
-                    print(f"warning: {w}")
+    return ACTIONS[args.action](store, args)
+
+
+def _keygen(args) -> int:
+    from ..stores.signing import SIGNING_KEY_ENV, keygen
+
+    private, public = keygen()
+    if args.json:
+        emit_json({"signing_key": private, "verify_key": public})
+    else:
+        print(f"signing key (secret: CI only, as ${SIGNING_KEY_ENV}): {private}")
+        print(f"verify key (public: cache-verify-keys in pyproject.toml): {public}")
+    return 0
+
+
+def _stats(store, args) -> int:
+    last_run = store.read_json("state/last-run.json")
+    doc = {"local": store.stats(), "last_run": last_run if isinstance(last_run, dict) else None}
+    if args.json:
+        emit_json(doc)
         return 0
-    if args.action == "verify":
-        problems = store.verify()
-        if args.json:
-            emit_json({"ok": not problems, "problems": problems, "local": store.stats()})
-        else:
-            for p in problems:
-                print(f"problem: {p}")
-            print("cache verify: ok" if not problems else f"cache verify: {len(problems)} problems (run `flyte-build cache gc` to drop them)")
-        return 0 if not problems else 1
+    loc = doc["local"]
+    print(f"local cache {loc['path']}: {loc['blobs']} blobs ({loc['blob_bytes']} bytes), {loc['actions']} actions")
+    if doc["last_run"]:
+        _print_last_run(doc["last_run"])
+    return 0
+
+
+def _print_last_run(lr: dict) -> None:
+    print(
+        f"last run: {lr.get('built', 0)} built, {lr.get('cached', 0)} cached; "
+        f"hits local {lr.get('local_hits', 0)}, shared {lr.get('shared_hits', 0)}, misses {lr.get('misses', 0)}; "
+        f"bytes down {lr.get('bytes_down', 0)}, up {lr.get('bytes_up', 0)}"
+    )
+    if lr.get("shared"):
+        print(
+            f"shared cache {lr['shared']}: {lr.get('shared_hits', 0)} hits, {lr.get('misses', 0)} misses, "
+            f"{lr.get('bytes_down', 0)} bytes down, {lr.get('bytes_up', 0)} bytes up, "
+            f"{lr.get('corrupt', 0)} corrupt objects refused"
+        )
+    st = lr.get("storage")
+    if st:
+        print(f"bundle storage {st['url']}: {st['uploads']} uploaded ({st['bytes_up']} bytes), {st['present']} already there")
+    for w in lr.get("warnings") or []:
+        print(f"warning: {w}")
+
+
+def _verify(store, args) -> int:
+    problems = store.verify()
+    if args.json:
+        emit_json({"ok": not problems, "problems": problems, "local": store.stats()})
+    else:
+        for p in problems:
+            print(f"problem: {p}")
+        print("cache verify: ok" if not problems else f"cache verify: {len(problems)} problems (run `flyte-build cache gc` to drop them)")
+    return 0 if not problems else 1
+
+
+def _gc(store, args) -> int:
     lock = None
     if args.max_age_days is not None:
         import sys
@@ -102,3 +116,7 @@ def run(args) -> int:
     else:
         print(f"cache gc: removed {removed['actions']} action entries, {removed['blobs']} blobs ({removed['bytes']} bytes), {removed['tmp']} temporary files")
     return 0
+
+
+# the actions on the local store (keygen needs none)
+ACTIONS = {"stats": _stats, "verify": _verify, "gc": _gc}

@@ -21,10 +21,10 @@ def add_parser(sub, parents):
 
 def run(args) -> int:
     from .. import config as config_mod
-    from .. import flyte_config
+    from .. import flyte_config, rulesets
 
     settings = settings_from_args(args, extra={"deploy": backend_flags(args)})
-    table_cfg = config_mod.load(settings.root_dir)
+    table_cfg, _ = rulesets.checked_config(config_mod.load(settings.root_dir))
     ref = flyte_config.locate(settings.flyte_config)
     values = flyte_config.resolve(ref, flyte_config.layers(table_cfg, settings))
     shown = flyte_config.shown(values)

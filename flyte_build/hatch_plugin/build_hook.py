@@ -71,4 +71,6 @@ class FlyteBuildHook(BuildHookInterface):
         except FlyteBuildError as exc:
             self.app.abort(f"flyte-build: error: {exc}", code=exc.exit_code)
             raise
-        output.clean(self._directory(hook), {"bundle", "pex", "image"})
+        from .builder import artifact_kinds
+
+        output.clean(self._directory(hook), set(artifact_kinds()))

@@ -1,6 +1,8 @@
 """The `flyte` builder: `hatch build -t flyte[:bundle,pex,image,plan]`.
 
-Each version builds one kind of target for every environment, through the
+Its versions come from the built-in rule set: one per kind whose rule makes
+artifacts (`Rule.artifacts`), plus `plan` when the rule set offers that goal.
+Each kind's version builds that kind of target for every environment, through the
 same Workspace (config, discovery, rules, engine, cache) as `flyte-build
 build`, so both agree on every digest and share every cache entry. The
 artifacts land under the target's directory (default `dist/flyte/`) named by
@@ -15,12 +17,19 @@ from typing import Any, Callable
 
 from hatchling.builders.plugin.interface import BuilderInterface
 
+from .. import rulesets
 from ..errors import FlyteBuildError, UserError
 from . import output
 from .config import FlyteBuilderConfig
 
-# version -> the target kind it builds (`plan` builds none: it asks the API)
-KINDS = {"bundle": "bundle", "pex": "pex", "image": "image"}
+
+def artifact_kinds() -> list[str]:
+    """The kinds a version builds: the built-in rules that make artifacts."""
+    return [k for k, r in rulesets.builtin_rules().items() if r.artifacts]
+
+
+def default_kinds() -> list[str]:
+    return [k for k, r in rulesets.builtin_rules().items() if r.artifacts and r.default]
 
 
 class FlyteBuilder(BuilderInterface):
@@ -40,24 +49,26 @@ class FlyteBuilder(BuilderInterface):
         return FlyteBuilderConfig
 
     def get_version_api(self) -> dict[str, Callable]:
-        return {"bundle": self.build_bundle, "pex": self.build_pex, "image": self.build_image, "plan": self.build_plan}
+        versions: dict[str, Callable] = {k: self._version(k) for k in artifact_kinds()}
+        try:
+            rulesets.api("plan")
+        except AttributeError:
+            return versions
+        return {**versions, "plan": self.build_plan}
 
     def get_default_versions(self) -> list[str]:
-        # PEX files and images are opt-in, as in the CLI (`build` defaults to bundle:*)
-        return ["bundle"]
+        # the kinds `flyte-build build` builds by default; the others are opt-in
+        return default_kinds()
 
     def clean(self, directory: str, versions: list[str]) -> None:
         # every version's outputs: `hatch clean -t flyte` must leave nothing behind
-        self._guard(lambda: output.clean(Path(directory), set(KINDS.values())))
+        self._guard(lambda: output.clean(Path(directory), set(artifact_kinds())))
 
-    def build_bundle(self, directory: str, **build_data: Any) -> str:
-        return self._guard(lambda: self._build_kind("bundle", Path(directory)))
+    def _version(self, kind: str) -> Callable:
+        def build(directory: str, **build_data: Any) -> str:
+            return self._guard(lambda: self._build_kind(kind, Path(directory)))
 
-    def build_pex(self, directory: str, **build_data: Any) -> str:
-        return self._guard(lambda: self._build_kind("pex", Path(directory)))
-
-    def build_image(self, directory: str, **build_data: Any) -> str:
-        return self._guard(lambda: self._build_kind("image", Path(directory)))
+        return build
 
     def build_plan(self, directory: str, **build_data: Any) -> str:
         return self._guard(lambda: self._plan(Path(directory)))
@@ -83,10 +94,8 @@ class FlyteBuilder(BuilderInterface):
         return str(output.write_manifest(directory, self._records))
 
     def _plan(self, directory: str | Path) -> str:
-        from ..api import plan
-
         ws = self._workspace()
-        doc = plan(ws).to_json()
+        doc = rulesets.api("plan")(ws).to_json()
         path = output.write_json(Path(directory).resolve() / output.PLAN, doc)
         envs = doc.get("envs", []) if isinstance(doc, dict) else []
         self.app.display_info(f"plan: {len(envs)} environments in deploy order")

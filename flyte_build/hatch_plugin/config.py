@@ -16,6 +16,8 @@ from typing import Any
 from hatchling.builders.config import BuilderConfig
 
 from .. import config as flyte_config
+from .. import config_schema as schema
+from ..config_schema import Table
 from ..errors import UserError
 
 # Where the target writes when neither its own nor hatch's `directory` says
@@ -47,6 +49,12 @@ def flyte_settings(root: str, table: dict[str, Any] | None = None) -> flyte_conf
 HOOK_GENERIC_KEYS = frozenset({"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"})
 
 
+def _target_patterns(field_: str, v: Any) -> list[str]:
+    if not isinstance(v, list) or not v or not all(isinstance(t, str) for t in v):
+        raise UserError(f"Field {field_} must be a non-empty array of target patterns (e.g. \"bundle:*\")")
+    return v
+
+
 class HookConfig:
     """`[tool.hatch.build.hooks.flyte]` (or `...targets.<t>.hooks.flyte]`):
 
@@ -55,18 +63,12 @@ class HookConfig:
       `flyte` target's directory, `dist/flyte`).
     """
 
-    KEYS = ("directory", "targets")
+    TABLE = Table(keys={"directory": schema.string, "targets": _target_patterns}, passthrough=HOOK_GENERIC_KEYS)
 
     def __init__(self, table: dict[str, Any], location: str):
         self.location = location
-        for key in table:
-            if key not in self.KEYS and key not in HOOK_GENERIC_KEYS:
-                raise UserError(f"Unknown field {location}.{key}; valid fields: {', '.join(self.KEYS)}")
-        targets = table.get("targets", ["bundle:*"])
-        if not isinstance(targets, list) or not targets or not all(isinstance(t, str) for t in targets):
-            raise UserError(f"Field {location}.targets must be a non-empty array of target patterns (e.g. \"bundle:*\")")
-        self.targets: list[str] = targets
-        directory = table.get("directory")
-        if directory is not None and not isinstance(directory, str):
-            raise UserError(f"Field {location}.directory must be a string")
-        self.directory: str | None = directory
+        from .builder import default_kinds
+
+        checked = schema.check(self.TABLE, location, table)
+        self.targets: list[str] = checked.get("targets", [f"{k}:*" for k in default_kinds()])
+        self.directory: str | None = checked.get("directory")

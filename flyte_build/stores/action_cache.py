@@ -13,7 +13,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-from .local_cache import ActionEntry, LocalStore
+from .action_entry import ActionEntry
+from .local_cache import LocalStore
 
 
 @dataclass

@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from .. import atomic
+from ..config import OBJECT_STORE_FIELD as TABLE
+from ..config import StoreOptions  # noqa: F401 (the options a Root is opened with)
 from ..errors import UserError
 
-TABLE = "tool.hatch.build.targets.flyte.object-store"
-DEFAULT_TIMEOUT = 30.0
-TMP_PREFIX = ".tmp-"
 
 
 class StoreUnavailable(Exception):
@@ -72,55 +71,7 @@ def _open_regular(path: str) -> tuple[int, int]:
     return fd, st.st_size
 
 
-# -- configuration --------------------------------------------------------------
-
-S3_KEYS = ("endpoint-url", "region", "profile", "access-key-id", "secret-access-key", "anon")
-GCS_KEYS = ("endpoint-url", "project", "token", "anon")
-# endpoint-url is the blob endpoint (an emulator's, e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1)
-AZURE_KEYS = ("account-name", "account-key", "connection-string", "sas-token", "endpoint-url", "anon")
 AZURE_SCHEMES = ("az", "abfs", "abfss")
-
-
-@dataclass(frozen=True)
-class StoreOptions:
-    """Explicit settings; anything left None comes from the environment as usual
-    (AWS_* variables and profiles for S3, STORAGE_EMULATOR_HOST and
-    application-default credentials for GCS, AZURE_STORAGE_* variables for
-    Azure)."""
-
-    timeout: float = DEFAULT_TIMEOUT
-    s3: dict = field(default_factory=dict)
-    gcs: dict = field(default_factory=dict)
-    azure: dict = field(default_factory=dict)
-
-
-def parse_options(field_: str, raw: Any) -> StoreOptions:
-    """Validate the `object-store` table; errors name the exact TOML field."""
-    if not isinstance(raw, dict):
-        raise UserError(f"Field {field_} must be a table")
-    kwargs: dict[str, Any] = {}
-    for key, value in raw.items():
-        where = f"{field_}.{key}"
-        if key == "timeout":
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise UserError(f"Field {where} must be a positive number of seconds")
-            kwargs["timeout"] = float(value)
-        elif key in ("s3", "gcs", "azure"):
-            allowed = {"s3": S3_KEYS, "gcs": GCS_KEYS, "azure": AZURE_KEYS}[key]
-            if not isinstance(value, dict):
-                raise UserError(f"Field {where} must be a table")
-            for k, v in value.items():
-                if k not in allowed:
-                    raise UserError(f"Unknown field {where}.{k}; valid fields: {', '.join(sorted(allowed))}")
-                if k == "anon":
-                    if not isinstance(v, bool):
-                        raise UserError(f"Field {where}.{k} must be a boolean")
-                elif not isinstance(v, str) or not v:
-                    raise UserError(f"Field {where}.{k} must be a non-empty string")
-            kwargs[key] = dict(value)
-        else:
-            raise UserError(f"Unknown field {where}; valid fields: azure, gcs, s3, timeout")
-    return StoreOptions(**kwargs)
 
 
 # -- the store ------------------------------------------------------------------
@@ -234,7 +185,7 @@ class Root:
         create-only found the object already there (which is success)."""
         path = self._path(rel)
         if self.scheme == "file":
-            return _local_publish(Path(path), Path(src), create_only)
+            return atomic.copy_file(src, path, create_only)
         size = os.path.getsize(src)
         try:
             self._call("put_file", str(src), path, mode="create" if create_only else "overwrite",
@@ -245,15 +196,22 @@ class Root:
             self.fs.invalidate_cache(path)
         return True
 
+    def put_content(self, rel: str, src: Path, size: int, replace: bool = False) -> bool:
+        """Publish `src` (`size` bytes) under `rel`, a name that is its content,
+        unless an object of that size is there already (the same content). An
+        object of another size is a truncated or foreign one and is replaced, as
+        is one the caller found corrupt (`replace`). True if written."""
+        if not replace:
+            have = self.size(rel)
+            if have == size:
+                return False
+            replace = have is not None
+        return self.put_file(rel, src, create_only=not replace)
+
     def put_bytes(self, rel: str, data: bytes, create_only: bool = True) -> bool:
         path = self._path(rel)
         if self.scheme == "file":
-            with tempfile.NamedTemporaryFile(prefix=TMP_PREFIX, delete=False) as f:
-                f.write(data)
-            try:
-                return _local_publish(Path(path), Path(f.name), create_only)
-            finally:
-                os.unlink(f.name)
+            return atomic.write_bytes(path, data, create_only)
         try:
             self._call("pipe_file", path, data, mode="create" if create_only else "overwrite")
         except FileExistsError:
@@ -261,31 +219,6 @@ class Root:
         finally:
             self.fs.invalidate_cache(path)
         return True
-
-
-def _local_publish(dest: Path, src: Path, create_only: bool) -> bool:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=dest.parent)
-    try:
-        with os.fdopen(fd, "wb") as d, open(src, "rb") as s:
-            while chunk := s.read(1 << 20):
-                d.write(chunk)
-            d.flush()
-            os.fsync(d.fileno())
-        os.chmod(tmp, 0o644)
-        if not create_only:
-            os.replace(tmp, dest)
-            return True
-        try:
-            os.link(tmp, dest)  # fails if dest exists: create-only, atomic
-        except FileExistsError:
-            return False
-        return True
-    finally:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
 
 
 def _strip(url: str) -> str:

@@ -16,7 +16,7 @@ and the rebuilt result overwrites the bad object (the one case where a
 write is not create-only).
 
 Trust (see BUILD.md, "Trust and the shared cache"): every entry is checked
-against the schema (`local_cache.ActionEntry.parse`) and read with bounds (entry
+against the schema (`action_entry.ActionEntry.parse`) and read with bounds (entry
 size, each blob's declared size, regular files only on a local path). A
 reader holding verify keys refuses entries without a good signature by one
 of them; a reader without keys still refuses entries of rules whose results
@@ -30,16 +30,16 @@ with the local cache. With `cache-required` it is an error instead.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 import threading
-from pathlib import Path
 
+from .. import atomic
 from ..errors import BuildFailed
+from ..hashing import file_sha256
 from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
-from .local_cache import MAX_ENTRY_BYTES, ActionEntry, BadEntry, LocalStore
+from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
+from .local_cache import LocalStore
 
 
 def blob_rel(hex_: str) -> str:
@@ -134,31 +134,16 @@ class SharedCache:
 
     def _download(self, hex_: str, size: int, local: LocalStore) -> int | None:
         """Bytes fetched (-1: object missing; None: it did not hash to `hex_`)."""
-        dest = local.blob_path(hex_)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=dest.parent)
-        os.close(fd)
-        try:
+        with atomic.staged(local.blob_path(hex_)) as tmp:
             try:
-                self.root.get_file(blob_rel(hex_), Path(tmp), size)
+                self.root.get_file(blob_rel(hex_), tmp.path, size)
             except FileNotFoundError:
                 return -1
-            h = hashlib.sha256()
-            n = 0
-            with open(tmp, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    n += len(chunk)
-            if h.hexdigest() != hex_:
+            actual, n = file_sha256(tmp.path)
+            if actual != hex_:
                 return None
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
+            tmp.publish()  # no fsync: a reader verifies the bytes, and a bad blob is fetched again
             return n
-        finally:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
 
     # -- documents (discovery results) -------------------------------------
     def read_document(self, rel: str, max_bytes: int, stats) -> bytes | None:
@@ -208,14 +193,7 @@ class SharedCache:
         try:
             for out in entry.outputs:
                 rel = blob_rel(out.digest)
-                bad = rel in self._bad
-                if not bad:
-                    have = self.root.size(rel)
-                    if have == out.size:
-                        continue
-                    # a wrong size is a truncated or foreign object: replace it
-                    bad = have is not None
-                if self.root.put_file(rel, local.blob_path(out.digest), create_only=not bad):
+                if self.root.put_content(rel, local.blob_path(out.digest), out.size, replace=rel in self._bad):
                     up += out.size
                 with self._lock:
                     self._bad.discard(rel)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
-from .local_cache import ActionEntry
+from .action_entry import ActionEntry
 
 ALG = "ed25519"
 DOMAIN = b"flyte-build action entry v1\x00"

@@ -11,6 +11,8 @@ from __future__ import annotations
 from flyte_build import archive
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
+from . import upload
+
 VERSION = "2"  # 2: members deflated one by one (see archive.write_tar_gz)
 
 
@@ -43,4 +45,7 @@ RULE = Rule(
     applies=applies,
     default=True,
     outputs=(("bundle.tar.gz",),),
+    artifacts=True,
+    replayable=True,
+    publish=upload.publish,
 )

@@ -32,14 +32,16 @@ def upload(url: str, local_path: str | Path, hex_: str, options: StoreOptions | 
     rel = bundle_name(hex_)
     size = Path(local_path).stat().st_size
     try:
-        have = root.size(rel)
-        if have == size:
-            return Upload(root.uri(rel), False, size)
-        # a different size under a content name is a truncated object: replace it
-        written = root.put_file(rel, Path(local_path), create_only=have is None)
+        written = root.put_content(rel, Path(local_path), size)
     except StoreUnavailable as exc:
         raise BuildFailed(f"--storage: cannot upload bundle {hex_[:12]}: {exc}") from None
     return Upload(root.uri(rel), written, size)
+
+
+def publish(url: str, local_path: str | Path, hex_: str, options: StoreOptions | None = None) -> dict:
+    """The bundle rule's `publish` hook: the fields a built bundle's record gains."""
+    up = upload(url, local_path, hex_, options)
+    return {"remote": up.remote, "uploaded": up.uploaded}
 
 
 def upload_bundle(url: str, local_path: str | Path, hex_: str, options: StoreOptions | None = None) -> str:

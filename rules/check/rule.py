@@ -108,6 +108,26 @@ def run(req: Request) -> Produced:
     missing = sorted({t.name for t in req.env.tasks} - {t["name"] for t in tasks})
     if missing:
         raise BuildFailed(f"check:{name} failed (env `{name}`): discovered tasks have no serialized spec: {', '.join(missing)}")
+    cmd = _docker_run_command(req, uri)
+    req.log(f"$ docker run --rm --network {p['network']} ... {uri}  (loading {len(tasks)} tasks)")
+    res = _run_check(req, cmd, uri, fa.CHECK_MARKER)
+    problems = _problems(res, tasks, uri, p["flyte"])
+    if problems:
+        raise BuildFailed(f"check:{name} failed (env `{name}`):\n  " + "\n  ".join(problems))
+    req.log(f"check:{name}: {len(tasks)} tasks load in {uri} (flyte {res['flyte']}, user {res['user']}, cwd {res['cwd']})")
+    return Produced(meta={
+        "image": uri, "flyte": res["flyte"], "user": res["user"], "cwd": res["cwd"],
+        "tasks": sorted(res.get("tasks", {})), "check": "passed",
+    })
+
+
+def _docker_run_command(req: Request, uri: str) -> list[str]:
+    """`docker run` of the image with the bundle mounted read-only and the tasks' env vars,
+    running the adapter's check program on a JSON payload naming the tasks to load."""
+    from flyte_build import flyte_adapter as fa
+
+    p, name = req.params, req.env.name
+    tasks = p["tasks"]
     bundle = req.deps.get(f"bundle:{name}")
     cmd = [_docker(), "run", "--rm", "--network", p["network"]]
     payload = {"version": "check", "tasks": [{k: t[k] for k in ("name", "resolver", "resolver_args")} for t in tasks]}
@@ -130,41 +150,45 @@ def run(req: Request) -> Produced:
         'i=python3; a=$(command -v a0) && i=$(sed -n "1s/^#![[:space:]]*//p" "$a" | cut -d" " -f1); '
         'case "$i" in ""|*/env|*/sh) i=python3;; esac; exec "$i" -c "$1" "$2"'
     )
-    cmd += ["--entrypoint", "/bin/sh", uri, "-c", launcher, "sh", fa.check_program(), json.dumps(payload)]
-    req.log(f"$ docker run --rm --network {p['network']} ... {uri}  (loading {len(tasks)} tasks)")
+    return cmd + ["--entrypoint", "/bin/sh", uri, "-c", launcher, "sh", fa.check_program(), json.dumps(payload)]
+
+
+def _run_check(req: Request, cmd: list[str], uri: str, marker: str) -> dict:
+    """Run the container; its output goes to the log, the check's result (the last
+    line starting with `marker`) is returned."""
+    name = req.env.name
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=TIMEOUT, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
         raise BuildFailed(f"check:{name}: the container of {uri} did not finish within {TIMEOUT:g} s") from None
     for line in (proc.stdout + proc.stderr).splitlines():
-        if not line.startswith(fa.CHECK_MARKER):
+        if not line.startswith(marker):
             req.log(line)
-    found = [ln for ln in proc.stdout.splitlines() if ln.startswith(fa.CHECK_MARKER)]
+    found = [ln for ln in proc.stdout.splitlines() if ln.startswith(marker)]
     if not found:
         tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
         raise BuildFailed(f"check:{name}: the check did not run in image {uri} (exit {proc.returncode})\n{tail}")
-    res = json.loads(found[-1][len(fa.CHECK_MARKER):])
+    return json.loads(found[-1][len(marker):])
+
+
+def _problems(res: dict, tasks: list[dict], uri: str, flyte: str) -> list[str]:
+    """What the check found wrong in the image: no `a0`, no or another flyte, a bundle
+    that did not extract, tasks that did not load."""
     problems = []
     if not res.get("a0"):
         problems.append(f"`a0` is not on PATH in image {uri}: the image has no flyte runtime "
                         "(leave install_flyte at its default, or install flyte in the image)")
     if res.get("flyte") is None:
         problems.append(f"flyte is not installed for {res.get('python')} in image {uri}")
-    elif res["flyte"] != p["flyte"]:
-        problems.append(f"image {uri} has flyte {res['flyte']}, but the task specs were serialized with flyte {p['flyte']}")
+    elif res["flyte"] != flyte:
+        problems.append(f"image {uri} has flyte {res['flyte']}, but the task specs were serialized with flyte {flyte}")
     if res.get("bundle_error"):
         problems.append(f"fetching and extracting the bundle in image {uri} failed: {res['bundle_error']}")
     for t in tasks:
         err = res.get("tasks", {}).get(t["name"], "not loaded") if res.get("flyte") and not res.get("bundle_error") else None
         if err:
             problems.append(f"task {t['name']} does not load in image {uri}: {err}")
-    if problems:
-        raise BuildFailed(f"check:{name} failed (env `{name}`):\n  " + "\n  ".join(problems))
-    req.log(f"check:{name}: {len(tasks)} tasks load in {uri} (flyte {res['flyte']}, user {res['user']}, cwd {res['cwd']})")
-    return Produced(meta={
-        "image": uri, "flyte": res["flyte"], "user": res["user"], "cwd": res["cwd"],
-        "tasks": sorted(res.get("tasks", {})), "check": "passed",
-    })
+    return problems
 
 
 RULE = Rule(

@@ -458,16 +458,13 @@ def backend_target(ctx) -> Target:
                   bool(given.get("force")), float(timeout), client=fa.client_kwargs(values), secrets=secrets, auth=auth)
 
 
-def run_action(req):
-    """The deploy:<env> rule's action."""
-    from flyte_build.rule_api import Produced
-
+def _deploy_images(req) -> tuple[dict, dict]:
+    """(images for the deploy key, images for the task specs), by env name: this env's
+    image as built (pinned by digest), its dependencies' as they deployed them, and
+    every other env's by its planned reference (a content-addressed tag), since
+    every env's image is in each task's image cache."""
     ctx, name = req.ctx, req.env.name
-    target = ctx.options.extra.get("_deploy_target") or backend_target(ctx)
-    bundle = req.deps.get(f"bundle:{name}")
     image_res = req.deps.get(f"image:{name}")
-    # every env's image is in each task's image cache: the ones this deploy
-    # does not wait for by their planned reference (a content-addressed tag)
     planned = {e.name: planned_image(ctx, ctx.options.extra.get("_rules", {}), ctx.options.extra.get("_graph"), e.name)
                for e in ctx.envs if e.name != name} if ctx.options.extra.get("_graph") is not None else \
         {e.name: templates(ctx)[e.name].get("image") for e in ctx.envs if e.name != name}
@@ -482,17 +479,33 @@ def run_action(req):
         if req.ctx.options.extra.get("_graph") is not None else templates(ctx)[name].get("image")
     key_images[name] = own
     spec_images[name] = (image_res.meta.get("pinned") or image_res.meta.get("uri")) if image_res else own
+    return key_images, spec_images
+
+
+def _deploy_key(provisional: EnvPlan, digest, spec_images: dict) -> str:
+    """What decides whether the env needs deploying again (its state file keeps the last one)."""
+    # an App's git link moves with every commit; what it deploys does not
+    app_key = {**provisional.app, "metadata": {k: v for k, v in provisional.app["metadata"].items() if k != "source_code"}} \
+        if provisional.app else None
+    return key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
+                   "tasks": [without_source_link(t.spec) for t in provisional.tasks], "triggers": [t.triggers for t in provisional.tasks],
+                   "app": app_key})
+
+
+def run_action(req):
+    """The deploy:<env> rule's action."""
+    from flyte_build.rule_api import Produced
+
+    ctx, name = req.ctx, req.env.name
+    target = ctx.options.extra.get("_deploy_target") or backend_target(ctx)
+    bundle = req.deps.get(f"bundle:{name}")
+    key_images, spec_images = _deploy_images(req)
     digest = bundle.digest if bundle else None
 
     state_path = f"{target.state_dir()}/envs/{name}.json"
     where = (target.project, target.domain, target.org)
     provisional = env_plan(ctx, name, digest, key_images, spec_images, None, where)
-    # an App's git link moves with every commit; what it deploys does not
-    app_key = {**provisional.app, "metadata": {k: v for k, v in provisional.app["metadata"].items() if k != "source_code"}} \
-        if provisional.app else None
-    deploy_key = key_of({"version": provisional.version, "bundle": digest, "images": spec_images,
-                         "tasks": [without_source_link(t.spec) for t in provisional.tasks], "triggers": [t.triggers for t in provisional.tasks],
-                         "app": app_key})
+    deploy_key = _deploy_key(provisional, digest, spec_images)
     meta = {"version": provisional.version, "image": spec_images[name], "bundle": digest, "images": spec_images,
             "key_images": key_images, "deploy_key": deploy_key, "endpoint": target.endpoint,
             "project": target.project, "domain": target.domain}

@@ -11,10 +11,21 @@ env whose deploy key has not changed.
 
 from __future__ import annotations
 
-from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
 
 VERSION = "1"
 
+
+# `[tool.hatch.build.targets.flyte.deploy]`: endpoint, insecure, org, auth-type
+# and ca-cert override flyte's own config file (see flyte_config.LAYERS)
+CONFIG = ConfigTable(keys={
+    "timeout": checks.any_value,  # checked where it is used (deployer.backend_target)
+    "endpoint": checks.string,
+    "insecure": checks.boolean,
+    "org": checks.string,
+    "auth-type": checks.string,
+    "ca-cert": checks.string,
+})
 
 def checks(ctx) -> bool:
     """Whether deploys wait for the env's check: target (`deploy --no-check` turns it off)."""

@@ -340,307 +340,393 @@ def _ignore_rules(spec: dict, root: Path, where: str) -> tuple[list, bool]:
     return parse_dockerignore(path.read_text(encoding="utf-8", errors="replace")), path.name == ".dockerignore"
 
 
-def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Callable[[str], dict[str, str]]) -> Rendered:
-    """Render `spec` (an EnvSpec.image dict). `where` names the env in errors;
-    `list_folder(rel)` returns the files under a root-relative folder (name -> path)."""
-    platforms = tuple(spec.get("platform") or ())
-    build_args = tuple(sorted(opts.build_args.items()))
-    context: dict[str, str] = {}
-    warnings: list[str] = []
-    secrets = _Secrets()
+class _Build:
+    """One render in progress: the Dockerfile lines so far, the build context
+    (context name -> absolute path), the warnings and the secrets its layers mount."""
 
-    def root_file(rel: str, what: str, outside_ok: bool = False) -> str:
+    def __init__(self, spec: dict, root: Path, opts: Options, where: str, list_folder: Callable[[str], dict[str, str]],
+                 recipe: bool) -> None:
+        self.root, self.opts, self.where, self.list_folder = root, opts, where, list_folder
+        self.recipe = recipe  # flyte's debian recipe is among the layers (see _base_for)
+        self.out: list[str] = []
+        self.context: dict[str, str] = {}
+        self.warnings: list[str] = []
+        self.secrets = _Secrets()
+        self.pex_done = False  # the one PEX layer stands for every pip layer
+        self.ignore_rules, self.ignore_at_root = _ignore_rules(spec, root, where)
+
+    def root_file(self, rel: str, what: str, outside_ok: bool = False) -> str:
+        """A file a layer copies, put into the context; returns its context name."""
+        opts, root = self.opts, self.root
         if outside_ok and rel.startswith("/") and opts.project_dir and os.path.isfile(rel) \
                 and os.path.realpath(rel).startswith(opts.project_dir.rstrip("/") + "/"):
             # the root is a src/ folder of the project: its pyproject.toml and
             # uv.lock sit above it, and go into the image's build context only
             name = "project/" + os.path.relpath(os.path.realpath(rel), opts.project_dir)
-            context[name] = os.path.realpath(rel)
+            self.context[name] = os.path.realpath(rel)
             return name
         if rel.startswith("/") or rel.startswith("../") or rel == "..":
-            raise UserError(f"{where}: {what} {rel!r} lies outside the root {root}")
+            raise UserError(f"{self.where}: {what} {rel!r} lies outside the root {root}")
         path = root / rel
         if not path.is_file():
-            raise UserError(f"{where}: {what} {rel!r} does not exist")
-        context[f"src/{rel}"] = str(path)
+            raise UserError(f"{self.where}: {what} {rel!r} does not exist")
+        self.context[f"src/{rel}"] = str(path)
         return f"src/{rel}"
 
+    def folder(self, rel: str, keep: tuple[str, ...] = ()) -> dict[str, str]:
+        """The files under a root-relative folder a layer copies: the repository's ignores,
+        then the .dockerignore matched relative to that folder (flyte's matcher) and, when
+        Docker applies it to the context, relative to the root; `keep` always stays."""
+        out = {}
+        prefix = "" if rel in ("", ".") else rel.rstrip("/") + "/"
+        for n, p in self.list_folder(rel).items():
+            if n not in keep and self.ignore_rules and self._dockerignored(n, prefix):
+                continue
+            out[n] = p
+        for n in keep:
+            if n not in out and (self.root / n).is_file():
+                out[n] = str(self.root / n)
+        return out
+
+    def _dockerignored(self, name: str, prefix: str) -> bool:
+        inner = name[len(prefix):] if name.startswith(prefix) else name
+        return dockerignored(self.ignore_rules, inner) or (self.ignore_at_root and dockerignored(self.ignore_rules, name))
+
+    def copy_folder(self, rel: str, keep: tuple[str, ...] = ()) -> dict[str, str]:
+        """`folder(rel, keep)`, each file put into the context under src/."""
+        files = self.folder(rel, keep)
+        for n, p in files.items():
+            self.context[f"src/{n}"] = p
+        return files
+
+
+# -- one small function per layer kind (as flyte's builder has one handler per
+# layer type); each appends its lines to the build and its files to the context.
+# Arguments: the build, the layer (plain data), its index, its name in errors, and
+# its secret mounts (`_Secrets.mounts`).
+def _docker_lines(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    b.out.extend(layer.get("lines") or ())
+
+
+def _commands(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    b.out.extend(_run(c, mounts) for c in layer.get("commands") or ())
+
+
+def _workdir(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    b.out.append(f"WORKDIR {layer['workdir']}")
+
+
+def _env(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    pairs = layer.get("env_vars") or ()
+    if pairs:
+        b.out.append("ENV " + " ".join(f"{k}={_quote(v)}" for k, v in pairs))
+
+
+def _apt_packages(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    pkgs = tuple(layer.get("packages") or ())
+    if b.recipe and b.opts.debian_recipe == "light" and pkgs == _RECIPE_APT and not layer.get("secret_mounts"):
+        return  # the configured debian base stands in for flyte's toolchain layer
+    b.out.append(_run(
+        "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
+        + " ".join(_sh(p) for p in pkgs) + " && rm -rf /var/lib/apt/lists/*",
+        mounts,
+    ))
+
+
+def _pex_requirements(b: _Build) -> None:
+    """The PEX holds every pip requirement of the image: one layer, identical
+    whenever the requirements are."""
+    if b.pex_done:
+        return
+    b.context[PEX_NAME] = ""  # filled in by the caller (a built artifact)
+    b.out.append(f"COPY {PEX_NAME} /tmp/requirements.pex")
+    # into the venv as it is (`pex venv --force` would wipe it, and the flyte
+    # runtime with it): the PEX's wheels, exactly its resolve, no index
+    b.out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
+    b.out.append(_run(
+        f"{_VENV_GUARD} && PEX_TOOLS=1 python3 /tmp/requirements.pex repository extract -f /tmp/pex-wheels "
+        "&& python3 -m pip install --no-cache-dir --no-index --no-deps /tmp/pex-wheels/*.whl "
+        "&& rm -rf /tmp/requirements.pex /tmp/pex-wheels"
+    ))
+    b.pex_done = True
+
+
+def _pip(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    """PipPackages and Requirements (flyte's PipAndRequirementsHandler)."""
+    if b.opts.use_pex:
+        _pex_requirements(b)
+        return
+    flags = " ".join(_pip_flags(layer))
+    if layer.get("type") == "Requirements":
+        name = b.root_file(layer["file"], "requirements file")
+        b.out.append(f"COPY {name} /tmp/flyte-build/{name}")
+        b.out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} -r /tmp/flyte-build/{name}", mounts))
+    else:
+        pkgs = " ".join(_sh(p) for p in layer.get("packages") or ())
+        b.out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} {pkgs}", mounts))
+
+
+def _uv_project(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    flags = " ".join(_pip_flags(layer))
+    install = layer.get("project_install_mode") == "install_project"
+    pyproject = b.root_file(layer["pyproject"], "pyproject", outside_ok=not install)
+    proj_dir = posixpath.dirname(pyproject)
+    lock = b.root_file(layer["uvlock"], "uv.lock", outside_ok=not install) if layer.get("uvlock") else None
+    if install:
+        keep = tuple(x for x in (layer["pyproject"], layer.get("uvlock")) if x)
+        b.copy_folder(posixpath.dirname(layer["pyproject"]), keep)
+        b.out.append(f"COPY {proj_dir}/ /tmp/flyte-build/{proj_dir}/")
+    else:
+        b.out.append(f"COPY {pyproject} /tmp/flyte-build/{pyproject}")
+        if lock:
+            b.out.append(f"COPY {lock} /tmp/flyte-build/{lock}")
+    export = "--frozen" if lock else ""
+    cmd = (
+        f"{_VENV_GUARD} && python3 -m pip install --no-cache-dir uv=={UV_VERSION} "
+        f"&& cd /tmp/flyte-build/{proj_dir} && uv export {export} --no-hashes --no-emit-project -o /tmp/flyte-build/uv-req.txt "
+        f"&& python3 -m pip install {flags} -r /tmp/flyte-build/uv-req.txt"
+    )
+    if install:
+        cmd += f" && python3 -m pip install --no-cache-dir --no-deps /tmp/flyte-build/{proj_dir}"
+    b.out.append(_run(cmd, mounts))
+
+
+def _poetry_project(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    # flyte: `poetry install` into the active venv from pyproject + poetry.lock; dependencies
+    # only (`--no-root`) by default, the whole project (installed, editable, from
+    # /root/.flyte/<dir>) with install_project. Poetry itself lives in its own venv here, so
+    # its ~40 packages cannot clash with the task's (flyte installs it into the task venv).
+    pyproject = b.root_file(layer["pyproject"], "pyproject")
+    lock_rel = layer.get("poetry_lock") or posixpath.join(posixpath.dirname(layer["pyproject"]), "poetry.lock")
+    lock = b.root_file(lock_rel, "poetry.lock")
+    proj_dir = posixpath.dirname(pyproject)
+    args = str(layer.get("extra_args") or "")
+    # the tool first, in a step of its own: the same in every image on this base, so
+    # BuildKit builds it once, and an edit of the project or its lock does not redo it
+    b.out.append(_run(f"[ -x {POETRY_HOME}/bin/poetry ] || {{ python3 -m venv {POETRY_HOME} "
+                      f"&& {POETRY_HOME}/bin/pip install --no-cache-dir poetry=={POETRY_VERSION}; }}"))
+    if layer.get("project_install_mode") == "install_project":
+        b.copy_folder(posixpath.dirname(layer["pyproject"]), (layer["pyproject"],))
+        dest = f"/root/.flyte/{proj_dir}"
+        b.out.append(f"COPY {proj_dir}/ {dest}/")
+    else:
+        if "--no-root" not in args:
+            args = (args + " --no-root").strip()
+        dest = f"/tmp/flyte-build/{proj_dir}"
+        b.out.append(f"COPY {pyproject} {dest}/pyproject.toml")
+    b.out.append(f"COPY {lock} {dest}/poetry.lock")
+    # poetry installs into the active venv (flyte's images always have one): name it, so
+    # poetry never makes a venv of its own that the task would not see
+    b.out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
+    cmd = (
+        f"{_VENV_GUARD} && cd {dest} && POETRY_CACHE_DIR=/tmp/poetry-cache "
+        f"{POETRY_HOME}/bin/poetry install --no-interaction {args}".rstrip()
+        + " && rm -rf /tmp/poetry-cache"
+    )
+    b.out.append(_run(cmd, mounts))
+
+
+def _script_dependencies(root: Path, rel: str, lw: str) -> list[str]:
+    """The `dependencies` of a uv script's PEP 723 block, checked."""
+    if rel.startswith("/") or rel.startswith("../") or not (root / rel).is_file():
+        raise UserError(f"{lw}: uv script {rel!r} is not a file under the root")
+    try:
+        meta = parse_script_metadata((root / rel).read_text(encoding="utf-8"))
+    except ValueError as exc:  # tomllib.TOMLDecodeError
+        raise UserError(f"{lw}: the `# /// script` block of {rel} is not valid TOML: {exc}") from None
+    if meta is None:
+        raise UserError(f"{lw}: {rel} has no `# /// script` metadata block")
+    deps = meta.get("dependencies") or []
+    if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+        raise UserError(f"{lw}: `dependencies` in the script block of {rel} must be a list of strings")
+    return deps
+
+
+def _uv_script(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    # flyte: the script's PEP 723 dependencies are pip-installed with the layer's pip
+    # options; each `file://` dependency is a uv project installed whole (git first)
+    root = b.root
+    deps = _script_dependencies(root, layer["script"], lw)
+    plain = [d for d in deps if "file://" not in d]
+    projects = [d.split("file://")[-1] for d in deps if "file://" in d]
+    if plain:
+        b.out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {' '.join(_pip_flags(layer))} {' '.join(_sh(d) for d in plain)}", mounts))
+    if projects:
+        b.out.append(_run("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*"))
+    for proj in projects:
+        prel = os.path.relpath(proj, root) if os.path.isabs(proj) else posixpath.normpath(proj)
+        prel = Path(prel).as_posix()
+        if prel.startswith("../") or prel == "..":
+            raise UserError(f"{lw}: the script's dependency file://{proj} lies outside the root {root}")
+        lockp = posixpath.join(prel, "uv.lock")
+        _uv_project(b, {**layer, "pyproject": posixpath.join(prel, "pyproject.toml"),
+                        "uvlock": lockp if (root / lockp).is_file() else None,
+                        "project_install_mode": "install_project"}, i, lw, mounts)
+
+
+def _python_wheels(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    # flyte (`with_local_v2` and friends): install the package from the wheel folder with
+    # its dependencies from the index, then force the exact local wheel over whatever that
+    # resolved (--no-deps --no-index, reinstalled)
+    src = str(layer.get("wheel_dir") or "")
+    package = str(layer.get("package_name") or "")
+    path = Path(src) if os.path.isabs(src) else b.root / src
+    found = sorted(path.glob("*.whl")) if path.is_dir() else []
+    stem = re.sub(r"[-_.]+", "_", package).lower()
+    if not any(re.sub(r"[-_.]+", "_", w.name.split("-")[0]).lower() == stem for w in found):
+        hint = " (with_local_v2 reads flyte's own dist/ folder: build the flyte wheel there first)" if stem in ("flyte", "flyteidl2") else ""
+        raise UserError(f"{lw}: the wheel folder {src!r} holds no wheel of {package!r}{hint}")
+    for w in found:
+        b.context[f"wheels/{i}/{w.name}"] = str(w)
+    d = f"/tmp/flyte-build/wheels/{i}"
+    flags = " ".join(_pip_flags(layer))
+    b.out.append(f"COPY wheels/{i}/ {d}/")
+    b.out.append(_run(
+        f"{_VENV_GUARD} && python3 -m pip install {flags} --find-links {d} {_sh(package)} "
+        f"&& python3 -m pip install {flags} --find-links {d} --no-deps --no-index --force-reinstall {_sh(package)} "
+        f"&& rm -rf {d}",
+        mounts,
+    ))
+
+
+def _dockerignore(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    pass  # read up front (_ignore_rules): it filters what the other layers copy
+
+
+def _copy_config(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    """with_source_file (path_type 0) and with_source_folder."""
+    src, dst = layer["src"], str(layer["dst"])
+    if src.startswith("/") or src.startswith("../"):
+        raise UserError(f"{lw}: source {src!r} lies outside the root {b.root}")
+    if layer.get("path_type") == 0:
+        name = b.root_file(src, "source file")
+        b.out.append(f"COPY {name} {dst.rstrip('/')}/")
+        return
+    if not (b.root / src).is_dir():
+        raise UserError(f"{lw}: source folder {src!r} does not exist")
+    if not b.copy_folder(src):
+        b.warnings.append(f"{lw}: source folder {src!r} holds no file after the ignores")
+    # COPY of a directory copies its contents; flyte already put the folder's
+    # own name into dst when copy_contents_only is false
+    b.out.append(f"COPY src/{src}/ {dst.rstrip('/') or '/'}/")
+
+
+def _code_bundle(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    raise UserError(f"{lw}: with_code_bundle is not supported; use copy-style = \"none\" to bake the code in")
+
+
+def _pixi(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    raise UserError(
+        f"{lw}: pixi layers are not supported: the pixi tool is not on PyPI, npm or Debian and conda "
+        "channels are out of reach where flyte-build is tested; use with_uv_project, with_poetry_project "
+        "or with_pip_packages, or build this image with flyte"
+    )
+
+
+def _unsupported(b: _Build, layer: dict, i: int, lw: str, mounts) -> None:
+    raise UserError(
+        f"{lw}: unsupported image layer {layer.get('type')!r}; supported: from_debian_base, from_base, from_ref_name, "
+        "from_dockerfile, from_uv_script, with_pip_packages, with_requirements, with_apt_packages, "
+        "with_uv_project, with_poetry_project, with_source_folder, with_source_file, with_dockerignore, "
+        "with_env_vars, with_workdir, with_commands, with_local_v2"
+    )
+
+
+# layer type (flyte's class name) -> its render function
+LAYER_RENDERERS: dict[str, Callable[..., None]] = {
+    "_DockerLines": _docker_lines,
+    "Commands": _commands,
+    "WorkDir": _workdir,
+    "Env": _env,
+    "AptPackages": _apt_packages,
+    "PipPackages": _pip,
+    "Requirements": _pip,
+    "UVProject": _uv_project,
+    "PoetryProject": _poetry_project,
+    "UVScript": _uv_script,
+    "PythonWheels": _python_wheels,
+    "DockerIgnore": _dockerignore,
+    "CopyConfig": _copy_config,
+    "CodeBundleLayer": _code_bundle,
+    "PixiProject": _pixi,
+    "PixiScript": _pixi,
+}
+
+
+def _render_layer(b: _Build, i: int, layer: dict) -> None:
+    kind = layer.get("type")
+    lw = f"{b.where}: layer {i} ({kind})"
+    # a pip layer the PEX stands in for runs no step here, so it needs no secret
+    pex_pip = b.opts.use_pex and kind in ("PipPackages", "Requirements")
+    mounts = ("", "") if pex_pip else b.secrets.mounts(layer, lw)
+    render_one = LAYER_RENDERERS.get(kind, _unsupported) if isinstance(kind, str) else _unsupported
+    render_one(b, layer, i, lw, mounts)
+
+
+def _render_from_dockerfile(spec: dict, root: Path, opts: Options, where: str, platforms, build_args) -> Rendered:
+    """`Image.from_dockerfile`: the user's Dockerfile (its FROM lines mapped by `base-map`)
+    and the files of its directory after its `.dockerignore`."""
+    rel = spec["dockerfile"]
+    path = root / rel
+    if rel.startswith("/") or not path.is_file():
+        raise UserError(f"{where}: Image.from_dockerfile: {rel!r} is not a file under the root")
+    if spec.get("layers"):
+        names = ", ".join(layer.get("type", "?") for layer in spec["layers"])
+        raise UserError(f"{where}: layers on top of Image.from_dockerfile are not supported ({names}); put them in {rel}")
+    text = path.read_text(encoding="utf-8")
+    lines = []
+    for line in text.splitlines():
+        m = re.match(r"^(\s*FROM\s+(?:--platform=\S+\s+)?)(\S+)(.*)$", line, re.IGNORECASE)
+        if m and m.group(2) in opts.base_map:
+            line = m.group(1) + opts.base_map[m.group(2)] + m.group(3)
+        lines.append(line)
+    from flyte_build.files import drop_secrets
+
+    # a build context is stored in the caches and sent to the engine: no secrets, no links out
+    ctx_files, dropped = drop_secrets(dockerfile_context(path.parent), root, opts.allow_secrets)
+    dockerfile = "\n".join(lines) + "\n"
+    if opts.bake:
+        dockerfile += f"COPY code/ {opts.code_dir.rstrip('/')}/\n"
+        ctx_files.update({f"code/{n}": p for n, p in opts.bake.items()})
+    froms = [m.group(1) for m in re.finditer(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", dockerfile, re.IGNORECASE | re.MULTILINE)]
+    return Rendered(" ".join(froms) or None, dockerfile, tuple(sorted(ctx_files.items())), platforms, build_args, tuple(dropped))
+
+
+def _creates_flyte_user(layers: list[dict]) -> bool:
+    """Whether a Commands layer creates the `flyte` user (flyte's debian recipe, install_flyte=False)."""
+    return any(layer.get("type") == "Commands" and any(_FLYTE_USER_MARK in c for c in layer.get("commands") or ())
+               for layer in layers)
+
+
+def render(spec: dict, root: Path, opts: Options, where: str, list_folder: Callable[[str], dict[str, str]]) -> Rendered:
+    """Render `spec` (an EnvSpec.image dict). `where` names the env in errors;
+    `list_folder(rel)` returns the files under a root-relative folder (name -> path)."""
+    platforms = tuple(spec.get("platform") or ())
+    build_args = tuple(sorted(opts.build_args.items()))
     if spec.get("dockerfile"):
-        rel = spec["dockerfile"]
-        path = root / rel
-        if rel.startswith("/") or not path.is_file():
-            raise UserError(f"{where}: Image.from_dockerfile: {rel!r} is not a file under the root")
-        if spec.get("layers"):
-            names = ", ".join(layer.get("type", "?") for layer in spec["layers"])
-            raise UserError(f"{where}: layers on top of Image.from_dockerfile are not supported ({names}); put them in {rel}")
-        text = path.read_text(encoding="utf-8")
-        lines = []
-        for line in text.splitlines():
-            m = re.match(r"^(\s*FROM\s+(?:--platform=\S+\s+)?)(\S+)(.*)$", line, re.IGNORECASE)
-            if m and m.group(2) in opts.base_map:
-                line = m.group(1) + opts.base_map[m.group(2)] + m.group(3)
-            lines.append(line)
-        from flyte_build.files import drop_secrets
-
-        # a build context is stored in the caches and sent to the engine: no secrets, no links out
-        ctx_files, dropped = drop_secrets(dockerfile_context(path.parent), root, opts.allow_secrets)
-        warnings.extend(dropped)
-        dockerfile = "\n".join(lines) + "\n"
-        if opts.bake:
-            dockerfile += f"COPY code/ {opts.code_dir.rstrip('/')}/\n"
-            ctx_files.update({f"code/{n}": p for n, p in opts.bake.items()})
-        froms = [m.group(1) for m in re.finditer(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)", dockerfile, re.IGNORECASE | re.MULTILINE)]
-        return Rendered(" ".join(froms) or None, dockerfile, tuple(sorted(ctx_files.items())), platforms, build_args, tuple(warnings))
-
+        return _render_from_dockerfile(spec, root, opts, where, platforms, build_args)
     base, after_from, recipe = _base_for(spec, opts, where)
     layers = list(spec.get("layers") or ())
     if base is None:
         raise UserError(f"{where}: the image has no base image (use Image.from_debian_base or Image.from_base)")
     if not layers and not opts.bake and not after_from:
         return Rendered(base, None, (), platforms, build_args)
-    ignore_rules, ignore_at_root = _ignore_rules(spec, root, where)
-
-    def folder(rel: str, keep: tuple[str, ...] = ()) -> dict[str, str]:
-        """The files under a root-relative folder a layer copies: the repository's ignores,
-        then the .dockerignore matched relative to that folder (flyte's matcher) and, when
-        Docker applies it to the context, relative to the root; `keep` always stays."""
-        out = {}
-        prefix = "" if rel in ("", ".") else rel.rstrip("/") + "/"
-        for n, p in list_folder(rel).items():
-            inner = n[len(prefix):] if n.startswith(prefix) else n
-            if n not in keep and ignore_rules and (dockerignored(ignore_rules, inner) or (ignore_at_root and dockerignored(ignore_rules, n))):
-                continue
-            out[n] = p
-        for n in keep:
-            if n not in out and (root / n).is_file():
-                out[n] = str(root / n)
-        return out
-
-    def uv_project(layer: dict, lw: str, mounts) -> None:
-        flags = " ".join(_pip_flags(layer))
-        install = layer.get("project_install_mode") == "install_project"
-        pyproject = root_file(layer["pyproject"], "pyproject", outside_ok=not install)
-        proj_dir = posixpath.dirname(pyproject)
-        lock = root_file(layer["uvlock"], "uv.lock", outside_ok=not install) if layer.get("uvlock") else None
-        if install:
-            rel_dir = posixpath.dirname(layer["pyproject"])
-            keep = tuple(x for x in (layer["pyproject"], layer.get("uvlock")) if x)
-            for n, p in folder(rel_dir, keep).items():
-                context[f"src/{n}"] = p
-            out.append(f"COPY {proj_dir}/ /tmp/flyte-build/{proj_dir}/")
-        else:
-            out.append(f"COPY {pyproject} /tmp/flyte-build/{pyproject}")
-            if lock:
-                out.append(f"COPY {lock} /tmp/flyte-build/{lock}")
-        export = "--frozen" if lock else ""
-        cmd = (
-            f"{_VENV_GUARD} && python3 -m pip install --no-cache-dir uv=={UV_VERSION} "
-            f"&& cd /tmp/flyte-build/{proj_dir} && uv export {export} --no-hashes --no-emit-project -o /tmp/flyte-build/uv-req.txt "
-            f"&& python3 -m pip install {flags} -r /tmp/flyte-build/uv-req.txt"
-        )
-        if layer.get("project_install_mode") == "install_project":
-            cmd += f" && python3 -m pip install --no-cache-dir --no-deps /tmp/flyte-build/{proj_dir}"
-        out.append(_run(cmd, mounts))
-
-    def poetry_project(layer: dict, lw: str, mounts) -> None:
-        # flyte: `poetry install` into the active venv from pyproject + poetry.lock; dependencies
-        # only (`--no-root`) by default, the whole project (installed, editable, from
-        # /root/.flyte/<dir>) with install_project. Poetry itself lives in its own venv here, so
-        # its ~40 packages cannot clash with the task's (flyte installs it into the task venv).
-        pyproject = root_file(layer["pyproject"], "pyproject")
-        lock_rel = layer.get("poetry_lock") or posixpath.join(posixpath.dirname(layer["pyproject"]), "poetry.lock")
-        lock = root_file(lock_rel, "poetry.lock")
-        proj_dir = posixpath.dirname(pyproject)
-        args = str(layer.get("extra_args") or "")
-        # the tool first, in a step of its own: the same in every image on this base, so
-        # BuildKit builds it once, and an edit of the project or its lock does not redo it
-        out.append(_run(f"[ -x {POETRY_HOME}/bin/poetry ] || {{ python3 -m venv {POETRY_HOME} "
-                        f"&& {POETRY_HOME}/bin/pip install --no-cache-dir poetry=={POETRY_VERSION}; }}"))
-        if layer.get("project_install_mode") == "install_project":
-            rel_dir = posixpath.dirname(layer["pyproject"])
-            for n, p in folder(rel_dir, (layer["pyproject"],)).items():
-                context[f"src/{n}"] = p
-            dest = f"/root/.flyte/{proj_dir}"
-            out.append(f"COPY {proj_dir}/ {dest}/")
-        else:
-            if "--no-root" not in args:
-                args = (args + " --no-root").strip()
-            dest = f"/tmp/flyte-build/{proj_dir}"
-            out.append(f"COPY {pyproject} {dest}/pyproject.toml")
-        out.append(f"COPY {lock} {dest}/poetry.lock")
-        # poetry installs into the active venv (flyte's images always have one): name it, so
-        # poetry never makes a venv of its own that the task would not see
-        out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
-        cmd = (
-            f"{_VENV_GUARD} && cd {dest} && POETRY_CACHE_DIR=/tmp/poetry-cache "
-            f"{POETRY_HOME}/bin/poetry install --no-interaction {args}".rstrip()
-            + " && rm -rf /tmp/poetry-cache"
-        )
-        out.append(_run(cmd, mounts))
-
-    def uv_script(layer: dict, lw: str, mounts) -> None:
-        # flyte: the script's PEP 723 dependencies are pip-installed with the layer's pip
-        # options; each `file://` dependency is a uv project installed whole (git first)
-        rel = layer["script"]
-        if rel.startswith("/") or rel.startswith("../") or not (root / rel).is_file():
-            raise UserError(f"{lw}: uv script {rel!r} is not a file under the root")
-        try:
-            meta = parse_script_metadata((root / rel).read_text(encoding="utf-8"))
-        except ValueError as exc:  # tomllib.TOMLDecodeError
-            raise UserError(f"{lw}: the `# /// script` block of {rel} is not valid TOML: {exc}") from None
-        if meta is None:
-            raise UserError(f"{lw}: {rel} has no `# /// script` metadata block")
-        deps = meta.get("dependencies") or []
-        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-            raise UserError(f"{lw}: `dependencies` in the script block of {rel} must be a list of strings")
-        plain = [d for d in deps if "file://" not in d]
-        projects = [d.split("file://")[-1] for d in deps if "file://" in d]
-        if plain:
-            out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {' '.join(_pip_flags(layer))} {' '.join(_sh(d) for d in plain)}", mounts))
-        if projects:
-            out.append(_run("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends git && rm -rf /var/lib/apt/lists/*"))
-        for proj in projects:
-            prel = os.path.relpath(proj, root) if os.path.isabs(proj) else posixpath.normpath(proj)
-            prel = Path(prel).as_posix()
-            if prel.startswith("../") or prel == "..":
-                raise UserError(f"{lw}: the script's dependency file://{proj} lies outside the root {root}")
-            lockp = posixpath.join(prel, "uv.lock")
-            uv_project({**layer, "pyproject": posixpath.join(prel, "pyproject.toml"),
-                        "uvlock": lockp if (root / lockp).is_file() else None,
-                        "project_install_mode": "install_project"}, lw, mounts)
-
-    def wheels(layer: dict, i: int, lw: str, mounts) -> None:
-        # flyte (`with_local_v2` and friends): install the package from the wheel folder with
-        # its dependencies from the index, then force the exact local wheel over whatever that
-        # resolved (--no-deps --no-index, reinstalled)
-        src = str(layer.get("wheel_dir") or "")
-        package = str(layer.get("package_name") or "")
-        path = Path(src) if os.path.isabs(src) else root / src
-        found = sorted(path.glob("*.whl")) if path.is_dir() else []
-        stem = re.sub(r"[-_.]+", "_", package).lower()
-        if not any(re.sub(r"[-_.]+", "_", w.name.split("-")[0]).lower() == stem for w in found):
-            hint = " (with_local_v2 reads flyte's own dist/ folder: build the flyte wheel there first)" if stem in ("flyte", "flyteidl2") else ""
-            raise UserError(f"{lw}: the wheel folder {src!r} holds no wheel of {package!r}{hint}")
-        for w in found:
-            context[f"wheels/{i}/{w.name}"] = str(w)
-        d = f"/tmp/flyte-build/wheels/{i}"
-        flags = " ".join(_pip_flags(layer))
-        out.append(f"COPY wheels/{i}/ {d}/")
-        out.append(_run(
-            f"{_VENV_GUARD} && python3 -m pip install {flags} --find-links {d} {_sh(package)} "
-            f"&& python3 -m pip install {flags} --find-links {d} --no-deps --no-index --force-reinstall {_sh(package)} "
-            f"&& rm -rf {d}",
-            mounts,
-        ))
-
-    out = [f"FROM {base}", *after_from]
+    b = _Build(spec, root, opts, where, list_folder, recipe)
+    b.out = [f"FROM {base}", *after_from]
     if (after_from or _FLYTE_BASE.match(spec.get("base_image") or "")) and (layers or opts.bake):
         # flyte's builder starts every image with `USER root` (its runtime image ends
         # as `flyte`), and adds no `USER flyte` back unless the layers create that user
-        out.append("USER root")
-    pex_done = False
+        b.out.append("USER root")
     for i, layer in enumerate(layers):
-        kind = layer.get("type")
-        lw = f"{where}: layer {i} ({kind})"
-        # a pip layer the PEX stands in for runs no step here, so it needs no secret
-        pex_pip = opts.use_pex and kind in ("PipPackages", "Requirements")
-        mounts = ("", "") if pex_pip else secrets.mounts(layer, lw)
-        if kind == "_DockerLines":
-            out.extend(layer.get("lines") or ())
-        elif kind == "Commands":
-            out.extend(_run(c, mounts) for c in layer.get("commands") or ())
-        elif kind == "WorkDir":
-            out.append(f"WORKDIR {layer['workdir']}")
-        elif kind == "Env":
-            pairs = layer.get("env_vars") or ()
-            if pairs:
-                out.append("ENV " + " ".join(f"{k}={_quote(v)}" for k, v in pairs))
-        elif kind == "AptPackages":
-            pkgs = tuple(layer.get("packages") or ())
-            if recipe and opts.debian_recipe == "light" and pkgs == _RECIPE_APT and not layer.get("secret_mounts"):
-                continue  # the configured debian base stands in for flyte's toolchain layer
-            out.append(_run(
-                "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "
-                + " ".join(_sh(p) for p in pkgs) + " && rm -rf /var/lib/apt/lists/*",
-                mounts,
-            ))
-        elif kind in ("PipPackages", "Requirements"):
-            if opts.use_pex:
-                if not pex_done:
-                    # the PEX holds every pip requirement of the image: one layer, identical
-                    # whenever the requirements are
-                    context[PEX_NAME] = ""  # filled in by the caller (a built artifact)
-                    out.append(f"COPY {PEX_NAME} /tmp/requirements.pex")
-                    # into the venv as it is (`pex venv --force` would wipe it, and the flyte
-                    # runtime with it): the PEX's wheels, exactly its resolve, no index
-                    out.append('ENV VIRTUAL_ENV="${VIRTUAL_ENV:-/opt/venv}" PATH="${VIRTUAL_ENV:-/opt/venv}/bin:$PATH"')
-                    out.append(_run(
-                        f"{_VENV_GUARD} && PEX_TOOLS=1 python3 /tmp/requirements.pex repository extract -f /tmp/pex-wheels "
-                        "&& python3 -m pip install --no-cache-dir --no-index --no-deps /tmp/pex-wheels/*.whl "
-                        "&& rm -rf /tmp/requirements.pex /tmp/pex-wheels"
-                    ))
-                    pex_done = True
-                continue
-            flags = " ".join(_pip_flags(layer))
-            if kind == "Requirements":
-                name = root_file(layer["file"], "requirements file")
-                out.append(f"COPY {name} /tmp/flyte-build/{name}")
-                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} -r /tmp/flyte-build/{name}", mounts))
-            else:
-                pkgs = " ".join(_sh(p) for p in layer.get("packages") or ())
-                out.append(_run(f"{_VENV_GUARD} && python3 -m pip install {flags} {pkgs}", mounts))
-        elif kind == "UVProject":
-            uv_project(layer, lw, mounts)
-        elif kind == "PoetryProject":
-            poetry_project(layer, lw, mounts)
-        elif kind == "UVScript":
-            uv_script(layer, lw, mounts)
-        elif kind == "PythonWheels":
-            wheels(layer, i, lw, mounts)
-        elif kind == "DockerIgnore":
-            continue  # read up front (_ignore_rules): it filters what the other layers copy
-        elif kind == "CopyConfig":
-            src, dst = layer["src"], str(layer["dst"])
-            if src.startswith("/") or src.startswith("../"):
-                raise UserError(f"{lw}: source {src!r} lies outside the root {root}")
-            if layer.get("path_type") == 0:
-                name = root_file(src, "source file")
-                out.append(f"COPY {name} {dst.rstrip('/')}/")
-            else:
-                if not (root / src).is_dir():
-                    raise UserError(f"{lw}: source folder {src!r} does not exist")
-                files = folder(src)
-                if not files:
-                    warnings.append(f"{lw}: source folder {src!r} holds no file after the ignores")
-                for n, p in files.items():
-                    context[f"src/{n}"] = p
-                # COPY of a directory copies its contents; flyte already put the folder's
-                # own name into dst when copy_contents_only is false
-                out.append(f"COPY src/{src}/ {dst.rstrip('/') or '/'}/")
-        elif kind == "CodeBundleLayer":
-            raise UserError(f"{lw}: with_code_bundle is not supported; use copy-style = \"none\" to bake the code in")
-        elif kind in ("PixiProject", "PixiScript"):
-            raise UserError(
-                f"{lw}: pixi layers are not supported: the pixi tool is not on PyPI, npm or Debian and conda "
-                "channels are out of reach where flyte-build is tested; use with_uv_project, with_poetry_project "
-                "or with_pip_packages, or build this image with flyte"
-            )
-        else:
-            raise UserError(
-                f"{lw}: unsupported image layer {kind!r}; supported: from_debian_base, from_base, from_ref_name, "
-                "from_dockerfile, from_uv_script, with_pip_packages, with_requirements, with_apt_packages, "
-                "with_uv_project, with_poetry_project, with_source_folder, with_source_file, with_dockerignore, "
-                "with_env_vars, with_workdir, with_commands, with_local_v2"
-            )
+        _render_layer(b, i, layer)
     if opts.bake:
-        for n, p in opts.bake.items():
-            context[f"code/{n}"] = p
-        out.append(f"COPY code/ {opts.code_dir.rstrip('/')}/")
-    if any(layer.get("type") == "Commands" and any(_FLYTE_USER_MARK in c for c in layer.get("commands") or ()) for layer in layers):
-        # flyte's builder ends an image whose layers create the `flyte` user (its debian
-        # recipe, install_flyte=False) by switching to it
-        out.extend(FLYTE_USER_FOOTER)
+        b.context.update({f"code/{n}": p for n, p in opts.bake.items()})
+        b.out.append(f"COPY code/ {opts.code_dir.rstrip('/')}/")
+    if _creates_flyte_user(layers):
+        # flyte's builder ends an image whose layers create the `flyte` user by switching to it
+        b.out.extend(FLYTE_USER_FOOTER)
     if build_args:
         # declared so a Dockerfile step may use them; their values are in the tag
-        out[1:1] = [f"ARG {k}" for k, _ in build_args]
-    return Rendered(base, "\n".join(out) + "\n", tuple(sorted(context.items())), platforms, build_args, tuple(warnings), secrets.records())
+        b.out[1:1] = [f"ARG {k}" for k, _ in build_args]
+    return Rendered(base, "\n".join(b.out) + "\n", tuple(sorted(b.context.items())), platforms, build_args,
+                    tuple(b.warnings), b.secrets.records())

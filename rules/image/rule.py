@@ -26,7 +26,7 @@ from pathlib import Path
 
 from flyte_build import archive
 from flyte_build.errors import UserError
-from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
 from flyte_build.tarsafe import extract_all
 
 from ..pex import rule as pex_rule
@@ -38,58 +38,23 @@ FIELD = "tool.hatch.build.targets.flyte.docker"
 ARTIFACT = "image-context.tar.gz"
 
 
-def _str(k, v):
-    if not isinstance(v, str):
-        raise UserError(f"Field {FIELD}.{k} must be a string")
-    return v
-
-
-def _bool(k, v):
-    if not isinstance(v, bool):
-        raise UserError(f"Field {FIELD}.{k} must be a boolean")
-    return v
-
-
-def _table(k, v):
-    if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
-        raise UserError(f"Field {FIELD}.{k} must be a table of strings")
-    return dict(sorted(v.items()))
-
-
-def _choice(*allowed):
-    def check(k, v):
-        if v not in allowed:
-            raise UserError(f"Field {FIELD}.{k} must be one of: {', '.join(allowed)}")
-        return v
-
-    return check
-
-
-KEYS = {
-    "network": _str,  # docker build --network (hosts without a bridge need "host")
-    "builder": _choice("auto", "buildkit", "classic"),
-    "push": _bool,
-    "base-images": _table,  # {"debian" = "<image standing for flyte's debian base>"}
-    "base-map": _table,  # any base URI -> replacement
-    "debian-recipe": _choice("full", "light"),
-    "build-args": _table,
-    "requirements-from": _choice("pip", "pex"),
-    "code-dir": _str,
-}
+CONFIG = ConfigTable(keys={
+    "network": checks.string,  # docker build --network (hosts without a bridge need "host")
+    "builder": checks.choice("auto", "buildkit", "classic"),
+    "push": checks.boolean,
+    # {"debian" = "<image standing for flyte's debian base>"}
+    "base-images": ConfigTable(keys={"debian": checks.string}, hint="use base-map for any other base"),
+    "base-map": checks.string_table,  # any base URI -> replacement
+    "debian-recipe": checks.choice("full", "light"),
+    "build-args": checks.string_table,
+    "requirements-from": checks.choice("pip", "pex"),
+    "code-dir": checks.string,
+})
 DEFAULTS = {"network": "host", "builder": "auto", "debian-recipe": "full", "requirements-from": "pip", "code-dir": "/root"}
 
 
 def options(cfg) -> dict:
-    raw = cfg.docker or {}
-    out = dict(DEFAULTS)
-    for k, v in raw.items():
-        if k not in KEYS:
-            raise UserError(f"Unknown field {FIELD}.{k}; valid fields: {', '.join(sorted(KEYS))}")
-        out[k] = KEYS[k](k, v)
-    if "base-images" in out and set(out["base-images"]) - {"debian"}:
-        bad = sorted(set(out["base-images"]) - {"debian"})[0]
-        raise UserError(f"Unknown field {FIELD}.base-images.{bad}; valid fields: debian (use base-map for any other base)")
-    return out
+    return {**DEFAULTS, **checks.check(CONFIG, FIELD, cfg.docker or {})}
 
 
 def _uses_pex(env, ctx, opts) -> bool:
@@ -147,20 +112,13 @@ def _list_folder(ctx):
     return list_folder
 
 
-def plan(env, ctx) -> dict:
-    """Everything about the env's image that is known without building it."""
-    opts = options(ctx.cfg)
-    refs = ctx.image_refs()
-    img = env.image
-    if isinstance(img, str):
-        if img == "auto":
-            from flyte_build.flyte_adapter import auto_image_uri
+def _reference(uri) -> dict:
+    """The plan of an image flyte-build does not build: a reference to use as it is."""
+    return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
 
-            uri = auto_image_uri(refs)
-        else:
-            uri = img
-        return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
-    rendered = df.render(
+
+def _render(env, ctx, img: dict, opts: dict, refs: dict) -> df.Rendered:
+    return df.render(
         _resolve_code_bundle(img, ctx.cfg.copy_style_for(env.name)),
         ctx.root,
         df.Options(
@@ -178,9 +136,22 @@ def plan(env, ctx) -> dict:
         f"`{env.name}`",
         _list_folder(ctx),
     )
+
+
+def plan(env, ctx) -> dict:
+    """Everything about the env's image that is known without building it."""
+    opts = options(ctx.cfg)
+    refs = ctx.image_refs()
+    img = env.image
+    if isinstance(img, str):
+        if img == "auto":
+            from flyte_build.flyte_adapter import auto_image_uri
+
+            return _reference(auto_image_uri(refs))
+        return _reference(img)
+    rendered = _render(env, ctx, img, opts, refs)
     if rendered.dockerfile is None:
-        uri = rendered.base
-        return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
+        return _reference(rendered.base)
     files = [(n, p) for n, p in rendered.context if n != df.PEX_NAME]
     digests = [(n, ctx.digests.digest(p)[0]) for n, p in files]
     if any(n == df.PEX_NAME for n, _ in rendered.context):
@@ -355,4 +326,5 @@ RULE = Rule(
     remote_check=remote_check,
     outputs=((ARTIFACT,), ()),
     needs_signature=True,
+    artifacts=True,
 )

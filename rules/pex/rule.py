@@ -16,22 +16,17 @@ import sys
 from pathlib import Path
 
 from flyte_build.errors import BuildFailed, UserError
-from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
 
 VERSION = "1"
 FIELD = "tool.hatch.build.targets.flyte.pex"
-KEYS = {"lock": str, "python": str, "extra-args": list}
+CONFIG = ConfigTable(keys={"lock": checks.string, "python": checks.string, "extra-args": checks.strings})
 
 
 def options(cfg) -> dict:
     raw = cfg.pex or {}
-    for key, value in raw.items():
-        if key not in KEYS:
-            raise UserError(f"Unknown field {FIELD}.{key}; valid fields: {', '.join(sorted(KEYS))}")
-        if not isinstance(value, KEYS[key]) or (key == "extra-args" and not all(isinstance(v, str) for v in value)):
-            kind = "an array of strings" if KEYS[key] is list else "a string"
-            raise UserError(f"Field {FIELD}.{key} must be {kind}")
-    return raw
+    checks.check(CONFIG, FIELD, raw)
+    return raw  # as written: extra-args stays a list
 
 
 def pex_tool_version() -> str:
@@ -136,4 +131,5 @@ RULE = Rule(
     run=run,
     applies=applies,
     outputs=(("requirements.pex",),),
+    artifacts=True,
 )

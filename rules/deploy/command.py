@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ..errors import UserError
-from ..hashing import as_digest, key_of
-from .common import backend_flags, backend_options, emit_json, settings_from_args, warn
+from flyte_build.errors import UserError
+from flyte_build.hashing import as_digest, key_of
+from flyte_build.commands.common import backend_flags, backend_options, emit_json, settings_from_args, warn
 
 HELP = "deploy environments in depends_on order (--dry-run prints the plan offline)"
+AFTER = "explain"  # its place in `flyte-build --help`
 
 
 def add_parser(sub, parents):
@@ -43,9 +44,9 @@ def _split(args) -> tuple[list[str], str | None, str | None]:
 
 
 def run(args) -> int:
-    from ..api import deploy
-    from ..progress import RichReporter
-    from ..workspace import Workspace
+    from flyte_build.api import deploy
+    from flyte_build.progress import RichReporter
+    from flyte_build.workspace import Workspace
 
     patterns, path, env_var = _split(args)
     args.path, args.env_var = path, env_var
@@ -55,7 +56,7 @@ def run(args) -> int:
     ws = Workspace(settings)
     unaffected: list[str] = []
     if args.changed_since:
-        from ..affected import select_changed_all
+        from flyte_build.affected import select_changed_all
 
         if path:
             raise UserError("--changed-since selects from deploy targets (deploy:*), not from a path")
