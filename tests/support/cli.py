@@ -106,6 +106,8 @@ def flyte_build(*args: str, cwd: Path, cache: Path, env: dict | None = None, tim
     """Run the command; `python_flags` go to the interpreter (`-X importtime`), `wrapper`
     is a command line the run goes under (`/usr/bin/time -f ...`)."""
     if in_process:
+        # what only a new interpreter can take: its hash seed, its flags, a wrapper around it
+        assert not (python_flags or wrapper or drop_root_read or "PYTHONHASHSEED" in (env or {})), "run these in a process"
         return _in_process(args, cwd, environ(cache, env))
     cmd = [*wrapper, *argv(*args, python_flags=python_flags)]
     if drop_root_read and os.geteuid() == 0:
@@ -153,8 +155,8 @@ def _in_process(args: tuple[str, ...], cwd: Path, env: dict) -> Run:
     return Run(rc, out.getvalue(), err.getvalue(), tuple(args))
 
 
-def build_json(cwd: Path, cache: Path, *args: str, env: dict | None = None) -> dict:
-    run = flyte_build("build", "--json", *args, cwd=cwd, cache=cache, env=env)
+def build_json(cwd: Path, cache: Path, *args: str, env: dict | None = None, in_process: bool = False) -> dict:
+    run = flyte_build("build", "--json", *args, cwd=cwd, cache=cache, env=env, in_process=in_process)
     assert run.rc == 0, f"build failed ({run.rc}):\n{run.out}\n{run.err}"
     return run.json()
 
