@@ -29,6 +29,7 @@ def test_snapshot_answers_a_noop_and_steps_aside_for_any_change(repo, tmp_path):
     assert again["cache"]["local_hits"] == len(again["targets"])
 
     # the answer comes before argparse, json, discovery or the engine are imported
+    # build_json's environment (tests/support/cli.py), so the snapshot's key matches
     proc = flyte_build("build", "--json", cwd=repo, cache=cache, python_flags=("-X", "importtime"), timeout=120)
     assert proc.rc == 0 and '"how": "snapshot"' in proc.out
     imported = {line.split("|")[-1].strip() for line in proc.err.splitlines() if line.startswith("import time:")}

@@ -34,6 +34,7 @@ import os
 import threading
 
 from .. import atomic
+from ..config import Config
 from ..errors import BuildFailed
 from ..hashing import file_sha256
 from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
@@ -212,15 +213,14 @@ class SharedCache:
                 stats.bytes_up += up
 
 
-def open_shared(url: str, cfg, warn) -> SharedCache | None:
+def open_shared(url: str, cfg: Config, warn) -> SharedCache | None:
     """The shared cache at `url`, probed once. Unreachable: one warning and None
     (the run uses the local cache), or BuildFailed under `cache-required`."""
-    options = getattr(cfg, "object_store", None) or StoreOptions()
-    root = open_root(url, options, "--cache")
-    required = bool(getattr(cfg, "cache_required", False))
-    signer = load_signer(getattr(cfg, "cache_signing_key_file", None))
-    verifier = load_verifier(tuple(getattr(cfg, "cache_verify_keys", ())))
-    read_only = read_only_mode(getattr(cfg, "cache_read_only", None), signer, verifier)
+    root = open_root(url, cfg.object_store or StoreOptions(), "--cache")
+    required = cfg.cache_required
+    signer = load_signer(cfg.cache_signing_key_file)
+    verifier = load_verifier(tuple(cfg.cache_verify_keys))
+    read_only = read_only_mode(cfg.cache_read_only, signer, verifier)
     try:
         root.probe()
     except StoreUnavailable as exc:

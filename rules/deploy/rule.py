@@ -19,7 +19,7 @@ VERSION = "1"
 # `[tool.hatch.build.targets.flyte.deploy]`: endpoint, insecure, org, auth-type
 # and ca-cert override flyte's own config file (see flyte_config.LAYERS)
 CONFIG = ConfigTable(keys={
-    "timeout": checks.any_value,  # checked where it is used (deployer.backend_target)
+    "timeout": checks.seconds,  # each control-plane call
     "endpoint": checks.string,
     "insecure": checks.boolean,
     "org": checks.string,

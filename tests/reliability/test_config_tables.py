@@ -61,3 +61,20 @@ def test_a_rule_set_declares_its_own_table(tmp_path: Path):
     assert res.rc == 0, res.describe()
     bad = make_repo(tmp_path / "bad", {**GOOD, **rules}, pyproject_extra=f'rules = ["myrules"]\n[{T}.lint]\nstrikt = true')
     Cli(bad, tmp_path / "cache").run("targets").assert_clean_error(2, f"Unknown field {T}.lint.strikt", "valid fields: strict")
+
+
+BAD_VALUES = {
+    "deploy.timeout": (f"[{T}.deploy]\ntimeout = -1", f"Field {T}.deploy.timeout must be a positive number of seconds"),
+    "docker.builder": (f"[{T}.docker]\nbuilder = 'podman'", f"Field {T}.docker.builder must be one of: auto, buildkit, classic"),
+    "pex.extra-args": (f"[{T}.pex]\nextra-args = '--x'", f"Field {T}.pex.extra-args must be an array of strings"),
+    "object-store.s3.anon": (f"[{T}.object-store.s3]\nanon = 'yes'", f"Field {T}.object-store.s3.anon must be a boolean"),
+}
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("field", sorted(BAD_VALUES))
+def test_a_bad_value_in_a_kind_table_is_an_error_before_anything_runs(tmp_path: Path, field: str):
+    extra, message = BAD_VALUES[field]
+    cli = Cli(make_repo(tmp_path / "repo", GOOD, pyproject_extra=extra), tmp_path / "cache")
+    cli.run("targets").assert_clean_error(2, message)
+    assert cache_files(cli.cache_dir) == []
