@@ -54,8 +54,10 @@ def _keygen(args) -> int:
 
 
 def _stats(store, args) -> int:
+    from ..stores import maintenance
+
     last_run = store.read_json("state/last-run.json")
-    doc = {"local": store.stats(), "last_run": last_run if isinstance(last_run, dict) else None}
+    doc = {"local": maintenance.stats(store), "last_run": last_run if isinstance(last_run, dict) else None}
     if args.json:
         emit_json(doc)
         return 0
@@ -86,9 +88,11 @@ def _print_last_run(lr: dict) -> None:
 
 
 def _verify(store, args) -> int:
-    problems = store.verify()
+    from ..stores import maintenance
+
+    problems = maintenance.verify(store)
     if args.json:
-        emit_json({"ok": not problems, "problems": problems, "local": store.stats()})
+        emit_json({"ok": not problems, "problems": problems, "local": maintenance.stats(store)})
     else:
         for p in problems:
             print(f"problem: {p}")
@@ -97,6 +101,8 @@ def _verify(store, args) -> int:
 
 
 def _gc(store, args) -> int:
+    from ..stores import maintenance
+
     lock = None
     if args.max_age_days is not None:
         import sys
@@ -107,7 +113,7 @@ def _gc(store, args) -> int:
 
             raise BuildFailed(f"cache gc: builds kept the cache busy for {args.wait:g} s; nothing removed (try again, or --wait longer)")
     try:
-        removed = store.gc(max_age_days=args.max_age_days)
+        removed = maintenance.gc(store, max_age_days=args.max_age_days)
     finally:
         if lock is not None:
             os.close(lock)

@@ -154,104 +154,12 @@ class LocalStore:
     def write_json(self, rel: str, value: Any) -> None:
         atomic.write_bytes(self.root / rel, canonical_json(value))
 
-    # -- maintenance -------------------------------------------------------
+    # -- the layout, for maintenance (see `maintenance`) ------------------------
     def iter_blobs(self):
         yield from _two_level(self.root / "cas" / "sha256")
 
     def iter_actions(self):
         yield from _two_level(self.root / "ac")
-
-    def stats(self) -> dict:
-        blobs = list(self.iter_blobs())
-        actions = [p for p in self.iter_actions() if p.name.endswith(".json")]
-        return {
-            "path": str(self.root),
-            "blobs": sum(1 for p in blobs if not p.name.startswith(atomic.TMP_PREFIX)),
-            "blob_bytes": sum(p.stat().st_size for p in blobs),
-            "actions": len(actions),
-        }
-
-    def verify(self) -> list[str]:
-        """Every problem found: blobs whose bytes don't match their name, unreadable
-        action entries, entries naming missing blobs, and leftover temporary files."""
-        problems = []
-        for p in self.iter_blobs():
-            if p.name.startswith(atomic.TMP_PREFIX):
-                continue
-            actual, _ = file_sha256(p)
-            if actual != p.name:
-                problems.append(f"blob {p.name}: bytes hash to {actual}")
-        for p in self.iter_actions():
-            if p.name.startswith(atomic.TMP_PREFIX):
-                continue
-            key = p.name.removesuffix(".json")
-            entry = ActionEntry.from_json(key, p.read_bytes())
-            if entry is None:
-                problems.append(f"action {key}: unreadable entry")
-                continue
-            for out in entry.outputs:
-                if not self.has_blob(out.digest, out.size):
-                    problems.append(f"action {key} ({entry.target}): missing blob {out.digest}")
-        return problems
-
-    def gc(self, max_age_days: float | None = None, repair: bool = True) -> dict:
-        """Remove temporary leftovers, broken entries, and (with `max_age_days`)
-        entries and blobs not used for that long. Blobs still named by a kept
-        action entry are kept."""
-        now = time.time()
-        removed = {"tmp": 0, "actions": 0, "blobs": 0, "bytes": 0}
-        for base in (self.root / "cas", self.root / "ac", self.root / "discovery", self.root / "state"):
-            if not base.is_dir():
-                continue
-            for dirpath, _dirs, files in os.walk(base):
-                for name in files:
-                    if name.startswith(atomic.TMP_PREFIX):
-                        p = Path(dirpath) / name
-                        # a temp file younger than an hour may belong to a running build
-                        if now - p.stat().st_mtime > 3600:
-                            p.unlink(missing_ok=True)
-                            removed["tmp"] += 1
-        # the engine's work directories: a killed build leaves its own behind
-        work = self.root / "tmp"
-        if work.is_dir():
-            for p in list(work.iterdir()):
-                try:
-                    if now - p.lstat().st_mtime <= 3600:
-                        continue  # may belong to a running build
-                    if p.is_dir() and not p.is_symlink():
-                        shutil.rmtree(p)
-                    else:
-                        p.unlink()
-                    removed["tmp"] += 1
-                except OSError:
-                    pass
-        if repair:
-            # what `verify` reports as a bad blob: bytes that do not hash to the name
-            for p in list(self.iter_blobs()):
-                if not p.name.startswith(atomic.TMP_PREFIX) and file_sha256(p)[0] != p.name:
-                    removed["bytes"] += p.stat().st_size
-                    p.unlink(missing_ok=True)
-                    removed["blobs"] += 1
-        live: set[str] = set()
-        for p in list(self.iter_actions()):
-            if p.name.startswith(atomic.TMP_PREFIX):
-                continue
-            key = p.name.removesuffix(".json")
-            entry = ActionEntry.from_json(key, p.read_bytes())
-            too_old = max_age_days is not None and now - p.stat().st_atime > max_age_days * 86400
-            broken = entry is None or any(not self.has_blob(o.digest, o.size) for o in entry.outputs)
-            if too_old or (broken and repair):
-                p.unlink(missing_ok=True)
-                removed["actions"] += 1
-                continue
-            live.update(o.digest for o in entry.outputs)
-        if max_age_days is not None:
-            for p in list(self.iter_blobs()):
-                if p.name not in live and now - p.stat().st_atime > max_age_days * 86400:
-                    removed["bytes"] += p.stat().st_size
-                    p.unlink(missing_ok=True)
-                    removed["blobs"] += 1
-        return removed
 
 
 def _remove(path: Path) -> None:
