@@ -21,7 +21,7 @@ import traceback
 from pathlib import Path
 
 from flyte_build import atomic
-from flyte_build.discovery_reads import ReadRecorder, die_with_parent, ignored_prefixes, write_progress
+from flyte_build.discovery_reads import CodePrints, ReadRecorder, die_with_parent, ignored_prefixes, write_progress
 
 
 def module_name(rel: str, search_roots: list[str], root: str) -> str:
@@ -274,10 +274,13 @@ def main(request_path: str, result_path: str) -> int:
     import_module = importlib.import_module  # the candidates' own imports are not charged to anyone
     tracker = _ImportTracker(root)
     tracker.install()
+    prints = CodePrints(root)
+    prints.install()
     try:
         modules, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
                                               import_module, req.get("progress"))
     finally:
+        prints.uninstall()
         tracker.uninstall()
         reads.stop()
 
@@ -306,6 +309,7 @@ def main(request_path: str, result_path: str) -> int:
         "graph": graph,
         "all_envs": sorted(all_envs),
         "incremental_ok": stable,
+        "code": prints.by_file(root, reads.files),  # for the parent's early cutoff (discovery._code_unchanged)
         "reads": reads.to_json(),  # the parent turns these into witnesses (discovery_reads)
     }
     # all or nothing: the parent takes a missing result file for a crash

@@ -100,18 +100,9 @@ def write_tar_gz(out: BinaryIO, members: Iterable[tuple[str, str, str | None]]) 
     512-byte blocks, two zero blocks and padding to a 10240-byte record at the
     end), assembled here so that headers and compressed members can be reused
     across bundles (see `_deflate`)."""
-    global _segment_bytes
     members = sorted((check_name(n), p, d) for n, p, d in members)
-    crc = 0
-    written = 0
+    gz = _GzStream(out)
     out.write(_GZIP_HEADER)
-
-    def emit(raw: bytes, deflated: bytes) -> None:
-        nonlocal crc, written
-        out.write(deflated)
-        crc = zlib.crc32(raw, crc)
-        written += len(raw)
-
     dirs_written: set[str] = set()
     for name, path, expected in members:
         parts = name.split("/")
@@ -119,61 +110,95 @@ def write_tar_gz(out: BinaryIO, members: Iterable[tuple[str, str, str | None]]) 
             d = "/".join(parts[:i])
             if d not in dirs_written:
                 dirs_written.add(d)
-                emit(*_dir_segment(d + "/"))
-        if expected:
-            try:
-                st = os.stat(path)
-            except FileNotFoundError:
-                raise FileChanged(f"{name}: deleted while the build ran; run the build again") from None
-            seg = _SEGMENTS.get((name, expected, st.st_size, bool(st.st_mode & _EXEC)))
-            if seg is not None:
-                emit(*seg)  # these bytes hashed to `expected` when they were deflated
-                continue
-        try:
-            f = open(path, "rb")
-        except FileNotFoundError:
-            raise FileChanged(f"{name}: deleted while the build ran; run the build again") from None
-        with f:
-            # size and mode come from the open file, so they describe the very bytes hashed
-            st = os.fstat(f.fileno())
-            size = st.st_size
-            executable = bool(st.st_mode & _EXEC)
-            head = _header(name, is_dir=False, size=size, executable=executable)
-            h = hashlib.sha256()
-            if size <= _STREAM_ABOVE:
-                data = f.read(size + 1)
-                h.update(data)
-                if len(data) != size or (expected is not None and h.hexdigest() != expected):
-                    raise FileChanged(f"{name}: changed while the build ran; run the build again")
-                raw = head + data + NUL * (-size % BLOCK)
-                seg = (raw, _deflate(raw))
-                if _segment_bytes < _SEGMENT_BUDGET:
-                    _SEGMENTS[(name, h.hexdigest(), size, executable)] = seg
-                    _segment_bytes += len(raw)
-                emit(*seg)
-                continue
-            # a large file: deflated in chunks into its own piece, never held whole or kept
-            c = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
-            out.write(c.compress(head))
-            crc = zlib.crc32(head, crc)
-            got = 0
-            while got <= size and (chunk := f.read(1 << 20)):
-                h.update(chunk)
-                got += len(chunk)
-                if got <= size:
-                    out.write(c.compress(chunk))
-                    crc = zlib.crc32(chunk, crc)
-            if got != size or (expected is not None and h.hexdigest() != expected):
-                raise FileChanged(f"{name}: changed while the build ran; run the build again")
-            pad = NUL * (-size % BLOCK)
-            out.write(c.compress(pad) + c.flush(zlib.Z_SYNC_FLUSH))
-            crc = zlib.crc32(pad, crc)
-            written += len(head) + size + len(pad)
+                gz.emit(*_dir_segment(d + "/"))
+        seg = _kept_segment(name, path, expected) if expected else None
+        if seg is not None:
+            gz.emit(*seg)  # these bytes hashed to `expected` when they were deflated
+            continue
+        _emit_file(gz, name, path, expected)
     end = NUL * (2 * BLOCK)
-    end += NUL * (-(written + len(end)) % RECORD)
-    emit(end, _deflate(end))
+    end += NUL * (-(gz.written + len(end)) % RECORD)
+    gz.emit(end, _deflate(end))
     out.write(_FINAL_BLOCK)
-    out.write((crc & 0xFFFFFFFF).to_bytes(4, "little") + (written & 0xFFFFFFFF).to_bytes(4, "little"))
+    out.write((gz.crc & 0xFFFFFFFF).to_bytes(4, "little") + (gz.written & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+class _GzStream:
+    """The gzip member being written: deflated pieces go out as they come; the
+    CRC and length of the uncompressed stream are kept for the trailer."""
+
+    def __init__(self, out: BinaryIO):
+        self.out = out
+        self.crc = 0
+        self.written = 0
+
+    def emit(self, raw: bytes, deflated: bytes) -> None:
+        self.out.write(deflated)
+        self.crc = zlib.crc32(raw, self.crc)
+        self.written += len(raw)
+
+
+def _kept_segment(name: str, path: str, expected: str) -> tuple[bytes, bytes] | None:
+    """The member deflated earlier in this process, if the file still has that size and mode."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileChanged(f"{name}: deleted while the build ran; run the build again") from None
+    return _SEGMENTS.get((name, expected, st.st_size, bool(st.st_mode & _EXEC)))
+
+
+def _emit_file(gz: _GzStream, name: str, path: str, expected: str | None) -> None:
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileChanged(f"{name}: deleted while the build ran; run the build again") from None
+    with f:
+        # size and mode come from the open file, so they describe the very bytes hashed
+        st = os.fstat(f.fileno())
+        size = st.st_size
+        executable = bool(st.st_mode & _EXEC)
+        head = _header(name, is_dir=False, size=size, executable=executable)
+        if size <= _STREAM_ABOVE:
+            gz.emit(*_small_segment(name, f, head, size, executable, expected))
+        else:
+            _emit_large(gz, name, f, head, size, expected)
+
+
+def _small_segment(name: str, f, head: bytes, size: int, executable: bool, expected: str | None) -> tuple[bytes, bytes]:
+    """The member's header, bytes and padding, deflated on their own (and kept for other bundles)."""
+    global _segment_bytes
+    data = f.read(size + 1)
+    hex_ = hashlib.sha256(data).hexdigest()
+    if len(data) != size or (expected is not None and hex_ != expected):
+        raise FileChanged(f"{name}: changed while the build ran; run the build again")
+    raw = head + data + NUL * (-size % BLOCK)
+    seg = (raw, _deflate(raw))
+    if _segment_bytes < _SEGMENT_BUDGET:
+        _SEGMENTS[(name, hex_, size, executable)] = seg
+        _segment_bytes += len(raw)
+    return seg
+
+
+def _emit_large(gz: _GzStream, name: str, f, head: bytes, size: int, expected: str | None) -> None:
+    """A large file: deflated in chunks into its own piece, never held whole or kept."""
+    out = gz.out
+    h = hashlib.sha256()
+    c = zlib.compressobj(COMPRESSLEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+    out.write(c.compress(head))
+    gz.crc = zlib.crc32(head, gz.crc)
+    got = 0
+    while got <= size and (chunk := f.read(1 << 20)):
+        h.update(chunk)
+        got += len(chunk)
+        if got <= size:
+            out.write(c.compress(chunk))
+            gz.crc = zlib.crc32(chunk, gz.crc)
+    if got != size or (expected is not None and h.hexdigest() != expected):
+        raise FileChanged(f"{name}: changed while the build ran; run the build again")
+    pad = NUL * (-size % BLOCK)
+    out.write(c.compress(pad) + c.flush(zlib.Z_SYNC_FLUSH))
+    gz.crc = zlib.crc32(pad, gz.crc)
+    gz.written += len(head) + size + len(pad)
 
 
 BLOCK = tarfile.BLOCKSIZE

@@ -54,6 +54,9 @@ class Context:
         self._edges_changed = False
         self._rel_memo: dict[str, str] = {}
         self._closure_records: dict[str, tuple[list[str], str]] = {}  # starts -> (closure, digest of its files)
+        # os.path.realpath per path, once a run: 50 closures share most files, and
+        # each realpath is an lstat per path component (most of an edit's key time)
+        self._real_memo: dict[str, str] = {}
 
     # -- environments ----------------------------------------------------
     @property
@@ -184,7 +187,7 @@ class Context:
         ck = "\0".join(starts)
         paths = self._kept_closure(ck)
         if paths is None:
-            paths, errors = imports.closure(starts, None, None, self._edges)
+            paths, errors = imports.closure(starts, None, None, self._edges, realpath=self._realpath)
             if errors:
                 path, msg = errors[0]
                 raise UserError(f"{self.rel(path)}: {msg} (while following the imports of `{env.name}`)")
@@ -285,11 +288,17 @@ class Context:
 
         kept = {}
         for rel, path in files.items():
-            if not files_mod.inside(self.root, path):
+            if not files_mod.inside(self.root, path, real=self._realpath(path)):
                 self.warn(f"{rel}: symlink leads outside the root (to {os.path.realpath(path)}); skipped")
                 continue
             kept[rel] = path
         return kept
+
+    def _realpath(self, path: str) -> str:
+        hit = self._real_memo.get(path)
+        if hit is None:
+            hit = self._real_memo[path] = os.path.realpath(path)
+        return hit
 
     def warn(self, msg: str) -> None:
         with self._lock:

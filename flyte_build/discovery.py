@@ -17,6 +17,7 @@ vouch for falls back to a full discovery.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import os
@@ -176,13 +177,46 @@ def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) 
                                 {r: digest_or_none(r) for r in portable_ignores})
 
 
+@dataclass(frozen=True)
+class _Job:
+    """One discovery's settings and where its result is kept."""
+
+    cfg: Config
+    sel: Selection
+    mode: str
+    targets: list[str]
+    settings: dict
+    store: LocalStore
+    rel_path: str  # the local entry, under the key of `settings`
+    digests: FileDigests
+    shared: object
+    stats: object
+
+
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
-              shared, stats, flyte_ref) -> tuple[Discovery, dict]:
+              shared, stats, flyte_ref) -> tuple[Discovery, dict, list[str]]:
     mode, targets = _plan(cfg, sel)
+    settings = _settings(cfg, sel, mode, targets, digests, flyte_ref)
+    job = _Job(cfg, sel, mode, targets, settings, store, f"discovery/{key_of(settings)}.json", digests, shared, stats)
+    entry, tree = _local_entry(job, use_cache)
+    if entry:
+        done, tree = _from_entry(job, entry, tree)
+        if done is not None:
+            return done
+    elif use_cache and shared is not None:
+        tree = tree or _walk(cfg, mode, targets)
+        hit = _from_shared(cfg, settings, tree, store, job.rel_path, digests, shared, stats)
+        if hit is not None:
+            return hit, tree.dirs, tree.candidates
+    return _full(job, tree or _walk(cfg, mode, targets))
+
+
+def _settings(cfg: Config, sel: Selection, mode: str, targets: list[str], digests: FileDigests, flyte_ref) -> dict:
+    """What keys the local entry: everything besides the files that decides the result."""
     marker = _flyte_marker()
     if marker is None:
         raise UserError("flyte is not installed in this Python; install flyte to discover environments")
-    settings = {
+    return {
         "format": FORMAT,
         "tool": __version__,
         "python": list(sys.version_info[:3]),
@@ -199,9 +233,12 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
     }
-    key = key_of(settings)
-    rel_path = f"discovery/{key}.json"
-    entry = store.read_json(rel_path) if use_cache else None
+
+
+def _local_entry(job: _Job, use_cache: bool) -> tuple[dict | None, _Tree | None]:
+    """(the local entry if its candidates and reads still hold, the walk made to tell)."""
+    cfg, digests = job.cfg, job.digests
+    entry = job.store.read_json(job.rel_path) if use_cache else None
     if entry is not None and not _well_formed(entry):
         entry = None  # not what _record writes (hand-edited, another version): discover afresh
     # The candidate modules are the same if no directory the last walk listed
@@ -209,50 +246,65 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
     # mtime) and no ignore file changed; only then is the walk skipped.
     tree = None
     if entry and not (_tree_unchanged(cfg.root, entry.get("dirs", {})) and _still_valid(cfg.root, entry.get("ignores", {}), digests)):
-        tree = _walk(cfg, mode, targets)
+        tree = _walk(cfg, job.mode, job.targets)
         if tree.candidates != entry.get("candidates"):
             entry = None
     if entry and not discovery_reads.still_valid(entry.get("reads", {}), cfg.root, digests):
         # a data file, directory or variable a module read at import changed: import afresh
-        tree, entry = tree or _walk(cfg, mode, targets), None
-    if entry:
-        changed = _changed(cfg.root, entry.get("files", {}), digests)
-        if not changed:
-            if tree is not None:  # same modules, newly stamped directories: skip the walk next time
-                _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests, entry.get("reads"))
-            return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
-                    (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"]))
-        tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
-        # another machine may have discovered this very tree: cheaper than any import
-        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) if shared is not None else None
-        if hit is not None:
-            return hit, tree.dirs, tree.candidates
-        # the same candidates, some files edited: re-import only what they affect
-        if mode == "recursive" and entry.get("incremental"):
-            got = _incremental(cfg, targets, sel, tree.candidates, entry, changed, digests)
-            if got is not None:
-                raw, book = got
-                # the modules reused read what they read last time: keep those witnesses too
-                _witness(cfg, raw, digests, entry.get("reads"))
-                result = _checked(Discovery.from_json(raw, how="incremental"), raw, cfg)
-                files = _digests_of(cfg, tree.candidates, raw, digests)
-                _record(store, rel_path, cfg, tree, files, raw, book, digests)
-                _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
-                return result, tree.dirs, tree.candidates
-    elif use_cache and shared is not None:
-        tree = tree or _walk(cfg, mode, targets)
-        hit = _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats)
-        if hit is not None:
-            return hit, tree.dirs, tree.candidates
+        tree, entry = tree or _walk(cfg, job.mode, job.targets), None
+    return entry, tree
 
-    tree = tree or _walk(cfg, mode, targets)
-    raw = _run_child(cfg, mode, targets, tree.candidates, sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
+
+def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | None, _Tree]:
+    """(the result when the entry, the shared cache or an incremental discovery
+    gives it, else None; the tree a full discovery then uses)."""
+    cfg, digests, store, rel_path = job.cfg, job.digests, job.store, job.rel_path
+    changed = _changed(cfg.root, entry.get("files", {}), digests)
+    if not changed:
+        if tree is not None:  # same modules, newly stamped directories: skip the walk next time
+            _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests, entry.get("reads"))
+        return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
+                (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"])), tree
+    tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
+    cut = _code_unchanged(cfg, entry, changed, digests)
+    if cut is not None:
+        # every edit left the compiled code as it was: importing again would define the same
+        book = _book_of(entry)
+        _record(store, rel_path, cfg, tree, cut, entry["result"], book, digests, entry.get("reads"))
+        _to_shared(cfg, job.settings, tree, cut, entry["result"], book, digests, job.shared, job.stats)
+        return (_checked(Discovery.from_json(entry["result"], cached=True, how="cutoff"), entry["result"], cfg),
+                tree.dirs, tree.candidates), tree
+    # another machine may have discovered this very tree: cheaper than any import
+    if job.shared is not None:
+        hit = _from_shared(cfg, job.settings, tree, store, rel_path, digests, job.shared, job.stats)
+        if hit is not None:
+            return (hit, tree.dirs, tree.candidates), tree
+    # the same candidates, some files edited: re-import only what they affect
+    if job.mode == "recursive" and entry.get("incremental"):
+        got = _incremental(cfg, job.targets, job.sel, tree.candidates, entry, changed, digests)
+        if got is not None:
+            raw, book = got
+            # the modules reused read what they read last time: keep those witnesses too
+            _witness(cfg, raw, digests, entry.get("reads"))
+            return _finish(job, tree, raw, book, "incremental"), tree
+    return None, tree
+
+
+def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
+    cfg, digests = job.cfg, job.digests
+    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
     _witness(cfg, raw, digests)
     book = _split(raw)
-    result = _checked(Discovery.from_json(raw, how="full"), raw, cfg)
+    return _finish(job, tree, raw, book, "full")
+
+
+def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str) -> tuple[Discovery, dict, list[str]]:
+    """Check a fresh result, keep it locally and offer it to the shared cache."""
+    cfg, digests = job.cfg, job.digests
+    result = _checked(Discovery.from_json(raw, how=how), raw, cfg)
     files = _digests_of(cfg, tree.candidates, raw, digests)
-    _record(store, rel_path, cfg, tree, files, raw, book, digests)
-    _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats)
+    _record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
+    _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
     return result, tree.dirs, tree.candidates
 
 
@@ -285,7 +337,7 @@ def _well_formed(entry) -> bool:
     try:
         if not (isinstance(entry, dict) and isinstance(entry["result"], dict) and isinstance(entry["candidates"], list)):
             return False
-        if not all(isinstance(entry.get(k, {}), dict) for k in ("dirs", "ignores", "files", "reads")):
+        if not all(isinstance(entry.get(k, {}), dict) for k in ("dirs", "ignores", "files", "reads", "code")):
             return False
         if not all(isinstance(v, dict) for v in entry.get("reads", {}).values()):
             return False
@@ -335,15 +387,17 @@ def _split(raw: dict) -> dict:
     """Take the child's bookkeeping for incremental discovery out of its result."""
     graph = raw.pop("graph", None)
     all_envs = raw.pop("all_envs", None)
+    code = raw.pop("code", None)
     ok = bool(raw.pop("incremental_ok", False)) and graph is not None and all_envs is not None
     # a result with load failures (kept with --ignore-load-errors) is never
     # patched: which module fails first depends on the order of the imports
     ok = ok and not raw.get("failures") and not raw.get("problems") and not raw.get("duplicates")
-    return {"graph": graph, "all_envs": all_envs, "incremental": ok}
+    return {"graph": graph, "all_envs": all_envs, "incremental": ok, "code": code if isinstance(code, dict) else {}}
 
 
 def _book_of(entry: dict) -> dict:
-    return {"graph": _unpack(entry.get("graph")), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental"))}
+    return {"graph": _unpack(entry.get("graph")), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental")),
+            "code": entry.get("code") or {}}
 
 
 def _pack(graph: dict | None) -> dict | None:
@@ -375,6 +429,7 @@ def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_dig
         store.write_json(rel_path, {
             "reads": raw.get("reads_witness") or reads or {},
             "candidates": tree.candidates, "dirs": tree.dirs, "ignores": ignores, "files": file_digests, "result": raw,
+            "code": book.get("code") or {},
             **({**book, "graph": _pack(book["graph"])} if book.get("incremental") else {"incremental": False}),
         })
     except OSError:
@@ -435,6 +490,33 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     a dependency) ran too, i.e. every module importing its defining file; the
     set to re-import grows until that holds.
     """
+    plan = _incremental_plan(cfg, candidates, entry, changed, digests)
+    if plan is None:
+        return None
+    raw = _run_child(cfg, "recursive", targets, sorted(plan.redo), sel)
+    book = _split(raw)
+    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(plan.old.get("sys_path", ())):
+        return None
+    return _merge(plan, raw, book)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What an incremental discovery starts from: the cached result and import
+    graph, and the candidate modules to import again."""
+
+    old: dict  # the cached result
+    graph_old: dict  # file -> the user files its load imported
+    all_old: list  # [env name, defining file] of every environment created
+    cands: set
+    importers_of: dict
+    env_files: set
+    redo: set
+    code_old: dict  # file -> code_print, as last imported
+
+
+def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
+                      digests: FileDigests) -> _Plan | None:
     from .context import import_records
 
     old = entry["result"]
@@ -465,22 +547,23 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
         redo |= need
     if not redo:
         return None
+    return _Plan(old, graph_old, all_old, cands, importers_of, env_files, redo, entry.get("code") or {})
 
-    raw = _run_child(cfg, "recursive", targets, sorted(redo), sel)
-    book = _split(raw)
-    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(old.get("sys_path", ())):
-        return None
+
+def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
+    """The child's result for the modules imported again, merged with the
+    cached one for the rest; None when the merge cannot be vouched for."""
     fresh = set(raw["loaded_files"])  # every module imported (so run afresh) in this run
     new_env_files = {f for _, f in book["all_envs"]}
     # the modules that could have touched a fresh environment all ran again
-    for f in fresh & (env_files | new_env_files):
-        if not (_reach([f], importers_of) & cands) <= fresh:
+    for f in fresh & (plan.env_files | new_env_files):
+        if not (_reach([f], plan.importers_of) & plan.cands) <= fresh:
             return None
 
-    graph = {f: v for f, v in graph_old.items() if f not in fresh}
+    graph = {f: v for f, v in plan.graph_old.items() if f not in fresh}
     graph.update(book["graph"])
-    old_loaded = set(old.get("loaded_files", ()))
-    roots = {c for c in cands if c in fresh or (c not in redo and c in old_loaded)}
+    old_loaded = set(plan.old.get("loaded_files", ()))
+    roots = {c for c in plan.cands if c in fresh or (c not in plan.redo and c in old_loaded)}
     loaded = _reach(roots, graph)
     if not fresh <= loaded:
         return None
@@ -488,16 +571,31 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     def reused(file: str) -> bool:
         return file not in fresh and file in loaded
 
-    all_envs = [x for x in all_old if reused(x[1])] + book["all_envs"]
+    all_envs = [x for x in plan.all_old if reused(x[1])] + book["all_envs"]
     if len({name for name, _ in all_envs}) != len(all_envs):
         return None  # the same name in two files: the full discovery names both
     pool: dict[str, dict] = {}
-    for e in [e for e in old["envs"] if reused(e["file"])] + raw["envs"]:
+    for e in [e for e in plan.old["envs"] if reused(e["file"])] + raw["envs"]:
         if e["name"] in pool:
             return None
         pool[e["name"]] = e
-    # the selection again: selected environments (where they are defined
-    # decides it) and what they depend on
+    chosen = _reselect(pool)
+    if chosen is None:
+        return None
+    merged = dict(raw)
+    merged["envs"] = sorted(chosen.values(), key=_env_key)
+    merged["loaded_files"] = sorted(loaded)
+    merged["requested"] = sorted(plan.redo)
+    code = {f: v for f, v in plan.code_old.items() if reused(f)}
+    code.update(book.get("code") or {})
+    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True,
+            "code": code}
+    return merged, book
+
+
+def _reselect(pool: dict[str, dict]) -> dict[str, dict] | None:
+    """The selection again: selected environments (where they are defined
+    decides it) and what they depend on; None when a dependency is missing."""
     chosen: dict[str, dict] = {}
     todo = sorted(n for n, e in pool.items() if e.get("selected"))
     while todo:
@@ -508,13 +606,40 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
             return None
         chosen[name] = pool[name]
         todo.extend(chosen[name].get("depends_on", ()))
+    return chosen
 
-    merged = dict(raw)
-    merged["envs"] = sorted(chosen.values(), key=_env_key)
-    merged["loaded_files"] = sorted(loaded)
-    merged["requested"] = sorted(redo)
-    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True}
-    return merged, book
+
+def _code_unchanged(cfg: Config, entry: dict, changed: list[str], digests: FileDigests) -> dict | None:
+    """Early cutoff: when every changed file is a module whose compiled code is
+    the code last imported (`discovery_reads.code_print`: an edit to comments
+    or blank lines at the end), the cached result stands; the entry's file
+    digests updated to the new bytes, else None. A module that something read
+    as text at import has no print, nor has one loaded from a `.pyc`."""
+    import warnings
+
+    from .discovery_reads import code_print
+
+    prints = entry.get("code") or {}
+    files = dict(entry.get("files", {}))
+    for rel in changed:
+        old = prints.get(rel)
+        if not (isinstance(old, str) and rel.endswith(".py")):
+            return None
+        path = str(cfg.root / rel)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+            hex_ = digests.digest(path)[0]
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                # as the import system compiles it in discovery's child (source_to_code, no -O)
+                code = compile(data, path, "exec", dont_inherit=True, optimize=0)
+        except (OSError, SyntaxError, ValueError):
+            return None
+        if hashlib.sha256(data).hexdigest() != hex_ or code_print(code) != old:
+            return None  # other code (or bytes changing as we read them): import
+        files[rel] = hex_
+    return files
 
 
 def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:

@@ -236,8 +236,9 @@ def _load_spec(path: str) -> "pathspec.GitIgnoreSpec | None":
         raise
 
 
-def inside(root: Path, path: str) -> bool:
-    real = os.path.realpath(path)
+def inside(root: Path, path: str, real: str | None = None) -> bool:
+    """Whether `path` (or `real`, its realpath when the caller has it) is under `root`."""
+    real = os.path.realpath(path) if real is None else real
     r = str(root)
     return real == r or real.startswith(r.rstrip("/") + "/")
 
@@ -267,24 +268,12 @@ def walk(
     """
     root = Path(os.path.realpath(root))
     git = git_ignored(root) if flyte_semantics else None
-    git_names = git[0] if git is not None else frozenset()
     ignore_names = (".flyteignore",) if git is not None else IGNORE_FILES
     ignores = _Ignores()
     ignore_files: list[str] = []
-    # ignore files in the directories from the root down to `start`
-    parts = [p for p in start.split("/") if p] if start else []
-    for i in range(len(parts)):
-        base = "/".join(parts[:i])
-        for name in ignore_names:
-            spec_path = os.path.join(root, base, name)
-            if os.path.isfile(spec_path):
-                spec = _load_spec(spec_path)
-                if spec is not None:
-                    ignores.specs.append((base, spec))
-                    ignore_files.append(f"{base}/{name}" if base else name)
-
+    _ignores_above(root, start, ignore_names, ignores, ignore_files)
+    w = _Walk(root, ignores, suffixes, allow_secrets, flyte_semantics, git[0] if git is not None else frozenset(), [])
     files: dict[str, str] = {}
-    warnings: list[str] = []
     stack = [start.strip("/")]
     while stack:
         rel_dir = stack.pop()
@@ -297,73 +286,120 @@ def walk(
                 dir_mtimes[rel_dir] = os.stat(abs_dir).st_mtime_ns
             entries = sorted(os.scandir(abs_dir), key=lambda e: e.name)
         except OSError as exc:
-            warnings.append(f"{rel_dir or '.'}: cannot list directory ({exc.strerror})")
+            w.warnings.append(f"{rel_dir or '.'}: cannot list directory ({exc.strerror})")
             continue
-        names = {e.name for e in entries}
-        pushed = 0
-        for name in ignore_names:
-            if name in names:
-                spec = _load_spec(os.path.join(abs_dir, name))
-                if spec is not None:
-                    ignores.specs.append((rel_dir, spec))
-                    pushed += 1
-                    ignore_files.append(f"{rel_dir}/{name}" if rel_dir else name)
-        subdirs = []
-        for e in entries:
-            rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
-            try:
-                is_link = e.is_symlink()
-                is_dir = e.is_dir(follow_symlinks=False)
-            except OSError:
-                continue
-            if is_dir:
-                if e.name in STANDARD_IGNORED_DIRS or ignores.ignored(rel, True):
-                    continue
-                if flyte_semantics and flyte_standard_ignored(rel):
-                    continue
-                subdirs.append(rel)
-                continue
-            if e.name in STANDARD_IGNORED_NAMES or e.name.endswith(STANDARD_IGNORED_SUFFIXES):
-                continue
-            if suffixes is not None and not e.name.endswith(suffixes):
-                continue
-            if ignores.ignored(rel, False):
-                continue
-            if is_link:
-                target = os.path.realpath(e.path)
-                if not inside(root, e.path):
-                    warnings.append(f"{rel}: symlink leads outside the root (to {target}); skipped")
-                    continue
-                if os.path.isdir(target):
-                    continue  # walked under its real name; never followed (no loops)
-                if not os.path.isfile(target):
-                    warnings.append(f"{rel}: dangling symlink; skipped")
-                    continue
-            elif not e.is_file(follow_symlinks=False):
-                continue  # sockets, fifos, devices
-            if "\\" in rel:
-                # a backslash is a path separator to Windows and to tar readers there:
-                # archives refuse such names, so say which file and what to do
-                raise UserError(f"{rel}: a backslash in a file name cannot be shipped; rename it, or list it in .flyteignore to leave it out")
-            if not _utf8(rel):
-                # keys and archive names are UTF-8; a name that is not cannot be
-                # shipped faithfully, and dropping it silently would lose a file
-                shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-                raise UserError(f"{shown}: file name is not valid UTF-8; rename it, or list it in .flyteignore to leave it out")
-            why = secret_reason(rel, e.path, root, allow_secrets) if (is_link or is_secret(rel)) else None
-            if why:
-                warnings.append(why)
-                continue
-            if flyte_semantics and (flyte_standard_ignored(rel) or rel in git_names):
-                continue
-            files[rel] = e.path
+        pushed = _push_ignores(abs_dir, rel_dir, {e.name for e in entries}, ignore_names, ignores, ignore_files)
+        subdirs = _walk_entries(w, rel_dir, entries, files)
         # depth-first in sorted order; ignore specs of this dir apply to its subtree only
         if pushed:
             stack.append(_PopMarker(pushed))  # type: ignore[arg-type]
         stack.extend(reversed(subdirs))
     if git is not None:
         ignore_files.extend(f for f in git[1] if f not in ignore_files)
-    return FileSet(root=root, files=dict(sorted(files.items())), warnings=tuple(warnings), ignore_files=tuple(sorted(ignore_files)))
+    return FileSet(root=root, files=dict(sorted(files.items())), warnings=tuple(w.warnings), ignore_files=tuple(sorted(ignore_files)))
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """What decides, during one walk, whether an entry is kept."""
+
+    root: Path
+    ignores: "_Ignores"  # the specs in force (pushed and popped as the walk goes)
+    suffixes: tuple[str, ...] | None
+    allow_secrets: tuple[str, ...]
+    flyte_semantics: bool
+    git_names: frozenset  # git's ignored files (flyte semantics in a repository)
+    warnings: list[str]
+
+
+def _ignores_above(root: Path, start: str, ignore_names: tuple[str, ...], ignores: "_Ignores", ignore_files: list[str]) -> None:
+    """The ignore files in the directories from the root down to `start`."""
+    parts = [p for p in start.split("/") if p] if start else []
+    for i in range(len(parts)):
+        base = "/".join(parts[:i])
+        for name in ignore_names:
+            spec_path = os.path.join(root, base, name)
+            if os.path.isfile(spec_path):
+                spec = _load_spec(spec_path)
+                if spec is not None:
+                    ignores.specs.append((base, spec))
+                    ignore_files.append(f"{base}/{name}" if base else name)
+
+
+def _push_ignores(abs_dir: str, rel_dir: str, names: set[str], ignore_names: tuple[str, ...], ignores: "_Ignores",
+                  ignore_files: list[str]) -> int:
+    """Push the directory's own ignore specs; how many were pushed."""
+    pushed = 0
+    for name in ignore_names:
+        if name in names:
+            spec = _load_spec(os.path.join(abs_dir, name))
+            if spec is not None:
+                ignores.specs.append((rel_dir, spec))
+                pushed += 1
+                ignore_files.append(f"{rel_dir}/{name}" if rel_dir else name)
+    return pushed
+
+
+def _walk_entries(w: _Walk, rel_dir: str, entries: list, files: dict[str, str]) -> list[str]:
+    """Add the directory's kept files to `files`; its kept subdirectories."""
+    subdirs = []
+    for e in entries:
+        rel = f"{rel_dir}/{e.name}" if rel_dir else e.name
+        try:
+            is_link = e.is_symlink()
+            is_dir = e.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if is_dir:
+            if e.name in STANDARD_IGNORED_DIRS or w.ignores.ignored(rel, True):
+                continue
+            if w.flyte_semantics and flyte_standard_ignored(rel):
+                continue
+            subdirs.append(rel)
+            continue
+        if _file_kept(w, e, rel, is_link):
+            files[rel] = e.path
+    return subdirs
+
+
+def _file_kept(w: _Walk, e, rel: str, is_link: bool) -> bool:
+    if e.name in STANDARD_IGNORED_NAMES or e.name.endswith(STANDARD_IGNORED_SUFFIXES):
+        return False
+    if w.suffixes is not None and not e.name.endswith(w.suffixes):
+        return False
+    if w.ignores.ignored(rel, False):
+        return False
+    if is_link:
+        target = os.path.realpath(e.path)
+        if not inside(w.root, e.path):
+            w.warnings.append(f"{rel}: symlink leads outside the root (to {target}); skipped")
+            return False
+        if os.path.isdir(target):
+            return False  # walked under its real name; never followed (no loops)
+        if not os.path.isfile(target):
+            w.warnings.append(f"{rel}: dangling symlink; skipped")
+            return False
+    elif not e.is_file(follow_symlinks=False):
+        return False  # sockets, fifos, devices
+    _check_name(rel)
+    why = secret_reason(rel, e.path, w.root, w.allow_secrets) if (is_link or is_secret(rel)) else None
+    if why:
+        w.warnings.append(why)
+        return False
+    return not (w.flyte_semantics and (flyte_standard_ignored(rel) or rel in w.git_names))
+
+
+def _check_name(rel: str) -> None:
+    """A name the archives cannot carry is bad input, not a file to drop silently."""
+    if "\\" in rel:
+        # a backslash is a path separator to Windows and to tar readers there:
+        # archives refuse such names, so say which file and what to do
+        raise UserError(f"{rel}: a backslash in a file name cannot be shipped; rename it, or list it in .flyteignore to leave it out")
+    if not _utf8(rel):
+        # keys and archive names are UTF-8; a name that is not cannot be
+        # shipped faithfully, and dropping it silently would lose a file
+        shown = rel.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        raise UserError(f"{shown}: file name is not valid UTF-8; rename it, or list it in .flyteignore to leave it out")
 
 
 class _PopMarker(str):

@@ -161,7 +161,8 @@ class Resolver:
         return hit
 
 
-def closure(starts: list[str], resolver: Resolver | None, records_of, edges_of=None) -> tuple[list[str], list[tuple[str, str]]]:
+def closure(starts: list[str], resolver: Resolver | None, records_of, edges_of=None,
+            realpath=os.path.realpath) -> tuple[list[str], list[tuple[str, str]]]:
     """All files reachable from `starts` by imports. `records_of(path)` returns a
     file's import records (cached by digest) or raises SyntaxError; `edges_of(path)`,
     when given, returns the files a file's imports resolve to directly (a caller
@@ -173,7 +174,7 @@ def closure(starts: list[str], resolver: Resolver | None, records_of, edges_of=N
             return resolver.targets(path, records_of(path))
     seen: set[str] = set()
     errors: list[tuple[str, str]] = []
-    todo = [os.path.realpath(s) for s in starts]
+    todo = [realpath(s) for s in starts]
     while todo:
         path = todo.pop()
         if path in seen:

@@ -19,20 +19,6 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("flyte_build", "rules")
 LIMIT = 60
 
-# Long functions another change of issue 17 (the `perf` part) is splitting at the
-# same time. They are checked by the xfail test below, not the strict one, until
-# they are split; the list then goes. Nothing else may be added here: a new long
-# function is split, not listed. Named by file name and function, so a file
-# that moves to another folder keeps its entry.
-BEING_SPLIT = {
-    ("discovery.py", "_discover"),
-    ("discovery.py", "_incremental"),
-    ("files.py", "walk"),
-    ("archive.py", "write_tar_gz"),
-    ("build.py", "_snapshot"),
-}
-
-
 def _functions() -> list[tuple[str, str, int]]:
     """(repository-relative file, qualified name, lines) of every function in the packages."""
     out = []
@@ -58,10 +44,6 @@ def _too_long(functions) -> list[str]:
     return [f"{rel}: {name} is {n} lines (limit {LIMIT})" for rel, name, n in functions if n > LIMIT]
 
 
-def _being_split(rel: str, name: str) -> bool:
-    return (Path(rel).name, name) in BEING_SPLIT
-
-
 def test_the_walk_sees_the_packages():
     functions = _functions()
     files = {rel for rel, _, _ in functions}
@@ -71,11 +53,5 @@ def test_the_walk_sees_the_packages():
 
 
 def test_no_function_is_over_60_lines():
-    long = _too_long((rel, name, n) for rel, name, n in _functions() if not _being_split(rel, name))
+    long = _too_long(_functions())
     assert not long, "functions over the limit (split them into smaller, well-named ones):\n  " + "\n  ".join(long)
-
-
-@pytest.mark.xfail(strict=False, reason="the perf part of issue 17 is splitting these (BEING_SPLIT)")
-def test_the_functions_being_split_are_not_over_60_lines():
-    long = _too_long((rel, name, n) for rel, name, n in _functions() if _being_split(rel, name))
-    assert not long, "functions over the limit:\n  " + "\n  ".join(long)

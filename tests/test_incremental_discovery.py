@@ -58,7 +58,7 @@ class Repo:
         assert full.how == "full"
         assert inc.to_json() == full.to_json()
         warm_entry, full_entry = self.entry(self.cache), self.entry(self.tmp / f"full-{self.n}")
-        for key in ("graph", "all_envs", "files", "candidates", "incremental"):
+        for key in ("graph", "all_envs", "files", "candidates", "incremental", "code"):
             assert warm_entry.get(key) == full_entry.get(key), key
         if requested is not None:
             assert set(inc.requested) == requested
@@ -92,7 +92,7 @@ def sample(tmp_path: Path) -> Repo:
 
 def test_sample_leaf_lib_and_service_edits(sample: Repo):
     # a module nothing imports at load time: only it runs again
-    sample.edit("services/visualization/render.py", None, "\n# edited\n")
+    sample.edit("services/visualization/render.py", None, "\nRENDER_EDITED = 1\n")
     sample.check(requested={"services/visualization/render.py"})
     assert sample.warm().how == "cached"
     # a library one service uses
@@ -107,6 +107,22 @@ def test_sample_leaf_lib_and_service_edits(sample: Repo):
     sample.edit("services/inference/tasks.py", "inference_env = flyte.TaskEnvironment(",
                 "INFERENCE_EDITED = 1\ninference_env = flyte.TaskEnvironment(")
     sample.check(requested={"services/inference/tasks.py"})
+
+
+def test_sample_edit_that_keeps_the_code_reuses_the_result(sample: Repo):
+    # a comment leaves every code object as it was: the result stands, nothing is imported
+    sample.edit("libs/common/text.py", None, "\n# only a comment\n")
+    sample.check(how="cutoff")
+    assert sample.warm().how == "cached"
+    # a module that reads its own text at import: its text may be in the result, so no cutoff
+    render = "services/visualization/render.py"
+    sample.edit(render, None, "\nSOURCE_SIZE = len(open(__file__).read())\n")
+    sample.check(requested={render})
+    sample.edit(render, None, "\n# a comment\n")
+    sample.check(requested={render})
+    # a code change after a cutoff: imported again, as after any edit
+    sample.edit("libs/common/text.py", None, "\nTEXT_EDITED = 1\n")
+    assert "libs/common/text.py" in sample.check().requested
 
 
 def test_sample_rename_add_remove_env(sample: Repo):
@@ -174,14 +190,14 @@ def test_sample_errors_are_the_full_ones(sample: Repo):
     assert "libs/common/text.py" in warm_err and "SyntaxError" in warm_err
     assert warm_err == _error(sample.full)
     sample.edit("libs/common/text.py", "\ndef broken(:\n    pass\n", "\n")
-    sample.check()
+    sample.check(how="cutoff")  # the code last imported, one blank line more
 
     # an exception at import time
     sample.edit("libs/mlkit/serving.py", None, "\nraise RuntimeError('config missing')\n")
     warm_err = _error(sample.warm)
     assert warm_err == _error(sample.full) and "RuntimeError: config missing" in warm_err
     sample.edit("libs/mlkit/serving.py", "\nraise RuntimeError('config missing')\n", "\n")
-    sample.check()
+    sample.check(how="cutoff")
 
     # two environments with one name, in an edited and an untouched module
     sample.edit("services/inference/tasks.py", 'name="inference"', 'name="reporting"')
@@ -202,9 +218,11 @@ def test_sample_errors_are_the_full_ones(sample: Repo):
 def test_sample_file_selection_stays_full(sample: Repo):
     sel = Selection(paths=(str(sample.root / "services/inference/tasks.py"),))
     assert sample.warm(sel).how == "full"
-    sample.edit("services/inference/tasks.py", None, "\n# edited\n")
+    sample.edit("services/inference/tasks.py", None, "\nEDITED = 1\n")
     assert sample.warm(sel).how == "full"
     assert sample.warm(sel).how == "cached"
+    sample.edit("services/inference/tasks.py", None, "\n# edited\n")
+    assert sample.warm(sel).how == "cutoff"  # the same code: the file's result stands
 
 
 def test_sample_build_after_edit_matches_fresh_build(sample: Repo, tmp_path: Path):
@@ -266,5 +284,5 @@ def test_generated_service_lib_and_env_edits(generated: Repo):
     warm_err = _error(generated.warm)
     assert warm_err == _error(generated.full) and f"{svc_mod}:" in warm_err and "SyntaxError" in warm_err
     generated.edit(svc_mod, "\ndef broken(:\n", "\n")
-    generated.check(requested={svc_mod} | _chain_tasks(7))
+    generated.check(how="cutoff")  # the code last imported, one blank line more
     assert generated.warm().how == "cached"

@@ -61,50 +61,46 @@ def run(args) -> int:
 def _snapshot(argv, ws, results) -> None:
     """Record what the same command would print next time if nothing changed
     (every target a local hit), with the paths that answer depends on."""
-    import os
-    import sys
-
     from .. import snapshot
-    from ..stores.action_cache import CacheStats
-    from ..rulesets import builtin_dir
 
     if argv is None or not snapshot.eligible(argv):
         return
     if ws.cfg.storage:
         return  # bundle storage is checked (and refilled) on every run
-    envs = ws.ctx.envs
-    if any(list(e.include) or ws.cfg.include_for(e.name) for e in envs):
+    if any(list(e.include) or ws.cfg.include_for(e.name) for e in ws.ctx.envs):
         return  # include globs may match files in directories nothing below watches
+    files, dirs = _snapshot_paths(ws, results)
+    text = json.dumps(_snapshot_doc(ws, results), indent=2, sort_keys=True, default=str) + "\n"
+    snapshot.record(argv, text, files, dirs)
+
+
+def _snapshot_doc(ws, results) -> dict:
+    """What the next run prints: this run's answer with every target a local hit."""
+    from ..stores.action_cache import CacheStats
+
     records = []
     for r in results:
         rec = r.record()
         rec.update(status="cached", cached=True, seconds=0.0, source="local")
         records.append(rec)
-    doc = {
+    return {
         "targets": records,
         "warnings": [],
         "cache": CacheStats(local_hits=len(results)).to_json(),
         "discovery": {"cached": True, "how": "snapshot", "envs": [e.name for e in ws.ctx.envs]},
         "ok": True,
     }
+
+
+def _snapshot_paths(ws, results) -> tuple[set, set]:
+    """(files whose stat signature, directories whose mtime the answer depends on)."""
+    import os
+
     root = str(ws.cfg.root)
-    files = set(ws.digests.paths())
-    if ws.cfg.pyproject is not None:
-        files.add(str(ws.cfg.pyproject))
-    # flyte-build's own modules and the rules it loaded: an upgrade or an edit of a rule changes the answer
-    own = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, str(builtin_dir()) + os.sep, root + os.sep)
-    for mod in list(sys.modules.values()):
-        f = getattr(mod, "__file__", None)
-        if f and f.startswith(own):
-            files.add(f)
-    for r in results:
-        for o in r.outputs:
-            files.add(str(ws.store.blob_path(o.digest)))
-        if r.key:
-            files.add(str(ws.store.action_path(r.key)))
+    files = _read_files(ws, results, root)
     dirs = {os.path.join(root, d) if d else root for d in ws.discovery.walked_dirs}
     dirs.update(ws.ctx.watched_dirs())
-    if any(ws.cfg.copy_style_for(e.name) == "all" for e in envs):
+    if any(ws.cfg.copy_style_for(e.name) == "all" for e in ws.ctx.envs):
         # such a bundle holds every file under the root: watch every directory and ignore file
         from ..files import walk
 
@@ -119,22 +115,9 @@ def _snapshot(argv, ws, results) -> None:
         if os.path.isfile(p):
             files.add(p)
             continue
-        while not os.path.isdir(p) and os.path.dirname(p) != p:
-            p = os.path.dirname(p)
-        dirs.add(p)
+        dirs.add(_nearest_dir(p))
     dirs.update(os.path.dirname(f) for f in files if f.startswith(root + os.sep))
-    # flyte's config file is in discovery's key: the one in use, and every place
-    # flyte looks first, where a new file would take its place
-    from ..flyte_config import _candidates
-
-    if getattr(ws.cfg, "flyte_config", None) and os.path.isfile(ws.cfg.flyte_config):
-        files.add(str(ws.cfg.flyte_config))
-    for _, path, _ in _candidates(Path.cwd(), os.environ):
-        if path is not None:
-            d = str(path.parent if path.is_absolute() else Path.cwd() / path.parent)
-            while not os.path.isdir(d) and os.path.dirname(d) != d:
-                d = os.path.dirname(d)  # a directory yet to be made: its parent's mtime tells
-            dirs.add(d)
+    _watch_flyte_config(ws, files, dirs)
     # from the working directory up to the root: a pyproject.toml added there would move the root
     d = os.getcwd()
     while True:
@@ -142,5 +125,53 @@ def _snapshot(argv, ws, results) -> None:
         if d == root or os.path.dirname(d) == d:
             break
         d = os.path.dirname(d)
-    text = json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n"
-    snapshot.record(argv, text, files, dirs)
+    return files, dirs
+
+
+def _read_files(ws, results, root: str) -> set:
+    """The files the run digested, the config, flyte-build's own modules and the
+    cache entries the answer names."""
+    import os
+    import sys
+
+    from ..rulesets import builtin_dir
+
+    files = set(ws.digests.paths())
+    if ws.cfg.pyproject is not None:
+        files.add(str(ws.cfg.pyproject))
+    # flyte-build's own modules and the rules it loaded: an upgrade or an edit of a rule changes the answer
+    own = (os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep, str(builtin_dir()) + os.sep, root + os.sep)
+    for mod in list(sys.modules.values()):
+        f = getattr(mod, "__file__", None)
+        if f and f.startswith(own):
+            files.add(f)
+    for r in results:
+        for o in r.outputs:
+            files.add(str(ws.store.blob_path(o.digest)))
+        if r.key:
+            files.add(str(ws.store.action_path(r.key)))
+    return files
+
+
+def _nearest_dir(p: str) -> str:
+    """`p` if it is a directory, else its nearest existing parent (whose mtime tells when it appears)."""
+    import os
+
+    while not os.path.isdir(p) and os.path.dirname(p) != p:
+        p = os.path.dirname(p)
+    return p
+
+
+def _watch_flyte_config(ws, files: set, dirs: set) -> None:
+    """flyte's config file is in discovery's key: the one in use, and every place
+    flyte looks first, where a new file would take its place."""
+    import os
+
+    from ..flyte_config import _candidates
+
+    if getattr(ws.cfg, "flyte_config", None) and os.path.isfile(ws.cfg.flyte_config):
+        files.add(str(ws.cfg.flyte_config))
+    for _, path, _ in _candidates(Path.cwd(), os.environ):
+        if path is not None:
+            # a directory yet to be made: its parent's mtime tells
+            dirs.add(_nearest_dir(str(path.parent if path.is_absolute() else Path.cwd() / path.parent)))
