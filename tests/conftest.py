@@ -35,19 +35,33 @@ def control_plane():
 @pytest.fixture(scope="session")
 def checked_sample(tmp_path_factory):
     """sample_monorepo copied once and `build 'check:*'` run on it in one cache:
-    its images built (sharing one flyte-install layer) and every check passed.
-    Shared by the check and end-to-end suites; a test that edits the repository
-    works on its own copy (`tests.support.cli.copy_checked`), the keys do not depend on the path."""
-    from tests.support.docker_env import ensure_runtime_image
+    its images built cold and pushed, and every check passed. Shared by the check,
+    image and end-to-end suites; a test that edits the repository works on its own
+    copy (`tests.support.cli.copy_checked`), the keys do not depend on the path.
+
+    Cold: the debian base and flyte's runtime image are per-session copies (new
+    image ids, `docker_env.session_image`), so the engine's layer cache holds
+    nothing built on them and every image, its flyte install included, is really
+    built (test_images reads the build logs kept in "logs")."""
+    from tests.support.docker_env import BASE_IMAGE, RUNTIME_IMAGE, ensure_runtime_image, session_image
 
     ensure_runtime_image()
     root = tmp_path_factory.mktemp("checked-sample")
     repo, cache = copy_sample(root / "repo"), root / "cache"
+    base, runtime = session_image(BASE_IMAGE, "checked_sample"), session_image(RUNTIME_IMAGE, "checked_sample-runtime")
+    p = repo / "pyproject.toml"
+    p.write_text(p.read_text().replace(
+        'base-images = { debian = "flyte-build-test/python:3.11" }',
+        f'base-images = {{ debian = "{base}" }}\nbase-map = {{ "{RUNTIME_IMAGE}" = "{runtime}" }}'))
+    planned = flyte_build("targets", "--json", cwd=repo, cache=cache, in_process=True).assert_ok().json()
     started = time.perf_counter()
     run = flyte_build("build", "check:*", "--json", "--jobs", "2", cwd=repo, cache=cache, timeout=1800)
     assert run.rc == 0, f"build 'check:*' failed ({run.rc}):\n{run.err[-4000:]}"
     return {"root": root, "repo": repo, "cache": cache, "seconds": time.perf_counter() - started,
-            "first": {t["target"]: t for t in run.json()["targets"]}}
+            "planned": {t["target"]: t for t in planned["targets"]},
+            "first": {t["target"]: t for t in run.json()["targets"]},
+            # the first build's logs, before later tests' builds in this cache overwrite them
+            "logs": {p.name: p.read_text() for p in (cache / "logs").glob("*.log")}}
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -18,7 +18,8 @@ from tests.support.gitrepo import GitRepo
 @pytest.fixture(scope="module")
 def shared_repo(tmp_path_factory):
     base = tmp_path_factory.mktemp("affected")
-    return GitRepo.create(base / "repo", base / "cache")
+    # local commands on one tree: in-process runs (tests/support/cli.py) save a start and the imports each
+    return GitRepo.create(base / "repo", base / "cache", in_process=True)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from tests.support import servers
+from tests.support.cli import flyte_build
 from tests.support.gitrepo import GIT_ENV, GitRepo
 from tests.support.requirements import require
 
@@ -121,9 +122,7 @@ def test_the_documented_workflow_on_sample_monorepo(tmp_path):
     # the deploy job on a pull request: the plan of exactly the affected envs' deploys
     env = runner("deploy")
     run_job(wf["jobs"]["deploy"], repo.root, env, {**values, **needs}, tmp_path)
-    plan = subprocess.run(
-        [sys.executable, "-m", "flyte_build", "--cache", base_env["FLYTE_BUILD_CACHE"], "deploy", "--changed-since", repo.base, "--dry-run", "--json"],
-        cwd=repo.root, env=env, capture_output=True, text=True, timeout=600,
-    )
-    assert plan.returncode == 0, plan.stderr
-    assert json.loads(plan.stdout)["order"] == ["inference", "reporting"]
+    plan = flyte_build("--cache", base_env["FLYTE_BUILD_CACHE"], "deploy", "--changed-since", repo.base, "--dry-run", "--json",
+                       cwd=repo.root, cache=Path(env["FLYTE_BUILD_CACHE_DIR"]), env=env, timeout=600)
+    assert plan.rc == 0, plan.err
+    assert plan.json()["order"] == ["inference", "reporting"]

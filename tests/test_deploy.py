@@ -11,16 +11,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import controlplane
+from tests.support.cli import Run, copy_sample, flyte_build
 
-REPO = Path(__file__).resolve().parent.parent
 IMG = "127.0.0.1:9/flyte-build-test/{}:1"  # references only: nothing listens on port 9
 
 ENVS = {  # name -> depends_on
@@ -48,16 +46,14 @@ def write_repo(root: Path, cycle: bool = False) -> Path:
     return root
 
 
-def cli(root: Path, *args: str, cache: Path, seed: str = "0") -> subprocess.CompletedProcess:
-    env = {**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache), "PYTHONHASHSEED": seed,
-           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
-    return subprocess.run([sys.executable, "-m", "flyte_build", *args], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=300)
+def cli(root: Path, *args: str, cache: Path, seed: str = "0") -> Run:
+    return flyte_build(*args, cwd=root, cache=cache, env={"PYTHONHASHSEED": seed, "AWS_ACCESS_KEY_ID": "testing",
+                                                          "AWS_SECRET_ACCESS_KEY": "testing"})
 
 
 def records(proc) -> list[dict]:
-    assert proc.returncode == 0, proc.stderr  # a dry run contacts nothing and must succeed
-    return json.loads(proc.stdout)["targets"]
+    assert proc.rc == 0, proc.err  # a dry run contacts nothing and must succeed
+    return json.loads(proc.out)["targets"]
 
 
 def assert_dependencies_first(order: list[str]) -> None:
@@ -103,19 +99,19 @@ def test_dry_run_selection_and_bad_input(tmp_path):
     tgt = records(cli(root, "deploy", "--dry-run", "--json", "deploy:right", cache=tmp_path / "c"))
     assert [r["env"] for r in tgt] == ["base", "mid", "right"]
     none = cli(root, "--copy-style", "none", "deploy", "--dry-run", cache=tmp_path / "c")
-    assert none.returncode == 2 and "copy style none" in none.stderr and "--version" in none.stderr
+    assert none.rc == 2 and "copy style none" in none.err and "--version" in none.err
 
 
 def test_cycle_from_add_dependency_is_an_error_before_anything(tmp_path):
     root = write_repo(tmp_path / "repo", cycle=True)
     proc = cli(root, "deploy", "--dry-run", cache=tmp_path / "c")
-    assert proc.returncode == 2
-    assert "depends_on cycle: base → mid → base" in proc.stderr
+    assert proc.rc == 2
+    assert "depends_on cycle: base → mid → base" in proc.err
 
 
 def test_sample_monorepo_dry_run_order(tmp_path):
     root = tmp_path / "sample"
-    shutil.copytree(REPO / "sample_monorepo", root, ignore=shutil.ignore_patterns("__pycache__", ".venv"))
+    copy_sample(root)
     recs = records(cli(root, "deploy", "--dry-run", "--json", cache=tmp_path / "c"))
     order = [r["env"] for r in recs]
     assert len(order) == len(set(order)) == 6
@@ -143,7 +139,7 @@ def test_real_deploy_order_versions_locations_and_incremental(tmp_path, control_
     root = write_repo(tmp_path / "repo")
     plan = {r["env"]: r for r in records(cli(root, "deploy", "--dry-run", "--json", cache=tmp_path / "c"))}
     proc = cli(root, *deploy_args(cp), cache=tmp_path / "c")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.rc == 0, proc.err
     # dependencies first: an env's first task arrives after every task of its dependencies
     calls = [(req.spec.environment.name, req) for m, req in cp.calls if m == "DeployTask"]
     for name, deps in ENVS.items():
@@ -166,13 +162,13 @@ def test_real_deploy_order_versions_locations_and_incremental(tmp_path, control_
     # unchanged: nothing is uploaded or registered again
     n = len(cp.calls)
     again = cli(root, *deploy_args(cp), cache=tmp_path / "c")
-    assert again.returncode == 0, again.stderr
-    doc = json.loads(again.stdout)
+    assert again.rc == 0, again.err
+    doc = json.loads(again.out)
     assert sorted(doc["unchanged"]) == sorted(ENVS) and doc["deployed"] == []
     assert cp.calls[n:] == []
     # --force redeploys (the backend answers ALREADY_EXISTS, which is fine)
     forced = cli(root, *deploy_args(cp), "--force", "deploy:solo", cache=tmp_path / "c")
-    assert forced.returncode == 0 and json.loads(forced.stdout)["deployed"] == ["solo"]
+    assert forced.rc == 0 and json.loads(forced.out)["deployed"] == ["solo"]
 
 
 @pytest.mark.servers
@@ -181,8 +177,8 @@ def test_failed_env_skips_dependents_and_rerun_deploys_the_rest(tmp_path, contro
     cp.fail_envs.add("mid")
     root = write_repo(tmp_path / "repo")
     proc = cli(root, *deploy_args(cp), cache=tmp_path / "c")
-    assert proc.returncode == 1
-    doc = json.loads(proc.stdout)
+    assert proc.rc == 1
+    doc = json.loads(proc.out)
     assert sorted(doc["deployed"]) == ["base", "solo"]
     assert doc["failed"] == ["mid"]
     assert sorted(doc["skipped"]) == ["left", "right", "top"]
@@ -191,8 +187,8 @@ def test_failed_env_skips_dependents_and_rerun_deploys_the_rest(tmp_path, contro
     cp.fail_envs.clear()
     n = len(cp.calls)
     rerun = cli(root, *deploy_args(cp), cache=tmp_path / "c")
-    assert rerun.returncode == 0, rerun.stderr
-    doc = json.loads(rerun.stdout)
+    assert rerun.rc == 0, rerun.err
+    doc = json.loads(rerun.out)
     assert sorted(doc["deployed"]) == ["left", "mid", "right", "top"]
     assert sorted(doc["unchanged"]) == ["base", "solo"]
     assert deployed_envs(cp, n)[0] == "mid"
@@ -209,11 +205,11 @@ def test_changed_since_deploys_only_affected_envs_and_leaves_dependencies_alone(
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "base"]):
         subprocess.run(["git", *args], cwd=root, env={**os.environ, **GIT_ENV}, check=True, capture_output=True)
     (root / "svc" / "left.py").write_text((root / "svc" / "left.py").read_text() + "\n# edited\n")
-    plan = json.loads(cli(root, "deploy", "--dry-run", "--json", "--changed-since", "HEAD", cache=tmp_path / "c").stdout)
+    plan = json.loads(cli(root, "deploy", "--dry-run", "--json", "--changed-since", "HEAD", cache=tmp_path / "c").out)
     assert plan["order"] == ["left", "top"] and plan["left_out"] == ["base", "mid", "right"]
     proc = cli(root, *deploy_args(cp), "--changed-since", "HEAD", cache=tmp_path / "c")
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
+    assert proc.rc == 0, proc.err
+    doc = json.loads(proc.out)
     assert doc["deployed"] == ["left", "top"]
     assert doc["unchanged"] == doc["left_out"] == ["base", "mid", "right"]
     assert deployed_envs(cp) == ["left", "top"]  # the left-out dependencies were never contacted

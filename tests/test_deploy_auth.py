@@ -14,13 +14,13 @@ from __future__ import annotations
 import base64
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from tests.support import controlplane, tls
+from tests.support.cli import Run, flyte_build
 from tests.support.requirements import require
 
 pytestmark = pytest.mark.servers
@@ -64,13 +64,13 @@ def write_config(path: Path, cp, cert, project: str, **admin) -> Path:
     return path
 
 
-def deploy(repo: Path, config: Path, cache: Path, extra_env: dict | None = None, *flags: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLYTE_", "FLYTECTL_", "UCTL_"))}
-    env.update({"FLYTE_BUILD_CACHE_DIR": str(cache), "PYTHONHASHSEED": "0", **(extra_env or {})})
+def deploy(repo: Path, config: Path, cache: Path, extra_env: dict | None = None, *flags: str) -> Run:
+    # none of this machine's flyte settings: only the config file and the variables a test sets
+    env = {k: None for k in os.environ if k.startswith(("FLYTE_", "FLYTECTL_", "UCTL_")) and k != "FLYTE_BUILD_CACHE_DIR"}
+    env.update({"PYTHONHASHSEED": "0", **(extra_env or {})})
     # the env's image is a name no registry serves: these tests are about
     # credentials, so the pre-deploy check (which would start it) is off
-    return subprocess.run([sys.executable, "-m", "flyte_build", "--config", str(config), "deploy", "--json", "--no-check", *flags],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    return flyte_build("--config", str(config), "deploy", "--json", "--no-check", *flags, cwd=repo, cache=cache, env=env)
 
 
 def calls_for(cp, project: str) -> list[tuple[str, str | None, str | None]]:
@@ -89,8 +89,8 @@ def authorized(cp, project: str) -> set[str]:
 
 
 def assert_deployed(proc) -> dict:
-    assert proc.returncode == 0, proc.stderr + proc.stdout
-    doc = json.loads(proc.stdout)
+    assert proc.rc == 0, proc.err + proc.out
+    doc = json.loads(proc.out)
     assert doc["deployed"] == ["authsvc"] and doc["failed"] == [], doc
     return doc
 
@@ -98,7 +98,7 @@ def assert_deployed(proc) -> dict:
 def assert_no_secret(proc, cache: Path, *secrets: str) -> None:
     files = [p for p in cache.rglob("*") if p.is_file()]
     for s in secrets:
-        assert s not in proc.stdout and s not in proc.stderr, s
+        assert s not in proc.out and s not in proc.err, s
         for f in files:
             assert s.encode() not in f.read_bytes(), (s, f)
 
@@ -159,10 +159,10 @@ def test_api_key_and_a_wrong_api_key(server, repo, tmp_path):
     cfg.write_text(cfg.read_text().replace("p-key", "p-wrong"))
     before = len(cp.token_requests)
     proc = deploy(repo, cfg, tmp_path / "cache2", {"FLYTE_API_KEY": wrong}, "--endpoint", endpoint)
-    assert proc.returncode == 1, proc.stderr
-    doc = json.loads(proc.stdout)
+    assert proc.rc == 1, proc.err
+    doc = json.loads(proc.out)
     assert doc["failed"] == ["authsvc"] and doc["deployed"] == []
-    assert "refused the credentials" in proc.stderr + proc.stdout and "FLYTE_API_KEY" in proc.stderr + proc.stdout
+    assert "refused the credentials" in proc.err + proc.out and "FLYTE_API_KEY" in proc.err + proc.out
     assert cp.token_requests[before:] and not any(t["accepted"] for t in cp.token_requests[before:])
     assert not authorized(cp, "p-wrong")
     assert_no_secret(proc, tmp_path / "cache2", wrong_secret, wrong)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
 from flyte_build.errors import UserError
 from flyte_build.rulesets import builtin
-from tests.support.cli import flyte_build, records
+from tests.support.cli import copy_tree, flyte_build, records
 
 df = builtin("image.dockerfile")
 
@@ -195,7 +194,7 @@ def test_tag_moves_with_the_context_and_nothing_else(repo: Path, tmp_path: Path)
 
 def test_tag_is_stable_across_checkouts(repo: Path, tmp_path: Path) -> None:
     other = tmp_path / "elsewhere" / "checkout"
-    shutil.copytree(repo, other)
+    copy_tree(repo, other)
     a, b = _targets(repo, tmp_path / "c1"), _targets(other, tmp_path / "c2")
     assert {k: v.get("uri") for k, v in a.items()} == {k: v.get("uri") for k, v in b.items()}
 

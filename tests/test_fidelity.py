@@ -15,15 +15,13 @@ a handful of child processes), so every case test just reads its outcome.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from tests.support import corpus
+from tests.support.cli import flyte_build
 from tests.support import flyte_reference as fr
 
 CASES = {c.name: c for c in corpus.CASES}
@@ -153,10 +151,7 @@ def test_flyte_standard_ignore_patterns_match_flytes():
 
 
 def _cli(args, cwd, cache, timeout=300):
-    env = dict(os.environ, FLYTE_BUILD_CACHE_DIR=str(cache))
-    env.pop("PYTHONPATH", None)
-    return subprocess.run([sys.executable, "-m", "flyte_build", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=timeout)
+    return flyte_build(*args, cwd=cwd, cache=cache, env={"PYTHONPATH": None}, timeout=timeout)
 
 
 def test_cli_parity_flags(tmp_path):
@@ -168,17 +163,17 @@ def test_cli_parity_flags(tmp_path):
     (proj / "flows" / "sub" / "b.py").write_text("import flyte\n\nenv = flyte.TaskEnvironment(name='b')\n\n\n@env.task\ndef u() -> int:\n    return 2\n")
     r = _cli(["deploy", "--dryrun", "--json", "-r", "flows", "-p", "proj", "-d", "dev", "--image", "reg.example.com/default:7"],
              proj, tmp_path / "cache")
-    assert r.returncode == 0, r.stderr
-    doc = json.loads(r.stdout)
+    assert r.rc == 0, r.err
+    doc = json.loads(r.out)
     assert doc["project"] == "proj" and doc["domain"] == "dev"
     assert {t["env"]: t["image"] for t in doc["targets"]} == {"a": "reg.example.com/default:7", "b": "reg.example.com/default:7"}
     r = _cli(["deploy", "--dry-run", "--json", "--all", "flows"], proj, tmp_path / "cache")
-    assert r.returncode == 0, r.stderr
-    assert [t["env"] for t in json.loads(r.stdout)["targets"]] == ["a"]
+    assert r.rc == 0, r.err
+    assert [t["env"] for t in json.loads(r.out)["targets"]] == ["a"]
     # FILE without an env variable: the envs declared in it
     r = _cli(["deploy", "--dry-run", "--json", "flows/sub/b.py"], proj, tmp_path / "cache")
-    assert r.returncode == 0, r.stderr
-    assert [t["env"] for t in json.loads(r.stdout)["targets"]] == ["b"]
+    assert r.rc == 0, r.err
+    assert [t["env"] for t in json.loads(r.out)["targets"]] == ["b"]
     # the Python API takes flyte.deploy's arguments: dryrun (deprecated alias), interactive_mode
     import flyte_build
 
@@ -199,5 +194,5 @@ def test_env_with_tasks_that_serializes_none_fails_naming_it(tmp_path):
         "import pathlib\n\nfrom envs import env\n\nmark = pathlib.Path(__file__).with_name('seen')\n"
         "if not mark.exists():\n    mark.write_text('x')\n\n    @env.task\n    def t() -> int:\n        return 1\n")
     r = _cli(["deploy", "--dry-run"], proj, tmp_path / "cache")
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
-    assert "`flaky` has 1 tasks (flaky.t) but serialized none" in r.stderr
+    assert r.rc == 1, (r.rc, r.out, r.err)
+    assert "`flaky` has 1 tasks (flaky.t) but serialized none" in r.err

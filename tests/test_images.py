@@ -1,35 +1,25 @@
 """image:<env> against a real Docker engine and registry (no mocks).
 
-One module-scoped build of sample_monorepo's images (a temp copy, a fresh
-cache, and per-session base images: copies of the offline base and of the
-flyte runtime image with a new image id, so the engine's layer cache holds
-nothing built on them and every image, its flyte install included, is really
-built), then rebuilds, an edit, a registry hit and a failure against it. The
-tests run in file order and share that state.
+The session's cold build of sample_monorepo's images (conftest's
+`checked_sample`: per-session base images, so every image, its flyte install
+included, is really built, then pushed), then on a copy of it with the same
+cache: rebuilds, an edit, a registry hit and a failure. The tests run in file
+order and share that state.
 """
 
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.support import cli
-from tests.support.cli import Run, copy_sample
-from tests.support.docker_env import (
-    BASE_IMAGE,
-    RUNTIME_IMAGE,
-    ensure_runtime_image,
-    manifest_digest,
-    registry_available,
-    session_image,
-)
-from tests.support.requirements import require
+from tests.support.cli import Run, copy_checked
+from tests.support.docker_env import RUNTIME_IMAGE, manifest_digest
 
-# the first test includes a truly cold build (flyte installed once for the session)
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(1200)]
+# the first test may set up the session's checked sample (a truly cold build)
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
 IMAGES = ["image:preprocessing", "image:visualization", "image:reporting", "image:inference"]
@@ -52,25 +42,10 @@ def created(uri: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    ensure_runtime_image()
-    require(registry_available(), "no registry answers on 127.0.0.1:5000; run `bash .ci/provision.sh` as root")
-    root = tmp_path_factory.mktemp("images")
-    repo = root / "repo"
-    copy_sample(repo)
-    # cold: the bases are per-session copies (new image ids), so every FROM line, and
-    # with it every tag and every layer after it, is new to the engine's cache
-    base, runtime = session_image(BASE_IMAGE, "test_images"), session_image(RUNTIME_IMAGE, "test_images-runtime")
-    p = repo / "pyproject.toml"
-    p.write_text(p.read_text()
-                 .replace('base-images = { debian = "flyte-build-test/python:3.11" }',
-                          f'base-images = {{ debian = "{base}" }}\nbase-map = {{ "{RUNTIME_IMAGE}" = "{runtime}" }}'))
-    cache = root / "cache"
-    planned = records(flyte_build(repo, cache, "targets", "--json"))
-    started = time.perf_counter()
-    first = records(flyte_build(repo, cache, "build", *IMAGES, "--json", "--jobs", "2"))
-    print(f"\nimages cold ({', '.join(BUILT)}): {time.perf_counter() - started:.1f} s")
-    return {"root": root, "repo": repo, "cache": cache, "planned": planned, "first": first}
+def state(checked_sample):
+    # a copy to edit; the first build's records, plan and logs are the session's
+    return {"root": checked_sample["root"], "repo": copy_checked(checked_sample, "images"), "cache": checked_sample["cache"],
+            "planned": checked_sample["planned"], "first": checked_sample["first"], "logs": checked_sample["logs"]}
 
 
 def test_first_build_builds_pushes_and_pins(state) -> None:
@@ -106,15 +81,17 @@ def _steps(log: str) -> dict[str, str]:
 
 
 def test_the_first_build_was_cold(state) -> None:
-    steps = {t: _steps((state["cache"] / "logs" / f"{t.replace(':', '--')}.log").read_text()) for t in BUILT}
-    # the flyte install all from_debian_base images share ran in this session (once:
-    # an image built alongside may take it from the one that ran it)
-    installs = [o for t in BUILT for name, o in steps[t].items() if "pip install" in name and "flyte==" in name]
-    assert "DONE" in installs, steps
-    # every image's own steps ran
+    # the session's check:* build made all six images at once: a step two images share
+    # (the flyte install every from_debian_base image starts with, a pip install two
+    # envs declare alike) ran in one of them and was CACHED in the other
+    every = [_steps(text) for name, text in state["logs"].items() if name.startswith("image--")]
+    ran = {name for steps in every for name, o in steps.items() if o == "DONE"}
+    assert any("pip install" in name and "flyte==" in name for name in ran), every
+    # every image's own steps ran in this session: nothing came from an earlier one
     for t in BUILT:
-        own = [(n, o) for n, o in steps[t].items() if "'six==1.17.0'" in n or "requirements.txt" in n]
-        assert own and all(o == "DONE" for _, o in own), (t, steps[t])
+        steps = _steps(state["logs"][f"{t.replace(':', '--')}.log"])
+        own = [n for n in steps if "'six==1.17.0'" in n or "requirements.txt" in n]
+        assert own and all(n in ran for n in own), (t, steps)
 
 
 def test_container_has_the_pip_packages_and_source_folder(state) -> None:
@@ -167,7 +144,7 @@ def test_editing_a_source_folder_rebuilds_only_that_image(state) -> None:
 
 
 def test_tag_in_registry_is_a_remote_hit_without_building(state) -> None:
-    fresh = state["root"] / "fresh-cache"
+    fresh = state["root"] / "images-fresh-cache"
     hit = records(flyte_build(state["repo"], fresh, "build", *BUILT, "--json"))
     for t in BUILT:
         assert hit[t]["status"] == "cached" and hit[t]["source"] == "remote", hit[t]

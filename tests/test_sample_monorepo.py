@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -18,6 +17,8 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
+from tests.support.cli import copy_sample
 
 SAMPLE = Path(__file__).resolve().parent.parent / "sample_monorepo"
 
@@ -39,8 +40,7 @@ ENV_MODULES = [
 @pytest.fixture
 def monorepo(tmp_path: Path) -> Path:
     root = tmp_path / "sample_monorepo"
-    shutil.copytree(SAMPLE, root, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    return root
+    return copy_sample(root)
 
 
 def run_python(root: Path, script: str) -> dict:

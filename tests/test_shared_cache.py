@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import servers
-from tests.support.cli import copy_sample
+from tests.support.cli import Run, copy_sample, flyte_build, popen
 from tests.support.requirements import require
 
 REPO = Path(__file__).resolve().parents[1]
@@ -110,17 +108,14 @@ class Machine:
     checkout: Path
     cache: Path
 
-    def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-        full = dict(os.environ, FLYTE_BUILD_CACHE_DIR=str(self.cache), PYTHONDONTWRITEBYTECODE="1")
-        full.update(env or {})
-        return subprocess.run([sys.executable, "-m", "flyte_build", *args], cwd=self.checkout, env=full,
-                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    def run(self, *args: str, env: dict | None = None, timeout: float = 300) -> Run:
+        return flyte_build(*args, cwd=self.checkout, cache=self.cache, env=env, timeout=timeout)
 
     def build(self, *args: str, env: dict | None = None, expect: int = 0) -> dict:
         proc = self.run(*args, "build", "--json", env=env)
-        assert proc.returncode == expect, f"rc {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
-        doc = json.loads(proc.stdout)
-        doc["stderr"] = proc.stderr
+        assert proc.rc == expect, proc.describe()
+        doc = proc.json()
+        doc["stderr"] = proc.err
         return doc
 
 
@@ -205,10 +200,10 @@ def test_machine_b_rebuilds_nothing_that_machine_a_built(kind, make_store, machi
         assert t["remote"] == f"{storage.url}/{hex_}.tar.gz"
         assert hashlib.sha256(bundles[f"{hex_}.tar.gz"]).hexdigest() == hex_
 
-    stats = b.run("cache", "stats", env=cache.env).stdout
+    stats = b.run("cache", "stats", env=cache.env).out
     assert "shared 6" in stats and f"shared cache {cache.url}: 6 hits, 0 misses" in stats
     assert f"bundle storage {storage.url}: 0 uploaded (0 bytes), 6 already there" in stats
-    last = json.loads(b.run("cache", "stats", "--json").stdout)["last_run"]
+    last = json.loads(b.run("cache", "stats", "--json").out)["last_run"]
     assert last["storage"]["uploads"] == 0 and last["storage"]["present"] == 6
 
 
@@ -236,9 +231,9 @@ def test_unreachable_cache_warns_once_and_builds_locally(kind, machine):
     assert {t["source"] for t in again["targets"]} == {"local"}
 
     required = m.run("--cache", f"{kind}://flyte-cache/x", "--cache-required", "build", env=env)
-    assert required.returncode == 1
-    assert "shared cache unavailable (cache-required)" in required.stderr
-    assert "Traceback" not in required.stderr
+    assert required.rc == 1
+    assert "shared cache unavailable (cache-required)" in required.err
+    assert "Traceback" not in required.err
 
 
 def azure_keys(endpoint: str) -> str:
@@ -295,12 +290,7 @@ def test_two_checkouts_building_at_once_share_one_cache(kind, make_store, machin
     cache, storage = make_store(kind, "cache"), make_store(kind, "bundles")
     a, b = machine("a"), machine("b")
     args = ("--cache", cache.url, "--storage", storage.url, "build", "--json")
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **cache.env)
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "flyte_build", *args], cwd=m.checkout,
-                         env=dict(env, FLYTE_BUILD_CACHE_DIR=str(m.cache)), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        for m in (a, b)
-    ]
+    procs = [popen(*args, cwd=m.checkout, cache=m.cache, env=cache.env) for m in (a, b)]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], results
     docs = [json.loads(out) for out, _ in results]
@@ -383,9 +373,9 @@ def test_an_unfinished_s3_upload_is_invisible(make_store, machine):
 )
 def test_bad_object_store_config_is_a_user_error(config, message, machine):
     proc = machine("bad", config).run("build")
-    assert proc.returncode == 2
-    assert message in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert proc.rc == 2
+    assert message in proc.err
+    assert "Traceback" not in proc.err
 
 
 @pytest.mark.servers
@@ -411,7 +401,7 @@ def test_azure_through_config_keys_and_an_abfs_url(machine):
                                           ("az://", "no container")])
 def test_bad_cache_url_is_a_user_error(url, message, machine):
     proc = machine("bad").run("--cache", url, "build")
-    assert proc.returncode == 2 and message in proc.stderr
+    assert proc.rc == 2 and message in proc.err
 
 
 @pytest.mark.parametrize("kind", STORES)

@@ -4,13 +4,11 @@ stats, and every change that must send the build down the normal path."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 
 import pytest
 
-from tests.support.cli import build_json, digests, environ
+from tests.support.cli import build_json, digests, flyte_build
 
 
 def _states(doc: dict) -> dict:
@@ -31,11 +29,10 @@ def test_snapshot_answers_a_noop_and_steps_aside_for_any_change(repo, tmp_path):
     assert again["cache"]["local_hits"] == len(again["targets"])
 
     # the answer comes before argparse, json, discovery or the engine are imported
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "flyte_build", "build", "--json"], cwd=repo,
-                          env=environ(cache),  # build_json's environment: the snapshot's key
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0 and '"how": "snapshot"' in proc.stdout
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    # build_json's environment (tests/support/cli.py), so the snapshot's key matches
+    proc = flyte_build("build", "--json", cwd=repo, cache=cache, python_flags=("-X", "importtime"), timeout=120)
+    assert proc.rc == 0 and '"how": "snapshot"' in proc.out
+    imported = {line.split("|")[-1].strip() for line in proc.err.splitlines() if line.startswith("import time:")}
     assert "flyte_build.snapshot" in imported
     assert not imported & {"argparse", "json", "hashlib", "flyte_build.discovery", "flyte_build.engine", "flyte"}
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.cli import flyte_build
 from tests.support.repos import Cli, cache_files, env_module, make_repo
 
 pytestmark = pytest.mark.reliability("bad input")
@@ -111,7 +112,7 @@ def test_invalid_config_names_the_field(tmp_path, extra, pieces):
 def test_bad_copy_style_flag_is_a_usage_error(tmp_path):
     cli = repo(tmp_path, {})
     res = cli.run("--copy-style", "some", "build")
-    assert res.rc == 2 and "Traceback" not in res.stderr and "--copy-style" in res.stderr, res.describe()
+    assert res.rc == 2 and "Traceback" not in res.err and "--copy-style" in res.err, res.describe()
 
 
 def test_unreadable_file_is_named(tmp_path):
@@ -167,12 +168,10 @@ def test_very_large_file_streams(tmp_path):
     big.parent.mkdir()
     with open(big, "wb") as f:
         f.truncate(256 << 20)
-    argv = ["/usr/bin/time", "-f", "maxrss_kb=%M", *cli.argv("--copy-style", "all", "build", "--json")]
-    import subprocess
-
-    proc = subprocess.run(argv, cwd=cli.cwd, env=cli.environ(), capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    rss_kb = int(proc.stderr.rsplit("maxrss_kb=", 1)[1].split()[0])
+    run = flyte_build("--copy-style", "all", "build", "--json", cwd=cli.cwd, cache=cli.cache_dir,
+                      wrapper=("/usr/bin/time", "-f", "maxrss_kb=%M"))
+    run.assert_ok()
+    rss_kb = int(run.err.rsplit("maxrss_kb=", 1)[1].split()[0])
     assert rss_kb < 160 * 1024, f"peak RSS {rss_kb} KiB: the build read the whole file into memory"
     assert cli.verify().rc == 0
 
@@ -199,4 +198,4 @@ def test_copy_style_none_without_version(tmp_path):
     cli = repo(tmp_path, {})
     cli.run("--copy-style", "none", "deploy", "--dry-run").assert_clean_error(2, "`a`", "copy style none", "--version")
     ok = cli.run("--copy-style", "none", "deploy", "--dry-run", "--version", "v1")
-    assert ok.rc == 0 and "Traceback" not in ok.stderr, ok.describe()
+    assert ok.rc == 0 and "Traceback" not in ok.err, ok.describe()

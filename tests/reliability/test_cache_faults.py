@@ -48,7 +48,7 @@ def test_corrupted_blob_is_reported_and_rebuilt(built):
     data[len(data) // 2] ^= 0xFF  # same size: only hashing can tell
     blob.write_bytes(bytes(data))
     ver = cli.verify()
-    assert ver.rc == 1 and blob.name in ver.stdout, ver.describe()
+    assert ver.rc == 1 and blob.name in ver.out, ver.describe()
     doc = _rebuilt_same(cli, first, "bundle:a")
     assert doc["cache"]["corrupt"] == 1
     assert _target(doc, "bundle:b")["cached"] is True
@@ -73,7 +73,7 @@ def test_truncated_action_entry_is_rebuilt(built):
     entry = cli.cache_dir / "ac" / key[:2] / f"{key}.json"
     entry.write_bytes(entry.read_bytes()[: len(entry.read_bytes()) // 2])
     ver = cli.verify()
-    assert ver.rc == 1 and key in ver.stdout, ver.describe()
+    assert ver.rc == 1 and key in ver.out, ver.describe()
     _rebuilt_same(cli, first, "bundle:a")
 
 
@@ -95,7 +95,7 @@ def test_gc_repairs_what_verify_reports(built):
     key = _target(first, "bundle:b")["key"]
     (cli.cache_dir / "ac" / key[:2] / f"{key}.json").write_text("{")
     ver = cli.run("cache", "verify")
-    assert ver.rc == 1 and "cache gc" in ver.stdout, ver.describe()
+    assert ver.rc == 1 and "cache gc" in ver.out, ver.describe()
     cli.run("cache", "gc").assert_ok()
     after = cli.verify()
     assert after.rc == 0, after.describe()
@@ -119,13 +119,13 @@ def test_foreign_files_in_the_store_do_not_crash_verify_or_gc(built):
     (cli.cache_dir / "cas" / "sha256" / "README").write_text("stray")
     (cli.cache_dir / "ac" / "notes.txt").write_text("stray")
     ver = cli.verify()
-    assert "internal error" not in ver.stderr and "Traceback" not in ver.stderr, ver.describe()
+    assert "internal error" not in ver.err and "Traceback" not in ver.err, ver.describe()
     cli.run("cache", "gc").assert_ok()
     cli.run("cache", "stats").assert_ok()
     again = cli.build()
     again.assert_ok()
     assert again.digests() == {t["target"]: t["digest"] for t in first["targets"]}
-    json.loads(cli.verify().stdout)
+    json.loads(cli.verify().out)
 
 
 def test_rebuild_replaces_a_corrupt_blob_whose_entry_is_gone(built):

@@ -40,7 +40,7 @@ def test_builds_at_once_share_one_cache(repo, tmp_path, n):
     results = []
     for p in procs:
         out, err = p.communicate(timeout=300)
-        results.append(Result(("build", "--json"), p.returncode, out, err))
+        results.append(Result(p.returncode, out, err, ("build", "--json")))
     for r in results:
         r.assert_ok()
         assert r.digests() == reference, r.describe()

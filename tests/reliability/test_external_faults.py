@@ -45,8 +45,8 @@ def test_docker_engine_down(tmp_path):
     cli = Cli(root, tmp_path / "cache", env={"DOCKER_HOST": f"unix://{tmp_path}/no-docker.sock"})
     res = cli.run("build", "image:*", timeout=120)
     assert res.rc == 1, res.describe()
-    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.describe()
-    assert "Cannot connect to the Docker daemon" in res.stderr + res.stdout, res.describe()
+    assert "Traceback" not in res.err and "internal error" not in res.err, res.describe()
+    assert "Cannot connect to the Docker daemon" in res.err + res.out, res.describe()
     _no_image_recorded(cli)
 
 
@@ -57,8 +57,8 @@ def test_registry_down(tmp_path):
     cli = Cli(root, tmp_path / "cache")
     res = cli.run("build", "image:*", timeout=300)
     assert res.rc == 1, res.describe()
-    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.describe()
-    assert f"127.0.0.1:{port}" in res.stderr + res.stdout, res.describe()
+    assert "Traceback" not in res.err and "internal error" not in res.err, res.describe()
+    assert f"127.0.0.1:{port}" in res.err + res.out, res.describe()
     _no_image_recorded(cli)
 
 
@@ -73,10 +73,10 @@ def test_control_plane_refuses(tmp_path):
     endpoint = f"dns:///127.0.0.1:{servers.free_port()}"
     res = _deploy(cli, endpoint)
     assert res.rc == 1, res.describe()
-    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.describe()
+    assert "Traceback" not in res.err and "internal error" not in res.err, res.describe()
     doc = res.json()
     assert doc["failed"] == ["a"] and doc["deployed"] == []
-    assert "Connection refused" in res.stdout + res.stderr
+    assert "Connection refused" in res.out + res.err
     # nothing was recorded as deployed: a second attempt tries again
     again = _deploy(cli, endpoint)
     assert again.rc == 1 and again.json()["failed"] == ["a"], again.describe()
@@ -94,8 +94,8 @@ def test_control_plane_times_out(tmp_path):
     finally:
         silent.close()
     assert res.rc == 1, res.describe()
-    assert "Traceback" not in res.stderr and "internal error" not in res.stderr, res.describe()
+    assert "Traceback" not in res.err and "internal error" not in res.err, res.describe()
     assert res.json()["failed"] == ["a"]
     assert elapsed < 60
-    assert "no answer from" in res.stdout + res.stderr
+    assert "no answer from" in res.out + res.err
     assert cli.verify().rc == 0

@@ -182,7 +182,7 @@ def test_module_vandalising_the_cache_while_discovered(tmp_path):
     assert res.digests() == reference, "a vandalised entry was served"
     assert all(not t["cached"] for t in res.json()["targets"]), "a vandalised entry was served as a hit"
     ver = cli.verify()
-    assert "Traceback" not in ver.stderr and "internal error" not in ver.stderr, ver.describe()
+    assert "Traceback" not in ver.err and "internal error" not in ver.err, ver.describe()
     assert ver.json()["ok"], ver.describe()
     again = cli.build()
     again.assert_ok()

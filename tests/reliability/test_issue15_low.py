@@ -77,7 +77,7 @@ def test_wrong_shaped_state_files_are_ignored(tmp_path):
             p.write_text(shape)
             for args in (("build", "--json"), ("explain", "bundle:a"), ("cache", "stats")):
                 run = cli.run(*args)
-                assert run.rc == 0 and "internal error" not in run.stderr, f"{p.name} = {shape}\n{run.describe()}"
+                assert run.rc == 0 and "internal error" not in run.err, f"{p.name} = {shape}\n{run.describe()}"
                 if args[0] == "build":
                     assert run.digests() == first.digests()
             p.write_bytes(good)
@@ -174,4 +174,4 @@ def test_gc_max_age_zero_alongside_builds(tmp_path):
         assert len(list((out / "bundle").iterdir())) == 3
     assert cli.verify().rc == 0
     bad = cli.run("cache", "gc", "--max-age-days", "-1")
-    assert bad.rc == 2 and "Traceback" not in bad.stderr
+    assert bad.rc == 2 and "Traceback" not in bad.err

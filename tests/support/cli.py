@@ -83,23 +83,33 @@ class Run:
 
 
 def environ(cache: Path, env: dict | None = None) -> dict:
-    """The environment of a run: this one, a private cache, no debug tracebacks, plain output."""
+    """The environment of a run: this one, a private cache, no debug tracebacks, plain
+    output, then `env` over it (a None value unsets the variable)."""
     full = dict(os.environ)
     full.pop("FLYTE_BUILD_DEBUG", None)
     full.update(FLYTE_BUILD_CACHE_DIR=str(cache), PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", COLUMNS="200")
-    full.update(env or {})
+    for k, v in (env or {}).items():
+        if v is None:
+            full.pop(k, None)
+        else:
+            full[k] = v
     return full
 
 
-def argv(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flyte_build", *args]
+def argv(*args: str, python_flags: tuple[str, ...] = ()) -> list[str]:
+    return [sys.executable, *python_flags, "-m", "flyte_build", *args]
 
 
 def flyte_build(*args: str, cwd: Path, cache: Path, env: dict | None = None, timeout: float = 300,
-                in_process: bool = False, drop_root_read: bool = False) -> Run:
+                in_process: bool = False, drop_root_read: bool = False, python_flags: tuple[str, ...] = (),
+                wrapper: tuple[str, ...] = ()) -> Run:
+    """Run the command; `python_flags` go to the interpreter (`-X importtime`), `wrapper`
+    is a command line the run goes under (`/usr/bin/time -f ...`)."""
     if in_process:
+        # what only a new interpreter can take: its hash seed, its flags, a wrapper around it
+        assert not (python_flags or wrapper or drop_root_read or "PYTHONHASHSEED" in (env or {})), "run these in a process"
         return _in_process(args, cwd, environ(cache, env))
-    cmd = argv(*args)
+    cmd = [*wrapper, *argv(*args, python_flags=python_flags)]
     if drop_root_read and os.geteuid() == 0:
         # root reads any file; drop the two capabilities that allow it so
         # a chmod 000 file is unreadable for the build as for a user
@@ -145,8 +155,8 @@ def _in_process(args: tuple[str, ...], cwd: Path, env: dict) -> Run:
     return Run(rc, out.getvalue(), err.getvalue(), tuple(args))
 
 
-def build_json(cwd: Path, cache: Path, *args: str, env: dict | None = None) -> dict:
-    run = flyte_build("build", "--json", *args, cwd=cwd, cache=cache, env=env)
+def build_json(cwd: Path, cache: Path, *args: str, env: dict | None = None, in_process: bool = False) -> dict:
+    run = flyte_build("build", "--json", *args, cwd=cwd, cache=cache, env=env, in_process=in_process)
     assert run.rc == 0, f"build failed ({run.rc}):\n{run.out}\n{run.err}"
     return run.json()
 

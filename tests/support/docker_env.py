@@ -142,7 +142,11 @@ def session_image(base: str, name: str) -> str:
 
     session = uuid.uuid4().hex[:12]
     tag = f"{name}-session/base:{session}"
-    _build(f"FROM {base}\nUSER root\nRUN echo {session} > /etc/flyte-build-test-session\n", tag, timeout=300)
+    user = subprocess.run(["docker", "image", "inspect", "-f", "{{.Config.User}}", base], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+    # the copy runs as the base does (flyte's runtime image runs as `flyte`)
+    back = f"USER {user}\n" if user else ""
+    _build(f"FROM {base}\nUSER root\nRUN echo {session} > /etc/flyte-build-test-session\n{back}", tag, timeout=300)
     return tag
 
 

@@ -32,11 +32,13 @@ class GitRepo:
     root: Path
     cache: Path
     base: str = ""
+    # run the CLI in this process (tests/support/cli.py): local commands only, no servers
+    in_process: bool = False
 
     @classmethod
-    def create(cls, root: Path, cache: Path) -> "GitRepo":
+    def create(cls, root: Path, cache: Path, in_process: bool = False) -> "GitRepo":
         copy_sample(root)
-        repo = cls(root, cache)
+        repo = cls(root, cache, in_process=in_process)
         repo.git("init", "-q", "-b", "main")
         repo.git("add", "-A")
         repo.base = repo.commit("sample monorepo")
@@ -86,4 +88,4 @@ class GitRepo:
 
     # -- flyte-build ------------------------------------------------------------
     def run(self, *args: str, env: dict | None = None) -> Run:
-        return flyte_build(*args, cwd=self.root, cache=self.cache, env=env)
+        return flyte_build(*args, cwd=self.root, cache=self.cache, env=env, in_process=self.in_process)

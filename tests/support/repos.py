@@ -1,21 +1,20 @@
-"""Throw-away Flyte repositories and a `flyte-build` run as a real subprocess.
+"""Throw-away Flyte repositories for the reliability suites.
 
 Tests describe a repository as a dict of relative path -> text (or bytes),
-write it under a temp dir with `make_repo`, and run the CLI with `Cli`, which
-pins the cache to a temp `FLYTE_BUILD_CACHE_DIR` so nothing touches the
-user's own cache. Results carry rc/stdout/stderr and a few asserts every
+write it under a temp dir with `make_repo`, and run the CLI with `Cli`: a
+repository and a private `FLYTE_BUILD_CACHE_DIR` bound to the one runner of
+tests/support/cli.py, whose `Run` carries rc/out/err and the asserts every
 reliability test needs (one clean message, no traceback).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.support.cli import Run, environ, flyte_build, popen
 
 PYPROJECT = """\
 [project]
@@ -69,72 +68,31 @@ def make_repo(root: Path, files: dict[str, str | bytes], pyproject_extra: str = 
     return root
 
 
-@dataclass(frozen=True)
-class Result:
-    args: tuple[str, ...]
-    rc: int
-    stdout: str
-    stderr: str
-
-    def json(self):
-        return json.loads(self.stdout)
-
-    def digests(self) -> dict[str, str]:
-        """target -> digest of a `build --json` run."""
-        return {t["target"]: t["digest"] for t in self.json()["targets"]}
-
-    def describe(self) -> str:
-        return f"$ flyte-build {' '.join(self.args)}\nrc={self.rc}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
-
-    def assert_clean_error(self, rc: int, *pieces: str) -> None:
-        """Exit `rc`, one `flyte-build: error:` naming every piece, and no traceback."""
-        assert self.rc == rc, self.describe()
-        assert "Traceback" not in self.stderr and "Traceback" not in self.stdout, self.describe()
-        assert "internal error" not in self.stderr, self.describe()
-        assert self.stderr.count("flyte-build: error:") == 1, self.describe()
-        for piece in pieces:
-            assert piece in self.stderr, f"{piece!r} missing\n{self.describe()}"
-
-    def assert_ok(self) -> None:
-        assert self.rc == 0, self.describe()
-        assert "Traceback" not in self.stderr, self.describe()
+# one result type and one runner for every suite: tests/support/cli.py
+Result = Run
 
 
 @dataclass(frozen=True)
 class Cli:
-    """Runs `python -m flyte_build` in `cwd` with a private cache directory."""
+    """`flyte-build` in `cwd` with a private cache directory (tests/support/cli.py runs it)."""
 
     cwd: Path
     cache_dir: Path
     env: dict = field(default_factory=dict)
 
-    def environ(self) -> dict:
-        env = dict(os.environ)
-        env.pop("FLYTE_BUILD_DEBUG", None)
-        env.update(FLYTE_BUILD_CACHE_DIR=str(self.cache_dir), PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", COLUMNS="200")
-        env.update(self.env)
-        return env
-
-    def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "flyte_build", *args]
-
-    def run(self, *args: str, timeout: float = 120, drop_root_read: bool = False) -> Result:
-        argv = self.argv(*args)
-        if drop_root_read and os.geteuid() == 0:
-            # root reads any file; drop the two capabilities that allow it so
-            # a chmod 000 file is unreadable for the build as for a user
-            caps = "-dac_override,-dac_read_search"
-            argv = ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}", *argv]
-        proc = subprocess.run(argv, cwd=self.cwd, env=self.environ(), stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout, errors="replace")
-        return Result(tuple(args), proc.returncode, proc.stdout, proc.stderr)
+    def run(self, *args: str, timeout: float = 120, drop_root_read: bool = False) -> Run:
+        return flyte_build(*args, cwd=self.cwd, cache=self.cache_dir, env=self.env, timeout=timeout, drop_root_read=drop_root_read)
 
     def popen(self, *args: str) -> subprocess.Popen:
-        return subprocess.Popen(self.argv(*args), cwd=self.cwd, env=self.environ(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return popen(*args, cwd=self.cwd, cache=self.cache_dir, env=self.env)
 
-    def build(self, *args: str) -> Result:
+    def environ(self) -> dict:
+        return environ(self.cache_dir, self.env)
+
+    def build(self, *args: str) -> Run:
         return self.run("build", "--json", *args)
 
-    def verify(self) -> Result:
+    def verify(self) -> Run:
         return self.run("cache", "verify", "--json")
 
 
