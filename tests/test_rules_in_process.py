@@ -75,7 +75,7 @@ def test_bundle_inputs_are_the_envs_import_closure_with_their_digests(workspace)
     env = workspace.ctx.env("inference")
     rule = workspace.graph.rules["bundle"]
     # a rule's inputs see a read-only view of the run where the API has one
-    inputs = rule.inputs(env, workspace.ctx.view() if hasattr(workspace.ctx, "view") else workspace.ctx)
+    inputs = rule.inputs(env, workspace.ctx.view)
     assert isinstance(inputs, Inputs) and inputs.deps == ()
     assert inputs.params == {"copy_style": "loaded_modules", "format": "tar.gz/2"}
     names = dict(inputs.files)
