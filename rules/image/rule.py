@@ -12,8 +12,8 @@ as a deterministic `.tar.gz` artifact.
 Envs with `image="auto"`, a URI string or a bare `from_ref_name`/`from_base`
 get a target too: it builds nothing and reports the reference (and, when the
 registry says, its digest), so deploys read every env's image the same way.
-Several envs with one spec share one tag and one action key: the image is
-built once (they share one action key, and the engine runs one key once).
+Several envs with one spec share one tag and one action key, and the engine
+runs one key once: the image is built once.
 """
 
 from __future__ import annotations
