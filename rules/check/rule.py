@@ -32,17 +32,17 @@ BUNDLE_DIR = "/var/tmp/flyte-build-check"  # where the bundle is mounted in the 
 TIMEOUT = 600.0
 
 
-def _has_bundle(env, ctx) -> bool:
-    return ctx.cfg.copy_style_for(env.name) != "none"
+def _has_bundle(env, view) -> bool:
+    return view.cfg.copy_style_for(env.name) != "none"
 
 
-def applies(env, ctx) -> bool:
+def applies(env, view) -> bool:
     # an app env has no tasks to load (its server command is not a task's loader args)
     return env.image is not None and not env.is_app
 
 
-def deps(env, ctx) -> tuple[str, ...]:
-    return (f"image:{env.name}", *((f"bundle:{env.name}",) if _has_bundle(env, ctx) else ()), f"specs:{env.name}")
+def deps(env, view) -> tuple[str, ...]:
+    return (f"image:{env.name}", *((f"bundle:{env.name}",) if _has_bundle(env, view) else ()), f"specs:{env.name}")
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -75,7 +75,7 @@ def _tasks(specs: dict) -> list[dict]:
     return out
 
 
-def inputs(env, ctx) -> Inputs:
+def inputs(env, view) -> Inputs:
     from flyte_build.flyte_adapter import flyte_version
 
     from ..image import rule as image_rule
@@ -83,9 +83,9 @@ def inputs(env, ctx) -> Inputs:
     return Inputs(
         params={
             "flyte": flyte_version(),  # the SDK that serialized the specs
-            "network": image_rule.options(ctx.cfg)["network"] or "host",
+            "network": image_rule.options(view.cfg)["network"] or "host",
         },
-        deps=deps(env, ctx),
+        deps=deps(env, view),
     )
 
 

@@ -55,8 +55,8 @@ def options(cfg) -> dict:
     return {**DEFAULTS, **checks.check(CONFIG, FIELD, cfg.docker or {})}
 
 
-def _uses_pex(env, ctx, opts) -> bool:
-    return opts["requirements-from"] == "pex" and isinstance(env.image, dict) and pex_rule.applies(env, ctx)
+def _uses_pex(env, view, opts) -> bool:
+    return opts["requirements-from"] == "pex" and isinstance(env.image, dict) and pex_rule.applies(env, view)
 
 
 def _code_bundle_layers(img: dict) -> list[dict]:
@@ -78,12 +78,12 @@ def _resolve_code_bundle(img: dict, style: str) -> dict:
     return {**img, "layers": layers}
 
 
-def _bake(env, ctx) -> dict:
+def _bake(env, view) -> dict:
     """copy style none: the env's code is baked into an image flyte-build
     builds (its import closure + include). An image it does not build (a
     reference: a URI, a bare `from_ref_name`, "auto") is used as it is, as
     flyte uses it: the code is expected to be in it already."""
-    if ctx.cfg.copy_style_for(env.name) != "none":
+    if view.cfg.copy_style_for(env.name) != "none":
         return {}
     img = env.image
     if not isinstance(img, dict):
@@ -93,13 +93,13 @@ def _bake(env, ctx) -> dict:
         return {}
     if any(cb.get("copy_style") == "all" for cb in _code_bundle_layers(env.image)):
         return {}  # the whole root is copied by the layer itself
-    files = {ctx.rel(p): p for p in ctx.closure(env)}
-    files.update(ctx.include_files(env))
+    files = {view.rel(p): p for p in view.closure(env)}
+    files.update(view.include_files(env))
     return dict(sorted(files.items()))
 
 
-def _list_folder(ctx):
-    return ctx.walk  # the walk's warnings become the run's
+def _list_folder(view):
+    return view.walk  # the walk's warnings become the run's
 
 
 def _reference(uri) -> dict:
@@ -107,31 +107,31 @@ def _reference(uri) -> dict:
     return {"mode": "reference", "uri": uri, "files": [], "params": {"mode": "reference", "uri": uri}}
 
 
-def _render(env, ctx, img: dict, opts: dict, refs: dict) -> df.Rendered:
+def _render(env, view, img: dict, opts: dict, refs: dict) -> df.Rendered:
     return df.render(
-        _resolve_code_bundle(img, ctx.cfg.copy_style_for(env.name)),
-        ctx.root,
+        _resolve_code_bundle(img, view.cfg.copy_style_for(env.name)),
+        view.root,
         df.Options(
             base_images=opts.get("base-images", {}),
             base_map=opts.get("base-map", {}),
             debian_recipe=opts["debian-recipe"],
             build_args=opts.get("build-args", {}),
             refs=refs,
-            use_pex=_uses_pex(env, ctx, opts),
-            bake=_bake(env, ctx),
+            use_pex=_uses_pex(env, view, opts),
+            bake=_bake(env, view),
             code_dir=opts["code-dir"],
-            project_dir=str(ctx.cfg.pyproject.parent.resolve()) if ctx.cfg.pyproject else None,
-            allow_secrets=tuple(ctx.cfg.allow_secrets),
+            project_dir=str(view.cfg.pyproject.parent.resolve()) if view.cfg.pyproject else None,
+            allow_secrets=tuple(view.cfg.allow_secrets),
         ),
         f"`{env.name}`",
-        _list_folder(ctx),
+        _list_folder(view),
     )
 
 
-def plan(env, ctx) -> dict:
+def plan(env, view) -> dict:
     """Everything about the env's image that is known without building it."""
-    opts = options(ctx.cfg)
-    refs = ctx.image_refs()
+    opts = options(view.cfg)
+    refs = view.image_refs()
     img = env.image
     if isinstance(img, str):
         if img == "auto":
@@ -139,16 +139,16 @@ def plan(env, ctx) -> dict:
 
             return _reference(auto_image_uri(refs))
         return _reference(img)
-    rendered = _render(env, ctx, img, opts, refs)
+    rendered = _render(env, view, img, opts, refs)
     if rendered.dockerfile is None:
         return _reference(rendered.base)
     files = [(n, p) for n, p in rendered.context if n != df.PEX_NAME]
-    digests = [(n, ctx.digest(p)[0]) for n, p in files]
+    digests = [(n, view.digest(p)[0]) for n, p in files]
     if any(n == df.PEX_NAME for n, _ in rendered.context):
         # the PEX is reproducible: what decides its bytes stands in for them in the tag
-        digests.append((df.PEX_NAME, df.key_of(pex_rule.fingerprint(env, ctx))))
+        digests.append((df.PEX_NAME, df.key_of(pex_rule.fingerprint(env, view))))
     tag = df.content_tag(rendered.base, rendered.dockerfile, digests, rendered.build_args, rendered.platforms)
-    registry = img.get("registry") or ctx.cfg.registry
+    registry = img.get("registry") or view.cfg.registry
     name = img.get("name") or env.name
     uri = f"{registry.rstrip('/')}/{name}:{tag}" if registry else f"{name}:{tag}"
     push = opts.get("push", bool(registry))
@@ -172,26 +172,26 @@ def plan(env, ctx) -> dict:
         # where each BuildKit secret is read at build time (never its value)
         params["secrets"] = [list(s) for s in rendered.secrets]
     for w in rendered.warnings:
-        ctx.warn(w)
+        view.warn(w)
     return {"mode": "build", "uri": uri, "tag": tag, "files": files, "params": params}
 
 
-def applies(env, ctx) -> bool:
+def applies(env, view) -> bool:
     return env.image is not None
 
 
-def deps(env, ctx) -> tuple[str, ...]:
-    return (f"pex:{env.name}",) if _uses_pex(env, ctx, options(ctx.cfg)) else ()
+def deps(env, view) -> tuple[str, ...]:
+    return (f"pex:{env.name}",) if _uses_pex(env, view, options(view.cfg)) else ()
 
 
-def inputs(env, ctx) -> Inputs:
-    p = plan(env, ctx)
-    return Inputs(files=tuple(p["files"]), params=p["params"], deps=deps(env, ctx))
+def inputs(env, view) -> Inputs:
+    p = plan(env, view)
+    return Inputs(files=tuple(p["files"]), params=p["params"], deps=deps(env, view))
 
 
-def describe(env, ctx) -> dict:
+def describe(env, view) -> dict:
     try:
-        p = plan(env, ctx)
+        p = plan(env, view)
     except UserError as exc:
         return {"uri": None, "image_error": str(exc)}
     out = {"uri": p["uri"], "image_mode": p["mode"]}
