@@ -104,12 +104,12 @@ def _record_environ(rec: ReadRecorder) -> None:
 
     class RecordingEnviron(base):  # type: ignore[misc, valid-type]
         def __getitem__(self, key):
-            if rec.active:
+            if rec.active and not _by_path_lookup(sys._getframe(1)):
                 rec.environ.add(_name(key))
             return base.__getitem__(self, key)
 
         def __contains__(self, key):
-            if rec.active:
+            if rec.active and not _by_path_lookup(sys._getframe(1)):
                 rec.environ.add(_name(key))
             return base.__contains__(self, key)
 
@@ -119,6 +119,21 @@ def _record_environ(rec: ReadRecorder) -> None:
             return base.__iter__(self)
 
     os.environ.__class__ = RecordingEnviron
+
+
+# PATH read to find a program for subprocess, HOME read to expand `~`: what they
+# decide is witnessed where it lands (the file opened, flyte's config candidates),
+# and their values are this machine's, so as witnesses they would give every
+# machine and every virtualenv its own specs keys.
+_PATH_LOOKUPS = {("os", "get_exec_path"), ("posixpath", "expanduser")}
+
+
+def _by_path_lookup(frame, depth: int = 4) -> bool:
+    while frame is not None and depth > 0:
+        if (frame.f_globals.get("__name__"), frame.f_code.co_name) in _PATH_LOOKUPS:
+            return True
+        frame, depth = frame.f_back, depth - 1
+    return False
 
 
 def _name(key) -> str:

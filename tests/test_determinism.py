@@ -49,3 +49,21 @@ def test_archive_is_normalised(tmp_path):
         # the one executable file is the only 0755 member, wherever it ships
         assert {n for n, mode in modes.items() if mode == 0o755} <= {"services/preprocessing/tasks.py"}
         assert gzip.decompress(raw)  # a valid stream
+
+
+def test_task_spec_keys_do_not_depend_on_this_machines_path(tmp_path):
+    """flyte's config lookup reads PATH (to run git) and HOME while a module
+    builds its Image; those values are this machine's and this virtualenv's, so
+    the specs keys (what a shared cache matches on) must not include them."""
+    import sys
+
+    from tests.support.cli import flyte_build
+
+    def key(where: str, path: str) -> str:
+        repo = copy_sample(tmp_path / where / "repo")
+        report = flyte_build("explain", "specs:inference", "--json", cwd=repo, cache=tmp_path / where / "cache",
+                             env={"PATH": path}).assert_ok().json()
+        return report["key"]
+
+    here = os.path.dirname(sys.executable)
+    assert key("a", f"{here}:/usr/local/bin:/usr/bin:/bin") == key("b", f"/opt/elsewhere/bin:{here}:/usr/bin:/bin")
