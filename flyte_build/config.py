@@ -121,17 +121,9 @@ class Config:
         o = self.envs.get(env)
         return o.include if o else ()
 
-    @property
-    def docker(self) -> dict:
-        return self.tables.get("docker") or {}
-
-    @property
-    def pex(self) -> dict:
-        return self.tables.get("pex") or {}
-
-    @property
-    def deploy(self) -> dict:
-        return self.tables.get("deploy") or {}
+    def table(self, name: str) -> dict:
+        """A sub-table a rule set declared (its keys checked by that rule set's schema); {} when absent."""
+        return self.tables.get(name) or {}
 
     def with_overrides(self, **kwargs) -> "Config":
         return replace(self, **{k: v for k, v in kwargs.items() if v is not None})

@@ -200,7 +200,7 @@ def layers(table_cfg, settings) -> dict:
     """The pyproject and command-line layers of a run, as plain data for `effective`:
     `table_cfg` is the Config read from pyproject.toml (before any flag),
     `settings` the run's workspace.Settings (flags; deploy flags under extra["deploy"])."""
-    d = table_cfg.deploy or {}
+    d = table_cfg.table("deploy")
     ca = d.get("ca-cert")
     if ca and table_cfg.pyproject is not None and not os.path.isabs(ca):
         ca = str(Path(table_cfg.pyproject).parent / ca)

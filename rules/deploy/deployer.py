@@ -356,7 +356,7 @@ def backend_target(ws) -> Target:
     for k in ("project", "domain"):
         if not values[k]:
             raise UserError(f"no Flyte {k}: pass --{k} or set task.{k} in flyte's config.yaml")
-    timeout = given.get("timeout") or ctx.cfg.deploy.get("timeout", 60.0)
+    timeout = given.get("timeout") or ctx.cfg.table("deploy").get("timeout", 60.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise UserError("Field tool.hatch.build.targets.flyte.deploy.timeout must be a positive number of seconds")
     if values["ca_cert_file_path"] and not os.path.isfile(values["ca_cert_file_path"]):

@@ -52,7 +52,7 @@ DEFAULTS = {"network": "host", "builder": "auto", "debian-recipe": "full", "requ
 
 
 def options(cfg) -> dict:
-    return {**DEFAULTS, **checks.check(CONFIG, FIELD, cfg.docker or {})}
+    return {**DEFAULTS, **checks.check(CONFIG, FIELD, cfg.table("docker"))}
 
 
 def _uses_pex(env, view, opts) -> bool:

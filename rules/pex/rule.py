@@ -24,7 +24,7 @@ CONFIG = ConfigTable(keys={"lock": checks.string, "python": checks.string, "extr
 
 
 def options(cfg) -> dict:
-    raw = cfg.pex or {}
+    raw = cfg.table("pex")
     checks.check(CONFIG, FIELD, raw)
     return raw  # as written: extra-args stays a list
 
