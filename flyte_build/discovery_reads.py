@@ -316,9 +316,13 @@ def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
     for the recorded reads; files under the root by relative path, and `skip`
     (relative names already witnessed, the imported modules) left out."""
     root_s = str(root).rstrip("/") + "/"
+    home_s = os.path.expanduser("~").rstrip("/") + "/"
 
     def name(p: str) -> str:
-        return p[len(root_s):] if p.startswith(root_s) else p
+        if p.startswith(root_s):
+            return p[len(root_s):]
+        # `~/.flyte/config.yaml`, not this user's home: the name enters the specs keys
+        return "~/" + p[len(home_s):] if home_s != "/" and p.startswith(home_s) else p
 
     files = {}
     for p in [*reads.get("files", ()), *flyte_config_candidates(root)]:
@@ -328,6 +332,13 @@ def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
     dirs = {name(p): _listing(p) for p in reads.get("dirs", ())}
     environ = {n: env_value(n) for n in reads.get("environ", ())}
     return {"files": files, "dirs": dirs, "environ": environ}
+
+
+def witness_path(name: str, root) -> str:
+    """The path a witness name stands for: relative to the root, `~/` to the home directory."""
+    if name.startswith("~/"):
+        return os.path.join(os.path.expanduser("~"), name[2:])
+    return name if os.path.isabs(name) else os.path.join(str(root), name)
 
 
 def still_valid(recorded: dict, root: Path, digests) -> bool:
@@ -343,12 +354,10 @@ def still_valid(recorded: dict, root: Path, digests) -> bool:
 
 def _still_valid(recorded: dict, root: Path, digests) -> bool:
     for n, hex_ in recorded.get("files", {}).items():
-        p = n if os.path.isabs(n) else str(root / n)
-        if _file_digest(p, digests) != hex_:
+        if _file_digest(witness_path(n, root), digests) != hex_:
             return False
     for n, listing in recorded.get("dirs", {}).items():
-        p = n if os.path.isabs(n) else str(root / n)
-        if _listing(p) != listing:
+        if _listing(witness_path(n, root)) != listing:
             return False
     return all(env_value(n) == v for n, v in recorded.get("environ", {}).items())
 

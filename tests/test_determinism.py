@@ -67,3 +67,20 @@ def test_task_spec_keys_do_not_depend_on_this_machines_path(tmp_path):
 
     here = os.path.dirname(sys.executable)
     assert key("a", f"{here}:/usr/local/bin:/usr/bin:/bin") == key("b", f"/opt/elsewhere/bin:{here}:/usr/bin:/bin")
+
+
+def test_task_spec_keys_do_not_depend_on_the_users_home(tmp_path):
+    """flyte looks for ~/.flyte/config.yaml and ~/.union/config.yaml; the witness
+    names them relative to the home directory, so two users (CI's and a
+    developer's) get the same specs keys for the same sources."""
+    from tests.support.cli import flyte_build
+
+    def key(where: str) -> str:
+        home = tmp_path / where / "home"
+        home.mkdir(parents=True)
+        repo = copy_sample(tmp_path / where / "repo")
+        report = flyte_build("explain", "specs:inference", "--json", cwd=repo, cache=tmp_path / where / "cache",
+                             env={"HOME": str(home)}).assert_ok().json()
+        return report["key"]
+
+    assert key("alice") == key("bob")

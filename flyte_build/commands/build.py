@@ -96,6 +96,8 @@ def _snapshot_paths(ws, results) -> tuple[set, set]:
     """(files whose stat signature, directories whose mtime the answer depends on)."""
     import os
 
+    from ..discovery_reads import witness_path
+
     root = str(ws.cfg.root)
     files = _read_files(ws, results, root)
     dirs = {os.path.join(root, d) if d else root for d in ws.discovery.walked_dirs}
@@ -111,7 +113,7 @@ def _snapshot_paths(ws, results) -> tuple[set, set]:
     # what the modules read at import (data files, listings, flyte's config): a file
     # that is missing now is watched through its nearest existing directory
     for p in ws.discovery.witness_paths:
-        p = p if os.path.isabs(p) else os.path.join(root, p)
+        p = witness_path(p, root)
         if os.path.isfile(p):
             files.add(p)
             continue
