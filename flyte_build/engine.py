@@ -225,13 +225,8 @@ class Engine:
         each with its own request and work directory, and are stored alone."""
         todo = []
         for addr in addrs:
-            t, started = self.graph.targets[addr], time.perf_counter()
-            rule = self.graph.rules[t.kind]
-            self.reporter.begin(addr)
-            deps = {d: self.results[d] for d in self.graph.edges.get(addr, ())}
-            doc, files, params = self.key_document(t, {d: r.digest for d, r in deps.items()})
-            key = key_of(doc)
-            self._remember_inputs(addr, key, doc)
+            started = time.perf_counter()
+            t, rule, key, files, params, deps = self._keyed(addr)
             entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature)
             if entry is not None:
                 self._finish(self._result(t, "cached", entry, key, time.perf_counter() - started, source))
@@ -239,9 +234,7 @@ class Engine:
             todo.append((t, key, self.ctx.env(t.env), files, params, deps, started))
         if not todo:
             return
-        tmp_root = self.ctx.store.root / "tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        workdirs = [Path(tempfile.mkdtemp(prefix=f"{t.kind}-", dir=tmp_root)) for t, *_ in todo]
+        workdirs = [self._workdir(t.kind) for t, *_ in todo]
         logs: list[list[str]] = [[] for _ in todo]
         try:
             requests = [self._request(t, env, files, params, deps, w, self._logger(t.address, lines))
@@ -269,15 +262,9 @@ class Engine:
         self.reporter.finish(result)
 
     def _run_one(self, addr: str) -> None:
-        t = self.graph.targets[addr]
-        rule = self.graph.rules[t.kind]
-        env = self.ctx.env(t.env)
         started = time.perf_counter()
-        self.reporter.begin(addr)
-        deps = {d: self.results[d] for d in self.graph.edges.get(addr, ())}
-        doc, files, params = self.key_document(t, {d: r.digest for d, r in deps.items()})
-        key = key_of(doc)
-        self._remember_inputs(addr, key, doc)
+        t, rule, key, files, params, deps = self._keyed(addr)
+        env = self.ctx.env(t.env)
         if not rule.cacheable:
             entry, _ = self._act(t, rule, key, env, files, params, deps)
             self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))
@@ -289,6 +276,23 @@ class Engine:
                 entry, source = self._act(t, rule, key, env, files, params, deps)
                 status = "cached" if source == "remote" else "built"
         self._finish(self._result(t, status, entry, key, time.perf_counter() - started, source))
+
+    def _keyed(self, addr: str):
+        """(target, rule, action key, input files, params, dependency results) of a
+        target whose dependencies have finished; the key's document is remembered
+        for `explain`."""
+        t = self.graph.targets[addr]
+        self.reporter.begin(addr)
+        deps = {d: self.results[d] for d in self.graph.edges.get(addr, ())}
+        doc, files, params = self.key_document(t, {d: r.digest for d, r in deps.items()})
+        key = key_of(doc)
+        self._remember_inputs(addr, key, doc)
+        return t, self.graph.rules[t.kind], key, files, params, deps
+
+    def _workdir(self, kind: str) -> Path:
+        tmp_root = self.ctx.store.root / "tmp"
+        tmp_root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=tmp_root))
 
     def _key_lock(self, key: str) -> threading.Lock:
         with self._lock:
@@ -302,14 +306,8 @@ class Engine:
         """Run the rule (its remote check first) in a fresh work directory; store
         what it produced. (entry, "remote" when the remote check had it, else None)."""
         lines: list[str] = []
-
-        def log(line: str) -> None:
-            lines.append(line)
-            self.reporter.log(t.address, line)
-
-        tmp_root = self.ctx.store.root / "tmp"
-        tmp_root.mkdir(parents=True, exist_ok=True)
-        workdir = Path(tempfile.mkdtemp(prefix=f"{t.kind}-", dir=tmp_root))
+        log = self._logger(t.address, lines)
+        workdir = self._workdir(t.kind)
         try:
             if rule.remote_check is not None:
                 # a result that lives outside the cache (an image already in the registry)
