@@ -105,4 +105,6 @@ RULE = Rule(
     run=run,
     run_batch=run_batch,
     outputs=((OUTPUT,),),
+    # the task specs a deploy registers: from the shared cache only when signed and verified
+    needs_signature=True,
 )
