@@ -198,4 +198,6 @@ RULE = Rule(
     run=run,
     applies=applies,
     deps=deps,
+    # a deploy goes ahead on a passed check: from the shared cache only when signed and verified
+    needs_signature=True,
 )
