@@ -5,6 +5,8 @@ import pytest
 
 from tests.support.cli import copy_sample, flyte_build
 from tests.support.requirements import STRICT
+# at its end, each session (each pytest-xdist worker) removes the Docker images it made
+from tests.support.session_images import pytest_sessionfinish  # noqa: F401
 
 
 # The suite runs as a CI job: builds with a shared cache publish to it (outside
