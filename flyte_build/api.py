@@ -102,7 +102,10 @@ def build(*targets: str, out: str | Path | None = None, workspace: Workspace | N
     )
 
 
-def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **settings: Any) -> Plan:
-    """The ordered deploy plan, computed offline: versions, images, bundle digests, task specs."""
+def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **settings: Any) -> Any:
+    """The ordered deploy plan, computed offline: versions, images, bundle digests, task specs.
+
+    Its type is the deploy rule set's `Plan` (`flyte_build.api.Plan`, from register.py `api()`):
+    the engine's layer names no kind, so it cannot name that type here."""
     ws = _workspace(workspace_or_settings) if workspace_or_settings is not None else Workspace(_settings(**settings))
     return rulesets.api("plan")(ws, _env_names(ws, envs))

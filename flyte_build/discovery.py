@@ -271,9 +271,9 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
         # every edit left the compiled code as it was: importing again would define the same
         book = _book_of(entry)
         _record(store, rel_path, cfg, tree, cut, entry["result"], book, digests, entry.get("reads"))
-        _to_shared(cfg, job.settings, tree, cut, entry["result"], book, digests, job.shared, job.stats)
-        return (_checked(Discovery.from_json(entry["result"], cached=True, how="cutoff"), entry["result"], cfg),
-                tree.dirs, tree.candidates), tree
+        shared_key = _to_shared(cfg, job.settings, tree, cut, entry["result"], book, digests, job.shared, job.stats)
+        result = _checked(Discovery.from_json(entry["result"], cached=True, how="cutoff"), entry["result"], cfg)
+        return (replace(result, content_key=shared_key), tree.dirs, tree.candidates), tree
     # another machine may have discovered this very tree: cheaper than any import
     if job.shared is not None:
         hit = _from_shared(cfg, job.settings, tree, store, rel_path, digests, job.shared, job.stats)
@@ -304,15 +304,16 @@ def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str) -> tuple[Di
     result = _checked(Discovery.from_json(raw, how=how), raw, cfg)
     files = _digests_of(cfg, tree.candidates, raw, digests)
     _record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
-    _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
-    return result, tree.dirs, tree.candidates
+    shared_key = _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
+    return replace(result, content_key=shared_key), tree.dirs, tree.candidates
 
 
 def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -> Discovery | None:
     """A verified result from the shared cache, kept locally too; None on a miss."""
     from . import shared_discovery
 
-    doc = shared_discovery.fetch(shared, stats, _shared_key(cfg, settings, tree, digests), cfg.root, digests)
+    content_key = _shared_key(cfg, settings, tree, digests)
+    doc = shared_discovery.fetch(shared, stats, content_key, cfg.root, digests)
     if doc is None:
         return None
     raw = doc["result"]
@@ -324,9 +325,9 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     try:
         result = Discovery.from_json(raw, cached=True, how="shared")
     except (KeyError, TypeError, ValueError):
-        shared.refuse_document(shared_discovery.rel_of(_shared_key(cfg, settings, tree, digests)), "unreadable discovery result", stats)
+        shared.refuse_document(shared_discovery.rel_of(content_key), "unreadable discovery result", stats)
         return None
-    result = _checked(result, raw, cfg)
+    result = replace(_checked(result, raw, cfg), content_key=content_key)
     _record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
     return result
 
@@ -360,15 +361,18 @@ def _witness(cfg: Config, raw: dict, digests: FileDigests, old: dict | None = No
     raw["witness"] = key_of(w)
 
 
-def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) -> None:
+def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) -> str:
+    """Publish a clean result; its content key ("" when it does not travel)."""
     if shared is None or raw.get("failures") or raw.get("problems") or raw.get("duplicates"):
-        return  # only clean results travel: a load failure may be this machine's own
+        return ""  # only clean results travel: a load failure may be this machine's own
     from . import shared_discovery
 
     packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
     # the witnesses stay local for now (see BUILD.md: not yet carried by shared results)
     raw = {k: v for k, v in raw.items() if k != "reads_witness"}
-    shared_discovery.publish(shared, stats, _shared_key(cfg, settings, tree, digests), files, raw, packed, digests, cfg.root)
+    content_key = _shared_key(cfg, settings, tree, digests)
+    shared_discovery.publish(shared, stats, content_key, files, raw, packed, digests, cfg.root)
+    return content_key
 
 
 def _digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:

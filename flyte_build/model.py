@@ -99,6 +99,9 @@ class Discovery:
     # environment variables: see discovery_reads); part of the serialization key
     witness: str = ""
     witness_paths: tuple[str, ...] = ()  # the files and directories behind it (for whole-build snapshots)
+    # the shared cache's content key of this result (see shared_discovery), when
+    # this run computed it: a shared build manifest is keyed on it (build_manifest)
+    content_key: str = field(default="", compare=False)
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:

@@ -101,7 +101,11 @@ class Workspace:
     def build(self, patterns: list[str] | None = None, reporter: Reporter | None = None, out: Path | None = None, jobs: int | None = None) -> list[TargetResult]:
         effects = tuple(k for k, r in self.rules.items() if not r.cacheable)  # deploys have their own command
         addresses = self.graph.select(list(patterns or []), exclude_kinds=effects)
+        from . import build_manifest
+
+        had = build_manifest.prefetch(self, addresses)  # a fresh machine: every entry in one read
         results = self.engine(reporter, jobs).run(addresses)
+        build_manifest.publish(self, addresses, results, had)
         wanted = set(addresses)
         results = [r for r in results if r.target in wanted] + [r for r in results if r.target not in wanted]
         if self.cfg.storage:

@@ -43,6 +43,9 @@ from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
 from .local_cache import LocalStore
 
 
+PREFETCH_JOBS = 8  # blobs downloaded at once: each is mostly a round trip
+
+
 def blob_rel(hex_: str) -> str:
     return f"cas/sha256/{hex_[:2]}/{hex_}"
 
@@ -64,6 +67,8 @@ class SharedCache:
         self.offline = False
         self._bad: set[str] = set()  # objects found corrupt this run: the next publish replaces them
         self._lock = threading.Lock()
+        self._offered: dict[str, bytes] = {}  # action key -> entry bytes a build manifest carried
+        self._inflight: dict[str, object] = {}  # blob digest -> the Future of its prefetch
 
     # -- faults ----------------------------------------------------------
     def _unavailable(self, exc: StoreUnavailable, stats) -> None:
@@ -93,36 +98,13 @@ class SharedCache:
             return None
         if needs_signature and self.verifier is None:
             return None  # nothing could vouch for it: the rule finds its own result
-        rel = action_rel(key)
         try:
-            try:
-                data = self.root.read(rel, MAX_ENTRY_BYTES)
-                entry = ActionEntry.parse(key, data)
-            except FileNotFoundError:
+            entry, down = self._entry(key, stats, accept)
+            if entry is None:
                 return None
-            except (BadObject, BadEntry) as exc:
-                self._corrupt(rel, f"malformed action entry: {exc}", stats)
-                return None
-            why = accept(entry) if accept else None
-            if why is None and self.verifier is not None:
-                why = self.verifier.check(entry)
-            if why is not None:
-                self._corrupt(rel, why, stats)
-                return None
-            down = len(data)
             for out in entry.outputs:
-                if local.has_blob(out.digest, out.size) and local.verify_blob(out.digest):
-                    continue
-                try:
-                    got = self._download(out.digest, out.size, local)
-                except BadObject as exc:
-                    self._corrupt(blob_rel(out.digest), str(exc), stats)
-                    return None
+                got = self._blob(out.digest, out.size, local, stats)
                 if got is None:
-                    self._corrupt(blob_rel(out.digest), "bytes do not match the digest", stats)
-                    return None
-                if got < 0:
-                    # the entry names a blob that is gone: a miss (and the next publish restores it)
                     return None
                 down += got
             local.put_action(entry)
@@ -132,6 +114,101 @@ class SharedCache:
         with self._lock:
             stats.bytes_down += down
         return entry
+
+    def _entry(self, key: str, stats, accept) -> tuple[ActionEntry | None, int]:
+        """(the checked entry for `key`, bytes read). An entry offered by a build
+        manifest goes through the same checks as one read from `ac/`; one that
+        fails them is read from `ac/` instead (the manifest is only a transport)."""
+        rel = action_rel(key)
+        with self._lock:
+            offered = self._offered.pop(key, None)
+        if offered is not None:
+            try:
+                entry = ActionEntry.parse(key, offered)
+            except BadEntry:
+                entry = None
+            if entry is not None and self._why_not(entry, accept) is None:
+                return entry, 0
+        try:
+            data = self.root.read(rel, MAX_ENTRY_BYTES)
+            entry = ActionEntry.parse(key, data)
+        except FileNotFoundError:
+            return None, 0
+        except (BadObject, BadEntry) as exc:
+            self._corrupt(rel, f"malformed action entry: {exc}", stats)
+            return None, 0
+        why = self._why_not(entry, accept)
+        if why is not None:
+            self._corrupt(rel, why, stats)
+            return None, 0
+        return entry, len(data)
+
+    def _why_not(self, entry: ActionEntry, accept) -> str | None:
+        """Why a schema-valid entry is unusable here (its rule's shape, its signature), or None."""
+        why = accept(entry) if accept else None
+        if why is None and self.verifier is not None:
+            why = self.verifier.check(entry)
+        return why
+
+    def _blob(self, hex_: str, size: int, local: LocalStore, stats) -> int | None:
+        """Bytes downloaded to have blob `hex_` verified in `local` (0: it was
+        there, or a prefetch brought it), or None when the entry is unusable:
+        the blob is corrupt there (counted) or gone (a miss)."""
+        with self._lock:
+            pending = self._inflight.get(hex_)
+        if pending is not None:
+            pending.exception()  # wait for it; whatever went wrong is found again below
+        if local.has_blob(hex_, size) and local.verify_blob(hex_):
+            return 0
+        try:
+            got = self._download(hex_, size, local)
+        except BadObject as exc:
+            self._corrupt(blob_rel(hex_), str(exc), stats)
+            return None
+        if got is None:
+            self._corrupt(blob_rel(hex_), "bytes do not match the digest", stats)
+            return None
+        if got < 0:
+            # the entry names a blob that is gone: a miss (and the next publish restores it)
+            return None
+        return got
+
+    # -- batches (see build_manifest) ----------------------------------------
+    def count_down(self, stats, n: int) -> None:
+        with self._lock:
+            stats.bytes_down += n
+
+    def offer(self, entries: dict[str, bytes]) -> None:
+        """Action entries read in one batch: `fetch` takes each from here rather
+        than reading `ac/<key>`, and checks it as if it had."""
+        with self._lock:
+            self._offered.update(entries)
+
+    def prefetch(self, blobs: list[tuple[str, int]], local: LocalStore, stats) -> None:
+        """Start downloading these blobs (digest, size) at once, each verified
+        against its digest before it gets its name in `local`, as `fetch` does;
+        `fetch` waits for those its entry names. Failures are left for `fetch`
+        to meet and report."""
+        if self.offline or not blobs:
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        def one(hex_: str, size: int) -> None:
+            if local.has_blob(hex_, size):
+                return
+            try:
+                got = self._download(hex_, size, local)
+            except (BadObject, StoreUnavailable, OSError):
+                return
+            if got and got > 0:
+                self.count_down(stats, got)
+
+        pool = ThreadPoolExecutor(max_workers=PREFETCH_JOBS, thread_name_prefix="flyte-build-prefetch")
+        with self._lock:
+            for hex_, size in dict.fromkeys(blobs):
+                if hex_ not in self._inflight:
+                    self._inflight[hex_] = pool.submit(one, hex_, size)
+        pool.shutdown(wait=False)
 
     def _download(self, hex_: str, size: int, local: LocalStore) -> int | None:
         """Bytes fetched (-1: object missing; None: it did not hash to `hex_`)."""
@@ -167,12 +244,13 @@ class SharedCache:
     def refuse_document(self, rel: str, why: str, stats) -> None:
         self._corrupt(rel, why, stats)
 
-    def publish_document(self, rel: str, data: bytes, stats) -> None:
-        """Create-only, unless this run found the object there corrupt. A
+    def publish_document(self, rel: str, data: bytes, stats, replace: bool = False) -> None:
+        """Create-only, unless this run found the object there corrupt or the
+        caller `replace`s it (a document that is not named by its content). A
         read-only cache is left alone."""
         if self.offline or self.read_only:
             return
-        bad = rel in self._bad
+        bad = rel in self._bad or replace
         try:
             if self.root.put_bytes(rel, data, create_only=not bad):
                 with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,18 @@ def _trojan(store: Path, entry_path: Path, sign_with: str | None = None, alter_m
             entry = ActionEntry.parse(doc["key"], json.dumps(doc).encode())
             doc = json.loads(signing.load_signer(environ={signing.SIGNING_KEY_ENV: sign_with}).sign(entry).to_json())
     entry_path.write_text(json.dumps(doc))
+    _in_manifests(store, doc)
     return hex_
+
+
+def _in_manifests(store: Path, doc: dict) -> None:
+    """The same entry in every build manifest that carries its key: an attacker
+    who can write `ac/` can write the manifests too (see build_manifest)."""
+    for m in (store / "manifest").rglob("*.json.gz"):
+        manifest = json.loads(zlib.decompress(m.read_bytes()))
+        if doc["key"] in manifest["entries"]:
+            manifest["entries"][doc["key"]] = doc
+            m.write_bytes(zlib.compress(json.dumps(manifest).encode()))
 
 
 def _bundle_entry(store: Path) -> Path:
@@ -93,6 +105,7 @@ def test_remapped_entries_are_refused_by_a_reader_holding_the_verify_key(repo, t
     real = first.digests()["bundle:a"]
     entry = _bundle_entry(store)
     assert json.loads(entry.read_bytes())["sig"]["key"] == PUBLIC
+    assert list((store / "manifest").rglob("*.json.gz")), "the writer published no build manifest"
     # a reader with the verify key gets the signed entry
     reader = Cli(repo, tmp_path / "reader", env={"CI": "", signing.VERIFY_KEYS_ENV: PUBLIC})
     ok = reader.build("--cache", f"file://{store}")

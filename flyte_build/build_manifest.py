@@ -1,0 +1,128 @@
+"""A build's action entries in one shared object, so a fresh machine reads one
+object instead of one per target.
+
+A fresh CI machine whose shared cache holds every target still asked the store
+for each target's action entry and then each blob, one after the other (101
+round trips for 50 bundles). A writer now also publishes, after a build where
+every target succeeded, one "build manifest": every target's action entry,
+under a key of the discovery's content key (every candidate's digest and the
+discovery settings, see `shared_discovery`), the targets asked for and
+flyte-build's version. A reader whose discovery came with that content key
+reads the manifest before the engine runs, hands its entries to the shared
+cache, and starts downloading the blobs they name, several at once.
+
+A manifest is only a transport. The engine still computes every action key
+from the files here, and `SharedCache.fetch` checks the entry the manifest
+carries under that key exactly as one read from `ac/<key>`: the schema (the
+entry must name that very key), the rule's shape, the signature where the
+reader holds verify keys or the rule needs one. An entry that fails, or a key
+the manifest lacks (another config, another machine's flags), is read from
+`ac/` as before. Blobs are verified against their digest before they get a
+name in the local store, prefetched or not.
+
+Layout: `manifest/<2 hex>/<key>.json.gz` under the shared prefix, zlib-
+compressed canonical JSON `{"format", "key", "entries": {action key: entry}}`.
+A manifest is rewritten when a build finds other keys than it holds.
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+from .__about__ import __version__
+from .hashing import canonical_json, key_of
+from .stores.action_entry import HEX64
+
+FORMAT = 1
+MAX_STORED = 64 << 20  # a stored manifest larger than this is not read
+MAX_BYTES = 256 << 20  # nor inflated past this
+MAX_ENTRIES = 100_000
+
+
+def key(content_key: str, addresses: list[str]) -> str:
+    return key_of({"build-manifest": FORMAT, "tool": __version__, "discovery": content_key,
+                   "targets": sorted(addresses)})
+
+
+def rel_of(key_: str) -> str:
+    return f"manifest/{key_[:2]}/{key_}.json.gz"
+
+
+def _manifest_key(ws, addresses: list[str]) -> str | None:
+    shared = ws.cache.shared
+    if shared is None or shared.offline or not ws.discovery.content_key:
+        return None
+    return key(ws.discovery.content_key, addresses)
+
+
+def prefetch(ws, addresses: list[str]) -> frozenset[str]:
+    """Read the manifest for this build, offer its entries to the shared cache
+    and start fetching the blobs they name; the action keys it held (empty
+    when there is none, or it was refused)."""
+    key_ = _manifest_key(ws, addresses)
+    if key_ is None:
+        return frozenset()
+    shared, stats = ws.cache.shared, ws.cache.stats
+    rel = rel_of(key_)
+    data = shared.read_document(rel, MAX_STORED, stats)
+    if data is None:
+        return frozenset()
+    try:
+        entries = _entries(data, key_)
+    except (ValueError, zlib.error, RecursionError) as exc:
+        shared.refuse_document(rel, f"unreadable build manifest: {exc}", stats)
+        return frozenset()
+    shared.count_down(stats, len(data))
+    shared.offer({k: canonical_json(e) for k, e in entries.items()})
+    blobs = []
+    for e in entries.values():
+        outs = e.get("outputs")
+        for o in outs if isinstance(outs, list) else ():
+            # only what the entry's schema would allow; fetch checks the entry itself
+            if isinstance(o, dict) and isinstance(o.get("digest"), str) and HEX64.fullmatch(o["digest"]) \
+                    and type(o.get("size")) is int and 0 <= o["size"] <= _MAX_PREFETCH:
+                blobs.append((o["digest"], o["size"]))
+    shared.prefetch(blobs, ws.store, stats)
+    return frozenset(entries)
+
+
+_MAX_PREFETCH = 1 << 30  # a larger blob is fetched when its entry is used, not ahead
+
+
+def _entries(data: bytes, key_: str) -> dict[str, dict]:
+    d = zlib.decompressobj()
+    raw = d.decompress(data, MAX_BYTES)
+    if d.unconsumed_tail or not d.eof:
+        raise ValueError("too large or truncated")
+    doc = json.loads(raw)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key_:
+        raise ValueError("not a build manifest for this key")
+    entries = doc.get("entries")
+    if not (isinstance(entries, dict) and len(entries) <= MAX_ENTRIES
+            and all(isinstance(k, str) and HEX64.fullmatch(k) and isinstance(v, dict) for k, v in entries.items())):
+        raise ValueError("bad entries")
+    return entries
+
+
+def publish(ws, addresses: list[str], results, had: frozenset[str]) -> None:
+    """After a build where every target succeeded: publish its entries (signed
+    when this writer holds a key) unless the manifest there holds these keys."""
+    key_ = _manifest_key(ws, addresses)
+    shared = ws.cache.shared
+    if key_ is None or shared.read_only or not results or not all(r.ok for r in results):
+        return
+    entries = {}
+    for r in results:
+        if not r.key or not ws.rules[r.kind].cacheable:
+            continue
+        entry = ws.store.get_action(r.key)
+        if entry is None:
+            return  # not kept here (a rule that stores nothing): no complete manifest
+        if shared.signer is not None:
+            entry = shared.signer.sign(entry)
+        entries[r.key] = json.loads(entry.to_json())
+    if not entries or frozenset(entries) == had:
+        return
+    doc = {"format": FORMAT, "key": key_, "entries": entries}
+    shared.publish_document(rel_of(key_), zlib.compress(canonical_json(doc), 6), ws.cache.stats, replace=bool(had))
