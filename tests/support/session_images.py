@@ -92,9 +92,11 @@ def labelled() -> dict[str, tuple[str, str]]:
     fmt = "{{.Id}}\t{{index .Config.Labels \"" + LABEL + "\"}}\t{{.Created}}"
     out = _docker("image", "inspect", "--format", fmt, *sorted(set(ids.stdout.split())), timeout=60)
     found = {}
+    # an image removed between the two calls is missing from the output (inspect then exits 1)
     for line in (out.stdout if out is not None else "").splitlines():
-        image, value, created = line.split("\t")
-        found[image] = (value, created)
+        fields = line.split("\t")
+        if len(fields) == 3:
+            found[fields[0]] = (fields[1], fields[2])
     return found
 
 
