@@ -52,6 +52,7 @@ class Sample:
     seconds: float
     max_rss_kb: int
     info: dict = field(default_factory=dict)
+    cpu: float = 0.0  # user + system seconds of the process and the children it waited for
 
 
 def measure(cmd: list[str] | str, cwd: Path, env: dict | None = None, shell: bool = False) -> tuple[Sample, str]:
@@ -65,7 +66,7 @@ def measure(cmd: list[str] | str, cwd: Path, env: dict | None = None, shell: boo
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd!r} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
-    return Sample(seconds, usage.ru_maxrss), out.decode(errors="replace")
+    return Sample(seconds, usage.ru_maxrss, cpu=usage.ru_utime + usage.ru_stime), out.decode(errors="replace")
 
 
 def _drain(proc: subprocess.Popen) -> tuple[bytes, bytes]:
@@ -110,7 +111,7 @@ def _bundle_members(build_json: str) -> list[str]:
     return sorted(names)
 
 
-def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dict:
+def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, cold_only: bool = False) -> dict:
     repo = work / name / "repo"
     summary = generate(repo, shape)
     _git(repo, "init", "-q")
@@ -130,20 +131,23 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dic
         out = work / name / "flyte-out"
         shutil.rmtree(out, ignore_errors=True)
         s, text = measure([sys.executable, "-m", "bench.flyte_baseline", str(repo), str(out)], REPO_ROOT, base_env)
-        samples["flyte bundling (baseline)"].append(Sample(s.seconds, s.max_rss_kb, json.loads(text.strip().splitlines()[-1])))
+        samples["flyte bundling (baseline)"].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info=json.loads(text.strip().splitlines()[-1])))
 
         s, text = measure(fb, repo, env)
         built = json.loads(text)
-        samples["cold build, all bundles"].append(Sample(s.seconds, s.max_rss_kb, _counts(built)))
+        samples["cold build, all bundles"].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info=_counts(built)))
         if rep == 0:
             file_list.write_text("\n".join(_bundle_members(text)) + "\n")
+        if cold_only:  # flyte's path and the cold build, nothing else (--cold-only)
+            shutil.rmtree(cache, ignore_errors=True)
+            continue
 
         s, text = measure(f"tar -cf - -T {file_list} | gzip -6 > {work / name / 'floor.tar.gz'}", repo, base_env, shell=True)
-        samples["tar \\| gzip floor (baseline)"].append(Sample(s.seconds, s.max_rss_kb, {"files": len(file_list.read_text().split())}))
+        samples["tar \\| gzip floor (baseline)"].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info={"files": len(file_list.read_text().split())}))
 
         time.sleep(2.1)  # past the stat cache's racy window, as in a real edit-build loop
         s, text = measure(fb, repo, env)
-        samples["no-op rebuild"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+        samples["no-op rebuild"].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info=_counts(json.loads(text))))
 
         s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
         samples["python -c 'import flyte' (baseline)"].append(s)
@@ -152,17 +156,17 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dic
 
         _edit(service_file, rep)
         s, text = measure(fb, repo, env)
-        samples["edit 1 service file"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+        samples["edit 1 service file"].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info=_counts(json.loads(text))))
         if affected:  # with the service edit only: its answer is the chain below the edited env
             s, text = measure([sys.executable, "-m", "flyte_build", "affected", "--since", "HEAD", "--json"], repo, env)
             envs = json.loads(text).get("envs", [])
-            samples["affected --since HEAD"].append(Sample(s.seconds, s.max_rss_kb, {"affected_envs": len(envs)}))
+            samples["affected --since HEAD"].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info={"affected_envs": len(envs)}))
         _edit(lib_file, rep)
         s, text = measure(fb, repo, env)
-        samples["edit 1 shared-lib file"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+        samples["edit 1 shared-lib file"].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info=_counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
         shutil.rmtree(cache, ignore_errors=True)
-    s3 = _moto()
+    s3 = None if cold_only else _moto()
     if s3 is not None:
         _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log)
     return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected}
@@ -203,7 +207,7 @@ def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, sa
                 info = {**_counts(doc), "how": doc["discovery"]["how"]}
             else:
                 info = {"affected_envs": len(doc.get("envs", []))}
-            samples[sc].append(Sample(s.seconds, s.max_rss_kb, info))
+            samples[sc].append(Sample(s.seconds, s.max_rss_kb, cpu=s.cpu, info=info))
             shutil.rmtree(cache_b, ignore_errors=True)
     _git(repo, "reset", "-q", "--hard", "HEAD~1")
 
@@ -250,6 +254,10 @@ def _counts(doc: dict) -> dict:
     return {"targets": len(ts), "built": sum(t["status"] == "built" for t in ts), "cached": sum(t["status"] == "cached" for t in ts)}
 
 
+def _ratio(base: float | None, ours: float) -> str:
+    return "-" if base is None else f"{base / ours:.2f}x"
+
+
 def _median(xs: list[float]) -> float:
     return statistics.median(xs)
 
@@ -276,7 +284,7 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
         floor_t = med.get("tar \\| gzip floor (baseline)")
         imp_t = med.get("python -c 'import flyte' (baseline)")
         lines += [
-            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files ({len(smp['no-op rebuild'])} repetitions)",
+            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files ({len(smp['cold build, all bundles'])} repetitions)",
             "",
             "| scenario | median s | min s | max s | vs flyte bundling | vs tar\\|gzip | vs import flyte | peak RSS MB | note |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -293,9 +301,10 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
             rss = max(s.max_rss_kb for s in v) / 1024
             note = _note(v[-1].info)
             lines.append(
-                f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {flyte_t / m:.2f}x | {floor_t / m:.2f}x | {imp_t / m:.2f}x | {rss:.0f} | {note} |"
+                f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {_ratio(flyte_t, m)} | {_ratio(floor_t, m)} | {_ratio(imp_t, m)} | {rss:.0f} | {note} |"
             )
-        lines.append("")
+        cpu = [f"{sc} {_median([x.cpu for x in smp[sc]]):.2f} s" for sc in SCENARIOS if smp.get(sc)]
+        lines += ["", "CPU (user + system of the process and its children), medians: " + "; ".join(cpu) + ".", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -339,6 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     ap.add_argument("--json", type=Path, help="also write the raw samples here")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed after)")
+    ap.add_argument("--cold-only", action="store_true", help="only flyte's bundling path and the cold build (minutes less)")
     a = ap.parse_args(argv)
     sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -349,7 +359,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for s in sizes:
             n = a.large_repeat if s == "large" and a.large_repeat else a.repeat
-            results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True)))
+            results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True),
+                                    cold_only=a.cold_only))
             # written after each size, so a long large run never loses the smaller ones
             a.out.write_text(render(results, a.repeat, argv) + _kept_notes(a.out))
             if a.json:
