@@ -252,7 +252,11 @@ class Context:
         loaded modules, most shared with the other envs)."""
         hit = self._abs_memo.get(rel)
         if hit is None:
-            hit = self._abs_memo[rel] = str(self.root / rel)
+            if rel != "." and not rel.startswith("/") and os.path.normpath(rel) == rel:
+                hit = str(self.root).rstrip("/") + "/" + rel  # what Path's join gives a normalised name
+            else:
+                hit = str(self.root / rel)
+            self._abs_memo[rel] = hit
         return hit
 
     def _files_digest(self, paths: list[str]) -> str:
