@@ -376,7 +376,7 @@ class Engine:
                     return
             except FileNotFoundError:
                 pass
-            atomic.write_bytes(path, record)
+            atomic.write_bytes(path, record, durable=False)  # as store.write_json: explain parses what it reads
         except OSError:
             pass
 
