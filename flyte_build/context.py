@@ -63,6 +63,7 @@ class Context:
         # directories known to have no symlink from / down (see `_realpath`)
         self._plain_dirs: dict[str, bool] = {"/": True}
         self._abs_memo: dict[str, str] = {}  # discovery's relative names -> absolute paths
+        self._join = files_mod.joiner(self.root)
         self._init_memo: dict[str, str | None] = {}  # directory -> its __init__.py under the root, if any
 
     @cached_property
@@ -252,11 +253,7 @@ class Context:
         loaded modules, most shared with the other envs)."""
         hit = self._abs_memo.get(rel)
         if hit is None:
-            if rel != "." and not rel.startswith("/") and os.path.normpath(rel) == rel:
-                hit = str(self.root).rstrip("/") + "/" + rel  # what Path's join gives a normalised name
-            else:
-                hit = str(self.root / rel)
-            self._abs_memo[rel] = hit
+            hit = self._abs_memo[rel] = self._join(rel)
         return hit
 
     def _files_digest(self, paths: list[str]) -> str:
