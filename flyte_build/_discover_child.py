@@ -285,7 +285,7 @@ def main(request_path: str, result_path: str) -> int:
         reads.stop()
 
     loaded = _scan_loaded(root, fa)
-    envs = fa.loaded_environments()
+    envs = fa.loaded_environments(load_apps=False)
     selected, problems = _select(req, root, modules, envs, fa)
     graph, orphans = tracker.edges(loaded.file_by_name, loaded.file_by_path)
     graph = _with_package_parents(graph, loaded)

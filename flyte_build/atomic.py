@@ -8,7 +8,8 @@ instead, which fails if the name exists: two writers racing on one content
 name both succeed with one file.
 
 Every write in flyte-build that gives a file its real name goes through here:
-`write_bytes` and `copy_file` (flushed to disk first), and `staged` for a
+`write_bytes` and `copy_file` (flushed to disk first, unless the caller's
+readers verify what they read), and `staged` for a
 caller that fills the temporary file itself (a stream, a download) and decides
 whether to publish it (a download is published only if it hashes to its name).
 """
@@ -64,21 +65,29 @@ def staged(dest: str | Path) -> Iterator[Staged]:
             pass
 
 
-def _write(dest: str | Path, fill, create_only: bool) -> bool:
+def _write(dest: str | Path, fill, create_only: bool, durable: bool) -> bool:
     with staged(dest) as s:
         with open(s.path, "wb") as f:
             fill(f)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         return s.publish(create_only)
 
 
-def write_bytes(dest: str | Path, data: bytes, create_only: bool = False) -> bool:
-    """Write `data` to `dest`; with `create_only`, False (and nothing written) when it exists."""
-    return _write(dest, lambda f: f.write(data), create_only)
+def write_bytes(dest: str | Path, data: bytes, create_only: bool = False, durable: bool = True) -> bool:
+    """Write `data` to `dest`; with `create_only`, False (and nothing written) when it exists.
+    `durable=False` skips the fsync (see `copy_file`)."""
+    return _write(dest, lambda f: f.write(data), create_only, durable)
 
 
-def copy_file(src: str | Path, dest: str | Path, create_only: bool = False) -> bool:
-    """Copy `src`'s bytes to `dest`; with `create_only`, False when it exists."""
+def copy_file(src: str | Path, dest: str | Path, create_only: bool = False, durable: bool = True) -> bool:
+    """Copy `src`'s bytes to `dest`; with `create_only`, False when it exists.
+
+    `durable=False` skips the fsync before the rename: only for files whose every
+    reader verifies them (a blob by its digest, an entry by its schema), so that
+    a write a power cut lost or tore reads as a miss. A killed process loses
+    nothing either way: what it wrote is in the page cache, and the rename is
+    what makes the name appear."""
     with open(src, "rb") as s:
-        return _write(dest, lambda d: shutil.copyfileobj(s, d, 1 << 20), create_only)
+        return _write(dest, lambda d: shutil.copyfileobj(s, d, 1 << 20), create_only, durable)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ class Context:
         # os.path.realpath per path, once a run: 50 closures share most files, and
         # each realpath is an lstat per path component (most of an edit's key time)
         self._real_memo: dict[str, str] = {}
+        # directories known to have no symlink from / down (see `_realpath`)
+        self._plain_dirs: dict[str, bool] = {"/": True}
+        self._abs_memo: dict[str, str] = {}  # discovery's relative names -> absolute paths
+        self._init_memo: dict[str, str | None] = {}  # directory -> its __init__.py under the root, if any
 
     @cached_property
     def view(self) -> "View":
@@ -189,7 +194,7 @@ class Context:
         # imported by a computed name are found only that way)
         for rel in dict.fromkeys([env.file, *(t.file for t in env.tasks), *env.loaded]):
             if rel and not rel.startswith("/"):
-                starts.append(str(self.root / rel))
+                starts.append(self._abs(rel))
         ck = "\0".join(starts)
         paths = self._kept_closure(ck)
         if paths is None:
@@ -222,10 +227,30 @@ class Context:
                 dirs.add(d)
                 d = os.path.dirname(d)
         for d in dirs:
-            init = os.path.join(d, "__init__.py")
-            if init not in out and os.path.isfile(init) and files_mod.inside(self.root, init):
+            init = self._package_init(d)
+            if init is not None:
                 out.add(init)
         return sorted(out)
+
+    def _package_init(self, d: str) -> str | None:
+        """`d/__init__.py` if it is a file under the root (asked once a run: the
+        50 closures of a repository share most directories)."""
+        try:
+            return self._init_memo[d]
+        except KeyError:
+            pass
+        init = os.path.join(d, "__init__.py")
+        hit = init if os.path.isfile(init) and files_mod.inside(self.root, init, real=self._realpath(init)) else None
+        self._init_memo[d] = hit
+        return hit
+
+    def _abs(self, rel: str) -> str:
+        """str(root / rel), once per name and run (each env lists hundreds of
+        loaded modules, most shared with the other envs)."""
+        hit = self._abs_memo.get(rel)
+        if hit is None:
+            hit = self._abs_memo[rel] = str(self.root / rel)
+        return hit
 
     def _files_digest(self, paths: list[str]) -> str:
         return hashlib.sha256("\n".join(self.digest(p)[0] for p in paths).encode()).hexdigest()
@@ -281,9 +306,26 @@ class Context:
         return fs.files
 
     def _realpath(self, path: str) -> str:
+        """os.path.realpath(path), once per path and run. A normalised absolute
+        path whose directories hold no symlink (each directory checked once a
+        run) and which is no symlink itself is its own realpath: one lstat a
+        file instead of one per path component."""
         hit = self._real_memo.get(path)
         if hit is None:
-            hit = self._real_memo[path] = os.path.realpath(path)
+            d = os.path.dirname(path)
+            if (path.startswith("/") and not path.startswith("//") and os.path.normpath(path) == path
+                    and self._plain_dir(d) and not _is_link(path)):
+                hit = path
+            else:
+                hit = os.path.realpath(path)
+            self._real_memo[path] = hit
+        return hit
+
+    def _plain_dir(self, d: str) -> bool:
+        """Whether no component of the normalised absolute directory `d` is a symlink."""
+        hit = self._plain_dirs.get(d)
+        if hit is None:
+            hit = self._plain_dirs[d] = self._plain_dir(os.path.dirname(d)) and not _is_link(d)
         return hit
 
     def warn(self, msg: str) -> None:
@@ -376,6 +418,15 @@ class View:
 
     def warn(self, msg: str) -> None:
         self._ctx.warn(msg)
+
+
+def _is_link(path: str) -> bool:
+    """As os.path.realpath sees a path component: a symlink, or else (missing,
+    unreadable) a plain name."""
+    try:
+        return stat.S_ISLNK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _dirs_unchanged(witness: dict) -> bool:

@@ -293,3 +293,55 @@ def test_runtime_and_git_names_have_their_shape():
     assert inspect.iscoroutinefunction(translate_app_env_to_idl.fn), "translate_app_env_to_idl is no longer an async syncify function"
     assert isinstance(logger, logging.Logger)
     assert callable(GitStatus.from_current_repo) and {"is_valid", "remote_url", "commit_sha"} <= _fields(GitStatus)
+
+
+_INIT_PROBE = """
+import json, sys
+from pathlib import Path
+from flyte_build import flyte_adapter as fa
+from flyte._initialize import _get_init_config
+before = list(sys.path)
+if sys.argv[1] == "flyte":
+    import flyte
+    flyte.init(project="p", domain="d", org=None, root_dir=Path(sys.argv[2]), images={"a": "reg/a:1"}, image_registry="reg")
+else:
+    fa.init_for_discovery(Path(sys.argv[2]), "p", "d", None, {"a": "reg/a:1"}, "reg")
+print(json.dumps({"config": repr(_get_init_config()), "added": sys.path[len(before):],
+                  "types": "flyte.types" in sys.modules, "plugin": "adapter_probe_plugin" in sys.modules}))
+"""
+
+
+def _init_probe(how: str, root, extra_path: str | None = None) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ)
+    if extra_path:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [extra_path, env.get("PYTHONPATH")]))
+    out = subprocess.run([sys.executable, "-c", _INIT_PROBE, how, str(root)], capture_output=True, text=True,
+                         env=env, check=True, timeout=60).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_discovery_init_gives_flytes_init_config_without_importing_flyte_types(tmp_path):
+    # with no type plugin registered, discovery sets up flyte as flyte.init does,
+    # less the 0.8 s import of flyte.types that only serves plugin loading
+    ours, theirs = _init_probe("adapter", tmp_path), _init_probe("flyte", tmp_path)
+    assert ours["config"] == theirs["config"] and ours["added"] == theirs["added"] == [str(tmp_path)]
+    assert theirs["types"] and not ours["types"]
+
+
+def test_discovery_init_loads_registered_type_plugins_as_flyte_init_does(tmp_path):
+    # a package registering a `flyte.plugins.types` entry point: its transformers
+    # must be loaded before any user module runs, so flyte's own init is used
+    site = tmp_path / "site"
+    dist = site / "adapter_probe_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: adapter-probe-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[flyte.plugins.types]\nprobe = adapter_probe_plugin:register\n")
+    (site / "adapter_probe_plugin.py").write_text("def register():\n    pass\n")
+    ours = _init_probe("adapter", tmp_path, str(site))
+    assert ours["plugin"] and ours["types"], ours
+    assert ours["config"] == _init_probe("flyte", tmp_path, str(site))["config"]

@@ -11,6 +11,11 @@ Blobs are written before the action entries that name them, each through a
 temporary file and a rename (see `atomic`). Readers verify: a blob whose bytes
 do not hash to its name, or an action entry that does not parse or names a
 missing blob, is treated as a miss, removed, and rebuilt.
+
+So nothing here is fsynced (`atomic`'s `durable=False`): a killed build loses
+nothing it wrote (the page cache outlives the process; names appear by rename
+only), and what a power cut loses or tears is one of those misses. A cold
+build at 5,000 files wrote 154 files here; each fsync cost 7-40 ms on a busy disk.
 """
 
 from __future__ import annotations
@@ -108,7 +113,7 @@ class LocalStore:
         # a blob already there is trusted only after hashing it: a same-size
         # corrupt blob would otherwise be named by the new action entry
         if not (self.has_blob(actual, size) and self.verify_blob(actual)):
-            atomic.copy_file(src, dest)
+            atomic.copy_file(src, dest, durable=False)
         return actual, size
 
     # -- action cache ----------------------------------------------------
@@ -142,7 +147,7 @@ class LocalStore:
         for out in entry.outputs:
             if not self.has_blob(out.digest, out.size):
                 raise ValueError(f"action entry for {entry.target} names a missing blob {out.digest}")
-        atomic.write_bytes(self.action_path(entry.key), entry.to_json())
+        atomic.write_bytes(self.action_path(entry.key), entry.to_json(), durable=False)
 
     # -- small JSON documents (discovery, state) ---------------------------
     def read_json(self, rel: str) -> Any:
@@ -152,7 +157,7 @@ class LocalStore:
             return None
 
     def write_json(self, rel: str, value: Any) -> None:
-        atomic.write_bytes(self.root / rel, canonical_json(value))
+        atomic.write_bytes(self.root / rel, canonical_json(value), durable=False)
 
     # -- the layout, for maintenance (see `maintenance`) ------------------------
     def iter_blobs(self):
