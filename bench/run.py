@@ -131,7 +131,8 @@ def _bundle_members(build_json: str) -> list[str]:
     return sorted(names)
 
 
-def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, skip: frozenset = frozenset()) -> dict:
+def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: str | None = None,
+             skip: frozenset = frozenset()) -> dict:
     repo = work / name / "repo"
     summary = generate(repo, shape)
     _git(repo, "init", "-q")
@@ -144,7 +145,7 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, skip: 
     service_file = repo / "services" / "svc_000" / "mod_000.py"  # head of a depends_on chain
     lib_file = repo / "libs" / "lib_000" / "m_000.py"
     file_list = work / name / "bundle-files.txt"
-    for rep in range(repeat):
+    for rep in range(repeat if only is None else 0):
         log(f"[{name}] repetition {rep + 1}/{repeat}")
         cache = work / name / f"cache-{rep}"
         env = {**base_env, "FLYTE_BUILD_CACHE_DIR": str(cache)}
@@ -184,10 +185,27 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, skip: 
             samples["edit 1 shared-lib file"].append(s.with_info(_counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
         shutil.rmtree(cache, ignore_errors=True)
+    if only == "fresh":
+        _baselines_only(repo, repeat, base_env, samples, lambda m: log(f"[{name}] {m}"))
     s3 = None if "shared" in skip else _moto()
     if s3 is not None:
         _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log)
     return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected, "skipped": sorted(skip)}
+
+
+def _baselines_only(repo: Path, repeat: int, base_env: dict, samples: dict, log) -> None:
+    """`--only fresh`: flyte's path (and the interpreter's start) measured in the
+    same run as the fresh-machine scenarios, so their ratios stand."""
+    for rep in range(repeat):
+        log(f"baselines {rep + 1}/{repeat}")
+        out = repo.parent / "flyte-out"
+        shutil.rmtree(out, ignore_errors=True)
+        s, text = measure([sys.executable, "-m", "bench.flyte_baseline", str(repo), str(out)], REPO_ROOT, base_env)
+        samples["flyte bundling (baseline)"].append(s.with_info(json.loads(text.strip().splitlines()[-1])))
+        s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
+        samples["python -c 'import flyte' (baseline)"].append(s)
+        s, _ = measure([sys.executable, "-c", "pass"], repo, base_env)
+        samples["python -c pass (process start)"].append(s)
 
 
 def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log) -> None:
@@ -298,7 +316,7 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
         floor_t = med.get("tar \\| gzip floor (baseline)")
         imp_t = med.get("python -c 'import flyte' (baseline)")
         lines += [
-            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files ({len(smp['no-op rebuild'])} repetitions)",
+            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files ({max(len(v) for v in smp.values())} repetitions)",
             "",
             "| scenario | median s | min s | max s | vs flyte bundling | vs tar\\|gzip | vs import flyte | peak RSS MB | note |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -306,18 +324,17 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
         for sc in SCENARIOS:
             v = smp.get(sc) or []
             if not v:
-                group = "affected" if sc.startswith("affected") else "shared" if sc in SHARED else "lib-edit" if "shared-lib" in sc else None
-                why = ("not run (--skip)" if group in res.get("skipped", ()) else "`flyte-build affected` had not landed when this ran"
-                       if group == "affected" else "moto_server is not installed" if group == "shared" else "not run")
+                skipped = "lib-edit" if "shared-lib" in sc else "affected" if sc.startswith("affected") else "shared" if sc in SHARED else None
+                why = ("not run (--skip)" if skipped in res.get("skipped", ()) else "`flyte-build affected` had not landed when this ran"
+                       if sc.startswith("affected") and not res["affected"] else "moto_server is not installed" if sc in SHARED else "not run")
                 lines.append(f"| {sc} | - | - | - | - | - | - | - | {why} |")
                 continue
             m = med[sc]
             ts = [s.seconds for s in v]
             rss = max(s.max_rss_kb for s in v) / 1024
             note = _note(v[-1].info)
-            lines.append(
-                f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {flyte_t / m:.2f}x | {floor_t / m:.2f}x | {imp_t / m:.2f}x | {rss:.0f} | {note} |"
-            )
+            ratios = " | ".join(f"{b / m:.2f}x" if b else "-" for b in (flyte_t, floor_t, imp_t))
+            lines.append(f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {ratios} | {rss:.0f} | {note} |")
         cpu = [(sc.replace("\\|", "|"), _median([x.cpu for x in smp[sc]])) for sc in SCENARIOS if smp.get(sc)]
         lines += ["", "CPU time (user + sys, the process and its waited-for children; medians): "
                   + "; ".join(f"{sc} {c:.3f} s" for sc, c in cpu) + ".", ""]
@@ -364,6 +381,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     ap.add_argument("--json", type=Path, help="also write the raw samples here")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed after)")
+    ap.add_argument("--only", choices=["fresh"], help="fresh: only the fresh-machine scenarios and flyte's path beside them")
     ap.add_argument("--skip", default="", help=f"scenario groups not to run, comma-separated: {', '.join(SKIPPABLE)}")
     a = ap.parse_args(argv)
     skip = frozenset(x.strip() for x in a.skip.split(",") if x.strip())
@@ -379,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for s in sizes:
             n = a.large_repeat if s == "large" and a.large_repeat else a.repeat
-            results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True), skip=skip))
+            results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True),
+                                    only=a.only, skip=skip))
             # written after each size, so a long large run never loses the smaller ones
             a.out.write_text(render(results, a.repeat, argv) + _kept_notes(a.out))
             if a.json:
