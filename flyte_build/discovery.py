@@ -446,9 +446,10 @@ def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_dig
 
 
 def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
+    join = files_mod.joiner(root)
     for rel, hex_ in recorded.items():
         try:
-            if digests.digest(root / rel)[0] != hex_:
+            if digests.digest(join(rel))[0] != hex_:
                 return False
         except OSError:
             if hex_ is not None:
@@ -459,9 +460,10 @@ def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
 def _changed(root: Path, recorded: dict, digests: FileDigests) -> list[str]:
     """The recorded files whose digest is not the recorded one."""
     out = []
+    join = files_mod.joiner(root)
     for rel, hex_ in recorded.items():
         try:
-            if digests.digest(root / rel)[0] != hex_:
+            if digests.digest(join(rel))[0] != hex_:
                 out.append(rel)
         except OSError:
             if hex_ is not None:

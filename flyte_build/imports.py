@@ -131,6 +131,10 @@ class Resolver:
         # every directory whose listing decided a lookup: while none of their
         # mtimes changes, every lookup would resolve the same way again
         self.witness: set[str] = set()
+        # the same, per module name and per file's imports: a caller keeping
+        # resolved imports between runs drops only those a changed directory decided
+        self._module_dirs: dict[str, frozenset[str]] = {}
+        self._targets_dirs: dict[tuple, frozenset[str]] = {}
         self._root_prefix = str(self.root).rstrip(os.sep) + os.sep
         self._base_prefixes = [str(b).rstrip(os.sep) + os.sep for b in self.search_roots]
 
@@ -151,14 +155,15 @@ class Resolver:
             return hit
         found: list[str] = []
         parts = module.split(".")
+        dirs: set[str] = set()
         for base in self.search_roots:
             cur = str(base)
-            self.witness.add(cur)
+            dirs.add(cur)
             for p in parts:
                 cur = os.path.join(cur, p)
                 if not os.path.isdir(cur):
                     break
-                self.witness.add(cur)
+                dirs.add(cur)
             d = os.path.join(base, *parts)
             candidates = [d + ".py", os.path.join(d, "__init__.py")]
             target = next((c for c in candidates if os.path.isfile(c)), None)
@@ -172,8 +177,14 @@ class Resolver:
                     found.append(init)
             break
         found = [f for f in found if self._usable(f)]
+        self.witness.update(dirs)
+        self._module_dirs[module] = frozenset(dirs)
         self._memo[module] = found
         return found
+
+    def decided_by(self, path: str, records: list[ImportRecord]) -> frozenset[str]:
+        """The directories whose listing decided `targets(path, records)` (call that first)."""
+        return self._targets_dirs[(path, tuple(records))]
 
     def module_of(self, path: str) -> tuple[str, bool] | None:
         """(dotted module name, is_package) of a file under a search root."""
@@ -192,6 +203,7 @@ class Resolver:
         if hit is not None:
             return hit
         out: set[str] = set()
+        modules: list[str] = []
         mod = self.module_of(path)
         for level, module, names in records:
             if level:
@@ -206,9 +218,11 @@ class Resolver:
             else:
                 base = module
             if base:
-                out.update(self.files_for(base))
-            for n in names:
-                out.update(self.files_for(f"{base}.{n}" if base else n))
+                modules.append(base)
+            modules.extend(f"{base}.{n}" if base else n for n in names)
+        for m in modules:
+            out.update(self.files_for(m))
+        self._targets_dirs[memo_key] = frozenset().union(*(self._module_dirs[m] for m in modules))
         hit = self._targets_memo[memo_key] = frozenset(out)
         return hit
 

@@ -5,6 +5,10 @@ import pytest
 
 from tests.support.cli import copy_sample, flyte_build
 from tests.support.requirements import STRICT
+# at its end, each session (each pytest-xdist worker) removes the Docker images it made
+from tests.support.session_images import pytest_sessionfinish  # noqa: F401
+# the reliability suite's table by category (its reports may come from pytest-xdist workers)
+from tests.support.reliability_tally import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
 
 
 # The suite runs as a CI job: builds with a shared cache publish to it (outside

@@ -6,7 +6,8 @@ with_local_v2 makes). A module-scoped fixture builds each image once, one
 `flyte-build build image:<env>` at a time (its wall time is the table in
 BUILD.md), on the offline base `flyte-build-test/python:3.11`, with a
 per-session build arg so the tags are new. The tests then run containers of
-those images. The images are removed at the end.
+those images. The images are removed at the module's end (and, should a build
+fail, the ones made before it at the session's end).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import session_images
 from tests.support.cli import copy_tree, flyte_build
 from tests.support.docker_env import ensure_base_image
 
@@ -78,6 +80,7 @@ def built(tmp_path_factory):
         seconds[name] = round(time.monotonic() - start, 1)
         assert run.rc == 0, f"image:{name} failed ({run.rc}):\n{run.err[-4000:]}"
         records[name] = {t["target"]: t for t in run.json()["targets"]}[f"image:{name}"]
+        session_images.own(records[name]["uri"])  # gone at the session's end even if a later build fails
     (root / "timings.json").write_text(json.dumps(seconds, indent=1))
     print("layer build seconds:", seconds)
     yield {"repo": repo, "cache": cache, "records": records, "seconds": seconds}

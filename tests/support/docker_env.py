@@ -137,8 +137,11 @@ def session_image(base: str, name: str) -> str:
     """`base` plus one layer holding a fresh id, so the engine's layer cache has
     nothing built on it and builds FROM it are really cold (BuildKit keys its
     cache on layer contents: a new label or tag alone would not do). `name`
-    prefixes the tag."""
+    prefixes the tag. The copy and every image built FROM it are removed when the
+    session ends (tests/support/session_images.py)."""
     import uuid
+
+    from tests.support import session_images
 
     session = uuid.uuid4().hex[:12]
     tag = f"{name}-session/base:{session}"
@@ -146,7 +149,10 @@ def session_image(base: str, name: str) -> str:
                           timeout=30, check=True).stdout.strip()
     # the copy runs as the base does (flyte's runtime image runs as `flyte`)
     back = f"USER {user}\n" if user else ""
-    _build(f"FROM {base}\nUSER root\nRUN echo {session} > /etc/flyte-build-test-session\n{back}", tag, timeout=300)
+    # the owner label, inherited by every image built FROM the copy, is how the session's end
+    # finds exactly the images this session made (tests/support/session_images.py)
+    _build(f"FROM {base}\nUSER root\nRUN echo {session} > /etc/flyte-build-test-session\n"
+           f'LABEL {session_images.LABEL}="{session_images.owner()}"\n{back}', tag, timeout=300)
     return tag
 
 
