@@ -28,18 +28,19 @@ import warnings
 from . import imports
 from .discovery_reads import code_print, read_progress
 
-_LEAD = 16  # modules kept ahead of the child's progress: it would pass them before they were ready
+_LEAD = 64  # modules to jump ahead of the child once it caught up: it imports handed code faster than the parent compiles
 _CHECK_EVERY = 32  # modules between two looks at the child's progress
 
 
 def prefetch(root, candidates: list[str], digests, stream: str | None = None, progress: str | None = None) -> None:
     """Digest, compile and read the imports of each candidate (relative to
-    `root`) while the child imports them; the code goes to the file `stream`."""
-    from .context import import_records
-
+    `root`) while the child imports them; the code goes to the file `stream`.
+    Modules the child has passed already only need their records, which wait
+    until the code for the modules ahead of it is out."""
     real_root = os.path.realpath(root)
     index = {rel: i for i, rel in enumerate(candidates)}
     skip_below = 0
+    later = []
     out = open(stream, "ab") if stream else None
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -47,17 +48,27 @@ def prefetch(root, candidates: list[str], digests, stream: str | None = None, pr
             for i, rel in enumerate(candidates):
                 if progress and i % _CHECK_EVERY == 0:
                     skip_below = max(skip_below, _child_at(progress, index) + _LEAD)
-                path = str(root / rel)
-                try:
-                    hex_ = digests.digest(path)[0]
-                    if not _compile_one(path, os.path.join(real_root, rel), hex_, digests, caught,
-                                        out if i >= skip_below else None):
-                        import_records(path, hex_, digests)  # the parse's records (or its syntax error)
-                except (OSError, SyntaxError, ValueError):
-                    pass  # reported where it matters, by the child or by the closure
+                if out is not None and i < skip_below:
+                    later.append(rel)
+                    continue
+                _prefetch_one(root, real_root, rel, digests, caught, out)
+            for rel in later:
+                _prefetch_one(root, real_root, rel, digests, caught, None)
     finally:
         if out is not None:
             out.close()
+
+
+def _prefetch_one(root, real_root: str, rel: str, digests, caught: list, out) -> None:
+    from .context import import_records
+
+    path = str(root / rel)
+    try:
+        hex_ = digests.digest(path)[0]
+        if not _compile_one(path, os.path.join(real_root, rel), hex_, digests, caught, out):
+            import_records(path, hex_, digests)  # the parse's records (or its syntax error)
+    except (OSError, SyntaxError, ValueError):
+        pass  # reported where it matters, by the child or by the closure
 
 
 def _child_at(progress: str, index: dict) -> int:
