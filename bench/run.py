@@ -133,6 +133,8 @@ def _bundle_members(build_json: str) -> list[str]:
 
 def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: str | None = None,
              skip: frozenset = frozenset()) -> dict:
+    if only == "cold":
+        skip = skip | frozenset(SKIPPABLE)  # shown as not run
     repo = work / name / "repo"
     summary = generate(repo, shape)
     _git(repo, "init", "-q")
@@ -145,7 +147,7 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
     service_file = repo / "services" / "svc_000" / "mod_000.py"  # head of a depends_on chain
     lib_file = repo / "libs" / "lib_000" / "m_000.py"
     file_list = work / name / "bundle-files.txt"
-    for rep in range(repeat if only is None else 0):
+    for rep in range(repeat if only in (None, "cold") else 0):
         log(f"[{name}] repetition {rep + 1}/{repeat}")
         cache = work / name / f"cache-{rep}"
         env = {**base_env, "FLYTE_BUILD_CACHE_DIR": str(cache)}
@@ -159,6 +161,9 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
         samples["cold build, all bundles"].append(s.with_info(_counts(built)))
         if rep == 0:
             file_list.write_text("\n".join(_bundle_members(text)) + "\n")
+        if only == "cold":  # flyte's path and the cold build, nothing else
+            shutil.rmtree(cache, ignore_errors=True)
+            continue
 
         s, text = measure(f"tar -cf - -T {file_list} | gzip -6 > {work / name / 'floor.tar.gz'}", repo, base_env, shell=True)
         samples["tar \\| gzip floor (baseline)"].append(s.with_info({"files": len(file_list.read_text().split())}))
@@ -381,7 +386,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     ap.add_argument("--json", type=Path, help="also write the raw samples here")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed after)")
-    ap.add_argument("--only", choices=["fresh"], help="fresh: only the fresh-machine scenarios and flyte's path beside them")
+    ap.add_argument("--only", choices=["fresh", "cold"], help="fresh: only the fresh-machine scenarios and flyte's path "
+                    "beside them; cold: only flyte's path and the cold build")
     ap.add_argument("--skip", default="", help=f"scenario groups not to run, comma-separated: {', '.join(SKIPPABLE)}")
     a = ap.parse_args(argv)
     skip = frozenset(x.strip() for x in a.skip.split(",") if x.strip())

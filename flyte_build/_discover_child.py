@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from flyte_build import atomic
+from flyte_build.discovery_code import Handed
 from flyte_build.discovery_reads import CodePrints, ReadRecorder, die_with_parent, ignored_prefixes, write_progress
 
 
@@ -274,7 +275,7 @@ def main(request_path: str, result_path: str) -> int:
     import_module = importlib.import_module  # the candidates' own imports are not charged to anyone
     tracker = _ImportTracker(root)
     tracker.install()
-    prints = CodePrints(root)
+    prints = CodePrints(root, Handed(req.get("handed"), root))
     prints.install()
     try:
         modules, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
