@@ -45,6 +45,23 @@ SCENARIOS = (
     "fresh machine, warm shared cache: affected --since HEAD~1",
 )
 SHARED = SCENARIOS[-2:]
+# --skip groups: `affected --since HEAD`, the fresh-machine (shared cache) pair, the shared-library edit
+SKIPPABLE = ("affected", "shared", "lib-edit")
+
+
+def _byte_compile() -> None:
+    """Byte-compile flyte-build's own modules and built-in rules, as pip does when
+    it installs a wheel (flyte's are, in site-packages). The scenarios run with
+    PYTHONDONTWRITEBYTECODE=1 (the generated trees must stay as generated), so
+    an editable checkout would otherwise compile flyte-build from source in
+    every process: ~0.1 s of each run here, a cost no installed copy pays."""
+    import compileall
+
+    import flyte_build
+    from flyte_build.rulesets import builtin_dir
+
+    for d in {Path(flyte_build.__file__).parent, Path(builtin_dir())}:
+        compileall.compile_dir(str(d), quiet=1)
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,10 @@ class Sample:
     seconds: float
     max_rss_kb: int
     info: dict = field(default_factory=dict)
+    cpu: float = 0.0  # user + sys of the process and its waited-for children: less noisy than wall time
+
+    def with_info(self, info: dict) -> "Sample":
+        return Sample(self.seconds, self.max_rss_kb, info, self.cpu)
 
 
 def measure(cmd: list[str] | str, cwd: Path, env: dict | None = None, shell: bool = False) -> tuple[Sample, str]:
@@ -65,7 +86,7 @@ def measure(cmd: list[str] | str, cwd: Path, env: dict | None = None, shell: boo
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd!r} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
-    return Sample(seconds, usage.ru_maxrss), out.decode(errors="replace")
+    return Sample(seconds, usage.ru_maxrss, cpu=usage.ru_utime + usage.ru_stime), out.decode(errors="replace")
 
 
 def _drain(proc: subprocess.Popen) -> tuple[bytes, bytes]:
@@ -110,7 +131,10 @@ def _bundle_members(build_json: str) -> list[str]:
     return sorted(names)
 
 
-def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dict:
+def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: str | None = None,
+             skip: frozenset = frozenset()) -> dict:
+    if only == "cold":
+        skip = skip | frozenset(SKIPPABLE)  # shown as not run
     repo = work / name / "repo"
     summary = generate(repo, shape)
     _git(repo, "init", "-q")
@@ -118,32 +142,35 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dic
     _git(repo, "commit", "-q", "-m", "synthetic")
     fb = [sys.executable, "-m", "flyte_build", "build", "--json"]
     base_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
-    affected = _has_affected()
+    affected = "affected" not in skip and _has_affected()
     samples: dict[str, list[Sample]] = {s: [] for s in SCENARIOS}
     service_file = repo / "services" / "svc_000" / "mod_000.py"  # head of a depends_on chain
     lib_file = repo / "libs" / "lib_000" / "m_000.py"
     file_list = work / name / "bundle-files.txt"
-    for rep in range(repeat):
+    for rep in range(repeat if only in (None, "cold") else 0):
         log(f"[{name}] repetition {rep + 1}/{repeat}")
         cache = work / name / f"cache-{rep}"
         env = {**base_env, "FLYTE_BUILD_CACHE_DIR": str(cache)}
         out = work / name / "flyte-out"
         shutil.rmtree(out, ignore_errors=True)
         s, text = measure([sys.executable, "-m", "bench.flyte_baseline", str(repo), str(out)], REPO_ROOT, base_env)
-        samples["flyte bundling (baseline)"].append(Sample(s.seconds, s.max_rss_kb, json.loads(text.strip().splitlines()[-1])))
+        samples["flyte bundling (baseline)"].append(s.with_info(json.loads(text.strip().splitlines()[-1])))
 
         s, text = measure(fb, repo, env)
         built = json.loads(text)
-        samples["cold build, all bundles"].append(Sample(s.seconds, s.max_rss_kb, _counts(built)))
+        samples["cold build, all bundles"].append(s.with_info(_counts(built)))
         if rep == 0:
             file_list.write_text("\n".join(_bundle_members(text)) + "\n")
+        if only == "cold":  # flyte's path and the cold build, nothing else
+            shutil.rmtree(cache, ignore_errors=True)
+            continue
 
         s, text = measure(f"tar -cf - -T {file_list} | gzip -6 > {work / name / 'floor.tar.gz'}", repo, base_env, shell=True)
-        samples["tar \\| gzip floor (baseline)"].append(Sample(s.seconds, s.max_rss_kb, {"files": len(file_list.read_text().split())}))
+        samples["tar \\| gzip floor (baseline)"].append(s.with_info({"files": len(file_list.read_text().split())}))
 
         time.sleep(2.1)  # past the stat cache's racy window, as in a real edit-build loop
         s, text = measure(fb, repo, env)
-        samples["no-op rebuild"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+        samples["no-op rebuild"].append(s.with_info(_counts(json.loads(text))))
 
         s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
         samples["python -c 'import flyte' (baseline)"].append(s)
@@ -152,20 +179,38 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print) -> dic
 
         _edit(service_file, rep)
         s, text = measure(fb, repo, env)
-        samples["edit 1 service file"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+        samples["edit 1 service file"].append(s.with_info(_counts(json.loads(text))))
         if affected:  # with the service edit only: its answer is the chain below the edited env
             s, text = measure([sys.executable, "-m", "flyte_build", "affected", "--since", "HEAD", "--json"], repo, env)
             envs = json.loads(text).get("envs", [])
-            samples["affected --since HEAD"].append(Sample(s.seconds, s.max_rss_kb, {"affected_envs": len(envs)}))
-        _edit(lib_file, rep)
-        s, text = measure(fb, repo, env)
-        samples["edit 1 shared-lib file"].append(Sample(s.seconds, s.max_rss_kb, _counts(json.loads(text))))
+            samples["affected --since HEAD"].append(s.with_info({"affected_envs": len(envs)}))
+        if "lib-edit" not in skip:
+            _edit(lib_file, rep)
+            s, text = measure(fb, repo, env)
+            samples["edit 1 shared-lib file"].append(s.with_info(_counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
         shutil.rmtree(cache, ignore_errors=True)
-    s3 = _moto()
+    if only == "fresh":
+        _baselines_only(repo, repeat, base_env, samples, lambda m: log(f"[{name}] {m}"))
+    s3 = None if "shared" in skip else _moto()
     if s3 is not None:
         _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log)
-    return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected}
+    return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected, "skipped": sorted(skip)}
+
+
+def _baselines_only(repo: Path, repeat: int, base_env: dict, samples: dict, log) -> None:
+    """`--only fresh`: flyte's path (and the interpreter's start) measured in the
+    same run as the fresh-machine scenarios, so their ratios stand."""
+    for rep in range(repeat):
+        log(f"baselines {rep + 1}/{repeat}")
+        out = repo.parent / "flyte-out"
+        shutil.rmtree(out, ignore_errors=True)
+        s, text = measure([sys.executable, "-m", "bench.flyte_baseline", str(repo), str(out)], REPO_ROOT, base_env)
+        samples["flyte bundling (baseline)"].append(s.with_info(json.loads(text.strip().splitlines()[-1])))
+        s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
+        samples["python -c 'import flyte' (baseline)"].append(s)
+        s, _ = measure([sys.executable, "-c", "pass"], repo, base_env)
+        samples["python -c pass (process start)"].append(s)
 
 
 def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log) -> None:
@@ -203,7 +248,7 @@ def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, sa
                 info = {**_counts(doc), "how": doc["discovery"]["how"]}
             else:
                 info = {"affected_envs": len(doc.get("envs", []))}
-            samples[sc].append(Sample(s.seconds, s.max_rss_kb, info))
+            samples[sc].append(s.with_info(info))
             shutil.rmtree(cache_b, ignore_errors=True)
     _git(repo, "reset", "-q", "--hard", "HEAD~1")
 
@@ -276,7 +321,7 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
         floor_t = med.get("tar \\| gzip floor (baseline)")
         imp_t = med.get("python -c 'import flyte' (baseline)")
         lines += [
-            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files ({len(smp['no-op rebuild'])} repetitions)",
+            f"## {res['name']}: {tree['envs']} envs, {tree['files']} files ({max(len(v) for v in smp.values())} repetitions)",
             "",
             "| scenario | median s | min s | max s | vs flyte bundling | vs tar\\|gzip | vs import flyte | peak RSS MB | note |",
             "|---|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -284,18 +329,20 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
         for sc in SCENARIOS:
             v = smp.get(sc) or []
             if not v:
-                why = ("`flyte-build affected` had not landed when this ran" if sc.startswith("affected")
-                       else "moto_server is not installed" if sc in SHARED else "not run")
+                skipped = "lib-edit" if "shared-lib" in sc else "affected" if sc.startswith("affected") else "shared" if sc in SHARED else None
+                why = ("not run (--skip)" if skipped in res.get("skipped", ()) else "`flyte-build affected` had not landed when this ran"
+                       if sc.startswith("affected") and not res["affected"] else "moto_server is not installed" if sc in SHARED else "not run")
                 lines.append(f"| {sc} | - | - | - | - | - | - | - | {why} |")
                 continue
             m = med[sc]
             ts = [s.seconds for s in v]
             rss = max(s.max_rss_kb for s in v) / 1024
             note = _note(v[-1].info)
-            lines.append(
-                f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {flyte_t / m:.2f}x | {floor_t / m:.2f}x | {imp_t / m:.2f}x | {rss:.0f} | {note} |"
-            )
-        lines.append("")
+            ratios = " | ".join(f"{b / m:.2f}x" if b else "-" for b in (flyte_t, floor_t, imp_t))
+            lines.append(f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {ratios} | {rss:.0f} | {note} |")
+        cpu = [(sc.replace("\\|", "|"), _median([x.cpu for x in smp[sc]])) for sc in SCENARIOS if smp.get(sc)]
+        lines += ["", "CPU time (user + sys, the process and its waited-for children; medians): "
+                  + "; ".join(f"{sc} {c:.3f} s" for sc, c in cpu) + ".", ""]
     return "\n".join(lines) + "\n"
 
 
@@ -339,7 +386,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     ap.add_argument("--json", type=Path, help="also write the raw samples here")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed after)")
+    ap.add_argument("--only", choices=["fresh", "cold"], help="fresh: only the fresh-machine scenarios and flyte's path "
+                    "beside them; cold: only flyte's path and the cold build")
+    ap.add_argument("--skip", default="", help=f"scenario groups not to run, comma-separated: {', '.join(SKIPPABLE)}")
     a = ap.parse_args(argv)
+    skip = frozenset(x.strip() for x in a.skip.split(",") if x.strip())
+    if skip - set(SKIPPABLE):
+        ap.error(f"unknown --skip group {sorted(skip - set(SKIPPABLE))[0]!r}; choose from {', '.join(SKIPPABLE)}")
+    _byte_compile()
     sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
     if unknown:
@@ -349,7 +403,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         for s in sizes:
             n = a.large_repeat if s == "large" and a.large_repeat else a.repeat
-            results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True)))
+            results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True),
+                                    only=a.only, skip=skip))
             # written after each size, so a long large run never loses the smaller ones
             a.out.write_text(render(results, a.repeat, argv) + _kept_notes(a.out))
             if a.json:

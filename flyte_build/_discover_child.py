@@ -21,6 +21,7 @@ import traceback
 from pathlib import Path
 
 from flyte_build import atomic
+from flyte_build.discovery_code import Handed
 from flyte_build.discovery_reads import CodePrints, ReadRecorder, die_with_parent, ignored_prefixes, write_progress
 
 
@@ -274,7 +275,7 @@ def main(request_path: str, result_path: str) -> int:
     import_module = importlib.import_module  # the candidates' own imports are not charged to anyone
     tracker = _ImportTracker(root)
     tracker.install()
-    prints = CodePrints(root)
+    prints = CodePrints(root, Handed(req.get("handed"), root))
     prints.install()
     try:
         modules, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
@@ -333,6 +334,7 @@ class _Loaded:
 
 def _scan_loaded(root: str, fa) -> _Loaded:
     out = _Loaded()
+    env_types = fa.environment_types()  # once: 76,000 module variables at 5,000 files
     for mod_name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None)
         if not f:
@@ -340,20 +342,19 @@ def _scan_loaded(root: str, fa) -> _Loaded:
         real = os.path.realpath(f)
         if not real.startswith(root + "/") or "/site-packages/" in real or "/.venv/" in real:
             continue
-        rel_file = os.path.relpath(real, root)
+        rel_file = real[len(root) + 1:]  # os.path.relpath's answer for a normalised path under the root
         out.files.add(rel_file)
         out.file_by_name[mod_name] = out.file_by_path[f] = rel_file
         if out.module_of_file.setdefault(rel_file, mod_name) != mod_name:
             out.stable = False  # one file loaded under two names
-        for var, val in sorted(vars(mod).items()):
-            if fa.is_environment(val):
-                decl = fa.declaring_file(val)
-                prev = out.bound.get(id(val))
-                here = (var, mod_name, real)
-                out.binders.setdefault(id(val), set()).add(real)
-                # prefer the binding in the module that declared the environment
-                if prev is None or (decl and os.path.realpath(decl) == real and prev[2] != real):
-                    out.bound[id(val)] = here
+        for var, val in sorted((k, v) for k, v in vars(mod).items() if isinstance(v, env_types)):
+            decl = fa.declaring_file(val)
+            prev = out.bound.get(id(val))
+            here = (var, mod_name, real)
+            out.binders.setdefault(id(val), set()).add(real)
+            # prefer the binding in the module that declared the environment
+            if prev is None or (decl and os.path.realpath(decl) == real and prev[2] != real):
+                out.bound[id(val)] = here
     return out
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
@@ -144,6 +145,7 @@ def _summary_key(ws, changes: gitchanges.Changes) -> str:
         "tool": __version__,
         "rules": _rules_digest(),
         "flyte": file_sha256(marker)[0] if marker else None,
+        "python": list(sys.version_info[:2]),  # discovery imports the revision's modules with this Python
         "commit": changes.commit,
         "prefix": changes.prefix,
         "selection": [list(s.selection.paths), s.selection.variable, s.selection.all, s.selection.recursive],
@@ -155,14 +157,38 @@ def _summary_key(ws, changes: gitchanges.Changes) -> str:
 
 
 def rev_snapshot(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
-    """The revision's snapshot and whether it came from the cache."""
-    from .workspace import Workspace
+    """The revision's snapshot and whether it came from the cache (local, else shared)."""
+    from . import shared_affected
 
     key = _summary_key(ws, changes)
     rel = f"affected/{key}.json"
     hit = ws.store.read_json(rel)
     if hit and hit.get("format") == FORMAT:
         return Snapshot.from_json(hit["snapshot"]), True
+    shared = ws.cache.shared
+    doc = shared_affected.fetch(shared, ws.cache.stats, key) if shared is not None else None
+    if doc is not None:
+        _keep(ws, rel, changes, doc)
+        return Snapshot.from_json(doc), True
+    snap, clean = _evaluate(ws, changes)
+    _keep(ws, rel, changes, snap.to_json())
+    if shared is not None and clean:  # a module that failed to load may be this machine's own trouble
+        shared_affected.publish(shared, ws.cache.stats, key, snap.to_json())
+    return snap, False
+
+
+def _keep(ws, rel: str, changes: gitchanges.Changes, snap: dict) -> None:
+    try:
+        ws.store.write_json(rel, {"format": FORMAT, "commit": changes.commit, "snapshot": snap})
+    except OSError:
+        pass
+
+
+def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
+    """The revision's snapshot, from its tree exported and a workspace there, and
+    whether every module there loaded."""
+    from .workspace import Workspace
+
     tmp_parent = ws.store.root / "tmp"
     tmp_parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"rev-{changes.commit[:12]}-", dir=tmp_parent)).resolve()
@@ -174,6 +200,7 @@ def rev_snapshot(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
         # (and go to) the shared cache: the key is the tree's content, wherever it sits
         cfg = replace(cfg, cache=None, cache_required=False)
         rev_ws = Workspace(settings, cfg=cfg, discovery_shared=ws.cache.shared)
+        clean = not rev_ws.discovery.failures
         snap = snapshot(rev_ws)
         snap = Snapshot(
             {a: replace(t, params=t.params.replace(str(tmp), ROOT_MARK)) for a, t in snap.targets.items()},
@@ -181,11 +208,7 @@ def rev_snapshot(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        ws.store.write_json(rel, {"format": FORMAT, "commit": changes.commit, "snapshot": snap.to_json()})
-    except OSError:
-        pass
-    return snap, False
+    return snap, clean
 
 
 # -- the comparison ----------------------------------------------------------------

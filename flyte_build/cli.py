@@ -42,6 +42,21 @@ def main(argv: list[str] | None = None) -> int:
     code = replay(argv)
     if code is not None:
         return code
+    import gc
+
+    # a build reads ~150,000 objects from its state (the stat cache, discovery's
+    # entry): at the default threshold (700 allocations) the cyclic collector ran
+    # ~215 times in a one-file edit's build at 5,000 files (0.06 s CPU); cycles are
+    # still collected, ~40x less often (0.03 s). Restored for in-process callers.
+    threshold = gc.get_threshold()
+    gc.set_threshold(20_000, 10, 10)
+    try:
+        return _run(argv)
+    finally:
+        gc.set_threshold(*threshold)
+
+
+def _run(argv: list[str]) -> int:
     from .errors import FlyteBuildError
 
     p, modules = parser()

@@ -63,6 +63,7 @@ class Context:
         # directories known to have no symlink from / down (see `_realpath`)
         self._plain_dirs: dict[str, bool] = {"/": True}
         self._abs_memo: dict[str, str] = {}  # discovery's relative names -> absolute paths
+        self._join = files_mod.joiner(self.root)
         self._init_memo: dict[str, str | None] = {}  # directory -> its __init__.py under the root, if any
 
     @cached_property
@@ -123,16 +124,11 @@ class Context:
         return import_records(path, self.digest(path)[0], self.digests)
 
     def _persisted_edges(self) -> dict:
-        """Last run's resolved imports per file, if still valid: same search
-        roots, and no directory that decided a lookup has changed since."""
+        """Last run's resolved imports per file (see `_load_edges`)."""
         with self._lock:
             if self._edge_store is None:
-                st = self.digests.extra("edges")
                 scope = [str(r) for r in self.resolver.search_roots]
-                if not (isinstance(st, dict) and st.get("scope") == scope and isinstance(st.get("files"), dict)
-                        and isinstance(st.get("witness", {}), dict) and _dirs_unchanged(st.get("witness", {}))):
-                    st = {"scope": scope, "witness": {}, "files": {}}
-                self._edge_store = st
+                self._edge_store = _load_edges(self.digests.extra(EDGES_KEY), scope)
             return self._edge_store
 
     def _edges(self, path: str) -> frozenset[str]:
@@ -140,37 +136,45 @@ class Context:
         if hit is None:
             hex_ = self.digest(path)[0]
             known = self._persisted_edges()["files"].get(path)
-            if isinstance(known, list) and len(known) == 2 and known[0] == hex_ and isinstance(known[1], list):
+            if isinstance(known, list) and len(known) == 3 and known[0] == hex_ and isinstance(known[1], list):
                 hit = frozenset(known[1])
             else:
-                hit = self.resolver.targets(path, self._records(path))
+                records = self._records(path)
+                hit = self.resolver.targets(path, records)
+                decided = sorted(self.resolver.decided_by(path, records))
                 with self._lock:
-                    self._edge_store["files"][path] = [hex_, sorted(hit)]
+                    st = self._edge_store
+                    st["files"][path] = [hex_, sorted(hit), [_dir_slot(st, d) for d in decided]]
                     self._edges_changed = True
             self._edge_memo[path] = hit
         return hit
 
     def persist(self) -> None:
-        """Keep this run's resolved imports for the next run (with the stat cache)."""
+        """Keep this run's resolved imports for the next run (with the stat cache):
+        each file's, with the directories whose listing decided them."""
         if not self._edges_changed:
             return
         with self._lock:
             st = self._edge_store
             fresh = time.time_ns() - int(RACY_SECONDS * 1e9)
-            witness = dict(st["witness"])
-            for d in self.resolver.witness:
+            # directories first seen this run, or changed since the last: their
+            # mtime now (their entries were all resolved this run); the others
+            # keep the mtime their entries were checked against
+            for i in st["restat"]:
                 try:
-                    m = os.stat(d).st_mtime_ns
+                    m = os.stat(st["dirs"][i][0]).st_mtime_ns
                 except OSError:
                     m = None
-                witness[d] = m if m is not None and m < fresh else None
+                st["dirs"][i][1] = m if m is not None and m < fresh else None
+            dirs, files = _pruned(st["dirs"], st["files"])
             table: dict[str, int] = {}
             closures = {
                 ck: [[table.setdefault(p, len(table)) for p in paths], digest]
                 for ck, (paths, digest) in sorted(self._closure_records.items())
             }
-            self.digests.set_extra("edges", {
-                "scope": st["scope"], "witness": witness, "files": st["files"],
+            self.digests.set_extra("edges", None)  # an earlier version's table, kept per run and directory
+            self.digests.set_extra(EDGES_KEY, {
+                "v": EDGES_FORMAT, "scope": st["scope"], "dirs": dirs, "files": files,
                 "paths": list(table), "closures": closures,
             })
             self._edges_changed = False
@@ -180,7 +184,7 @@ class Context:
         run's lookups and the kept ones): a new file there may change a closure."""
         dirs = set(self.resolver.witness) if "resolver" in self.__dict__ else set()
         if self._edge_store is not None:
-            dirs.update(self._edge_store.get("witness", {}))
+            dirs.update(d for d, _ in self._edge_store["dirs"])
         return dirs
 
     def closure(self, env: EnvSpec) -> list[str]:
@@ -249,7 +253,7 @@ class Context:
         loaded modules, most shared with the other envs)."""
         hit = self._abs_memo.get(rel)
         if hit is None:
-            hit = self._abs_memo[rel] = str(self.root / rel)
+            hit = self._abs_memo[rel] = self._join(rel)
         return hit
 
     def _files_digest(self, paths: list[str]) -> str:
@@ -260,12 +264,14 @@ class Context:
         resolved imports are still valid (see `_persisted_edges`) and none of its
         files changed, so following the imports again would give the same files."""
         st = self._persisted_edges()
-        rec = st.get("closures", {}).get(ck)
+        rec = st["closures"].get(ck)
         if rec is None:
             return None
-        table = st.get("paths", [])
+        table = st["paths"]
         try:
             paths = [table[i] for i in rec[0]]
+            if st["dropped"] and not all(p in st["files"] for p in paths if p.endswith(".py")):
+                return None  # a file's imports must be resolved again
             if self._files_digest(paths) != rec[1]:
                 return None
         except (IndexError, TypeError, OSError):
@@ -429,16 +435,59 @@ def _is_link(path: str) -> bool:
         return False
 
 
-def _dirs_unchanged(witness: dict) -> bool:
-    for d, mtime in witness.items():
-        if mtime is None:
-            return False
-        try:
-            if os.stat(d).st_mtime_ns != mtime:
-                return False
-        except OSError:
-            return False
-    return True
+# under its own name: an earlier flyte-build sharing this cache reads "edges"
+# and must not take this table (of another shape) for its own
+EDGES_KEY, EDGES_FORMAT = "resolved_imports", 2
+
+
+def _load_edges(st, scope: list[str]) -> dict:
+    """Last run's resolved imports, less those a directory decided that has
+    changed since (a file created, removed or renamed there): only the files
+    whose lookups consulted it are resolved again. Nothing is kept across a
+    change of search roots or of format.
+
+    In memory: `files` path -> [digest, targets, dir slots], `dirs` the slots'
+    [directory, mtime], `restat` the slots to stat again when saving,
+    `dropped` whether any file's entry was dropped (then a kept closure is
+    used only if all its files still have one)."""
+    fresh = {"scope": scope, "dirs": [], "files": {}, "paths": [], "closures": {}, "index": {}, "restat": set(), "dropped": False}
+    if not (isinstance(st, dict) and st.get("v") == EDGES_FORMAT and st.get("scope") == scope):
+        return fresh
+    dirs, files, paths, closures = st.get("dirs"), st.get("files"), st.get("paths"), st.get("closures")
+    if not (isinstance(dirs, list) and isinstance(files, dict) and isinstance(paths, list) and isinstance(closures, dict)
+            and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) for e in dirs)):
+        return fresh
+    stale = {i for i, (d, m) in enumerate(dirs) if m is None or _mtime(d) != m}
+    n = len(dirs)
+    kept = {p: e for p, e in files.items()
+            if isinstance(e, list) and len(e) == 3 and isinstance(e[2], list) and stale.isdisjoint(e[2])
+            and all(type(i) is int and 0 <= i < n for i in e[2])}
+    return {"scope": scope, "dirs": [list(e) for e in dirs], "files": kept, "paths": paths, "closures": closures,
+            "index": {d: i for i, (d, _) in enumerate(dirs)}, "restat": stale, "dropped": len(kept) != len(files)}
+
+
+def _dir_slot(st: dict, d: str) -> int:
+    """The slot of directory `d` in the edge store (a new one is stat-ed when saving)."""
+    i = st["index"].get(d)
+    if i is None:
+        i = st["index"][d] = len(st["dirs"])
+        st["dirs"].append([d, None])
+        st["restat"].add(i)
+    return i
+
+
+def _pruned(dirs: list, files: dict) -> tuple[list, dict]:
+    """The directory slots some file still refers to, renumbered, and the files with them."""
+    used = sorted({i for e in files.values() for i in e[2]})
+    new = {old: n for n, old in enumerate(used)}
+    return [list(dirs[i]) for i in used], {p: [e[0], e[1], [new[i] for i in e[2]]] for p, e in files.items()}
+
+
+def _mtime(d: str) -> int | None:
+    try:
+        return os.stat(d).st_mtime_ns
+    except OSError:
+        return None
 
 
 def import_records(path: str, hex_: str, digests: FileDigests):

@@ -292,7 +292,12 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
 
 def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
     cfg, digests = job.cfg, job.digests
-    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, lambda: _prefetch(cfg.root, tree.candidates, digests))
+    from . import discovery_code
+
+    def prefetch(request: dict) -> None:
+        discovery_code.prefetch(cfg.root, tree.candidates, digests, request["handed"], request["progress"])
+
+    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, prefetch)
     _witness(cfg, raw, digests)
     book = _split(raw)
     return _finish(job, tree, raw, book, "full")
@@ -441,9 +446,10 @@ def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_dig
 
 
 def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
+    join = files_mod.joiner(root)
     for rel, hex_ in recorded.items():
         try:
-            if digests.digest(root / rel)[0] != hex_:
+            if digests.digest(join(rel))[0] != hex_:
                 return False
         except OSError:
             if hex_ is not None:
@@ -454,9 +460,10 @@ def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
 def _changed(root: Path, recorded: dict, digests: FileDigests) -> list[str]:
     """The recorded files whose digest is not the recorded one."""
     out = []
+    join = files_mod.joiner(root)
     for rel, hex_ in recorded.items():
         try:
-            if digests.digest(root / rel)[0] != hex_:
+            if digests.digest(join(rel))[0] != hex_:
                 out.append(rel)
         except OSError:
             if hex_ is not None:
@@ -646,21 +653,8 @@ def _code_unchanged(cfg: Config, entry: dict, changed: list[str], digests: FileD
     return files
 
 
-def _prefetch(root: Path, candidates: list[str], digests: FileDigests) -> None:
-    """Digest and parse the candidate modules while the child imports them:
-    the closures need both, and the child runs on another core."""
-    from .context import import_records
-
-    for rel in candidates:
-        path = str(root / rel)
-        try:
-            import_records(path, digests.digest(path)[0], digests)
-        except (OSError, SyntaxError, ValueError):
-            pass  # reported where it matters, by the child or by the closure
-
-
-def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
-    request = {
+def _request(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection) -> dict:
+    return {
         "root": str(cfg.root),
         "mode": mode,
         "targets": targets,
@@ -673,10 +667,18 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         "source_roots": list(cfg.source_roots),
         "ignore_load_errors": cfg.ignore_load_errors,
     }
+
+
+def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
+    """The child's result; `while_waiting(request)` runs meanwhile."""
+    request = _request(cfg, mode, targets, candidates, sel)
     with tempfile.TemporaryDirectory(prefix="flyte-build-discover-") as tmp:
         req_path = os.path.join(tmp, "request.json")
         res_path = os.path.join(tmp, "result.json")
         progress = request["progress"] = os.path.join(tmp, "progress")
+        if while_waiting is not None:  # it compiles the candidates for the child (discovery_code)
+            request["handed"] = os.path.join(tmp, "code")
+            open(request["handed"], "wb").close()
         Path(req_path).write_text(json.dumps(request))
         pkg_parent = str(Path(__file__).resolve().parent.parent)
         env = dict(os.environ)
@@ -695,7 +697,7 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
             timeout = getattr(cfg, "discovery_timeout", None) or DEFAULT_TIMEOUT
             try:
                 if while_waiting is not None:
-                    while_waiting()
+                    while_waiting(request)
                 proc.wait(timeout=max(0.0, timeout - (time.monotonic() - started)))
             except subprocess.TimeoutExpired:
                 _kill_group(proc)

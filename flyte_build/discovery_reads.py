@@ -216,20 +216,27 @@ def _const_text(c) -> str:
 class CodePrints:
     """The `code_print` of every user module the import system compiles while
     installed, by file (through `SourceLoader.source_to_code`, which every
-    source import goes through; a module loaded from a `.pyc` gets none)."""
+    source import goes through; a module loaded from a `.pyc` gets none).
+    Where the parent compiled the module already (`handed`), its code and
+    print are used instead of compiling again."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, handed=None):
         self.prefix = root.rstrip("/") + "/"
         self.prints: dict[str, str] = {}  # absolute path -> print
         self._orig = None
+        self.handed = handed  # a discovery_code.Handed: code the parent compiled already
 
     def install(self) -> None:
         import importlib._bootstrap_external as be
 
         orig = self._orig = be.SourceLoader.source_to_code
-        prints, prefix = self.prints, self.prefix
+        prints, prefix, handed = self.prints, self.prefix, self.handed
 
         def source_to_code(loader, data, path, *, _optimize=-1):
+            got = handed.take(path, data, _optimize) if handed is not None and isinstance(path, str) else None
+            if got is not None:
+                prints[path] = got[1]
+                return got[0]
             code = orig(loader, data, path, _optimize=_optimize)
             # the parent compiles with optimize=0 to compare: an -O child (PYTHONOPTIMIZE) records none
             if isinstance(path, str) and path.startswith(prefix) and _optimize == -1 and not sys.flags.optimize:

@@ -307,6 +307,11 @@ def loaded_environments(load_apps: bool = True) -> list:
     return [e for e in list_loaded_environments() if isinstance(e, types)]
 
 
+def environment_types() -> tuple:
+    """The classes `is_environment` tests against (valid until flyte.app is imported)."""
+    return _created_env_types()
+
+
 def is_environment(obj: Any) -> bool:
     return isinstance(obj, _created_env_types())
 

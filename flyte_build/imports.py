@@ -16,7 +16,9 @@ nothing.
 from __future__ import annotations
 
 import ast
+import dis
 import os
+import re
 from pathlib import Path
 
 from .files import STANDARD_IGNORED_DIRS
@@ -42,6 +44,56 @@ def parse_imports(source: bytes, filename: str = "<file>") -> list[ImportRecord]
             if name in ("import_module", "__import__") and isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 found.append((0, arg.value, ()))
     return sorted(set(found))
+
+
+def records_from_code(code, source: bytes) -> list[ImportRecord] | None:
+    """`parse_imports(source)` read from the source's compiled code instead of
+    its syntax tree, or None where the two might differ.
+
+    Every live `import` statement compiles to LOAD_CONST level, LOAD_CONST
+    fromlist, IMPORT_NAME module. The compiler drops dead code (`if 0:`,
+    after a `return`), which the parse keeps, so the answer stands only when
+    the source spells the word `import` exactly as often as the code holds
+    import statements (one per line that starts one: a `finally` body compiled
+    twice counts once): then no import statement was dropped, and there is no
+    other `import` word (a comment, a string) to hide a dropped one. Calls
+    (`import_module("x")`, `__import__`) are the parse's to find."""
+    if not source.isascii() or b"import_module" in source or b"__import__" in source:
+        return None
+    found: set[ImportRecord] = set()
+    lines: set[int] = set()
+    if not _code_imports(code, found, lines) or len(lines) != len(_IMPORT_WORD.findall(source)):
+        return None
+    return sorted(found)
+
+
+_IMPORT_WORD = re.compile(rb"\bimport\b")
+_OP = dis.opmap
+_IMPORT_NAME, _LOAD_CONST, _EXTENDED_ARG = bytes([_OP["IMPORT_NAME"]]), _OP["LOAD_CONST"], _OP["EXTENDED_ARG"]
+
+
+def _code_imports(co, found: set, lines: set) -> bool:
+    """Add the import records of `co` and its nested code; False on any shape
+    other than the plain one (an EXTENDED_ARG, a computed operand)."""
+    raw = co.co_code
+    i = raw.find(_IMPORT_NAME)
+    positions = None
+    while i >= 0:
+        if i % 2 == 0:  # an opcode, not an argument byte
+            if i < 4 or raw[i - 4] != _LOAD_CONST or raw[i - 2] != _LOAD_CONST or (i >= 6 and raw[i - 6] == _EXTENDED_ARG):
+                return False
+            level, fromlist, name = co.co_consts[raw[i - 3]], co.co_consts[raw[i - 1]], co.co_names[raw[i + 1]]
+            if not (type(level) is int and isinstance(name, str)
+                    and (fromlist is None or (type(fromlist) is tuple and all(isinstance(n, str) for n in fromlist)))):
+                return False
+            found.add((level, name, tuple(n for n in fromlist if n != "*") if fromlist else ()))
+            positions = positions or list(co.co_positions())
+            line = positions[i // 2][0]
+            if line is None:
+                return False
+            lines.add(line)
+        i = raw.find(_IMPORT_NAME, i + 1)
+    return all(_code_imports(c, found, lines) for c in co.co_consts if hasattr(c, "co_code"))
 
 
 _STATEMENT_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
@@ -79,6 +131,10 @@ class Resolver:
         # every directory whose listing decided a lookup: while none of their
         # mtimes changes, every lookup would resolve the same way again
         self.witness: set[str] = set()
+        # the same, per module name and per file's imports: a caller keeping
+        # resolved imports between runs drops only those a changed directory decided
+        self._module_dirs: dict[str, frozenset[str]] = {}
+        self._targets_dirs: dict[tuple, frozenset[str]] = {}
         self._root_prefix = str(self.root).rstrip(os.sep) + os.sep
         self._base_prefixes = [str(b).rstrip(os.sep) + os.sep for b in self.search_roots]
 
@@ -99,14 +155,15 @@ class Resolver:
             return hit
         found: list[str] = []
         parts = module.split(".")
+        dirs: set[str] = set()
         for base in self.search_roots:
             cur = str(base)
-            self.witness.add(cur)
+            dirs.add(cur)
             for p in parts:
                 cur = os.path.join(cur, p)
                 if not os.path.isdir(cur):
                     break
-                self.witness.add(cur)
+                dirs.add(cur)
             d = os.path.join(base, *parts)
             candidates = [d + ".py", os.path.join(d, "__init__.py")]
             target = next((c for c in candidates if os.path.isfile(c)), None)
@@ -120,8 +177,14 @@ class Resolver:
                     found.append(init)
             break
         found = [f for f in found if self._usable(f)]
+        self.witness.update(dirs)
+        self._module_dirs[module] = frozenset(dirs)
         self._memo[module] = found
         return found
+
+    def decided_by(self, path: str, records: list[ImportRecord]) -> frozenset[str]:
+        """The directories whose listing decided `targets(path, records)` (call that first)."""
+        return self._targets_dirs[(path, tuple(records))]
 
     def module_of(self, path: str) -> tuple[str, bool] | None:
         """(dotted module name, is_package) of a file under a search root."""
@@ -140,6 +203,7 @@ class Resolver:
         if hit is not None:
             return hit
         out: set[str] = set()
+        modules: list[str] = []
         mod = self.module_of(path)
         for level, module, names in records:
             if level:
@@ -154,9 +218,11 @@ class Resolver:
             else:
                 base = module
             if base:
-                out.update(self.files_for(base))
-            for n in names:
-                out.update(self.files_for(f"{base}.{n}" if base else n))
+                modules.append(base)
+            modules.extend(f"{base}.{n}" if base else n for n in names)
+        for m in modules:
+            out.update(self.files_for(m))
+        self._targets_dirs[memo_key] = frozenset().union(*(self._module_dirs[m] for m in modules))
         hit = self._targets_memo[memo_key] = frozenset(out)
         return hit
 

@@ -17,7 +17,9 @@ on many machines cannot hurt each other:
   a temporary name in the destination directory and are hard-linked into
   place, which fails if the name exists (create-only) -- a half-written file
   never carries a real name.
-- `read(rel)` and `get_file(rel, dest)` fetch; callers verify digests.
+- `read(rel)` and `get_file(rel, dest)` fetch; callers verify digests. On
+  S3 they (and `size`, `probe`) go through a plain botocore client
+  (`s3_reads`): s3fs and its aiohttp stack are imported only to write.
 
 Every call on a network store runs under a deadline (`timeout`); any failure
 other than "not found"/"already exists" becomes `StoreUnavailable`, which
@@ -29,9 +31,9 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlparse
 
 from .. import atomic
@@ -84,8 +86,17 @@ class Root:
     url: str  # as the user wrote it, without a trailing slash
     scheme: str  # file | s3 | gs | az
     base: str  # the filesystem path of the prefix (bucket/prefix, or a local dir); on Azure container/prefix
-    fs: Any
+    make_fs: Callable[[], Any]  # the fsspec filesystem, made on first use: S3 reads never need it
     timeout: float
+    s3: Any = None  # an s3_reads.S3Reads: how an s3:// root reads
+    _made: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def fs(self):
+        with _fs_lock:
+            if "fs" not in self._made:
+                self._made["fs"] = self.make_fs()
+            return self._made["fs"]
 
     def uri(self, rel: str) -> str:
         return f"{self.url}/{rel}"
@@ -104,14 +115,26 @@ class Root:
         except Exception as exc:  # every transport, auth and timeout error of four libraries
             raise StoreUnavailable(f"{self.url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
 
+    def _s3_call(self, name: str, *args):
+        """An S3 read through botocore (see s3_reads), its failures as `_call`'s."""
+        try:
+            return getattr(self.s3, name)(*args)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # transport, auth and timeout errors of botocore
+            raise StoreUnavailable(f"{self.url}: {type(exc).__name__}: {exc}".rstrip(": ")) from None
+
     def probe(self) -> None:
         """Raise StoreUnavailable unless the store answers and the bucket exists."""
         if self.scheme == "file":
             Path(self.base).mkdir(parents=True, exist_ok=True)
             return
         bucket = self.base.split("/", 1)[0]
-        self.fs.invalidate_cache(bucket)
         try:
+            if self.s3 is not None:
+                self._s3_call("bucket_exists", bucket)
+                return
+            self.fs.invalidate_cache(bucket)
             self._call("info", bucket)
         except FileNotFoundError:
             raise StoreUnavailable(f"{self.url}: bucket {bucket!r} does not exist") from None
@@ -122,6 +145,11 @@ class Root:
         if self.scheme == "file":
             try:
                 return os.stat(path).st_size
+            except FileNotFoundError:
+                return None
+        if self.s3 is not None:
+            try:
+                return self._s3_call("size", *path.split("/", 1))
             except FileNotFoundError:
                 return None
         self.fs.invalidate_cache(path)
@@ -141,6 +169,8 @@ class Root:
             fd, size = _open_regular(path)
             with os.fdopen(fd, "rb") as f:
                 data = f.read(max_bytes + 1)
+        elif self.s3 is not None:
+            data, _ = self._s3_call("get_range", *path.split("/", 1), 0, max_bytes + 1)
         else:
             # a range bounds what the store sends, whatever the object's size
             data = self._call("cat_file", path, start=0, end=max_bytes + 1)
@@ -165,6 +195,8 @@ class Root:
             if left == 0:
                 raise BadObject(f"{self.uri(rel)} is over {size} bytes")
             return
+        if self.s3 is not None and size > 0:
+            return self._s3_get_file(rel, dest, size)
         have = self.size(rel)
         if have is None:
             raise FileNotFoundError(path)
@@ -176,6 +208,21 @@ class Root:
                 end = min(start + READ_CHUNK, size)
                 # a large chunk may take longer than one request's deadline; allow ~1 MB/s
                 chunk = self._call("cat_file", path, start=start, end=end, deadline=self.timeout + (end - start) / 1e6)
+                if len(chunk) != end - start:
+                    raise BadObject(f"{self.uri(rel)} changed while it was read")
+                d.write(chunk)
+
+    def _s3_get_file(self, rel: str, dest: Path, size: int) -> None:
+        """`get_file` on S3 without a HEAD: each ranged GET names the object's
+        total size, checked on the first."""
+        bucket, key = self._path(rel).split("/", 1)
+        with open(dest, "wb") as d:
+            for start in range(0, size, READ_CHUNK):
+                end = min(start + READ_CHUNK, size)
+                # the first range asks one byte more than it needs: whatever the store says, at most that comes
+                chunk, total = self._s3_call("get_range", bucket, key, start, end + (start == 0 and end == size))
+                if total != size:
+                    raise BadObject(f"{self.uri(rel)} is {total} bytes, the entry says {size}")
                 if len(chunk) != end - start:
                     raise BadObject(f"{self.uri(rel)} changed while it was read")
                 d.write(chunk)
@@ -227,6 +274,7 @@ def _strip(url: str) -> str:
 
 _roots: dict[tuple[str, str], Root] = {}
 _roots_lock = threading.Lock()
+_fs_lock = threading.Lock()
 
 
 def open_root(url: str, options: StoreOptions | None = None, what: str = "--cache") -> Root:
@@ -251,11 +299,18 @@ def _open_root(url: str, options: StoreOptions, what: str) -> Root:
         if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
             raise UserError(f"{what} {url}: a file:// URL names a local path (file:///abs/path)")
         base = str(Path(path).expanduser().resolve())
-        from fsspec.implementations.local import LocalFileSystem
+        def local_fs():
+            from fsspec.implementations.local import LocalFileSystem
 
-        return Root(_strip(url), "file", base, LocalFileSystem(), options.timeout)
+            return LocalFileSystem()
+
+        return Root(_strip(url), "file", base, local_fs, options.timeout)
+    s3 = None
     if scheme in ("s3", "s3a"):
-        fs = _s3(options)
+        from .s3_reads import S3Reads
+
+        fs = lambda: _s3(options)  # noqa: E731 (made when something is written)
+        s3 = S3Reads(options, options.timeout)
         scheme = "s3"
     elif scheme in ("gs", "gcs"):
         fs = _gcs(options)
@@ -267,13 +322,15 @@ def _open_root(url: str, options: StoreOptions, what: str) -> Root:
         container, _, host = parsed.netloc.partition("@")
         fs = _azure(options, host.split(".", 1)[0] or None, what, url)
         base = (container + "/" + parsed.path.strip("/")).rstrip("/")
-        return Root(_strip(url), "az", base, fs, options.timeout)
+        return Root(_strip(url), "az", base, lambda: fs, options.timeout)
     else:
         raise UserError(f"{what} {url}: unsupported scheme {scheme!r} (use a path, file://, s3://, gs://, az:// or abfs://)")
     if not parsed.netloc:
         raise UserError(f"{what} {url}: no bucket (expected {scheme}://BUCKET[/PREFIX])")
     base = (parsed.netloc + "/" + parsed.path.strip("/")).rstrip("/")
-    return Root(_strip(url), scheme, base, fs, options.timeout)
+    if s3 is not None:
+        return Root(_strip(url), scheme, base, fs, options.timeout, s3)
+    return Root(_strip(url), scheme, base, lambda: fs, options.timeout)
 
 
 def _s3(options: StoreOptions):
