@@ -9,9 +9,8 @@ serves test_check, test_images and test_e2e_run, which form the group
 the same, but xdist 3.8 marks the group in a node id pytest 9 no longer reads.)
 
 Units start longest first, so that a long unit never starts last and runs alone
-at the end: `SECONDS` holds measured figures (see the note of the session that set
-them); a unit not listed counts `SECONDS_PER_TEST` a test. A stale figure only
-changes the order, never what runs.
+at the end: `SECONDS` holds measured figures; a unit not listed counts
+`SECONDS_PER_TEST` a test. A stale figure only changes the order, never what runs.
 """
 
 from __future__ import annotations
@@ -21,12 +20,48 @@ from xdist.scheduler import LoadScopeScheduling
 
 SECONDS_PER_TEST = 1.5
 
-# unit -> seconds, for the units well above SECONDS_PER_TEST a test (first estimates from one
-# worker's runs: the checked sample's cold build alone was 81 s of test_check's)
+# unit -> seconds (setup, call and teardown of its tests), measured in one `-n 2` run of the whole
+# suite on the shared machine at load 4-8 (2026-11-30): only their order matters
 SECONDS: dict[str, float] = {
-    "checked_sample": 300.0,
-    "tests/test_image_layers.py": 90.0,
-    "tests/test_affected.py": 70.0,
+    "tests/test_shared_cache.py": 470,
+    "checked_sample": 404,
+    "tests/test_fidelity.py": 106,
+    "tests/test_pex.py": 99,
+    "tests/reliability/test_sigkill.py": 80,
+    "tests/test_affected.py": 75,
+    "tests/reliability/test_external_faults.py": 73,
+    "tests/test_deploy.py": 72,
+    "tests/reliability/test_bad_input.py": 71,
+    "tests/reliability/test_issue15_low.py": 69,
+    "tests/test_incremental_discovery.py": 67,
+    "tests/test_image_layers.py": 59,
+    "tests/reliability/test_poisoned_cache.py": 56,
+    "tests/test_apps.py": 51,
+    "tests/reliability/test_stale_and_hangs.py": 48,
+    "tests/test_affected_ci.py": 47,
+    "tests/test_hatch_plugin.py": 47,
+    "tests/test_build_cli.py": 44,
+    "tests/test_suite_settings.py": 38,
+    "tests/test_bench_smoke.py": 38,
+    "tests/test_flyte_config.py": 35,
+    "tests/test_dockerfile.py": 30,
+    "tests/test_deploy_auth.py": 28,
+    "tests/test_build_manifest.py": 27,
+    "tests/test_registry_auth.py": 26,
+    "tests/reliability/test_cache_faults.py": 26,
+    "tests/reliability/test_cache_trust.py": 24,
+    "tests/test_shared_discovery.py": 23,
+    "tests/test_sample_monorepo.py": 23,
+    "tests/test_discovery_errors.py": 22,
+    "tests/test_flyte_adapter.py": 19,
+    "tests/reliability/test_config_tables.py": 19,
+    "tests/test_session_images.py": 18,
+    "tests/test_determinism.py": 18,
+    "tests/reliability/test_hostile_repo.py": 17,
+    "tests/test_packaging.py": 12,
+    "tests/test_snapshot.py": 12,
+    "tests/reliability/test_archive_properties.py": 11,
+    "tests/reliability/test_secrets.py": 3,
 }
 
 
