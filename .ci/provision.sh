@@ -13,9 +13,11 @@
 #
 # Steps (one line each on stdout, with its duration):
 #   packages  apt-get install docker.io docker-registry debootstrap skopeo git procps time jq npm (if missing)
-#   engine    dockerd --iptables=false --bridge=none --storage-driver=vfs (unless `docker info` answers)
+#   engine    dockerd --iptables=false --bridge=none, overlay2 storage in /var/lib/docker-overlay2
+#             (vfs in /var/lib/docker where overlayfs cannot mount) (unless `docker info` answers)
 #   registry  docker-registry serve on 127.0.0.1:5000 (unless /v2/ answers)
-#   image     flyte-build-test/python:3.11 via debootstrap + docker import (unless present)
+#   image     flyte-build-test/python:3.11 pulled from the registry's copy, or via debootstrap +
+#             docker import (unless present)
 #   push      a copy as 127.0.0.1:5000/flyte-build/base:py3.11 (unless the registry has it)
 #   azurite   npm install -g azurite, the Azure Storage emulator the az:// tests start (unless on PATH)
 set -euo pipefail
@@ -115,6 +117,27 @@ step_packages() {
 
 # --- engine -----------------------------------------------------------------
 
+# overlay2 when the kernel mounts overlayfs on the engine's data root: layers
+# and containers then share their files. vfs otherwise, where every layer and
+# every container start is a full copy (minutes of the docker tests, and
+# gigabytes a session). Probed with a real mount, as dockerd would need it.
+storage_driver() {
+    local root=/var/lib/docker-overlay2 probe
+    if ! mkdir -p "${root}" 2>/dev/null || ! probe=$(mktemp -d "${root}/overlay-probe.XXXXXX" 2>/dev/null); then
+        echo vfs
+        return
+    fi
+    mkdir -p "${probe}/lower" "${probe}/upper" "${probe}/work" "${probe}/merged"
+    if mount -t overlay overlay -o "lowerdir=${probe}/lower,upperdir=${probe}/upper,workdir=${probe}/work" \
+        "${probe}/merged" >/dev/null 2>&1; then
+        umount "${probe}/merged"
+        echo overlay2
+    else
+        echo vfs
+    fi
+    rm -rf --one-file-system "${probe}"
+}
+
 step_engine() {
     if engine_answers; then
         STATUS="already running"
@@ -127,9 +150,16 @@ step_engine() {
         if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null 2>&1; then
             systemctl stop docker.socket docker.service >/dev/null 2>&1 || true
         fi
-        setsid -f dockerd --iptables=false --bridge=none --storage-driver=vfs \
+        local driver root=/var/lib/docker
+        driver=$(storage_driver) || driver=vfs
+        # overlay2 gets a data root of its own: BuildKit's state under a root an engine
+        # used with vfs names vfs snapshots, and builds on it fail ("failed to read
+        # dockerfile: stat .../overlay2/...: no such file"). An earlier vfs root is left
+        # as it is (remove /var/lib/docker/vfs by hand to reclaim its space).
+        if [[ ${driver} == overlay2 ]]; then root=/var/lib/docker-overlay2; fi
+        setsid -f dockerd --iptables=false --bridge=none --storage-driver="${driver}" --data-root="${root}" \
             >"${STATE_DIR}/dockerd.log" 2>&1 </dev/null 9>&-
-        STATUS="started dockerd (log ${STATE_DIR}/dockerd.log)"
+        STATUS="started dockerd, ${driver} storage in ${root} (log ${STATE_DIR}/dockerd.log)"
     else
         STATUS="waited for a starting dockerd"
     fi
@@ -271,6 +301,13 @@ cleanup_rootfs() {
 step_image() {
     if docker image inspect "${BASE_IMAGE}" >/dev/null 2>&1; then
         STATUS="${BASE_IMAGE} present"
+        return
+    fi
+    # The registry keeps the copy an earlier run pushed (an engine restarted with
+    # another storage driver sees none of its old images): the same image id, in seconds.
+    if [[ -n $(registry_digest || true) ]] && docker pull -q "${REGISTRY_IMAGE}" >/dev/null 2>&1; then
+        docker tag "${REGISTRY_IMAGE}" "${BASE_IMAGE}"
+        STATUS="pulled ${BASE_IMAGE} from ${REGISTRY_IMAGE}"
         return
     fi
     need_root "debootstrap"
