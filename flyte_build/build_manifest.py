@@ -56,25 +56,26 @@ def _manifest_key(ws, addresses: list[str]) -> str | None:
     return key(ws.discovery.content_key, addresses)
 
 
-def prefetch(ws, addresses: list[str]) -> frozenset[str]:
+def prefetch(ws, addresses: list[str]) -> dict[str, bytes]:
     """Read the manifest for this build, offer its entries to the shared cache
-    and start fetching the blobs they name; the action keys it held (empty
-    when there is none, or it was refused)."""
+    and start fetching the blobs they name; the entries it held, by action key
+    (empty when there is none, or it was refused)."""
     key_ = _manifest_key(ws, addresses)
     if key_ is None:
-        return frozenset()
+        return {}
     shared, stats = ws.cache.shared, ws.cache.stats
     rel = rel_of(key_)
     data = shared.read_document(rel, MAX_STORED, stats)
     if data is None:
-        return frozenset()
+        return {}
     try:
         entries = _entries(data, key_)
     except (ValueError, zlib.error, RecursionError) as exc:
         shared.refuse_document(rel, f"unreadable build manifest: {exc}", stats)
-        return frozenset()
+        return {}
     shared.count_down(stats, len(data))
-    shared.offer({k: canonical_json(e) for k, e in entries.items()})
+    held = {k: canonical_json(e) for k, e in entries.items()}
+    shared.offer(held)
     blobs = []
     for e in entries.values():
         outs = e.get("outputs")
@@ -84,7 +85,7 @@ def prefetch(ws, addresses: list[str]) -> frozenset[str]:
                     and type(o.get("size")) is int and 0 <= o["size"] <= _MAX_PREFETCH:
                 blobs.append((o["digest"], o["size"]))
     shared.prefetch(blobs, ws.store, stats)
-    return frozenset(entries)
+    return held
 
 
 _MAX_PREFETCH = 1 << 30  # a larger blob is fetched when its entry is used, not ahead
@@ -105,9 +106,12 @@ def _entries(data: bytes, key_: str) -> dict[str, dict]:
     return entries
 
 
-def publish(ws, addresses: list[str], results, had: frozenset[str]) -> None:
+def publish(ws, addresses: list[str], results, had: dict[str, bytes]) -> None:
     """After a build where every target succeeded: publish its entries (signed
-    when this writer holds a key) unless the manifest there holds these keys."""
+    when this writer holds a key) unless the manifest there holds these very
+    entries. Comparing the entries, not only their keys, is what replaces a
+    manifest whose entry was refused (tampered, or signed by another key) and
+    rebuilt here: otherwise every later reader would meet the same bad entry."""
     key_ = _manifest_key(ws, addresses)
     shared = ws.cache.shared
     if key_ is None or shared.read_only or not results or not all(r.ok for r in results):
@@ -122,7 +126,7 @@ def publish(ws, addresses: list[str], results, had: frozenset[str]) -> None:
         if shared.signer is not None:
             entry = shared.signer.sign(entry)
         entries[r.key] = json.loads(entry.to_json())
-    if not entries or frozenset(entries) == had:
+    if not entries or {k: canonical_json(e) for k, e in entries.items()} == had:
         return
     doc = {"format": FORMAT, "key": key_, "entries": entries}
     shared.publish_document(rel_of(key_), zlib.compress(canonical_json(doc), 6), ws.cache.stats, replace=bool(had))

@@ -7,8 +7,10 @@ and those below (every import counts, those inside functions too):
               flyte adapter and the other helpers that know nothing of a run
     config    the pyproject table and flyte's config file
     storage   flyte_build.stores: content store, action cache, remote stores, file digests
-    engine    context, rule API, discovery, graph, engine, rule-set loading
-    run       workspace, affected, the Python API
+    engine    context, rule API, discovery (and the code it hands its child), graph,
+              engine, rule-set loading
+    run       workspace, affected, the Python API, the shared build manifest and
+              affected summaries
     front     commands, CLI, hatch plugin, the no-op snapshot
 
 Rule sets (`rules/`) sit beside the front: they import `flyte_build.rule_api`
@@ -35,9 +37,10 @@ LAYERS = {
     "engine": [
         "flyte_build.context", "flyte_build.rule_api", "flyte_build.discovery", "flyte_build._discover_child",
         "flyte_build.shared_discovery", "flyte_build.graph", "flyte_build.engine", "flyte_build.rulesets",
-        "flyte_build.render", "flyte_build.progress",
+        "flyte_build.render", "flyte_build.progress", "flyte_build.discovery_code",
     ],
-    "run": ["flyte_build.workspace", "flyte_build.affected", "flyte_build.api"],
+    "run": ["flyte_build.workspace", "flyte_build.affected", "flyte_build.api", "flyte_build.build_manifest",
+            "flyte_build.shared_affected"],
     "front": [
         "flyte_build.commands", "flyte_build.cli", "flyte_build.__main__", "flyte_build.hatch_plugin",
         "flyte_build.snapshot", "flyte_build",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,20 @@ def _entry_path(store: Path, target: str) -> Path:
 
 
 def _rewrite(store: Path, target: str, change) -> dict:
+    """Poison the target's entry wherever the store carries it: its `ac/` file and
+    every build manifest (an attacker with write access rewrites both)."""
     p = _entry_path(store, target)
     doc = json.loads(p.read_bytes())
     change(doc)
     p.write_text(json.dumps(doc))
+    manifests = list((store / "manifest").rglob("*.json.gz"))
+    assert manifests, "the writer published no build manifest: the attack would miss that path"
+    for m in manifests:
+        carried = json.loads(zlib.decompress(m.read_bytes()))
+        for entry in carried["entries"].values():
+            if entry.get("target") == target:
+                change(entry)
+        m.write_bytes(zlib.compress(json.dumps(carried).encode()))
     return doc
 
 
@@ -82,6 +93,9 @@ def test_output_name_leading_out_of_out_dir_is_refused(published, tmp_path):
     _assert_refused_and_rebuilt(run, published, "plain file name")
     assert not victim.exists()
     assert all(p.resolve().is_relative_to(out) for p in out.rglob("*"))
+    # the rebuild's publish replaced the poisoned build manifest as well as the entry
+    for m in (store / "manifest").rglob("*.json.gz"):
+        assert str(victim) not in zlib.decompress(m.read_bytes()).decode()
     # the next reader finds the entry repaired by the rebuild's publish
     again = Cli(cli.cwd, tmp_path / "third-cache").build(*flags)
     again.assert_ok()
@@ -185,6 +199,7 @@ def test_special_files_in_a_file_store_are_refused(published, tmp_path, kind):
 
 def test_entry_that_is_a_fifo_is_refused(published, tmp_path):
     cli, store, flags = _reader(published, tmp_path)
+    shutil.rmtree(store / "manifest")  # the attacker deletes the manifest, so ac/ is read
     p = _entry_path(store, "bundle:a")
     p.unlink()
     os.mkfifo(p)
@@ -233,6 +248,8 @@ def _s3_entry_key(s3, prefix: str, target: str) -> str:
 def test_s3_entry_with_a_path_name_and_digest_is_refused(published, s3_published, tmp_path):
     s3, _ = s3_published
     cli, prefix, flags = _s3_reader(published, s3_published, tmp_path)
+    for obj in s3.list_objects_v2(Bucket="poisoned", Prefix=f"{prefix}/manifest/")["Contents"]:
+        s3.delete_object(Bucket="poisoned", Key=obj["Key"])  # the attacker deletes it, so ac/ is read
     victim = tmp_path / "victim"
     key = _s3_entry_key(s3, prefix, "bundle:a")
     doc = json.loads(s3.get_object(Bucket="poisoned", Key=key)["Body"].read())
@@ -243,6 +260,8 @@ def test_s3_entry_with_a_path_name_and_digest_is_refused(published, s3_published
     assert not victim.exists()
     doc["outputs"][0]["name"], doc["outputs"][0]["digest"] = "bundle.tar.gz", "../../../victim"
     s3.put_object(Bucket="poisoned", Key=key, Body=json.dumps(doc).encode())
+    for obj in s3.list_objects_v2(Bucket="poisoned", Prefix=f"{prefix}/manifest/")["Contents"]:
+        s3.delete_object(Bucket="poisoned", Key=obj["Key"])  # the rebuild published a good one
     again = Cli(cli.cwd, tmp_path / "third-cache", env=cli.env).build(*flags)
     _assert_refused_and_rebuilt(again, published, "64 lowercase hex")
 
