@@ -33,6 +33,7 @@ import zlib
 from .__about__ import __version__
 from .hashing import canonical_json, key_of
 from .stores.action_entry import HEX64
+from .stores.shared_cache import load_document
 
 FORMAT = 1
 MAX_STORED = 64 << 20  # a stored manifest larger than this is not read
@@ -92,11 +93,7 @@ _MAX_PREFETCH = 1 << 30  # a larger blob is fetched when its entry is used, not 
 
 
 def _entries(data: bytes, key_: str) -> dict[str, dict]:
-    d = zlib.decompressobj()
-    raw = d.decompress(data, MAX_BYTES)
-    if d.unconsumed_tail or not d.eof:
-        raise ValueError("too large or truncated")
-    doc = json.loads(raw)
+    doc = load_document(data, MAX_BYTES)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key_:
         raise ValueError("not a build manifest for this key")
     entries = doc.get("entries")

@@ -20,10 +20,10 @@ compressed canonical JSON `{"format", "key", "snapshot"}`.
 
 from __future__ import annotations
 
-import json
 import zlib
 
 from .hashing import canonical_json
+from .stores.shared_cache import load_document
 
 FORMAT = 1
 MAX_STORED = 64 << 20
@@ -64,11 +64,7 @@ def fetch(shared, stats, key_: str) -> dict | None:
     if data is None:
         return None
     try:
-        d = zlib.decompressobj()
-        raw = d.decompress(data, MAX_BYTES)
-        if d.unconsumed_tail or not d.eof:
-            raise ValueError("too large or truncated")
-        doc = json.loads(raw)
+        doc = load_document(data, MAX_BYTES)
         if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key_:
             raise ValueError("not a summary for this key")
         sig = doc.pop("sig", None)

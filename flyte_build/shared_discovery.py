@@ -23,12 +23,12 @@ compressed canonical JSON.
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from pathlib import Path
 
 from .hashing import canonical_json, key_of
+from .stores.shared_cache import load_document
 
 FORMAT = 1
 MAX_BYTES = 256 << 20  # a decompressed entry larger than this is refused, not inflated
@@ -99,14 +99,6 @@ def _check(doc, key_: str) -> None:
         raise Refused("bad environment list")
 
 
-def _inflate(data: bytes) -> bytes:
-    d = zlib.decompressobj()
-    out = d.decompress(data, MAX_BYTES)
-    if d.unconsumed_tail or not d.eof:
-        raise Refused("too large or truncated")
-    return out
-
-
 def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     """The verified entry for `key_` (its `result`, `book` and `files`), or None."""
     rel = rel_of(key_)
@@ -114,7 +106,7 @@ def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     if data is None:
         return None
     try:
-        doc = json.loads(_inflate(data))
+        doc = load_document(data, MAX_BYTES)
         if not isinstance(doc, dict):
             raise Refused("not an object")
         sig = doc.pop("sig", None)

@@ -46,6 +46,21 @@ from .local_cache import LocalStore
 PREFETCH_JOBS = 8  # blobs downloaded at once: each is mostly a round trip
 
 
+def load_document(data: bytes, max_bytes: int):
+    """A shared document's JSON: zlib-inflated to at most `max_bytes`, then parsed.
+    Raises ValueError (or zlib.error, RecursionError) for anything else: an entry
+    from the store is untrusted, so a bomb or a truncated stream is refused, not
+    inflated."""
+    import json
+    import zlib
+
+    d = zlib.decompressobj()
+    raw = d.decompress(data, max_bytes)
+    if d.unconsumed_tail or not d.eof:
+        raise ValueError("too large or truncated")
+    return json.loads(raw)
+
+
 def blob_rel(hex_: str) -> str:
     return f"cas/sha256/{hex_[:2]}/{hex_}"
 
