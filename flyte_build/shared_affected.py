@@ -23,7 +23,6 @@ from __future__ import annotations
 import zlib
 
 from .hashing import canonical_json
-from .stores.shared_cache import load_document
 
 FORMAT = 1
 MAX_STORED = 64 << 20
@@ -59,25 +58,13 @@ def _check(snap) -> None:
 
 def fetch(shared, stats, key_: str) -> dict | None:
     """The verified summary for `key_` (`Snapshot.to_json`'s shape), or None."""
-    rel = rel_of(key_)
-    data = shared.read_document(rel, MAX_STORED, stats)
-    if data is None:
-        return None
-    try:
-        doc = load_document(data, MAX_BYTES)
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key_:
+    def check(doc):
+        if doc.get("format") != FORMAT or doc.get("key") != key_:
             raise ValueError("not a summary for this key")
-        sig = doc.pop("sig", None)
         _check(doc.get("snapshot"))
-    except (ValueError, zlib.error, RecursionError) as exc:
-        shared.refuse_document(rel, f"unreadable affected summary: {exc}", stats)
-        return None
-    if shared.verifier is not None:
-        why = shared.verifier.check_document(DOMAIN, canonical_json(doc), sig)
-        if why is not None:
-            shared.refuse_document(rel, f"affected summary: {why}", stats)
-            return None
-    return doc["snapshot"]
+
+    doc = shared.read_signed_document(rel_of(key_), stats, "affected summary", DOMAIN, check, MAX_STORED, MAX_BYTES)
+    return None if doc is None else doc["snapshot"]
 
 
 def publish(shared, stats, key_: str, snap: dict) -> None:

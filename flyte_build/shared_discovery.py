@@ -28,7 +28,6 @@ import zlib
 from pathlib import Path
 
 from .hashing import canonical_json, key_of
-from .stores.shared_cache import load_document
 
 FORMAT = 1
 MAX_BYTES = 256 << 20  # a decompressed entry larger than this is refused, not inflated
@@ -102,24 +101,11 @@ def _check(doc, key_: str) -> None:
 def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     """The verified entry for `key_` (its `result`, `book` and `files`), or None."""
     rel = rel_of(key_)
-    data = shared.read_document(rel, MAX_STORED, stats)
-    if data is None:
-        return None
-    try:
-        doc = load_document(data, MAX_BYTES)
-        if not isinstance(doc, dict):
-            raise Refused("not an object")
-        sig = doc.pop("sig", None)
-        _check(doc, key_)
-    except (ValueError, zlib.error, RecursionError) as exc:
-        shared.refuse_document(rel, f"unreadable discovery entry: {exc}", stats)
-        return None
     # with verify keys, only a result signed by a trusted writer is used (as for action entries)
-    if shared.verifier is not None:
-        why = shared.verifier.check_document(DOMAIN, canonical_json(doc), sig)
-        if why is not None:
-            shared.refuse_document(rel, f"discovery entry: {why}", stats)
-            return None
+    doc = shared.read_signed_document(rel, stats, "discovery entry", DOMAIN, lambda d: _check(d, key_),
+                                      MAX_STORED, MAX_BYTES)
+    if doc is None:
+        return None
     # every file the discovery read must be, here, what it was there
     for frel, hex_ in doc["files"].items():
         try:

@@ -30,8 +30,10 @@ with the local cache. With `cache-required` it is an error instead.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import zlib
 
 from .. import atomic
 from ..config import Config
@@ -51,9 +53,6 @@ def load_document(data: bytes, max_bytes: int):
     Raises ValueError (or zlib.error, RecursionError) for anything else: an entry
     from the store is untrusted, so a bomb or a truncated stream is refused, not
     inflated."""
-    import json
-    import zlib
-
     d = zlib.decompressobj()
     raw = d.decompress(data, max_bytes)
     if d.unconsumed_tail or not d.eof:
@@ -258,6 +257,33 @@ class SharedCache:
 
     def refuse_document(self, rel: str, why: str, stats) -> None:
         self._corrupt(rel, why, stats)
+
+    def read_signed_document(self, rel: str, stats, what: str, domain: bytes, check,
+                             max_stored: int, max_bytes: int) -> dict | None:
+        """The JSON object under `rel` once `check(doc)` (which raises ValueError)
+        accepts it and, where this reader holds verify keys, its `sig` is a trusted
+        writer's signature over the rest under `domain`; else None, the object
+        refused (counted, warned once, replaced by the next writer) as "`what`"."""
+        from ..hashing import canonical_json
+
+        data = self.read_document(rel, max_stored, stats)
+        if data is None:
+            return None
+        try:
+            doc = load_document(data, max_bytes)
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+            sig = doc.pop("sig", None)
+            check(doc)
+        except (ValueError, zlib.error, RecursionError) as exc:
+            self.refuse_document(rel, f"unreadable {what}: {exc}", stats)
+            return None
+        if self.verifier is not None:
+            why = self.verifier.check_document(domain, canonical_json(doc), sig)
+            if why is not None:
+                self.refuse_document(rel, f"{what}: {why}", stats)
+                return None
+        return doc
 
     def publish_document(self, rel: str, data: bytes, stats, replace: bool = False) -> None:
         """Create-only, unless this run found the object there corrupt or the
