@@ -32,7 +32,7 @@ import zlib
 
 from .__about__ import __version__
 from .hashing import canonical_json, key_of
-from .stores.action_entry import HEX64
+from .stores.action_entry import HEX64, ActionEntry, BadEntry
 from .stores.shared_cache import load_document
 
 FORMAT = 1
@@ -76,15 +76,16 @@ def prefetch(ws, addresses: list[str]) -> dict[str, bytes]:
         return {}
     shared.count_down(stats, len(data))
     held = {k: canonical_json(e) for k, e in entries.items()}
-    shared.offer(held)
-    blobs = []
-    for e in entries.values():
-        outs = e.get("outputs")
-        for o in outs if isinstance(outs, list) else ():
-            # only what the entry's schema would allow; fetch checks the entry itself
-            if isinstance(o, dict) and isinstance(o.get("digest"), str) and HEX64.fullmatch(o["digest"]) \
-                    and type(o.get("size")) is int and 0 <= o["size"] <= _MAX_PREFETCH:
-                blobs.append((o["digest"], o["size"]))
+    # the schema check `fetch` makes on an entry from ac/ (ActionEntry.parse), made
+    # once here: an entry that fails it is not offered, and fetch reads ac/ instead
+    offered = {}
+    for k, raw in held.items():
+        try:
+            offered[k] = ActionEntry.parse(k, raw)
+        except BadEntry:
+            continue
+    shared.offer(offered)
+    blobs = [(o.digest, o.size) for e in offered.values() for o in e.outputs if o.size <= _MAX_PREFETCH]
     shared.prefetch(blobs, ws.store, stats)
     return held
 

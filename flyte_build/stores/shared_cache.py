@@ -38,7 +38,7 @@ import zlib
 from .. import atomic
 from ..config import Config
 from ..errors import BuildFailed
-from ..hashing import file_sha256
+from ..hashing import canonical_json, file_sha256
 from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
 from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
@@ -81,7 +81,7 @@ class SharedCache:
         self.offline = False
         self._bad: set[str] = set()  # objects found corrupt this run: the next publish replaces them
         self._lock = threading.Lock()
-        self._offered: dict[str, bytes] = {}  # action key -> entry bytes a build manifest carried
+        self._offered: dict[str, ActionEntry] = {}  # action key -> schema-checked entry a build manifest carried
         self._inflight: dict[str, object] = {}  # blob digest -> the Future of its prefetch
 
     # -- faults ----------------------------------------------------------
@@ -136,13 +136,8 @@ class SharedCache:
         rel = action_rel(key)
         with self._lock:
             offered = self._offered.pop(key, None)
-        if offered is not None:
-            try:
-                entry = ActionEntry.parse(key, offered)
-            except BadEntry:
-                entry = None
-            if entry is not None and self._why_not(entry, accept) is None:
-                return entry, 0
+        if offered is not None and self._why_not(offered, accept) is None:
+            return offered, 0
         try:
             data = self.root.read(rel, MAX_ENTRY_BYTES)
             entry = ActionEntry.parse(key, data)
@@ -192,9 +187,10 @@ class SharedCache:
         with self._lock:
             stats.bytes_down += n
 
-    def offer(self, entries: dict[str, bytes]) -> None:
-        """Action entries read in one batch: `fetch` takes each from here rather
-        than reading `ac/<key>`, and checks it as if it had."""
+    def offer(self, entries: dict[str, ActionEntry]) -> None:
+        """Action entries read in one batch and parsed under their keys
+        (`ActionEntry.parse`): `fetch` takes each from here rather than reading
+        `ac/<key>`, and checks the rest (the rule's shape, the signature) as if it had."""
         with self._lock:
             self._offered.update(entries)
 
@@ -264,8 +260,6 @@ class SharedCache:
         accepts it and, where this reader holds verify keys, its `sig` is a trusted
         writer's signature over the rest under `domain`; else None, the object
         refused (counted, warned once, replaced by the next writer) as "`what`"."""
-        from ..hashing import canonical_json
-
         data = self.read_document(rel, max_stored, stats)
         if data is None:
             return None
