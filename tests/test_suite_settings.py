@@ -32,49 +32,39 @@ def test_the_suite_sets_a_default_timeout(pytestconfig):
     assert float(pytestconfig.getini("timeout")) > 0
 
 
+def _module_file(name: str) -> str:
+    """A test file with a module fixture, whose tests say which worker ran them."""
+    return f"""
+        import pytest
+        from conftest import note
+
+        @pytest.fixture(scope="module")
+        def made():
+            note("setup {name}")
+
+        @pytest.mark.parametrize("i", range(4))
+        def test_{name}(made, i):
+            note("{name}")
+    """
+
+
+def _group_file(name: str) -> str:
+    """A test file of the group (the -o below), using the session fixture."""
+    return f"""
+        import pytest
+        from conftest import note
+
+        @pytest.mark.parametrize("i", range(3))
+        def test_{name}(shared, i):
+            note("g")
+    """
+
+
 WORKER_FILES = {
-    # a module fixture, and tests that say which worker ran them
-    "test_a.py": """
-        import os, pytest
-        from conftest import note
-
-        @pytest.fixture(scope="module")
-        def made():
-            note("setup a")
-
-        @pytest.mark.parametrize("i", range(4))
-        def test_a(made, i):
-            note("a")
-    """,
-    "test_b.py": """
-        import pytest
-        from conftest import note
-
-        @pytest.fixture(scope="module")
-        def made():
-            note("setup b")
-
-        @pytest.mark.parametrize("i", range(4))
-        def test_b(made, i):
-            note("b")
-    """,
-    # one group of two files (the -o below), sharing a session fixture
-    "test_g1.py": """
-        import pytest
-        from conftest import note
-
-        @pytest.mark.parametrize("i", range(3))
-        def test_g1(shared, i):
-            note("g")
-    """,
-    "test_g2.py": """
-        import pytest
-        from conftest import note
-
-        @pytest.mark.parametrize("i", range(3))
-        def test_g2(shared, i):
-            note("g")
-    """,
+    "test_a.py": _module_file("a"),
+    "test_b.py": _module_file("b"),
+    "test_g1.py": _group_file("g1"),
+    "test_g2.py": _group_file("g2"),
     "test_hang.py": """
         import subprocess, sys, pytest
 
