@@ -22,7 +22,7 @@ name in the local store, prefetched or not.
 
 Layout: `manifest/<2 hex>/<key>.json.gz` under the shared prefix, zlib-
 compressed canonical JSON `{"format", "key", "entries": {action key: entry}}`.
-A manifest is rewritten when a build finds other keys than it holds.
+A manifest is rewritten when a build made other entries than it holds.
 """
 
 from __future__ import annotations
