@@ -578,8 +578,11 @@ def _module_root(task, root: Path, source_roots: list) -> Path:
     `pkg.mod`, found through `_F_SYS_PATH`, is the module that was loaded."""
     import inspect
 
+    func = getattr(task, "func", None)
+    if func is None:
+        return root  # a task that is not a Python function (ContainerTask): no module to name
     try:
-        f = os.path.realpath(inspect.getsourcefile(task.func) or "")
+        f = os.path.realpath(inspect.getsourcefile(func) or "")
     except TypeError:
         return root
     best = None

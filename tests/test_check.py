@@ -103,3 +103,31 @@ def test_a_plain_reference_without_flyte_fails_the_same_way(state) -> None:
     assert out.rc == 1, out.err
     assert "check:inference failed (env `inference`)" in out.err
     assert "`a0` is not on PATH in image flyte-build-test/python:3.11" in out.err
+
+
+CONTAINERS = '''import flyte
+from flyte.extras import ContainerTask
+
+greet = ContainerTask(name="greet", image="{image}", inputs={{"name": str}}, outputs={{"greeting": str}},
+                      command=["{program}", "-c", "printf 'hello %s' {{{{.inputs.name}}}} > /var/outputs/greeting"])
+
+container_env = flyte.TaskEnvironment.from_task("container_env", greet)
+'''
+
+
+def test_a_container_task_checks_its_program_in_its_own_image(tmp_path) -> None:
+    """A ContainerTask is not loaded by flyte's resolver: its check finds the
+    command's program in its image, and a program the image lacks fails naming the task."""
+    from tests.support.docker_env import ensure_base_image
+
+    ensure_base_image()
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "containers.py").write_text(CONTAINERS.format(image=BASE_IMAGE, program="/bin/sh"))
+    run = _run(repo, tmp_path / "cache", "build", "check:container_env", "--json")
+    rec = _records(run)["check:container_env"]
+    assert rec["check"] == "passed" and rec["tasks"] == ["greet"] and rec["image"] == BASE_IMAGE
+    (repo / "containers.py").write_text(CONTAINERS.format(image=BASE_IMAGE, program="/usr/bin/no-such-tool"))
+    out = _run(repo, tmp_path / "cache", "build", "check:container_env")
+    assert out.rc == 1, out.err
+    assert f"task greet runs /usr/bin/no-such-tool, which is not in image {BASE_IMAGE}" in out.err

@@ -69,7 +69,7 @@ def test_same_as_flyte(outcomes, name):
     assert got.diffs == [], "\n".join(got.diffs)
     # every task loads from its own env's bundle; the listed ones ran
     if case.copy_style != "none":
-        assert set(got.runs) == {t for e in ours.envs.values() for t in e["tasks"]}
+        assert set(got.runs) == {n for e in ours.envs.values() for n, t in e["tasks"].items() if t["loader_args"]}
         bad = {t: r for t, r in got.runs.items() if r.startswith("FAILED")}
         assert not bad, bad
         for t in case.run:
@@ -196,3 +196,18 @@ def test_env_with_tasks_that_serializes_none_fails_naming_it(tmp_path):
     r = _cli(["deploy", "--dry-run"], proj, tmp_path / "cache")
     assert r.rc == 1, (r.rc, r.out, r.err)
     assert "`flaky` has 1 tasks (flaky.t) but serialized none" in r.err
+
+
+def test_container_task_is_a_raw_container_spec_with_its_own_image(outcomes):
+    got = outcomes["container_task"]
+    env = got.ours.envs["container_env"]
+    assert env["image"] == "ghcr.io/example/shell:1"
+    spec = env["tasks"]["greet"]["spec"]
+    tt = spec["task_template"]
+    assert tt["type"] == "raw-container" and env["tasks"]["greet"]["loader_args"] == []
+    assert tt["container"]["image"] == "ghcr.io/example/shell:1"
+    assert tt["container"]["args"][:2] == ["/bin/sh", "-c"]
+    assert tt["container"]["data_config"]["output_path"] == "/var/outputs"
+    assert [v["key"] for v in tt["interface"]["outputs"]["variables"]] == ["greeting"]
+    # the Python env that calls it depends on it, and its task loads from its own bundle
+    assert got.runs == {"container_caller.hello": "loaded"}

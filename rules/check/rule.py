@@ -69,6 +69,8 @@ def _tasks(specs: dict) -> list[dict]:
         resolver, resolver_args = _loader(args)
         out.append({
             "name": t["name"], "resolver": resolver, "resolver_args": resolver_args,
+            # a task that is not a Python function (ContainerTask) runs its own command: no resolver
+            "program": None if resolver else next(iter(container.get("command") or args), None),
             "dest": _option(args, "--dest"),
             "env": sorted([e["key"], e.get("value", "")] for e in container.get("env", [])),
         })
@@ -108,17 +110,48 @@ def run(req: Request) -> Produced:
     missing = sorted({t.name for t in req.env.tasks} - {t["name"] for t in tasks})
     if missing:
         raise BuildFailed(f"check:{name} failed (env `{name}`): discovered tasks have no serialized spec: {', '.join(missing)}")
-    cmd = _docker_run_command(req, uri, tasks)
-    req.log(f"$ docker run --rm --network {p['network']} ... {uri}  (loading {len(tasks)} tasks)")
-    res = _run_check(req, cmd, uri, fa.CHECK_MARKER)
-    problems = _problems(res, tasks, uri, p["flyte"])
+    python_tasks = [t for t in tasks if t["resolver"]]
+    problems = _command_problems(req, uri, [t for t in tasks if not t["resolver"]])
+    res: dict = {"flyte": None, "user": None, "cwd": None, "tasks": {}}
+    if python_tasks or len(python_tasks) == len(tasks):
+        cmd = _docker_run_command(req, uri, python_tasks)
+        req.log(f"$ docker run --rm --network {p['network']} ... {uri}  (loading {len(python_tasks)} tasks)")
+        res = _run_check(req, cmd, uri, fa.CHECK_MARKER)
+        problems += _problems(res, python_tasks, uri, p["flyte"])
     if problems:
         raise BuildFailed(f"check:{name} failed (env `{name}`):\n  " + "\n  ".join(problems))
     req.log(f"check:{name}: {len(tasks)} tasks load in {uri} (flyte {res['flyte']}, user {res['user']}, cwd {res['cwd']})")
     return Produced(meta={
         "image": uri, "flyte": res["flyte"], "user": res["user"], "cwd": res["cwd"],
-        "tasks": sorted(res.get("tasks", {})), "check": "passed",
+        "tasks": sorted([*res.get("tasks", {}), *(t["name"] for t in tasks if not t["resolver"])]), "check": "passed",
     })
+
+
+_FIND_PROGRAMS = 'for p; do command -v "$p" >/dev/null 2>&1 || echo "missing:$p"; done; echo "@@checked@@"'
+
+
+def _command_problems(req: Request, uri: str, tasks: list[dict]) -> list[str]:
+    """Tasks that are not Python functions (raw-container tasks) run their own
+    command in the image: each command's program must be found there. An image
+    without a shell cannot be asked, and is let through with a note in the log."""
+    if not tasks:
+        return []
+    programs = sorted({t["program"] for t in tasks if t["program"]})
+    cmd = [_docker(), "run", "--rm", "--network", req.params["network"], "--entrypoint", "/bin/sh", uri,
+           "-c", _FIND_PROGRAMS, "sh", *programs]
+    req.log(f"$ docker run --rm ... {uri}  (finding the programs of {len(tasks)} container tasks: {', '.join(programs)})")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        return [f"the container of {uri} did not finish within {TIMEOUT:g} s"]
+    if "@@checked@@" not in proc.stdout:
+        tail = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[-1]
+        if proc.returncode in (126, 127):  # no /bin/sh in the image: nothing to ask it with
+            req.log(f"image {uri} has no /bin/sh; the container tasks' programs are not checked ({tail})")
+            return []
+        return [f"image {uri} did not run: {tail}"]
+    missing = {ln.split(":", 1)[1] for ln in proc.stdout.splitlines() if ln.startswith("missing:")}
+    return [f"task {t['name']} runs {t['program']}, which is not in image {uri}" for t in tasks if t["program"] in missing]
 
 
 def _docker_run_command(req: Request, uri: str, tasks: list[dict]) -> list[str]:

@@ -400,6 +400,39 @@ CASES: list[Case] = [
         group='mixed', envs=('report',),
     ),
     Case(
+        # a task that is not a Python function: flyte's ContainerTask in an env made by
+        # TaskEnvironment.from_task, a Python env depending on it, and a task calling it
+        "container_task",
+        {
+            "containers.py": _d('''
+                import flyte
+                from flyte.extras import ContainerTask
+
+                greet = ContainerTask(
+                    name="greet",
+                    image="ghcr.io/example/shell:1",
+                    inputs={"name": str},
+                    outputs={"greeting": str},
+                    command=["/bin/sh", "-c", "printf 'hello %s' {{.inputs.name}} > /var/outputs/greeting"],
+                )
+
+                container_env = flyte.TaskEnvironment.from_task("container_env", greet)
+            '''),
+            "container_caller.py": _d('''
+                import flyte
+                from containers import container_env, greet
+
+                env = flyte.TaskEnvironment(name="container_caller", depends_on=[container_env])
+
+
+                @env.task
+                async def hello(name: str = "world") -> str:
+                    return await greet(name=name)
+            '''),
+        },
+        group='mixed', envs=('container_env', 'container_caller'),
+    ),
+    Case(
         "none_with_includes",
         {
             "service.py": _d('''

@@ -336,7 +336,10 @@ def run_bundles(ours: BuildAnswer, run: dict | None = None, timeout: float = 120
                     extract_all(tf, tmp)
             first = next(iter(env["tasks"].values()))["spec"]["task_template"].get("container", {})
             sys_path = {e["key"]: e["value"] for e in first.get("env", [])}.get("_F_SYS_PATH", "")
-            todo = {t: [x["loader_args"], bool((run or {}).get(t))] for t, x in env["tasks"].items()}
+            # a task with no loader args is not a Python function (a ContainerTask): nothing to load
+            todo = {t: [x["loader_args"], bool((run or {}).get(t))] for t, x in env["tasks"].items() if x["loader_args"]}
+            if not todo:
+                continue
             e = {"PATH": os.environ.get("PATH", ""), "_F_SYS_PATH": sys_path, "HOME": tmp}
             proc = subprocess.run([sys.executable, "-I", "-c", _RUNNER, json.dumps(todo), json.dumps([str(p) for p in image_paths])],
                                   cwd=tmp, env=e,
