@@ -209,3 +209,26 @@ def test_browser_flows_are_read_and_constructed(auth_type, cls, tmp_path, monkey
     assert session.tls_ca_cert == cert.ca.read_bytes()
     authenticators = {type(i.authenticator).__name__ for i in session.interceptors if hasattr(i, "authenticator")}
     assert authenticators == {cls}
+
+
+def test_an_app_deploys_with_the_same_client_settings_as_tasks(server, tmp_path):
+    """An app env's Create goes through the client the task deploys use (TLS with the
+    config's CA certificate, client-secret auth), not a bare one for the endpoint."""
+    cp, cert = server
+    root = tmp_path / "apprepo"
+    root.mkdir()
+    (root / "pyproject.toml").write_text('[project]\nname = "t"\nversion = "0"\n')
+    (root / "web.py").write_text(
+        "import flyte\nimport flyte.app\n\n"
+        f'web_env = flyte.app.AppEnvironment(name="authweb", image="{IMG}", port=8080, args=["python", "-m", "http.server"])\n')
+    (tmp_path / "secret").write_text(SECRET + "\n")
+    cfg = write_config(tmp_path / "config.yaml", cp, cert, "p-app", authType="ClientSecret", clientId=CLIENT_ID,
+                       clientSecretLocation=str(tmp_path / "secret"))
+    proc = deploy(root, cfg, tmp_path / "cache")
+    assert proc.rc == 0, proc.err + proc.out
+    assert json.loads(proc.out)["deployed"] == ["authweb"]
+    creates = [seen for (method, req), seen in zip(cp.calls, cp.auth_seen)
+               if method == "CreateApp" and req.app.metadata.id.project == "p-app"]
+    # flyte's client first calls without a token; its retry carries one the token endpoint issued
+    assert any(a and a.startswith("Bearer ") and a[7:] in cp.issued for _, a, _ in creates), creates
+    assert_no_secret(proc, tmp_path / "cache", SECRET)

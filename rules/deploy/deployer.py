@@ -446,12 +446,11 @@ def run_action(req):
 
 def _deploy_app(req, target: Target, final: EnvPlan, meta: dict, state_path: str, deploy_key: str, bundle_uri, uploaded):
     """An app env's deploy: the App message to AppService, as flyte's `App.create` sends it."""
-    from flyte_build import flyte_adapter as fa
     from flyte_build.rule_api import Produced
 
     name = final.env
     try:
-        outcome = asyncio.run(fa.Backend(target.endpoint, target.insecure, target.timeout).deploy_app(final.app))
+        outcome = asyncio.run(target.backend().deploy_app(final.app))  # the same client settings as tasks
     except Exception as exc:  # noqa: BLE001 - one clear line, as for tasks
         raise BuildFailed(f"deploying app `{name}` failed: {exc}") from None
     req.log(f"{name}: app {outcome}, version {final.version}")
