@@ -38,7 +38,7 @@ from .__about__ import __version__
 from .errors import FlyteBuildError, UserError
 from .hashing import file_sha256, key_of
 
-FORMAT = 1
+FORMAT = 2  # 2: the revision is evaluated in a mirror of the work tree's layout
 ROOT_MARK = "<root>"
 IGNORE_FILES = (".gitignore", ".flyteignore", ".dockerignore")
 
@@ -193,9 +193,9 @@ def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
     tmp_parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"rev-{changes.commit[:12]}-", dir=tmp_parent)).resolve()
     try:
-        gitchanges.export_tree(changes.toplevel, changes.commit, changes.prefix, tmp)
-        settings = _rev_settings(ws, tmp)
-        cfg = config_mod.load(tmp)
+        rev_root = gitchanges.export_mirror(changes, tmp)
+        settings = _rev_settings(ws, rev_root)
+        cfg = config_mod.load(rev_root)
         # nothing of the revision is built; only its discovery may come from
         # (and go to) the shared cache: the key is the tree's content, wherever it sits
         cfg = replace(cfg, cache=None, cache_required=False)
@@ -203,7 +203,7 @@ def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
         clean = not rev_ws.discovery.failures
         snap = snapshot(rev_ws)
         snap = Snapshot(
-            {a: replace(t, params=t.params.replace(str(tmp), ROOT_MARK)) for a, t in snap.targets.items()},
+            {a: replace(t, params=t.params.replace(str(rev_root), ROOT_MARK)) for a, t in snap.targets.items()},
             snap.env_files, snap.config_key, snap.config_file,
         )
     finally:

@@ -308,10 +308,9 @@ def flyte_config_candidates(root: Path, environ=os.environ) -> list[str]:
     stat, which no audit hook sees, so all of them are witnessed: one appearing
     or changing is a change."""
     out = [root / "config.yaml", root / ".flyte" / "config.yaml"]
-    for d in (root, *root.parents):
-        if (d / ".git").exists():
-            out.append(d / ".flyte" / "config.yaml")
-            break
+    top = git_top(root)
+    if top is not None:
+        out.append(top / ".flyte" / "config.yaml")
     out += [Path(environ[v]) for v in ("UCTL_CONFIG", "FLYTECTL_CONFIG") if environ.get(v)]
     home = Path(environ.get("HOME") or Path.home())
     out += [home / ".union" / "config.yaml", home / ".flyte" / "config.yaml"]
@@ -320,17 +319,13 @@ def flyte_config_candidates(root: Path, environ=os.environ) -> list[str]:
 
 def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
     """{"files": {path: digest}, "dirs": {path: listing digest}, "environ": {name: value digest}}
-    for the recorded reads; files under the root by relative path, and `skip`
-    (relative names already witnessed, the imported modules) left out."""
-    root_s = str(root).rstrip("/") + "/"
-    home_s = os.path.expanduser("~").rstrip("/") + "/"
-
-    def name(p: str) -> str:
-        if p.startswith(root_s):
-            return p[len(root_s):]
-        # `~/.flyte/config.yaml`, not this user's home: the name enters the specs keys
-        return "~/" + p[len(home_s):] if home_s != "/" and p.startswith(home_s) else p
-
+    for the recorded reads; `skip` (relative names already witnessed, the
+    imported modules) left out. Paths under the root are named relative to it,
+    those elsewhere in its git work tree by `../` (the git root's
+    `.flyte/config.yaml` is `../.flyte/config.yaml` for a project in `ml/`),
+    flyte's per-user files by `~/`: the names enter the specs keys, which must
+    not depend on where the repository is checked out."""
+    name = _namer(root)
     files = {}
     for p in [*reads.get("files", ()), *flyte_config_candidates(root)]:
         n = name(p)
@@ -341,11 +336,38 @@ def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
     return {"files": files, "dirs": dirs, "environ": environ}
 
 
+def _namer(root: Path):
+    root_s = str(root).rstrip("/") + "/"
+    home_s = os.path.expanduser("~").rstrip("/") + "/"
+    top = git_top(root)
+    top_s = str(top).rstrip("/") + "/" if top is not None and top != root else None
+    per_user = {os.path.join(home_s, d, "config.yaml") for d in (".flyte", ".union")}
+
+    def name(p: str) -> str:
+        if p.startswith(root_s):
+            return p[len(root_s):]
+        if top_s and p.startswith(top_s) and p not in per_user:
+            return Path(os.path.relpath(p, root)).as_posix()
+        # `~/.flyte/config.yaml`, not this user's home
+        return "~/" + p[len(home_s):] if home_s != "/" and p.startswith(home_s) else p
+
+    return name
+
+
+def git_top(root: Path) -> Path | None:
+    """The nearest directory at or above `root` holding `.git` (a directory, or a worktree's file)."""
+    for d in (root, *root.parents):
+        if (d / ".git").exists():
+            return d
+    return None
+
+
 def witness_path(name: str, root) -> str:
-    """The path a witness name stands for: relative to the root, `~/` to the home directory."""
+    """The path a witness name stands for: relative to the root (`../` for its
+    parents), `~/` to the home directory."""
     if name.startswith("~/"):
         return os.path.join(os.path.expanduser("~"), name[2:])
-    return name if os.path.isabs(name) else os.path.join(str(root), name)
+    return name if os.path.isabs(name) else os.path.normpath(os.path.join(str(root), name))
 
 
 def still_valid(recorded: dict, root: Path, digests) -> bool:

@@ -57,10 +57,9 @@ def _git_root(start: Path) -> Path | None:
     # flyte asks `git rev-parse --show-toplevel`; the nearest directory holding
     # `.git` (a directory, or a file in a worktree) is the same answer without
     # a subprocess on every run
-    for d in (start, *start.parents):
-        if (d / ".git").exists():
-            return d
-    return None
+    from .discovery_reads import git_top
+
+    return git_top(start)
 
 
 def _candidates(cwd: Path, env) -> list[tuple[str, Path | None, bool]]:

@@ -136,3 +136,37 @@ def export_tree(toplevel: Path, commit: str, prefix: str, dest: Path) -> None:
         # the archive is git's own output for a tree of ours; the filter still
         # refuses absolute names, `..` and links leading out of `dest`
         extract_all(tar, dest, skip_outside_links=True)  # the walk skips links out of the root too
+
+
+# flyte's config lookup from the root (see discovery_reads.flyte_config_candidates)
+_FLYTE_CONFIGS = ("config.yaml", ".flyte/config.yaml")
+
+
+def export_mirror(changes: Changes, dest: Path) -> Path:
+    """The revision's tree of the root, laid out as in the work tree: at
+    `dest/<prefix>`, with `dest` a git repository whose index holds the
+    revision (its objects borrowed from the work tree's repository, nothing
+    copied). So what the modules see at import -- git's answers, flyte's config
+    lookup up to the git root -- is what they see in the work tree. flyte's
+    config files the work tree has and the revision lacks (an ignored
+    `.flyte/config.yaml`: this run's own configuration, as `--config` is) are
+    copied in. Returns the root."""
+    root = dest / changes.prefix if changes.prefix else dest
+    export_tree(changes.toplevel, changes.commit, changes.prefix, root)
+    common, err = _git(changes.toplevel, "rev-parse", "--path-format=absolute", "--git-common-dir")
+    if common is None:
+        raise UserError(f"git rev-parse failed in {changes.toplevel}: {err}")
+    for args in (("init", "-q"), ("read-tree", changes.commit)):
+        if args[0] == "read-tree":
+            alternates = dest / ".git" / "objects" / "info" / "alternates"
+            alternates.write_text(str(Path(common.strip()) / "objects") + "\n")
+        out, err = _git(dest, *args)
+        if out is None:
+            raise UserError(f"git {args[0]} of the revision failed: {err}")
+    wanted = [f"{changes.prefix}/{c}" if changes.prefix else c for c in _FLYTE_CONFIGS] + [".flyte/config.yaml"]
+    for rel in dict.fromkeys(wanted):
+        src, there = changes.toplevel / rel, dest / rel
+        if src.is_file() and not there.exists() and not there.is_symlink():
+            there.parent.mkdir(parents=True, exist_ok=True)
+            there.write_bytes(src.read_bytes())
+    return root

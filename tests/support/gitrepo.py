@@ -34,6 +34,19 @@ class GitRepo:
     base: str = ""
     # run the CLI in this process (tests/support/cli.py): local commands only, no servers
     in_process: bool = False
+    project: str = ""  # the folder the CLI runs in (a project below the git root), "" for the root
+
+    @classmethod
+    def create_tree(cls, root: Path, cache: Path, files: dict[str, str], project: str = "",
+                    in_process: bool = False) -> "GitRepo":
+        """A repository of `files` (relative path -> text), committed as `base`."""
+        repo = cls(root, cache, in_process=in_process, project=project)
+        for rel, text in files.items():
+            repo.write(rel, text)
+        repo.git("init", "-q", "-b", "main")
+        repo.base = repo.commit("base")
+        repo.git("tag", "base")
+        return repo
 
     @classmethod
     def create(cls, root: Path, cache: Path, in_process: bool = False) -> "GitRepo":
@@ -88,4 +101,4 @@ class GitRepo:
 
     # -- flyte-build ------------------------------------------------------------
     def run(self, *args: str, env: dict | None = None) -> Run:
-        return flyte_build(*args, cwd=self.root, cache=self.cache, env=env, in_process=self.in_process)
+        return flyte_build(*args, cwd=self.root / self.project, cache=self.cache, env=env, in_process=self.in_process)
