@@ -71,7 +71,7 @@ def _header(name: str, *, is_dir: bool, size: int = 0, executable: bool = False)
 # library's module in every env's bundle -- is compressed once per process,
 # not once per bundle. The bytes depend only on the member, never on the
 # bundle it lands in or on the order bundles are built.
-_GZIP_HEADER = b"\x1f\x8b\x08\x00" + MTIME.to_bytes(4, "little") + b"\x00\xff"  # no name, mtime 0, OS "unknown"
+GZIP_HEADER = b"\x1f\x8b\x08\x00" + MTIME.to_bytes(4, "little") + b"\x00\xff"  # no name, mtime 0, OS "unknown"
 _FINAL_BLOCK = b"\x03\x00"  # an empty last block: what zlib's final flush of an empty stream writes
 _SEGMENTS: dict[tuple[str, str, int, bool], tuple[bytes, bytes]] = {}  # (name, sha256, size, exec) -> (raw, deflated)
 _SEGMENT_BUDGET = 512 << 20  # raw bytes kept per process; past it members are deflated every time
@@ -100,27 +100,50 @@ def write_tar_gz(out: BinaryIO, members: Iterable[tuple[str, str, str | None]]) 
     512-byte blocks, two zero blocks and padding to a 10240-byte record at the
     end), assembled here so that headers and compressed members can be reused
     across bundles (see `_deflate`)."""
-    members = sorted((check_name(n), p, d) for n, p, d in members)
     gz = _GzStream(out)
-    out.write(_GZIP_HEADER)
-    dirs_written: set[str] = set()
-    for name, path, expected in members:
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            d = "/".join(parts[:i])
-            if d not in dirs_written:
-                dirs_written.add(d)
-                gz.emit(*_dir_segment(d + "/"))
+    out.write(GZIP_HEADER)
+    for name, member in layout(members):
+        if member is None:
+            gz.emit(*_dir_segment(name))
+            continue
+        path, expected = member
         seg = _kept_segment(name, path, expected) if expected else None
         if seg is not None:
             gz.emit(*seg)  # these bytes hashed to `expected` when they were deflated
             continue
         _emit_file(gz, name, path, expected)
-    end = NUL * (2 * BLOCK)
-    end += NUL * (-(gz.written + len(end)) % RECORD)
+    end = end_blocks(gz.written)
     gz.emit(end, _deflate(end))
     out.write(_FINAL_BLOCK)
     out.write((gz.crc & 0xFFFFFFFF).to_bytes(4, "little") + (gz.written & 0xFFFFFFFF).to_bytes(4, "little"))
+
+
+def layout(members: Iterable[tuple]):
+    """(name, rest of the member) in archive order: sorted by name, each directory
+    (named with a trailing slash, rest None) before the first member below it."""
+    dirs_written: set[str] = set()
+    for name, *rest in sorted((check_name(m[0]), *m[1:]) for m in members):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            d = "/".join(parts[:i])
+            if d not in dirs_written:
+                dirs_written.add(d)
+                yield d + "/", None
+        yield name, rest
+
+
+def end_blocks(written: int) -> bytes:
+    """The tar stream's end after `written` bytes: two zero blocks, padded to a record."""
+    end = NUL * (2 * BLOCK)
+    return end + NUL * (-(written + len(end)) % RECORD)
+
+
+def dir_header(name: str) -> bytes:
+    return _dir_segment(name)[0]
+
+
+def file_header(name: str, size: int, executable: bool) -> bytes:
+    return _header(name, is_dir=False, size=size, executable=executable)
 
 
 class _GzStream:

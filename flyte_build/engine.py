@@ -228,7 +228,7 @@ class Engine:
         for addr in addrs:
             started = time.perf_counter()
             t, rule, key, files, params, deps = self._keyed(addr)
-            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature)
+            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature, _output_check(rule, files))
             if entry is not None:
                 self._finish(self._result(t, "cached", entry, key, time.perf_counter() - started, source))
                 continue
@@ -271,7 +271,7 @@ class Engine:
             self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))
             return
         with self._key_lock(key):  # one action key runs once, however many targets share it
-            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature)
+            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature, _output_check(rule, files))
             status = "cached"
             if entry is None:
                 entry, source = self._act(t, rule, key, env, files, params, deps)
@@ -459,6 +459,13 @@ def _shape_check(rule, addr: str):
         return None
 
     return check
+
+
+def _output_check(rule, files):
+    """The rule's check of a shared entry's outputs against these inputs, or None."""
+    if rule.verify_shared is None:
+        return None
+    return lambda outputs: rule.verify_shared(files, outputs)
 
 
 def materialize(results: list[TargetResult], store, out: Path) -> list[TargetResult]:

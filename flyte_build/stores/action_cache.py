@@ -50,10 +50,11 @@ class Cache:
             if why not in self.stats.warnings:
                 self.stats.warnings.append(why)
 
-    def lookup(self, key: str, accept=None, needs_signature: bool = False) -> tuple[ActionEntry | None, str | None]:
+    def lookup(self, key: str, accept=None, needs_signature: bool = False,
+               verify=None) -> tuple[ActionEntry | None, str | None]:
         """(entry, "local" | "shared") for a usable hit, else (None, None).
         `accept(entry)` returns why a schema-valid entry is still unusable (its
-        rule's shape), or None; `needs_signature` see `SharedCache.fetch`."""
+        rule's shape), or None; `needs_signature`, `verify` see `SharedCache.fetch`."""
         entry = self.local.get_action(key, on_bad=self.refuse)
         if entry is not None:
             why = accept(entry) if accept else None
@@ -66,7 +67,7 @@ class Cache:
                 self._count(corrupt=1)
             self.local.action_path(key).unlink(missing_ok=True)
         if self.shared is not None:
-            entry = self.shared.fetch(key, self.local, self.stats, needs_signature, accept)
+            entry = self.shared.fetch(key, self.local, self.stats, needs_signature, accept, verify)
             if entry is not None:
                 self._count(shared_hits=1)
                 return entry, "shared"

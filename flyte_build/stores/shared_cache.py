@@ -104,10 +104,14 @@ class SharedCache:
         stats.warnings.append(f"shared cache: refused {self.root.uri(rel)} ({why}); rebuilding it")
 
     # -- reading ---------------------------------------------------------
-    def fetch(self, key: str, local: LocalStore, stats, needs_signature: bool = False, accept=None) -> ActionEntry | None:
+    def fetch(self, key: str, local: LocalStore, stats, needs_signature: bool = False, accept=None,
+              verify=None) -> ActionEntry | None:
         """The entry for `key` with every output verified into `local`, else None.
         `needs_signature`: refuse the entry unless it is signed and verified, even
-        when this reader holds no verify keys (results that reach a deploy)."""
+        when this reader holds no verify keys (results that reach a deploy).
+        `verify({output name: path})`: why the outputs are not what this reader's
+        own inputs make (a bundle is checked member by member), or None; checked
+        keys or not, since a signature says who wrote an entry, not that it is right."""
         if self.offline:
             return None
         if needs_signature and self.verifier is None:
@@ -121,6 +125,11 @@ class SharedCache:
                 if got is None:
                     return None
                 down += got
+            why = verify({o.name: local.blob_path(o.digest) for o in entry.outputs}) if verify else None
+            if why is not None:
+                self._corrupt(action_rel(key), f"its {entry.target} is not what the inputs here make: {why}", stats)
+                self.count_down(stats, down)
+                return None
             local.put_action(entry)
         except StoreUnavailable as exc:
             self._unavailable(exc, stats)

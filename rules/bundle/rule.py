@@ -8,7 +8,9 @@ archive is content-addressed: its name is the sha256 of its bytes.
 
 from __future__ import annotations
 
-from flyte_build import archive
+import os
+
+from flyte_build import archive, archive_check
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
 from . import upload
@@ -37,6 +39,20 @@ def run(req: Request) -> Produced:
     return Produced(files=(("bundle.tar.gz", out),), meta={"files": len(req.files)})
 
 
+def verify_shared(files, outputs) -> str | None:
+    """A shared bundle is used only when it is, member for member, the archive
+    `run` makes of these files (see `archive_check`): keys or not, the shared
+    cache can then only save the time of building it."""
+    members = []
+    for fi in files:
+        try:
+            st = os.stat(fi.path)
+        except OSError as exc:
+            return f"{fi.name}: {exc.strerror}"
+        members.append((fi.name, fi.digest, st.st_size, bool(st.st_mode & 0o111)))
+    return archive_check.why_not(outputs["bundle.tar.gz"], members)
+
+
 RULE = Rule(
     kind="bundle",
     version=VERSION,
@@ -49,4 +65,5 @@ RULE = Rule(
     artifacts=True,
     replayable=True,
     publish=upload.publish,
+    verify_shared=verify_shared,
 )
