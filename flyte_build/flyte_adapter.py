@@ -638,7 +638,8 @@ def serialize_app_template(env, root: Path, image_envs: list[str], with_bundle: 
 
     Two parts of flyte's message are left out of the template: parameters
     whose value is only known by asking the backend (RunOutput,
-    ArtifactValue) are refused, and the git link (`metadata.source_code`) is
+    ArtifactValue) are refused (an AppEndpoint is not: the app's server
+    resolves it, and flyte serializes it offline), and the git link (`metadata.source_code`) is
     added at render time (`app_source_link`), so the template, and so the
     version, depends on the code, not on the commit it was read at.
     """
@@ -647,13 +648,15 @@ def serialize_app_template(env, root: Path, image_envs: list[str], with_bundle: 
 
     from flyte._initialize import _get_init_config, init_config_context
     from flyte._internal.image_cache import ImageCache
-    from flyte.app._parameter import _DelayedValue
+    from flyte.app._parameter import AppEndpoint, _DelayedValue
     from flyte.app._runtime import translate_app_env_to_idl
     from flyte.app._types import Subdomain
     from flyte.models import CodeBundle, SerializationContext
     from google.protobuf.json_format import MessageToDict
 
-    delayed = [p.name for p in env.parameters if isinstance(p.value, _DelayedValue)]
+    # an AppEndpoint is resolved by the app's server when it starts, so flyte serializes it
+    # offline (an input carrying the other app's name); the others ask the backend now
+    delayed = [p.name for p in env.parameters if isinstance(p.value, _DelayedValue) and not isinstance(p.value, AppEndpoint)]
     if delayed:
         raise NotSupported(
             f"app `{env.name}`: parameters {', '.join(delayed)} are resolved by asking the backend at deploy time "

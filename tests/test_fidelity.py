@@ -211,3 +211,15 @@ def test_container_task_is_a_raw_container_spec_with_its_own_image(outcomes):
     assert [v["key"] for v in tt["interface"]["outputs"]["variables"]] == ["greeting"]
     # the Python env that calls it depends on it, and its task loads from its own bundle
     assert got.runs == {"container_caller.hello": "loaded"}
+
+
+def test_app_endpoint_parameter_is_serialized_offline_and_ordered(outcomes):
+    got = outcomes["app_endpoint"]
+    # the same App as flyte's own _deploy_app (compared in test_same_as_flyte); here what it holds
+    ref = got.ref["envs"]["frontend-app"]["app"]
+    assert "error" not in ref, ref
+    app = got.ours.envs["frontend-app"]["app"]
+    assert app["spec"]["inputs"]["items"] == [{"name": "backend_url", "string_value": "backend-app"}]
+    assert "--parameters" in app["spec"]["container"]["command"]
+    order = list(got.ours.envs)
+    assert order.index("backend-app") < order.index("frontend-app")

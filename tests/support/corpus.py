@@ -433,6 +433,27 @@ CASES: list[Case] = [
         group='mixed', envs=('container_env', 'container_caller'),
     ),
     Case(
+        # an app whose parameter is another app's endpoint: serialized offline, as flyte
+        # does (an input carrying the other app's name), and deployed after it (depends_on)
+        "app_endpoint",
+        {
+            "apps.py": _d('''
+                import flyte
+                import flyte.app
+
+                backend = flyte.app.AppEnvironment(name="backend-app", image="ghcr.io/example/app:1", port=8080,
+                                                   args=["python", "-m", "http.server", "8080"])
+                frontend = flyte.app.AppEnvironment(
+                    name="frontend-app", image="ghcr.io/example/app:1", port=8081,
+                    args=["python", "-m", "http.server", "8081"], depends_on=[backend],
+                    parameters=[flyte.app.Parameter(name="backend_url", env_var="BACKEND_URL",
+                                                    value=flyte.app.AppEndpoint(app_name="backend-app"))],
+                )
+            '''),
+        },
+        group='mixed', envs=('backend-app', 'frontend-app'),
+    ),
+    Case(
         "none_with_includes",
         {
             "service.py": _d('''

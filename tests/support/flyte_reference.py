@@ -69,7 +69,12 @@ def _child(req: dict) -> dict:
     cfg_images = fdeploy.get_init_config().images
     loaded, failed = load_python_modules(Path(req["path"]).resolve(), root, True)
     out: dict = {"failed": [[str(p), str(e)] for p, e in failed], "envs": {}, "files": [], "error": None}
-    envs = [e for e in list_loaded_environments() if isinstance(e, TaskEnvironment)]
+    kinds = (TaskEnvironment,)
+    if "flyte.app" in sys.modules:  # apps deploy beside task envs in `flyte deploy`
+        from flyte.app import AppEnvironment
+
+        kinds = (TaskEnvironment, AppEnvironment)
+    envs = [e for e in list_loaded_environments() if isinstance(e, kinds)]
     try:
         plans = fdeploy.plan_deploy(*envs)
     except Exception as exc:  # noqa: BLE001 - flyte's own refusal is part of its answer
@@ -121,6 +126,10 @@ def _child(req: dict) -> dict:
                               image_cache=ImageCache(image_lookup=lookup), root_dir=root)
     for name, env in sorted(all_envs.items()):
         rec = {"tasks": {}, "image_error": image_errors.get(name)}
+        if not isinstance(env, TaskEnvironment):
+            rec["app"] = _flyte_app(env, sc)
+            out["envs"][name] = rec
+            continue
         for tname, task in sorted(env.tasks.items()):
             sent.clear()
             try:
@@ -143,6 +152,20 @@ def _child(req: dict) -> dict:
             }
         out["envs"][name] = rec
     return out
+
+
+def _flyte_app(env, sc) -> dict:
+    """The App flyte's own `_deploy_app` sends (its dry run returns the message it would)."""
+    import asyncio
+
+    from flyte.app._deploy import _deploy_app
+    from google.protobuf.json_format import MessageToDict
+
+    try:
+        app = asyncio.run(_deploy_app(env, sc, dryrun=True)).pb2
+    except Exception as exc:  # noqa: BLE001 - flyte's refusal is its answer for this app
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return MessageToDict(app, preserving_proto_field_name=True)
 
 
 # -- the parent ------------------------------------------------------------------------
@@ -217,7 +240,8 @@ def _build_child(req: dict) -> dict:
             args = t.spec["task_template"].get("container", {}).get("args", [])
             tasks[t.name] = {"spec": t.spec, "triggers": list(t.triggers),
                              "loader_args": args[args.index("--resolver") + 2:] if "--resolver" in args else []}
-        out[e.env] = {"tasks": tasks, "bundle": b.path if b is not None else None, "files": files, "image": e.image}
+        out[e.env] = {"tasks": tasks, "bundle": b.path if b is not None else None, "files": files, "image": e.image,
+                      "app": e.app}
     return {"envs": out, "warnings": list(plan.warnings)}
 
 
@@ -248,6 +272,32 @@ def normalize(spec: dict) -> dict:
                 args[i + 1] = "envs:" + ",".join(sorted(_image_cache(args[i + 1])))
         cont["args"] = args
     return s
+
+
+def normalize_app(app: dict | None) -> dict | None:
+    """An App with what legitimately differs blanked, as `normalize` does for a task."""
+    if not app or "error" in app:
+        return app
+    from flyteidl2.app import app_definition_pb2
+    from google.protobuf.json_format import MessageToDict, ParseDict
+
+    a = MessageToDict(ParseDict(copy.deepcopy(app), app_definition_pb2.App()), preserving_proto_field_name=True)
+    meta = a.get("metadata", {})
+    if "code_bundle_uri" in meta:
+        meta["code_bundle_uri"] = "BUNDLE"
+    cont = a.get("spec", {}).get("container")
+    if cont:
+        cont["image"] = PLACEHOLDER_IMAGE
+        cmd = list(cont.get("command", []))
+        for i in range(len(cmd) - 1):
+            if cmd[i] == "--version":
+                cmd[i + 1] = "VERSION"
+            elif cmd[i] == "--tgz":
+                cmd[i + 1] = "BUNDLE"
+            elif cmd[i] == "--image-cache":
+                cmd[i + 1] = "envs:" + ",".join(sorted(_image_cache(cmd[i + 1])))
+        cont["command"] = cmd
+    return a
 
 
 def _image_cache(value: str) -> dict:
@@ -282,6 +332,10 @@ def compare(ref: dict, ours: BuildAnswer) -> list[str]:
     if set(ref["envs"]) != set(ours.envs):
         diffs.append(f"envs: flyte {sorted(ref['envs'])} vs flyte-build {sorted(ours.envs)}")
     for name in sorted(set(ref["envs"]) & set(ours.envs)):
+        if "app" in ref["envs"][name] or ours.envs[name].get("app"):
+            diffs.extend(f"{name}: app{d}" for d in _diff(normalize_app(ref["envs"][name].get("app")),
+                                                         normalize_app(ours.envs[name].get("app"))))
+            continue
         rt, ot = ref["envs"][name]["tasks"], ours.envs[name]["tasks"]
         if set(rt) != set(ot):
             diffs.append(f"{name}: tasks flyte {sorted(rt)} vs flyte-build {sorted(ot)}")
