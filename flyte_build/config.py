@@ -1,8 +1,14 @@
-"""The `[tool.hatch.build.targets.flyte]` table, read by both the CLI and hatch.
+"""flyte-build's settings in pyproject.toml, read by both the CLI and hatch.
 
-One schema names every key, its type and its default; an unknown key or a bad
-value is a `UserError` naming the exact TOML field (and the allowed values),
-as hatchling's own config classes do. Command-line flags override the table.
+Two tables take the same keys: `[tool.flyte-build]` (where ruff, mypy and uv
+users look) and `[tool.hatch.build.targets.flyte]` (hatch's builder table).
+Both are read by both front ends and merged key by key; a key set in both
+must have the same value (else an error naming both fields), so the CLI and
+hatch can never build with different settings. Another `[tool.flyte-*]` table
+is an error naming it. One schema names every key, its type and its default;
+an unknown key or a bad value is a `UserError` naming the exact TOML field
+(and the allowed values), as hatchling's own config classes do. Command-line
+flags override the tables.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from .config_schema import Table
 from .errors import UserError
 
 TABLE = "tool.hatch.build.targets.flyte"
+CLI_TABLE = "tool.flyte-build"
+TABLES = (CLI_TABLE, TABLE)
 COPY_STYLES = ("loaded_modules", "all", "none")
 
 # Options every hatch builder target accepts; hatch reads them, we leave them be.
@@ -112,6 +120,11 @@ class Config:
     tables: dict = field(default_factory=dict)
     directory: str = "dist/flyte"
     flyte_config: str | None = None  # flyte's config.yaml given with --config (else flyte's own lookup)
+    sources: dict = field(default_factory=dict)  # top-level key -> the table that set it (TABLES)
+
+    def field_name(self, key: str) -> str:
+        """The full TOML field of a key, in the table that set it."""
+        return f"{self.sources.get(key.split('.', 1)[0], TABLE)}.{key}"
 
     def copy_style_for(self, env: str) -> str:
         o = self.envs.get(env)
@@ -173,51 +186,107 @@ def find_pyproject(start: Path) -> Path | None:
 
 
 def read_table(pyproject: Path) -> dict:
+    """The merged settings of both tables (see `read_tables`)."""
+    return read_tables(pyproject)[0]
+
+
+def _load_toml(pyproject: Path) -> dict:
     try:
         with open(pyproject, "rb") as f:
-            data = tomllib.load(f)
+            return tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"{pyproject}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
         raise UserError(f"{pyproject}: not valid UTF-8 (byte {exc.start}); TOML files are UTF-8") from None
     except OSError as exc:
         raise UserError(f"{pyproject}: cannot read: {exc.strerror}") from None
+
+
+def _at(data: dict, dotted: str, pyproject: Path) -> dict:
     table: Any = data
-    for part in TABLE.split("."):
+    for part in dotted.split("."):
         table = table.get(part, {}) if isinstance(table, dict) else {}
     if not isinstance(table, dict):
-        raise UserError(f"{pyproject}: {TABLE} must be a table")
+        raise UserError(f"{pyproject}: {dotted} must be a table")
     return table
 
 
-def from_table(table: dict, base_dir: Path, pyproject: Path | None = None) -> Config:
-    """Validate a raw table (as hatch hands it to a builder) into a Config. Keys
-    that are not core keys are kept for `with_rule_tables` to check."""
+def _check_tool_tables(data: dict, pyproject: Path) -> None:
+    """`[tool.flyte-buid]`, `[tool.flyte_build]`: a table meant for us under a
+    name nothing reads is an error, not silently ignored."""
+    tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
+    for name in sorted(tool):
+        flat = name.lower().replace("_", "-")
+        if flat.startswith("flyte-") or flat == "flytebuild":
+            if name != "flyte-build":
+                valid = ", ".join(f"[{t}]" for t in TABLES)
+                raise UserError(f"Unknown table [tool.{name}] in {pyproject}; flyte-build reads {valid}")
+
+
+def read_tables(pyproject: Path, hatch_table: dict | None = None) -> tuple[dict, dict[str, str]]:
+    """(both tables merged, top-level key -> the table that set it).
+    `hatch_table`: hatch's target table as hatch hands it to the builder (else read here)."""
+    data = _load_toml(pyproject)
+    _check_tool_tables(data, pyproject)
+    cli = _at(data, CLI_TABLE, pyproject)
+    hatch = _at(data, TABLE, pyproject) if hatch_table is None else hatch_table
+    for key in cli:
+        if key in HATCH_TARGET_KEYS:
+            # hatch's own target options mean nothing to the CLI's table
+            raise schema.unknown_key(CLI_TABLE, key, [*KEYS, "<the tables of the rule sets>"], pyproject)
+    merged = dict(hatch)
+    sources = {k: TABLE for k in hatch if k not in HATCH_TARGET_KEYS}
+    for key, value in cli.items():
+        if key in hatch:
+            merged[key] = _merged_value(value, hatch[key], key, pyproject)
+        else:
+            merged[key] = value
+        sources[key] = CLI_TABLE if key not in hatch else sources[key]
+    return merged, sources
+
+
+def _merged_value(a: Any, b: Any, key: str, pyproject: Path) -> Any:
+    """One key of [tool.flyte-build] (`a`) with the same key of hatch's table (`b`):
+    sub-tables merge key by key, anything else must be equal."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {**b, **{k: (_merged_value(v, b[k], f"{key}.{k}", pyproject) if k in b else v) for k, v in a.items()}}
+    if a != b:
+        raise UserError(f"{pyproject}: {CLI_TABLE}.{key} = {a!r} and {TABLE}.{key} = {b!r} disagree; "
+                        "both tables are read by the CLI and by hatch: set it in one of them")
+    return a
+
+
+def from_table(table: dict, base_dir: Path, pyproject: Path | None = None, sources: dict | None = None) -> Config:
+    """Validate a raw table (as hatch hands it to a builder, or both tables
+    merged by `read_tables` with their `sources`) into a Config. Keys that are
+    not core keys are kept for `with_rule_tables` to check."""
     kwargs: dict[str, Any] = {}
     tables: dict[str, Any] = {}
     root_dir = None
+    sources = dict(sources or {})
     where = f" in {pyproject}" if pyproject else ""
     for key, value in table.items():
+        field_ = f"{sources.get(key, TABLE)}.{key}"
         if key in HATCH_TARGET_KEYS:
             if key == "directory":
-                kwargs["directory"] = schema.string(f"{TABLE}.directory", value)
+                kwargs["directory"] = schema.string(field_, value)
             continue
         if key not in KEYS:
             tables[key] = value
             continue
         attr, check = KEYS[key]
         if isinstance(check, Table):
-            checked = CONVERT[attr](schema.check(check, f"{TABLE}.{key}", value, pyproject))
+            checked = CONVERT[attr](schema.check(check, field_, value, pyproject))
         else:
-            checked = check(f"{TABLE}.{key}", value)
+            checked = check(field_, value)
         if attr == "root_dir":
             root_dir = checked
         else:
             kwargs[attr] = checked
     root = (base_dir / root_dir).resolve() if root_dir else base_dir.resolve()
     if not root.is_dir():
-        raise UserError(f"Field {TABLE}.root-dir{where}: {root} is not a directory")
-    return Config(root=root, pyproject=pyproject, tables=tables, **kwargs)
+        raise UserError(f"Field {sources.get('root-dir', TABLE)}.root-dir{where}: {root} is not a directory")
+    return Config(root=root, pyproject=pyproject, tables=tables, sources=sources, **kwargs)
 
 
 def with_rule_tables(cfg: Config, tables: dict[str, Table]) -> Config:
@@ -225,9 +294,10 @@ def with_rule_tables(cfg: Config, tables: dict[str, Table]) -> Config:
     sets declare; a key that is neither a core key nor such a table is unknown."""
     checked = {}
     for key, value in cfg.tables.items():
+        table_name = cfg.sources.get(key, TABLE)
         if key not in tables:
-            raise schema.unknown_key(TABLE, key, [*KEYS, *tables], cfg.pyproject)
-        checked[key] = schema.check(tables[key], f"{TABLE}.{key}", value, cfg.pyproject)
+            raise schema.unknown_key(table_name, key, [*KEYS, *tables], cfg.pyproject)
+        checked[key] = schema.check(tables[key], f"{table_name}.{key}", value, cfg.pyproject)
     return replace(cfg, tables=checked)
 
 
@@ -257,7 +327,8 @@ def load(root_dir: str | Path | None = None, cwd: Path | None = None) -> Config:
     pyproject = find_pyproject(start)
     if pyproject is None:
         return Config(root=start.resolve())
-    cfg = from_table(read_table(pyproject), pyproject.parent, pyproject)
+    table, sources = read_tables(pyproject)
+    cfg = from_table(table, pyproject.parent, pyproject, sources)
     if root_dir:
         cfg = replace(cfg, root=start.resolve())
     if not cfg.source_roots and src_layout(cfg.root):

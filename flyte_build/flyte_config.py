@@ -146,11 +146,13 @@ class Setting:
         return mask(self.value) if self.secret else self.value
 
 
-def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = None) -> dict[str, Setting]:
+def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = None,
+              sources: dict | None = None) -> dict[str, Setting]:
     """Each setting's value and where it came from: flyte's configuration
     (`loaded`, from `flyte_adapter.read_flyte_config`), over it the pyproject
     table (`table`: key as in LAYERS -> value), over that the command line
-    (`flags`: setting -> value, None when not given). `image_refs` merge by name."""
+    (`flags`: setting -> value, None when not given). `image_refs` merge by name.
+    `sources`: top-level key -> the pyproject table that set it."""
     from .config import TABLE
 
     out: dict[str, Setting] = {}
@@ -163,7 +165,7 @@ def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = No
                 value = {**(value or {}), **table[key]}
             else:
                 value = table[key]
-            source = f"{where}{TABLE}.{key}"
+            source = f"{where}{(sources or {}).get(key.split('.', 1)[0], TABLE)}.{key}"
         if flag and flags.get(name) not in (None, {}, ()):
             value = {**(value or {}), **flags[name]} if name == "image_refs" else flags[name]
             source = f"flag {flag}"
@@ -215,7 +217,8 @@ def layers(table_cfg, settings) -> dict:
         "endpoint": given.get("endpoint"), "insecure": given.get("insecure"), "auth_type": given.get("auth_type"),
         "org": given.get("org"),
     }
-    return {"table": table, "flags": flags, "pyproject": str(table_cfg.pyproject) if table_cfg.pyproject else None}
+    return {"table": table, "flags": flags, "pyproject": str(table_cfg.pyproject) if table_cfg.pyproject else None,
+            "sources": dict(table_cfg.sources)}
 
 
 def resolve(ref: ConfigRef, layers_: dict) -> dict[str, Setting]:

@@ -56,7 +56,7 @@ class Workspace:
         self.started = time.perf_counter()
         cfg = cfg or config_mod.load(settings.root_dir)
         table_cfg = cfg  # before the flags: `config` reports which layer set what
-        cfg = _with_flags(cfg, settings)
+        cfg = with_flags(cfg, settings)
         # the rule sets first: they declare the config tables of their kinds, and
         # a bad key in any table is an error before anything is read or stored
         cfg, self.rules = rulesets.checked_config(cfg)
@@ -158,7 +158,7 @@ class Workspace:
             pass
 
 
-def _with_flags(cfg: config_mod.Config, settings: Settings) -> config_mod.Config:
+def with_flags(cfg: config_mod.Config, settings: Settings) -> config_mod.Config:
     """The pyproject table's settings with the run's flags over them."""
     if settings.copy_style is not None and settings.copy_style not in config_mod.COPY_STYLES:
         raise UserError(f"--copy-style must be one of: {', '.join(config_mod.COPY_STYLES)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from .common import backend_flags, backend_options, emit_json, settings_from_args
 
-HELP = "the effective settings (flyte's config file, pyproject table, flags) and where each came from"
+HELP = "every effective setting (flags, environment, pyproject tables, flyte's config file, defaults) and where each came from"
 
 
 def add_parser(sub, parents):
@@ -23,25 +23,37 @@ def run(args) -> int:
     from .. import config as config_mod
     from .. import flyte_config, rulesets
 
+    from ..workspace import with_flags
+    from .settings_report import report
+
     settings = settings_from_args(args, extra={"deploy": backend_flags(args)})
     table_cfg, _ = rulesets.checked_config(config_mod.load(settings.root_dir))
+    ours = report(table_cfg, with_flags(table_cfg, settings), settings)
     ref = flyte_config.locate(settings.flyte_config)
     values = flyte_config.resolve(ref, flyte_config.layers(table_cfg, settings))
     shown = flyte_config.shown(values)
     doc = {"flyte_config": ref.path, "found_by": ref.found_by, "pyproject": str(table_cfg.pyproject) if table_cfg.pyproject else None,
-           "root": str(table_cfg.root), "settings": shown}
+           "root": str(table_cfg.root), "settings": shown, "flyte_build": ours}
     if args.json:
         emit_json(doc)
         return 0
     from rich.console import Console
+
+    pyproject = f"pyproject: {table_cfg.pyproject}" if table_cfg.pyproject else "pyproject: none found (defaults)"
+    flyte_title = f"flyte config: {ref.path} (found as {ref.found_by})" if ref.path else "flyte config: none found (flyte's defaults)"
+    console = Console(width=200)
+    console.print(_table(f"flyte-build settings ({pyproject})", ours))
+    console.print(_table(flyte_title, shown))
+    return 0
+
+
+def _table(title: str, rows: dict):
     from rich.table import Table
 
-    title = f"flyte config: {ref.path} (found as {ref.found_by})" if ref.path else "flyte config: none found (flyte's defaults)"
     table = Table(title=title)
     for col in ("setting", "value", "from"):
         table.add_column(col, overflow="fold")
-    for name, s in shown.items():
+    for name, s in rows.items():
         v = s["value"]
         table.add_row(name, "-" if v in (None, [], {}) else str(v), s["source"])
-    Console(width=200).print(table)
-    return 0
+    return table

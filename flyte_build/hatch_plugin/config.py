@@ -40,10 +40,13 @@ class FlyteBuilderConfig(BuilderConfig):
 
 
 def flyte_settings(root: str, table: dict[str, Any] | None = None) -> flyte_config.Config:
+    """`table`: hatch's target table as hatch hands it over; `[tool.flyte-build]`
+    merges with it as it does for the CLI (a key in both must agree)."""
     pyproject = Path(root) / "pyproject.toml"
-    if table is None:
-        table = flyte_config.read_table(pyproject) if pyproject.is_file() else {}
-    return flyte_config.from_table(table, Path(root), pyproject if pyproject.is_file() else None)
+    if not pyproject.is_file():
+        return flyte_config.from_table(table or {}, Path(root), None)
+    merged, sources = flyte_config.read_tables(pyproject, table)
+    return flyte_config.from_table(merged, Path(root), pyproject, sources)
 
 
 HOOK_GENERIC_KEYS = frozenset({"dependencies", "require-runtime-dependencies", "require-runtime-features", "enable-by-default"})
