@@ -33,12 +33,12 @@ import zlib
 from .__about__ import __version__
 from .hashing import canonical_json, key_of
 from .stores.action_entry import HEX64, ActionEntry, BadEntry
-from .stores.shared_cache import load_document
+from .stores.documents import Bounds, load_document
 
 FORMAT = 1
-MAX_STORED = 64 << 20  # a stored manifest larger than this is not read
-MAX_BYTES = 256 << 20  # nor inflated past this
-MAX_ENTRIES = 100_000
+MAX_STORED = 16 << 20  # a stored manifest larger than this is not read
+BOUNDS = Bounds(max_bytes=64 << 20)  # nor inflated or parsed past these (see `stores.documents`)
+MAX_ENTRIES = 50_000
 
 
 def key(content_key: str, addresses: list[str]) -> str:
@@ -59,8 +59,9 @@ def _manifest_key(ws, addresses: list[str]) -> str | None:
 
 def prefetch(ws, addresses: list[str]) -> dict[str, bytes]:
     """Read the manifest for this build, offer its entries to the shared cache
-    and start fetching the blobs they name; the entries it held, by action key
-    (empty when there is none, or it was refused)."""
+    and start fetching the blobs of the targets being built (see `_wanted`);
+    the entries it held, by action key (empty when there is none, or it was
+    refused)."""
     key_ = _manifest_key(ws, addresses)
     if key_ is None:
         return {}
@@ -71,7 +72,7 @@ def prefetch(ws, addresses: list[str]) -> dict[str, bytes]:
         return {}
     try:
         entries = _entries(data, key_)
-    except (ValueError, zlib.error, RecursionError) as exc:
+    except (ValueError, zlib.error) as exc:
         shared.refuse_document(rel, f"unreadable build manifest: {exc}", stats)
         return {}
     shared.count_down(stats, len(data))
@@ -84,17 +85,53 @@ def prefetch(ws, addresses: list[str]) -> dict[str, bytes]:
             offered[k] = ActionEntry.parse(k, raw)
         except BadEntry:
             continue
+    try:
+        blobs = _wanted(offered.values(), set(ws.graph.closure(addresses)))
+    except ValueError as exc:
+        shared.refuse_document(rel, f"build manifest: {exc}", stats)
+        return {}
     shared.offer(offered)
-    blobs = [(o.digest, o.size) for e in offered.values() for o in e.outputs if o.size <= _MAX_PREFETCH]
     shared.prefetch(blobs, ws.store, stats)
     return held
 
 
-_MAX_PREFETCH = 1 << 30  # a larger blob is fetched when its entry is used, not ahead
+MAX_PREFETCH_BLOB = 1 << 30  # a larger blob is fetched when its entry is used, not ahead
+MAX_PREFETCH_TOTAL = 256 << 20  # nor are more bytes than this fetched ahead, all blobs together
+
+
+def _wanted(entries, building: set[str], total: int = MAX_PREFETCH_TOTAL) -> list[tuple[str, int]]:
+    """The blobs (digest, size) worth fetching ahead: those of the entries of
+    targets this build runs, smallest first, at most `total` bytes together.
+    A manifest names each target once (one action key per target and build);
+    one naming a target twice was not written by flyte-build (ValueError).
+    Whatever else a manifest names is never fetched: it made readers download
+    every blob a writer listed (hundreds of MiB for a 1 KB build)."""
+    seen: set[str] = set()
+    blobs: dict[str, int] = {}
+    for e in entries:
+        if e.target in seen:
+            raise ValueError(f"two entries for {e.target}")
+        seen.add(e.target)
+        if e.target in building:
+            blobs.update((o.digest, o.size) for o in e.outputs if o.size <= MAX_PREFETCH_BLOB)
+    out, used = [], 0
+    for hex_, size in sorted(blobs.items(), key=lambda b: (b[1], b[0])):
+        if used + size > total:
+            break
+        out.append((hex_, size))
+        used += size
+    return out
+
+
+def settle(ws) -> None:
+    """After the engine ran: prefetches it never asked for are cancelled or
+    waited for, so every byte fetched is counted in `bytes_down`."""
+    if ws.cache.shared is not None:
+        ws.cache.shared.settle()
 
 
 def _entries(data: bytes, key_: str) -> dict[str, dict]:
-    doc = load_document(data, MAX_BYTES)
+    doc = load_document(data, BOUNDS)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key_:
         raise ValueError("not a build manifest for this key")
     entries = doc.get("entries")

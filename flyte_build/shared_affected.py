@@ -23,10 +23,11 @@ from __future__ import annotations
 import zlib
 
 from .hashing import canonical_json
+from .stores.documents import Bounds, seal
 
 FORMAT = 1
-MAX_STORED = 64 << 20
-MAX_BYTES = 256 << 20
+MAX_STORED = 16 << 20
+BOUNDS = Bounds(max_bytes=64 << 20)  # see `stores.documents`
 DOMAIN = b"flyte-build affected summary v1\x00"  # what a signature covers (see `signing`)
 
 
@@ -63,7 +64,7 @@ def fetch(shared, stats, key_: str) -> dict | None:
             raise ValueError("not a summary for this key")
         _check(doc.get("snapshot"))
 
-    doc = shared.read_signed_document(rel_of(key_), stats, "affected summary", DOMAIN, check, MAX_STORED, MAX_BYTES)
+    doc = shared.read_signed_document(rel_of(key_), stats, "affected summary", DOMAIN, check, MAX_STORED, BOUNDS)
     return None if doc is None else doc["snapshot"]
 
 
@@ -71,6 +72,5 @@ def publish(shared, stats, key_: str, snap: dict) -> None:
     if shared.read_only or shared.offline:
         return
     doc = {"format": FORMAT, "key": key_, "snapshot": snap}
-    if shared.signer is not None:
-        doc["sig"] = shared.signer.sign_document(DOMAIN, canonical_json(doc))
-    shared.publish_document(rel_of(key_), zlib.compress(canonical_json(doc), 6), stats)
+    sig = shared.signer.sign_document(DOMAIN, canonical_json(doc)) if shared.signer is not None else None
+    shared.publish_document(rel_of(key_), zlib.compress(seal(doc, sig), 6), stats)

@@ -28,10 +28,11 @@ import zlib
 from pathlib import Path
 
 from .hashing import canonical_json, key_of
+from .stores.documents import Bounds, seal
 
 FORMAT = 1
-MAX_BYTES = 256 << 20  # a decompressed entry larger than this is refused, not inflated
-MAX_STORED = 64 << 20  # nor is a stored object larger than this read
+MAX_STORED = 16 << 20  # a stored object larger than this is not read
+BOUNDS = Bounds(max_bytes=64 << 20)  # nor inflated or parsed past these (see `stores.documents`)
 DOMAIN = b"flyte-build discovery entry v1\x00"  # what a signature covers (see `signing`)
 _HEX = re.compile(r"[0-9a-f]{64}")
 # per-machine settings that must not split the key across checkouts
@@ -103,7 +104,7 @@ def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     rel = rel_of(key_)
     # with verify keys, only a result signed by a trusted writer is used (as for action entries)
     doc = shared.read_signed_document(rel, stats, "discovery entry", DOMAIN, lambda d: _check(d, key_),
-                                      MAX_STORED, MAX_BYTES)
+                                      MAX_STORED, BOUNDS)
     if doc is None:
         return None
     # every file the discovery read must be, here, what it was there
@@ -141,6 +142,5 @@ def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, dig
     if shared.read_only or shared.offline:
         return
     doc = {"format": FORMAT, "key": key_, "files": files, "result": result, "book": book, "parsed": parsed}
-    if shared.signer is not None:
-        doc["sig"] = shared.signer.sign_document(DOMAIN, canonical_json(doc))
-    shared.publish_document(rel_of(key_), zlib.compress(canonical_json(doc), 6), stats)
+    sig = shared.signer.sign_document(DOMAIN, canonical_json(doc)) if shared.signer is not None else None
+    shared.publish_document(rel_of(key_), zlib.compress(seal(doc, sig), 6), stats)

@@ -105,6 +105,7 @@ class Workspace:
 
         had = build_manifest.prefetch(self, addresses)  # a fresh machine: every entry in one read
         results = self.engine(reporter, jobs).run(addresses)
+        build_manifest.settle(self)
         build_manifest.publish(self, addresses, results, had)
         wanted = set(addresses)
         results = [r for r in results if r.target in wanted] + [r for r in results if r.target not in wanted]

@@ -135,3 +135,18 @@ def test_with_verify_keys_an_unsigned_manifest_entry_is_refused(repo, tmp_path):
     got = _fresh(repo, tmp_path, "c", store, env={signing.VERIFY_KEYS_ENV: PUBLIC})
     assert {r["status"] for r in got["targets"]} == {"built"}
     assert {t: r["digest"] for t, r in _by_target(got).items()} == want
+
+
+def test_blobs_fetched_ahead_are_the_built_targets_and_bounded_in_total():
+    from flyte_build.build_manifest import _wanted
+    from flyte_build.stores.action_entry import ActionEntry, Output
+
+    def entry(target: str, *sizes: int) -> ActionEntry:
+        outs = tuple(Output(f"o{i}", hashlib.sha256(f"{target}{i}".encode()).hexdigest(), s) for i, s in enumerate(sizes))
+        return ActionEntry(hashlib.sha256(target.encode()).hexdigest(), target, outs)
+
+    entries = [entry("bundle:a", 10, 300), entry("bundle:b", 20), entry("bundle:other", 5)]
+    got = _wanted(entries, {"bundle:a", "bundle:b"}, total=100)
+    assert sorted(size for _, size in got) == [10, 20]  # not the 300 past the cap, nor a target not built
+    with pytest.raises(ValueError, match="two entries for bundle:a"):
+        _wanted([*entries, entry("bundle:a", 1)], {"bundle:a"})

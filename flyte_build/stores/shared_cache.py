@@ -30,7 +30,6 @@ with the local cache. With `cache-required` it is an error instead.
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import zlib
@@ -38,26 +37,15 @@ import zlib
 from .. import atomic
 from ..config import Config
 from ..errors import BuildFailed
-from ..hashing import canonical_json, file_sha256
+from ..hashing import file_sha256
 from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
 from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
+from .documents import Bounds, inflate, parse, unseal
 from .local_cache import LocalStore
 
 
 PREFETCH_JOBS = 8  # blobs downloaded at once: each is mostly a round trip
-
-
-def load_document(data: bytes, max_bytes: int):
-    """A shared document's JSON: zlib-inflated to at most `max_bytes`, then parsed.
-    Raises ValueError (or zlib.error, RecursionError) for anything else: an entry
-    from the store is untrusted, so a bomb or a truncated stream is refused, not
-    inflated."""
-    d = zlib.decompressobj()
-    raw = d.decompress(data, max_bytes)
-    if d.unconsumed_tail or not d.eof:
-        raise ValueError("too large or truncated")
-    return json.loads(raw)
 
 
 def blob_rel(hex_: str) -> str:
@@ -229,6 +217,16 @@ class SharedCache:
                     self._inflight[hex_] = pool.submit(one, hex_, size)
         pool.shutdown(wait=False)
 
+    def settle(self) -> None:
+        """Cancel the prefetches not started; wait for those running (their bytes
+        are counted when they finish)."""
+        with self._lock:
+            pending = list(self._inflight.values())
+            self._inflight.clear()
+        for f in pending:
+            if not f.cancel():
+                f.exception()
+
     def _download(self, hex_: str, size: int, local: LocalStore) -> int | None:
         """Bytes fetched (-1: object missing; None: it did not hash to `hex_`)."""
         with atomic.staged(local.blob_path(hex_)) as tmp:
@@ -264,28 +262,32 @@ class SharedCache:
         self._corrupt(rel, why, stats)
 
     def read_signed_document(self, rel: str, stats, what: str, domain: bytes, check,
-                             max_stored: int, max_bytes: int) -> dict | None:
+                             max_stored: int, bounds: Bounds) -> dict | None:
         """The JSON object under `rel` once `check(doc)` (which raises ValueError)
         accepts it and, where this reader holds verify keys, its `sig` is a trusted
         writer's signature over the rest under `domain`; else None, the object
-        refused (counted, warned once, replaced by the next writer) as "`what`"."""
+        refused (counted, warned once, replaced by the next writer) as "`what`".
+        With keys the signature is checked over the stored bytes before they are
+        parsed (see `documents`): an unsigned document costs no parse."""
         data = self.read_document(rel, max_stored, stats)
         if data is None:
             return None
         try:
-            doc = load_document(data, max_bytes)
+            raw = inflate(data, bounds.max_bytes)
+            if self.verifier is not None:
+                raw, sig = unseal(raw)
+                why = self.verifier.check_document(domain, raw, sig)
+                if why is not None:
+                    self.refuse_document(rel, f"{what}: {why}", stats)
+                    return None
+            doc = parse(raw, bounds)
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
-            sig = doc.pop("sig", None)
+            doc.pop("sig", None)
             check(doc)
-        except (ValueError, zlib.error, RecursionError) as exc:
+        except (ValueError, zlib.error) as exc:
             self.refuse_document(rel, f"unreadable {what}: {exc}", stats)
             return None
-        if self.verifier is not None:
-            why = self.verifier.check_document(domain, canonical_json(doc), sig)
-            if why is not None:
-                self.refuse_document(rel, f"{what}: {why}", stats)
-                return None
         return doc
 
     def publish_document(self, rel: str, data: bytes, stats, replace: bool = False) -> None:
