@@ -35,7 +35,7 @@ from typing import Callable
 from .__about__ import __version__
 from .stores.action_cache import Cache
 from .context import Context
-from .errors import FlyteBuildError, UserError
+from .errors import BuildFailed, FlyteBuildError, UserError
 from .graph import Graph, Target
 from . import atomic
 from .hashing import as_digest, canonical_json, key_of, sha256_hex
@@ -242,6 +242,9 @@ class Engine:
                         for (t, _, env, files, params, deps, _), w, lines in zip(todo, workdirs, logs)]
             produced = self.graph.rules[todo[0][0].kind].run_batch(requests)
             for (t, key, *_, started), p in zip(todo, produced):
+                if isinstance(p, BuildFailed):  # this target's own failure: the others of the batch go on
+                    self._finish(TargetResult(t.address, t.kind, t.env, "failed", error=str(p)))
+                    continue
                 entry = self._store(t.address, key, p)
                 self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))
         finally:

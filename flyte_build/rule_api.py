@@ -122,5 +122,6 @@ class Rule:
     publish: Callable[[str, Path, str, Any], dict] | None = None
     # run several missing targets of this rule in one call (one tool process for all),
     # each Produced from its own Request alone; the engine still keys, looks up and
-    # stores each target by itself
+    # stores each target by itself; a BuildFailed in place of a Produced fails that
+    # target alone (the others of the batch are stored)
     run_batch: Callable[[list[Request]], list[Produced]] | None = None

@@ -128,15 +128,35 @@ def test_apps_are_targets_in_targets_graph_and_dry_run(tmp_path):
     assert again["web"] != web["version"]
 
 
-def test_app_parameters_from_the_backend_are_refused_with_a_clear_message(tmp_path):
-    root = write_repo(tmp_path / "repo")
+def _refused_repo(root: Path) -> Path:
+    """`web` asks for a RunOutput (a documented refusal); `report` depends on it, `work` does not."""
+    write_repo(root)
     (root / "svc" / "web.py").write_text(WEB.replace(
         "    include=", '    parameters=[flyte.app.Parameter(name="model", value=flyte.app.RunOutput(type="file", '
         'task_name="work.double"))],\n    include='))
-    run = flyte_build("deploy", "--dry-run", cwd=root, cache=tmp_path / "cache")
-    assert run.rc == 2, run.err
-    assert "app `web`: parameters model are resolved by asking the backend" in run.err
+    return root
+
+
+REFUSED = "app `web`: parameters model are resolved by asking the backend"
+
+
+@pytest.mark.parametrize("flags", [(), ("-i",)])
+def test_an_env_that_cannot_be_serialized_fails_alone_in_the_plan(tmp_path, flags):
+    root, cache = _refused_repo(tmp_path / "repo"), tmp_path / "cache"
+    run = flyte_build(*flags, "deploy", "--dry-run", "--json", cwd=root, cache=cache)
+    assert run.rc == 1, run.err
+    doc = run.json()
+    assert doc["order"] == ["work"] and doc["ok"] is False
+    assert [(f["env"], REFUSED in f["error"]) for f in doc["failed"]] == [("web", True)]
+    assert doc["skipped"] == [{"env": "report", "error": "depends on `web`, which cannot be serialized"}]
     assert "Traceback" not in run.err
+    text = flyte_build(*flags, "deploy", "--dry-run", cwd=root, cache=cache)
+    assert text.rc == 1 and f"flyte-build: failed: `web` cannot be serialized: {REFUSED}" in text.err
+    assert "flyte-build: skipped: `report` depends on `web`" in text.err and "│ work" in text.out
+    # an unrelated env alone plans, as if the refused one were not there
+    other = flyte_build(*flags, "deploy", "--dry-run", "--json", "deploy:work", cwd=root, cache=cache)
+    assert other.rc == 0, other.err
+    assert other.json()["order"] == ["work"] and other.json()["failed"] == []
 
 
 # -- a real deploy -------------------------------------------------------------------
@@ -236,3 +256,17 @@ def test_real_deploy_orders_apps_with_tasks_and_sends_flytes_app(tmp_path, contr
     assert [m for m, _ in cp.calls[n:] if m.endswith("App")] == ["CreateApp", "GetApp", "UpdateApp"]
     stored = cp.apps[("proj", "development", "web")]
     assert stored.metadata.revision == 2 and stored.spec.autoscaling.replicas.max == 3
+
+
+@pytest.mark.servers
+def test_a_real_deploy_deploys_every_env_but_the_refused_one_and_its_dependents(tmp_path, control_plane):
+    cp = control_plane
+    root = _refused_repo(tmp_path / "repo")
+    run = flyte_build("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure",
+                      "--json", "--no-check", cwd=root, cache=tmp_path / "cache", env=AWS)
+    assert run.rc == 1, run.err
+    doc = run.json()
+    assert doc["deployed"] == ["work"] and doc["failed"] == ["web"] and doc["skipped"] == ["report"]
+    errors = {t["env"]: t["error"] for t in doc["targets"]}
+    assert REFUSED in errors["web"] and errors["report"] == "depends on `web`, which cannot be serialized"
+    assert [m for m, _ in cp.calls if m in ("DeployTask", "CreateApp")] == ["DeployTask"]

@@ -18,7 +18,7 @@ from typing import Any, Callable
 from hatchling.builders.plugin.interface import BuilderInterface
 
 from .. import rulesets
-from ..errors import FlyteBuildError, UserError
+from ..errors import BuildFailed, FlyteBuildError, UserError
 from . import output
 from .config import FlyteBuilderConfig
 
@@ -95,7 +95,11 @@ class FlyteBuilder(BuilderInterface):
 
     def _plan(self, directory: str | Path) -> str:
         ws = self._workspace()
-        doc = rulesets.api("plan")(ws).to_json()
+        plan = rulesets.api("plan")(ws)
+        if not getattr(plan, "ok", True):  # plan.json holds every env or none
+            bad = [*plan.failed, *plan.skipped]
+            raise BuildFailed("the deploy plan is incomplete: " + "; ".join(f"`{n}`: {why}" for n, why in bad))
+        doc = plan.to_json()
         path = output.write_json(Path(directory).resolve() / output.PLAN, doc)
         envs = doc.get("envs", []) if isinstance(doc, dict) else []
         self.app.display_info(f"plan: {len(envs)} environments in deploy order")

@@ -88,10 +88,12 @@ def _print_plan(plan, as_json: bool, why: str = "") -> int:
             rec.update(digest=as_digest(key_of(rec)), cached=False, path=None, dry_run=True)
             recs.append(rec)
         emit_json({"targets": recs, "order": [e.env for e in plan.envs], "waves": [list(w) for w in plan.waves],
-                   "left_out": list(plan.left_out), "project": plan.project, "domain": plan.domain, "warnings": list(plan.warnings), "dry_run": True, "ok": True})
+                   "left_out": list(plan.left_out), "project": plan.project, "domain": plan.domain, "warnings": list(plan.warnings),
+                   "failed": [{"env": n, "error": e} for n, e in plan.failed],
+                   "skipped": [{"env": n, "error": e} for n, e in plan.skipped], "dry_run": True, "ok": plan.ok})
         for w in plan.warnings:
             warn(w)
-        return 0
+        return _report_unplanned(plan)
     from rich.console import Console
     from rich.table import Table
 
@@ -106,7 +108,21 @@ def _print_plan(plan, as_json: bool, why: str = "") -> int:
         print(f"left out, {why} (not redeployed; must already be deployed): {', '.join(plan.left_out)}")
     for w in plan.warnings:
         warn(w)
-    return 0
+    return _report_unplanned(plan)
+
+
+def _report_unplanned(plan) -> int:
+    """The envs the plan could not hold, each with its reason, on stderr; exit 1 if any."""
+    import sys
+
+    for n, why in plan.failed:
+        print(f"flyte-build: failed: `{n}` cannot be serialized: {why}", file=sys.stderr)
+    for n, why in plan.skipped:
+        print(f"flyte-build: skipped: `{n}` {why}", file=sys.stderr)
+    if not plan.ok:
+        print(f"planned {len(plan.envs)}, failed {len(plan.failed)}, not planned (a dependency failed) {len(plan.skipped)}",
+              file=sys.stderr)
+    return 0 if plan.ok else 1
 
 
 def _print_summary(summary, as_json: bool, why: str = "") -> int:

@@ -87,29 +87,57 @@ class Plan:
     # dependencies of planned envs that are not deployed (`assume_deployed`,
     # e.g. unaffected since --changed-since REV), in deploy order
     left_out: tuple[str, ...] = ()
+    # (env, why) of the selected envs that cannot be planned: those flyte cannot
+    # serialize (`failed`) and those depending on one (`skipped`); the rest is planned
+    failed: tuple[tuple[str, str], ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.skipped
 
     def to_json(self) -> dict:
         return {
             "format": FORMAT, "tool": __version__, "project": self.project, "domain": self.domain,
             "order": [e.env for e in self.envs], "waves": [list(w) for w in self.waves],
             "envs": [e.record() for e in self.envs], "left_out": list(self.left_out), "warnings": list(self.warnings),
+            "failed": [{"env": n, "error": e} for n, e in self.failed],
+            "skipped": [{"env": n, "error": e} for n, e in self.skipped],
         }
 
 
 # -- serialized specs, images and checks ----------------------------------------------
-def specs(ws, reporter=None, jobs: int | None = None) -> dict:
-    """env name -> its specs:<env> document ({"env": ..., "images": ...}) for every env of the run."""
+def specs(ws, reporter=None, jobs: int | None = None) -> tuple[dict, dict]:
+    """({env name: its specs:<env> document}, {env name: why flyte cannot serialize
+    it}) for every env of the run: one env's failure is its own."""
     addrs = [f"specs:{e.name}" for e in ws.ctx.envs if f"specs:{e.name}" in ws.graph.targets]
     results = ws.engine(reporter, jobs).run(addrs)
-    failed = [r for r in results if not r.ok]
-    if failed:
-        raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
-    return {r.env: specs_rule.read(r) for r in results}
+    docs = {r.env: specs_rule.read(r) for r in results if r.ok}
+    return docs, {r.env: r.error or r.status for r in results if not r.ok}
+
+
+def going_ahead(ctx, order: list[str], bad: dict) -> tuple[list[str], list[tuple], list[tuple]]:
+    """(the envs of `order` that can be planned and deployed, [(env, why)] of
+    those that cannot be serialized, [(env, why)] of those depending on one),
+    each in deploy order. A dependency left out of `order` counts too."""
+    failed, skipped, out = [], [], set()
+    edges = graph_mod.env_edges(ctx)
+    for n in graph_mod.deploy_order(ctx, order):  # dependencies first, so a dependency is decided first
+        if n in bad:
+            failed.append((n, bad[n]))
+            out.add(n)
+            continue
+        dep = next((d for d in sorted(edges.get(n, ())) if d in out), None)
+        if dep is not None:
+            skipped.append((n, f"depends on `{dep}`, which cannot be serialized"))
+            out.add(n)
+    return [n for n in order if n not in out], [f for f in failed if f[0] in order], [k for k in skipped if k[0] in order]
 
 
 def planned_image(ws, name: str, spec_docs: dict) -> str | None:
     """The env's image reference known without building: the image rule's
-    `describe` uri when there is an image target, else flyte's resolution."""
+    `describe` uri when there is an image target, else flyte's resolution
+    (none for an env flyte could not serialize)."""
     rule = ws.rules.get(image_rule.RULE.kind)
     unresolved = None
     if rule is not None and f"{rule.kind}:{name}" in ws.graph.targets and rule.describe is not None:
@@ -117,6 +145,8 @@ def planned_image(ws, name: str, spec_docs: dict) -> str | None:
         if described.get("uri"):
             return described["uri"]
         unresolved = described.get("image_error")
+    if name not in spec_docs:
+        return None
     t = spec_docs[name]["env"]
     if t.get("image_error"):
         raise UserError(t["image_error"])
@@ -278,12 +308,13 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     bundles are built locally, images are only named."""
     ctx = ws.ctx
     order, left_out, source = _checked_order(ctx, names, assume_deployed)
+    docs, bad = specs(ws, reporter)
+    order, not_serialized, skipped = going_ahead(ctx, order, bad)
     bundles = [f"bundle:{n}" for n in order if f"bundle:{n}" in ws.graph.targets]
     results = {r.target: r for r in ws.build(bundles, reporter=reporter)} if bundles else {}
     failed = [r for r in results.values() if not r.ok]
     if failed:
         raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
-    docs = specs(ws, reporter)
     # every env's image: each task's image cache names them all (see serialize_env_templates)
     images = {e.name: planned_image(ws, e.name, docs) for e in ctx.envs}
     given = {"version": ctx.options.version, "app_source": source}
@@ -297,10 +328,24 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
                      (ctx.cfg.project, ctx.cfg.domain, None))
         envs.append(replace(e, check=checks.get(n)))
     return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order, expand=False)),
-                ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out))
+                ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out),
+                tuple(not_serialized), tuple(skipped))
 
 
 # -- real deploys ---------------------------------------------------------------------
+@dataclass(frozen=True)
+class NotDeployed:
+    """A deploy target that never ran (its env cannot be serialized, or depends on
+    one that cannot), in the engine result's shape the summary reads."""
+
+    target: str
+    env: str
+    status: str  # failed | skipped
+    error: str
+    ok: bool = False
+    meta: dict = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class Target:
     endpoint: str
@@ -514,12 +559,16 @@ def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None =
     ctx = ws.ctx
     order, left_out, source = _checked_order(ctx, names, assume_deployed)
     target = backend_target(ws)
-    docs = specs(ws, reporter, jobs)  # one child for every env, before the parallel deploys
+    docs, bad = specs(ws, reporter, jobs)  # one child for every env, before the parallel deploys
+    every = [f"deploy:{n}" for n in graph_mod.deploy_order(ctx, order)]
+    order, not_serialized, skipped = going_ahead(ctx, order, bad)
     planned = {e.name: planned_image(ws, e.name, docs) for e in ctx.envs}
     # the deploy targets' declared run parameters, and the credentials their runs get
     params = {"deploy": {"backend": target.params(), "planned": planned, "left_out": sorted(left_out), "app_source": source}}
     engine = ws.engine(reporter, jobs, params=params, secrets={"deploy": target.secrets_for_run()})
-    addresses = [f"deploy:{n}" for n in graph_mod.deploy_order(ctx, order)]
-    results = {r.target: r for r in engine.run(addresses)}
+    addresses = [f"deploy:{n}" for n in graph_mod.deploy_order(ctx, order)] if order else []
+    results = {r.target: r for r in engine.run(addresses)} if addresses else {}
     ws.save_run_stats(list(results.values()))
-    return [results[a] for a in addresses], target
+    for (n, why), status in [*((f, "failed") for f in not_serialized), *((k, "skipped") for k in skipped)]:
+        results[f"deploy:{n}"] = NotDeployed(f"deploy:{n}", n, status, why)
+    return [results[a] for a in every if a in results], target

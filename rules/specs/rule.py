@@ -52,7 +52,10 @@ def inputs(env, view) -> Inputs:
 
 
 def run(req: Request) -> Produced:
-    return run_batch([req])[0]
+    got = run_batch([req])[0]
+    if isinstance(got, BuildFailed):
+        raise got
+    return got
 
 
 def run_batch(reqs: list[Request]) -> list[Produced]:
@@ -73,11 +76,15 @@ def run_batch(reqs: list[Request]) -> list[Produced]:
     return [out[r.target] for r in reqs]
 
 
-def _produced(req: Request, own: dict) -> Produced:
-    name = req.env.name
+def _produced(req: Request, own: dict) -> Produced | BuildFailed:
+    """The env's specs, or why it cannot be serialized: a failure of this env
+    alone (a documented refusal included), never of the run's other envs."""
     if own.get("error"):
-        raise UserError(own["error"])
-    serialize.check_tasks(req.env, own)
+        return BuildFailed(own["error"])
+    try:
+        serialize.check_tasks(req.env, own)
+    except BuildFailed as exc:
+        return exc
     out = req.workdir / OUTPUT
     doc = {"env": own}
     out.write_text(json.dumps(doc, sort_keys=True), encoding="utf-8")
