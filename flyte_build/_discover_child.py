@@ -286,7 +286,7 @@ def main(request_path: str, result_path: str) -> int:
         reads.stop()
 
     loaded = _scan_loaded(root, fa)
-    envs = fa.loaded_environments(load_apps=False)
+    envs, failures = _drop_unloaded(fa.loaded_environments(load_apps=False), failures, root, fa)
     selected, problems = _select(req, root, modules, envs, fa)
     graph, orphans = tracker.edges(loaded.file_by_name, loaded.file_by_path)
     graph = _with_package_parents(graph, loaded)
@@ -316,6 +316,36 @@ def main(request_path: str, result_path: str) -> int:
     # all or nothing: the parent takes a missing result file for a crash
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     return 0
+
+
+def _drop_unloaded(envs: list, failures: list[dict], root: str, fa) -> tuple[list, list[dict]]:
+    """(the environments to keep, the failures and one naming each dropped environment): with
+    --ignore-load-errors, an environment whose module failed to import, or
+    one of whose tasks' modules did, exists half made (its task names a module
+    that is not there, remotely either); it goes, with every environment
+    depending on it, each named, instead of failing later."""
+    if not failures:
+        return envs, failures
+    failed_files = {f["file"] for f in failures}
+    kept, dropped, gone = [], [], set()
+    for env in envs:  # load order: an environment's dependencies were made before it
+        decl = fa.declaring_file(env)
+        rel = _rel(decl, root) if decl else "?"
+        why = f"its module {rel} failed to import" if rel in failed_files else None
+        for t in ([] if why or fa.is_app(env) else sorted(env.tasks.values(), key=lambda t: t.name)):
+            mod = getattr(getattr(t, "func", None), "__module__", None)
+            if mod and mod != "__main__" and mod not in sys.modules:
+                why = f"its task {t.name} is declared in module {mod}, which failed to import"
+                break
+        dep = next((d for d in env.depends_on if id(d) in gone), None)
+        if why is None and dep is not None:
+            why = f"it depends on `{dep.name}`, which was dropped"
+        if why is None:
+            kept.append(env)
+            continue
+        gone.add(id(env))
+        dropped.append({"file": rel, "message": f"environment `{env.name}` dropped: {why}"})
+    return kept, failures + dropped
 
 
 class _Loaded:

@@ -91,3 +91,39 @@ def test_domain_is_initialised_during_discovery(repo, tmp_path):
     assert "dom-staging" in {e["env"] for e in staging.json()["envs"]}
     prod = flyte_build("targets", "--json", "--domain", "production", "--project", "p", cwd=repo, cache=cache)
     assert "dom-production" in {e["env"] for e in prod.json()["envs"]}
+
+
+IGNORED = {
+    "good.py": "import flyte\n\ngood_env = flyte.TaskEnvironment(name='good', image='ghcr.io/example/good:1')\n\n\n"
+               "@good_env.task\ndef ok() -> int:\n    return 1\n",
+    # made an env and a task, then failed: half made
+    "broken.py": "import flyte\n\nbroken_env = flyte.TaskEnvironment(name='broken', image='ghcr.io/example/b:1')\n\n\n"
+                 "@broken_env.task\ndef step() -> int:\n    return 1\n\n\nraise RuntimeError('config missing')\n",
+    # an env whose module loads, with a task in a module that fails
+    "half.py": "import flyte\n\nhalf_env = flyte.TaskEnvironment(name='half', image='ghcr.io/example/h:1')\n",
+    "half_tasks.py": "from half import half_env\n\n\n@half_env.task\ndef extra() -> int:\n    return 2\n\n\n"
+                     "import no_such_package_here  # noqa: E402\n",
+    # an env depending on one that is dropped
+    "top.py": "import flyte\nfrom half import half_env\n\ntop_env = flyte.TaskEnvironment(name='top', image='ghcr.io/example/t:1', "
+              "depends_on=[half_env])\n",
+}
+
+
+def test_ignore_load_errors_drops_half_made_envs_and_their_dependents(tmp_path):
+    """-i keeps no env a failed import left half made (its task would name a module
+    that is not there: "Object step has no module"), nor any env depending on one."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for rel, text in IGNORED.items():
+        (repo / rel).write_text(text)
+    run = flyte_build("-i", "deploy", "--dry-run", "--json", cwd=repo, cache=tmp_path / "c")
+    assert run.rc == 0, run.err
+    doc = run.json()
+    assert doc["order"] == ["good"] and doc["failed"] == []
+    warnings = "\n".join(doc["warnings"])
+    assert "environment `broken` dropped: its module broken.py failed to import" in warnings
+    assert "environment `half` dropped: its task half.extra is declared in module half_tasks, which failed to import" in warnings
+    assert "environment `top` dropped: it depends on `half`, which was dropped" in warnings
+    assert "has no module" not in run.err + warnings
+    targets = flyte_build("-i", "targets", "--json", cwd=repo, cache=tmp_path / "c")
+    assert targets.rc == 0 and [e["env"] for e in targets.json()["envs"]] == ["good"]
