@@ -398,8 +398,30 @@ def _duplicates(envs: list, root: str, fa) -> list[dict]:
     for name, group in sorted(by_name.items()):
         if len(group) > 1:
             files = sorted({_rel(fa.declaring_file(e) or "?", root) for e in group})
-            duplicates.append({"name": name, "files": files})
+            rec = {"name": name, "files": files}
+            if len(files) == 1:
+                rec.update(_imported_twice(name, files[0], root))
+            duplicates.append(rec)
     return duplicates
+
+
+def _imported_twice(env_name: str, rel: str, root: str) -> dict:
+    """{"modules", "message"} when one file made the environment twice because it
+    was imported under two module names (a directory under the root is also on
+    sys.path, e.g. a uv workspace member's `src`), as flyte reports it; else {}."""
+    path = os.path.realpath(os.path.join(root, rel))
+    names = sorted({n for n, m in list(sys.modules.items())
+                    if getattr(m, "__file__", None) and os.path.realpath(m.__file__) == path}, key=lambda n: (len(n), n))
+    if len(names) < 2:
+        return {}
+    short, long_ = names[0], names[-1]
+    depth = len(short.split(".")) - (0 if os.path.basename(path) == "__init__.py" else 1)
+    entry = os.path.relpath(Path(path).parents[depth], root)
+    return {"modules": [long_, short], "message": (
+        f"{rel} was imported under two module names, `{long_}` (its path under the root) and `{short}` "
+        f"(from the sys.path entry {entry}), so it made environment `{env_name}` twice: make {entry} a source root "
+        f"(source-roots = [\"{entry}\"] in [tool.flyte-build]), or use --root-dir {entry}, or take {entry} off "
+        "sys.path (PYTHONPATH, an editable install)")}
 
 
 def _select(req: dict, root: str, modules: dict[str, str], envs: list, fa) -> tuple[list, list[str]]:

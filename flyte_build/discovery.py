@@ -742,5 +742,6 @@ def _checked(result: Discovery, raw: dict, cfg: Config) -> Discovery:
     dups = raw.get("duplicates", [])
     if dups:
         d = dups[0]
-        raise UserError(f"two environments are named `{d['name']}`: in {' and '.join(d['files'])}")
+        # one file imported under two module names says so (the child names both and the fix)
+        raise UserError(d.get("message") or f"two environments are named `{d['name']}`: in {' and '.join(d['files'])}")
     return result

@@ -127,3 +127,39 @@ def test_ignore_load_errors_drops_half_made_envs_and_their_dependents(tmp_path):
     assert "has no module" not in run.err + warnings
     targets = flyte_build("-i", "targets", "--json", cwd=repo, cache=tmp_path / "c")
     assert targets.rc == 0 and [e["env"] for e in targets.json()["envs"]] == ["good"]
+
+
+def test_a_module_imported_under_two_names_says_so_as_flyte_does(tmp_path):
+    """A uv workspace member's `src` on sys.path and under the root: its file is
+    imported twice, under two names. Both names, the sys.path entry and the fixes
+    are said (not "two environments are named X" with one file), and flyte's own
+    plan names the same two modules; declaring the source root fixes it."""
+    import os
+
+    from tests.support import flyte_reference as fr
+
+    repo = tmp_path / "repo"
+    member = repo / "packages/feeder/src/feeder"
+    member.mkdir(parents=True)
+    (repo / "app").mkdir()
+    (repo / "pyproject.toml").write_text('[project]\nname = "birds"\nversion = "0"\n')
+    (member / "__init__.py").write_text("")
+    (member / "envs.py").write_text("import flyte\n\nfeeder_env = flyte.TaskEnvironment(name='feeder')\n\n\n"
+                                    "@feeder_env.task\ndef feed(n: int = 1) -> str:\n    return 'f' * n\n")
+    (repo / "app/main.py").write_text("import flyte\nfrom feeder.envs import feeder_env\n\n"
+                                      "env = flyte.TaskEnvironment(name='birds', depends_on=[feeder_env])\n")
+    env = {"PYTHONPATH": str(repo / "packages/feeder/src")}
+    run = flyte_build("deploy", "--dry-run", cwd=repo, cache=tmp_path / "c", env=env)
+    assert run.rc == 2 and "Traceback" not in run.err, run.err
+    err = run.err
+    assert ("packages/feeder/src/feeder/envs.py was imported under two module names, "
+            "`packages.feeder.src.feeder.envs` (its path under the root) and `feeder.envs` "
+            "(from the sys.path entry packages/feeder/src)") in err
+    assert 'source-roots = ["packages/feeder/src"]' in err and "two environments are named" not in err
+    ref = fr.flyte_answer(repo, env={**os.environ, **env})["error"]
+    assert "'packages.feeder.src.feeder.envs' and 'feeder.envs'" in ref
+    with (repo / "pyproject.toml").open("a") as f:
+        f.write('\n[tool.flyte-build]\nsource-roots = ["packages/feeder/src"]\n')
+    fixed = flyte_build("deploy", "--dry-run", "--json", cwd=repo, cache=tmp_path / "c", env=env)
+    assert fixed.rc == 0, fixed.err
+    assert fixed.json()["order"] == ["feeder", "birds"]
