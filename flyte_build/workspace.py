@@ -72,6 +72,7 @@ class Workspace:
 
             shared = open_shared(cfg.cache, cfg, self._warn)
         self.cache = Cache(self.store, shared)
+        self.notes = _cache_notes(cfg, shared)  # the CLI says each once on stderr
         self.flyte_ref = flyte_config.locate(cfg.flyte_config)
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
                                   shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref)
@@ -157,6 +158,17 @@ class Workspace:
             self.store.write_json("state/last-run.json", stats)
         except OSError:
             pass
+
+
+def _cache_notes(cfg: config_mod.Config, shared) -> list[str]:
+    """A laptop beside CI reads the shared cache and, by default, never writes it: say so."""
+    from .stores.shared_cache import read_only_reason
+
+    why = read_only_reason(cfg.cache_read_only, shared.signer, shared.verifier) if shared is not None else None
+    if why is None:
+        return []
+    return [f"the shared cache {cfg.cache} is read only for this run ({why}): nothing built here is published "
+            "to it; to publish, pass --cache-write (or set cache-read-only = false), or run in CI or with a signing key"]
 
 
 def with_flags(cfg: config_mod.Config, settings: Settings) -> config_mod.Config:

@@ -114,7 +114,10 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
 
 
 def workspace(args: argparse.Namespace, **extra) -> Workspace:
-    return Workspace(settings_from_args(args, **extra))
+    ws = Workspace(settings_from_args(args, **extra))
+    for n in ws.notes:
+        sys.stderr.write(f"flyte-build: note: {n}\n")
+    return ws
 
 
 def emit_json(doc) -> None:

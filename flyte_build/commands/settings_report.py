@@ -111,16 +111,19 @@ def _cache_dir(settings) -> tuple[str, str]:
 
 def _cache_writes(cfg: Config, table_cfg: Config, settings) -> tuple[str, str]:
     """Whether a run publishes to the shared cache, and why (as `read_only_mode` decides)."""
-    from ..stores.shared_cache import in_ci
+    from ..errors import UserError
+    from ..stores.shared_cache import in_ci, load_signer, load_verifier, read_only_reason
 
     if not cfg.cache:
         return "no shared cache", "cache unset"
     if cfg.cache_read_only is not None:
         how = "flag --cache-read-only/--cache-write" if settings.cache_read_only is not None else _table_source(table_cfg, "cache-read-only")
         return ("read only" if cfg.cache_read_only else "publish"), how
-    if cfg.cache_signing_key_file:
-        return "publish", f"a signing key ({_table_source(table_cfg, 'cache-signing-key-file')})"
-    if in_ci() and not cfg.cache_verify_keys:
-        return "publish", "env $CI"
-    why = "verify keys but no signing key" if cfg.cache_verify_keys else "not in CI ($CI unset) and no signing key"
-    return "read only", f"default: {why}; --cache-write publishes"
+    try:
+        signer, verifier = load_signer(cfg.cache_signing_key_file), load_verifier(tuple(cfg.cache_verify_keys))
+    except UserError as exc:
+        return "unknown", str(exc)
+    why = read_only_reason(None, signer, verifier)
+    if why is not None:
+        return "read only", f"default: {why}; --cache-write publishes"
+    return "publish", "a signing key" if signer is not None else "env $CI" if in_ci() else "default"

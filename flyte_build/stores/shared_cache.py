@@ -360,6 +360,17 @@ def in_ci(environ=os.environ) -> bool:
     return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def read_only_reason(configured: bool | None, signer: Signer | None, verifier: Verifier | None,
+                     environ=os.environ) -> str | None:
+    """Why a run nobody told to leave the shared cache alone only reads it (None:
+    it publishes, or was told either way): a laptop beside CI should hear so once."""
+    if configured is not None or not read_only_mode(configured, signer, verifier, environ):
+        return None
+    if verifier is not None and in_ci(environ):
+        return "it checks signatures (cache-verify-keys) but holds no signing key"
+    return "not in CI ($CI is unset) and no signing key"
+
+
 def read_only_mode(configured: bool | None, signer: Signer | None, verifier: Verifier | None, environ=os.environ) -> bool:
     """Whether this run leaves the shared cache alone. Explicit config or flag
     wins. Otherwise a run writes when it holds a signing key, or runs in CI with
