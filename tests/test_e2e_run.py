@@ -185,3 +185,80 @@ def test_a_project_with_tasks_across_modules_deploys_and_runs(cp, tmp_path) -> N
     assert r["action"].proc.returncode == 0, r["action"].proc.stderr[-3000:]
     assert r["remote"] == {"value": "the"} and r["local"] == "the"
     assert [(a.task, a.parent) for a in backend.actions if a.parent] == [("corpus.count_words", "a0")]
+
+
+# a task that is not a Python function (flyte's ContainerTask, in an env made by
+# TaskEnvironment.from_task), a Python env calling it, and an app whose parameter
+# is another app's endpoint: deployed over the wire, checked where the image allows
+SHAPES = {
+    "pyproject.toml": '[project]\nname = "shapes"\nversion = "0"\n',
+    "shapes/__init__.py": "",
+    "shapes/containers.py": """import flyte
+from flyte.extras import ContainerTask
+
+greet = ContainerTask(
+    name="greet",
+    image="{base}",
+    inputs={{"name": str}},
+    outputs={{"greeting": str}},
+    command=["/bin/sh", "-c", "printf 'hello %s' {{{{.inputs.name}}}} > /var/outputs/greeting"],
+)
+
+container_env = flyte.TaskEnvironment.from_task("container_env", greet)
+""",
+    "shapes/caller.py": """import flyte
+
+from shapes.containers import container_env, greet
+
+env = flyte.TaskEnvironment(name="caller", image="{runtime}", depends_on=[container_env])
+
+
+@env.task
+async def hello(name: str = "world") -> str:
+    return await greet(name=name)
+""",
+    "shapes/apps.py": """import flyte
+import flyte.app
+
+backend = flyte.app.AppEnvironment(name="backend-app", image="{runtime}", port=8080,
+                                   args=["python", "-m", "http.server", "8080"])
+frontend = flyte.app.AppEnvironment(
+    name="frontend-app", image="{runtime}", port=8081, args=["python", "-m", "http.server", "8081"],
+    depends_on=[backend],
+    parameters=[flyte.app.Parameter(name="backend_url", env_var="BACKEND_URL",
+                                    value=flyte.app.AppEndpoint(app_name="backend-app"))],
+)
+""",
+}
+
+
+def test_a_container_task_and_an_app_endpoint_pair_deploy_over_the_wire(cp, tmp_path) -> None:
+    from tests.support.docker_env import BASE_IMAGE, ensure_base_image, ensure_runtime_image
+
+    ensure_base_image()
+    runtime = ensure_runtime_image()
+    root = tmp_path / "shapes"
+    for rel, text in SHAPES.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text.format(base=BASE_IMAGE, runtime=runtime) if rel.endswith(".py") else text)
+    doc, seconds = _deploy(root, tmp_path / "cache", cp)  # checks included
+    print(f"\ndeploy of the container task and the app pair (checks included): {seconds:.1f} s")
+    order = [t["env"] for t in doc["targets"]]
+    assert order.index("container_env") < order.index("caller") and order.index("backend-app") < order.index("frontend-app")
+    assert sorted(doc["deployed"]) == ["backend-app", "caller", "container_env", "frontend-app"]
+    specs = _specs(cp)
+    greet = specs["greet"].task_template
+    assert greet.type == "raw-container" and greet.container.image == BASE_IMAGE
+    assert list(greet.container.args[:2]) == ["/bin/sh", "-c"] and greet.container.data_config.output_path == "/var/outputs"
+    assert "--resolver" in specs["caller.hello"].task_template.container.args
+    created = [req.app for m, req in cp.calls if m == "CreateApp"]
+    assert [a.metadata.id.name for a in created] == ["backend-app", "frontend-app"]
+    assert [(i.name, i.string_value) for i in created[1].spec.inputs.items] == [("backend_url", "backend-app")]
+    # the checks ran before the deploy: the container task's program was found in its image,
+    # the caller's task loaded from its bundle in the runtime image
+    checks = flyte_build("build", "check:container_env", "check:caller", "--json", cwd=root, cache=tmp_path / "cache")
+    assert checks.rc == 0, checks.err
+    recs = {t["target"]: t for t in checks.json()["targets"] if t["kind"] == "check"}
+    assert {a: (r["cached"], r["check"]) for a, r in recs.items()} == {
+        "check:container_env": (True, "passed"), "check:caller": (True, "passed")}
+    assert recs["check:container_env"]["tasks"] == ["greet"] and recs["check:caller"]["tasks"] == ["caller.hello"]
