@@ -66,6 +66,9 @@ class Workspace:
         self.digests = FileDigests(self.store.root / "state", str(cfg.root))
         self.warnings: list[str] = []
         self._warn = warn or self.warnings.append
+        from .stores.signing import load_verifier
+
+        load_verifier(tuple(cfg.cache_verify_keys))  # a bad verify key is an error with or without a shared cache
         shared = None
         if cfg.cache:
             from .stores.shared_cache import open_shared

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,7 @@ from .. import atomic
 from ..config import OBJECT_STORE_FIELD as TABLE
 from ..config import StoreOptions  # noqa: F401 (the options a Root is opened with)
 from ..errors import UserError
+from ..hashing import file_sha256
 
 
 
@@ -71,6 +73,26 @@ def _open_regular(path: str) -> tuple[int, int]:
         os.close(fd)
         raise BadObject(f"{path} is not a regular file")
     return fd, st.st_size
+
+
+def _real_dirs(base: str, rel: str) -> None:
+    """Make `rel`'s parent directories under `base`, refusing (StoreUnavailable)
+    any that is a symlink or not a directory: whoever can write a file:// store
+    could otherwise point `cas/sha256/ab` anywhere, and the writer would write
+    its blobs there. `base` itself is the user's (resolved when opened)."""
+    os.makedirs(base, exist_ok=True)
+    path = base
+    for part in rel.split("/")[:-1]:
+        path = f"{path}/{part}"
+        try:
+            os.mkdir(path)
+            continue
+        except FileExistsError:
+            pass
+        st = os.lstat(path)
+        if not stat.S_ISDIR(st.st_mode):
+            what = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise StoreUnavailable(f"{path} is {what}: refusing to write through it")
 
 
 AZURE_SCHEMES = ("az", "abfs", "abfss")
@@ -232,6 +254,7 @@ class Root:
         create-only found the object already there (which is success)."""
         path = self._path(rel)
         if self.scheme == "file":
+            _real_dirs(self.base, rel)
             return atomic.copy_file(src, path, create_only)
         size = os.path.getsize(src)
         try:
@@ -243,21 +266,34 @@ class Root:
             self.fs.invalidate_cache(path)
         return True
 
-    def put_content(self, rel: str, src: Path, size: int, replace: bool = False) -> bool:
+    def put_content(self, rel: str, src: Path, size: int, replace: bool = False, digest: str | None = None) -> bool:
         """Publish `src` (`size` bytes) under `rel`, a name that is its content,
-        unless an object of that size is there already (the same content). An
-        object of another size is a truncated or foreign one and is replaced, as
-        is one the caller found corrupt (`replace`). True if written."""
+        unless an object of that size is there already (the same content) and,
+        given its sha256 `digest`, hashes to it. An object of another size or
+        digest is a truncated or foreign one and is replaced, as is one the
+        caller found corrupt (`replace`). True if written."""
         if not replace:
             have = self.size(rel)
-            if have == size:
+            if have == size and (digest is None or self.holds(rel, digest, size)):
                 return False
             replace = have is not None
         return self.put_file(rel, src, create_only=not replace)
 
+    def holds(self, rel: str, digest: str, size: int) -> bool:
+        """Whether the object at `rel` is `size` bytes hashing to sha256 `digest`
+        (read once, never past `size`)."""
+        with tempfile.TemporaryDirectory(prefix="flyte-build-check-") as tmp:
+            dest = Path(tmp) / "object"
+            try:
+                self.get_file(rel, dest, size)
+            except (FileNotFoundError, BadObject):
+                return False
+            return file_sha256(dest)[0] == digest
+
     def put_bytes(self, rel: str, data: bytes, create_only: bool = True) -> bool:
         path = self._path(rel)
         if self.scheme == "file":
+            _real_dirs(self.base, rel)
             return atomic.write_bytes(path, data, create_only)
         try:
             self._call("pipe_file", path, data, mode="create" if create_only else "overwrite")

@@ -1,9 +1,12 @@
 """Bundle storage: where built bundles are uploaded for Flyte's runtime to download.
 
 Each bundle goes to `<url>/<sha256 hex>.tar.gz`. The name is the content, so
-an object already there is the same bundle: it is never uploaded again
-(existence is asked of the store, then the upload itself is create-only,
-so two machines racing both succeed with one object).
+an object already there with that size and digest is the same bundle: it is
+not uploaded again (existence and size are asked of the store, the object is
+read back and hashed, and an upload is create-only, so two machines racing
+both succeed with one object). One of that size that does not hash to its
+name -- planted by whoever can write the bucket, or damaged -- is replaced:
+Flyte's runtime downloads whatever is at that name.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def upload(url: str, local_path: str | Path, hex_: str, options: StoreOptions | 
     rel = bundle_name(hex_)
     size = Path(local_path).stat().st_size
     try:
-        written = root.put_content(rel, Path(local_path), size)
+        written = root.put_content(rel, Path(local_path), size, digest=hex_)
     except StoreUnavailable as exc:
         raise BuildFailed(f"--storage: cannot upload bundle {hex_[:12]}: {exc}") from None
     return Upload(root.uri(rel), written, size)

@@ -1,0 +1,107 @@
+"""Issue 24's smaller holes in the stores, the secret filter and the witnesses.
+
+- a file:// store whose fan-out directories are symlinks made the writer write
+  its blobs and documents wherever they pointed;
+- bundle storage took any object of the right size at a bundle's name as that
+  bundle, so a planted one was what Flyte's runtime downloaded;
+- a malformed verify key was ignored when no shared cache was set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+import pytest
+
+from flyte_build.stores import signing
+from tests.support import servers
+from tests.support.repos import Cli, env_module, make_repo
+from tests.support.requirements import require
+
+pytestmark = pytest.mark.reliability("issue 24 smaller items (stores, keys, secrets, witnesses)")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    base = tmp_path_factory.mktemp("smaller")
+    return make_repo(base / "repo", {"pkg/__init__.py": "", "pkg/a.py": env_module("a")})
+
+
+def _files_under(d: Path) -> list[Path]:
+    return [p for p in d.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("link", ["cas", "cas/sha256", "ac", "discovery"])
+def test_a_file_store_with_a_symlinked_directory_is_not_written_through(repo, tmp_path, link):
+    store, outside = tmp_path / "store", tmp_path / "outside"
+    outside.mkdir()
+    (store / link).parent.mkdir(parents=True, exist_ok=True)
+    (store / link).symlink_to(outside)
+    run = Cli(repo, tmp_path / "cache", env={"CI": ""}).build("--cache", f"file://{store}", "--cache-write")
+    run.assert_ok()
+    assert _files_under(outside) == [], f"the writer wrote through {link} -> {outside}"
+    warnings = [w for w in run.json()["warnings"] if "refusing to write through it" in w]
+    assert len(warnings) == 1 and f"{link} is a symlink" in warnings[0], run.json()["warnings"]
+
+
+def _bundle_object(storage: Path) -> Path:
+    (obj,) = storage.glob("*.tar.gz")
+    return obj
+
+
+def test_bundle_storage_replaces_a_same_size_object_that_is_not_the_bundle(repo, tmp_path):
+    storage = tmp_path / "storage"
+    cli = Cli(repo, tmp_path / "cache")
+    first = cli.run("--storage", f"file://{storage}", "build", "--json")
+    first.assert_ok()
+    obj = _bundle_object(storage)
+    good = obj.read_bytes()
+    obj.write_bytes(b"\0" * len(good))  # planted: the right size, other bytes
+    again = Cli(repo, tmp_path / "cache2").run("--storage", f"file://{storage}", "build", "--json")
+    again.assert_ok()
+    (rec,) = again.json()["targets"]
+    assert rec["uploaded"] is True, "the planted object was taken for the bundle"
+    assert obj.read_bytes() == good
+    assert hashlib.sha256(obj.read_bytes()).hexdigest() + ".tar.gz" == obj.name
+    # and an intact object is still left alone
+    third = Cli(repo, tmp_path / "cache3").run("--storage", f"file://{storage}", "build", "--json")
+    third.assert_ok()
+    assert third.json()["targets"][0]["uploaded"] is False
+
+
+def test_s3_bundle_storage_replaces_a_same_size_object_that_is_not_the_bundle(repo, tmp_path):
+    import boto3
+
+    endpoint = servers.s3_server()
+    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
+    servers.make_bucket(endpoint, "bundles")
+    env = {**servers.S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    url = f"s3://bundles/b-{uuid.uuid4().hex[:8]}"
+    first = Cli(repo, tmp_path / "cache", env=env).run("--storage", url, "build", "--json")
+    first.assert_ok()
+    bucket, key = first.json()["targets"][0]["remote"].removeprefix("s3://").split("/", 1)
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                      aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    good = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=b"\0" * len(good))
+    again = Cli(repo, tmp_path / "cache2", env=env).run("--storage", url, "build", "--json")
+    again.assert_ok()
+    assert again.json()["targets"][0]["uploaded"] is True
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == good
+
+
+@pytest.mark.parametrize("how", ["env", "config"])
+def test_a_malformed_verify_key_is_an_error_without_a_shared_cache(repo, tmp_path, how):
+    if how == "env":
+        cli = Cli(repo, tmp_path / "cache", env={signing.VERIFY_KEYS_ENV: "not base64!"})
+        named = signing.VERIFY_KEYS_ENV
+    else:
+        root = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/a.py": env_module("a")},
+                         pyproject_extra='cache-verify-keys = ["AAAA"]')
+        cli = Cli(root, tmp_path / "cache", env={signing.VERIFY_KEYS_ENV: None})
+        named = "cache-verify-keys"
+    run = cli.run("build", "--json")
+    run.assert_clean_error(2, named)
+    assert not (cli.cache_dir / "ac").exists() or not any((cli.cache_dir / "ac").rglob("*.json"))
