@@ -120,6 +120,27 @@ def test_out_dir_holds_bundles_named_by_sha256(repo, tmp_path):
         assert hashlib.sha256(p.read_bytes()).hexdigest() == r["digest"].split(":")[1]
 
 
+def test_out_dir_manifest_and_summary_say_where_the_artifacts_are(repo, tmp_path):
+    import hashlib
+    import json
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    run = flyte_build("build", "--out", str(out), cwd=repo, cache=cache)
+    assert run.rc == 0, run.err
+    manifest = out / "manifest.json"
+    assert f"artifacts: {out}/<kind>/<sha256>.<ext>, listed in {manifest}" in run.out
+    first = manifest.read_bytes()
+    records = json.loads(first)["targets"]
+    assert [r["target"] for r in records] == sorted(f"bundle:{e}" for e in ENVS)
+    for r in records:
+        assert r["target"] == f"bundle:{r['env']}" and not {"cached", "status", "seconds", "source"} & set(r)
+        assert hashlib.sha256((out / r["path"]).read_bytes()).hexdigest() == r["digest"].split(":")[1]
+    again = build_json(repo, cache, "--out", str(out))  # every target cached now: the same manifest bytes
+    assert again["manifest"] == str(manifest) and manifest.read_bytes() == first
+    plain = flyte_build("build", cwd=repo, cache=cache)
+    assert f"artifacts: in the local cache, {cache / 'cas'}" in plain.out
+
+
 def test_patterns_select_targets(repo, tmp_path):
     doc = build_json(repo, tmp_path / "cache", "bundle:ml_training*")
     assert [r["target"] for r in doc["targets"]] == ["bundle:ml_training", "bundle:ml_training_large"]

@@ -13,7 +13,7 @@ HELP = "build targets (patterns like image:* or *:ml_training; default bundle:*)
 def add_parser(sub, parents):
     p = sub.add_parser("build", help=HELP, description=HELP, parents=parents)
     p.add_argument("targets", nargs="*", metavar="TARGET")
-    p.add_argument("--out", metavar="DIR", help="also copy the artifacts here, named by digest")
+    p.add_argument("--out", metavar="DIR", help="also copy the artifacts here (DIR/<kind>/<sha256>.<ext>) with a manifest.json of the run's targets")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="actions run at once (default: config, else CPUs)")
     p.add_argument("--changed-since", metavar="REV", help="only the TARGETs (default bundle:*) affected since git revision REV (see `affected`)")
@@ -33,29 +33,52 @@ def run(args) -> int:
         from ..affected import select_changed
 
         targets = select_changed(ws, args.changed_since, args.targets)
+    out = Path(args.out).resolve() if args.out else None
     if targets or not getattr(args, "changed_since", None):
-        results = ws.build(targets, reporter=reporter, out=Path(args.out).resolve() if args.out else None, jobs=args.jobs)
+        results = ws.build(targets, reporter=reporter, out=out, jobs=args.jobs)
     else:
         results = []  # nothing affected: nothing to build (not the default set)
     failed = any(r.status == "failed" for r in results)
+    manifest = _manifest(out, results) if out is not None else None
     if args.json:
-        emit_json({
+        doc = {
             "targets": [r.record() for r in results],
             "warnings": ws.all_warnings(),
             "cache": ws.cache.stats.to_json(),
             "discovery": {"cached": ws.discovery.cached, "how": ws.discovery.how, "envs": [e.name for e in ws.ctx.envs]},
             "ok": not failed,
-        })
+        }
+        if manifest is not None:
+            doc["manifest"] = str(manifest)
+        emit_json(doc)
     else:
         from ..progress import print_summary
 
         print_summary(results, ws.all_warnings())
+        if any(r.outputs for r in results):
+            print(_where(ws, out, manifest))
     if args.json:
         for w in ws.all_warnings():
             warn(w)
     if args.json and not failed and results and not ws.all_warnings() and all(ws.rules[r.kind].replayable for r in results):
         _snapshot(getattr(args, "argv", None), ws, results)
     return 1 if failed else 0
+
+
+def _manifest(out: Path, results) -> Path | None:
+    """`out/manifest.json`: the run's targets with artifacts, as the hatch target writes it."""
+    from ..hatch_plugin.output import manifest_record, write_manifest
+
+    records = {r.target: manifest_record(r, out) for r in results if r.ok and r.path}
+    return write_manifest(out, records) if records else None
+
+
+def _where(ws, out: Path | None, manifest: Path | None) -> str:
+    """The summary's last line: where the artifacts are."""
+    if out is not None:
+        return f"artifacts: {out}/<kind>/<sha256>.<ext>" + (f", listed in {manifest}" if manifest else "")
+    return (f"artifacts: in the local cache, {ws.store.root / 'cas'} (by digest; --json gives each path, "
+            "--out DIR copies them out with a manifest.json)")
 
 
 def _snapshot(argv, ws, results) -> None:
