@@ -131,3 +131,20 @@ def test_a_container_task_checks_its_program_in_its_own_image(tmp_path) -> None:
     out = _run(repo, tmp_path / "cache", "build", "check:container_env")
     assert out.rc == 1, out.err
     assert f"task greet runs /usr/bin/no-such-tool, which is not in image {BASE_IMAGE}" in out.err
+
+
+def test_a_connector_task_needs_no_container(tmp_path) -> None:
+    """A connector-style task runs no program of its own (no command; with SQL, no
+    container at all: the backend's connector runs it): its check passes without
+    starting a container, even for an image that cannot be pulled here."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "warehouse.py").write_text(
+        "import inspect\n\nimport flyte\nfrom flyte.extend import TaskTemplate\nfrom flyte.models import NativeInterface\n\n\n"
+        "class Query(TaskTemplate):\n    def custom_config(self, sctx):\n        return {'table': 'events'}\n\n\n"
+        "q = Query(name='count_rows', task_type='warehouse_query', image='127.0.0.1:9/nothing:1',\n"
+        "          interface=NativeInterface({'day': (str, inspect.Parameter.empty)}, {}))\n"
+        "env = flyte.TaskEnvironment.from_task('warehouse', q)\n")
+    run = _run(repo, tmp_path / "cache", "build", "check:warehouse", "--json")
+    rec = _records(run)["check:warehouse"]
+    assert rec["check"] == "passed" and rec["tasks"] == ["count_rows"] and rec["flyte"] is None

@@ -223,3 +223,12 @@ def test_app_endpoint_parameter_is_serialized_offline_and_ordered(outcomes):
     assert "--parameters" in app["spec"]["container"]["command"]
     order = list(got.ours.envs)
     assert order.index("backend-app") < order.index("frontend-app")
+
+
+def test_connector_task_is_its_own_task_type_with_no_container(outcomes):
+    got = outcomes["connector_task"]
+    tt = got.ours.envs["warehouse"]["tasks"]["count_rows"]["spec"]["task_template"]
+    assert tt["type"] == "warehouse_query" and "container" not in tt
+    assert tt["sql"]["statement"] == "SELECT COUNT(*) FROM events WHERE day = @day"
+    assert tt["custom"] == {"table": "events", "domain": ""}  # the dry run's domain, filled in late as flyte's
+    assert got.runs == {}  # nothing to load: a connector runs it

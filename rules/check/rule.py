@@ -64,7 +64,9 @@ def _tasks(specs: dict) -> list[dict]:
     """What loading each task needs, from the env's serialized specs."""
     out = []
     for t in specs["env"].get("tasks") or ():
-        container = t["spec"].get("task_template", {}).get("container", {})
+        if "container" not in t["spec"].get("task_template", {}):
+            continue  # a connector's task (SQL, a custom config): the backend's connector runs it, no image does
+        container = t["spec"]["task_template"]["container"]
         args = list(container.get("args", []))
         resolver, resolver_args = _loader(args)
         out.append({
@@ -106,14 +108,16 @@ def run(req: Request) -> Produced:
     if not uri:
         raise BuildFailed(f"check:{name}: image:{name} names no image to run")
     p = req.params
-    tasks = _tasks(specs_rule.read(req.deps[f"specs:{name}"]))
-    missing = sorted({t.name for t in req.env.tasks} - {t["name"] for t in tasks})
+    specs = specs_rule.read(req.deps[f"specs:{name}"])
+    tasks = _tasks(specs)
+    served = sorted(t["name"] for t in specs["env"].get("tasks") or ())
+    missing = sorted({t.name for t in req.env.tasks} - set(served))
     if missing:
         raise BuildFailed(f"check:{name} failed (env `{name}`): discovered tasks have no serialized spec: {', '.join(missing)}")
     python_tasks = [t for t in tasks if t["resolver"]]
     problems = _command_problems(req, uri, [t for t in tasks if not t["resolver"]])
     res: dict = {"flyte": None, "user": None, "cwd": None, "tasks": {}}
-    if python_tasks or len(python_tasks) == len(tasks):
+    if python_tasks or not req.env.tasks:
         cmd = _docker_run_command(req, uri, python_tasks)
         req.log(f"$ docker run --rm --network {p['network']} ... {uri}  (loading {len(python_tasks)} tasks)")
         res = _run_check(req, cmd, uri, fa.CHECK_MARKER)
@@ -123,7 +127,7 @@ def run(req: Request) -> Produced:
     req.log(f"check:{name}: {len(tasks)} tasks load in {uri} (flyte {res['flyte']}, user {res['user']}, cwd {res['cwd']})")
     return Produced(meta={
         "image": uri, "flyte": res["flyte"], "user": res["user"], "cwd": res["cwd"],
-        "tasks": sorted([*res.get("tasks", {}), *(t["name"] for t in tasks if not t["resolver"])]), "check": "passed",
+        "tasks": served, "check": "passed",
     })
 
 
@@ -134,9 +138,10 @@ def _command_problems(req: Request, uri: str, tasks: list[dict]) -> list[str]:
     """Tasks that are not Python functions (raw-container tasks) run their own
     command in the image: each command's program must be found there. An image
     without a shell cannot be asked, and is let through with a note in the log."""
+    tasks = [t for t in tasks if t["program"]]  # no command: the image's own entrypoint runs, nothing to find
     if not tasks:
         return []
-    programs = sorted({t["program"] for t in tasks if t["program"]})
+    programs = sorted({t["program"] for t in tasks})
     cmd = [_docker(), "run", "--rm", "--network", req.params["network"], "--entrypoint", "/bin/sh", uri,
            "-c", _FIND_PROGRAMS, "sh", *programs]
     req.log(f"$ docker run --rm ... {uri}  (finding the programs of {len(tasks)} container tasks: {', '.join(programs)})")

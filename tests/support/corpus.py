@@ -433,6 +433,42 @@ CASES: list[Case] = [
         group='mixed', envs=('container_env', 'container_caller'),
     ),
     Case(
+        # a connector-style task: a TaskTemplate of its own task type with no Python
+        # function, run by a backend connector from its custom config and SQL (flyte's
+        # AsyncConnectorExecutorMixin only runs it locally, and needs the connectors extra)
+        "connector_task",
+        {
+            "warehouse.py": _d('''
+                import inspect
+
+                import flyte
+                from flyte.extend import TaskTemplate
+                from flyte.models import NativeInterface
+                from flyteidl2.core import tasks_pb2
+
+
+                class WarehouseQuery(TaskTemplate):  # a connector's task (its local-run mixin needs the connectors extra)
+                    def __init__(self, name: str, statement: str, table: str, inputs: dict, **kwargs):
+                        super().__init__(name=name, task_type="warehouse_query",
+                                         interface=NativeInterface({k: (v, inspect.Parameter.empty) for k, v in inputs.items()}, {}),
+                                         **kwargs)
+                        self.statement, self.table = statement, table
+
+                    def custom_config(self, sctx):
+                        return {"table": self.table, "domain": sctx.domain}
+
+                    def sql(self, sctx):
+                        return tasks_pb2.Sql(statement=self.statement, dialect=tasks_pb2.Sql.Dialect.ANSI)
+
+
+                count_rows = WarehouseQuery(name="count_rows", statement="SELECT COUNT(*) FROM events WHERE day = @day",
+                                            table="events", inputs={"day": str})
+                warehouse_env = flyte.TaskEnvironment.from_task("warehouse", count_rows)
+            '''),
+        },
+        group='mixed', envs=('warehouse',),
+    ),
+    Case(
         # an app whose parameter is another app's endpoint: serialized offline, as flyte
         # does (an input carrying the other app's name), and deployed after it (depends_on)
         "app_endpoint",
