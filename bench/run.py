@@ -217,7 +217,12 @@ def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, sa
     """CI on a fresh machine: another checkout path, an empty local cache, a shared
     cache (moto's S3) that another machine filled by building the base commit and
     the head commit (one service edit on top)."""
-    env = {**base_env, **s3["env"], "CI": "true"}  # CI publishes to the shared cache (a laptop only reads)
+    from flyte_build.stores import signing
+
+    # protected-branch CI: it publishes signed and reads with the verify key (shared
+    # discovery results and affected summaries are read only when signed and verified)
+    private, public = signing.keygen()
+    env = {**base_env, **s3["env"], "CI": "true", signing.SIGNING_KEY_ENV: private, signing.VERIFY_KEYS_ENV: public}
     url = f"s3://{s3['bucket']}/{name}-{os.getpid()}"
     _edit(service_file, 999)
     _git(repo, "commit", "-q", "-am", "head: one service edit")

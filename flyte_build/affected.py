@@ -33,12 +33,12 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 
 from . import config as config_mod
-from . import gitchanges
+from . import discovery_reads, gitchanges
 from .__about__ import __version__
 from .errors import FlyteBuildError, UserError
 from .hashing import file_sha256, key_of
 
-FORMAT = 2  # 2: the revision is evaluated in a mirror of the work tree's layout
+FORMAT = 3  # 2: the revision is evaluated in a mirror of the work tree's layout; 3: witnesses kept
 ROOT_MARK = "<root>"
 IGNORE_FILES = (".gitignore", ".flyteignore", ".dockerignore")
 
@@ -163,30 +163,32 @@ def rev_snapshot(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
     key = _summary_key(ws, changes)
     rel = f"affected/{key}.json"
     hit = ws.store.read_json(rel)
-    if hit and hit.get("format") == FORMAT:
+    # what the revision's modules read outside its tree (STAGE, flyte's config)
+    # must read the same here, or the summary is another machine's answer
+    if hit and hit.get("format") == FORMAT and discovery_reads.still_valid(hit.get("witness"), ws.cfg.root, ws.digests):
         return Snapshot.from_json(hit["snapshot"]), True
     shared = ws.cache.shared
-    doc = shared_affected.fetch(shared, ws.cache.stats, key) if shared is not None else None
-    if doc is not None:
-        _keep(ws, rel, changes, doc)
-        return Snapshot.from_json(doc), True
-    snap, clean = _evaluate(ws, changes)
-    _keep(ws, rel, changes, snap.to_json())
+    got = shared_affected.fetch(shared, ws.cache.stats, key, ws.cfg.root, ws.digests) if shared is not None else None
+    if got is not None:
+        _keep(ws, rel, changes, *got)
+        return Snapshot.from_json(got[0]), True
+    snap, clean, witness = _evaluate(ws, changes)
+    _keep(ws, rel, changes, snap.to_json(), witness)
     if shared is not None and clean:  # a module that failed to load may be this machine's own trouble
-        shared_affected.publish(shared, ws.cache.stats, key, snap.to_json())
+        shared_affected.publish(shared, ws.cache.stats, key, snap.to_json(), witness, ws.cfg.root)
     return snap, False
 
 
-def _keep(ws, rel: str, changes: gitchanges.Changes, snap: dict) -> None:
+def _keep(ws, rel: str, changes: gitchanges.Changes, snap: dict, witness: dict) -> None:
     try:
-        ws.store.write_json(rel, {"format": FORMAT, "commit": changes.commit, "snapshot": snap})
+        ws.store.write_json(rel, {"format": FORMAT, "commit": changes.commit, "snapshot": snap, "witness": witness})
     except OSError:
         pass
 
 
-def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
-    """The revision's snapshot, from its tree exported and a workspace there, and
-    whether every module there loaded."""
+def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool, dict]:
+    """The revision's snapshot, from its tree exported and a workspace there,
+    whether every module there loaded, and the witnesses its commit does not decide."""
     from .workspace import Workspace
 
     tmp_parent = ws.store.root / "tmp"
@@ -201,6 +203,7 @@ def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
         cfg = replace(cfg, cache=None, cache_required=False)
         rev_ws = Workspace(settings, cfg=cfg, discovery_shared=ws.cache.shared)
         clean = not rev_ws.discovery.failures
+        witness = discovery_reads.outside_tree(rev_ws.discovery.reads)
         snap = snapshot(rev_ws)
         snap = Snapshot(
             {a: replace(t, params=t.params.replace(str(rev_root), ROOT_MARK)) for a, t in snap.targets.items()},
@@ -208,7 +211,7 @@ def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return snap, clean
+    return snap, clean, witness
 
 
 # -- the comparison ----------------------------------------------------------------

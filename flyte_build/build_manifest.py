@@ -6,8 +6,8 @@ for each target's action entry and then each blob, one after the other (101
 round trips for 50 bundles). A writer now also publishes, after a build where
 every target succeeded, one "build manifest": every target's action entry,
 under a key of the discovery's content key (every candidate's digest and the
-discovery settings, see `shared_discovery`), the targets asked for and
-flyte-build's version. A reader whose discovery came with that content key
+discovery settings, see `shared_discovery`), its witnesses' key (what the
+modules read besides themselves), the targets asked for and flyte-build's version. A reader whose discovery came with that content key
 reads the manifest before the engine runs, hands its entries to the shared
 cache, and starts downloading the blobs they name, several at once.
 
@@ -41,9 +41,11 @@ BOUNDS = Bounds(max_bytes=64 << 20)  # nor inflated or parsed past these (see `s
 MAX_ENTRIES = 50_000
 
 
-def key(content_key: str, addresses: list[str]) -> str:
+def key(content_key: str, addresses: list[str], witness: str = "") -> str:
+    # the witness key: what the modules read besides themselves (STAGE, data files)
+    # decides images and specs, so a STAGE=prod machine reads another manifest
     return key_of({"build-manifest": FORMAT, "tool": __version__, "discovery": content_key,
-                   "targets": sorted(addresses)})
+                   "witness": witness, "targets": sorted(addresses)})
 
 
 def rel_of(key_: str) -> str:
@@ -54,7 +56,7 @@ def _manifest_key(ws, addresses: list[str]) -> str | None:
     shared = ws.cache.shared
     if shared is None or shared.offline or not ws.discovery.content_key:
         return None
-    return key(ws.discovery.content_key, addresses)
+    return key(ws.discovery.content_key, addresses, ws.discovery.witness)
 
 
 def prefetch(ws, addresses: list[str]) -> dict[str, bytes]:

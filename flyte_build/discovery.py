@@ -321,10 +321,7 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     doc = shared_discovery.fetch(shared, stats, content_key, cfg.root, digests)
     if doc is None:
         return None
-    raw = doc["result"]
-    if not (isinstance(raw, dict) and isinstance(raw.get("reads_witness", {}), dict)
-            and discovery_reads.still_valid(raw.get("reads_witness", {}), cfg.root, digests)):
-        return None  # the modules read data files or variables that differ here: import afresh
+    raw = doc["result"]  # its witnesses hold here (checked by `fetch`)
     book = {"graph": _unpack(doc["book"].get("graph")), "all_envs": doc["book"].get("all_envs"),
             "incremental": bool(doc["book"].get("incremental"))}
     try:
@@ -373,8 +370,6 @@ def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) ->
     from . import shared_discovery
 
     packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
-    # the witnesses stay local for now (see BUILD.md: not yet carried by shared results)
-    raw = {k: v for k, v in raw.items() if k != "reads_witness"}
     content_key = _shared_key(cfg, settings, tree, digests)
     shared_discovery.publish(shared, stats, content_key, files, raw, packed, digests, cfg.root)
     return content_key

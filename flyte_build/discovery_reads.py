@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import signal
 import stat
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from .hashing import key_of
 
 ENV_ALL = "*"  # the whole environment was read (iterated or copied)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 # -- in the child ----------------------------------------------------------------
@@ -360,6 +362,48 @@ def git_top(root: Path) -> Path | None:
         if (d / ".git").exists():
             return d
     return None
+
+
+def shared_names_why_not(recorded, root: Path) -> str | None:
+    """Why witnesses from (or for) the shared cache cannot be checked safely here,
+    or None. A shared document is untrusted: before anything is opened, every
+    file or directory it names must be a plain relative path whose real path is
+    inside the root, or one of flyte's config files this reader witnesses
+    itself (`flyte_config_candidates`); values must be 64 hex or null."""
+    if not (isinstance(recorded, dict) and set(recorded) <= {"files", "dirs", "environ"}
+            and all(isinstance(g, dict) for g in recorded.values())):
+        return "malformed witnesses"
+    name = _namer(root)
+    own = {name(p) for p in flyte_config_candidates(root)}
+    real_root = os.path.realpath(root)
+    for group, names in recorded.items():
+        for n, v in names.items():
+            if not (isinstance(n, str) and (v is None or (isinstance(v, str) and _HEX64.fullmatch(v)))):
+                return f"malformed {group} witness"
+            if group == "environ" or (group == "files" and n in own):
+                continue
+            if not plain_inside(n, real_root):
+                return f"witness {n[:200]!r} is not a path inside the project root"
+    return None
+
+
+def plain_inside(rel: str, real_root: str) -> bool:
+    if not rel or rel.startswith(("/", "~")) or "\\" in rel or "\0" in rel:
+        return False
+    if any(p in ("", ".", "..") for p in rel.split("/")):
+        return False
+    # no symlink in the repository leads the read elsewhere
+    return os.path.realpath(os.path.join(real_root, rel)).startswith(real_root.rstrip("/") + "/")
+
+
+def outside_tree(recorded: dict) -> dict:
+    """The witnesses a revision's commit does not decide: variables and files
+    named outside the root (`../`, `~/`, absolute). A revision's own files are
+    its commit's, whatever the work tree holds now."""
+    def out(group: str) -> dict:
+        return {n: v for n, v in (recorded.get(group) or {}).items() if n.startswith(("/", "~/", "../"))}
+
+    return {"files": out("files"), "dirs": out("dirs"), "environ": dict(recorded.get("environ") or {})}
 
 
 def witness_path(name: str, root) -> str:

@@ -99,6 +99,7 @@ class Discovery:
     # environment variables: see discovery_reads); part of the serialization key
     witness: str = ""
     witness_paths: tuple[str, ...] = ()  # the files and directories behind it (for whole-build snapshots)
+    reads: dict = field(default_factory=dict, compare=False)  # the witnesses themselves (discovery_reads)
     # the shared cache's content key of this result (see shared_discovery), when
     # this run computed it: a shared build manifest is keyed on it (build_manifest)
     content_key: str = field(default="", compare=False)
@@ -131,6 +132,7 @@ class Discovery:
             flyte=dict(d.get("flyte") or {}),
             witness=d.get("witness", ""),
             witness_paths=_witness_paths(d.get("reads_witness")),
+            reads=d["reads_witness"] if isinstance(d.get("reads_witness"), dict) else {},
         )
 
 

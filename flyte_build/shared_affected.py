@@ -8,24 +8,28 @@ version and rules, flyte's version, Python's, the selection, the flags,
 flyte's config), none of them machine-specific: the first machine to evaluate
 a revision publishes it, and every other asking about that revision reads it.
 
-It decides which targets CI builds and deploys, so it is as untrusted as any
-shared entry: it must name its own key and match the schema below field by
-field before it is used, and a reader holding verify keys uses it only when
-signed by one of them (as discovery results). A summary that fails is refused
-(counted, warned once) and the revision is evaluated here.
+It decides which targets CI builds and deploys (a forged one hides a change),
+so only a reader holding verify keys reads it at all, and uses it only when
+signed by one of them, named by its own key and matching the schema below
+field by field. It carries the witnesses the revision's commit does not decide
+(variables its modules read, flyte's config files: `discovery_reads.outside_tree`),
+which must hold here: a STAGE=prod machine never takes a STAGE=dev summary. A
+summary that fails is refused (counted, warned once) and the revision is
+evaluated here; one whose witnesses differ is a miss.
 
 Layout: `affected/<2 hex>/<key>.json.gz` under the shared prefix, zlib-
-compressed canonical JSON `{"format", "key", "snapshot"}`.
+compressed canonical JSON `{"format", "key", "snapshot", "witness"}`.
 """
 
 from __future__ import annotations
 
 import zlib
 
+from . import discovery_reads
 from .hashing import canonical_json
 from .stores.documents import Bounds, seal
 
-FORMAT = 1
+FORMAT = 2  # 2: witnesses
 MAX_STORED = 16 << 20
 BOUNDS = Bounds(max_bytes=64 << 20)  # see `stores.documents`
 DOMAIN = b"flyte-build affected summary v1\x00"  # what a signature covers (see `signing`)
@@ -57,20 +61,31 @@ def _check(snap) -> None:
         raise ValueError("bad config fields")
 
 
-def fetch(shared, stats, key_: str) -> dict | None:
-    """The verified summary for `key_` (`Snapshot.to_json`'s shape), or None."""
+def fetch(shared, stats, key_: str, root, digests) -> tuple[dict, dict] | None:
+    """(the verified summary for `key_` (`Snapshot.to_json`'s shape), its witnesses), or None."""
+    if shared.verifier is None:
+        return None  # nothing here could vouch for its writer: not read at all
+
     def check(doc):
         if doc.get("format") != FORMAT or doc.get("key") != key_:
             raise ValueError("not a summary for this key")
         _check(doc.get("snapshot"))
+        why = discovery_reads.shared_names_why_not(doc.get("witness"), root)
+        if why is not None:
+            raise ValueError(why)
 
     doc = shared.read_signed_document(rel_of(key_), stats, "affected summary", DOMAIN, check, MAX_STORED, BOUNDS)
-    return None if doc is None else doc["snapshot"]
+    if doc is None or not discovery_reads.still_valid(doc["witness"], root, digests):
+        return None
+    return doc["snapshot"], doc["witness"]
 
 
-def publish(shared, stats, key_: str, snap: dict) -> None:
-    if shared.read_only or shared.offline:
+def publish(shared, stats, key_: str, snap: dict, witness: dict, root) -> None:
+    # unsigned, no reader would use it; nor check witnesses outside the root
+    if shared.read_only or shared.offline or shared.signer is None:
         return
-    doc = {"format": FORMAT, "key": key_, "snapshot": snap}
-    sig = shared.signer.sign_document(DOMAIN, canonical_json(doc)) if shared.signer is not None else None
+    if discovery_reads.shared_names_why_not(witness, root) is not None:
+        return
+    doc = {"format": FORMAT, "key": key_, "snapshot": snap, "witness": witness}
+    sig = shared.signer.sign_document(DOMAIN, canonical_json(doc))
     shared.publish_document(rel_of(key_), zlib.compress(seal(doc, sig), 6), stats)

@@ -23,10 +23,12 @@ compressed canonical JSON.
 
 from __future__ import annotations
 
+import os
 import re
 import zlib
 from pathlib import Path
 
+from . import discovery_reads
 from .hashing import canonical_json, key_of
 from .stores.documents import Bounds, seal
 
@@ -101,11 +103,30 @@ def _check(doc, key_: str) -> None:
 
 def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     """The verified entry for `key_` (its `result`, `book` and `files`), or None."""
+    if shared.verifier is None:
+        # a result decides images, specs, files and project/domain, and nothing here
+        # could vouch for its writer: not read at all (this reader discovers itself)
+        return None
     rel = rel_of(key_)
-    # with verify keys, only a result signed by a trusted writer is used (as for action entries)
     doc = shared.read_signed_document(rel, stats, "discovery entry", DOMAIN, lambda d: _check(d, key_),
                                       MAX_STORED, BOUNDS)
     if doc is None:
+        return None
+    # what the modules read besides themselves (data files, variables): checked
+    # here before use, as the local cache does; a signed result from a machine
+    # with another STAGE is another machine's answer, not a forgery (a miss)
+    reads = doc["result"].get("reads_witness")
+    why = discovery_reads.shared_names_why_not(reads, root)
+    real_root = os.path.realpath(root)
+    bad = next((f for f in doc["files"] if not discovery_reads.plain_inside(f, real_root)), None)
+    if why is None and bad is not None:
+        why = f"file {bad[:200]!r} is not a path inside the project root"
+    if why is None and doc["result"].get("witness") != key_of(reads):
+        why = "its witnesses are not the ones its key names"
+    if why is not None:
+        shared.refuse_document(rel, f"discovery entry: {why}", stats)
+        return None
+    if not discovery_reads.still_valid(reads, root, digests):
         return None
     # every file the discovery read must be, here, what it was there
     for frel, hex_ in doc["files"].items():
@@ -139,7 +160,11 @@ def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, dig
         got = digests.parsed(hex_)
         if got is not None:
             parsed[hex_] = got
-    if shared.read_only or shared.offline:
+    # unsigned, no reader would use it (see `fetch`); nor would any reader check
+    # witnesses that name files outside the root
+    if shared.read_only or shared.offline or shared.signer is None:
+        return
+    if discovery_reads.shared_names_why_not(result.get("reads_witness"), root) is not None:
         return
     doc = {"format": FORMAT, "key": key_, "files": files, "result": result, "book": book, "parsed": parsed}
     sig = shared.signer.sign_document(DOMAIN, canonical_json(doc)) if shared.signer is not None else None

@@ -47,7 +47,9 @@ def _machine(origin: Path, tmp_path: Path, name: str, env: dict | None = None) -
     checkout = tmp_path / name / "checkout"
     checkout.parent.mkdir(parents=True)
     _git(checkout.parent, "clone", "-q", str(origin), str(checkout))
-    return Cli(checkout, tmp_path / name / "cache", env={"CI": "true", **(env or {})})
+    # a protected-branch CI machine: it signs what it publishes and verifies what it reads
+    keys = {signing.SIGNING_KEY_ENV: PRIVATE, signing.VERIFY_KEYS_ENV: PUBLIC}
+    return Cli(checkout, tmp_path / name / "cache", env={"CI": "true", **keys, **(env or {})})
 
 
 def _affected(cli: Cli, store: Path) -> dict:
@@ -97,14 +99,20 @@ def test_a_fresh_machine_reads_the_revision_from_the_shared_cache(origin, tmp_pa
 @pytest.mark.timeout(300)
 def test_with_verify_keys_only_a_signed_summary_is_used(origin, tmp_path):
     store = tmp_path / "store"
-    unsigned = _affected(_machine(origin, tmp_path, "a"), store)
-    reader = {"CI": "", signing.VERIFY_KEYS_ENV: PUBLIC}
-    refused = _affected(_machine(origin, tmp_path, "b", reader), store)
+    first = _affected(_machine(origin, tmp_path, "a"), store)
+    reader = {"CI": "", signing.SIGNING_KEY_ENV: None, signing.VERIFY_KEYS_ENV: PUBLIC}
+    used = _affected(_machine(origin, tmp_path, "b", reader), store)
+    assert used["rev_cached"] is True and _answer(used) == _answer(first)
+    # the signature stripped: refused by a reader holding the key
+    (summary,) = _summaries(store)
+    doc = json.loads(zlib.decompress(summary.read_bytes()))
+    doc.pop("sig")
+    summary.write_bytes(zlib.compress(json.dumps(doc).encode()))
+    refused = _affected(_machine(origin, tmp_path, "c", reader), store)
     assert refused["rev_cached"] is False
     assert any("affected summary" in w and "unsigned" in w for w in refused["warnings"]), refused["warnings"]
-    assert _answer(refused) == _answer(unsigned)
-
-    signed_store = tmp_path / "signed"
-    _affected(_machine(origin, tmp_path, "c", {signing.SIGNING_KEY_ENV: PRIVATE}), signed_store)
-    used = _affected(_machine(origin, tmp_path, "d", reader), signed_store)
-    assert used["rev_cached"] is True and _answer(used) == _answer(unsigned)
+    assert _answer(refused) == _answer(first)
+    # a reader without keys does not read summaries at all (hole 1): no refusal, its own answer
+    keyless = {"CI": "", signing.SIGNING_KEY_ENV: None, signing.VERIFY_KEYS_ENV: None}
+    own = _affected(_machine(origin, tmp_path, "d", keyless), store)
+    assert own["rev_cached"] is False and own["warnings"] == [] and _answer(own) == _answer(first)

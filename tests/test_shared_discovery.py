@@ -29,7 +29,15 @@ PROBE = (
 )
 
 
+from flyte_build.stores.signing import keygen  # noqa: E402
+
+PRIVATE, PUBLIC = keygen()
+SIGNER = {"FLYTE_BUILD_CACHE_SIGNING_KEY": PRIVATE}  # discovery results are shared only signed (issue 24)
+READER = {"FLYTE_BUILD_CACHE_VERIFY_KEYS": PUBLIC}
+
+
 def _probe(checkout: Path, cache: Path, url: str, env: dict | None = None) -> dict:
+    env = READER if env is None else env
     proc = subprocess.run([sys.executable, "-c", PROBE, url], cwd=checkout, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1", **(env or {})})
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -45,7 +53,7 @@ def test_fresh_machine_takes_discovery_from_the_shared_cache(tmp_path):
     shared = tmp_path / "shared"
     url = f"file://{shared}"
     a = copy_sample(tmp_path / "a" / "checkout")
-    first = build_json(a, tmp_path / "a" / "cache", "--cache", url)
+    first = build_json(a, tmp_path / "a" / "cache", "--cache", url, env=SIGNER)
     assert first["discovery"]["how"] == "full"
     (entry,) = _entries(shared)
 
@@ -80,7 +88,7 @@ def test_fresh_machine_takes_discovery_from_the_shared_cache(tmp_path):
     e = copy_sample(tmp_path / "e" / "checkout")
     with open(e / "services" / "inference" / "tasks.py", "a") as f:
         f.write("\n# edited\n")
-    got = _probe(e, tmp_path / "e" / "cache", url)
+    got = _probe(e, tmp_path / "e" / "cache", url, env={**READER, **SIGNER})
     assert got["how"] == "full"
     assert len(_entries(shared)) == 2
 
@@ -94,8 +102,8 @@ def test_fresh_machine_takes_discovery_from_s3(tmp_path):
     env = {**servers.S3_ENV, "AWS_ENDPOINT_URL": endpoint}
     url = f"s3://flyte-cache/shared-discovery-{os.getpid()}"
     a = copy_sample(tmp_path / "a")
-    first = build_json(a, tmp_path / "cache-a", "--cache", url, env=env)
-    got = _probe(copy_sample(tmp_path / "b"), tmp_path / "cache-b", url, env=env)
+    first = build_json(a, tmp_path / "cache-a", "--cache", url, env={**env, **SIGNER})
+    got = _probe(copy_sample(tmp_path / "b"), tmp_path / "cache-b", url, env={**env, **READER})
     assert got["how"] == "shared" and got["imported"] == []
     assert got["digests"] == digests(first)
 

@@ -17,6 +17,7 @@ import io
 import json
 import os
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,7 @@ from flyte_build.stores.action_entry import ActionEntry
 from tests.reliability.test_poisoned_cache import (  # noqa: F401 (fixtures)
     _assert_refused_and_rebuilt, _reader, _rewrite, _s3_entry_key, _s3_reader, published, s3_published,
 )
+from tests.support.repos import Cli, make_repo
 
 pytestmark = pytest.mark.reliability("shared cache trust II (default set-up)")
 
@@ -153,3 +155,245 @@ def test_every_cacheable_rule_checks_shared_results_or_needs_a_signature():
         "check": (True, False, True),
         "deploy": (False, False, False),
     }
+
+
+# -- holes 1 and 3: shared discovery results and affected summaries -----------------
+
+STAGED = (  # what STAGE the module reads decides the environment's name (so its targets)
+    "import os\nimport flyte\n"
+    "env = flyte.TaskEnvironment(name='stage-' + os.environ.get('STAGE', 'dev'))\n\n"
+    "@env.task\nasync def t(x: int) -> int:\n    return x + 1\n"
+)
+SIGNER = {signing.SIGNING_KEY_ENV: PRIVATE, signing.VERIFY_KEYS_ENV: PUBLIC}  # a protected-branch CI job
+READER = {signing.VERIFY_KEYS_ENV: PUBLIC}
+
+
+class _Store:
+    """A shared cache the attacker can write: a file:// directory or a moto S3 prefix."""
+
+    def __init__(self, kind: str, tmp_path: Path):
+        import uuid
+
+        self.kind, self.env = kind, {"CI": ""}
+        if kind == "file":
+            self.dir = tmp_path / "store"
+            self.url = f"file://{self.dir}"
+            return
+        import boto3
+
+        from tests.support import servers
+        from tests.support.requirements import require
+
+        endpoint = servers.s3_server()
+        require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
+        servers.make_bucket(endpoint, "trust2")
+        self.prefix = f"p-{uuid.uuid4().hex[:8]}"
+        self.url = f"s3://trust2/{self.prefix}"
+        self.env.update(servers.S3_ENV, AWS_ENDPOINT_URL=endpoint)
+        self.s3 = boto3.client("s3", endpoint_url=endpoint, **{k: v for k, v in (
+            ("aws_access_key_id", "testing"), ("aws_secret_access_key", "testing"), ("region_name", "us-east-1"))})
+
+    def rels(self, top: str) -> list[str]:
+        if self.kind == "file":
+            return sorted(p.relative_to(self.dir).as_posix() for p in (self.dir / top).rglob("*") if p.is_file())
+        got = self.s3.list_objects_v2(Bucket="trust2", Prefix=f"{self.prefix}/{top}/").get("Contents", [])
+        return sorted(o["Key"][len(self.prefix) + 1:] for o in got)
+
+    def read(self, rel: str) -> dict:
+        data = (self.dir / rel).read_bytes() if self.kind == "file" else \
+            self.s3.get_object(Bucket="trust2", Key=f"{self.prefix}/{rel}")["Body"].read()
+        return json.loads(zlib.decompress(data))
+
+    def write(self, rel: str, doc: dict) -> None:
+        data = zlib.compress(json.dumps(doc).encode())
+        if self.kind == "file":
+            (self.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (self.dir / rel).write_bytes(data)
+        else:
+            self.s3.put_object(Bucket="trust2", Key=f"{self.prefix}/{rel}", Body=data)
+
+
+def _build(root: Path, cache: Path, store: _Store, env: dict):
+    run = Cli(root, cache, env={**store.env, **env}).build("--cache", store.url)
+    run.assert_ok()
+    return run.json()
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory):
+    base = tmp_path_factory.mktemp("staged")
+    return make_repo(base / "repo", {"pkg/__init__.py": "", "pkg/a.py": STAGED})
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_forged_discovery_results_are_not_read_without_keys(staged, tmp_path, kind):
+    """Hole 1: an attacker rewrites a discovery result (another environment, the
+    signature dropped). A reader without keys never reads it; one with keys
+    refuses it. 2 readers x 2 stores."""
+    store = _Store(kind, tmp_path)
+    honest = _build(staged, tmp_path / "w", store, {**SIGNER, "STAGE": "dev"})
+    (rel,) = store.rels("discovery")
+    doc = store.read(rel)
+    doc.pop("sig")
+    for e in doc["result"]["envs"]:
+        e["name"] = "evil"
+    store.write(rel, doc)
+    keyless = _build(staged, tmp_path / "r1", store, {"STAGE": "dev"})
+    assert keyless["discovery"]["how"] == "full", "a reader without keys read a shared discovery result"
+    assert digests_of(keyless) == digests_of(honest)
+    keyed = _build(staged, tmp_path / "r2", store, {**READER, "STAGE": "dev"})
+    assert keyed["discovery"]["how"] == "full" and digests_of(keyed) == digests_of(honest)
+    assert sum("discovery entry: unsigned" in w for w in keyed["warnings"]) == 1, keyed["warnings"]
+
+
+def digests_of(doc: dict) -> dict:
+    return {t["target"]: t["digest"] for t in doc["targets"]}
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_signed_result_is_not_replayed_to_another_stage(staged, tmp_path, kind):
+    """Hole 3: results carry what the modules read (STAGE's digest) and readers check it:
+    a STAGE=prod machine never gets the STAGE=dev plan, signed or not; the publisher
+    does not get its stale result back after changing STAGE, and it does not stick."""
+    store = _Store(kind, tmp_path)
+    dev = _build(staged, tmp_path / "pub", store, {**SIGNER, "STAGE": "dev"})
+    assert "bundle:stage-dev" in digests_of(dev)
+    (rel,) = store.rels("discovery")
+    assert store.read(rel)["result"]["reads_witness"]["environ"].get("STAGE"), "the result carries no witness"
+    same = _build(staged, tmp_path / "dev2", store, {**READER, "STAGE": "dev"})
+    assert same["discovery"]["how"] == "shared"  # the same STAGE still shares
+    prod = _build(staged, tmp_path / "prod", store, {**READER, "STAGE": "prod"})
+    assert prod["discovery"]["how"] == "full" and list(digests_of(prod)) == ["bundle:stage-prod"]
+    again = _build(staged, tmp_path / "pub", store, {**SIGNER, "STAGE": "prod"})
+    assert list(digests_of(again)) == ["bundle:stage-prod"], "the publisher got its stale result back"
+    sticks = _build(staged, tmp_path / "pub", store, {**SIGNER, "STAGE": "prod"})
+    assert list(digests_of(sticks)) == ["bundle:stage-prod"]
+    back = _build(staged, tmp_path / "pub", store, {**SIGNER, "STAGE": "dev"})
+    assert list(digests_of(back)) == ["bundle:stage-dev"]
+
+
+def test_forged_witnesses_never_make_a_reader_read_outside_the_root(staged, tmp_path):
+    """Hole 8: a result (signed by the real key, so its witnesses are checked at all)
+    naming /etc/passwd, ../x, ~/x and a symlink leading out of the root: refused
+    before any of them is opened."""
+    from flyte_build import shared_discovery
+    from flyte_build.hashing import key_of
+    from flyte_build.stores.file_digests import FileDigests
+    from flyte_build.stores.remote import open_root
+    from flyte_build.stores.shared_cache import SharedCache
+    from flyte_build.stores.action_cache import CacheStats
+
+    store = _Store("file", tmp_path)
+    _build(staged, tmp_path / "pub", store, {**SIGNER, "STAGE": "dev"})
+    (rel,) = store.rels("discovery")
+    good = store.read(rel)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("secret")
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for p in staged.rglob("*"):
+        if p.is_file():
+            (root / p.relative_to(staged)).parent.mkdir(parents=True, exist_ok=True)
+            (root / p.relative_to(staged)).write_bytes(p.read_bytes())
+    (root / "link").symlink_to(tmp_path)
+
+    class Recording(FileDigests):
+        def digest(self, path):
+            opened.append(os.path.realpath(path))
+            return super().digest(path)
+
+    signer = signing.load_signer(environ={signing.SIGNING_KEY_ENV: PRIVATE})
+    shared = SharedCache(open_root(store.url), print, verifier=signing.load_verifier((PUBLIC,)))
+    refused = 0
+    for group, name in [("files", str(outside)), ("files", "../outside.txt"), ("files", "~/outside.txt"),
+                        ("files", "link/outside.txt"), ("dirs", "link"), ("dirs", "/etc")]:
+        doc = json.loads(json.dumps(good))
+        doc.pop("sig")
+        doc["result"]["reads_witness"][group][name] = None
+        doc["result"]["witness"] = key_of(doc["result"]["reads_witness"])
+        doc["sig"] = signer.sign_document(shared_discovery.DOMAIN, canonical(doc))
+        store.write(rel, doc)
+        opened: list[str] = []
+        stats = CacheStats()
+        got = shared_discovery.fetch(shared, stats, doc["key"], root, Recording(tmp_path / "d", str(root)))
+        assert got is None and stats.corrupt == 1, (name, stats.warnings)
+        assert "not a path inside the project root" in stats.warnings[0], stats.warnings
+        assert not any(not p.startswith(str(root.resolve())) for p in opened), (name, opened)
+        refused += 1
+    doc = json.loads(json.dumps(good))
+    doc.pop("sig")
+    doc["files"]["link/outside.txt"] = None  # the file list is held to the same rule
+    doc["sig"] = signer.sign_document(shared_discovery.DOMAIN, canonical(doc))
+    store.write(rel, doc)
+    stats = CacheStats()
+    assert shared_discovery.fetch(shared, stats, doc["key"], root, FileDigests(tmp_path / "d2", str(root))) is None
+    assert stats.corrupt == 1 and refused + 1 == 7
+
+
+def canonical(doc: dict) -> bytes:
+    from flyte_build.hashing import canonical_json
+
+    return canonical_json({k: v for k, v in doc.items() if k != "sig"})
+
+
+@pytest.fixture(scope="module")
+def history(tmp_path_factory):
+    """Commits: base; env b's copy style set to `all` in pyproject.toml (no input of
+    b's changes: only the revision's summary tells that b's files and params did);
+    a note. Env a's name follows STAGE."""
+    from tests.support.gitrepo import GitRepo
+    from tests.support.repos import PYPROJECT, env_module
+
+    base = tmp_path_factory.mktemp("history")
+    files = {"pyproject.toml": PYPROJECT.format(name="hist", extra=""), "pkg/__init__.py": "",
+             "pkg/a.py": STAGED, "pkg/b.py": env_module("b")}
+    repo = GitRepo.create_tree(base / "repo", base / "unused-cache", files)
+    repo.write("pyproject.toml", PYPROJECT.format(name="hist", extra='[tool.hatch.build.targets.flyte.envs.b]\ncopy-style = "all"\n'))
+    repo.commit("copy style all for b")
+    repo.write("notes.txt", "no code\n")
+    repo.commit("a note")
+    return repo.root
+
+
+def _affected(root: Path, cache: Path, store: _Store, env: dict, since: str = "HEAD~2") -> dict:
+    run = Cli(root, cache, env={**store.env, **env}).run("--cache", store.url, "affected", "--since", since, "--json",
+                                                         timeout=240)
+    assert run.rc == 0, run.err
+    return run.json()
+
+
+def _targets(doc: dict) -> list[str]:
+    return sorted(t["target"] for t in doc["targets"])
+
+
+@pytest.mark.parametrize("kind", ["file", "s3"])
+def test_a_forged_affected_summary_cannot_hide_a_change(history, tmp_path, kind):
+    """Holes 1 and 8: the attacker puts the summary of the commit that changed b's
+    copy style under the base's key (b looks unchanged: not built, not deployed). A reader without keys never reads
+    it, one with keys refuses it; both see env b affected. Hole 3: a signed summary
+    made with STAGE=dev is not used by a STAGE=prod machine."""
+    store = _Store(kind, tmp_path)
+    honest = _affected(history, tmp_path / "w", store, {**SIGNER, "STAGE": "dev"})
+    assert "bundle:b" in _targets(honest)
+    (base_rel,) = store.rels("affected")
+    _affected(history, tmp_path / "w", store, {**SIGNER, "STAGE": "dev"}, since="HEAD~1")
+    (head_rel,) = set(store.rels("affected")) - {base_rel}
+    good = store.read(base_rel)
+    forged = store.read(head_rel)
+    forged.pop("sig")
+    forged["key"] = good["key"]
+    store.write(base_rel, forged)
+    keyless = _affected(history, tmp_path / "r1", store, {"STAGE": "dev"})
+    assert _targets(keyless) == _targets(honest), "a forged summary hid a change from a reader without keys"
+    assert keyless["rev_cached"] is False
+    keyed = _affected(history, tmp_path / "r2", store, {**READER, "STAGE": "dev"})
+    assert _targets(keyed) == _targets(honest) and keyed["rev_cached"] is False
+    assert sum("affected summary: unsigned" in w for w in keyed["warnings"]) == 1, keyed["warnings"]
+    # the honest signed summary back: the same STAGE uses it, another does not
+    store.write(base_rel, good)
+    same = _affected(history, tmp_path / "r3", store, {**READER, "STAGE": "dev"})
+    assert same["rev_cached"] is True and _targets(same) == _targets(honest)
+    alone = _affected(history, tmp_path / "alone", _Store("file", tmp_path / "empty"), {"STAGE": "prod"})
+    prod = _affected(history, tmp_path / "r4", store, {**READER, "STAGE": "prod"})
+    assert prod["rev_cached"] is False, "a STAGE=prod machine took the STAGE=dev summary"
+    assert _targets(prod) == _targets(alone)
