@@ -9,10 +9,15 @@ version, project, domain, the selection, source roots), and the digest of
 every candidate module and ignore file. Another checkout at another path
 with the same sources computes the same key.
 
-Before a shared result is used it is checked like any other untrusted entry:
-it must parse and name its own key; every file the discovery read (each
+It decides images, specs, files and project/domain, so it is published only
+signed and read only by a reader holding verify keys. Before a shared result
+is used it is checked like any other untrusted entry: it must parse, name its
+own key and carry a trusted signature; every name in it must be a plain
+relative path whose real path is inside the root (or one of flyte's config
+files the reader witnesses itself); every file the discovery read (each
 candidate and every module its imports loaded) must have, here, the digest
-the entry records; names must be relative paths inside the root. Then no
+the entry records, and so must whatever else the modules read (its witnesses:
+variables, data files, listings), else it is a miss. Then no
 user code and no flyte is imported. The entry also carries each file's
 parsed import records (keyed by the file's digest, the same data the stat
 cache keeps), so the bundles' import closures need no parsing either.

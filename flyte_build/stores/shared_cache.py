@@ -20,8 +20,9 @@ against the schema (`action_entry.ActionEntry.parse`) and read with bounds (entr
 size, each blob's declared size, regular files only on a local path). A
 reader holding verify keys refuses entries without a good signature by one
 of them; a reader without keys still refuses entries of rules whose results
-reach a deploy through their metadata (an image's pin) unless signed and
-verified. A read-only cache is never written.
+it cannot check against its own inputs (an image's pin, specs, a pex) unless
+signed and verified; a rule that can check them (a bundle, member by member)
+does so before the entry is kept, keys or not. A read-only cache is never written.
 
 A store that cannot be reached (refused, timed out, no bucket, no
 credentials) costs one warning; the run then leaves it alone and goes on

@@ -205,7 +205,12 @@ class _Store:
         return json.loads(zlib.decompress(data))
 
     def write(self, rel: str, doc: dict) -> None:
-        data = zlib.compress(json.dumps(doc).encode())
+        from flyte_build.stores.documents import seal
+
+        # a signed document as writers store it (the signature over the bytes before it)
+        doc = dict(doc)
+        sig = doc.pop("sig", None)
+        data = zlib.compress(seal(doc, sig) if sig else json.dumps(doc).encode())
         if self.kind == "file":
             (self.dir / rel).parent.mkdir(parents=True, exist_ok=True)
             (self.dir / rel).write_bytes(data)
