@@ -16,12 +16,19 @@ def parser():
     from .commands import COMMANDS
     from .commands.common import global_options
 
-    p = argparse.ArgumentParser(prog="flyte-build", description="A build system for Flyte v2 projects: bundles, images, PEX files and ordered deploys.")
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # kept for a --json run's error document, then argparse's own exit
+            _USAGE_ERRORS.append(f"{self.prog}: {message}")
+            super().error(message)
+
+    p = Parser(prog="flyte-build", description=DESCRIPTION, epilog=EPILOG,
+                                usage="flyte-build [-h] [--version] [global options] COMMAND [options]",
+                                formatter_class=_formatter())
     p.add_argument("--version", action="version", version=f"flyte-build {__version__}")
     global_options(p, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
-    global_options(common, suppress=True)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    global_options(common, suppress=True)  # valid after the command too, listed once (above)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands", prog="flyte-build")
     modules = {}
     ordered = [importlib.import_module(f".commands.{name}", __package__) for name in COMMANDS]
     for mod in rulesets.commands():  # placed after the command they name, for the help's order
@@ -29,8 +36,43 @@ def parser():
         ordered.insert(after, mod)
     for mod in ordered:
         sp = mod.add_parser(sub, [common])
+        sp.formatter_class = _formatter()
+        sp.epilog = _examples(sp.prog, getattr(mod, "EXAMPLES", ()))
         modules[sp.prog.split()[-1]] = mod
     return p, modules
+
+
+_USAGE_ERRORS: list[str] = []
+DESCRIPTION = "A build system for Flyte v2 projects: code bundles, images, PEX files and ordered deploys."
+EPILOG = """examples:
+  flyte-build build                   # every environment's code bundle, a table
+  flyte-build build 'image:*' --json  # every image, one JSON document on stdout
+  flyte-build deploy --dry-run        # the deploy plan, offline
+  flyte-build explain bundle:ml_training  # why a target would rebuild
+
+`flyte-build COMMAND --help` shows a command's options and examples; the global
+options above go before or after the command. The guide: BUILD.md (Quickstart)."""
+
+
+def _formatter():
+    import argparse
+
+    class Formatter(argparse.HelpFormatter):
+        """Descriptions wrapped to the terminal, the examples as written."""
+
+        def _fill_text(self, text, width, indent):
+            return text if text.startswith("examples:") else super()._fill_text(text, width, indent)
+
+    return Formatter
+
+
+def _examples(prog: str, examples) -> str:
+    lines = ["examples:"]
+    for cmd, what in examples:
+        lines += [f"  # {what}", f"  {cmd}"]
+    lines.append("")
+    lines.append("Global options (--root-dir, --cache, -v, -q ...): see `flyte-build --help`.")
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,15 +99,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(argv: list[str]) -> int:
+    from .commands.common import emit_json_error, wants_json
     from .errors import FlyteBuildError
 
     p, modules = parser()
-    args = p.parse_args(argv)
+    if not argv:  # bare `flyte-build`: the help, with the exit status of a usage error (as `flyte`)
+        p.print_help()
+        return 2
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed its usage error (or the help, or the version)
+        if exc.code not in (0, None) and wants_json(argv):
+            emit_json_error(_USAGE_ERRORS[-1] if _USAGE_ERRORS else "usage error", 2)
+        raise
     args.argv = argv
     try:
         return modules[args.command].run(args)
     except FlyteBuildError as exc:
         sys.stderr.write(f"flyte-build: error: {exc}\n")
+        if wants_json(argv):
+            emit_json_error(str(exc), exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         sys.stderr.write("flyte-build: interrupted\n")
@@ -76,6 +129,8 @@ def _run(argv: list[str]) -> int:
         if os.environ.get("FLYTE_BUILD_DEBUG"):
             raise
         sys.stderr.write(f"flyte-build: internal error: {type(exc).__name__}: {exc} (set FLYTE_BUILD_DEBUG=1 for the traceback)\n")
+        if wants_json(argv):
+            emit_json_error(f"internal error: {type(exc).__name__}: {exc}", 1)
         return 1
 
 

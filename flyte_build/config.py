@@ -176,13 +176,34 @@ CONVERT = {
 }
 
 
-def find_pyproject(start: Path) -> Path | None:
+def find_pyproject(start: Path, stop_at_home: bool = False) -> Path | None:
+    """The nearest pyproject.toml from `start` up; with `stop_at_home`, the
+    search stops below the home directory and the filesystem root (a stray
+    file there is nobody's project)."""
     start = start.resolve()
+    home = _home() if stop_at_home else None
     for d in (start, *start.parents):
+        if stop_at_home and d != start and (d == home or d.parent == d):
+            return None
         p = d / "pyproject.toml"
         if p.is_file():
             return p
     return None
+
+
+def _home() -> Path | None:
+    try:
+        return Path.home().resolve()
+    except (RuntimeError, KeyError):
+        return None
+
+
+def no_project(cwd: Path) -> UserError:
+    """Without a project and without a path naming what to import, discovery
+    would import every .py under the current directory (a stray script would
+    run): refuse instead."""
+    return UserError(f"no pyproject.toml in {cwd} or any directory above it: run flyte-build inside a project, "
+                     "or name its root with --root-dir")
 
 
 def read_table(pyproject: Path) -> dict:
@@ -315,17 +336,20 @@ def src_layout(root: Path) -> bool:
         return False
 
 
-def load(root_dir: str | Path | None = None, cwd: Path | None = None) -> Config:
+def load(root_dir: str | Path | None = None, cwd: Path | None = None, require_project: bool = False) -> Config:
     """The config for a run: the table of the nearest pyproject.toml (from
     `root_dir` if given, else the current directory), rooted at `root_dir`,
-    else the table's root-dir, else the directory holding pyproject.toml,
-    else the current directory."""
+    else the table's root-dir, else the directory holding pyproject.toml.
+    Without `root_dir` and without a pyproject.toml (below the home
+    directory) there is no project: a `UserError` if `require_project`."""
     cwd = Path(cwd or os.getcwd())
     start = Path(root_dir).resolve() if root_dir else cwd
     if root_dir and not start.is_dir():
         raise UserError(f"--root-dir {root_dir}: not a directory")
-    pyproject = find_pyproject(start)
+    pyproject = find_pyproject(start, stop_at_home=not root_dir)
     if pyproject is None:
+        if require_project and not root_dir:
+            raise no_project(cwd)
         return Config(root=start.resolve())
     table, sources = read_tables(pyproject)
     cfg = from_table(table, pyproject.parent, pyproject, sources)

@@ -27,7 +27,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Callable
@@ -121,6 +121,7 @@ class Engine:
         self.results: dict[str, TargetResult] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
+        self._ran: dict[str, str] = {}  # action key -> the target that ran it in this run
         # this run's memo: each target's inputs are asked of its rule once (its
         # files are digested once anyway, see FileDigests), and `explain`, which
         # walks the dependencies of every target it is asked about, answers
@@ -213,8 +214,9 @@ class Engine:
         for addr in addrs:
             if addr not in self.results:
                 t = self.graph.targets[addr]
-                error = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-                self._finish(TargetResult(addr, t.kind, t.env, "failed", error=error))
+                error = str(exc) if isinstance(exc, FlyteBuildError) else f"{type(exc).__name__}: {exc}"
+                log = self._write_log(addr, [f"flyte-build: {addr} failed: {error}"], append=True)
+                self._finish(TargetResult(addr, t.kind, t.env, "failed", error=error, meta={"log": log} if log else {}))
 
     def _batched(self, addr: str) -> bool:
         rule = self.graph.rules[self.graph.targets[addr].kind]
@@ -279,7 +281,11 @@ class Engine:
             if entry is None:
                 entry, source = self._act(t, rule, key, env, files, params, deps)
                 status = "cached" if source == "remote" else "built"
-        self._finish(self._result(t, status, entry, key, time.perf_counter() - started, source))
+                self._ran.setdefault(key, addr)
+        result = self._result(t, status, entry, key, time.perf_counter() - started, source)
+        if status == "cached" and self._ran.get(key, addr) != addr:  # it waited for the target that ran its key
+            result = replace(result, meta={**result.meta, "waited_for": self._ran[key]})
+        self._finish(result)
 
     def _keyed(self, addr: str):
         """(target, rule, action key, input files, params, dependency results) of a
@@ -383,11 +389,8 @@ class Engine:
         except OSError:
             pass
 
-    def _write_log(self, addr: str, lines: list[str]) -> None:
-        if lines:
-            path = self.ctx.store.root / "logs" / f"{addr.replace(':', '--')}.log"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("\n".join(lines) + "\n", errors="replace")
+    def _write_log(self, addr: str, lines: list[str], append: bool = False) -> str | None:
+        return self.ctx.store.write_log(addr, lines, append) if lines else None
 
     def explain(self, addr: str) -> dict:
         """Why `addr` would rebuild: the inputs that differ from its last build

@@ -1,15 +1,34 @@
-"""What a person sees while targets build: a rich progress display on stderr,
-one line per finished target when stderr is not a terminal, and the summary
-table at the end."""
+"""What a person sees while targets build: a rich progress display on stderr
+in a terminal; elsewhere (a CI log) a line when a target starts, a heartbeat
+while one runs long, and a line when it ends; then the summary table, sized
+to the terminal.
+
+Verbosity: -1 (`-q`) prints no progress, only the summary and errors; 0 the
+above; 1 (`-v`) also every log line of a running target (outside a terminal)
+and failures in full rather than their first line."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 
 from rich.markup import escape  # build logs and errors hold `[...]`, which is not markup
 
 from .engine import Reporter, TargetResult
+
+# seconds between two "still running" lines outside a terminal (an image build
+# can be silent for minutes while a layer installs)
+def _heartbeat_seconds() -> float:
+    try:
+        value = float(os.environ.get("FLYTE_BUILD_HEARTBEAT") or 30)
+    except ValueError:
+        return 30.0
+    return value if value > 0 else 30.0
+
+
+HEARTBEAT_SECONDS = _heartbeat_seconds()
 
 
 def human_size(n: int | None) -> str:
@@ -22,18 +41,59 @@ def human_size(n: int | None) -> str:
     return str(n)
 
 
+def result_word(r: TargetResult) -> str:
+    """What happened to the target, in the summary's words (the JSON keeps `status`)."""
+    if r.ok and r.kind == "image" and not r.outputs:
+        return "referenced"  # an image used as it is: nothing was built
+    if r.status == "cached" and r.meta.get("waited_for"):
+        return "waited"  # the same action as another target of this run, run once
+    return r.status
+
+
+def first_line(error: str | None) -> str:
+    lines = [ln for ln in (error or "").splitlines() if ln.strip()]
+    return lines[0].strip() if lines else ""
+
+
+def failure_text(r: TargetResult, verbose: bool) -> str:
+    """One line naming what failed and why, plus the full log's path; `-v`: the error in full."""
+    text = (r.error or "").rstrip() if verbose else first_line(r.error)
+    text = text.removeprefix(f"{r.target}: ")  # the line names the target already
+    log = r.meta.get("log")
+    return f"{text} (full log: {log})" if log else text
+
+
+def _elapsed(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
 class RichReporter(Reporter):
-    def __init__(self, quiet: bool = False):
+    def __init__(self, quiet: bool = False, verbosity: int = 0):
         from rich.console import Console
 
         self.console = Console(stderr=True)
-        self.quiet = quiet
+        self.verbosity = -1 if quiet else verbosity
         self._progress = None
         self._tasks: dict[str, int] = {}
+        self._running: dict[str, tuple[float, str]] = {}  # outside a terminal: target -> (start, last log line)
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._beat: threading.Thread | None = None
+
+    @property
+    def quiet(self) -> bool:
+        return self.verbosity < 0
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False, soft_wrap=True, markup=False)
 
     def start(self, targets: list[str]) -> None:
-        if self.quiet or not self.console.is_terminal:
+        if self.quiet:
+            return
+        if not self.console.is_terminal:
+            self._beat = threading.Thread(target=self._heartbeat, name="flyte-build-heartbeat", daemon=True)
+            self._beat.start()
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -48,6 +108,10 @@ class RichReporter(Reporter):
         if self._progress is not None:
             with self._lock:
                 self._tasks[target] = self._progress.add_task(target, total=None)
+        elif not self.quiet:
+            with self._lock:
+                self._running[target] = (time.monotonic(), "")
+            self._line(f"  start {target}")
 
     def log(self, target: str, line: str) -> None:
         if self._progress is not None:
@@ -55,6 +119,20 @@ class RichReporter(Reporter):
                 tid = self._tasks.get(target)
                 if tid is not None:
                     self._progress.update(tid, description=f"{target}  [dim]{escape(line.strip()[-60:])}[/]")
+            return
+        with self._lock:
+            if target in self._running:
+                self._running[target] = (self._running[target][0], line.strip())
+        if self.verbosity > 0:
+            self._line(f"{target} | {line.rstrip()}")
+
+    def _heartbeat(self) -> None:
+        while not self._stopped.wait(HEARTBEAT_SECONDS):
+            now = time.monotonic()
+            with self._lock:
+                long_ones = [(t, now - s, last) for t, (s, last) in self._running.items() if now - s >= HEARTBEAT_SECONDS]
+            for target, seconds, last in long_ones:
+                self._line(f"  still running {target} ({_elapsed(seconds)})" + (f": {last[-100:]}" if last else ""))
 
     def finish(self, result: TargetResult) -> None:
         if self._progress is not None:
@@ -63,11 +141,21 @@ class RichReporter(Reporter):
                 if tid is not None:
                     self._progress.remove_task(tid)
                 self._progress.advance(self._overall)
-        elif not self.quiet:
-            detail = result.digest or result.error or ""
-            self.console.print(f"{result.status:>7} {result.target} {escape(detail)}", highlight=False, soft_wrap=True)
+            return
+        with self._lock:
+            self._running.pop(result.target, None)
+        if self.quiet:
+            return
+        if result.status == "failed":  # the summary adds the log's path
+            detail = (result.error or "").rstrip() if self.verbosity > 0 else first_line(result.error)
+        elif result.status == "skipped":
+            detail = result.error or ""
+        else:
+            detail = f"{result.digest or ''} ({result.seconds:.1f}s)"
+        self._line(f"{result_word(result):>7} {result.target} {detail}".rstrip())
 
     def stop(self) -> None:
+        self._stopped.set()
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
@@ -77,29 +165,51 @@ def summary_table(results: list[TargetResult], title: str = "flyte-build"):
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    for col in ("target", "digest", "size", "result", "time"):
-        table.add_column(col, justify="right" if col in ("size", "time") else "left", no_wrap=col != "target")
-    styles = {"built": "green", "cached": "cyan", "failed": "bold red", "skipped": "yellow"}
+    # the target wraps if it must; a digest is cut (its start names it), never wrapped
+    table.add_column("target", overflow="fold")
+    table.add_column("digest", no_wrap=True, overflow="ellipsis", max_width=20, min_width=8)
+    table.add_column("size", justify="right", no_wrap=True)
+    table.add_column("result", no_wrap=True)
+    table.add_column("time", justify="right", no_wrap=True)
+    styles = {"built": "green", "cached": "cyan", "waited": "cyan", "referenced": "blue", "failed": "bold red", "skipped": "yellow"}
     for r in results:
-        digest = (r.digest or "-")[:19]
-        table.add_row(
-            r.target, digest, human_size(r.size), f"[{styles.get(r.status, '')}]{r.status}[/]", f"{r.seconds:.2f}s"
-        )
+        word = result_word(r)
+        size = r.meta.get("image_size") if r.kind == "image" else r.size  # an image's own size, not its build context's
+        table.add_row(r.target, r.digest or "-", human_size(size), f"[{styles.get(word, '')}]{word}[/]", f"{r.seconds:.2f}s")
     return table
 
 
-def print_summary(results: list[TargetResult], warnings: list[str], title: str = "flyte-build") -> None:
+def count_line(results: list[TargetResult]) -> str:
+    """"6 targets: 6 built, 0 cached, 0 failed, 0 skipped", then any other outcome."""
+    words = [result_word(r) for r in results]
+    n = len(results)
+    parts = [f"{words.count(w)} {w}" for w in ("built", "cached", "failed", "skipped")]
+    parts += [f"{words.count(w)} {w}" for w in ("referenced", "waited") if w in words]
+    return f"{n} target{'' if n == 1 else 's'}: {', '.join(parts)}"
+
+
+def notes(results: list[TargetResult]) -> list[str]:
+    """Why a row is not plainly built or cached."""
+    out = []
+    for r in results:
+        if r.status == "skipped":
+            out.append(f"skipped {r.target}: {r.error or 'not run'}")
+        elif result_word(r) == "waited":
+            out.append(f"waited {r.target}: the same action as {r.meta['waited_for']}, run once for both")
+    return out
+
+
+def print_summary(results: list[TargetResult], warnings: list[str], title: str = "flyte-build", verbosity: int = 0) -> None:
     from rich.console import Console
 
-    out = Console(file=sys.stdout, width=max(100, Console().width))
+    out = Console(file=sys.stdout)
     out.print(summary_table(results, title))
-    built = sum(r.status == "built" for r in results)
-    cached = sum(r.status == "cached" for r in results)
-    failed = [r for r in results if r.status == "failed"]
-    skipped = sum(r.status == "skipped" for r in results)
-    out.print(f"{len(results)} targets: {built} built, {cached} cached, {len(failed)} failed, {skipped} skipped", highlight=False)
+    out.print(count_line(results), highlight=False)
+    for line in notes(results):
+        out.print(line, highlight=False, markup=False)
     err = Console(stderr=True)
-    for r in failed:
-        err.print(f"[bold red]failed[/] {r.target}: {escape(r.error or '')}", highlight=False)
+    for r in results:
+        if r.status == "failed":
+            err.print(f"[bold red]failed[/] {r.target}: {escape(failure_text(r, verbosity > 0))}", highlight=False, soft_wrap=True)
     for w in warnings:
-        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False, soft_wrap=True)

@@ -54,7 +54,8 @@ class Workspace:
         revision `affected` compares with: its results are never built)."""
         self.settings = settings
         self.started = time.perf_counter()
-        cfg = cfg or config_mod.load(settings.root_dir)
+        # outside any project, only files named on the command line are imported (as `flyte deploy FILE`)
+        cfg = cfg or config_mod.load(settings.root_dir, require_project=not settings.selection.paths)
         table_cfg = cfg  # before the flags: `config` reports which layer set what
         cfg = with_flags(cfg, settings)
         # the rule sets first: they declare the config tables of their kinds, and

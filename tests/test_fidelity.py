@@ -193,7 +193,7 @@ def test_env_with_tasks_that_serializes_none_fails_naming_it(tmp_path):
     (proj / "tasks.py").write_text(
         "import pathlib\n\nfrom envs import env\n\nmark = pathlib.Path(__file__).with_name('seen')\n"
         "if not mark.exists():\n    mark.write_text('x')\n\n    @env.task\n    def t() -> int:\n        return 1\n")
-    r = _cli(["deploy", "--dry-run"], proj, tmp_path / "cache")
+    r = _cli(["deploy", "--dry-run", "--root-dir", "."], proj, tmp_path / "cache")  # no pyproject.toml: the root is named
     assert r.rc == 1, (r.rc, r.out, r.err)
     assert "`flaky` has 1 tasks (flaky.t) but serialized none" in r.err
 

@@ -9,6 +9,7 @@ order and share that state.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -160,5 +161,8 @@ def test_failed_build_shows_the_step_and_log_tail(state) -> None:
     assert out.rc == 1
     assert "docker build of 127.0.0.1:5000/flyte-build/reporting:" in out.err
     assert 'RUN echo "about to fail" && exit 3' in out.err  # the failing step
-    assert "about to fail" in out.err.split("last lines of the build log")[-1]  # the log tail
+    # one line naming the step, then the path of the full log, which holds the build's output
+    log = re.search(r"\(full log: ([^)]+)\)", out.err)
+    assert log and "about to fail" in Path(log.group(1)).read_text(), out.err
+    assert "about to fail" not in out.err.replace('RUN echo "about to fail"', "")
     assert not list((state["cache"] / "tmp").glob("image-*"))  # no half-written work dirs

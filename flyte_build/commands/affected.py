@@ -5,6 +5,10 @@ from __future__ import annotations
 from .common import emit_json, warn, workspace
 
 HELP = "the targets whose inputs changed since a git revision, dependents included"
+EXAMPLES = (
+    ("flyte-build affected --since origin/main", "one line per affected target, with the file and why"),
+    ("flyte-build affected --since HEAD~1 --json", "targets, envs and a CI matrix as JSON"),
+)
 
 
 def add_parser(sub, parents):

@@ -5,14 +5,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .common import emit_json, warn, workspace
+from .common import emit_json, json_text, verbosity, warn, workspace
 
 HELP = "build targets (patterns like image:* or *:ml_training; default bundle:*)"
+EXAMPLES = (
+    ("flyte-build build", "every environment's code bundle (bundle:*)"),
+    ("flyte-build build 'image:*' pex:ml_training", "every environment's image, and one PEX"),
+    ("flyte-build build --changed-since origin/main --json", "only what changed, for CI"),
+)
 
 
 def add_parser(sub, parents):
     p = sub.add_parser("build", help=HELP, description=HELP, parents=parents)
-    p.add_argument("targets", nargs="*", metavar="TARGET")
+    p.add_argument("targets", nargs="*", metavar="TARGET", help="a target or pattern: bundle:ENV, image:*, *:ENV (default bundle:*)")
     p.add_argument("--out", metavar="DIR", help="also copy the artifacts here (DIR/<kind>/<sha256>.<ext>) with a manifest.json of the run's targets")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="actions run at once (default: config, else CPUs)")
@@ -27,7 +32,7 @@ def run(args) -> int:
     else:
         from ..progress import RichReporter
 
-        reporter = RichReporter()
+        reporter = RichReporter(verbosity=verbosity(args))
     targets = args.targets
     if getattr(args, "changed_since", None):
         from ..affected import select_changed
@@ -54,7 +59,7 @@ def run(args) -> int:
     else:
         from ..progress import print_summary
 
-        print_summary(results, ws.all_warnings())
+        print_summary(results, ws.all_warnings(), verbosity=verbosity(args))
         if any(r.outputs for r in results):
             print(_where(ws, out, manifest))
     if args.json:
@@ -93,7 +98,7 @@ def _snapshot(argv, ws, results) -> None:
     if any(list(e.include) or ws.cfg.include_for(e.name) for e in ws.ctx.envs):
         return  # include globs may match files in directories nothing below watches
     files, dirs = _snapshot_paths(ws, results)
-    text = json.dumps(_snapshot_doc(ws, results), indent=2, sort_keys=True, default=str) + "\n"
+    text = json_text(_snapshot_doc(ws, results))
     snapshot.record(argv, text, files, dirs)
 
 

@@ -8,15 +8,20 @@ from pathlib import Path
 from .common import emit_json
 
 HELP = "inspect (stats), check (verify) and trim (gc) the cache; make a signing key pair (keygen)"
+EXAMPLES = (
+    ("flyte-build cache stats", "the local cache's size and the last run's hits"),
+    ("flyte-build cache verify", "check every blob against its digest (exit 1 on a problem)"),
+    ("flyte-build cache gc --max-age-days 30", "drop entries unused for 30 days"),
+)
 NAME = "cache"
 
 
 def add_parser(sub, parents):
     p = sub.add_parser("cache", help=HELP, description=HELP, parents=parents)
-    p.add_argument("action", choices=["stats", "verify", "gc", "keygen"])
+    p.add_argument("action", choices=["stats", "verify", "gc", "keygen"], help="what to do")
     p.add_argument("--max-age-days", type=_days, help="gc: also drop entries unused for this long (waits for running builds)")
     p.add_argument("--wait", type=float, default=600.0, metavar="SECONDS", help="gc --max-age-days: how long to wait for running builds (default 600)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return p
 
 

@@ -37,6 +37,12 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--strict", action="store_true", default=d, help="turn checks that warn into errors")
     g.add_argument("--config", "-c", dest="flyte_config", metavar="FILE", default=d,
                    help="flyte's config.yaml (default: the one the `flyte` CLI finds)")
+    g.add_argument("--verbose", "-v", action="count", default=d,
+                   help="more output: every target as it starts and ends, and failures in full")
+    g.add_argument("--quiet", "-q", action="store_true", default=d, help="less output: no progress, only the summary and errors")
+    if suppress:  # accepted after the command, described once in the top-level help
+        for action in g._group_actions:
+            action.help = argparse.SUPPRESS
 
 
 def backend_options(parser: argparse.ArgumentParser) -> None:
@@ -120,8 +126,34 @@ def workspace(args: argparse.Namespace, **extra) -> Workspace:
     return ws
 
 
-def emit_json(doc) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+# the version of every --json document's shape (BUILD.md, "JSON output"): a
+# field renamed or removed raises it; a field added does not
+SCHEMA_VERSION = 1
+
+
+def json_text(doc: dict) -> str:
+    """A --json document as printed: its schema version and `ok` (true unless it says otherwise) added."""
+    doc = {"schema_version": SCHEMA_VERSION, "ok": True, **doc}
+    return json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n"
+
+
+def verbosity(args: argparse.Namespace) -> int:
+    """-1 with -q, 0 by default, else the number of -v."""
+    return -1 if getattr(args, "quiet", None) else (getattr(args, "verbose", None) or 0)
+
+
+def emit_json(doc: dict) -> None:
+    sys.stdout.write(json_text(doc))
+
+
+def emit_json_error(message: str, exit_code: int) -> None:
+    """A command asked for --json failed before its document: the error as one."""
+    emit_json({"ok": False, "error": message, "exit_code": exit_code})
+
+
+def wants_json(argv: list[str]) -> bool:
+    return "--json" in argv or "--format=json" in argv or any(
+        a == "--format" and b == "json" for a, b in zip(argv, argv[1:]))
 
 
 def warn(msg: str) -> None:

@@ -10,6 +10,10 @@ from __future__ import annotations
 from .common import backend_flags, backend_options, emit_json, settings_from_args
 
 HELP = "every effective setting (flags, environment, pyproject tables, flyte's config file, defaults) and where each came from"
+EXAMPLES = (
+    ("flyte-build config", "every setting, its value and where it came from"),
+    ("flyte-build config --endpoint dns:///flyte.example.com --json", "with a flag over the files, as JSON"),
+)
 
 
 def add_parser(sub, parents):
@@ -41,7 +45,7 @@ def run(args) -> int:
 
     pyproject = f"pyproject: {table_cfg.pyproject}" if table_cfg.pyproject else "pyproject: none found (defaults)"
     flyte_title = f"flyte config: {ref.path} (found as {ref.found_by})" if ref.path else "flyte config: none found (flyte's defaults)"
-    console = Console(width=200)
+    console = Console()
     console.print(_table(f"flyte-build settings ({pyproject})", ours))
     console.print(_table(flyte_title, shown))
     return 0

@@ -5,12 +5,16 @@ from __future__ import annotations
 from .common import emit_json, workspace
 
 HELP = "why a target would rebuild: the inputs that changed since its last build"
+EXAMPLES = (
+    ("flyte-build explain bundle:ml_training", "up to date, or the inputs that changed"),
+    ("flyte-build explain image:inference --json", "one JSON document"),
+)
 
 
 def add_parser(sub, parents):
     p = sub.add_parser("explain", help=HELP, description=HELP, parents=parents)
-    p.add_argument("target", metavar="TARGET")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("target", metavar="TARGET", help="a target address: bundle:ENV, image:ENV, ...")
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return p
 
 

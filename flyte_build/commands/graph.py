@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import sys
 
-from ..render import render_graph
-from .common import selection_options, workspace
+from ..render import graph_json, render_graph
+from .common import emit_json, selection_options, workspace
 
 HELP = "the target graph and deploy order (text, dot, mermaid, json)"
+EXAMPLES = (
+    ("flyte-build graph", "targets, their dependencies and the deploy order"),
+    ("flyte-build graph --format dot | dot -Tsvg > graph.svg", "a picture (Graphviz)"),
+    ("flyte-build graph --format json", "one JSON document"),
+)
 
 
 def add_parser(sub, parents):
@@ -19,5 +24,8 @@ def add_parser(sub, parents):
 
 def run(args) -> int:
     ws = workspace(args)
+    if args.format == "json":
+        emit_json(graph_json(ws.graph))
+        return 0
     sys.stdout.write(render_graph(ws.graph, args.format) + "\n")
     return 0

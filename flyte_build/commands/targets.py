@@ -5,6 +5,11 @@ from __future__ import annotations
 from .common import emit_json, selection_options, workspace
 
 HELP = "discover environments and list their targets"
+EXAMPLES = (
+    ("flyte-build targets", "a table of environments and their targets"),
+    ("flyte-build targets src/pipelines/train.py env", "one environment of one file"),
+    ("flyte-build targets --json", "one JSON document (see BUILD.md, JSON output)"),
+)
 
 def add_parser(sub, parents):
     p = sub.add_parser("targets", help=HELP, description=HELP, parents=parents)
@@ -52,13 +57,14 @@ def run(args) -> int:
     from rich.table import Table
 
     table = Table(title=f"{len(envs)} environments, {len(recs)} targets")
-    for col in ("env", "file", "depends on", "tasks", "targets"):
-        table.add_column(col)
+    table.add_column("env", no_wrap=True)  # a name to copy: whole, on one line
+    for col in ("file", "depends on", "tasks", "targets (KIND:env)"):
+        table.add_column(col, overflow="fold")
     for e in envs:
-        mine = [r["target"] for r in recs if r["env"] == e["env"]]
+        mine = [r["kind"] for r in recs if r["env"] == e["env"]]  # the env is in the first column
         table.add_row(e["env"], f"{e['file']}:{e['variable'] or '?'}", ", ".join(e["depends_on"]) or "-",
                       "app" if e["kind"] == "app" else str(len(e["tasks"])), " ".join(mine))
-    Console(width=160).print(table)
+    Console().print(table)
     for w in ws.all_warnings():
         from .common import warn
 

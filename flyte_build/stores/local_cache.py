@@ -160,6 +160,17 @@ class LocalStore:
         atomic.write_bytes(self.root / rel, canonical_json(value), durable=False)
 
     # -- the layout, for maintenance (see `maintenance`) ------------------------
+    def write_log(self, target: str, lines: list[str], append: bool = False) -> str | None:
+        """A target's log: this run's lines (or, appended, the error it failed with); its path, None if unwritable."""
+        path = self.root / "logs" / f"{target.replace(':', '--')}.log"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a" if append else "w", errors="replace") as f:
+                f.write("\n".join(lines) + "\n")
+        except OSError:
+            return None
+        return str(path)
+
     def iter_blobs(self):
         yield from _two_level(self.root / "cas" / "sha256")
 

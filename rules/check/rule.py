@@ -203,8 +203,10 @@ def _run_check(req: Request, cmd: list[str], uri: str, marker: str) -> dict:
             req.log(line)
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith(marker)]
     if not found:
-        tail = "\n".join(proc.stderr.strip().splitlines()[-12:])
-        raise BuildFailed(f"check:{name}: the check did not run in image {uri} (exit {proc.returncode})\n{tail}")
+        said = proc.stderr.strip().splitlines()
+        reasons = [ln.strip() for ln in said if ln.strip() and not ln.startswith("See '")]  # not docker's pointer to its help
+        why = f": {reasons[-1]}" if reasons else ""  # docker's reason (an unreachable engine, a missing image) on the first line
+        raise BuildFailed(f"check:{name}: the check did not run in image {uri} (exit {proc.returncode}){why}\n" + "\n".join(said[-12:]))
     return json.loads(found[-1][len(marker):])
 
 

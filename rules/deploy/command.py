@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from flyte_build.errors import UserError
 from flyte_build.hashing import as_digest, key_of
-from flyte_build.commands.common import backend_flags, backend_options, emit_json, settings_from_args, warn
+from flyte_build.commands.common import backend_flags, backend_options, emit_json, settings_from_args, verbosity, warn
 
 HELP = "deploy environments in depends_on order (--dry-run prints the plan offline)"
+EXAMPLES = (
+    ("flyte-build deploy --dry-run", "the plan: order, versions, images; contacts nothing"),
+    ("flyte-build deploy deploy:inference", "one environment (and what it depends on)"),
+    ("flyte-build deploy --changed-since origin/main", "only the environments a change affects"),
+)
 AFTER = "explain"  # its place in `flyte-build --help`
 
 
@@ -63,7 +68,7 @@ def run(args) -> int:
         patterns, every = select_changed_all(ws, args.changed_since, patterns or ["deploy:*"])
         if not patterns:  # an empty list would mean "every environment"
             if args.json:
-                emit_json({"targets": [], "order": [], "left_out": [], "warnings": ws.all_warnings(),
+                emit_json({"targets": [], "deploy_order": [], "order": [], "left_out": [], "warnings": ws.all_warnings(),
                            "dry_run": bool(args.dry_run), "ok": True})
             else:
                 print(f"nothing to deploy: no environment affected since {args.changed_since}")
@@ -72,7 +77,7 @@ def run(args) -> int:
         # redeployed: it must already be deployed (see api.deploy)
         touched = {ws.graph.targets[a].env for a in every if a.startswith("deploy:") and a in ws.graph.targets}
         unaffected = sorted(e.name for e in ws.ctx.envs if e.name not in touched)
-    reporter = RichReporter(quiet=args.json)
+    reporter = RichReporter(quiet=args.json, verbosity=verbosity(args))
     result = deploy(*patterns, dry_run=args.dry_run, workspace=ws, reporter=reporter, assume_deployed=unaffected)
     why = f"unaffected since {args.changed_since}" if args.changed_since else "assumed deployed"
     if args.dry_run:
@@ -87,7 +92,9 @@ def _print_plan(plan, as_json: bool, why: str = "") -> int:
             rec = e.record()
             rec.update(digest=as_digest(key_of(rec)), cached=False, path=None, dry_run=True)
             recs.append(rec)
-        emit_json({"targets": recs, "order": [e.env for e in plan.envs], "waves": [list(w) for w in plan.waves],
+        order, waves = [e.env for e in plan.envs], [list(w) for w in plan.waves]
+        # deploy_order/deploy_waves as `graph --json` names them; order/waves: the old names, kept as aliases
+        emit_json({"targets": recs, "deploy_order": order, "deploy_waves": waves, "order": order, "waves": waves,
                    "left_out": list(plan.left_out), "project": plan.project, "domain": plan.domain, "warnings": list(plan.warnings),
                    "failed": [{"env": n, "error": e} for n, e in plan.failed],
                    "skipped": [{"env": n, "error": e} for n, e in plan.skipped], "dry_run": True, "ok": plan.ok})
@@ -103,7 +110,7 @@ def _print_plan(plan, as_json: bool, why: str = "") -> int:
     for i, e in enumerate(plan.envs, 1):
         table.add_row(str(i), e.env, e.version, e.image or "-", (e.bundle or "-")[:19], e.check or "-",
                       f"app {e.env}" if e.app is not None else ", ".join(t.name for t in e.tasks) or "-")
-    Console(width=200).print(table)
+    Console().print(table)
     if plan.left_out:
         print(f"left out, {why} (not redeployed; must already be deployed): {', '.join(plan.left_out)}")
     for w in plan.warnings:
@@ -146,7 +153,7 @@ def _print_summary(summary, as_json: bool, why: str = "") -> int:
         note = e.error or (f"left out, {why}: not contacted" if e.env in summary.left_out else
                            "unchanged since its last deploy" if e.status == "unchanged" else "")
         table.add_row(e.env, e.status, e.version or "-", str(len(e.tasks)), note)
-    Console(width=200).print(table)
+    Console().print(table)
     print(f"deployed {len(summary.deployed)}, unchanged {len(summary.unchanged)}, failed {len(summary.failed)}, "
           f"not deployed (a dependency failed) {len(summary.skipped)}")
     for w in summary.warnings:

@@ -180,12 +180,26 @@ def build(context_dir: Path, dockerfile: Path, tag: str, *, network: str | None,
         return client.image.inspect(tag).id
 
 
+def _engine_call(what: str, call):
+    """`call()`, a python-on-whales call; its failure as one line naming what
+    failed and the engine's own reason (an unreachable engine says where it looked)."""
+    from python_on_whales.exceptions import DockerException
+
+    try:
+        return call()
+    except DockerException as exc:
+        said = [ln.strip() for ln in (exc.stderr or "").splitlines() if ln.strip()]
+        raise BuildFailed(f"docker {what} failed: {said[-1] if said else f'exit {exc.return_code}'}") from None
+
+
 def image_exists(tag: str, builder: Builder) -> bool:
-    return _client(builder).image.exists(tag)
+    return _engine_call(f"image inspect {tag}", lambda: _client(builder).image.exists(tag))
 
 
-def image_id(tag: str, builder: Builder) -> str:
-    return _client(builder).image.inspect(tag).id
+def image_facts(tag: str, builder: Builder) -> tuple[str, int | None]:
+    """(image id, size in bytes) of a local image."""
+    image = _engine_call(f"image inspect {tag}", lambda: _client(builder).image.inspect(tag))
+    return image.id, getattr(image, "size", None)
 
 
 def push(tag: str, builder: Builder, log: Callable[[str], None]) -> str | None:
@@ -208,7 +222,7 @@ def push(tag: str, builder: Builder, log: Callable[[str], None]) -> str | None:
         hint = ""
         if re.search(r"unauthorized|authentication required|denied|401|403", said, re.IGNORECASE):
             host = split_uri(tag)[0] or "docker.io"
-            hint = (f"\nthe registry {host} refused the push: log in with `docker login {host}` (flyte-build uses docker's "
+            hint = (f": the registry {host} refused the push: log in with `docker login {host}` (flyte-build uses docker's "
                     f"credentials: {docker_config_path()} and its credsStore/credHelpers)")
         raise BuildFailed(f"docker push of {tag} failed{hint}\n--- last lines ---\n{tail}") from None
     return digest or manifest_digest(tag)

@@ -282,12 +282,12 @@ def run(req: Request) -> Produced:
         docker_engine.build(context_dir, stage / "Dockerfile", uri, network=p["network"] or None, builder=builder, log=req.log,
                             labels=labels, secrets=[tuple(s) for s in p.get("secrets") or ()], where=f"`{req.env.name}`")
         built = True
-    image_id = docker_engine.image_id(uri, builder)
+    image_id, size = docker_engine.image_facts(uri, builder)
     digest = None
     if p["push"]:
         digest = docker_engine.manifest_digest(uri) or docker_engine.push(uri, builder, req.log)
     shutil.rmtree(stage, ignore_errors=True)
-    return Produced(files=((ARTIFACT, art),), meta=_meta(p, digest, image_id, built))
+    return Produced(files=((ARTIFACT, art),), meta={**_meta(p, digest, image_id, built), "image_size": size})
 
 
 RULE = Rule(
