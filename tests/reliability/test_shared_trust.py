@@ -402,3 +402,6 @@ def test_a_forged_affected_summary_cannot_hide_a_change(history, tmp_path, kind)
     prod = _affected(history, tmp_path / "r4", store, {**READER, "STAGE": "prod"})
     assert prod["rev_cached"] is False, "a STAGE=prod machine took the STAGE=dev summary"
     assert _targets(prod) == _targets(alone)
+    # nor does the publisher's own locally kept summary outlive its STAGE
+    mine = _affected(history, tmp_path / "w", store, {**SIGNER, "STAGE": "prod"})
+    assert mine["rev_cached"] is False and _targets(mine) == _targets(alone)
