@@ -12,6 +12,7 @@ the run had nothing order-dependent in it (`incremental_ok`).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import json
@@ -22,7 +23,8 @@ from pathlib import Path
 
 from flyte_build import atomic
 from flyte_build.discovery_code import Handed
-from flyte_build.discovery_reads import CodePrints, ReadRecorder, die_with_parent, ignored_prefixes, write_progress
+from flyte_build import children
+from flyte_build.discovery_reads import CodePrints, ReadRecorder, ignored_prefixes, write_progress
 
 
 def module_name(rel: str, search_roots: list[str], root: str) -> str:
@@ -201,7 +203,8 @@ def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], 
         del sys.path[0]
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != root]
 
-    die_with_parent()
+    children.become_subreaper()  # what the user's modules start stays below this process
+    children.die_with_parent()
     from flyte_build import flyte_adapter as fa
 
     if read_flyte_config:
@@ -230,30 +233,53 @@ def import_candidates(files: list[str], search_roots: list[str], root: str, igno
     """Import each candidate file under its module name; ({rel file: module name}, failures)."""
     failures: list[dict] = []
     modules: dict[str, str] = {}  # rel file -> module name
-    for rel in files:
-        name = module_name(rel, search_roots, root)
-        modules[rel] = name
-        write_progress(progress, name, rel)
-        if not name:
-            failures.append({"file": rel, "message": f"{rel}: the root's own __init__.py is not a module under the root; "
-                                                     "select the files beside it (as `flyte deploy --recursive` does)"})
-            break
-        try:
-            import_module(name)
-        except SyntaxError as exc:
-            loc = f"{_rel(exc.filename, root)}:{exc.lineno}" if exc.filename else rel
-            failures.append({"file": rel, "message": f"{loc}: SyntaxError: {exc.msg}"})
-        except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
-            if isinstance(exc, KeyboardInterrupt):
-                raise
-            where = _user_frame(exc, root)
-            at = f" (at {where})" if where else ""
-            failures.append(
-                {"file": rel, "message": f"importing module {name} failed{at}: {type(exc).__name__}: {exc}"}
-            )
-        if failures and not ignore_load_errors:
-            break
+    with _builtins_kept():
+        for rel in files:
+            if _import_one(rel, search_roots, root, import_module, progress, modules, failures):
+                break
+            if failures and not ignore_load_errors:
+                break
     return modules, failures
+
+
+@contextlib.contextmanager
+def _builtins_kept():
+    """A module replacing `builtins.open` (or any builtin) at import changes
+    nothing for the code that runs after the imports (ours, flyte's)."""
+    import builtins
+
+    saved = dict(vars(builtins))
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if vars(builtins).get(k) is not v:
+                setattr(builtins, k, v)
+
+
+def _import_one(rel, search_roots, root, import_module, progress, modules, failures) -> bool:
+    """Import one candidate, its failure noted; True when nothing after it can be imported."""
+    name = module_name(rel, search_roots, root)
+    modules[rel] = name
+    write_progress(progress, name, rel)
+    if not name:
+        failures.append({"file": rel, "message": f"{rel}: the root's own __init__.py is not a module under the root; "
+                                                 "select the files beside it (as `flyte deploy --recursive` does)"})
+        return True
+    try:
+        import_module(name)
+    except SyntaxError as exc:
+        loc = f"{_rel(exc.filename, root)}:{exc.lineno}" if exc.filename else rel
+        failures.append({"file": rel, "message": f"{loc}: SyntaxError: {exc.msg}"})
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit and KeyboardInterrupt included
+        # (this process has its own session: a Ctrl-C at the terminal never reaches it, so
+        # a KeyboardInterrupt here is the module's own raise, a failure like any other)
+        where = _user_frame(exc, root)
+        at = f" (at {where})" if where else ""
+        failures.append(
+            {"file": rel, "message": f"importing module {name} failed{at}: {type(exc).__name__}: {exc}"}
+        )
+    return False
 
 
 def main(request_path: str, result_path: str) -> int:
@@ -550,4 +576,8 @@ def _explained(requested: list[str], graph: dict, loaded_files: set, orphans: se
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    try:
+        code = main(sys.argv[1], sys.argv[2])
+    finally:
+        children.end_descendants()  # what the user's modules left running, setsid or not
+    sys.exit(code)

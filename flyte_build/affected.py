@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
@@ -136,16 +135,14 @@ def _rev_settings(ws, rev_root: Path):
 
 
 def _summary_key(ws, changes: gitchanges.Changes) -> str:
-    from .discovery import _flyte_marker
-
     s = ws.settings
-    marker = _flyte_marker()
+    python = ws.ctx.python  # the project's interpreter imports the revision's modules
     return key_of({
         "format": FORMAT,
         "tool": __version__,
         "rules": _rules_digest(),
-        "flyte": file_sha256(marker)[0] if marker else None,
-        "python": list(sys.version_info[:2]),  # discovery imports the revision's modules with this Python
+        "flyte": file_sha256(python.flyte_marker)[0],
+        "python": list(python.python[:2]),
         "commit": changes.commit,
         "prefix": changes.prefix,
         "selection": [list(s.selection.paths), s.selection.variable, s.selection.all, s.selection.recursive],

@@ -105,6 +105,9 @@ class Config:
     cache_verify_keys: tuple[str, ...] = ()
     cache_signing_key_file: str | None = None
     discovery_timeout: float | None = None  # seconds; None: discovery.DEFAULT_TIMEOUT
+    # the project's interpreter (see `interpreter`): relative to the project's directory
+    python: str | None = None
+    python_source: str | None = None  # "--python" when the flag set it (absolute then)
     storage: str | None = None
     object_store: StoreOptions | None = None  # endpoints, credentials, timeout
     project: str | None = None
@@ -158,6 +161,7 @@ KEYS: dict[str, tuple[str, schema.Check | Table]] = {
     "cache-verify-keys": ("cache_verify_keys", schema.strings),
     "cache-signing-key-file": ("cache_signing_key_file", schema.string),
     "discovery-timeout": ("discovery_timeout", schema.seconds),
+    "python": ("python", schema.nonempty_string),
     "storage": ("storage", schema.string),
     "object-store": ("object_store", OBJECT_STORE),
     "project": ("project", schema.string),

@@ -89,8 +89,9 @@ def positive_int(field_: str, v: Any) -> int:
 
 
 def seconds(field_: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise UserError(f"Field {field_} must be a positive number of seconds")
+    # nan fails `> 0`; inf would be no deadline at all
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or v == float("inf"):
+        raise UserError(f"Field {field_} must be a positive, finite number of seconds")
     return float(v)
 
 

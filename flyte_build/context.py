@@ -70,6 +70,21 @@ class Context:
     def view(self) -> "View":
         return View(self)
 
+    @cached_property
+    def python(self):
+        """The project's interpreter (`interpreter.Interpreter`), which imports the user's modules."""
+        from . import interpreter
+
+        return interpreter.of(self.cfg, self.store.root)
+
+    @cached_property
+    def user_code(self):
+        """The interpreter and deadline of the children that import the user's modules."""
+        from .discovery import timeout_of
+        from .rule_api import UserCode
+
+        return UserCode(self.python.path, timeout_of(self.cfg))
+
     # -- environments ----------------------------------------------------
     @property
     def envs(self) -> tuple[EnvSpec, ...]:
@@ -367,6 +382,12 @@ class View:
     @property
     def discovery(self) -> Discovery:
         return self._ctx.discovery  # frozen
+
+    @property
+    def python(self):
+        """The project's interpreter (`flyte_build.interpreter.Interpreter`): its Python and
+        flyte versions are the ones the user's modules are imported and serialized with."""
+        return self._ctx.python
 
     @property
     def envs(self) -> tuple[EnvSpec, ...]:

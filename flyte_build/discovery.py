@@ -18,7 +18,6 @@ vouch for falls back to a full discovery.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import subprocess
@@ -28,7 +27,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import discovery_reads
+from . import discovery_reads, interpreter
 from . import files as files_mod
 from .__about__ import __version__
 from .config import Config
@@ -54,15 +53,6 @@ class Selection:
 
     def describe(self) -> str:
         return " ".join(self.paths) + (f" {self.variable}" if self.variable else "")
-
-
-def _flyte_marker() -> str | None:
-    """A file whose digest changes with the installed flyte, found without importing it."""
-    spec = importlib.util.find_spec("flyte")
-    if spec is None or not spec.origin:
-        return None
-    marker = os.path.join(os.path.dirname(spec.origin), "_version.py")
-    return marker if os.path.isfile(marker) else spec.origin
 
 
 def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str]]:
@@ -196,7 +186,7 @@ class _Job:
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
               shared, stats, flyte_ref) -> tuple[Discovery, dict, list[str]]:
     mode, targets = _plan(cfg, sel)
-    settings = _settings(cfg, sel, mode, targets, digests, flyte_ref)
+    settings = _settings(cfg, sel, mode, targets, digests, flyte_ref, store)
     job = _Job(cfg, sel, mode, targets, settings, store, f"discovery/{key_of(settings)}.json", digests, shared, stats)
     entry, tree = _local_entry(job, use_cache)
     if entry:
@@ -211,17 +201,16 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
     return _full(job, tree or _walk(cfg, mode, targets))
 
 
-def _settings(cfg: Config, sel: Selection, mode: str, targets: list[str], digests: FileDigests, flyte_ref) -> dict:
+def _settings(cfg: Config, sel: Selection, mode: str, targets: list[str], digests: FileDigests, flyte_ref,
+              store: LocalStore) -> dict:
     """What keys the local entry: everything besides the files that decides the result."""
-    marker = _flyte_marker()
-    if marker is None:
-        raise UserError("flyte is not installed in this Python; install flyte to discover environments")
+    python = interpreter.of(cfg, store.root)  # the project's: it imports the modules
     return {
         "format": FORMAT,
         "tool": __version__,
-        "python": list(sys.version_info[:3]),
-        "executable": sys.executable,
-        "flyte": digests.digest(marker)[0],
+        "python": list(python.python[:3]),
+        "executable": python.path,
+        "flyte": digests.digest(python.flyte_marker)[0],
         "root": str(cfg.root),
         "mode": mode,
         "targets": targets,
@@ -297,7 +286,9 @@ def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
     def prefetch(request: dict) -> None:
         discovery_code.prefetch(cfg.root, tree.candidates, digests, request["handed"], request["progress"])
 
-    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, prefetch)
+    # the parent compiles the modules for the child only when its Python is the child's (marshal data)
+    same = tuple(interpreter.of(cfg, None).python[:2]) == tuple(sys.version_info[:2])
+    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, prefetch if same else None)
     _witness(cfg, raw, digests)
     book = _split(raw)
     return _finish(job, tree, raw, book, "full")
@@ -666,6 +657,8 @@ def _request(cfg: Config, mode: str, targets: list[str], candidates: list[str], 
 
 def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
     """The child's result; `while_waiting(request)` runs meanwhile."""
+    from . import children
+
     request = _request(cfg, mode, targets, candidates, sel)
     with tempfile.TemporaryDirectory(prefix="flyte-build-discover-") as tmp:
         req_path = os.path.join(tmp, "request.json")
@@ -675,57 +668,18 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
             request["handed"] = os.path.join(tmp, "code")
             open(request["handed"], "wb").close()
         Path(req_path).write_text(json.dumps(request))
-        pkg_parent = str(Path(__file__).resolve().parent.parent)
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
-        env["PYTHONDONTWRITEBYTECODE"] = "1"  # user modules must not write __pycache__ into the repo
+        env = children.child_environ(children.stage_package(tmp))
         # the child's output goes to a file, not a pipe: we do other work while
         # it runs, and a chatty module must not block on a full pipe meanwhile
-        log_path = os.path.join(tmp, "output.log")
-        with open(log_path, "wb") as log:
-            started = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "flyte_build._discover_child", req_path, res_path],
-                cwd=str(cfg.root), env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,  # its own process group: killed as one, with what user code started
-            )
-            timeout = getattr(cfg, "discovery_timeout", None) or DEFAULT_TIMEOUT
-            try:
-                if while_waiting is not None:
-                    while_waiting(request)
-                proc.wait(timeout=max(0.0, timeout - (time.monotonic() - started)))
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                where = discovery_reads.read_progress(progress)
-                what = f"while importing module {where[0]} ({where[1]})" if where else "while starting (importing flyte)"
-                raise UserError(
-                    f"discovery timed out after {timeout:g} s {what}; a module that blocks at import "
-                    "(a sleep, a network call, a FIFO) stops discovery: fix it, or raise "
-                    "discovery-timeout / --discovery-timeout"
-                ) from None
-            except BaseException:
-                _kill_group(proc)
-                raise
-            _kill_group(proc)  # anything the user's modules left running
-        if not os.path.exists(res_path):
-            output = Path(log_path).read_text(errors="replace")
-            tail = "\n".join(output.strip().splitlines()[-15:])
-            where = discovery_reads.read_progress(progress)
-            what = f"module {where[0]} ({where[1]})" if where else "the user's modules"
-            # os._exit() or a crash in C code: no exception to report, only where it happened
-            raise UserError(f"discovery failed (exit {proc.returncode}, no result) while importing {what}"
-                            + (f":\n{tail}" if tail else "; the process ended without a word (os._exit or a crash?)"))
+        python = interpreter.of(cfg, None).path  # probed already (`_settings`)
+        children.run([python, "-m", "flyte_build._discover_child", req_path, res_path], str(cfg.root), env,
+                     timeout_of(cfg), "discovery", tmp, progress, res_path,
+                     (lambda: while_waiting(request)) if while_waiting is not None else None)
         return json.loads(Path(res_path).read_text())
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    proc.wait()
+def timeout_of(cfg) -> float:
+    return getattr(cfg, "discovery_timeout", None) or DEFAULT_TIMEOUT
 
 
 def _checked(result: Discovery, raw: dict, cfg: Config) -> Discovery:
@@ -733,6 +687,8 @@ def _checked(result: Discovery, raw: dict, cfg: Config) -> Discovery:
         raise UserError(problem)
     if result.failures and not cfg.ignore_load_errors:
         lines = [f"  {f.message}" for f in result.failures]
+        if any("ModuleNotFoundError" in f.message for f in result.failures):
+            lines.append(interpreter.missing_module_hint(interpreter.of(cfg, None)))
         raise UserError("cannot load the environments:\n" + "\n".join(lines) + "\n(--ignore-load-errors goes on without them)")
     dups = raw.get("duplicates", [])
     if dups:

@@ -1,4 +1,4 @@
-"""What discovery's child actually read, and keeping it from outliving its parent.
+"""What discovery's child actually read.
 
 Discovery's result depends on more than the modules it imported: a module may
 read a data file at import (`settings.json` choosing the image and memory),
@@ -13,9 +13,8 @@ installation and of installed packages are left out: the Python and flyte
 versions already key discovery.
 
 The child also writes which module it is importing to a progress file (for
-the timeout message), and dies with its parent: it runs in its own process
-group, and a watchdog thread kills that group when the parent goes away
-(SIGKILL, SIGTERM or SIGINT alike).
+the timeout message). How it runs (its own session, a deadline, dying with its
+parent) is `children`'s.
 """
 
 from __future__ import annotations
@@ -23,11 +22,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import stat
 import sys
-import threading
-import time
 from pathlib import Path
 
 from .hashing import key_of
@@ -161,24 +157,6 @@ def write_progress(path: str | None, module: str, file: str) -> None:
         os.write(fd, f"{module}\t{file}\n".encode("utf-8", "surrogateescape"))
     except OSError:
         pass
-
-
-def die_with_parent(poll: float = 0.2) -> None:
-    """Kill this process group as soon as the parent is gone. The child leads
-    its own group (so a timeout can kill whatever the user's module started);
-    this covers a parent that was killed before it could do that itself."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(poll)
-            if os.getppid() != parent:
-                try:
-                    os.killpg(os.getpgrp(), signal.SIGKILL)
-                finally:
-                    os._exit(1)
-
-    threading.Thread(target=watch, name="flyte-build-watchdog", daemon=True).start()
 
 
 def code_print(code) -> str:

@@ -311,7 +311,8 @@ class Engine:
 
     def _request(self, t: Target, env, files, params, deps, workdir: Path, log) -> Request:
         return Request(t.address, env, files, params, deps, workdir, log, root=self.ctx.root,
-                       state=self._read_state, secrets=dict(self.secrets.get(t.kind) or {}))
+                       state=self._read_state, secrets=dict(self.secrets.get(t.kind) or {}),
+                       user_code=self.ctx.user_code)
 
     def _act(self, t: Target, rule, key: str, env, files, params, deps) -> tuple[ActionEntry, str | None]:
         """Run the rule (its remote check first) in a fresh work directory; store

@@ -54,6 +54,15 @@ class FileInput:
 
 
 @dataclass(frozen=True)
+class UserCode:
+    """How a rule runs the user's code in a child (`flyte_build.children`): the
+    project's interpreter and the run's deadline (config `discovery-timeout`)."""
+
+    python: str
+    timeout: float
+
+
+@dataclass(frozen=True)
 class Request:
     target: str
     env: "EnvSpec"
@@ -68,6 +77,8 @@ class Request:
     state: Callable[[str], Any] = lambda name: None
     # credentials a goal gave this kind for the run: never in a key, a log or a store
     secrets: dict = field(default_factory=dict, repr=False, compare=False)
+    # the interpreter and deadline of a child that imports the user's modules (never in a key)
+    user_code: UserCode | None = None
 
 
 @dataclass(frozen=True)

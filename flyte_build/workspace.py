@@ -6,6 +6,7 @@ one engine and one cache and agree on every digest.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +36,7 @@ class Settings:
     cache_required: bool | None = None
     cache_read_only: bool | None = None
     discovery_timeout: float | None = None
+    python: str | None = None  # --python: the project's interpreter (relative to the working directory)
     allow_secrets: tuple[str, ...] = ()  # added to config `allow-secrets`
     cache_dir: str | None = None
     storage: str | None = None
@@ -193,6 +195,8 @@ def with_flags(cfg: config_mod.Config, settings: Settings) -> config_mod.Config:
         strict=settings.strict,
         flyte_config=settings.flyte_config,
     )
+    if settings.python:
+        cfg = replace(cfg, python=os.path.abspath(settings.python), python_source="--python")
     if settings.allow_secrets:
         cfg = replace(cfg, allow_secrets=tuple(dict.fromkeys([*cfg.allow_secrets, *settings.allow_secrets])))
     if settings.copy_style is not None:

@@ -30,9 +30,9 @@ LAYERS = {
         "flyte_build.__about__", "flyte_build.errors", "flyte_build.hashing", "flyte_build.atomic",
         "flyte_build.config_schema", "flyte_build.model", "flyte_build.files", "flyte_build.imports",
         "flyte_build.archive", "flyte_build.archive_check", "flyte_build.tarsafe", "flyte_build.gitchanges", "flyte_build.flyte_adapter",
-        "flyte_build.discovery_reads",
+        "flyte_build.discovery_reads", "flyte_build.children",
     ],
-    "config": ["flyte_build.config", "flyte_build.flyte_config"],
+    "config": ["flyte_build.config", "flyte_build.flyte_config", "flyte_build.interpreter"],
     "storage": ["flyte_build.stores"],
     "engine": [
         "flyte_build.context", "flyte_build.rule_api", "flyte_build.discovery", "flyte_build._discover_child",
@@ -68,7 +68,6 @@ KNOWN = {
     ("rules.deploy.deployer", "flyte_build.discovery"),
     ("rules.deploy.deployer", "flyte_build.graph"),
     ("rules.specs.serialize", "flyte_build"),  # the deployer's serialization, moving to specs/
-    ("rules.specs.serialize", "flyte_build.discovery"),
     ("rules.specs.serialize_child", "flyte_build._discover_child"),
 }
 

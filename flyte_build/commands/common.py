@@ -30,6 +30,9 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    help="ship secret-looking files matching PATTERN anyway (repeatable; adds to config allow-secrets)")
     g.add_argument("--discovery-timeout", type=_seconds, metavar="SECONDS", default=d,
                    help="stop discovery when importing the modules takes longer (default: config, else 300)")
+    g.add_argument("--python", metavar="PATH", default=d,
+                   help="the project's interpreter, which imports its modules (default: config `python`, "
+                        "$VIRTUAL_ENV, a .venv up to the git root, else this one)")
     g.add_argument("--storage", metavar="URL", default=d, help="upload built bundles here (a path, file://, s3://, gs:// or az:// URL), named by digest")
     g.add_argument("--cache-dir", metavar="DIR", default=d, help="the local cache (default $FLYTE_BUILD_CACHE_DIR, else $XDG_CACHE_HOME/flyte-build)")
     g.add_argument("--project", "-p", default=d, help="Flyte project (discovery runs with it initialised)")
@@ -108,6 +111,7 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
         cache_required=True if getattr(args, "cache_required", None) else None,
         cache_read_only=getattr(args, "cache_read_only", None),
         discovery_timeout=getattr(args, "discovery_timeout", None),
+        python=getattr(args, "python", None),
         allow_secrets=tuple(getattr(args, "allow_secrets", None) or ()),
         cache_dir=getattr(args, "cache_dir", None),
         storage=getattr(args, "storage", None),

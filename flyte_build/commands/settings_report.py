@@ -43,6 +43,7 @@ def report(table_cfg: Config, cfg: Config, settings) -> dict[str, dict]:
     for name, table in sorted(cfg.tables.items()):
         rows.update(_flattened(name, table, _table_source(table_cfg, name)))
     rows["cache-dir"] = _row(*_cache_dir(settings))
+    rows["python"] = _python(cfg, rows["cache-dir"]["value"])
     rows["cache-writes"] = _row(*_cache_writes(cfg, table_cfg, settings))
     return rows
 
@@ -96,6 +97,22 @@ def _root_source(table_cfg: Config, settings) -> str:
     if "root-dir" in table_cfg.sources:
         return _table_source(table_cfg, "root-dir")
     return "the directory holding pyproject.toml" if table_cfg.pyproject else "the current directory (no pyproject.toml)"
+
+
+def _python(cfg: Config, cache_dir: str) -> dict:
+    """The project's interpreter, why it was chosen, and its versions (None where it cannot say)."""
+    from pathlib import Path
+
+    from .. import interpreter
+    from ..errors import UserError
+
+    path, why = interpreter.choose(cfg)
+    try:
+        got = interpreter.of(cfg, Path(cache_dir))
+        versions = {"python": ".".join(map(str, got.python)), "flyte": got.flyte}
+    except UserError:
+        versions = {"python": None, "flyte": None}
+    return {"value": path, "source": why, **versions}
 
 
 def _cache_dir(settings) -> tuple[str, str]:

@@ -42,7 +42,10 @@ class LineReporter(Reporter):
 def workspace(cfg: Config, warn: Callable[[str], None]) -> Workspace:
     # The local cache comes from $FLYTE_BUILD_CACHE_DIR etc., exactly as for
     # the CLI, so hatch and `flyte-build build` hit each other's entries.
-    return Workspace(Settings(), cfg=cfg, warn=warn)
+    # The user's modules are imported by the project's interpreter, not hatch's build environment's.
+    from ..interpreter import for_hatch
+
+    return Workspace(Settings(), cfg=for_hatch(cfg), warn=warn)
 
 
 def build(ws: Workspace, patterns: list[str], directory: Path, say: Callable[[str], None]) -> list[TargetResult]:

@@ -80,13 +80,11 @@ def _tasks(specs: dict) -> list[dict]:
 
 
 def inputs(env, view) -> Inputs:
-    from flyte_build.flyte_adapter import flyte_version
-
     from ..image import rule as image_rule
 
     return Inputs(
         params={
-            "flyte": flyte_version(),  # the SDK that serialized the specs
+            "flyte": view.python.flyte,  # the SDK that serialized the specs (the project interpreter's)
             "network": image_rule.options(view.cfg)["network"] or "host",
         },
         deps=deps(env, view),

@@ -23,7 +23,6 @@ loaded state discovery saw.
 from __future__ import annotations
 
 import json
-import sys
 
 from flyte_build.errors import BuildFailed, UserError
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
@@ -36,12 +35,12 @@ OUTPUT = "specs.json"
 
 def inputs(env, view) -> Inputs:
     files = sorted({view.rel(p): p for p in view.closure(env)}.items())
-    marker = serialize.flyte_marker()
+    python = view.python  # the project's interpreter: it serializes
     return Inputs(
         files=tuple(files),
         params={
-            "format": serialize.FORMAT, "python": list(sys.version_info[:3]),
-            "flyte": view.digest(marker)[0] if marker else None,
+            "format": serialize.FORMAT, "python": list(python.python[:3]),
+            "flyte": view.digest(python.flyte_marker)[0],
             "request": serialize.child_request(view, env, {rel for rel, _ in files}),
             "sys_path": list(view.discovery.sys_path),
             # data files and variables the modules read at import (`settings.json`, STAGE=prod)
@@ -68,12 +67,20 @@ def run_batch(reqs: list[Request]) -> list[Produced]:
     out = {}
     for group in groups.values():
         request = serialize.merged([r.params["request"] for r in group])
-        raw = serialize.run_child(request, group[0].root)
+        raw = serialize.run_child(request, group[0].root, group[0].user_code)
         if raw.get("error"):
-            raise UserError(raw["error"])
+            raise UserError(raw["error"] + _hint(raw["error"], group[0]))
         for r in group:
             out[r.target] = _produced(r, (raw.get("envs") or {}).get(r.env.name) or {})
     return [out[r.target] for r in reqs]
+
+
+def _hint(error: str, req: Request) -> str:
+    """Which interpreter imported the modules, when one of them was missing there."""
+    if "ModuleNotFoundError" not in error or req.user_code is None:
+        return ""
+    return (f" (the modules were imported by {req.user_code.python}: install what is missing there, or "
+            "choose the project's interpreter with --python / config `python`)")
 
 
 def _produced(req: Request, own: dict) -> Produced | BuildFailed:

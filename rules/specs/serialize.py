@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -18,12 +17,6 @@ FORMAT = 2
 # the child by path (the rule set is not an importable package in an editable
 # install), with the working directory first on sys.path as under `python -m`
 _RUN_CHILD = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-
-
-def flyte_marker() -> str | None:
-    from flyte_build.discovery import _flyte_marker
-
-    return _flyte_marker()
 
 
 def child_request(view, env, closure: set[str]) -> dict:
@@ -70,23 +63,19 @@ def check_tasks(env, got: dict) -> None:
                           f"{', '.join(names) or 'none'}")
 
 
-def run_child(request: dict, root: Path) -> dict:
-    import flyte_build
+def run_child(request: dict, root: Path, user_code) -> dict:
+    """The child's result, in the project's interpreter within discovery's deadline
+    (`user_code`, a rule_api.UserCode: it imports the same modules)."""
+    from flyte_build import children
 
     request = {**request, "root": str(root)}
     with tempfile.TemporaryDirectory(prefix="flyte-build-serialize-") as tmp:
         req_path, res_path = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
+        request["progress"] = progress = os.path.join(tmp, "progress")
         Path(req_path).write_text(json.dumps(request))
-        env = dict(os.environ)
-        pkg_parent = str(Path(flyte_build.__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
-        env["PYTHONDONTWRITEBYTECODE"] = "1"
+        env = children.child_environ(children.stage_package(tmp))
         child = Path(__file__).resolve().parent / "serialize_child.py"
-        proc = subprocess.run(
-            [sys.executable, "-c", _RUN_CHILD, str(child), req_path, res_path],
-            cwd=str(root), env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace",
-        )
-        if not os.path.exists(res_path):
-            tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
-            raise UserError(f"task serialization failed (exit {proc.returncode}):\n{tail}")
+        python, timeout = (user_code.python, user_code.timeout) if user_code else (sys.executable, 300.0)
+        children.run([python, "-c", _RUN_CHILD, str(child), req_path, res_path], str(root), env,
+                     timeout, "task serialization", tmp, progress, res_path)
         return json.loads(Path(res_path).read_text())

@@ -26,7 +26,8 @@ def main(request_path: str, result_path: str) -> int:
     from flyte_build import flyte_adapter as fa
 
     result: dict = {"envs": {}, "error": None}
-    _, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")))
+    _, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
+                                    progress=req.get("progress"))
     if failures and not req.get("ignore_load_errors"):
         result["error"] = f"importing the environments' modules again failed: {failures[0]['message']}"
     # the directories a task's module may be named under: every sys.path
@@ -72,4 +73,10 @@ def main(request_path: str, result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    from flyte_build import children
+
+    try:
+        code = main(sys.argv[1], sys.argv[2])
+    finally:
+        children.end_descendants()  # what the user's modules left running, setsid or not
+    sys.exit(code)

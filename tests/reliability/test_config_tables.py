@@ -64,7 +64,7 @@ def test_a_rule_set_declares_its_own_table(tmp_path: Path):
 
 
 BAD_VALUES = {
-    "deploy.timeout": (f"[{T}.deploy]\ntimeout = -1", f"Field {T}.deploy.timeout must be a positive number of seconds"),
+    "deploy.timeout": (f"[{T}.deploy]\ntimeout = -1", f"Field {T}.deploy.timeout must be a positive, finite number of seconds"),
     "docker.builder": (f"[{T}.docker]\nbuilder = 'podman'", f"Field {T}.docker.builder must be one of: auto, buildkit, classic"),
     "pex.extra-args": (f"[{T}.pex]\nextra-args = '--x'", f"Field {T}.pex.extra-args must be an array of strings"),
     "object-store.s3.anon": (f"[{T}.object-store.s3]\nanon = 'yes'", f"Field {T}.object-store.s3.anon must be a boolean"),

@@ -87,6 +87,8 @@ def environ(cache: Path, env: dict | None = None) -> dict:
     output, then `env` over it (a None value unsets the variable)."""
     full = dict(os.environ)
     full.pop("FLYTE_BUILD_DEBUG", None)
+    # the project's interpreter is this one unless a test says otherwise (not a venv the suite was started from)
+    full.pop("VIRTUAL_ENV", None)
     full.update(FLYTE_BUILD_CACHE_DIR=str(cache), PYTHONDONTWRITEBYTECODE="1", NO_COLOR="1", COLUMNS="200")
     for k, v in (env or {}).items():
         if v is None:

@@ -1,0 +1,161 @@
+"""The project's interpreter (issue 23, parts 1 and 2), on the shape of a company repository.
+
+The Flyte project lives in `ml/` of a larger git repository (beside `web/` and
+`docs/`); its modules import `tinydep`, a pure-Python package that exists only
+in the project's own `.venv`; flyte-build runs from another interpreter (the
+suite's). Discovery and task serialization must import the modules with the
+project's `.venv`, `--python` must override it, an interpreter without flyte
+is a clear exit 2, and `hatch build -t flyte` in hatch's isolated build
+environment must import them with the project's `.venv` too.
+
+The repository and its `.venv` are made once for the module (a venv with the
+system site-packages, so flyte is there, and tinydep written into its own
+site-packages: no network, ~2 s).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import venvs
+from tests.support.cli import flyte_build
+from tests.support.requirements import require
+
+TINYDEP = 'NAME = "tiny"\n\n\ndef greeting() -> str:\n    return "hello from tinydep"\n'
+MODULE_A = """\
+import flyte
+import tinydep
+
+env = flyte.TaskEnvironment(name="a_" + tinydep.NAME, env_vars={"GREETING": tinydep.greeting()})
+
+
+@env.task
+async def t(x: int) -> int:
+    return x
+"""
+MODULE_B = """\
+import flyte
+
+env = flyte.TaskEnvironment(name="b")
+
+
+@env.task
+async def u(x: int) -> int:
+    return x
+"""
+PYPROJECT = """\
+[build-system]
+requires = ["hatchling>=1.24", "flyte-build"]
+build-backend = "hatchling.build"
+
+[project]
+name = "ml"
+version = "0.1.0"
+dependencies = ["flyte"]
+
+[tool.hatch.build.targets.flyte]
+"""
+
+
+def _git(root: Path, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=root, check=True,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def company(tmp_path_factory):
+    top = tmp_path_factory.mktemp("company") / "repo"
+    files = {"web/index.html": "<html></html>\n", "docs/readme.md": "# docs\n", ".gitignore": ".venv/\ndist/\n",
+             "ml/pyproject.toml": PYPROJECT, "ml/pkg/__init__.py": "", "ml/pkg/a.py": MODULE_A, "ml/pkg/b.py": MODULE_B}
+    for rel, text in files.items():
+        (top / rel).parent.mkdir(parents=True, exist_ok=True)
+        (top / rel).write_text(text)
+    _git(top, "init", "-q")
+    _git(top, "add", "-A")
+    _git(top, "commit", "-q", "-m", "init")
+    venv = top / "ml" / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    (Path(site) / "tinydep").mkdir(parents=True)
+    (Path(site) / "tinydep" / "__init__.py").write_text(TINYDEP)
+    bare = tmp_path_factory.mktemp("bare") / "venv"  # a Python without flyte
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    return {"top": top, "ml": top / "ml", "venv": venv, "bare": bare / "bin" / "python"}
+
+
+def _specs(run_json: dict, target: str) -> str:
+    rec = next(t for t in run_json["targets"] if t["target"] == target)
+    return Path(rec["path"]).read_text()
+
+
+def test_a_project_below_the_git_root_imports_with_its_own_venv(company, tmp_path):
+    import importlib.util
+
+    assert importlib.util.find_spec("tinydep") is None  # only the project's .venv has it
+    cache = tmp_path / "cache"
+    run = flyte_build("build", "--json", "bundle:*", "specs:*", cwd=company["ml"], cache=cache)
+    run.assert_ok()
+    doc = run.json()
+    assert {t["target"] for t in doc["targets"]} == {"bundle:a_tiny", "bundle:b", "specs:a_tiny", "specs:b"}
+    assert "hello from tinydep" in _specs(doc, "specs:a_tiny")  # serialized with tinydep imported
+    bundle = next(t for t in doc["targets"] if t["target"] == "bundle:a_tiny")
+    with tarfile.open(bundle["path"]) as tar:
+        names = tar.getnames()
+    assert "pkg/a.py" in names and not any("tinydep" in n or ".venv" in n for n in names), names
+    shown = flyte_build("config", "--json", cwd=company["ml"], cache=cache).assert_ok().json()["flyte_build"]["python"]
+    assert shown == {"value": str(company["venv"] / "bin" / "python"), "source": f"the .venv in {company['ml']}",
+                     "python": ".".join(map(str, sys.version_info[:3])), "flyte": shown["flyte"]} and shown["flyte"]
+    # asked once, then known by the stat of the interpreter and its flyte
+    memo = list((cache / "interpreters").glob("*.json"))
+    assert len(memo) == 1
+    stamp = memo[0].stat().st_mtime_ns
+    flyte_build("build", "bundle:*", cwd=company["ml"], cache=cache).assert_ok()
+    assert memo[0].stat().st_mtime_ns == stamp
+
+
+def test_python_flag_and_virtual_env_choose_and_are_named(company, tmp_path):
+    cache = tmp_path / "cache"
+    # the interpreter running flyte-build has no tinydep: the error names it and the way out
+    run = flyte_build("--python", sys.executable, "build", cwd=company["ml"], cache=cache)
+    run.assert_clean_error(2, "ModuleNotFoundError", "tinydep", f"imported by {sys.executable}", "chosen by --python",
+                           "--python / config `python`")
+    # a Python without flyte: exit 2 naming it and the fix, from the flag and from $VIRTUAL_ENV
+    bare = company["bare"]
+    flyte_build("--python", str(bare), "build", cwd=company["ml"], cache=cache).assert_clean_error(
+        2, str(bare), "has no flyte", "pip install flyte")
+    flyte_build("build", cwd=company["ml"], cache=cache, env={"VIRTUAL_ENV": str(bare.parent.parent)}).assert_clean_error(
+        2, str(bare), "$VIRTUAL_ENV", "has no flyte")
+    flyte_build("--python", str(company["ml"] / "nope"), "build", cwd=company["ml"], cache=cache).assert_clean_error(
+        2, "nope", "not an executable interpreter")
+    # config `python`, relative to the project, over the .venv
+    pyproject = company["ml"] / "pyproject.toml"
+    pyproject.write_text(PYPROJECT + f'python = "{bare}"\n')
+    try:
+        flyte_build("build", cwd=company["ml"], cache=cache).assert_clean_error(2, str(bare), "config `python`")
+    finally:
+        pyproject.write_text(PYPROJECT)
+
+
+@pytest.mark.timeout(600)
+def test_hatch_build_in_its_isolated_environment_imports_with_the_projects_venv(company, tmp_path):
+    require(venvs.uv() is not None, "uv is needed for hatch's build environments (hatch installs with uv)")
+    venv = venvs.wheel_venv()
+    (tmp_path / "hatch").mkdir()
+    (tmp_path / "hatch" / "config.toml").write_text("")
+    env = {"FLYTE_BUILD_CACHE_DIR": str(tmp_path / "cache"), "HATCH_DATA_DIR": str(tmp_path / "hatch" / "data"),
+           "HATCH_CACHE_DIR": str(tmp_path / "hatch" / "cache"), "HATCH_CONFIG": str(tmp_path / "hatch" / "config.toml"),
+           "UV_FIND_LINKS": str(venvs.session_wheel().parent)}
+    proc = venv.run("hatch", "build", "-t", "flyte", cwd=company["ml"], env=env)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    dist = company["ml"] / "dist" / "flyte"
+    manifest = json.loads((dist / "manifest.json").read_text())
+    assert sorted(t["target"] for t in manifest["targets"]) == ["bundle:a_tiny", "bundle:b"], manifest
+    assert "built bundle:a_tiny" in out, out
