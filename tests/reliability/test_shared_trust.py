@@ -279,8 +279,9 @@ def test_a_signed_result_is_not_replayed_to_another_stage(staged, tmp_path, kind
 
 def test_forged_witnesses_never_make_a_reader_read_outside_the_root(staged, tmp_path):
     """Hole 8: a result (signed by the real key, so its witnesses are checked at all)
-    naming /etc/passwd, ../x, ~/x and a symlink leading out of the root: refused
-    before any of them is opened."""
+    naming a file outside by absolute path, ../x, ~/x and a symlink leading out of
+    the root: refused before any of them is opened (7 discovery results, 3 affected
+    summaries)."""
     from flyte_build import shared_discovery
     from flyte_build.hashing import key_of
     from flyte_build.stores.file_digests import FileDigests
@@ -333,6 +334,20 @@ def test_forged_witnesses_never_make_a_reader_read_outside_the_root(staged, tmp_
     stats = CacheStats()
     assert shared_discovery.fetch(shared, stats, doc["key"], root, FileDigests(tmp_path / "d2", str(root))) is None
     assert stats.corrupt == 1 and refused + 1 == 7
+    # an affected summary's witnesses are held to the same rule
+    from flyte_build import shared_affected
+
+    key = "ab" * 32
+    for name in (str(outside), "../outside.txt", "link/outside.txt"):
+        summary = {"format": shared_affected.FORMAT, "key": key, "witness": {"files": {name: None}, "environ": {}},
+                   "snapshot": {"targets": {}, "env_files": {}, "config_key": "", "config_file": None}}
+        summary["sig"] = signer.sign_document(shared_affected.DOMAIN, canonical(summary))
+        store.write(shared_affected.rel_of(key), summary)
+        opened = []
+        stats = CacheStats()
+        assert shared_affected.fetch(shared, stats, key, root, Recording(tmp_path / "d3", str(root))) is None
+        assert stats.corrupt == 1 and "not a path inside the project root" in stats.warnings[0], stats.warnings
+        assert not any(not p.startswith(str(root.resolve())) for p in opened), (name, opened)
 
 
 def canonical(doc: dict) -> bytes:
