@@ -8,13 +8,15 @@ project's `.venv`, `--python` must override it, an interpreter without flyte
 is a clear exit 2, and `hatch build -t flyte` in hatch's isolated build
 environment must import them with the project's `.venv` too.
 
-The repository and its `.venv` are made once for the module (a venv with the
-system site-packages, so flyte is there, and tinydep written into its own
-site-packages: no network, ~2 s).
+The repository and its `.venv` are made once for the module (uv installs
+flyte from its cache, ~2 s, and tinydep is written into its site-packages);
+the `.venv` has nothing of flyte-build's, so the children are shown to need
+only the standard library and flyte there.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import subprocess
 import sys
@@ -80,7 +82,10 @@ def company(tmp_path_factory):
     _git(top, "add", "-A")
     _git(top, "commit", "-q", "-m", "init")
     venv = top / "ml" / ".venv"
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    # flyte (with its own dependencies) and nothing of flyte-build's: the children must
+    # need only the standard library and flyte there
+    require(venvs.uv() is not None, "uv makes the project's .venv (flyte installed from its cache, ~2 s)")
+    venvs.install(venvs.create(venv), f"flyte=={importlib.metadata.version('flyte')}")
     site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     (Path(site) / "tinydep").mkdir(parents=True)
