@@ -121,12 +121,14 @@ def git_ignored(root: Path) -> tuple[frozenset[str], tuple[str, ...]] | None:
 # Secret-looking files: left out by default, with a warning (see `allow_secrets`).
 # File names, matched against the last path component:
 SECRET_PATTERNS = (
-    ".env", ".env.*", "*.env", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ppk",
-    "*.asc", "*.gpg", "*.kdbx", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
-    ".netrc", "_netrc", ".pgpass", ".git-credentials", ".pypirc", ".npmrc", ".htpasswd",
-    ".vault-token", ".s3cfg", ".boto", ".dockercfg", "kubeconfig", "*.kubeconfig",
-    "credentials", "credentials.json", "credentials.db", "access_tokens.db", "adc.json",
+    ".env", ".env.*", "*.env", ".envrc", "*.pem", "*.key", "*.p12", "*.pfx", "*.jks", "*.keystore", "*.ppk",
+    "*.p8", "*.keytab", "*.ovpn", "*.asc", "*.gpg", "*.kdbx", "id_rsa*", "id_dsa*", "id_ecdsa*", "id_ed25519*",
+    ".netrc", "_netrc", ".pgpass", ".my.cnf", ".git-credentials", ".pypirc", ".npmrc", ".htpasswd",
+    ".vault-token", ".s3cfg", ".boto", ".dockercfg", ".dockerconfigjson", "kubeconfig", "*.kubeconfig",
+    ".terraformrc", "terraform.rc", ".databrickscfg",
+    "credentials", "credentials.json", "credentials.toml", "credentials.db", "access_tokens.db", "adc.json",
     "application_default_credentials.json", "*service-account*.json", "*sa-key*.json", "*-key.json", "*_key.json",
+    "key.json", "*-firebase-adminsdk-*.json", "client_secret*.json",
     "terraform.tfstate", "*.tfstate", "*.tfstate.backup", "*.tfvars", "*.tfvars.json",
     "secrets.yaml", "secrets.yml", "secrets.toml", "secrets.json", "secrets.env",
     "secret.yaml", "secret.yml", "secret.toml", "secret.json",
@@ -136,6 +138,8 @@ SECRET_PATTERNS = (
 SECRET_PATH_PATTERNS = (
     ".kube/config", ".docker/config.json", ".aws/config", ".aws/credentials", ".config/gcloud/*",
     "gcloud/legacy_credentials/*", ".azure/*", ".ssh/*", ".gnupg/*",
+    ".m2/settings.xml", ".m2/settings-security.xml", ".config/gh/hosts.yml", ".config/hub",
+    ".config/containers/auth.json", ".config/rclone/rclone.conf",
 )
 # Templates and examples of the above are meant to be shared.
 NOT_SECRET = frozenset({".env.example", ".env.sample", ".env.template", ".env.dist", "example.env", "sample.env"})

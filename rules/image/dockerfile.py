@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from flyte_build.errors import UserError
+from flyte_build.files import drop_secrets, secret_reason
 from flyte_build.hashing import key_of
 
 UV_VERSION = "0.5.11"  # pinned so a uv_project layer renders the same everywhere
@@ -370,6 +371,10 @@ class _Build:
         path = root / rel
         if not path.is_file():
             raise UserError(f"{self.where}: {what} {rel!r} does not exist")
+        # named by a layer, a secret still stays out of the context (stored in the caches, sent to the engine)
+        why = secret_reason(rel, str(path), root, opts.allow_secrets)
+        if why is not None:
+            raise UserError(f"{self.where}: {what} {why}")
         self.context[f"src/{rel}"] = str(path)
         return f"src/{rel}"
 
@@ -680,8 +685,6 @@ def _render_from_dockerfile(spec: dict, root: Path, opts: Options, where: str, p
         if m and m.group(2) in opts.base_map:
             line = m.group(1) + opts.base_map[m.group(2)] + m.group(3)
         lines.append(line)
-    from flyte_build.files import drop_secrets
-
     # a build context is stored in the caches and sent to the engine: no secrets, no links out
     ctx_files, dropped = drop_secrets(dockerfile_context(path.parent), root, opts.allow_secrets)
     dockerfile = "\n".join(lines) + "\n"

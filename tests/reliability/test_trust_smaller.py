@@ -105,3 +105,65 @@ def test_a_malformed_verify_key_is_an_error_without_a_shared_cache(repo, tmp_pat
     run = cli.run("build", "--json")
     run.assert_clean_error(2, named)
     assert not (cli.cache_dir / "ac").exists() or not any((cli.cache_dir / "ac").rglob("*.json"))
+
+
+# -- the secret filter: common secret files it missed --------------------------------
+
+MISSED = {
+    ".envrc": "export API_KEY=x\n",
+    "gcp/key.json": '{"private_key": "x"}\n',
+    "gcp/my-app-firebase-adminsdk-ab12c-0123456789.json": '{"private_key": "x"}\n',
+    "gcp/service-account-prod.json": '{"private_key": "x"}\n',
+    "gcp/credentials.json": "{}\n",
+    "gcp/client_secret_123.apps.googleusercontent.com.json": "{}\n",
+    ".my.cnf": "[client]\npassword=x\n",
+    ".pgpass": "db:5432:*:u:x\n",
+    "krb/service.keytab": "x",
+    ".m2/settings.xml": "<servers><server><password>x</password></server></servers>\n",
+    ".config/gh/hosts.yml": "github.com:\n  oauth_token: x\n",
+    ".netrc": "machine x login u password p\n",
+    ".npmrc": "//registry/:_authToken=x\n",
+    ".pypirc": "[pypi]\npassword = x\n",
+    ".ssh/id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\n",
+    "keys/id_rsa": "-----BEGIN RSA PRIVATE KEY-----\n",
+    "tls/server.pem": "-----BEGIN PRIVATE KEY-----\n",
+    "tls/server.key": "-----BEGIN PRIVATE KEY-----\n",
+    "apple/AuthKey_ABC.p8": "-----BEGIN PRIVATE KEY-----\n",
+    ".terraformrc": 'credentials "app.terraform.io" { token = "x" }\n',
+    ".databrickscfg": "[DEFAULT]\ntoken = x\n",
+    ".cargo/credentials.toml": "[registry]\ntoken = 'x'\n",
+    ".config/containers/auth.json": '{"auths": {}}\n',
+    "vpn/office.ovpn": "<key>x</key>\n",
+}
+STILL_SHIPPED = {"conf/keys.json": "{}\n", "pkg/key.py": "K = 1\n", "docs/credentials.md": "how to\n", "conf/settings.xml": "<a/>\n"}
+
+
+def test_common_secret_files_are_left_out_of_bundles(tmp_path):
+    from tests.reliability.test_hostile_repo import BASE, members
+
+    root = make_repo(tmp_path / "repo", {**BASE, **MISSED, **STILL_SHIPPED}, pyproject_extra='copy-style = "all"')
+    res = Cli(root, tmp_path / "cache").build()
+    res.assert_ok()
+    names = members(res.json())
+    assert not set(MISSED) & set(names), sorted(set(MISSED) & set(names))
+    assert set(STILL_SHIPPED) <= set(names)
+    warnings = "\n".join(res.json()["warnings"])
+    for s in MISSED:
+        assert f"{s}: looks like a secret" in warnings, s
+
+
+def test_common_secret_files_are_left_out_of_image_build_contexts(tmp_path):
+    from flyte_build.errors import UserError
+    from flyte_build.rulesets import builtin
+
+    df = builtin("image.dockerfile")
+    root = make_repo(tmp_path / "repo", {"docker/Dockerfile": "FROM python:3.11\nCOPY . /app\n", "docker/app.py": "x\n",
+                                         **{f"docker/{k}": v for k, v in MISSED.items()}, ".envrc": "export X=1\n"})
+    rendered = df.render({"dockerfile": "docker/Dockerfile"}, root, df.Options(), "`a`", lambda rel: {})
+    assert {n for n, _ in rendered.context} == {"Dockerfile", "app.py"}
+    # a layer naming one (with_source_file) is refused, not copied into the context
+    spec = {"base_image": "python:3.11-slim", "layers": [{"type": "CopyConfig", "path_type": 0, "src": ".envrc", "dst": "/app"}]}
+    with pytest.raises(UserError, match=r"\.envrc: looks like a secret"):
+        df.render(spec, root, df.Options(), "`a`", lambda rel: {})
+    allowed = df.render(spec, root, df.Options(allow_secrets=(".envrc",)), "`a`", lambda rel: {})
+    assert "src/.envrc" in {n for n, _ in allowed.context}
