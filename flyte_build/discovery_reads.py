@@ -43,6 +43,7 @@ class ReadRecorder:
     def __init__(self, ignore_prefixes: tuple[str, ...]):
         self.files: set[str] = set()
         self.dirs: set[str] = set()
+        self.stats: set[str] = set()  # existence and type asked (os.stat: os.path.exists, Path.is_file...)
         self.environ: set[str] = set()
         self.active = False
         self._ignore = tuple(p.rstrip("/") + "/" for p in ignore_prefixes if p)
@@ -64,6 +65,9 @@ class ReadRecorder:
         if event in ("open", "os.listdir", "os.scandir") and _by_import_system(sys._getframe(1)):
             return  # the import system reading modules and listing sys.path: witnessed as modules
         if event == "open":
+            if args and isinstance(args[0], (str, bytes)) and _names_environ_file(args[0]):
+                self.environ.add(ENV_ALL)  # /proc/self/environ: the whole environment, read as a file
+                return
             p = self._path(args[0])
             if p is not None:
                 self.files.add(p)
@@ -75,13 +79,37 @@ class ReadRecorder:
     def install(self) -> None:
         sys.addaudithook(self._hook)
         _record_environ(self)
+        _record_stats(self)
         self.active = True
 
     def stop(self) -> None:
         self.active = False
 
     def to_json(self) -> dict:
-        return {"files": sorted(self.files), "dirs": sorted(self.dirs), "environ": sorted(self.environ)}
+        return {"files": sorted(self.files), "dirs": sorted(self.dirs), "stats": sorted(self.stats),
+                "environ": sorted(self.environ)}
+
+
+def _names_environ_file(raw) -> bool:
+    p = os.path.abspath(os.fsdecode(raw))
+    return p in ("/proc/self/environ", "/proc/thread-self/environ", f"/proc/{os.getpid()}/environ")
+
+
+def _record_stats(rec: ReadRecorder) -> None:
+    """Make `os.stat` note the paths it is asked about while `rec` is active:
+    `os.path.exists`/`isfile`/`isdir` and `Path.exists`/`is_file`/`is_dir` go
+    through it, and no audit event sees them. The import system stats
+    through `posix` directly, so its lookups are not counted."""
+    real = os.stat
+
+    def stat(path, *args, **kwargs):
+        if rec.active and kwargs.get("dir_fd") is None:
+            p = rec._path(path)
+            if p is not None:
+                rec.stats.add(p)
+        return real(path, *args, **kwargs)
+
+    os.stat = stat
 
 
 def _by_import_system(frame) -> bool:
@@ -117,6 +145,8 @@ def _record_environ(rec: ReadRecorder) -> None:
             return base.__iter__(self)
 
     os.environ.__class__ = RecordingEnviron
+    if hasattr(os, "environb"):  # os.environb and os.getenvb: the same variables, as bytes
+        os.environb.__class__ = RecordingEnviron
 
 
 # PATH read to find a program for subprocess, HOME read to expand `~`: what they
@@ -313,7 +343,35 @@ def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
             files[n] = _file_digest(p, digests)
     dirs = {name(p): _listing(p) for p in reads.get("dirs", ())}
     environ = {n: env_value(n) for n in reads.get("environ", ())}
-    return {"files": files, "dirs": dirs, "environ": environ}
+    out = {"files": files, "dirs": dirs, "environ": environ}
+    stats = _stat_witnesses(reads.get("stats", ()), root, name, set(files) | skip)
+    if stats:  # only then: keys of discoveries that asked nothing stay as they were
+        out["stats"] = stats
+    return out
+
+
+def _stat_witnesses(paths, root: Path, name, known: set[str]) -> dict:
+    """{name: what is there} for the paths asked about, less those witnessed by
+    content already, the root and its parents (their names would hold the
+    checkout's path, and an import-time test of them decides nothing here)."""
+    root_s = str(root).rstrip("/") + "/"
+    out = {}
+    for p in paths:
+        if root_s.startswith(p.rstrip("/") + "/"):
+            continue
+        n = name(p)
+        if n not in known:
+            out[n] = _kind(p)
+    return out
+
+
+def _kind(path: str) -> str | None:
+    """"file", "dir" or "other" (following symlinks), None when missing or unreadable."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
 
 
 def _namer(root: Path):
@@ -409,6 +467,9 @@ def _still_valid(recorded: dict, root: Path, digests) -> bool:
             return False
     for n, listing in recorded.get("dirs", {}).items():
         if _listing(witness_path(n, root)) != listing:
+            return False
+    for n, kind in recorded.get("stats", {}).items():
+        if _kind(witness_path(n, root)) != kind:
             return False
     return all(env_value(n) == v for n, v in recorded.get("environ", {}).items())
 

@@ -167,3 +167,42 @@ def test_common_secret_files_are_left_out_of_image_build_contexts(tmp_path):
         df.render(spec, root, df.Options(), "`a`", lambda rel: {})
     allowed = df.render(spec, root, df.Options(allow_secrets=(".envrc",)), "`a`", lambda rel: {})
     assert "src/.envrc" in {n for n, _ in allowed.context}
+
+
+# -- reads the discovery child's witnesses missed ----------------------------------------
+
+PROBES = {
+    "os.path.exists": ("os.path.exists(os.path.join(ROOT, 'FLAG'))", "file"),
+    "os.path.isfile": ("os.path.isfile(os.path.join(ROOT, 'FLAG'))", "file"),
+    "os.path.isdir": ("os.path.isdir(os.path.join(ROOT, 'plugins'))", "dir"),
+    "Path.exists": ("(Path(ROOT) / 'FLAG').exists()", "file"),
+    "Path.is_file": ("(Path(ROOT) / 'FLAG').is_file()", "file"),
+    "os.environb": ("b'FEATURE_B' in os.environb", "env"),
+    "os.getenvb": ("os.getenvb(b'FEATURE_B') is not None", "env"),
+    "/proc/self/environ": ("b'FEATURE_B=' in open('/proc/self/environ', 'rb').read()", "env"),
+}
+
+
+@pytest.mark.parametrize("probe", sorted(PROBES))
+def test_an_import_time_decision_on_what_stat_and_environb_see_is_a_witness(tmp_path, probe):
+    """A module defines a second environment when a file exists or a variable is
+    set, asked in a way no audit event saw: the change must re-run discovery."""
+    test, toggle = PROBES[probe]
+    module = (f"import os\nfrom pathlib import Path\nimport flyte\nROOT = os.path.dirname(os.path.dirname(__file__))\n"
+              f"env = flyte.TaskEnvironment(name='a')\nif {test}:\n    env_b = flyte.TaskEnvironment(name='b')\n")
+    root = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/a.py": module})
+    cli = Cli(root, tmp_path / "cache", env={"FEATURE_B": None})
+    first = cli.build()
+    first.assert_ok()
+    assert set(first.digests()) == {"bundle:a"}
+    env = {}
+    if toggle == "file":
+        (root / "FLAG").write_text("on\n")
+    elif toggle == "dir":
+        (root / "plugins").mkdir()
+    else:
+        env = {"FEATURE_B": "1"}
+    second = Cli(root, cli.cache_dir, env=env).build()
+    second.assert_ok()
+    assert set(second.digests()) == {"bundle:a", "bundle:b"}, f"{probe}: the stale discovery was kept"
+    assert second.json()["discovery"]["how"] == "full"
