@@ -298,7 +298,7 @@ def main(request_path: str, result_path: str) -> int:
 
     global _ROOT
     _ROOT = root
-    import_module = importlib.import_module  # the candidates' own imports are not charged to anyone
+    import_module, made_by_failed = _noting_envs_of_failed_imports(importlib.import_module, fa)
     tracker = _ImportTracker(root)
     tracker.install()
     prints = CodePrints(root, Handed(req.get("handed"), root))
@@ -312,7 +312,7 @@ def main(request_path: str, result_path: str) -> int:
         reads.stop()
 
     loaded = _scan_loaded(root, fa)
-    envs, failures = _drop_unloaded(fa.loaded_environments(load_apps=False), failures, root, fa)
+    envs, failures = _drop_unloaded(fa.loaded_environments(load_apps=False), failures, made_by_failed, root, fa)
     selected, problems = _select(req, root, modules, envs, fa)
     graph, orphans = tracker.edges(loaded.file_by_name, loaded.file_by_path)
     graph = _with_package_parents(graph, loaded)
@@ -344,7 +344,23 @@ def main(request_path: str, result_path: str) -> int:
     return 0
 
 
-def _drop_unloaded(envs: list, failures: list[dict], root: str, fa) -> tuple[list, list[dict]]:
+def _noting_envs_of_failed_imports(import_module, fa):
+    """(an import_module that notes the environments a failed import made, {id(env): module})."""
+    made: dict[int, str] = {}
+
+    def noting(name):
+        # the candidates' own imports are not charged to anyone (the tracker sees no user frame here)
+        before = len(fa.loaded_environments(load_apps=False))
+        try:
+            return import_module(name)
+        except BaseException:
+            made.update((id(e), name) for e in fa.loaded_environments(load_apps=False)[before:])
+            raise
+
+    return noting, made
+
+
+def _drop_unloaded(envs: list, failures: list[dict], made: dict, root: str, fa) -> tuple[list, list[dict]]:
     """(the environments to keep, the failures and one naming each dropped environment): with
     --ignore-load-errors, an environment whose module failed to import, or
     one of whose tasks' modules did, exists half made (its task names a module
@@ -358,6 +374,8 @@ def _drop_unloaded(envs: list, failures: list[dict], root: str, fa) -> tuple[lis
         decl = fa.declaring_file(env)
         rel = _rel(decl, root) if decl else "?"
         why = f"its module {rel} failed to import" if rel in failed_files else None
+        if why is None and id(env) in made:  # e.g. TaskEnvironment.from_task: declared in flyte's own file
+            why = f"it was made while module {made[id(env)]} failed to import"
         for t in ([] if why or fa.is_app(env) else sorted(env.tasks.values(), key=lambda t: t.name)):
             mod = getattr(getattr(t, "func", None), "__module__", None)
             if mod and mod != "__main__" and mod not in sys.modules:

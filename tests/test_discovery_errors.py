@@ -99,6 +99,10 @@ IGNORED = {
     # made an env and a task, then failed: half made
     "broken.py": "import flyte\n\nbroken_env = flyte.TaskEnvironment(name='broken', image='ghcr.io/example/b:1')\n\n\n"
                  "@broken_env.task\ndef step() -> int:\n    return 1\n\n\nraise RuntimeError('config missing')\n",
+    # an env made around a ContainerTask (declared in flyte's own from_task), then a failure
+    "cont.py": "import flyte\nfrom flyte.extras import ContainerTask\n\n"
+               "greet = ContainerTask(name='greet', image='x:1', command=['/bin/sh', '-c', 'true'])\n"
+               "container_env = flyte.TaskEnvironment.from_task('container_env', greet)\nraise RuntimeError('late')\n",
     # an env whose module loads, with a task in a module that fails
     "half.py": "import flyte\n\nhalf_env = flyte.TaskEnvironment(name='half', image='ghcr.io/example/h:1')\n",
     "half_tasks.py": "from half import half_env\n\n\n@half_env.task\ndef extra() -> int:\n    return 2\n\n\n"
@@ -124,6 +128,7 @@ def test_ignore_load_errors_drops_half_made_envs_and_their_dependents(tmp_path):
     assert "environment `broken` dropped: its module broken.py failed to import" in warnings
     assert "environment `half` dropped: its task half.extra is declared in module half_tasks, which failed to import" in warnings
     assert "environment `top` dropped: it depends on `half`, which was dropped" in warnings
+    assert "environment `container_env` dropped: its module cont.py failed to import" in warnings
     assert "has no module" not in run.err + warnings
     targets = flyte_build("-i", "targets", "--json", cwd=repo, cache=tmp_path / "c")
     assert targets.rc == 0 and [e["env"] for e in targets.json()["envs"]] == ["good"]
