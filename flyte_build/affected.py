@@ -131,7 +131,9 @@ def _rev_settings(ws, rev_root: Path):
         absp = Path(p) if os.path.isabs(p) else Path.cwd() / p
         paths.append(str(rev_root / os.path.relpath(absp.resolve(), ws.cfg.root)))
     sel = replace(s.selection, paths=tuple(paths))
-    return replace(s, root_dir=str(rev_root), selection=sel, cache=None, cache_required=None)
+    # the revision's modules are imported by the same interpreter as the working tree's (its
+    # .venv is not in the exported revision)
+    return replace(s, root_dir=str(rev_root), selection=sel, cache=None, cache_required=None, python=ws.ctx.python.path)
 
 
 def _summary_key(ws, changes: gitchanges.Changes) -> str:

@@ -164,3 +164,18 @@ def test_hatch_build_in_its_isolated_environment_imports_with_the_projects_venv(
     manifest = json.loads((dist / "manifest.json").read_text())
     assert sorted(t["target"] for t in manifest["targets"]) == ["bundle:a_tiny", "bundle:b"], manifest
     assert "built bundle:a_tiny" in out, out
+
+
+def test_affected_imports_the_revision_with_the_projects_venv(company, tmp_path):
+    """The exported revision has no `.venv` (it is ignored): its modules are
+    imported by the working tree's interpreter, so tinydep is found there too."""
+    cache = tmp_path / "cache"
+    b = company["ml"] / "pkg" / "b.py"
+    b.write_text(MODULE_B.replace("return x", "return x + 1"))
+    try:
+        run = flyte_build("affected", "--since", "HEAD", "--json", cwd=company["ml"], cache=cache)
+        run.assert_ok()
+        targets = {t["target"] if isinstance(t, dict) else t for t in run.json()["targets"]}
+        assert "bundle:b" in targets and "bundle:a_tiny" not in targets, run.out
+    finally:
+        b.write_text(MODULE_B)
