@@ -251,6 +251,19 @@ def test_a_container_task_and_an_app_endpoint_pair_deploy_over_the_wire(cp, tmp_
     assert greet.type == "raw-container" and greet.container.image == BASE_IMAGE
     assert list(greet.container.args[:2]) == ["/bin/sh", "-c"] and greet.container.data_config.output_path == "/var/outputs"
     assert "--resolver" in specs["caller.hello"].task_template.container.args
+    # the container task runs from the spec received, as the backend starts it: a primitive
+    # input rendered into the args, the output read back from the data config's output path
+    import subprocess
+
+    out_dir = tmp_path / "outputs"
+    out_dir.mkdir(mode=0o777)
+    out_dir.chmod(0o777)
+    args = [a.replace("{{.inputs.name}}", "world") for a in greet.container.args]
+    proc = subprocess.run(["docker", "run", "--rm", "-v", f"{out_dir}:{greet.container.data_config.output_path}",
+                           "--entrypoint", args[0], greet.container.image, *args[1:]],
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert (out_dir / "greeting").read_text() == "hello world"
     created = [req.app for m, req in cp.calls if m == "CreateApp"]
     assert [a.metadata.id.name for a in created] == ["backend-app", "frontend-app"]
     assert [(i.name, i.string_value) for i in created[1].spec.inputs.items] == [("backend_url", "backend-app")]
