@@ -72,7 +72,7 @@ class RichReporter(Reporter):
     def __init__(self, quiet: bool = False, verbosity: int = 0):
         from rich.console import Console
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, emoji=False)
         self.verbosity = -1 if quiet else verbosity
         self._progress = None
         self._tasks: dict[str, int] = {}
@@ -202,12 +202,12 @@ def notes(results: list[TargetResult]) -> list[str]:
 def print_summary(results: list[TargetResult], warnings: list[str], title: str = "flyte-build", verbosity: int = 0) -> None:
     from rich.console import Console
 
-    out = Console(file=sys.stdout)
+    out = Console(file=sys.stdout, emoji=False)
     out.print(summary_table(results, title))
     out.print(count_line(results), highlight=False)
     for line in notes(results):
         out.print(line, highlight=False, markup=False)
-    err = Console(stderr=True)
+    err = Console(stderr=True, emoji=False)
     for r in results:
         if r.status == "failed":
             err.print(f"[bold red]failed[/] {r.target}: {escape(failure_text(r, verbosity > 0))}", highlight=False, soft_wrap=True)

@@ -144,3 +144,38 @@ def test_heartbeat_names_a_long_running_target(capsys, monkeypatch):
     err = capsys.readouterr().err
     assert "start image:slow" in err
     assert re.search(r"still running image:slow \(0s\): #7 \[3/5\] RUN pip install torch", err), err
+
+
+# a rule whose action is the same for every env (its key names no env): two
+# targets of one run share it, and the second waits for the first's run
+SHARED_RULE = '''\
+import time
+from flyte_build.rule_api import Inputs, Produced, Rule
+
+def run(req):
+    time.sleep(1.5)
+    out = req.workdir / "out.txt"
+    out.write_text("same for all")
+    return Produced(files=(("out.txt", out),))
+
+def rules():
+    return [Rule(kind="shared", version="1", description="one action for every env",
+                 inputs=lambda env, ctx: Inputs(params={"same": True}), run=run)]
+'''
+
+
+@pytest.mark.timeout(180)
+def test_a_target_that_waited_for_an_identical_build_says_so(tmp_path):
+    from tests.support.repos import env_module, make_repo
+
+    files = {"pkg/__init__.py": "", "myrules/register.py": SHARED_RULE,
+             "pkg/a.py": env_module("a", var="env_a"), "pkg/b.py": env_module("b", var="env_b")}
+    root = make_repo(tmp_path / "repo", files, pyproject_extra='rules = ["myrules"]')
+    run = flyte_build("build", "shared:*", "--jobs", "2", cwd=root, cache=tmp_path / "cache", env={"COLUMNS": "80"}).assert_ok()
+    cells = [[c.strip() for c in line.split("│")] for line in run.out.splitlines() if "shared:" in line and "│" in line]
+    rows = {c[1]: c[4] for c in cells}  # target -> result
+    assert sorted(rows.values()) == ["built", "waited"], run.out
+    waiter = next(t for t, word in rows.items() if word == "waited")
+    builder = next(t for t in rows if t != waiter)
+    assert f"waited {waiter}: the same action as {builder}, run once for both" in run.out.replace("\n", " ").replace("  ", " ")
+    assert "1 waited" in run.out

@@ -41,7 +41,7 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
     g.add_argument("--config", "-c", dest="flyte_config", metavar="FILE", default=d,
                    help="flyte's config.yaml (default: the one the `flyte` CLI finds)")
     g.add_argument("--verbose", "-v", action="count", default=d,
-                   help="more output: every target as it starts and ends, and failures in full")
+                   help="more output: failures in full and, outside a terminal, every log line of a running target")
     g.add_argument("--quiet", "-q", action="store_true", default=d, help="less output: no progress, only the summary and errors")
     if suppress:  # accepted after the command, described once in the top-level help
         for action in g._group_actions:
@@ -163,4 +163,4 @@ def wants_json(argv: list[str]) -> bool:
 def warn(msg: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(f"[yellow]warning:[/] {msg}", highlight=False)
+    Console(stderr=True, emoji=False).print(f"[yellow]warning:[/] {msg}", highlight=False)

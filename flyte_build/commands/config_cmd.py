@@ -45,7 +45,7 @@ def run(args) -> int:
 
     pyproject = f"pyproject: {table_cfg.pyproject}" if table_cfg.pyproject else "pyproject: none found (defaults)"
     flyte_title = f"flyte config: {ref.path} (found as {ref.found_by})" if ref.path else "flyte config: none found (flyte's defaults)"
-    console = Console()
+    console = Console(emoji=False)
     console.print(_table(f"flyte-build settings ({pyproject})", ours))
     console.print(_table(flyte_title, shown))
     return 0

@@ -64,7 +64,7 @@ def run(args) -> int:
         mine = [r["kind"] for r in recs if r["env"] == e["env"]]  # the env is in the first column
         table.add_row(e["env"], f"{e['file']}:{e['variable'] or '?'}", ", ".join(e["depends_on"]) or "-",
                       "app" if e["kind"] == "app" else str(len(e["tasks"])), " ".join(mine))
-    Console().print(table)
+    Console(emoji=False).print(table)
     for w in ws.all_warnings():
         from .common import warn
 

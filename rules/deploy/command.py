@@ -110,7 +110,7 @@ def _print_plan(plan, as_json: bool, why: str = "") -> int:
     for i, e in enumerate(plan.envs, 1):
         table.add_row(str(i), e.env, e.version, e.image or "-", (e.bundle or "-")[:19], e.check or "-",
                       f"app {e.env}" if e.app is not None else ", ".join(t.name for t in e.tasks) or "-")
-    Console().print(table)
+    Console(emoji=False).print(table)
     if plan.left_out:
         print(f"left out, {why} (not redeployed; must already be deployed): {', '.join(plan.left_out)}")
     for w in plan.warnings:
@@ -153,7 +153,7 @@ def _print_summary(summary, as_json: bool, why: str = "") -> int:
         note = e.error or (f"left out, {why}: not contacted" if e.env in summary.left_out else
                            "unchanged since its last deploy" if e.status == "unchanged" else "")
         table.add_row(e.env, e.status, e.version or "-", str(len(e.tasks)), note)
-    Console().print(table)
+    Console(emoji=False).print(table)
     print(f"deployed {len(summary.deployed)}, unchanged {len(summary.unchanged)}, failed {len(summary.failed)}, "
           f"not deployed (a dependency failed) {len(summary.skipped)}")
     for w in summary.warnings:
