@@ -230,7 +230,7 @@ class Engine:
         for addr in addrs:
             started = time.perf_counter()
             t, rule, key, files, params, deps = self._keyed(addr)
-            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature, _output_check(rule, files))
+            entry, source = self.cache.lookup(key, _shape_check(rule, addr), needs_signature(rule), _output_check(rule, files))
             if entry is not None:
                 self._finish(self._result(t, "cached", entry, key, time.perf_counter() - started, source))
                 continue
@@ -276,7 +276,7 @@ class Engine:
             self._finish(self._result(t, "built", entry, key, time.perf_counter() - started, None))
             return
         with self._key_lock(key):  # one action key runs once, however many targets share it
-            entry, source = self.cache.lookup(key, _shape_check(rule, addr), rule.needs_signature, _output_check(rule, files))
+            entry, source = self.cache.lookup(key, _shape_check(rule, addr), needs_signature(rule), _output_check(rule, files))
             status = "cached"
             if entry is None:
                 entry, source = self._act(t, rule, key, env, files, params, deps)
@@ -466,6 +466,14 @@ def _shape_check(rule, addr: str):
         return None
 
     return check
+
+
+def needs_signature(rule) -> bool:
+    """Whether a shared entry of `rule` is used only when signed and verified: when
+    the rule says so, and for every rule that cannot check a shared result against
+    the reader's own inputs (`verify_shared`), a repository's own rules included.
+    So by default nothing unsigned from the shared cache changes what is built."""
+    return rule.needs_signature or rule.verify_shared is None
 
 
 def _output_check(rule, files):

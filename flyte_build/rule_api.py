@@ -118,8 +118,9 @@ class Rule:
     needs_signature: bool = False
     # verify_shared(files, outputs) checks a shared entry's outputs ({name: path}) against
     # this reader's own inputs (the FileInputs its key was made of) and returns why they
-    # are not what `run` would make of them, or None: such a rule's shared results need
-    # no signature (a cacheable rule has this or `needs_signature`)
+    # are not what `run` would make of them, or None: only such a rule's shared results
+    # are used unsigned (every other rule's need a verified signature, `needs_signature`
+    # or not: see `engine.needs_signature`)
     verify_shared: Callable[[tuple[FileInput, ...], dict[str, Path]], str | None] | None = None
     # its outputs are build artifacts: hatch's `flyte` builder offers a version
     # (`hatch build -t flyte:KIND`) and a folder under its directory for the kind

@@ -144,17 +144,55 @@ def test_every_cacheable_rule_checks_shared_results_or_needs_a_signature():
     """Hole 1's audit: a kind whose shared entries a reader cannot check against
     its own inputs (a pex, an image's pin, specs, a check's verdict) is used from
     the shared cache only when signed and verified; a deploy is never cached."""
+    from flyte_build.engine import needs_signature
     from rules.register import rules
 
-    kinds = {r.kind: (r.cacheable, r.verify_shared is not None, r.needs_signature) for r in rules()}
+    kinds = {r.kind: (r.cacheable, r.verify_shared is not None, needs_signature(r)) for r in rules()}
     assert kinds == {
         "bundle": (True, True, False),
         "pex": (True, False, True),
         "image": (True, False, True),
         "specs": (True, False, True),
         "check": (True, False, True),
-        "deploy": (False, False, False),
+        "deploy": (False, False, True),
     }
+
+
+NAMES_RULE = '''\
+from flyte_build.rule_api import Inputs, Produced, Rule
+
+def inputs(env, view):
+    return Inputs(files=tuple(sorted({view.rel(p): p for p in view.closure(env)}.items())))
+
+def run(req):
+    out = req.workdir / "names.txt"
+    out.write_text("\\n".join(f.name for f in req.files))
+    return Produced(files=(("names.txt", out),))
+
+def rules():
+    return [Rule(kind="names", version="1", description="the bundle's file names", inputs=inputs, run=run,
+                 outputs=(("names.txt",),))]
+'''
+
+
+def test_a_repository_rule_without_a_check_needs_a_signature(tmp_path):
+    """A repository's own rule that cannot check a shared result against its inputs
+    is held to what the built-in kinds are: with no keys its shared entries are not
+    used (the bundle beside it still is, checked); with the verify key they are."""
+    from tests.support.repos import env_module
+
+    root = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/a.py": env_module("a"), "myrules/register.py": NAMES_RULE},
+                     pyproject_extra='rules = ["myrules"]')
+    store = _Store("file", tmp_path)
+
+    def build(cache: str, env: dict) -> dict:
+        run = Cli(root, tmp_path / cache, env={**store.env, **env}).build("--cache", store.url, "names:*", "bundle:*")
+        run.assert_ok()
+        return {t["target"]: (t["status"], t.get("source")) for t in run.json()["targets"]}
+
+    assert build("w", SIGNER) == {"names:a": ("built", None), "bundle:a": ("built", None)}
+    assert build("keyless", {}) == {"names:a": ("built", None), "bundle:a": ("cached", "shared")}
+    assert build("keyed", READER) == {"names:a": ("cached", "shared"), "bundle:a": ("cached", "shared")}
 
 
 # -- holes 1 and 3: shared discovery results and affected summaries -----------------
