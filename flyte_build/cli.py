@@ -25,10 +25,11 @@ def parser():
                                 usage="flyte-build [-h] [--version] [global options] COMMAND [options]",
                                 formatter_class=_formatter())
     p.add_argument("--version", action="version", version=f"flyte-build {__version__}")
+    # the commands first in the help, then the global options
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands", prog="flyte-build")
     global_options(p, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
-    global_options(common, suppress=True)  # valid after the command too, listed once (above)
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True, title="commands", prog="flyte-build")
+    global_options(common, suppress=True)  # valid after the command too, listed once (in the top-level help)
     modules = {}
     ordered = [importlib.import_module(f".commands.{name}", __package__) for name in COMMANDS]
     for mod in rulesets.commands():  # placed after the command they name, for the help's order
