@@ -179,3 +179,16 @@ def test_a_target_that_waited_for_an_identical_build_says_so(tmp_path):
     builder = next(t for t in rows if t != waiter)
     assert f"waited {waiter}: the same action as {builder}, run once for both" in run.out.replace("\n", " ").replace("  ", " ")
     assert "1 waited" in run.out
+
+
+@pytest.mark.timeout(300)
+def test_a_pip_failure_is_one_line_naming_the_requirement(repo, tmp_path):
+    tasks = repo / "services/preprocessing/tasks.py"
+    tasks.write_text(tasks.read_text().replace('"six==1.17.0"', '"nosuchpkg-flyte-build-test==9.9"'))
+    run = flyte_build("build", "pex:preprocessing", cwd=repo, cache=tmp_path / "cache")
+    assert run.rc == 1, run.describe()
+    (line,) = [ln for ln in run.err.splitlines() if ln.startswith("failed pex:preprocessing")]
+    assert re.fullmatch(r"failed pex:preprocessing: pex failed \(exit \d+\): pip: ERROR: No matching distribution found for "
+                        r"nosuchpkg-flyte-build-test==9\.9 \(full log: (\S+)\)", line), run.err
+    assert "pid " not in run.err and "Traceback" not in run.err  # pex's command line stays in the log
+    assert "nosuchpkg-flyte-build-test" in Path(re.search(r"full log: (\S+)\)", line).group(1)).read_text()

@@ -118,8 +118,11 @@ def run(req: Request) -> Produced:
     for line in (proc.stdout + proc.stderr).splitlines():
         req.log(line)
     if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
-        raise BuildFailed(f"{req.target}: pex failed (exit {proc.returncode})\n{tail}")
+        said = [ln.strip() for ln in (proc.stdout + proc.stderr).splitlines() if ln.strip()]
+        # pip's own ERROR line says why (a requirement no index has); pex's long command line does not
+        why = next((ln for ln in reversed(said) if "ERROR" in ln), said[-1] if said else "")
+        tail = "\n".join(said[-20:])
+        raise BuildFailed(f"{req.target}: pex failed (exit {proc.returncode}): {why}\n{tail}")
     return Produced(files=(("requirements.pex", Path(out)),), meta={"requirements": p["requirements"], "pex_version": p["pex"]})
 
 
