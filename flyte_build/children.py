@@ -182,16 +182,40 @@ def start(cmd: list[str], cwd: str, env: dict, stdout, stderr) -> subprocess.Pop
 
 
 def finish(proc: subprocess.Popen) -> None:
-    """End the child's tree and group (what its modules left running) and reap it."""
-    if proc.poll() is None:
-        end_tree(proc.pid)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    """End the child's tree and group (what its modules left running) and reap it.
+    The group is killed only while the child is not reaped yet: until then its
+    pid, which is the group's id, cannot be another process's."""
+    if proc.returncode is None:
+        if not _exited(proc.pid):
+            end_tree(proc.pid)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
     proc.wait()
     with _live_lock:
         _live.discard(proc)
+
+
+def _exited(pid: int) -> bool:
+    """Whether the child has exited, without reaping it."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
+
+
+def wait(proc: subprocess.Popen, timeout: float) -> bool:
+    """Wait up to `timeout` seconds for the child to exit, leaving it unreaped
+    (for `finish`); False when it is still running."""
+    deadline, delay = time.monotonic() + timeout, 0.0005
+    while not _exited(proc.pid):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left, 0.05))
+        delay *= 2
+    return True
 
 
 def end_all() -> None:
@@ -245,9 +269,8 @@ def run(cmd: list[str], cwd: str, env: dict, timeout: float, what: str, tmp: str
         try:
             if while_waiting is not None:
                 while_waiting()
-            proc.wait(timeout=max(0.0, timeout - (time.monotonic() - started)))
-        except subprocess.TimeoutExpired:
-            raise UserError(_timed_out(what, timeout, progress)) from None
+            if not wait(proc, max(0.0, timeout - (time.monotonic() - started))):
+                raise UserError(_timed_out(what, timeout, progress))
         finally:
             finish(proc)  # with anything the user's modules left running
     if not os.path.exists(result):
