@@ -179,3 +179,37 @@ def test_affected_imports_the_revision_with_the_projects_venv(company, tmp_path)
         assert "bundle:b" in targets and "bundle:a_tiny" not in targets, run.out
     finally:
         b.write_text(MODULE_B)
+
+
+@pytest.mark.timeout(600)
+def test_hatch_build_without_a_venv_uses_hatchs_default_environment(company, tmp_path):
+    """No `.venv`: `hatch build -t flyte` imports the modules with hatch's own
+    `default` environment of the project (`hatch env create`), where the
+    project's dependencies are."""
+    import shutil
+
+    require(venvs.uv() is not None, "uv is needed for hatch's environments (hatch installs with uv)")
+    venv = venvs.wheel_venv()
+    project = tmp_path / "ml"
+    shutil.copytree(company["ml"], project, ignore=shutil.ignore_patterns(".venv", "dist"))
+    (tmp_path / "hatch").mkdir()
+    (tmp_path / "hatch" / "config.toml").write_text("")
+    env = {"FLYTE_BUILD_CACHE_DIR": str(tmp_path / "cache"), "HATCH_DATA_DIR": str(tmp_path / "hatch" / "data"),
+           "HATCH_CACHE_DIR": str(tmp_path / "hatch" / "cache"), "HATCH_CONFIG": str(tmp_path / "hatch" / "config.toml"),
+           "UV_FIND_LINKS": str(venvs.session_wheel().parent)}
+    # the environment gets the project's dependencies without an editable install of the
+    # project (which would build flyte-build's dependencies from scratch with pip: ~100 s)
+    (project / "pyproject.toml").write_text(PYPROJECT.replace("[tool.hatch.build.targets.flyte]", (
+        "[tool.hatch.envs.default]\nskip-install = true\ninstaller = \"uv\"\n"
+        f"dependencies = [\"flyte=={importlib.metadata.version('flyte')}\"]\n\n[tool.hatch.build.targets.flyte]")))
+    created = venv.run("hatch", "env", "create", cwd=project, env=env)
+    assert created.returncode == 0, (created.stdout + created.stderr)[-3000:]
+    where = venv.run("hatch", "env", "find", "default", cwd=project, env=env).stdout.strip().splitlines()[-1]
+    site = subprocess.run([str(Path(where) / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    (Path(site) / "tinydep").mkdir()
+    (Path(site) / "tinydep" / "__init__.py").write_text(TINYDEP)
+    proc = venv.run("hatch", "build", "-t", "flyte", cwd=project, env=env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((project / "dist" / "flyte" / "manifest.json").read_text())
+    assert sorted(t["target"] for t in manifest["targets"]) == ["bundle:a_tiny", "bundle:b"], manifest
