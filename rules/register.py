@@ -1,14 +1,18 @@
-"""The built-in target kinds, one folder each."""
+"""The built-in target kinds, one folder each.
 
-from .bundle import rule as bundle
-from .check import rule as check
-from .deploy import rule as deploy
-from .image import rule as image
-from .pex import rule as pex
-from .specs import rule as specs
+The rule modules are imported where asked for: `flyte-build --help` reads only
+`commands()`, and the image rule alone costs more than the rest of the help.
+"""
 
 
 def rules():
+    from .bundle import rule as bundle
+    from .check import rule as check
+    from .deploy import rule as deploy
+    from .image import rule as image
+    from .pex import rule as pex
+    from .specs import rule as specs
+
     return [bundle.RULE, pex.RULE, image.RULE, specs.RULE, check.RULE, deploy.RULE]
 
 
@@ -30,4 +34,8 @@ def api():
 
 def config_tables():
     """The tables of `[tool.hatch.build.targets.flyte]` these kinds read."""
+    from .deploy import rule as deploy
+    from .image import rule as image
+    from .pex import rule as pex
+
     return {"docker": image.CONFIG, "pex": pex.CONFIG, "deploy": deploy.CONFIG}

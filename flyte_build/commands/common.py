@@ -6,9 +6,12 @@ import argparse
 import json
 import sys
 
-from ..discovery import Selection
+from typing import TYPE_CHECKING
+
 from ..errors import UserError
-from ..workspace import Settings, Workspace
+
+if TYPE_CHECKING:  # imported where used: `--help` needs neither discovery nor the workspace
+    from ..workspace import Settings, Workspace
 
 
 def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
@@ -94,6 +97,9 @@ def parse_images(values) -> dict[str, str]:
 
 
 def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
+    from ..discovery import Selection
+    from ..workspace import Settings
+
     path = getattr(args, "path", None)
     sel = Selection(
         paths=(path,) if path else (),
@@ -124,6 +130,8 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
 
 
 def workspace(args: argparse.Namespace, **extra) -> Workspace:
+    from ..workspace import Workspace
+
     ws = Workspace(settings_from_args(args, **extra))
     for n in ws.notes:
         sys.stderr.write(f"flyte-build: note: {n}\n")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 
-from ..render import graph_json, render_graph
 from .common import emit_json, selection_options, workspace
 
 HELP = "the target graph and deploy order (text, dot, mermaid, json)"
@@ -23,6 +22,8 @@ def add_parser(sub, parents):
 
 
 def run(args) -> int:
+    from ..render import graph_json, render_graph
+
     ws = workspace(args)
     if args.format == "json":
         emit_json(graph_json(ws.graph))

@@ -64,7 +64,7 @@ def build(ws: Workspace, patterns: list[str], directory: Path, say: Callable[[st
 
 def summary(results: list[TargetResult]) -> str:
     n = {s: sum(r.status == s for r in results) for s in ("built", "cached", "failed", "skipped")}
-    line = f"{len(results)} targets: {n['built']} built, {n['cached']} cached, {n['failed']} failed, {n['skipped']} skipped"
+    line = f"{len(results)} target{'' if len(results) == 1 else 's'}: {n['built']} built, {n['cached']} cached, {n['failed']} failed, {n['skipped']} skipped"
     if results and n["cached"] == len(results):
         line += " (all cache hits)"
     return line
