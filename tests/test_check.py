@@ -123,14 +123,16 @@ def test_a_container_task_checks_its_program_in_its_own_image(tmp_path) -> None:
     ensure_base_image()
     repo = tmp_path / "repo"
     repo.mkdir()
+    (repo / "pyproject.toml").write_text('[project]\nname = "c"\nversion = "0"\n')
     (repo / "containers.py").write_text(CONTAINERS.format(image=BASE_IMAGE, program="/bin/sh"))
     run = _run(repo, tmp_path / "cache", "build", "check:container_env", "--json")
     rec = _records(run)["check:container_env"]
     assert rec["check"] == "passed" and rec["tasks"] == ["greet"] and rec["image"] == BASE_IMAGE
     (repo / "containers.py").write_text(CONTAINERS.format(image=BASE_IMAGE, program="/usr/bin/no-such-tool"))
-    out = _run(repo, tmp_path / "cache", "build", "check:container_env")
+    out = _run(repo, tmp_path / "cache", "build", "check:container_env", "--json")
     assert out.rc == 1, out.err
-    assert f"task greet runs /usr/bin/no-such-tool, which is not in image {BASE_IMAGE}" in out.err
+    err = next(t["error"] for t in out.json()["targets"] if t["target"] == "check:container_env")
+    assert f"task greet runs /usr/bin/no-such-tool, which is not in image {BASE_IMAGE}" in err
 
 
 def test_a_connector_task_needs_no_container(tmp_path) -> None:
@@ -139,6 +141,7 @@ def test_a_connector_task_needs_no_container(tmp_path) -> None:
     starting a container, even for an image that cannot be pulled here."""
     repo = tmp_path / "repo"
     repo.mkdir()
+    (repo / "pyproject.toml").write_text('[project]\nname = "w"\nversion = "0"\n')
     (repo / "warehouse.py").write_text(
         "import inspect\n\nimport flyte\nfrom flyte.extend import TaskTemplate\nfrom flyte.models import NativeInterface\n\n\n"
         "class Query(TaskTemplate):\n    def custom_config(self, sctx):\n        return {'table': 'events'}\n\n\n"

@@ -94,6 +94,7 @@ def test_domain_is_initialised_during_discovery(repo, tmp_path):
 
 
 IGNORED = {
+    "pyproject.toml": '[project]\nname = "ignored"\nversion = "0"\n',
     "good.py": "import flyte\n\ngood_env = flyte.TaskEnvironment(name='good', image='ghcr.io/example/good:1')\n\n\n"
                "@good_env.task\ndef ok() -> int:\n    return 1\n",
     # made an env and a task, then failed: half made

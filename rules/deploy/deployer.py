@@ -129,7 +129,7 @@ def going_ahead(ctx, order: list[str], bad: dict) -> tuple[list[str], list[tuple
             continue
         dep = next((d for d in sorted(edges.get(n, ())) if d in out), None)
         if dep is not None:
-            skipped.append((n, f"depends on `{dep}`, which cannot be serialized"))
+            skipped.append((n, f"depends on `{dep}`, which " + ("cannot be serialized" if dep in bad else "is not planned")))
             out.add(n)
     return [n for n in order if n not in out], [f for f in failed if f[0] in order], [k for k in skipped if k[0] in order]
 
