@@ -293,7 +293,7 @@ def main(request_path: str, result_path: str) -> int:
 
     # from here on, what the user's modules read is part of the result's key (not the
     # request's directory); flyte's config is keyed by the parent (`flyte_config`)
-    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)))
+    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)), root)
     reads.install()
 
     global _ROOT

@@ -35,18 +35,51 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 # -- in the child ----------------------------------------------------------------
 
 
+KINDS = ("files", "dirs", "environ")
+
+
 class ReadRecorder:
     """Records the files opened, directories listed and environment variables
     read while `active`. Audit hooks cannot be removed, so this one is
-    switched off rather than uninstalled."""
+    switched off rather than uninstalled.
 
-    def __init__(self, ignore_prefixes: tuple[str, ...]):
+    Each read is also charged to the code that made it: the nearest frame
+    outside the standard library (`Path.read_text`, `json.load` and
+    `os.getenv` are the user's reads). When that is a file under `root`, the
+    witness belongs to that file, and only the environments whose import
+    closure holds it depend on it (a helper in `libs/` that reads and caches
+    `settings.json` is in the closure of every env that uses it). A read by
+    an installed library (flyte's config lookup, which flyte caches for the
+    next module) or by no Python code belongs to every environment."""
+
+    def __init__(self, ignore_prefixes: tuple[str, ...], root: str | None = None):
         self.files: set[str] = set()
         self.dirs: set[str] = set()
         self.stats: set[str] = set()  # existence and type asked (os.stat: os.path.exists, Path.is_file...)
         self.environ: set[str] = set()
+        self.owned: dict[str, dict[str, set[str]]] = {}
+        self.unowned: dict[str, set[str]] = {k: set() for k in KINDS}
         self.active = False
         self._ignore = tuple(p.rstrip("/") + "/" for p in ignore_prefixes if p)
+        self._roots = tuple({r.rstrip("/") + "/" for r in (root, os.path.realpath(root)) if r}) if root else ()
+        import sysconfig
+
+        paths = sysconfig.get_paths()
+        self._stdlib = tuple({paths[k].rstrip("/") + "/" for k in ("stdlib", "platstdlib") if paths.get(k)})
+
+    def add(self, kind: str, value: str) -> None:
+        getattr(self, kind).add(value)
+        frame = sys._getframe(2)
+        while frame is not None:
+            f = frame.f_code.co_filename
+            if not (f.startswith("<") or (f.startswith(self._stdlib) and "-packages/" not in f)):
+                break
+            frame = frame.f_back
+        owner = frame.f_code.co_filename if frame is not None else ""
+        if self._roots and owner.startswith(self._roots):
+            self.owned.setdefault(owner, {k: set() for k in KINDS})[kind].add(value)
+        else:
+            self.unowned[kind].add(value)
 
     def _path(self, raw) -> str | None:
         if isinstance(raw, int) or raw is None:
@@ -70,11 +103,11 @@ class ReadRecorder:
                 return
             p = self._path(args[0])
             if p is not None:
-                self.files.add(p)
+                self.add("files", p)
         elif event in ("os.listdir", "os.scandir"):
             p = self._path(args[0] if args and args[0] is not None else ".")
             if p is not None:
-                self.dirs.add(p)
+                self.add("dirs", p)
 
     def install(self) -> None:
         sys.addaudithook(self._hook)
@@ -87,7 +120,8 @@ class ReadRecorder:
 
     def to_json(self) -> dict:
         return {"files": sorted(self.files), "dirs": sorted(self.dirs), "stats": sorted(self.stats),
-                "environ": sorted(self.environ)}
+                "environ": sorted(self.environ), "unowned": {k: sorted(v) for k, v in self.unowned.items()},
+                "owners": {f: {k: sorted(v) for k, v in got.items()} for f, got in sorted(self.owned.items())}}
 
 
 def _names_environ_file(raw) -> bool:
@@ -131,17 +165,17 @@ def _record_environ(rec: ReadRecorder) -> None:
     class RecordingEnviron(base):  # type: ignore[misc, valid-type]
         def __getitem__(self, key):
             if rec.active and not _by_path_lookup(sys._getframe(1)):
-                rec.environ.add(_name(key))
+                rec.add("environ", _name(key))
             return base.__getitem__(self, key)
 
         def __contains__(self, key):
             if rec.active and not _by_path_lookup(sys._getframe(1)):
-                rec.environ.add(_name(key))
+                rec.add("environ", _name(key))
             return base.__contains__(self, key)
 
         def __iter__(self):
             if rec.active:
-                rec.environ.add(ENV_ALL)
+                rec.add("environ", ENV_ALL)
             return base.__iter__(self)
 
     os.environ.__class__ = RecordingEnviron
@@ -347,6 +381,9 @@ def witnesses(reads: dict, root: Path, digests, skip: set[str]) -> dict:
     stats = _stat_witnesses(reads.get("stats", ()), root, name, set(files) | skip)
     if stats:  # only then: keys of discoveries that asked nothing stay as they were
         out["stats"] = stats
+    owners = _owners(reads, name, out, {name(p) for p in flyte_config_candidates(root)})
+    if owners is not None:
+        out["owners"] = owners
     return out
 
 
@@ -372,6 +409,45 @@ def _kind(path: str) -> str | None:
     except (OSError, ValueError):
         return None
     return "file" if stat.S_ISREG(mode) else "dir" if stat.S_ISDIR(mode) else "other"
+
+
+def _owners(reads: dict, name, w: dict, candidates: set[str]) -> dict | None:
+    """{module: {kind: [witness name]}}: the witnesses only that module's load read
+    (see ReadRecorder); what was also read outside any module body, and flyte's
+    config candidates, belong to every environment and to no module."""
+    got, unowned = reads.get("owners"), reads.get("unowned")
+    if not isinstance(got, dict) or not isinstance(unowned, dict):
+        return None  # a child that did not charge its reads: one witness for all
+    nm = {"files": name, "dirs": name, "environ": lambda v: v}
+    common = {k: {nm[k](p) for p in unowned.get(k, ())} for k in KINDS}
+    common["files"] |= candidates
+    out = {}
+    for owner, kinds in sorted(got.items()):
+        mine = {k: sorted(({nm[k](p) for p in kinds.get(k, ())} - common[k]) & set(w[k])) for k in KINDS}
+        mine = {k: v for k, v in mine.items() if v}
+        if mine:
+            out[name(owner)] = mine
+    return out
+
+
+def witness_for(reads: dict, files) -> str | None:
+    """The key of the witnesses an environment whose import closure is `files`
+    (names relative to the root) depends on: all but those only modules outside
+    the closure read. None when `reads` charges nothing to modules."""
+    try:
+        owners = reads["owners"]
+        inside: dict[str, set] = {k: set() for k in KINDS}
+        outside: dict[str, set] = {k: set() for k in KINDS}
+        wanted = set(files)
+        for mod, kinds in owners.items():
+            for k in KINDS:
+                (inside if mod in wanted else outside)[k].update(kinds.get(k, ()))
+        drop = {k: outside[k] - inside[k] for k in KINDS}
+        # nothing dropped: the whole witness's key (without `owners`), as before owners were kept
+        return key_of({k: ({n: v for n, v in v_.items() if n not in drop[k]} if k in KINDS else v_)
+                       for k, v_ in reads.items() if k != "owners"})
+    except (KeyError, AttributeError, TypeError):
+        return None
 
 
 def _namer(root: Path):
@@ -406,13 +482,17 @@ def shared_names_why_not(recorded, root: Path) -> str | None:
     file or directory it names must be a plain relative path whose real path is
     inside the root, or one of flyte's config files this reader witnesses
     itself (`flyte_config_candidates`); values must be 64 hex or null."""
-    if not (isinstance(recorded, dict) and set(recorded) <= {"files", "dirs", "environ"}
+    if not (isinstance(recorded, dict) and set(recorded) <= {*KINDS, "owners"}
             and all(isinstance(g, dict) for g in recorded.values())):
         return "malformed witnesses"
+    if not _owners_well_formed(recorded):
+        return "malformed owners of witnesses"
     name = _namer(root)
     own = {name(p) for p in flyte_config_candidates(root)}
     real_root = os.path.realpath(root)
     for group, names in recorded.items():
+        if group == "owners":
+            continue
         for n, v in names.items():
             if not (isinstance(n, str) and (v is None or (isinstance(v, str) and _HEX64.fullmatch(v)))):
                 return f"malformed {group} witness"
@@ -421,6 +501,17 @@ def shared_names_why_not(recorded, root: Path) -> str | None:
             if not plain_inside(n, real_root):
                 return f"witness {n[:200]!r} is not a path inside the project root"
     return None
+
+
+def _owners_well_formed(recorded: dict) -> bool:
+    """`owners` only partitions names the witnesses already hold: module -> kind -> [name]."""
+    for mod, kinds in (recorded.get("owners") or {}).items():
+        if not (isinstance(mod, str) and isinstance(kinds, dict) and set(kinds) <= set(KINDS)):
+            return False
+        for k, names in kinds.items():
+            if not (isinstance(names, list) and all(isinstance(n, str) and n in recorded.get(k, {}) for n in names)):
+                return False
+    return True
 
 
 def plain_inside(rel: str, real_root: str) -> bool:

@@ -135,6 +135,14 @@ class Discovery:
             reads=d["reads_witness"] if isinstance(d.get("reads_witness"), dict) else {},
         )
 
+    def witness_for(self, files) -> str:
+        """The key of what the modules of an import closure (`files`, relative
+        to the root) read at import, with what only other modules read left
+        out; the whole witness when the reads are not charged to modules."""
+        from .discovery_reads import witness_for
+
+        return witness_for(self.reads, files) or self.witness
+
 
 def _witness_paths(reads) -> tuple[str, ...]:
     if not isinstance(reads, dict):

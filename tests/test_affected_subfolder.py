@@ -22,11 +22,24 @@ from tests.test_affected import check, graph_edges
 SHARED = [f"e{i:02d}" for i in range(10)]  # import libs/shared.py
 OTHER = [f"e{i:02d}" for i in range(10, 20)]  # import libs/other.py
 ENVS = [*SHARED, *OTHER, "e20", "e21"]  # e03 also imports libs/solo.py; e20 reads data/settings.json
+LIMITS = ["e10", "e11"]  # call libs/loader.py's cached reader of data/limits.json at import
 
 READS_SETTINGS = """
 import json as _json
 from pathlib import Path as _Path
 SETTINGS = _json.loads((_Path(__file__).resolve().parents[1] / "data" / "settings.json").read_text())
+"""
+
+# the second env to call it reads nothing (the cache answers): the read is the loader's, in both closures
+LOADER = """
+import functools
+import json
+from pathlib import Path
+
+
+@functools.lru_cache(maxsize=None)
+def limits():
+    return json.loads((Path(__file__).resolve().parents[1] / "data" / "limits.json").read_text())
 """
 
 
@@ -41,13 +54,19 @@ def _files() -> dict[str, str]:
         "ml/libs/other.py": "OTHER = 2\n",
         "ml/libs/solo.py": "SOLO = 3\n",
         "ml/data/settings.json": '{"memory": "1Gi"}\n',
+        "ml/data/limits.json": '{"cpu": 2}\n',
+        "ml/libs/loader.py": LOADER,
         "ml/envs/__init__.py": "",
     }
     for e in ENVS:
         imports = "from libs.shared import SHARED" if e in SHARED else "from libs.other import OTHER" if e in OTHER else ""
         if e == "e03":
             imports += "\nfrom libs.solo import SOLO"
-        files[f"ml/envs/{e}.py"] = env_module(e, imports=imports, body=READS_SETTINGS if e == "e20" else "")
+        body = READS_SETTINGS if e == "e20" else ""
+        if e in LIMITS:
+            imports += "\nfrom libs.loader import limits"
+            body = "LIMITS = limits()\n"
+        files[f"ml/envs/{e}.py"] = env_module(e, imports=imports, body=body)
     return files
 
 
@@ -121,22 +140,21 @@ def test_module_of_one_env_committed(repo, edges):
     check(affected(repo), edges, {"bundle:e03": "libs/solo.py", "specs:e03": "libs/solo.py"})
 
 
-def test_data_file_read_at_import_reaches_the_specs_and_no_bundle(repo, edges):
-    repo.write("ml/data/settings.json", '{"memory": "2Gi"}\n')
-    doc = affected(repo)
-    direct = {t["target"]: t for t in doc["targets"] if t["reason"] != "dependency"}
-    assert "specs:e20" in direct and all(a.startswith("specs:") for a in direct), doc["targets"]
-    assert direct["specs:e20"]["detail"] == "changed: witness"
-
-
-@pytest.mark.xfail(strict=True, reason="discovery's witness covers every env: reads are not yet charged to the module that made them")
 def test_data_file_read_at_import_affects_the_env_that_read_it(repo, edges):
     repo.write("ml/data/settings.json", '{"memory": "2Gi"}\n')
     doc = affected(repo)
     got = {t["target"]: t for t in doc["targets"] if t["reason"] != "dependency"}
     # no bundle ships the data file (loaded_modules); the specs of the one env whose discovery read it change
     assert set(got) == {"specs:e20"}, doc["targets"]
+    assert got["specs:e20"]["detail"] == "changed: witness"
     assert {t["env"] for t in doc["targets"]} == {"e20"}
+
+
+def test_data_file_read_by_a_shared_helper_affects_the_envs_using_it(repo, edges):
+    repo.write("ml/data/limits.json", '{"cpu": 4}\n')
+    doc = affected(repo)
+    got = {t["target"] for t in doc["targets"] if t["reason"] != "dependency"}
+    assert got == {f"specs:{e}" for e in LIMITS}, doc["targets"]
 
 
 def test_pyproject_outside_and_inside_the_flyte_table(repo, edges):

@@ -43,8 +43,8 @@ def inputs(env, view) -> Inputs:
             "flyte": view.digest(python.flyte_marker)[0],
             "request": serialize.child_request(view, env, {rel for rel, _ in files}),
             "sys_path": list(view.discovery.sys_path),
-            # data files and variables the modules read at import (`settings.json`, STAGE=prod)
-            "witness": view.discovery.witness,
+            # data files and variables the closure's modules read at import (`settings.json`, STAGE=prod)
+            "witness": view.discovery.witness_for(rel for rel, _ in files),
             "env": env.name,
         },
     )
