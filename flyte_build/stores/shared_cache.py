@@ -173,6 +173,7 @@ class SharedCache:
             self._corrupt(blob_rel(hex_), str(exc), stats)
             return None
         if got is None:
+            self.count_down(stats, size)  # read in full (it had the declared size) before it failed
             self._corrupt(blob_rel(hex_), "bytes do not match the digest", stats)
             return None
         if got < 0:
@@ -208,7 +209,9 @@ class SharedCache:
                 got = self._download(hex_, size, local)
             except (BadObject, StoreUnavailable, OSError):
                 return
-            if got and got > 0:
+            if got is None:
+                got = size  # read in full, then refused: fetch meets it again and reports it
+            if got > 0:
                 self.count_down(stats, got)
 
         pool = ThreadPoolExecutor(max_workers=PREFETCH_JOBS, thread_name_prefix="flyte-build-prefetch")

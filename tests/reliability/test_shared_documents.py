@@ -215,3 +215,26 @@ def test_a_manifest_cannot_make_readers_download_what_they_do_not_build(publishe
     assert doc["cache"]["bytes_down"] >= got, "bytes fetched without being counted"
     if target == "bundle:a":
         assert any("refused" in w and "two entries for bundle:a" in w for w in doc["warnings"]), doc["warnings"]
+
+
+def test_a_blob_fetched_ahead_and_refused_is_still_counted(published, tmp_path):
+    """The manifest's entry for a built target names a 4 MiB object that does
+    not hash to its name: it is downloaded, refused, rebuilt from `ac/`, and
+    the bytes it cost are in `bytes_down`."""
+    root, plain, _, digests = published
+    store = _copy(plain, tmp_path)
+    manifest = _manifest(store)
+    doc = json.loads(zlib.decompress(manifest.read_bytes()))
+    fake = "f" * 64
+    (store / "cas" / "sha256" / "ff").mkdir(parents=True, exist_ok=True)
+    (store / "cas" / "sha256" / "ff" / fake).write_bytes(b"x" * (4 << 20))
+    for entry in doc["entries"].values():
+        if entry["target"] == "bundle:a":
+            entry["outputs"][0].update(digest=fake, size=4 << 20)
+    manifest.write_bytes(zlib.compress(json.dumps(doc).encode()))
+    cache = tmp_path / "reader"
+    run = Cli(root, cache, env={"CI": ""}).build("--cache", f"file://{store}")
+    run.assert_ok()
+    assert run.digests() == digests
+    assert _downloaded(cache) < 1 << 20
+    assert run.json()["cache"]["bytes_down"] >= 4 << 20, "bytes fetched and refused were not counted"
