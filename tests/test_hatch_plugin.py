@@ -190,3 +190,15 @@ def test_hook_and_version_errors_name_the_field(project):
 
     proc = project.venv.run("python", "-m", "hatchling", "build", "-t", "flyte:nonsense", cwd=project.root, env=project.env)
     assert proc.returncode != 0 and "Unknown versions for target `flyte`: nonsense" in proc.stdout + proc.stderr
+
+    # hatch's builder reads [tool.flyte-build] too: a bad value there, or one that
+    # disagrees with hatch's own table, fails the flyte target naming the field
+    def flyte_target_fails_with(expected: str) -> None:
+        proc = project.venv.run("python", "-m", "hatchling", "build", "-t", "flyte", cwd=project.root, env=project.env)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and expected in out and "Traceback" not in out, out
+
+    project.pyproject_append('[tool.flyte-build]\njobs = 0\n')
+    flyte_target_fails_with("Field tool.flyte-build.jobs must be a positive integer")
+    project.pyproject_replace("jobs = 0", 'copy-style = "all"')
+    flyte_target_fails_with("tool.flyte-build.copy-style = 'all' and tool.hatch.build.targets.flyte.copy-style = 'loaded_modules' disagree")
