@@ -58,9 +58,6 @@ class Interpreter:
     flyte: str  # its flyte's version
     flyte_marker: str  # a file whose digest changes with its flyte (flyte/_version.py)
 
-    def describe(self) -> str:
-        return f"{self.path} ({self.why}; Python {'.'.join(map(str, self.python))}, flyte {self.flyte})"
-
 
 def choose(cfg, environ=os.environ) -> tuple[str, str]:
     """(the interpreter's path, why it was chosen); no process started."""
