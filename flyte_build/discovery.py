@@ -255,7 +255,8 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
         return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
                 (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"])), tree
     tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
-    cut = _code_unchanged(cfg, entry, changed, digests)
+    # the child's code prints are compared with what this Python compiles: only the same Python's
+    cut = _code_unchanged(cfg, entry, changed, digests) if _same_python(cfg) else None
     if cut is not None:
         # every edit left the compiled code as it was: importing again would define the same
         book = _book_of(entry)
@@ -287,11 +288,15 @@ def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
         discovery_code.prefetch(cfg.root, tree.candidates, digests, request["handed"], request["progress"])
 
     # the parent compiles the modules for the child only when its Python is the child's (marshal data)
-    same = tuple(interpreter.of(cfg, None).python[:2]) == tuple(sys.version_info[:2])
-    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, prefetch if same else None)
+    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, prefetch if _same_python(cfg) else None)
     _witness(cfg, raw, digests)
     book = _split(raw)
     return _finish(job, tree, raw, book, "full")
+
+
+def _same_python(cfg: Config) -> bool:
+    """Whether the project's interpreter is this Python's version (compiled code is exchangeable)."""
+    return tuple(interpreter.of(cfg, None).python[:2]) == tuple(sys.version_info[:2])
 
 
 def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str) -> tuple[Discovery, dict, list[str]]:
