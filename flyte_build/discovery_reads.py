@@ -329,10 +329,16 @@ def _file_digest(path: str, digests) -> str | None:
 
 
 def _listing(path: str) -> str | None:
+    """The digest of a directory's names, less what no bundle ever ships and
+    only a working tree has (`__pycache__`, `.venv`, tool caches, `*.pyc`):
+    Python writing bytecode is no change, and an exported revision has none."""
+    from .files import STANDARD_IGNORED_DIRS, STANDARD_IGNORED_SUFFIXES
+
     try:
-        return key_of(sorted(os.listdir(path)))
+        names = os.listdir(path)
     except OSError:
         return None
+    return key_of(sorted(n for n in names if n not in STANDARD_IGNORED_DIRS and not n.endswith(STANDARD_IGNORED_SUFFIXES)))
 
 
 def env_value(name: str, environ=os.environ) -> str | None:

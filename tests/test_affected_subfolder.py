@@ -23,6 +23,11 @@ SHARED = [f"e{i:02d}" for i in range(10)]  # import libs/shared.py
 OTHER = [f"e{i:02d}" for i in range(10, 20)]  # import libs/other.py
 ENVS = [*SHARED, *OTHER, "e20", "e21"]  # e03 also imports libs/solo.py; e20 reads data/settings.json
 LIMITS = ["e10", "e11"]  # call libs/loader.py's cached reader of data/limits.json at import
+# e21 lists libs/ at import (a plugin folder): the working tree's libs/__pycache__/ is no change
+LISTS_LIBS = """
+import os as _os
+PLUGINS = sorted(_os.listdir(_os.path.join(_os.path.dirname(_os.path.dirname(__file__)), "libs")))
+"""
 
 READS_SETTINGS = """
 import json as _json
@@ -62,7 +67,7 @@ def _files() -> dict[str, str]:
         imports = "from libs.shared import SHARED" if e in SHARED else "from libs.other import OTHER" if e in OTHER else ""
         if e == "e03":
             imports += "\nfrom libs.solo import SOLO"
-        body = READS_SETTINGS if e == "e20" else ""
+        body = READS_SETTINGS if e == "e20" else LISTS_LIBS if e == "e21" else ""
         if e in LIMITS:
             imports += "\nfrom libs.loader import limits"
             body = "LIMITS = limits()\n"
@@ -155,6 +160,13 @@ def test_data_file_read_by_a_shared_helper_affects_the_envs_using_it(repo, edges
     doc = affected(repo)
     got = {t["target"] for t in doc["targets"] if t["reason"] != "dependency"}
     assert got == {f"specs:{e}" for e in LIMITS}, doc["targets"]
+
+
+def test_a_new_file_in_a_listed_folder_affects_the_env_that_listed_it(repo, edges):
+    repo.write("ml/libs/extra.py", "EXTRA = 1\n")  # imported by nobody; e21's listing of libs/ sees it
+    doc = affected(repo)
+    got = {t["target"] for t in doc["targets"] if t["reason"] != "dependency"}
+    assert got == {"specs:e21"}, doc["targets"]
 
 
 def test_pyproject_outside_and_inside_the_flyte_table(repo, edges):
