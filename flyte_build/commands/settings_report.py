@@ -8,7 +8,7 @@ import os
 from dataclasses import fields
 
 from .. import config as config_mod
-from ..config import Config
+from ..config import Config, StoreOptions
 
 # Config field -> the flag that sets it (the run's Settings field of the same name)
 FLAGS = {
@@ -35,7 +35,11 @@ def report(table_cfg: Config, cfg: Config, settings) -> dict[str, dict]:
             from ..discovery import DEFAULT_TIMEOUT
 
             value = DEFAULT_TIMEOUT
-        if key in ("object-store", "envs") and key in table_cfg.sources:
+        if key == "object-store":  # its timeout has a default even when the table is absent
+            source = _table_source(table_cfg, key) if key in table_cfg.sources else "default"
+            rows.update(_flattened(key, _plain(value or StoreOptions()), source))
+            continue
+        if key == "envs" and key in table_cfg.sources:
             rows.update(_flattened(key, _plain(value), _table_source(table_cfg, key)))
             continue
         rows[key] = _row(_plain(value), _source(table_cfg, settings, key, attr, defaults))
