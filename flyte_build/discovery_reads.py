@@ -130,20 +130,29 @@ def _names_environ_file(raw) -> bool:
 
 
 def _record_stats(rec: ReadRecorder) -> None:
-    """Make `os.stat` note the paths it is asked about while `rec` is active:
-    `os.path.exists`/`isfile`/`isdir` and `Path.exists`/`is_file`/`is_dir` go
-    through it, and no audit event sees them. The import system stats
-    through `posix` directly, so its lookups are not counted."""
-    real = os.stat
+    """Make `os.stat` and `os.lstat` note the paths they are asked about while
+    `rec` is active: `os.path.exists`/`isfile`/`isdir`/`islink`/`lexists` and
+    `Path.exists`/`is_file`/`is_dir`/`is_symlink` go through them, and no audit
+    event sees them. The import system stats through `posix` directly, and
+    `realpath` (`Path.resolve`) walks every parent of a path: neither counts."""
+    for name in ("stat", "lstat"):
+        setattr(os, name, _recording(rec, getattr(os, name)))
 
-    def stat(path, *args, **kwargs):
-        if rec.active and kwargs.get("dir_fd") is None:
+
+def _recording(rec: ReadRecorder, real):
+    def call(path, *args, **kwargs):
+        if rec.active and kwargs.get("dir_fd") is None and not _by_realpath(sys._getframe(1)):
             p = rec._path(path)
             if p is not None:
                 rec.stats.add(p)
         return real(path, *args, **kwargs)
 
-    os.stat = stat
+    return call
+
+
+def _by_realpath(frame) -> bool:
+    return frame is not None and frame.f_code.co_name in ("_joinrealpath", "realpath") \
+        and frame.f_globals.get("__name__") == "posixpath"
 
 
 def _by_import_system(frame) -> bool:

@@ -179,6 +179,8 @@ PROBES = {
     "os.path.isdir": ("os.path.isdir(os.path.join(ROOT, 'plugins'))", "dir"),
     "Path.exists": ("(Path(ROOT) / 'FLAG').exists()", "file"),
     "Path.is_file": ("(Path(ROOT) / 'FLAG').is_file()", "file"),
+    "os.path.islink": ("os.path.islink(os.path.join(ROOT, 'LINK'))", "link"),
+    "Path.is_symlink": ("(Path(ROOT) / 'LINK').is_symlink()", "link"),
     "os.environb": ("b'FEATURE_B' in os.environb", "env"),
     "os.getenvb": ("os.getenvb(b'FEATURE_B') is not None", "env"),
     "/proc/self/environ": ("b'FEATURE_B=' in open('/proc/self/environ', 'rb').read()", "env"),
@@ -202,6 +204,8 @@ def test_an_import_time_decision_on_what_stat_and_environb_see_is_a_witness(tmp_
         (root / "FLAG").write_text("on\n")
     elif toggle == "dir":
         (root / "plugins").mkdir()
+    elif toggle == "link":
+        (root / "LINK").symlink_to("pkg/__init__.py")
     else:
         env = {"FEATURE_B": "1"}
     second = Cli(root, cli.cache_dir, env=env).build()
