@@ -78,6 +78,7 @@ def _files() -> dict[str, str]:
 def _clutter(repo: GitRepo) -> None:
     """What a developer's working tree has and git ignores."""
     repo.write(".flyte/config.yaml", "admin:\n  endpoint: dns:///flyte.example.com\ntask:\n  project: shop\n  domain: development\n")
+    repo.write("ml/.flyte/config.yaml", "task:\n  project: ml\n  domain: development\n")  # the project's own, ignored too
     repo.write("ml/.venv/lib/python3.11/site-packages/tabulate.py", "VERSION = 1\n")
     repo.write("ml/dist/flyte/manifest.json", "{}\n")
     repo.write("ml/libs/__pycache__/shared.cpython-311.pyc", "not really bytecode\n")
@@ -120,6 +121,7 @@ def test_working_tree_clutter_and_a_change_outside_the_project_affect_nothing(re
     repo.write("ml/.venv/lib/python3.11/site-packages/humanize.py", "X = 1\n")  # ignored
     repo.append("ml/build.log", "another run\n")  # ignored
     repo.append(".flyte/config.yaml", "# a local edit\n")  # ignored, flyte's config on both sides
+    repo.append("ml/.flyte/config.yaml", "# a local edit\n")
     doc = affected(repo)
     assert doc["targets"] == [] and doc["changed_files"] == []
     assert doc["matrix"] == {"include": []}
