@@ -13,6 +13,7 @@ import os
 import sys
 import threading
 import time
+from contextlib import contextmanager
 
 from rich.markup import escape  # build logs and errors hold `[...]`, which is not markup
 
@@ -29,6 +30,32 @@ def _heartbeat_seconds() -> float:
 
 
 HEARTBEAT_SECONDS = _heartbeat_seconds()
+
+
+DISCOVERING = "discovering environments (importing your modules)"
+
+
+@contextmanager
+def discovering(verbosity: int = 0, after: float = 2.0):
+    """While discovery runs: a spinner in a terminal; elsewhere one line, only
+    when it takes longer than `after` seconds (a cached discovery takes ms)."""
+    if verbosity < 0:
+        yield
+        return
+    from rich.console import Console
+
+    console = Console(stderr=True, emoji=False)
+    if console.is_terminal:
+        with console.status(DISCOVERING + "..."):
+            yield
+        return
+    timer = threading.Timer(after, lambda: console.print(f"  {DISCOVERING}...", highlight=False, markup=False))
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def human_size(n: int | None) -> str:

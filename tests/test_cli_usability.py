@@ -194,3 +194,17 @@ def test_a_pip_failure_is_one_line_naming_the_requirement(repo, tmp_path):
                         r"nosuchpkg-flyte-build-test==9\.9 \(full log: (\S+)\)", line), run.err
     assert "pid " not in run.err and "Traceback" not in run.err  # pex's command line stays in the log
     assert "nosuchpkg-flyte-build-test" in Path(re.search(r"full log: (\S+)\)", line).group(1)).read_text()
+
+
+def test_a_slow_discovery_says_so_once_outside_a_terminal(capsys):
+    import time
+
+    from flyte_build import progress
+
+    with progress.discovering(after=0.1):
+        time.sleep(0.4)
+    with progress.discovering(after=0.5):
+        pass  # a cached discovery: nothing to say
+    with progress.discovering(-1, after=0.05):  # -q
+        time.sleep(0.2)
+    assert capsys.readouterr().err == "  discovering environments (importing your modules)...\n"

@@ -26,12 +26,14 @@ def add_parser(sub, parents):
 
 
 def run(args) -> int:
-    ws = workspace(args, jobs=args.jobs)
     if args.json:
+        ws = workspace(args, jobs=args.jobs)
         reporter = None  # machines read stdout; rich is not even imported
     else:
-        from ..progress import RichReporter
+        from ..progress import RichReporter, discovering
 
+        with discovering(verbosity(args)):  # a cold discovery imports every module: seconds with nothing else to show
+            ws = workspace(args, jobs=args.jobs)
         reporter = RichReporter(verbosity=verbosity(args))
     targets = args.targets
     if getattr(args, "changed_since", None):
