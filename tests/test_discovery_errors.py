@@ -121,6 +121,7 @@ def test_ignore_load_errors_drops_half_made_envs_and_their_dependents(tmp_path):
     repo.mkdir()
     for rel, text in IGNORED.items():
         (repo / rel).write_text(text)
+    (repo / "pyproject.toml").write_text('[project]\nname = "repo"\nversion = "0"\n')
     run = flyte_build("-i", "deploy", "--dry-run", "--json", cwd=repo, cache=tmp_path / "c")
     assert run.rc == 0, run.err
     doc = run.json()

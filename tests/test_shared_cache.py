@@ -364,7 +364,7 @@ def test_an_unfinished_s3_upload_is_invisible(make_store, machine):
         ("[tool.hatch.build.targets.flyte.object-store]\ns3 = { endpoint = 'x' }\n",
          "Unknown field tool.hatch.build.targets.flyte.object-store.s3.endpoint in "),
         ("[tool.hatch.build.targets.flyte.object-store]\ntimeout = -1\n",
-         "Field tool.hatch.build.targets.flyte.object-store.timeout must be a positive number"),
+         "Field tool.hatch.build.targets.flyte.object-store.timeout must be a positive, finite number of seconds"),
         ("[tool.hatch.build.targets.flyte.object-store]\nazure = { account = 'x' }\n",
          "pyproject.toml; valid fields: account-key, account-name,"),
         ("[tool.hatch.build.targets.flyte.object-store]\nhdfs = {}\n",

@@ -121,7 +121,9 @@ def run(req: Request) -> Produced:
         res = _run_check(req, cmd, uri, fa.CHECK_MARKER)
         problems += _problems(res, python_tasks, uri, p["flyte"])
     if problems:
-        raise BuildFailed(f"check:{name} failed (env `{name}`):\n  " + "\n  ".join(problems))
+        # the first problem on the first line: the summary and a CI log show only that line
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise BuildFailed(f"check:{name} failed (env `{name}`): {problems[0].splitlines()[0]}{more}\n  " + "\n  ".join(problems))
     req.log(f"check:{name}: {len(tasks)} tasks load in {uri} (flyte {res['flyte']}, user {res['user']}, cwd {res['cwd']})")
     return Produced(meta={
         "image": uri, "flyte": res["flyte"], "user": res["user"], "cwd": res["cwd"],

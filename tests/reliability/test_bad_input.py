@@ -185,11 +185,16 @@ def test_empty_repo_says_so(tmp_path):
 
 
 def test_repo_without_pyproject(tmp_path):
+    """Outside any project nothing is imported (a stray script would run): exit 2
+    saying so; naming the root with --root-dir builds it."""
     root = tmp_path / "bare"
     root.mkdir()
     (root / "a.py").write_text(env_module("bare"))
+    (root / "stray.py").write_text(f"open({str(tmp_path / 'ran')!r}, 'w').close()\n")
     cli = Cli(root, tmp_path / "cache")
-    res = cli.build()
+    cli.build().assert_clean_error(2, "no pyproject.toml", "--root-dir")
+    assert not (tmp_path / "ran").exists()
+    res = cli.run("--root-dir", str(root), "build", "--json")
     res.assert_ok()
     assert list(res.digests()) == ["bundle:bare"]
 
