@@ -13,10 +13,10 @@ import json
 import os
 import signal
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.support.processes import alive, wait_gone
 from tests.support.repos import Cli, make_repo
 
 pytestmark = pytest.mark.reliability("stale results and hangs")
@@ -111,23 +111,6 @@ env = flyte.TaskEnvironment(name="slow")
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def _wait_gone(pid: int, seconds: float = 10) -> bool:
-    end = time.time() + seconds
-    while time.time() < end:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
-
-
 @pytest.mark.parametrize("block", ["time.sleep(600)", "open(os.environ['FIFO']).read()"], ids=["sleep", "fifo"])
 def test_discovery_timeout_names_the_module_and_kills_the_child(tmp_path, block):
     root = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/fine.py": "x = 1\n", "pkg/slow.py": SLOW.format(block=block)})
@@ -140,7 +123,7 @@ def test_discovery_timeout_names_the_module_and_kills_the_child(tmp_path, block)
     run = cli.run("--discovery-timeout", "6", "build")
     run.assert_clean_error(2, "discovery timed out after 6 s", "pkg.slow", "pkg/slow.py", "--discovery-timeout")
     assert time.time() - started < 60
-    assert _wait_gone(int(pidfile.read_text()))
+    assert wait_gone(int(pidfile.read_text()))
     if "sleep" in block:  # the config key, and a bad value of it
         (root / "pyproject.toml").write_text((root / "pyproject.toml").read_text() + "discovery-timeout = 5.5\n")
         cli.run("build").assert_clean_error(2, "discovery timed out after 5.5 s", "pkg.slow")
@@ -162,10 +145,10 @@ def test_the_discovery_child_dies_with_its_parent(tmp_path, sig):
         child = int(pidfile.read_text())
         proc.send_signal(sig)
         proc.communicate(timeout=30)
-        assert _wait_gone(child), f"the discovery child outlived its parent ({sig.name})"
+        assert wait_gone(child), f"the discovery child outlived its parent ({sig.name})"
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-        if pidfile.exists() and pidfile.read_text() and _alive(int(pidfile.read_text())):
+        if pidfile.exists() and pidfile.read_text() and alive(int(pidfile.read_text())):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)

@@ -24,6 +24,7 @@ import pytest
 from flyte_build.children import SECRET_VARS
 from flyte_build.stores import signing
 from tests.support.cli import REPO, environ
+from tests.support.processes import alive, wait_gone
 from tests.support.repos import Cli, env_module, make_repo
 
 pytestmark = pytest.mark.reliability("children that run user code")
@@ -55,14 +56,6 @@ if {cond}:
 """.format(cond=IN_SERIALIZER)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _wait_for(path: Path, proc: subprocess.Popen | None = None, seconds: float = 120) -> int:
     end = time.time() + seconds
     while not (path.exists() and path.read_text()):
@@ -71,18 +64,9 @@ def _wait_for(path: Path, proc: subprocess.Popen | None = None, seconds: float =
     return int(path.read_text())
 
 
-def _wait_gone(pid: int, seconds: float = 10) -> bool:
-    end = time.time() + seconds
-    while time.time() < end:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def _kill(*pids: int) -> None:
     for pid in pids:
-        if _alive(pid):
+        if alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 
@@ -99,8 +83,8 @@ def test_serialization_has_the_deadline_names_the_module_and_leaves_nothing(slow
     run = cli.run("--discovery-timeout", "20", "build", "specs:slow", timeout=200)
     try:
         run.assert_clean_error(2, "task serialization timed out after 20 s", "pkg.slow", "pkg/slow.py", "--discovery-timeout")
-        assert _wait_gone(int(f["pid"].read_text())), "the serialization child outlived its deadline"
-        assert _wait_gone(int(f["escaped"].read_text())), "a setsid grandchild outlived the child's deadline"
+        assert wait_gone(int(f["pid"].read_text())), "the serialization child outlived its deadline"
+        assert wait_gone(int(f["escaped"].read_text())), "a setsid grandchild outlived the child's deadline"
     finally:
         _kill(*(int(p.read_text()) for p in (f["pid"], f["escaped"]) if p.exists() and p.read_text()))
 
@@ -124,11 +108,11 @@ def test_sigterm_ends_flyte_build_and_its_children_not_the_callers_group(slow_re
         pids = [child, escaped, bystander]
         assert os.getpgid(bystander) == os.getpgid(fb) == shell.pid  # one group: the shell's
         os.kill(fb, signal.SIGTERM)
-        assert _wait_gone(fb), "flyte-build did not end on SIGTERM"
-        assert _wait_gone(child), "the serialization child outlived flyte-build"
-        assert _wait_gone(escaped), "a setsid grandchild outlived flyte-build"
+        assert wait_gone(fb), "flyte-build did not end on SIGTERM"
+        assert wait_gone(child), "the serialization child outlived flyte-build"
+        assert wait_gone(escaped), "a setsid grandchild outlived flyte-build"
         time.sleep(1)
-        assert shell.poll() is None and _alive(bystander), "SIGTERM to flyte-build killed its caller's group"
+        assert shell.poll() is None and alive(bystander), "SIGTERM to flyte-build killed its caller's group"
         os.kill(bystander, signal.SIGTERM)
         out, _ = shell.communicate(timeout=30)
         assert shell.returncode == 0 and "flyte-build ended: 143" in out, out
