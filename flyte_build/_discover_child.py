@@ -1,6 +1,6 @@
 """Discovery's child process: import the user's modules, return plain data.
 
-Run as `python -m flyte_build._discover_child REQUEST.json RESULT.json`. User
+Run by path (`children.command`) with REQUEST.json RESULT.json. User
 code runs here and only here, so whatever it prints, patches or leaves behind
 dies with this process; the parent reads the result file, never our stdout.
 
@@ -50,6 +50,8 @@ def _user_frame(exc: BaseException, root: str) -> str:
     """file:line of the innermost frame of the user's code in the traceback."""
     where = ""
     for fs in traceback.extract_tb(exc.__traceback__):
+        if fs.filename.startswith(children.OWN_DIR + "/"):
+            continue  # ours, even when flyte-build's own repository is the root
         if os.path.realpath(fs.filename).startswith(root.rstrip("/") + "/"):
             where = f"{_rel(fs.filename, root)}:{fs.lineno}"
     return where
@@ -232,7 +234,7 @@ def import_candidates(files: list[str], search_roots: list[str], root: str, igno
     """Import each candidate file under its module name; ({rel file: module name}, failures)."""
     failures: list[dict] = []
     modules: dict[str, str] = {}  # rel file -> module name
-    with _builtins_kept():
+    with _builtins_kept(), children.users_view():
         for rel in files:
             if _import_one(rel, search_roots, root, import_module, progress, modules, failures):
                 break
@@ -276,9 +278,16 @@ def _import_one(rel, search_roots, root, import_module, progress, modules, failu
         where = _user_frame(exc, root)
         at = f" (at {where})" if where else ""
         failures.append(
-            {"file": rel, "message": f"importing module {name} failed{at}: {type(exc).__name__}: {exc}"}
+            {"file": rel, "message": f"importing module {name} failed{at}: {type(exc).__name__}: {exc}{_hint(exc)}"}
         )
     return False
+
+
+def _hint(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit):  # e.g. a `__main__.py`: flyte deploy --recursive imports it too
+        return (" (the module ends the program when imported; `flyte deploy --recursive` imports it too: "
+                "run its program under `if __name__ == \"__main__\":`, or leave the file out)")
+    return ""
 
 
 def main(request_path: str, result_path: str) -> int:
@@ -410,7 +419,7 @@ def _scan_loaded(root: str, fa) -> _Loaded:
     env_types = fa.environment_types()  # once: 76,000 module variables at 5,000 files
     for mod_name, mod in list(sys.modules.items()):
         f = getattr(mod, "__file__", None)
-        if not f:
+        if not f or f.startswith(children.OWN_DIR + "/"):  # ours (a root holding our sources too)
             continue
         real = os.path.realpath(f)
         if not real.startswith(root + "/") or "/site-packages/" in real or "/.venv/" in real:

@@ -12,7 +12,12 @@ pull request adds it) or merely badly behaved (it sleeps, forks, calls
   key, the path of its file and the storage credentials flyte-build reads;
 - finds flyte_build's own modules through a directory that holds only the
   `flyte_build` package (`stage_package`), so the project's interpreter does not
-  see the packages of the environment flyte-build is installed in.
+  see the packages of the environment flyte-build is installed in. That
+  directory takes the place of the working directory (the user's root) first on
+  sys.path (`command`): a `flyte_build` of the user's never stands in for ours;
+- while the user's modules import (`users_view`), our package is out of
+  sys.modules and off sys.path: `import flyte_build` in their code gets what
+  `flyte deploy` would give them (the root's, or an installed one), not ours.
 
 Standard library only: the children import this module in the project's
 interpreter.
@@ -20,6 +25,7 @@ interpreter.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -52,11 +58,61 @@ def stage_package(where: str) -> str:
     return lib
 
 
-def child_environ(pythonpath: str) -> dict[str, str]:
+# `-c` puts the working directory (the user's root) first on sys.path, where a
+# `flyte_build` of the user's would be found before ours: the staged directory
+# takes its place, as the `flyte` command's bin directory is first for `flyte
+# deploy` (nothing is put first under -P / PYTHONSAFEPATH); then the child runs by path
+_BOOT = ("import sys; sys.path[0:0 if getattr(sys.flags, 'safe_path', False) else 1] = [sys.argv.pop(1)]; "
+         "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+OWN_DIR = os.path.dirname(os.path.abspath(__file__))  # in a child: the staged package's directory
+
+
+def command(python: str, lib: str, script: str, *args: str) -> list[str]:
+    """The command running `script` (a file of ours) in `python` with `lib`
+    (from `stage_package`) first on sys.path and the user's root not at all."""
+    return [python, "-c", _BOOT, lib, script, *args]
+
+
+def own_script(lib: str, name: str) -> str:
+    """A module of our package as a file under `lib` (its frames are then ours by path)."""
+    return os.path.join(lib, "flyte_build", name)
+
+
+def child_environ() -> dict[str, str]:
     env = user_environ()
-    env["PYTHONPATH"] = os.pathsep.join([pythonpath, *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # user modules must not write __pycache__ into the repo
     return env
+
+
+def is_ours(module_name: str) -> bool:
+    return module_name == "flyte_build" or module_name.startswith("flyte_build.")
+
+
+@contextlib.contextmanager
+def users_view():
+    """In a child, around the imports of the user's modules: our package out of
+    sys.modules and its directory off sys.path, so their `import flyte_build`
+    finds theirs (or an installed one, as `flyte deploy` would). Ours comes back
+    unless their code loaded a `flyte_build` of its own: that one stays, as in
+    `flyte deploy`'s process (flyte's serializer and the scan of the loaded
+    modules see their modules). The children's code imports nothing of ours
+    lazily after this."""
+    import sys
+
+    lib = os.path.dirname(OWN_DIR)
+    ours = {n: m for n, m in sys.modules.items() if is_ours(n)}
+    at = [i for i, p in enumerate(sys.path) if os.path.abspath(p or ".") == lib]
+    for n in ours:
+        del sys.modules[n]
+    for i in reversed(at):
+        del sys.path[i]
+    try:
+        yield
+    finally:
+        if not any(is_ours(n) for n in sys.modules):
+            sys.modules.update(ours)
+            for i in at:
+                sys.path.insert(i, lib)
 
 
 def hide_environ() -> None:

@@ -673,11 +673,12 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
             request["handed"] = os.path.join(tmp, "code")
             open(request["handed"], "wb").close()
         Path(req_path).write_text(json.dumps(request))
-        env = children.child_environ(children.stage_package(tmp))
+        lib = children.stage_package(tmp)
         # the child's output goes to a file, not a pipe: we do other work while
         # it runs, and a chatty module must not block on a full pipe meanwhile
         python = interpreter.of(cfg, None).path  # probed already (`_settings`)
-        children.run([python, "-m", "flyte_build._discover_child", req_path, res_path], str(cfg.root), env,
+        cmd = children.command(python, lib, children.own_script(lib, "_discover_child.py"), req_path, res_path)
+        children.run(cmd, str(cfg.root), children.child_environ(),
                      timeout_of(cfg), "discovery", tmp, progress, res_path,
                      (lambda: while_waiting(request)) if while_waiting is not None else None)
         return json.loads(Path(res_path).read_text())
@@ -694,7 +695,7 @@ def _checked(result: Discovery, raw: dict, cfg: Config) -> Discovery:
         lines = [f"  {f.message}" for f in result.failures]
         if any("ModuleNotFoundError" in f.message for f in result.failures):
             lines.append(interpreter.missing_module_hint(interpreter.of(cfg, None)))
-        raise UserError("cannot load the environments:\n" + "\n".join(lines) + "\n(--ignore-load-errors goes on without them)")
+        raise UserError("cannot load the environments:\n" + "\n".join(lines) + "\n(--ignore-load-errors, -i, goes on without them)")
     dups = raw.get("duplicates", [])
     if dups:
         d = dups[0]

@@ -14,10 +14,6 @@ from ..bundle.files import has_bundle
 
 FORMAT = 2
 
-# the child by path (the rule set is not an importable package in an editable
-# install), with the working directory first on sys.path as under `python -m`
-_RUN_CHILD = "import runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
-
 
 def child_request(view, env, closure: set[str]) -> dict:
     """What the child needs to serialize `env`: the run's settings, the modules to
@@ -73,9 +69,10 @@ def run_child(request: dict, root: Path, user_code) -> dict:
         req_path, res_path = os.path.join(tmp, "request.json"), os.path.join(tmp, "result.json")
         request["progress"] = progress = os.path.join(tmp, "progress")
         Path(req_path).write_text(json.dumps(request))
-        env = children.child_environ(children.stage_package(tmp))
+        # by path: the rule set is not an importable package in an editable install
         child = Path(__file__).resolve().parent / "serialize_child.py"
         python, timeout = (user_code.python, user_code.timeout) if user_code else (sys.executable, 300.0)
-        children.run([python, "-c", _RUN_CHILD, str(child), req_path, res_path], str(root), env,
+        cmd = children.command(python, children.stage_package(tmp), str(child), req_path, res_path)
+        children.run(cmd, str(root), children.child_environ(),
                      timeout, "task serialization", tmp, progress, res_path)
         return json.loads(Path(res_path).read_text())

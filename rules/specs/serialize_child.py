@@ -1,6 +1,6 @@
 """Task serialization's child process: import the user's modules, serialize tasks.
 
-Run by path as `python rules/specs/serialize_child.py REQUEST.json RESULT.json`.
+Run by path (`children.command`) with REQUEST.json RESULT.json.
 Like discovery, user code runs only here. The child sets itself up as the
 discovery child does and imports the same candidate modules under the same
 names (`_discover_child.prepare` and `import_candidates`), so an environment
@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from flyte_build import atomic
+from flyte_build import atomic, children
 from flyte_build._discover_child import import_candidates, prepare
 
 
@@ -73,8 +73,6 @@ def main(request_path: str, result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    from flyte_build import children
-
     try:
         code = main(sys.argv[1], sys.argv[2])
     finally:

@@ -48,8 +48,11 @@ def test_exception_at_import_time_names_file_line_and_exception(tmp_path):
 
 
 def test_sys_exit_at_import_time_is_a_load_error(tmp_path):
-    cli = repo(tmp_path, {"pkg/b.py": "import sys\nsys.exit(3)\n"})
-    cli.build().assert_clean_error(2, "pkg.b", "SystemExit")
+    # a `__main__.py` is a module like any other: `flyte deploy --recursive` imports it too
+    cli = repo(tmp_path, {"pkg/b.py": "import sys\nsys.exit(3)\n", "tool/__main__.py": "raise SystemExit(2)\n"})
+    cli.build().assert_clean_error(2, "pkg.b", "SystemExit: 3", 'if __name__ == "__main__":', "--ignore-load-errors, -i,")
+    skipped = cli.run("targets", "-i")
+    assert skipped.rc == 0 and "tool.__main__" in skipped.err and "SystemExit: 2" in skipped.err, skipped.describe()
 
 
 def test_unknown_env_variable_lists_the_ones_there(tmp_path):

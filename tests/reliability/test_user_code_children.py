@@ -23,7 +23,7 @@ import pytest
 
 from flyte_build.children import SECRET_VARS
 from flyte_build.stores import signing
-from tests.support.cli import REPO, environ
+from tests.support.cli import REPO, environ, flyte_build
 from tests.support.processes import alive, wait_gone
 from tests.support.repos import Cli, env_module, make_repo
 
@@ -240,3 +240,32 @@ def _peek(tmp_path: Path) -> None:
     out = subprocess.run([*run_as, python, str(tmp_path / "peek.py"), str(lib.parent)], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "refused", (out.stdout, out.stderr)
+
+
+# a repository's own `flyte_build` package: says so in a file when imported
+USERS_FLYTE_BUILD = """\
+import os
+open(os.environ["MARKER"], "a").write(__file__ + "\\n")
+"""
+
+
+@pytest.mark.parametrize("imports_it", [False, True])
+def test_a_flyte_build_package_in_the_repository_is_the_users_not_ours(tmp_path, imports_it):
+    """The children start in the root; a `flyte_build/` there never stands in for
+    flyte-build's own code. A module importing `flyte_build` gets the repository's,
+    as under `flyte deploy` (the root is on sys.path; ours is not)."""
+    b_body = "import flyte_build\nFROM = flyte_build.__file__\n" if imports_it else ""
+    root = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/a.py": env_module("a"),
+                                         "pkg/b.py": env_module("b", imports=b_body),
+                                         "flyte_build/__init__.py": USERS_FLYTE_BUILD})
+    marker = tmp_path / "marker"
+    # in this process, as the `flyte-build` command runs (`python -m flyte_build` in the
+    # root would import theirs: Python puts the working directory first for it)
+    run = flyte_build("build", "--json", "bundle:a", "specs:a", "specs:b", cwd=root, cache=tmp_path / "cache",
+                      env={"MARKER": str(marker)}, in_process=True)
+    run.assert_ok()
+    assert {t["target"] for t in run.json()["targets"]} >= {"bundle:a", "specs:a", "specs:b"}
+    if imports_it:  # their code, in both children (discovery, then serialization of `b`)
+        assert marker.read_text().splitlines() == [str(root / "flyte_build" / "__init__.py")] * 2
+    else:
+        assert not marker.exists(), marker.read_text()
