@@ -107,10 +107,12 @@ def _state_dir(ctx: Context) -> str:
 
 class Engine:
     def __init__(self, ctx: Context, graph: Graph, cache: Cache, reporter: Reporter | None = None, jobs: int = 1,
-                 params: dict | None = None, secrets: dict | None = None):
+                 params: dict | None = None, secrets: dict | None = None, fail_alone: bool = False):
         """`params`: run parameters per kind a goal adds to the rules' view (they
         are declared inputs where a rule reads them); `secrets`: per kind,
-        credentials its `run` gets and no key, log or store ever holds."""
+        credentials its `run` gets and no key, log or store ever holds;
+        `fail_alone`: a target's input error (a UserError) fails that target and
+        what depends on it, not the run (a deploy goes on with the other envs)."""
         self.ctx = ctx
         self.view = ctx.view.with_params(params) if params else ctx.view
         self.graph = graph
@@ -118,6 +120,7 @@ class Engine:
         self.reporter = reporter or Reporter()
         self.jobs = max(1, jobs)
         self.secrets = secrets or {}
+        self.fail_alone = fail_alone
         self.results: dict[str, TargetResult] = {}
         self._lock = threading.Lock()
         self._key_locks: dict[str, threading.Lock] = {}
@@ -209,7 +212,7 @@ class Engine:
         """Record a failed job's targets (those it did not finish itself)."""
         if exc is None:
             return
-        if isinstance(exc, UserError):
+        if isinstance(exc, UserError) and not self.fail_alone:
             user_error.append(exc)
         for addr in addrs:
             if addr not in self.results:

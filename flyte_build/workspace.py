@@ -101,17 +101,19 @@ class Workspace:
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
     def engine(self, reporter: Reporter | None = None, jobs: int | None = None, params: dict | None = None,
-               secrets: dict | None = None) -> Engine:
-        """`params`, `secrets`: a goal's run parameters and credentials per kind (see Engine)."""
-        return Engine(self.ctx, self.graph, self.cache, reporter, jobs or self.cfg.jobs, params, secrets)
+               secrets: dict | None = None, fail_alone: bool = False) -> Engine:
+        """`params`, `secrets`, `fail_alone`: a goal's run parameters, credentials per kind and
+        whether a target's input error fails it alone (see Engine)."""
+        return Engine(self.ctx, self.graph, self.cache, reporter, jobs or self.cfg.jobs, params, secrets, fail_alone)
 
-    def build(self, patterns: list[str] | None = None, reporter: Reporter | None = None, out: Path | None = None, jobs: int | None = None) -> list[TargetResult]:
+    def build(self, patterns: list[str] | None = None, reporter: Reporter | None = None, out: Path | None = None, jobs: int | None = None,
+              fail_alone: bool = False) -> list[TargetResult]:
         effects = tuple(k for k, r in self.rules.items() if not r.cacheable)  # deploys have their own command
         addresses = self.graph.select(list(patterns or []), exclude_kinds=effects)
         from . import build_manifest
 
         had = build_manifest.prefetch(self, addresses)  # a fresh machine: every entry in one read
-        results = self.engine(reporter, jobs).run(addresses)
+        results = self.engine(reporter, jobs, fail_alone=fail_alone).run(addresses)
         build_manifest.settle(self)
         build_manifest.publish(self, addresses, results, had)
         wanted = set(addresses)

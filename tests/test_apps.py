@@ -157,6 +157,29 @@ def test_an_env_that_cannot_be_serialized_fails_alone_in_the_plan(tmp_path, flag
     other = flyte_build(*flags, "deploy", "--dry-run", "--json", "deploy:work", cwd=root, cache=cache)
     assert other.rc == 0, other.err
     assert other.json()["order"] == ["work"] and other.json()["failed"] == []
+    # only the selected env and its dependencies are serialized: the refused one is no part of the run
+    quiet = flyte_build(*flags, "deploy", "--dry-run", "deploy:work", cwd=root, cache=tmp_path / "cache2")
+    assert quiet.rc == 0 and "│ work" in quiet.out, quiet.err
+    assert "specs:web" not in quiet.err + quiet.out and "web" not in other.json()["order"]
+
+
+def test_an_env_whose_bundle_cannot_be_built_fails_alone_in_the_plan(tmp_path):
+    root, cache = tmp_path / "repo", tmp_path / "cache"
+    write_repo(root)
+    (root / "svc" / "web.py").write_text(WEB.replace('include=["static/index.html"]', 'include=["static/gone.html"]'))
+    run = flyte_build("deploy", "--dry-run", "--json", cwd=root, cache=cache)
+    assert run.rc == 1, run.err
+    doc = run.json()
+    assert doc["order"] == ["work"] and doc["ok"] is False and "Traceback" not in run.err
+    [failed] = doc["failed"]
+    assert failed["env"] == "web" and failed["error"].startswith("cannot be bundled: ") and "static/gone.html" in failed["error"]
+    assert doc["skipped"] == [{"env": "report", "error": "depends on `web`, which cannot be bundled"}]
+    text = flyte_build("deploy", "--dry-run", cwd=root, cache=cache)
+    assert text.rc == 1 and "flyte-build: failed: `web` cannot be bundled: " in text.err and "│ work" in text.out
+    assert "flyte-build: skipped: `report` depends on `web`, which cannot be bundled" in text.err
+    other = flyte_build("deploy", "--dry-run", "deploy:work", cwd=root, cache=cache)
+    assert other.rc == 0 and "│ work" in other.out, other.err
+    assert "bundle:web" not in other.err + other.out and "specs:web" not in other.err + other.out
 
 
 # -- a real deploy -------------------------------------------------------------------
@@ -270,3 +293,36 @@ def test_a_real_deploy_deploys_every_env_but_the_refused_one_and_its_dependents(
     errors = {t["env"]: t["error"] for t in doc["targets"]}
     assert REFUSED in errors["web"] and errors["report"] == "depends on `web`, which cannot be serialized"
     assert [m for m, _ in cp.calls if m in ("DeployTask", "CreateApp")] == ["DeployTask"]
+
+
+def _broken_repo(root: Path, broken: str) -> Path:
+    """`web`'s bundle cannot be built (its include names no file), or `report`'s image
+    cannot be described to docker (a source file that does not exist)."""
+    write_repo(root)
+    if broken == "bundle":
+        (root / "svc" / "web.py").write_text(WEB.replace('include=["static/index.html"]', 'include=["static/gone.html"]'))
+    else:
+        (root / "svc" / "report.py").write_text(REPORT.replace(
+            f'image="{IMG.format("report")}"', 'image=flyte.Image.from_debian_base().with_source_file(__import__("pathlib").Path("gone.txt"))'))
+    return root
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("broken, deployed, failed, skipped, why", [
+    ("bundle", ["work"], "web", {"report": "depends on `web`, which cannot be bundled"}, "cannot be bundled: "),
+    ("image", ["work", "web"], "report", {}, "has no image: image:report failed: "),
+])
+def test_a_real_deploy_goes_on_past_an_env_whose_bundle_or_image_fails(tmp_path, control_plane, broken, deployed, failed,
+                                                                        skipped, why):
+    cp = control_plane
+    root = _broken_repo(tmp_path / "repo", broken)
+    run = flyte_build("--project", "proj", "--domain", "development", "deploy", "--endpoint", cp.endpoint, "--insecure",
+                      "--json", "--no-check", cwd=root, cache=tmp_path / "cache", env=AWS)
+    assert run.rc == 1, run.err
+    doc = run.json()
+    assert doc["deployed"] == deployed and doc["failed"] == [failed] and doc["skipped"] == sorted(skipped), run.err
+    errors = {t["env"]: t["error"] for t in doc["targets"]}
+    assert errors[failed].startswith(why) and "gone" in errors[failed], errors
+    assert {n: errors[n] for n in skipped} == skipped and "Traceback" not in run.err
+    sent = [m for m, _ in cp.calls if m in ("DeployTask", "CreateApp")]
+    assert sent == ["DeployTask", "CreateApp"][:len(deployed)]

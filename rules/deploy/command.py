@@ -123,7 +123,7 @@ def _report_unplanned(plan) -> int:
     import sys
 
     for n, why in plan.failed:
-        print(f"flyte-build: failed: `{n}` cannot be serialized: {why}", file=sys.stderr)
+        print(f"flyte-build: failed: `{n}` {why}", file=sys.stderr)
     for n, why in plan.skipped:
         print(f"flyte-build: skipped: `{n}` {why}", file=sys.stderr)
     if not plan.ok:

@@ -35,6 +35,7 @@ from ..bundle.files import has_bundle
 from ..check import rule as check_rule
 from ..image import rule as image_rule
 from ..specs import rule as specs_rule
+from . import failures as ahead
 from . import rule as deploy_rule
 
 FORMAT = 2
@@ -106,30 +107,26 @@ class Plan:
         }
 
 
-# -- serialized specs, images and checks ----------------------------------------------
-def specs(ws, reporter=None, jobs: int | None = None) -> tuple[dict, dict]:
-    """({env name: its specs:<env> document}, {env name: why flyte cannot serialize
-    it}) for every env of the run: one env's failure is its own."""
-    addrs = [f"specs:{e.name}" for e in ws.ctx.envs if f"specs:{e.name}" in ws.graph.targets]
-    results = ws.engine(reporter, jobs).run(addrs)
-    docs = {r.env: specs_rule.read(r) for r in results if r.ok}
-    return docs, {r.env: r.error or r.status for r in results if not r.ok}
+# -- which envs go ahead, images and checks -------------------------------------
+def closure(ctx, order: list[str]) -> list[str]:
+    """The envs of `order` and everything they depend on, in deploy order."""
+    return graph_mod.deploy_order(ctx, order) if order else []
 
 
 def going_ahead(ctx, order: list[str], bad: dict) -> tuple[list[str], list[tuple], list[tuple]]:
     """(the envs of `order` that can be planned and deployed, [(env, why)] of
-    those that cannot be serialized, [(env, why)] of those depending on one),
-    each in deploy order. A dependency left out of `order` counts too."""
+    those that failed (`bad`: env -> (phrase, error)), [(env, why)] of those
+    depending on one), each in deploy order. A dependency left out of `order` counts too."""
     failed, skipped, out = [], [], set()
     edges = graph_mod.env_edges(ctx)
     for n in graph_mod.deploy_order(ctx, order):  # dependencies first, so a dependency is decided first
         if n in bad:
-            failed.append((n, bad[n]))
+            failed.append((n, f"{bad[n][0]}: {bad[n][1]}"))
             out.add(n)
             continue
         dep = next((d for d in sorted(edges.get(n, ())) if d in out), None)
         if dep is not None:
-            skipped.append((n, f"depends on `{dep}`, which " + ("cannot be serialized" if dep in bad else "is not planned")))
+            skipped.append((n, f"depends on `{dep}`, which " + (bad[dep][0] if dep in bad else "is not planned")))
             out.add(n)
     return [n for n in order if n not in out], [f for f in failed if f[0] in order], [k for k in skipped if k[0] in order]
 
@@ -308,15 +305,11 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     bundles are built locally, images are only named."""
     ctx = ws.ctx
     order, left_out, source = _checked_order(ctx, names, assume_deployed)
-    docs, bad = specs(ws, reporter)
-    order, not_serialized, skipped = going_ahead(ctx, order, bad)
-    bundles = [f"bundle:{n}" for n in order if f"bundle:{n}" in ws.graph.targets]
-    results = {r.target: r for r in ws.build(bundles, reporter=reporter)} if bundles else {}
-    failed = [r for r in results.values() if not r.ok]
-    if failed:
-        raise BuildFailed(f"{failed[0].target} failed: {failed[0].error}")
-    # every env's image: each task's image cache names them all (see serialize_env_templates)
-    images = {e.name: planned_image(ws, e.name, docs) for e in ctx.envs}
+    needed = closure(ctx, order)  # the selected envs and their dependencies: nothing else is built
+    addrs = ahead.targets(ws, needed, ("specs", "bundle"), only={"bundle": set(order)})
+    docs, bad, results = ahead.prerequisites(ws, addrs, reporter, build=True)
+    order, not_planned, skipped = going_ahead(ctx, order, bad)
+    images = ahead.planned_images(ws, docs, needed, planned_image)
     given = {"version": ctx.options.version, "app_source": source}
     envs = []
     checks = check_states(ws, order)
@@ -329,23 +322,10 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
         envs.append(replace(e, check=checks.get(n)))
     return Plan(tuple(envs), tuple(tuple(w) for w in graph_mod.deploy_levels(ctx, order, expand=False)),
                 ctx.cfg.project, ctx.cfg.domain, tuple(ws.all_warnings()), tuple(left_out),
-                tuple(not_serialized), tuple(skipped))
+                tuple(not_planned), tuple(skipped))
 
 
 # -- real deploys ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class NotDeployed:
-    """A deploy target that never ran (its env cannot be serialized, or depends on
-    one that cannot), in the engine result's shape the summary reads."""
-
-    target: str
-    env: str
-    status: str  # failed | skipped
-    error: str
-    ok: bool = False
-    meta: dict = field(default_factory=dict)
-
-
 @dataclass(frozen=True)
 class Target:
     endpoint: str
@@ -559,16 +539,19 @@ def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None =
     ctx = ws.ctx
     order, left_out, source = _checked_order(ctx, names, assume_deployed)
     target = backend_target(ws)
-    docs, bad = specs(ws, reporter, jobs)  # one child for every env, before the parallel deploys
-    every = [f"deploy:{n}" for n in graph_mod.deploy_order(ctx, order)]
-    order, not_serialized, skipped = going_ahead(ctx, order, bad)
-    planned = {e.name: planned_image(ws, e.name, docs) for e in ctx.envs}
+    needed = closure(ctx, order)  # the selected envs and their dependencies: nothing else is built
+    # one serializer child for every env, before the parallel deploys; bundles too, each failing alone
+    docs, bad, _ = ahead.prerequisites(ws, ahead.targets(ws, needed, ("specs", "bundle")), reporter, jobs)
+    every = [f"deploy:{n}" for n in needed]
+    order, not_planned, skipped = going_ahead(ctx, order, bad)
+    planned = ahead.planned_images(ws, docs, needed, planned_image, jobs)
     # the deploy targets' declared run parameters, and the credentials their runs get
     params = {"deploy": {"backend": target.params(), "planned": planned, "left_out": sorted(left_out), "app_source": source}}
-    engine = ws.engine(reporter, jobs, params=params, secrets={"deploy": target.secrets_for_run()})
+    engine = ws.engine(reporter, jobs, params=params, secrets={"deploy": target.secrets_for_run()}, fail_alone=True)
     addresses = [f"deploy:{n}" for n in graph_mod.deploy_order(ctx, order)] if order else []
     results = {r.target: r for r in engine.run(addresses)} if addresses else {}
     ws.save_run_stats(list(results.values()))
-    for (n, why), status in [*((f, "failed") for f in not_serialized), *((k, "skipped") for k in skipped)]:
-        results[f"deploy:{n}"] = NotDeployed(f"deploy:{n}", n, status, why)
+    for (n, why), status in [*((f, "failed") for f in not_planned), *((k, "skipped") for k in skipped)]:
+        results[f"deploy:{n}"] = ahead.NotDeployed(f"deploy:{n}", n, status, why)
+    results = ahead.with_reasons(ws, results, needed, bad)
     return [results[a] for a in every if a in results], target
