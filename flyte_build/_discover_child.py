@@ -326,13 +326,10 @@ def main(request_path: str, result_path: str) -> int:
     graph = _with_package_parents(graph, loaded)
     all_envs, envs_stable = _all_envs(envs, loaded, root, fa)
     stable = loaded.stable and envs_stable and _explained(req["files"], graph, loaded.files, orphans)
-    sys_path = sorted(
-        {os.path.relpath(os.path.realpath(p), root) for p in sys.path if p and os.path.realpath(p).startswith(root)}
-    )
     result = {
         "envs": _env_records(_with_dependencies(selected), loaded, graph, root, fa),
         "loaded_files": sorted(loaded.files),
-        "sys_path": sys_path,
+        "sys_path": _local_sys_path(root),
         "failures": failures,
         "duplicates": _duplicates(envs, root, fa),
         "problems": problems,
@@ -350,6 +347,14 @@ def main(request_path: str, result_path: str) -> int:
     # all or nothing: the parent takes a missing result file for a crash
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     return 0
+
+
+def _local_sys_path(root: str) -> list[str]:
+    """The sys.path entries under the root, relative to it: not those of the
+    interpreter's own `.venv` when that lies under the root (see `children`)."""
+    installed = children.installed_under(root)
+    reals = (os.path.realpath(p) for p in sys.path if p)
+    return sorted({os.path.relpath(r, root) for r in reals if r.startswith(root) and not (r + "/").startswith(installed)})
 
 
 def _noting_envs_of_failed_imports(import_module, fa):

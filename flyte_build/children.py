@@ -84,6 +84,19 @@ def child_environ() -> dict[str, str]:
     return env
 
 
+def installed_under(root: str) -> tuple[str, ...]:
+    """The running interpreter's own trees (its venv, its base install) that lie
+    under `root`, each ending in "/". uv and poetry keep the project's `.venv` in
+    the project: what is in it is installed, not the project's, and must count
+    as it would in an interpreter outside the root (the working tree and an
+    exported revision then see the same sys.path entries, owners and specs)."""
+    import sys
+
+    root_s = os.path.realpath(root).rstrip("/") + "/"
+    dirs = {os.path.realpath(p).rstrip("/") + "/" for p in (sys.prefix, sys.exec_prefix, sys.base_prefix) if p}
+    return tuple(sorted(d for d in dirs if d.startswith(root_s)))
+
+
 def is_ours(module_name: str) -> bool:
     return module_name == "flyte_build" or module_name.startswith("flyte_build.")
 

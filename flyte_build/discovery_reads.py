@@ -26,6 +26,7 @@ import stat
 import sys
 from pathlib import Path
 
+from .children import installed_under
 from .hashing import key_of
 
 ENV_ALL = "*"  # the whole environment was read (iterated or copied)
@@ -62,6 +63,8 @@ class ReadRecorder:
         self.active = False
         self._ignore = tuple(p.rstrip("/") + "/" for p in ignore_prefixes if p)
         self._roots = tuple({r.rstrip("/") + "/" for r in (root, os.path.realpath(root)) if r}) if root else ()
+        # a `.venv` inside the root holds installed libraries, not the project's code
+        self._installed = installed_under(root) if root else ()
         import sysconfig
 
         paths = sysconfig.get_paths()
@@ -76,7 +79,8 @@ class ReadRecorder:
                 break
             frame = frame.f_back
         owner = frame.f_code.co_filename if frame is not None else ""
-        if self._roots and owner.startswith(self._roots):
+        if self._roots and owner.startswith(self._roots) and not (
+                self._installed and os.path.realpath(owner).startswith(self._installed)):
             self.owned.setdefault(owner, {k: set() for k in KINDS})[kind].add(value)
         else:
             self.unowned[kind].add(value)

@@ -593,6 +593,23 @@ def _module_root(task, root: Path, source_roots: list) -> Path:
     return Path(best) if best else root
 
 
+def _local_sys_paths(local_sys_paths_env, root: Path) -> dict[str, str]:
+    """flyte's FLYTE_SYS_PATH for `root`, less the entries in the interpreter's own
+    `.venv` when that lies under the root (uv's and poetry's in-project venvs):
+    they are never shipped, and keeping them would make the specs depend on where
+    the interpreter lives rather than on the project."""
+    from . import children
+
+    env = local_sys_paths_env(root)
+    installed = children.installed_under(str(root))
+    if not installed:
+        return env
+    real_root = os.path.realpath(root)
+    return {k: ":".join(e for e in v.split(":")
+                        if not (os.path.realpath(os.path.join(real_root, e)) + "/").startswith(installed))
+            for k, v in env.items()}
+
+
 def serialize_env_templates(env, root: Path, project: str | None, domain: str | None, org: str | None,
                             image_envs: list[str], with_bundle: bool, sync_local_sys_paths: bool,
                             source_roots: list | None = None) -> list[dict]:
@@ -623,7 +640,7 @@ def serialize_env_templates(env, root: Path, project: str | None, domain: str | 
             from flyte._utils import local_sys_paths_env
 
             task = copy.copy(task)
-            task.env_vars = {**(task.env_vars or {}), **local_sys_paths_env(root)}
+            task.env_vars = {**(task.env_vars or {}), **_local_sys_paths(local_sys_paths_env, root)}
         spec, triggers = _wire_spec(task, sc)
         out.append({"name": task.name, "spec": MessageToDict(spec, preserving_proto_field_name=True),
                     "triggers": [MessageToDict(t, preserving_proto_field_name=True) for t in triggers]})

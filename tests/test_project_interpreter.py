@@ -110,6 +110,8 @@ def test_a_project_below_the_git_root_imports_with_its_own_venv(company, tmp_pat
     doc = run.json()
     assert {t["target"] for t in doc["targets"]} == {"bundle:a_tiny", "bundle:b", "specs:a_tiny", "specs:b"}
     assert "hello from tinydep" in _specs(doc, "specs:a_tiny")  # serialized with tinydep imported
+    # the .venv inside the root is the interpreter's, not a local sys.path entry to ship
+    assert '{"key": "_F_SYS_PATH", "value": "./."}' in _specs(doc, "specs:b") and ".venv" not in _specs(doc, "specs:b")
     bundle = next(t for t in doc["targets"] if t["target"] == "bundle:a_tiny")
     with tarfile.open(bundle["path"]) as tar:
         names = tar.getnames()
@@ -168,7 +170,10 @@ def test_hatch_build_in_its_isolated_environment_imports_with_the_projects_venv(
 
 def test_affected_imports_the_revision_with_the_projects_venv(company, tmp_path):
     """The exported revision has no `.venv` (it is ignored): its modules are
-    imported by the working tree's interpreter, so tinydep is found there too."""
+    imported by the working tree's interpreter, so tinydep is found there too.
+    Only b's targets are affected: with the `.venv` inside the root, its
+    site-packages had counted as a local sys.path entry and flyte's config
+    reader as project code, so every env's specs changed params."""
     cache = tmp_path / "cache"
     b = company["ml"] / "pkg" / "b.py"
     b.write_text(MODULE_B.replace("return x", "return x + 1"))
@@ -176,7 +181,7 @@ def test_affected_imports_the_revision_with_the_projects_venv(company, tmp_path)
         run = flyte_build("affected", "--since", "HEAD", "--json", cwd=company["ml"], cache=cache)
         run.assert_ok()
         targets = {t["target"] if isinstance(t, dict) else t for t in run.json()["targets"]}
-        assert "bundle:b" in targets and "bundle:a_tiny" not in targets, run.out
+        assert targets == {"bundle:b", "specs:b", "check:b", "deploy:b"}, run.out
     finally:
         b.write_text(MODULE_B)
 
