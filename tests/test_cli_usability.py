@@ -81,6 +81,26 @@ def test_summary_fits_80_columns_and_counts_in_words(repo, tmp_path):
         assert shown.rc == 0 and _width(shown.out) <= 80, shown.describe()
 
 
+def test_config_in_80_columns_keeps_every_source_whole_on_a_line(tmp_path):
+    from tests.support.cli import copy_sample
+
+    # a project deep enough that `<its pyproject.toml>: <table key>` cannot fit a column
+    repo = copy_sample(tmp_path / "company" / "ml")
+    shown = flyte_build("config", cwd=repo, cache=tmp_path / "cache", env={"COLUMNS": "80"}, in_process=True)
+    assert shown.rc == 0 and _width(shown.out) <= 80, shown.describe()
+    lines = [line.strip("│ ") for line in shown.out.splitlines()]
+    # each row's source names its key unbroken (the title names the whole pyproject path)
+    for key in ("tool.hatch.build.targets.flyte.copy-style", "tool.hatch.build.targets.flyte.registry"):
+        assert any(line.endswith(key) for line in lines), (key, shown.out)
+    row = next(i for i, line in enumerate(lines) if line.startswith("envs.reporting.copy-style "))
+    assert lines[row].endswith(" all") and "from pyproject.toml:" in lines[row + 1], shown.out
+    assert any(line.endswith("from default") for line in lines)
+    wide = flyte_build("config", cwd=repo, cache=tmp_path / "cache", env={"COLUMNS": "300"}, in_process=True)
+    # room enough: a `from` column with the whole path
+    assert f"{repo / 'pyproject.toml'}: tool.hatch.build.targets.flyte.copy-style" in wide.out, wide.out
+    assert "value (from)" not in wide.out and "value (from)" in shown.out
+
+
 def test_json_documents_share_a_schema_version_and_fail_as_json(repo, tmp_path):
     cache = tmp_path / "cache"
     docs = {

@@ -46,18 +46,42 @@ def run(args) -> int:
     pyproject = f"pyproject: {table_cfg.pyproject}" if table_cfg.pyproject else "pyproject: none found (defaults)"
     flyte_title = f"flyte config: {ref.path} (found as {ref.found_by})" if ref.path else "flyte config: none found (flyte's defaults)"
     console = Console(emoji=False)
-    console.print(_table(f"flyte-build settings ({pyproject})", ours))
-    console.print(_table(flyte_title, shown))
+    files = [f for f in (table_cfg.pyproject, ref.path) if f]  # the titles name them whole
+    console.print(_table(f"flyte-build settings ({pyproject})", ours, console.width, files))
+    console.print(_table(flyte_title, shown, console.width, files))
     return 0
 
 
-def _table(title: str, rows: dict):
+WIDE = 120  # from here on a `from` column fits most sources on one line
+
+
+def _table(title: str, rows: dict, width: int, titled_files=()):
+    """Three columns on a wide console; on a narrow one (an 80-column CI log) the
+    source goes under its value, where it has the room of both columns, and the
+    files the titles name are shortened to their names, so a source folds at its
+    spaces instead of mid-word."""
+    from rich.markup import escape
     from rich.table import Table
 
     table = Table(title=title)
-    for col in ("setting", "value", "from"):
+    table.add_column("setting", overflow="fold", min_width=min(30, max((len(n) for n in rows), default=7)))
+    narrow = width < WIDE
+    for col in (("value (from)",) if narrow else ("value", "from")):
         table.add_column(col, overflow="fold")
     for name, s in rows.items():
-        v = s["value"]
-        table.add_row(name, "-" if v in (None, [], {}) else str(v), s["source"])
+        v = "-" if s["value"] in (None, [], {}) else str(s["value"])
+        if narrow:
+            source = _short(s["source"], titled_files)
+            table.add_row(name, f"{escape(v)}\n[dim]from {escape(source)}[/dim]")
+        else:
+            table.add_row(name, v, s["source"])
     return table
+
+
+def _short(source: str, titled_files) -> str:
+    """`<a titled file>: key` as `<its name>: key` (the title holds the whole path)."""
+    from pathlib import Path
+
+    for f in titled_files:
+        source = source.replace(f"{f}:", f"{Path(f).name}:")
+    return source
