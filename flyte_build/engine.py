@@ -40,8 +40,7 @@ from .graph import Graph, Target
 from . import atomic
 from .hashing import as_digest, canonical_json, key_of, sha256_hex
 from .rule_api import FileInput, Inputs, Request
-from .hashing import file_sha256
-from .stores.action_entry import OUTPUT_NAME, ActionEntry, Output, is_hex64
+from .stores.action_entry import ActionEntry, Output
 
 
 @dataclass(frozen=True)
@@ -484,36 +483,6 @@ def _output_check(rule, files):
     if rule.verify_shared is None:
         return None
     return lambda outputs: rule.verify_shared(files, outputs)
-
-
-def materialize(results: list[TargetResult], store, out: Path) -> list[TargetResult]:
-    """Copy each result's outputs under `out/<kind>/`, named by digest; returns results with paths there."""
-    from dataclasses import replace
-
-    from . import atomic
-
-    moved = []
-    for r in results:
-        if not r.ok or not r.outputs:
-            moved.append(r)
-            continue
-        first = None
-        for o in r.outputs:
-            # names and digests were checked by the entry schema (plain names, 64 hex);
-            # checked again here because this is where they become a path
-            if not (is_hex64(o.digest) and OUTPUT_NAME.fullmatch(o.name) and ".." not in o.name):
-                raise UserError(f"{r.target}: refusing output {o.name!r}: not a plain file name")
-            ext = o.name[o.name.index("."):] if "." in o.name else ""
-            dest = out / r.kind / f"{o.digest}{ext}"
-            # a file already there is kept only if its bytes are the output's (a same-size
-            # corrupted copy from an earlier run would otherwise stay)
-            if not (dest.is_file() and not dest.is_symlink() and file_sha256(dest) == (o.digest, o.size)):
-                if not store.verify_blob(o.digest):
-                    raise UserError(f"{r.target}: cache blob {o.digest} is corrupt; run the build again")
-                atomic.copy_file(store.blob_path(o.digest), dest)
-            first = first or dest
-        moved.append(replace(r, path=str(first)))
-    return moved
 
 
 OnResult = Callable[[TargetResult], None]

@@ -16,7 +16,8 @@ from . import flyte_config, rulesets
 from .stores.action_cache import Cache
 from .context import Context, Options
 from .discovery import Selection, discover
-from .engine import Engine, Reporter, TargetResult, materialize
+from .artifact_copies import materialize
+from .engine import Engine, Reporter, TargetResult
 from .errors import UserError
 from .graph import Graph
 from .stores.file_digests import FileDigests

@@ -107,17 +107,22 @@ def test_copy_style_all_ships_data_files_but_honours_ignores(repo, tmp_path):
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
 
 
-def test_out_dir_holds_bundles_named_by_sha256(repo, tmp_path):
-    out = tmp_path / "out"
-    doc = build_json(repo, tmp_path / "cache", "--out", str(out))
-    assert len(doc["targets"]) == 6, doc["targets"]
-    for r in doc["targets"]:
-        p = Path(r["path"])
-        assert p.parent == out / "bundle"
-        assert p.name == r["digest"].split(":")[1] + ".tar.gz"
-        import hashlib
+def test_out_dir_names_each_bundle_by_env_and_sha256(repo, tmp_path):
+    import hashlib
+    import json
 
-        assert hashlib.sha256(p.read_bytes()).hexdigest() == r["digest"].split(":")[1]
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    doc = build_json(repo, cache, "--out", str(out))
+    assert len(doc["targets"]) == 6, doc["targets"]
+    manifest = json.loads(Path(doc["manifest"]).read_text())["targets"]
+    assert {r["target"]: out / r["path"] for r in manifest} == {r["target"]: Path(r["path"]) for r in doc["targets"]}
+    for r in doc["targets"]:
+        sha = r["digest"].split(":")[1]
+        assert Path(r["path"]) == out / "bundle" / f"{r['env']}-{sha}.tar.gz"
+        assert hashlib.sha256(Path(r["path"]).read_bytes()).hexdigest() == sha
+    # what a user types to find one env's bundle finds exactly it (ml_training_large is no ml_training)
+    assert [p.name for p in (out / "bundle").glob("ml_training-*")] == [Path(next(
+        r["path"] for r in doc["targets"] if r["env"] == "ml_training")).name]
 
 
 def test_out_dir_manifest_and_summary_say_where_the_artifacts_are(repo, tmp_path):
@@ -128,17 +133,55 @@ def test_out_dir_manifest_and_summary_say_where_the_artifacts_are(repo, tmp_path
     run = flyte_build("build", "--out", str(out), cwd=repo, cache=cache)
     assert run.rc == 0, run.err
     manifest = out / "manifest.json"
-    assert f"artifacts: {out}/<kind>/<sha256>.<ext>, listed in {manifest}" in run.out
+    assert f"artifacts: {out}/<kind>/<env>-<sha256>.<ext>, listed in {manifest}" in run.out
     first = manifest.read_bytes()
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     records = json.loads(first)["targets"]
     assert [r["target"] for r in records] == sorted(f"bundle:{e}" for e in ENVS)
     for r in records:
         assert r["target"] == f"bundle:{r['env']}" and not {"cached", "status", "seconds", "source"} & set(r)
+        assert r["path"] == f"bundle/{r['env']}-{r['digest'].split(':')[1]}.tar.gz"
         assert hashlib.sha256((out / r["path"]).read_bytes()).hexdigest() == r["digest"].split(":")[1]
-    again = build_json(repo, cache, "--out", str(out))  # every target cached now: the same manifest bytes
+    again = build_json(repo, cache, "--out", str(out))  # every target cached now: the same files, the same bytes
     assert again["manifest"] == str(manifest) and manifest.read_bytes() == first
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
     plain = flyte_build("build", cwd=repo, cache=cache)
     assert f"artifacts: in the local cache, {cache / 'cas'}" in plain.out
+
+
+def test_out_dir_replaces_an_envs_earlier_bundle_and_the_manifest_is_this_runs(repo, tmp_path):
+    import json
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    first = {r["env"]: Path(r["path"]) for r in build_json(repo, cache, "--out", str(out))["targets"]}
+    mine = out / "bundle" / "notes.txt"  # a file the build did not write stays
+    mine.write_text("keep me")
+    module = repo / "services" / "visualization" / "tasks.py"
+    module.write_text(module.read_text() + "\n# changed\n")
+    second = build_json(repo, cache, "bundle:visualization", "--out", str(out))
+    (rec,) = second["targets"]
+    now = Path(rec["path"])
+    assert json.loads(Path(second["manifest"]).read_text())["targets"][0]["path"] == f"bundle/{now.name}"
+    assert len(json.loads(Path(second["manifest"]).read_text())["targets"]) == 1
+    assert [p.name for p in (out / "bundle").glob("visualization-*")] == [now.name]
+    assert now != first["visualization"] and not first["visualization"].exists()
+    # the other envs' copies were not this run's: not in its manifest, left alone
+    assert all(first[e].is_file() for e in ENVS if e != "visualization") and mine.read_text() == "keep me"
+
+
+def test_out_dir_gives_two_envs_with_one_bundle_a_file_each(tmp_path):
+    from tests.support.repos import make_repo
+
+    body = "import flyte\n" + "".join(
+        f"{v} = flyte.TaskEnvironment(name={v!r})\n\n@{v}.task\nasync def t_{v}(x: int) -> int:\n    return x\n\n" for v in ("alpha", "beta"))
+    root = make_repo(tmp_path / "twins", {"envs.py": body})
+    out = tmp_path / "out"
+    doc = build_json(root, tmp_path / "cache", "--out", str(out))
+    by_env = {r["env"]: r for r in doc["targets"]}
+    assert sorted(by_env) == ["alpha", "beta"]
+    assert by_env["alpha"]["digest"] == by_env["beta"]["digest"]  # one module, one bundle
+    sha = by_env["alpha"]["digest"].split(":")[1]
+    assert sorted(p.name for p in (out / "bundle").iterdir()) == [f"alpha-{sha}.tar.gz", f"beta-{sha}.tar.gz"]
 
 
 def test_patterns_select_targets(repo, tmp_path):

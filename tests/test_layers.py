@@ -39,7 +39,7 @@ LAYERS = {
         "flyte_build.shared_discovery", "flyte_build.graph", "flyte_build.engine", "flyte_build.rulesets",
         "flyte_build.render", "flyte_build.progress", "flyte_build.discovery_code",
     ],
-    "run": ["flyte_build.workspace", "flyte_build.affected", "flyte_build.api", "flyte_build.build_manifest",
+    "run": ["flyte_build.workspace", "flyte_build.artifact_copies", "flyte_build.affected", "flyte_build.api", "flyte_build.build_manifest",
             "flyte_build.shared_affected"],
     "front": [
         "flyte_build.commands", "flyte_build.cli", "flyte_build.__main__", "flyte_build.hatch_plugin",

@@ -18,7 +18,8 @@ EXAMPLES = (
 def add_parser(sub, parents):
     p = sub.add_parser("build", help=HELP, description=HELP, parents=parents)
     p.add_argument("targets", nargs="*", metavar="TARGET", help="a target or pattern: bundle:ENV, image:*, *:ENV (default bundle:*)")
-    p.add_argument("--out", metavar="DIR", help="also copy the artifacts here (DIR/<kind>/<sha256>.<ext>) with a manifest.json of the run's targets")
+    p.add_argument("--out", metavar="DIR", help="also copy the artifacts here, named by env and digest (DIR/bundle/<env>-<sha256>.tar.gz, DIR/pex/<env>-<sha256>.pex, ...), "
+                   "with DIR/manifest.json listing this run's targets and their paths")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--jobs", "-j", type=int, metavar="N", help="actions run at once (default: config, else CPUs)")
     p.add_argument("--changed-since", metavar="REV", help="only the TARGETs (default bundle:*) affected since git revision REV (see `affected`)")
@@ -73,17 +74,19 @@ def run(args) -> int:
 
 
 def _manifest(out: Path, results) -> Path | None:
-    """`out/manifest.json`: the run's targets with artifacts, as the hatch target writes it."""
+    """`out/manifest.json`: the run's targets with artifacts, as the hatch target writes it.
+    Written on every run, even with no artifacts, so an earlier run's manifest is
+    never taken for this one's."""
     from ..hatch_plugin.output import manifest_record, write_manifest
 
     records = {r.target: manifest_record(r, out) for r in results if r.ok and r.path}
-    return write_manifest(out, records) if records else None
+    return write_manifest(out, records)
 
 
 def _where(ws, out: Path | None, manifest: Path | None) -> str:
     """The summary's last line: where the artifacts are."""
     if out is not None:
-        return f"artifacts: {out}/<kind>/<sha256>.<ext>" + (f", listed in {manifest}" if manifest else "")
+        return f"artifacts: {out}/<kind>/<env>-<sha256>.<ext>" + (f", listed in {manifest}" if manifest else "")
     return (f"artifacts: in the local cache, {ws.store.root / 'cas'} (by digest; --json gives each path, "
             "--out DIR copies them out with a manifest.json)")
 

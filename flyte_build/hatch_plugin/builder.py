@@ -5,8 +5,8 @@ artifacts (`Rule.artifacts`), plus `plan` when the rule set offers that goal.
 Each kind's version builds that kind of target for every environment, through the
 same Workspace (config, discovery, rules, engine, cache) as `flyte-build
 build`, so both agree on every digest and share every cache entry. The
-artifacts land under the target's directory (default `dist/flyte/`) named by
-digest, beside `manifest.json`, which lists every target this run built (all
+artifacts land under the target's directory (default `dist/flyte/`) as
+`<kind>/<env>-<sha256><ext>`, the layout `build --out` uses, beside `manifest.json`, which lists every target this run built (all
 versions selected), and, for `plan`, `plan.json`.
 """
 

@@ -104,8 +104,8 @@ def test_trojan_bundles_under_the_real_key_are_refused(published, tmp_path, sign
         trojan = _plant(copy, blob, signed)
         out = tmp_path / f"a{i}" / "out"
         doc = _assert_refused_and_rebuilt(cli.build(*flags, "--out", str(out)), published, "not what the inputs here make")
-        assert not (out / "bundle" / f"{trojan}.tar.gz").exists(), what
-        assert (out / "bundle" / f"{real_hex}.tar.gz").read_bytes() == real_blob, what
+        assert not (out / "bundle" / f"a-{trojan}.tar.gz").exists(), what
+        assert (out / "bundle" / f"a-{real_hex}.tar.gz").read_bytes() == real_blob, what
         assert sum("not what the inputs here make" in w for w in doc["warnings"]) == 1, (what, doc["warnings"])
         refused += 1
     assert refused == 6
