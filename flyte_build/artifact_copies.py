@@ -70,4 +70,4 @@ def _drop_superseded(folder: Path, env: str, keep: set[str]) -> None:
     mine = re.compile(re.escape(env) + r"-[0-9a-f]{64}(\.[A-Za-z0-9_.+-]*)?")
     for p in folder.iterdir():
         if p.name not in keep and mine.fullmatch(p.name) and (p.is_file() or p.is_symlink()):
-            p.unlink()
+            p.unlink(missing_ok=True)  # a concurrent build into the same DIR may have removed it
