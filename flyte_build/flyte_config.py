@@ -149,7 +149,7 @@ class Setting:
 def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = None,
               sources: dict | None = None) -> dict[str, Setting]:
     """Each setting's value and where it came from: flyte's configuration
-    (`loaded`, from `flyte_adapter.read_flyte_config`), over it the pyproject
+    (`loaded`, from `flyte_adapter.backend_client.read_flyte_config`), over it the pyproject
     table (`table`: key as in LAYERS -> value), over that the command line
     (`flags`: setting -> value, None when not given). `image_refs` merge by name.
     `sources`: top-level key -> the pyproject table that set it."""

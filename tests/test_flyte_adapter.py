@@ -1,13 +1,13 @@
-"""The contract between flyte_build/flyte_adapter.py and the installed flyte SDK.
+"""The contract between the flyte_build/flyte_adapter/ package and the installed flyte SDK.
 
-The adapter is the one module that touches flyte, private parts included
+The adapter is the one package that touches flyte, private parts included
 (DESIGN.md principle 4). Every name it imports from flyte, every call it makes
 with keywords, every attribute it reads is checked here against the installed
 SDK, so a flyte upgrade that renames, moves or reshapes one of them fails this
 file with the name in the message, not a build deep inside a child process.
 
-The names come from the adapter's own source (its `from flyte... import`
-statements), so a new import there is checked without editing this file; the
+The names come from the adapter's own source (the `from flyte... import`
+statements of every module in the package), so a new import there is checked without editing this file; the
 calls and shapes below are the ones the adapter's code relies on, by function.
 """
 
@@ -28,13 +28,14 @@ from flyte_build import flyte_adapter as fa
 
 pytestmark = pytest.mark.timeout(120)
 
-ADAPTER = Path(fa.__file__)
+ADAPTER = Path(fa.__file__).parent
+MODULES = sorted(ADAPTER.glob("*.py"))
 
 
 def _flyte_imports() -> list[tuple[str, str]]:
-    """(module, name) for every `from flyte[.x] import name` and `import flyte.x` in the adapter."""
+    """(module, name) for every `from flyte[.x] import name` and `import flyte.x` in the adapter's modules."""
     found = set()
-    for node in ast.walk(ast.parse(ADAPTER.read_text())):
+    for node in (n for path in MODULES for n in ast.walk(ast.parse(path.read_text(), str(path)))):
         if isinstance(node, ast.ImportFrom) and node.module and (node.module == "flyte" or node.module.startswith("flyte.")):
             found.update((node.module, a.name) for a in node.names)
         elif isinstance(node, ast.Import):
@@ -62,6 +63,12 @@ def test_installed_flyte_is_one_the_adapter_supports():
 def test_the_adapter_imports_flyte_names_to_check():
     # the AST walk found the adapter's imports (a rename of the module would leave this list empty)
     assert ("flyte._internal.runtime.task_serde", "translate_task_to_wire") in IMPORTS and len(IMPORTS) > 30, IMPORTS
+    # every concern's module is read, each one's own flyte imports included
+    assert {p.name for p in MODULES} >= {"__init__.py", "version_contract.py", "discovery.py", "serialization.py",
+                                         "backend_client.py", "runtime_check.py"}, MODULES
+    assert ("flyte._environment", "list_loaded_environments") in IMPORTS  # discovery
+    assert ("flyte._initialize", "_initialize_client") in IMPORTS  # backend_client
+    assert ("flyte._internal.runtime.entrypoints", "load_task") in IMPORTS  # runtime_check
 
 
 @pytest.mark.parametrize("module,name", IMPORTS, ids=[f"{m}:{n}" for m, n in IMPORTS])
@@ -345,3 +352,19 @@ def test_discovery_init_loads_registered_type_plugins_as_flyte_init_does(tmp_pat
     ours = _init_probe("adapter", tmp_path, str(site))
     assert ours["plugin"] and ours["types"], ours
     assert ours["config"] == _init_probe("flyte", tmp_path, str(site))["config"]
+
+
+def test_the_check_program_runs_on_its_own(tmp_path):
+    # check:<env> sends runtime_check's source alone as `python -c` into an image
+    # without flyte-build: it must run with no other module of the package
+    import json
+    import subprocess
+    import sys
+
+    program = fa.check_program()
+    assert "from ." not in program and "flyte_build" not in program.split('"""', 2)[-1]
+    out = subprocess.run([sys.executable, "-I", "-c", program, json.dumps({"version": "check", "tasks": []})],
+                         cwd=tmp_path, capture_output=True, text=True, check=True, timeout=60).stdout
+    line = next(ln for ln in out.splitlines() if ln.startswith(fa.CHECK_MARKER))
+    res = json.loads(line[len(fa.CHECK_MARKER):])
+    assert res["flyte"] == version("flyte") and res["tasks"] == {} and res["bundle_error"] is None, res

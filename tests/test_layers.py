@@ -4,7 +4,7 @@ flyte_build's modules stack in layers, each importing only from its own layer
 and those below (every import counts, those inside functions too):
 
     base      errors, hashing, atomic, the config schema, model, files, archive, the
-              flyte adapter and the other helpers that know nothing of a run
+              flyte adapter package and the other helpers that know nothing of a run
     config    the pyproject table and flyte's config file
     storage   flyte_build.stores: content store, action cache, remote stores, file digests
     engine    context, rule API, discovery (and the code it hands its child), graph,

@@ -34,7 +34,7 @@ DATA = Path(__file__).parent / "data" / "sample_monorepo_digests.json"
 def observe(root: Path) -> dict:
     """Build sample_monorepo's bundles in a fresh copy and cache under `root`; every key and bundle digest."""
     from flyte_build.__about__ import __version__
-    from flyte_build.flyte_adapter import flyte_version
+    from flyte_build.flyte_adapter.version_contract import flyte_version
 
     repo, cache = copy_sample(root / "repo"), root / "cache"
     build = flyte_build("build", "--json", cwd=repo, cache=cache).assert_ok().json()

@@ -4,7 +4,7 @@ Depends on `image:<env>`, `bundle:<env>` (unless copy style none) and the env's
 serialized task specs (`specs:<env>`). It starts one container of the env's image (`--network
 host`, the image's own user and working directory, the spec's environment
 variables such as `_F_SYS_PATH`), and there does what Flyte's runtime does
-before a task runs (`flyte_adapter.check_in_image`): the bundle is fetched and
+before a task runs (`flyte_adapter.runtime_check.check_in_image`): the bundle is fetched and
 extracted for `--tgz`/`--dest`, then every task is loaded with the spec's
 resolver and loader args. It also checks that `a0` is on PATH and that the
 image's flyte is the version the specs were serialized with.
@@ -98,7 +98,7 @@ def _docker() -> str:
 
 
 def run(req: Request) -> Produced:
-    from flyte_build import flyte_adapter as fa
+    from flyte_build.flyte_adapter import runtime_check
 
     name = req.env.name
     image = req.deps[f"image:{name}"]
@@ -118,7 +118,7 @@ def run(req: Request) -> Produced:
     if python_tasks or not req.env.tasks:
         cmd = _docker_run_command(req, uri, python_tasks)
         req.log(f"$ docker run --rm --network {p['network']} ... {uri}  (loading {len(python_tasks)} tasks)")
-        res = _run_check(req, cmd, uri, fa.CHECK_MARKER)
+        res = _run_check(req, cmd, uri, runtime_check.CHECK_MARKER)
         problems += _problems(res, python_tasks, uri, p["flyte"])
     if problems:
         # the first problem on the first line: the summary and a CI log show only that line
@@ -162,7 +162,7 @@ def _command_problems(req: Request, uri: str, tasks: list[dict]) -> list[str]:
 def _docker_run_command(req: Request, uri: str, tasks: list[dict]) -> list[str]:
     """`docker run` of the image with the bundle mounted read-only and the tasks' env vars,
     running the adapter's check program on a JSON payload naming the tasks to load."""
-    from flyte_build import flyte_adapter as fa
+    from flyte_build.flyte_adapter import runtime_check
 
     p, name = req.params, req.env.name
     bundle = req.deps.get(f"bundle:{name}")
@@ -187,7 +187,7 @@ def _docker_run_command(req: Request, uri: str, tasks: list[dict]) -> list[str]:
         'i=python3; a=$(command -v a0) && i=$(sed -n "1s/^#![[:space:]]*//p" "$a" | cut -d" " -f1); '
         'case "$i" in ""|*/env|*/sh) i=python3;; esac; exec "$i" -c "$1" "$2"'
     )
-    return cmd + ["--entrypoint", "/bin/sh", uri, "-c", launcher, "sh", fa.check_program(), json.dumps(payload)]
+    return cmd + ["--entrypoint", "/bin/sh", uri, "-c", launcher, "sh", runtime_check.check_program(), json.dumps(payload)]
 
 
 def _run_check(req: Request, cmd: list[str], uri: str, marker: str) -> dict:

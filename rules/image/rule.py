@@ -135,7 +135,7 @@ def plan(env, view) -> dict:
     img = env.image
     if isinstance(img, str):
         if img == "auto":
-            from flyte_build.flyte_adapter import auto_image_uri
+            from flyte_build.flyte_adapter.serialization import auto_image_uri
 
             return _reference(auto_image_uri(refs))
         return _reference(img)

@@ -4,7 +4,7 @@ Flyte's own serializer runs in a child process (serialize_child.py) that
 imports the same modules discovery imported, in the same order, and returns
 per environment flyte's image resolution and its tasks' TaskSpec templates
 (with `{{version}}`-style holes a deploy fills: see
-`flyte_adapter.serialize_env_templates`), or an App's. The action's inputs are
+`flyte_adapter.serialization.serialize_env_templates`), or an App's. The action's inputs are
 the env's import closure (its module, its tasks' modules, what discovery saw
 them load and everything those import: what defines the env and its tasks),
 what the modules read at import (discovery's witness), the request (the

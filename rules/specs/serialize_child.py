@@ -6,7 +6,7 @@ discovery child does and imports the same candidate modules under the same
 names (`_discover_child.prepare` and `import_candidates`), so an environment
 has here exactly the tasks discovery saw, wherever they are declared. For
 each requested environment it returns flyte's own image resolution and its
-tasks' TaskSpec templates (see `flyte_adapter.serialize_env_templates`), as JSON.
+tasks' TaskSpec templates (see `flyte_adapter.serialization.serialize_env_templates`), as JSON.
 """
 
 from __future__ import annotations

@@ -249,7 +249,7 @@ def _build_child(req: dict) -> dict:
 def normalize(spec: dict) -> dict:
     """A spec with what legitimately differs blanked: image URIs (the image
     cache keeps its env names), the version and the bundle location."""
-    from flyte_build.flyte_adapter import task_spec_message
+    from flyte_build.flyte_adapter.serialization import task_spec_message
     from google.protobuf.json_format import MessageToDict
 
     # one canonical JSON form (an empty string and an absent field are one value on the wire)
