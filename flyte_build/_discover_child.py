@@ -24,6 +24,7 @@ from pathlib import Path
 from flyte_build import atomic, children
 from flyte_build.discovery_code import Handed
 from flyte_build.discovery_reads import CodePrints, ReadRecorder, ignored_prefixes, write_progress
+from flyte_build.reach import reachable
 
 
 def module_name(rel: str, search_roots: list[str], root: str) -> str:
@@ -545,15 +546,8 @@ def _with_package_parents(graph: dict[str, set[str]], loaded: _Loaded) -> dict[s
 
 
 def _reach(starts, graph: dict, within: set) -> set:
-    """The files of `within` reachable from `starts` by the graph (the starts included)."""
-    seen = {f for f in starts if f in within}
-    todo = list(seen)
-    while todo:
-        for t in graph.get(todo.pop(), ()):
-            if t not in seen:
-                seen.add(t)
-                todo.append(t)
-    return seen
+    """What the graph reaches from those of `starts` that are in `within` (they included)."""
+    return reachable((f for f in starts if f in within), graph)
 
 
 def _env_records(chosen: list[tuple], loaded: _Loaded, graph: dict, root: str, fa) -> list[dict]:

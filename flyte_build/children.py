@@ -32,6 +32,8 @@ import subprocess
 import threading
 import time
 
+from .reach import reachable
+
 # the variables flyte-build reads its secrets from; user code never sees them
 SECRET_VARS = frozenset({
     "FLYTE_BUILD_CACHE_SIGNING_KEY",
@@ -178,13 +180,7 @@ def descendants(pid: int) -> set[int]:
     kids: dict[int, list[int]] = {}
     for p, pp in _parents().items():
         kids.setdefault(pp, []).append(p)
-    seen, todo = set(), [pid]
-    while todo:
-        for k in kids.get(todo.pop(), ()):
-            if k not in seen:
-                seen.add(k)
-                todo.append(k)
-    return seen
+    return reachable([pid], kids) - {pid}
 
 
 def end_tree(pid: int, include_root: bool = True) -> None:

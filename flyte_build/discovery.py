@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from .config import Config
 from .errors import UserError
 from .hashing import key_of
 from .model import Discovery
+from .reach import reachable
 from .stores.file_digests import RACY_SECONDS, FileDigests
 from .stores.local_cache import LocalStore
 
@@ -462,17 +462,6 @@ def _changed(root: Path, recorded: dict, digests: FileDigests) -> list[str]:
     return out
 
 
-def _reach(starts, edges: dict) -> set:
-    seen = set(starts)
-    todo = list(seen)
-    while todo:
-        for t in edges.get(todo.pop(), ()):
-            if t not in seen:
-                seen.add(t)
-                todo.append(t)
-    return seen
-
-
 def _env_key(d: dict):
     return (d["name"], d["file"], d["module"], d.get("variable") or "")
 
@@ -540,10 +529,10 @@ def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: 
         for d in dsts:
             importers_of.setdefault(d, []).append(src)
     env_files = {f for _, f in all_old}
-    redo = _reach(changed, importers_of) & cands
+    redo = reachable(changed, importers_of) & cands
     while True:
-        touched = _reach(redo, graph_old) & env_files
-        need = _reach(touched, importers_of) & cands
+        touched = reachable(redo, graph_old) & env_files
+        need = reachable(touched, importers_of) & cands
         if need <= redo:
             break
         redo |= need
@@ -559,14 +548,14 @@ def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
     new_env_files = {f for _, f in book["all_envs"]}
     # the modules that could have touched a fresh environment all ran again
     for f in fresh & (plan.env_files | new_env_files):
-        if not (_reach([f], plan.importers_of) & plan.cands) <= fresh:
+        if not (reachable([f], plan.importers_of) & plan.cands) <= fresh:
             return None
 
     graph = {f: v for f, v in plan.graph_old.items() if f not in fresh}
     graph.update(book["graph"])
     old_loaded = set(plan.old.get("loaded_files", ()))
     roots = {c for c in plan.cands if c in fresh or (c not in plan.redo and c in old_loaded)}
-    loaded = _reach(roots, graph)
+    loaded = reachable(roots, graph)
     if not fresh <= loaded:
         return None
 

@@ -30,7 +30,7 @@ LAYERS = {
         "flyte_build.__about__", "flyte_build.errors", "flyte_build.hashing", "flyte_build.atomic",
         "flyte_build.config_schema", "flyte_build.model", "flyte_build.files", "flyte_build.imports",
         "flyte_build.archive", "flyte_build.archive_check", "flyte_build.tarsafe", "flyte_build.gitchanges", "flyte_build.flyte_adapter",
-        "flyte_build.discovery_reads", "flyte_build.children",
+        "flyte_build.discovery_reads", "flyte_build.children", "flyte_build.reach",
     ],
     "config": ["flyte_build.config", "flyte_build.flyte_config", "flyte_build.interpreter"],
     "storage": ["flyte_build.stores"],

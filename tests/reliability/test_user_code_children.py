@@ -230,7 +230,8 @@ def _peek(tmp_path: Path) -> None:
     lib = tmp_path / "lib" / "flyte_build"
     lib.mkdir(parents=True)
     (lib / "__init__.py").write_text("")
-    (lib / "children.py").write_bytes((REPO / "flyte_build" / "children.py").read_bytes())
+    for name in ("children.py", "reach.py"):  # children and the one module it imports
+        (lib / name).write_bytes((REPO / "flyte_build" / name).read_bytes())
     (tmp_path / "peek.py").write_text(PEEK)
     for p in (tmp_path, lib.parent, lib, *lib.iterdir(), tmp_path / "peek.py"):
         p.chmod(0o755)
