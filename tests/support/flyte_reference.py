@@ -259,19 +259,25 @@ def normalize(spec: dict) -> dict:
     meta = tt.get("metadata", {})
     if "code_bundle_uri" in meta:
         meta["code_bundle_uri"] = "BUNDLE"
-    cont = tt.get("container")
-    if cont:
-        cont["image"] = PLACEHOLDER_IMAGE
-        args = list(cont.get("args", []))
-        for i in range(len(args) - 1):
-            if args[i] == "--version":
-                args[i + 1] = "VERSION"
-            elif args[i] in ("--tgz", "--pkl"):
-                args[i + 1] = "BUNDLE"
-            elif args[i] == "--image-cache":
-                args[i + 1] = "envs:" + ",".join(sorted(_image_cache(args[i + 1])))
-        cont["args"] = args
+    _blank_container(tt.get("container"), "args", ("--tgz", "--pkl"))
     return s
+
+
+def _blank_container(cont: dict | None, field: str, bundle_flags: tuple[str, ...]) -> None:
+    """The container's image and the values of its version, bundle and image-cache
+    flags (in `cont[field]`) blanked: they differ legitimately between the two sides."""
+    if not cont:
+        return
+    cont["image"] = PLACEHOLDER_IMAGE
+    args = list(cont.get(field, []))
+    for i in range(len(args) - 1):
+        if args[i] == "--version":
+            args[i + 1] = "VERSION"
+        elif args[i] in bundle_flags:
+            args[i + 1] = "BUNDLE"
+        elif args[i] == "--image-cache":
+            args[i + 1] = "envs:" + ",".join(sorted(_image_cache(args[i + 1])))
+    cont[field] = args
 
 
 def normalize_app(app: dict | None) -> dict | None:
@@ -285,18 +291,7 @@ def normalize_app(app: dict | None) -> dict | None:
     meta = a.get("metadata", {})
     if "code_bundle_uri" in meta:
         meta["code_bundle_uri"] = "BUNDLE"
-    cont = a.get("spec", {}).get("container")
-    if cont:
-        cont["image"] = PLACEHOLDER_IMAGE
-        cmd = list(cont.get("command", []))
-        for i in range(len(cmd) - 1):
-            if cmd[i] == "--version":
-                cmd[i + 1] = "VERSION"
-            elif cmd[i] == "--tgz":
-                cmd[i + 1] = "BUNDLE"
-            elif cmd[i] == "--image-cache":
-                cmd[i + 1] = "envs:" + ",".join(sorted(_image_cache(cmd[i + 1])))
-        cont["command"] = cmd
+    _blank_container(a.get("spec", {}).get("container"), "command", ("--tgz",))
     return a
 
 
