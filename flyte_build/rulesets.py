@@ -6,9 +6,11 @@ loaded by path as a package, so its modules can import each other relatively
 
 The built-in set's register.py may also define, as Pants backends register
 goals, `commands()` (CLI subcommand modules: `add_parser(sub, parents)` and
-`run(args)`, optionally `AFTER = "<command it follows in the help>"`) and
-`api()` (names added to `flyte_build`'s Python API and goals, e.g. `plan`). The core
-calls these hooks; it names no kind.
+`run(args)`, optionally `AFTER = "<command it follows in the help>"`), `api()`
+(names added to `flyte_build`'s Python API and goals, e.g. `plan`) and
+`settings_rows(table_cfg, cfg, settings)` (rows of `flyte-build config`). The
+built-in set's register.py gathers these from each kind folder's own
+register.py (rules/register.py). The core calls these hooks; it names no kind.
 """
 
 from __future__ import annotations
@@ -66,6 +68,12 @@ def commands() -> list:
     """The CLI subcommand modules the built-in rule set contributes."""
     hook = getattr(_builtin_register(), "commands", None)
     return list(hook()) if hook else []
+
+
+def settings_rows(table_cfg, cfg, settings) -> dict:
+    """Rows the built-in rule set's kinds add to `flyte-build config`'s report."""
+    hook = getattr(_builtin_register(), "settings_rows", None)
+    return dict(hook(table_cfg, cfg, settings)) if hook else {}
 
 
 def api(name: str):

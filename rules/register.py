@@ -1,41 +1,60 @@
-"""The built-in target kinds, one folder each.
+"""The built-in rule set's registration: it collects what each kind registers.
 
-The rule modules are imported where asked for: `flyte-build --help` reads only
-`commands()`, and the image rule alone costs more than the rest of the help.
+Every kind folder registers itself in its own `register.py` (as a Pants backend
+does): any of `rules()`, `commands()`, `api()`, `config_tables()` and
+`settings_rows(...)`, each optional. This module only gathers them, in the
+order of `KINDS` (the order targets are listed and planned in); it names no
+kind's rule, command, goal or table.
+
+A kind's register.py imports its heavy modules inside its hooks: `flyte-build
+--help` reads only `commands()`, and the image rule alone costs more than the
+rest of the help.
 """
+
+import importlib
+
+# the kind folders, in the order their targets are made for each env
+KINDS = ("bundle", "pex", "image", "specs", "check", "deploy")
+
+
+def _kind_registers():
+    return [importlib.import_module(f".{kind}.register", __package__) for kind in KINDS]
+
+
+def _hooks(name: str):
+    return [hook for hook in (getattr(reg, name, None) for reg in _kind_registers()) if hook is not None]
+
+
+def _merged(name: str, *args) -> dict:
+    """The kinds' `name(*args)` dicts as one; a name two kinds register is a bug here."""
+    out: dict = {}
+    for hook in _hooks(name):
+        for key, value in hook(*args).items():
+            if key in out:
+                raise RuntimeError(f"two built-in kinds register `{key}` in {name}()")
+            out[key] = value
+    return out
 
 
 def rules():
-    from .bundle import rule as bundle
-    from .check import rule as check
-    from .deploy import rule as deploy
-    from .image import rule as image
-    from .pex import rule as pex
-    from .specs import rule as specs
-
-    return [bundle.RULE, pex.RULE, image.RULE, specs.RULE, check.RULE, deploy.RULE]
+    return [rule for hook in _hooks("rules") for rule in hook()]
 
 
 def commands():
-    """CLI subcommands of this rule set (`flyte-build deploy`)."""
-    from .deploy import command
-
-    return [command]
+    """CLI subcommand modules the kinds add (see flyte_build.rulesets)."""
+    return [mod for hook in _hooks("commands") for mod in hook()]
 
 
 def api():
-    """Goals and result types this rule set adds to flyte_build's Python API."""
-    from .deploy import api, deployer
-
-    return {"plan": deployer.plan, "deploy": api.deploy,
-            "Plan": deployer.Plan, "EnvPlan": deployer.EnvPlan, "TaskPlan": deployer.TaskPlan,
-            "DeploySummary": api.DeploySummary, "EnvDeploy": api.EnvDeploy}
+    """Goals and result types the kinds add to flyte_build's Python API."""
+    return _merged("api")
 
 
 def config_tables():
-    """The tables of `[tool.hatch.build.targets.flyte]` these kinds read."""
-    from .deploy import rule as deploy
-    from .image import rule as image
-    from .pex import rule as pex
+    """The tables of `[tool.hatch.build.targets.flyte]` the kinds read."""
+    return _merged("config_tables")
 
-    return {"docker": image.CONFIG, "pex": pex.CONFIG, "deploy": deploy.CONFIG}
+
+def settings_rows(*args):
+    """Rows the kinds add to `flyte-build config`'s report ({setting: {"value", "source"}})."""
+    return _merged("settings_rows", *args)

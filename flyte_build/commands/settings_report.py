@@ -49,6 +49,9 @@ def report(table_cfg: Config, cfg: Config, settings) -> dict[str, dict]:
     rows["cache-dir"] = _row(*_cache_dir(settings))
     rows["python"] = _python(cfg, rows["cache-dir"]["value"])
     rows["cache-writes"] = _row(*_cache_writes(cfg, table_cfg, settings))
+    from .. import rulesets
+
+    rows.update(rulesets.settings_rows(table_cfg, cfg, settings))  # a kind's own settings
     return rows
 
 

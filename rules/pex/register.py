@@ -1,0 +1,13 @@
+"""The pex kind's registration (collected by rules/register.py)."""
+
+
+def rules():
+    from . import rule
+
+    return [rule.RULE]
+
+
+def config_tables():
+    from . import rule
+
+    return {"pex": rule.CONFIG}

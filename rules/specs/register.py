@@ -1,0 +1,7 @@
+"""The specs kind's registration (collected by rules/register.py)."""
+
+
+def rules():
+    from . import rule
+
+    return [rule.RULE]
