@@ -1,5 +1,5 @@
 """The target graph: one target per (rule, environment), edges from each
-rule's declared dependencies, and the environments' deploy order.
+rule's declared dependencies, and the environments' `depends_on` edges.
 
 Environment cycles are found here, before anything is built or deployed, and
 named in order (`a → b → c → a`, each arrow meaning "depends on"), starting
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import dataclass
-from graphlib import TopologicalSorter
 
 from .context import Context
 from .errors import UserError
@@ -64,40 +63,6 @@ def check_cycles(ctx: Context) -> None:
     cyc = find_cycle(env_edges(ctx))
     if cyc:
         raise UserError(f"depends_on cycle: {' → '.join(cyc)}")
-
-
-def deploy_order(ctx: Context, names: list[str] | None = None, expand: bool = True) -> list[str]:
-    """Dependencies first, each environment once, ties broken by name.
-    `expand=False`: order exactly `names` (dependencies outside them are left out)."""
-    edges = env_edges(ctx)
-    wanted = set(edges) if names is None else set(names)
-    todo = list(wanted) if expand else []
-    while todo:
-        n = todo.pop()
-        for d in edges.get(n, ()):
-            if d not in wanted:
-                wanted.add(d)
-                todo.append(d)
-    ts = TopologicalSorter({n: [d for d in edges.get(n, ()) if d in wanted] for n in wanted})
-    ts.prepare()
-    order = []
-    while ts.is_active():
-        ready = sorted(ts.get_ready())
-        order.extend(ready)
-        ts.done(*ready)
-    return order
-
-
-def deploy_levels(ctx: Context, names: list[str], expand: bool = True) -> list[list[str]]:
-    """The deploy order in waves: each wave's environments may deploy in parallel."""
-    edges = env_edges(ctx)
-    levels: dict[str, int] = {}
-    for n in deploy_order(ctx, names, expand):
-        levels[n] = 1 + max((levels[d] for d in edges.get(n, ()) if d in levels), default=-1)
-    waves: list[list[str]] = [[] for _ in range(max(levels.values(), default=-1) + 1)]
-    for n, lvl in levels.items():
-        waves[lvl].append(n)
-    return [sorted(w) for w in waves]
 
 
 class Graph:

@@ -19,3 +19,32 @@ def reachable(starts: Iterable, edges: Mapping) -> set:
                 seen.add(t)
                 todo.append(t)
     return seen
+
+
+def dependency_order(edges: Mapping, names: Iterable | None = None, expand: bool = True) -> list:
+    """`names` (default: every node of `edges`, node -> the nodes it depends on)
+    dependencies first, each once, ties broken by name; `expand`: with every
+    node they reach (else exactly `names`, the edges between them kept)."""
+    wanted = set(edges) if names is None else set(names)
+    if expand:
+        wanted = reachable(wanted, edges)
+    done: set = set()
+    order: list = []
+    while len(order) < len(wanted):
+        ready = sorted(n for n in wanted - done if all(d in done for d in edges.get(n, ()) if d in wanted))
+        if not ready:
+            raise ValueError("dependency cycle")  # callers check cycles first (graph.check_cycles)
+        order.extend(ready)
+        done.update(ready)
+    return order
+
+
+def dependency_waves(edges: Mapping, names: Iterable | None = None, expand: bool = True) -> list[list]:
+    """`dependency_order` in waves: a node's wave follows each of its dependencies'."""
+    levels: dict = {}
+    for n in dependency_order(edges, names, expand):
+        levels[n] = 1 + max((levels[d] for d in edges.get(n, ()) if d in levels), default=-1)
+    waves: list[list] = [[] for _ in range(max(levels.values(), default=-1) + 1)]
+    for n, lvl in levels.items():
+        waves[lvl].append(n)
+    return [sorted(w) for w in waves]

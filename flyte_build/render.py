@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from .graph import Graph, deploy_levels, deploy_order
+from .graph import Graph, env_edges
+from .reach import dependency_order, dependency_waves
 
 
 def _id(addr: str) -> str:
@@ -18,8 +19,9 @@ def graph_json(g: Graph) -> dict:
             {"target": a, "kind": t.kind, "env": t.env, "deps": list(g.edges[a])} for a, t in sorted(g.targets.items())
         ],
         "envs": [{"env": e.name, "kind": e.kind, "depends_on": list(e.depends_on), "selected": e.selected} for e in g.ctx.envs],
-        "deploy_order": deploy_order(g.ctx, names),
-        "deploy_waves": deploy_levels(g.ctx, names),
+        # the envs' dependency order (a deploy's, dependencies first) and its waves
+        "deploy_order": dependency_order(env_edges(g.ctx), names),
+        "deploy_waves": dependency_waves(env_edges(g.ctx), names),
     }
 
 
@@ -32,10 +34,10 @@ def graph_text(g: Graph) -> str:
     for a, t in sorted(g.targets.items()):
         deps = g.edges[a]
         lines.append(f"{a}" + (f"  <- {', '.join(deps)}" if deps else ""))
-    order = deploy_order(g.ctx, [e.name for e in g.ctx.envs])
+    order = dependency_order(env_edges(g.ctx), [e.name for e in g.ctx.envs])
     lines.append("")
     lines.append("deploy order: " + " → ".join(_named(g, n) for n in order))
-    for i, wave in enumerate(deploy_levels(g.ctx, order), 1):
+    for i, wave in enumerate(dependency_waves(env_edges(g.ctx), order), 1):
         lines.append(f"  wave {i}: {', '.join(wave)}")
     return "\n".join(lines)
 

@@ -156,3 +156,18 @@ def test_a_connector_task_needs_no_container(tmp_path) -> None:
     run = _run(repo, tmp_path / "cache", "build", "check:warehouse", "--json")
     rec = _records(run)["check:warehouse"]
     assert rec["check"] == "passed" and rec["tasks"] == ["count_rows"] and rec["flyte"] is None
+
+
+def test_an_include_only_bundle_is_checked_like_any_bundle(tmp_path) -> None:
+    """Copy style none with `include` files still ships a bundle (flyte's
+    include-only bundle): the check mounts it, so check: depends on bundle:
+    exactly when the env has one (the bundle kind's own answer)."""
+    from tests.support.repos import env_module, make_repo
+
+    T = "tool.hatch.build.targets.flyte"
+    repo = make_repo(tmp_path / "repo", {"pkg/__init__.py": "", "pkg/a.py": env_module("a"), "pkg/b.py": env_module("b"),
+                                          "conf/a.json": "{}"},
+                     pyproject_extra=f'copy-style = "none"\n[{T}.envs.a]\ninclude = ["conf/a.json"]\n')
+    edges = {t["target"]: t["deps"] for t in _run(repo, tmp_path / "cache", "graph", "--format", "json").json()["targets"]}
+    assert "bundle:a" in edges and "bundle:a" in edges["check:a"]
+    assert "bundle:b" not in edges and edges["check:b"] == ["image:b", "specs:b"]

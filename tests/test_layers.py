@@ -64,9 +64,6 @@ KNOWN = {
     ("rules.deploy.command", "flyte_build.commands.common"),
     ("rules.deploy.command", "flyte_build.progress"),
     ("rules.deploy.command", "flyte_build.workspace"),
-    ("rules.deploy.deployer", "flyte_build"),
-    ("rules.deploy.deployer", "flyte_build.discovery"),
-    ("rules.deploy.deployer", "flyte_build.graph"),
     ("rules.specs.serialize", "flyte_build"),  # the deployer's serialization, moving to specs/
     ("rules.specs.serialize_child", "flyte_build._discover_child"),
 }

@@ -25,15 +25,12 @@ import subprocess
 from flyte_build.errors import BuildFailed
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
+from ..bundle.files import has_bundle
 from ..specs import rule as specs_rule
 
 VERSION = "2"  # 2: the task specs are a dependency (specs:<env>), not params
 BUNDLE_DIR = "/var/tmp/flyte-build-check"  # where the bundle is mounted in the container
 TIMEOUT = 600.0
-
-
-def _has_bundle(env, view) -> bool:
-    return view.cfg.copy_style_for(env.name) != "none"
 
 
 def applies(env, view) -> bool:
@@ -42,7 +39,7 @@ def applies(env, view) -> bool:
 
 
 def deps(env, view) -> tuple[str, ...]:
-    return (f"image:{env.name}", *((f"bundle:{env.name}",) if _has_bundle(env, view) else ()), f"specs:{env.name}")
+    return (f"image:{env.name}", *((f"bundle:{env.name}",) if has_bundle(env, view) else ()), f"specs:{env.name}")
 
 
 def _option(args: list[str], name: str) -> str | None:

@@ -9,7 +9,7 @@ from flyte_build.api import _env_names, _settings
 from flyte_build.workspace import Workspace
 
 from . import deployer
-from .deployer import Plan
+from .plan import Plan
 
 
 @dataclass(frozen=True)
@@ -87,12 +87,11 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive
     names = _env_names(ws, envs)
     if dry_run:
         return deployer.plan(ws, names, reporter=reporter, assume_deployed=assume_deployed)
-    results, target = deployer.deploy(ws, names, reporter=reporter, assume_deployed=assume_deployed)
+    results, backend = deployer.deploy(ws, names, reporter=reporter, assume_deployed=assume_deployed)
     out = []
     for r in results:
         status = r.meta.get("action", "deployed") if r.ok else r.status
         out.append(EnvDeploy(r.env, status, r.meta.get("version"), r.meta.get("image"), r.meta.get("bundle"),
                              tuple(r.meta.get("tasks", ())), r.error))
-    return DeploySummary(tuple(out), getattr(target, "endpoint", None), getattr(target, "project", None),
-                         getattr(target, "domain", None), tuple(ws.all_warnings()),
+    return DeploySummary(tuple(out), backend.endpoint, backend.project, backend.domain, tuple(ws.all_warnings()),
                          tuple(r.env for r in results if r.ok and r.meta.get("left_out")))

@@ -1,9 +1,9 @@
 """A deploy's failures: one env's failure (its specs, bundle, image, check or
 deploy) is its own and named with its reason, its dependents are not
-deployed, the rest goes on (see deployer.going_ahead).
+deployed, the rest goes on (see order.going_ahead).
 
 A plan and a deploy build only the selected envs and what they depend on
-(deployer.closure): an unrelated env is neither serialized nor bundled, so
+(order.closure): an unrelated env is neither serialized nor bundled, so
 its failure is no part of the run.
 """
 

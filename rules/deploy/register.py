@@ -16,10 +16,10 @@ def commands():
 
 
 def api():
-    from . import api, deployer
+    from . import api, deployer, plan
 
     return {"plan": deployer.plan, "deploy": api.deploy,
-            "Plan": deployer.Plan, "EnvPlan": deployer.EnvPlan, "TaskPlan": deployer.TaskPlan,
+            "Plan": plan.Plan, "EnvPlan": plan.EnvPlan, "TaskPlan": plan.TaskPlan,
             "DeploySummary": api.DeploySummary, "EnvDeploy": api.EnvDeploy}
 
 

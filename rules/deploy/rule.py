@@ -4,7 +4,7 @@ Depends on the env's bundle, image and check (unless `deploy --no-check`) and
 on the deploy of each env in its
 `depends_on`, so the engine deploys dependencies first, independent envs in
 parallel, and skips the dependents of a failed deploy. The action's effect
-lives in the backend, not the cache (`cacheable=False`): `flyte_build.deployer`
+lives in the backend, not the cache (`cacheable=False`): its action (`action.py`)
 remembers per endpoint, project and domain what it deployed, and skips an
 env whose deploy key has not changed.
 """
@@ -58,9 +58,9 @@ def inputs(env, view) -> Inputs:
 
 
 def run(req: Request) -> Produced:
-    from . import deployer
+    from . import action
 
-    return deployer.run_action(req)
+    return action.run_action(req)
 
 
 RULE = Rule(
