@@ -58,7 +58,7 @@ def _byte_compile() -> None:
     import compileall
 
     import flyte_build
-    from flyte_build.rulesets import builtin_dir
+    from flyte_build.engine.rulesets import builtin_dir
 
     for d in {Path(flyte_build.__file__).parent, Path(builtin_dir())}:
         compileall.compile_dir(str(d), quiet=1)

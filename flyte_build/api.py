@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from . import rulesets
+from .engine import rulesets
 from .workspace import Settings, Workspace
 
 

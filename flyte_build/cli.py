@@ -12,7 +12,7 @@ def parser():
     import argparse
     import importlib
 
-    from . import rulesets
+    from .engine import rulesets
     from .commands import COMMANDS
     from .commands.common import global_options
 
@@ -80,14 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # a no-op `build --json` is answered from a whole-build snapshot before
     # anything else is imported (see `snapshot`)
-    from .snapshot import replay
+    from .stores.snapshot import replay
 
     code = replay(argv)
     if code is not None:
         return code
     import gc
 
-    from .children import hide_environ, on_signals
+    from .processes.children import hide_environ, on_signals
 
     hide_environ()  # the signing key in our environment is not for the user's modules to read
     # a build reads ~150,000 objects from its state (the stat cache, discovery's

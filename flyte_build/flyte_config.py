@@ -57,7 +57,7 @@ def _git_root(start: Path) -> Path | None:
     # flyte asks `git rev-parse --show-toplevel`; the nearest directory holding
     # `.git` (a directory, or a file in a worktree) is the same answer without
     # a subprocess on every run
-    from .discovery_reads import git_top
+    from .discovery.reads import git_top
 
     return git_top(start)
 
@@ -153,7 +153,7 @@ def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = No
     table (`table`: key as in LAYERS -> value), over that the command line
     (`flags`: setting -> value, None when not given). `image_refs` merge by name.
     `sources`: top-level key -> the pyproject table that set it."""
-    from .config import TABLE
+    from .config.settings import TABLE
 
     out: dict[str, Setting] = {}
     for name, (key, flag) in LAYERS.items():

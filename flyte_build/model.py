@@ -139,7 +139,7 @@ class Discovery:
         """The key of what the modules of an import closure (`files`, relative
         to the root) read at import, with what only other modules read left
         out; the whole witness when the reads are not charged to modules."""
-        from .discovery_reads import witness_for
+        from .discovery.reads import witness_for
 
         return witness_for(self.reads, files) or self.witness
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 
 from rich.markup import escape  # build logs and errors hold `[...]`, which is not markup
 
-from .engine import Reporter, TargetResult
+from .engine.executor import Reporter, TargetResult
 
 # seconds between two "still running" lines outside a terminal (an image build
 # can be silent for minutes while a layer installs)

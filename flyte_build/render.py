@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from .graph import Graph, env_edges
+from .engine.graph import Graph, env_edges
 from .reach import dependency_order, dependency_waves
 
 

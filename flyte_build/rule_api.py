@@ -19,7 +19,7 @@ objects: the built-in set (`rules/` in the repository) is loaded exactly the
 way a repository's own set (config key `rules`) is. A rule set that reads a
 table of its own under `[tool.hatch.build.targets.flyte]` declares it there
 too: `config_tables()` returns {name: ConfigTable}, checked like every table
-(see `flyte_build.config_schema`; the checks below are its own).
+(see `flyte_build.config.schema`; the checks below are its own).
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from . import config_schema as checks  # noqa: F401 (string, boolean, choice, ... for ConfigTable keys)
-from .config_schema import Table as ConfigTable  # noqa: F401
+from .config import schema as checks  # noqa: F401 (string, boolean, choice, ... for ConfigTable keys)
+from .config.schema import Table as ConfigTable  # noqa: F401
 
 if TYPE_CHECKING:
-    from .context import View
+    from .engine.context import View
     from .model import EnvSpec
 
 
@@ -55,7 +55,7 @@ class FileInput:
 
 @dataclass(frozen=True)
 class UserCode:
-    """How a rule runs the user's code in a child (`flyte_build.children`): the
+    """How a rule runs the user's code in a child (`flyte_build.processes.children`): the
     project's interpreter and the run's deadline (config `discovery-timeout`)."""
 
     python: str

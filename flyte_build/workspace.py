@@ -11,17 +11,18 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import config as config_mod
-from . import flyte_config, rulesets
-from .stores.action_cache import Cache
-from .context import Context, Options
-from .discovery import Selection, discover
-from .artifact_copies import materialize
-from .engine import Engine, Reporter, TargetResult
+from .config import settings as config_mod
+from . import flyte_config
+from .engine import rulesets
+from .stores.two_tier_cache import Cache
+from .engine.context import Context, Options
+from .discovery.discover import Selection, discover
+from .archives.artifact_copies import materialize
+from .engine.executor import Engine, Reporter, TargetResult
 from .errors import UserError
-from .graph import Graph
+from .engine.graph import Graph
 from .stores.file_digests import FileDigests
-from .stores.local_cache import LocalStore
+from .stores.local_store import LocalStore
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class Workspace:
               fail_alone: bool = False) -> list[TargetResult]:
         effects = tuple(k for k, r in self.rules.items() if not r.cacheable)  # deploys have their own command
         addresses = self.graph.select(list(patterns or []), exclude_kinds=effects)
-        from . import build_manifest
+        from .stores import build_manifest
 
         had = build_manifest.prefetch(self, addresses)  # a fresh machine: every entry in one read
         results = self.engine(reporter, jobs, fail_alone=fail_alone).run(addresses)

@@ -41,7 +41,7 @@ def rules():
 
 
 def commands():
-    """CLI subcommand modules the kinds add (see flyte_build.rulesets)."""
+    """CLI subcommand modules the kinds add (see flyte_build.engine.rulesets)."""
     return [mod for hook in _hooks("commands") for mod in hook()]
 
 

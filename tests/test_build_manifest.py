@@ -1,5 +1,5 @@
 """The build manifest: a fresh machine reads every target's action entry from
-one shared object (see flyte_build/build_manifest.py), and each entry in it is
+one shared object (see flyte_build/stores/build_manifest.py), and each entry in it is
 checked exactly as one read from `ac/<key>`; a manifest that does not hold is
 read past, never trusted."""
 
@@ -140,7 +140,7 @@ def test_with_verify_keys_an_unsigned_manifest_entry_is_refused(repo, tmp_path):
 
 
 def test_blobs_fetched_ahead_are_the_built_targets_and_bounded_in_total():
-    from flyte_build.build_manifest import _wanted
+    from flyte_build.stores.build_manifest import _wanted
     from flyte_build.stores.action_entry import ActionEntry, Output
 
     def entry(target: str, *sizes: int) -> ActionEntry:

@@ -44,7 +44,7 @@ def test_help_imports_neither_rich_nor_flyte_nor_boto(tmp_path):
     imported = {line.rsplit("|", 1)[-1].strip() for line in run.err.splitlines() if line.startswith("import time:")}
     assert not {m for m in imported if m.split(".")[0] in HEAVY}, sorted(imported)
     # nor the rule modules, nor discovery and the workspace: the parser needs none of them
-    assert not {m for m in imported if m.endswith((".image.rule", ".bundle.rule", "flyte_build.discovery", "flyte_build.workspace"))}, sorted(imported)
+    assert not {m for m in imported if m.endswith((".image.rule", ".bundle.rule", "flyte_build.discovery.discover", "flyte_build.workspace"))}, sorted(imported)
 
 
 def test_outside_any_project_nothing_is_imported_and_the_run_stops(tmp_path):

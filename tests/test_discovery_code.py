@@ -1,4 +1,4 @@
-"""The compiled code discovery's parent hands its child (flyte_build/discovery_code.py),
+"""The compiled code discovery's parent hands its child (flyte_build/discovery/code.py),
 and the import records read from compiled code (imports.records_from_code) that let
 the parent compile instead of parse: both must give exactly what the old path gave."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build import discovery_code, imports
-from flyte_build.discovery_reads import code_print
+from flyte_build.discovery import code as discovery_code, imports
+from flyte_build.discovery.reads import code_print
 from flyte_build.stores.file_digests import FileDigests
 
 pytestmark = pytest.mark.timeout(300)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from flyte_build.errors import UserError
-from flyte_build.rulesets import builtin
+from flyte_build.engine.rulesets import builtin
 from tests.support.cli import copy_tree, flyte_build, records
 
 df = builtin("image.dockerfile")
@@ -315,7 +315,7 @@ def test_uv_script_dependencies_match_flytes_parser(tmp_path: Path) -> None:
 def test_dockerignore_folder_copy_matches_flytes_context(tmp_path: Path, monkeypatch) -> None:
     from flyte._internal.imagebuild.utils import copy_files_to_context
 
-    from flyte_build import files as files_mod
+    from flyte_build.archives import bundle_files as files_mod
 
     src = tmp_path / "root" / "assets"
     for rel in ("keep.txt", "big.bin", "sub/x.bin", "sub/keep.md", "logs/a.log", "logs/keep.log", "docs/notes.txt"):

@@ -145,7 +145,7 @@ def test_copy_style_none_with_includes_ships_an_include_only_bundle(outcomes):
 def test_flyte_standard_ignore_patterns_match_flytes():
     from flyte._code_bundle._ignore import STANDARD_IGNORE_PATTERNS
 
-    from flyte_build.files import FLYTE_STANDARD_IGNORES
+    from flyte_build.archives.bundle_files import FLYTE_STANDARD_IGNORES
 
     assert list(FLYTE_STANDARD_IGNORES) == list(STANDARD_IGNORE_PATTERNS)
 

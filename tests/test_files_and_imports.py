@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from flyte_build import files, imports
+from flyte_build.archives import bundle_files as files
+from flyte_build.discovery import imports
 
 
 def _tree(root: Path, spec: dict[str, str]) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build.tarsafe import extract_all
+from flyte_build.archives.tarsafe import extract_all
 from tests.support import venvs
 from tests.support.cli import copy_sample
 from tests.support.requirements import require

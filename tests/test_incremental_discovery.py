@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from bench.generate import Shape, generate
-from flyte_build import config as config_mod
-from flyte_build.discovery import Selection, discover
+from flyte_build.config import settings as config_mod
+from flyte_build.discovery.discover import Selection, discover
 from flyte_build.errors import UserError
 from flyte_build.stores.file_digests import FileDigests
-from flyte_build.stores.local_cache import LocalStore
+from flyte_build.stores.local_store import LocalStore
 from tests.support.cli import build_json, copy_sample
 
 

@@ -71,7 +71,7 @@ def test_no_generic_top_level_name_and_builtin_rules_only_in_the_wheel(editable_
 
 RULE_FILES = """\
 import hashlib, inspect, json
-from flyte_build import rulesets
+from flyte_build.engine import rulesets
 d = rulesets.builtin_dir()
 files = {p.relative_to(d).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(d.rglob("*.py"))}
 loaded = {k: inspect.getfile(r.run)[len(str(d)) + 1:] for k, r in rulesets.builtin_rules().items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build import rulesets
+from flyte_build.engine import rulesets
 
 pytestmark = pytest.mark.timeout(60)
 

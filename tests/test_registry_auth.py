@@ -142,7 +142,7 @@ def test_push_with_a_wrong_password_is_a_clear_exit_1_without_the_secret(registr
 def test_credentials_are_picked_as_the_docker_client_picks_them(tmp_path, monkeypatch) -> None:
     import base64
 
-    from flyte_build.rulesets import builtin
+    from flyte_build.engine.rulesets import builtin
 
     docker_engine = builtin("image.docker_engine")
 

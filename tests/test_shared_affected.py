@@ -1,5 +1,5 @@
 """`affected --since REV` on a fresh machine: the revision's target summary
-comes from the shared cache (flyte_build/shared_affected.py), checked like any
+comes from the shared cache (flyte_build/stores/shared_affected.py), checked like any
 shared entry, and the answer is the one the revision evaluated here gives."""
 
 from __future__ import annotations

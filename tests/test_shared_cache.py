@@ -406,7 +406,7 @@ def test_bad_cache_url_is_a_user_error(url, message, machine):
 
 @pytest.mark.parametrize("kind", STORES)
 def test_upload_bundle_uploads_once(kind, make_store, tmp_path):
-    from flyte_build.rulesets import builtin
+    from flyte_build.engine.rulesets import builtin
 
     upload, upload_bundle = builtin("bundle.upload").upload, builtin("bundle.upload").upload_bundle
 

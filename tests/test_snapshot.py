@@ -33,8 +33,8 @@ def test_snapshot_answers_a_noop_and_steps_aside_for_any_change(repo, tmp_path):
     proc = flyte_build("build", "--json", cwd=repo, cache=cache, python_flags=("-X", "importtime"), timeout=120)
     assert proc.rc == 0 and '"how": "snapshot"' in proc.out
     imported = {line.split("|")[-1].strip() for line in proc.err.splitlines() if line.startswith("import time:")}
-    assert "flyte_build.snapshot" in imported
-    assert not imported & {"argparse", "json", "hashlib", "flyte_build.discovery", "flyte_build.engine", "flyte"}
+    assert "flyte_build.stores.snapshot" in imported
+    assert not imported & {"argparse", "json", "hashlib", "flyte_build.discovery.discover", "flyte_build.engine.executor", "flyte"}
 
     # a flag or a variable the snapshot was not taken with: the normal path
     assert build_json(repo, cache, "--jobs", "1")["discovery"]["how"] == "cached"

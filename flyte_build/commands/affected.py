@@ -19,7 +19,7 @@ def add_parser(sub, parents):
 
 
 def run(args) -> int:
-    from ..affected import affected_targets
+    from ..affected.targets import affected_targets
 
     ws = workspace(args)
     result = affected_targets(ws, args.since)

@@ -38,7 +38,7 @@ def run(args) -> int:
         reporter = RichReporter(verbosity=verbosity(args))
     targets = args.targets
     if getattr(args, "changed_since", None):
-        from ..affected import select_changed
+        from ..affected.targets import select_changed
 
         targets = select_changed(ws, args.changed_since, args.targets)
     out = Path(args.out).resolve() if args.out else None
@@ -94,7 +94,7 @@ def _where(ws, out: Path | None, manifest: Path | None) -> str:
 def _snapshot(argv, ws, results) -> None:
     """Record what the same command would print next time if nothing changed
     (every target a local hit), with the paths that answer depends on."""
-    from .. import snapshot
+    from ..stores import snapshot
 
     if argv is None or not snapshot.eligible(argv):
         return
@@ -109,7 +109,7 @@ def _snapshot(argv, ws, results) -> None:
 
 def _snapshot_doc(ws, results) -> dict:
     """What the next run prints: this run's answer with every target a local hit."""
-    from ..stores.action_cache import CacheStats
+    from ..stores.two_tier_cache import CacheStats
 
     records = []
     for r in results:
@@ -129,7 +129,7 @@ def _snapshot_paths(ws, results) -> tuple[set, set]:
     """(files whose stat signature, directories whose mtime the answer depends on)."""
     import os
 
-    from ..discovery_reads import witness_path
+    from ..discovery.reads import witness_path
 
     root = str(ws.cfg.root)
     files = _read_files(ws, results, root)
@@ -137,7 +137,7 @@ def _snapshot_paths(ws, results) -> tuple[set, set]:
     dirs.update(ws.ctx.watched_dirs())
     if any(ws.cfg.copy_style_for(e.name) == "all" for e in ws.ctx.envs):
         # such a bundle holds every file under the root: watch every directory and ignore file
-        from ..files import walk
+        from ..archives.bundle_files import walk
 
         walked: dict = {}
         fs = walk(ws.cfg.root, dir_mtimes=walked)
@@ -169,7 +169,7 @@ def _read_files(ws, results, root: str) -> set:
     import os
     import sys
 
-    from ..rulesets import builtin_dir
+    from ..engine.rulesets import builtin_dir
 
     files = set(ws.digests.paths())
     if ws.cfg.pyproject is not None:

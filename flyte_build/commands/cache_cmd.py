@@ -38,7 +38,7 @@ def _days(text: str) -> float:
 
 
 def run(args) -> int:
-    from ..stores.local_cache import LocalStore
+    from ..stores.local_store import LocalStore
 
     if args.action == "keygen":
         return _keygen(args)

@@ -97,7 +97,7 @@ def parse_images(values) -> dict[str, str]:
 
 
 def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
-    from ..discovery import Selection
+    from ..discovery.discover import Selection
     from ..workspace import Settings
 
     path = getattr(args, "path", None)

@@ -24,8 +24,9 @@ def add_parser(sub, parents):
 
 
 def run(args) -> int:
-    from .. import config as config_mod
-    from .. import flyte_config, rulesets
+    from ..config import settings as config_mod
+    from .. import flyte_config
+    from ..engine import rulesets
 
     from ..workspace import with_flags
     from .settings_report import report

@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from dataclasses import fields
 
-from .. import config as config_mod
-from ..config import Config, StoreOptions
+from ..config import settings as config_mod
+from ..config.settings import Config, StoreOptions
 
 # Config field -> the flag that sets it (the run's Settings field of the same name)
 FLAGS = {
@@ -32,7 +32,7 @@ def report(table_cfg: Config, cfg: Config, settings) -> dict[str, dict]:
             continue
         value = getattr(cfg, attr)
         if attr == "discovery_timeout" and value is None:
-            from ..discovery import DEFAULT_TIMEOUT
+            from ..discovery.discover import DEFAULT_TIMEOUT
 
             value = DEFAULT_TIMEOUT
         if key == "object-store":  # its timeout has a default even when the table is absent
@@ -49,7 +49,7 @@ def report(table_cfg: Config, cfg: Config, settings) -> dict[str, dict]:
     rows["cache-dir"] = _row(*_cache_dir(settings))
     rows["python"] = _python(cfg, rows["cache-dir"]["value"])
     rows["cache-writes"] = _row(*_cache_writes(cfg, table_cfg, settings))
-    from .. import rulesets
+    from ..engine import rulesets
 
     rows.update(rulesets.settings_rows(table_cfg, cfg, settings))  # a kind's own settings
     return rows
@@ -110,7 +110,7 @@ def _python(cfg: Config, cache_dir: str) -> dict:
     """The project's interpreter, why it was chosen, and its versions (None where it cannot say)."""
     from pathlib import Path
 
-    from .. import interpreter
+    from ..config import interpreter
     from ..errors import UserError
 
     path, why = interpreter.choose(cfg)

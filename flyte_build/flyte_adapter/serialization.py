@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import children  # at import: `flyte_build` may be the user's package by the time a task serializes
+from ..processes import children  # at import: `flyte_build` may be the user's package by the time a task serializes
 from .version_contract import flyte_version
 
 

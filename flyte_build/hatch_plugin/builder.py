@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from hatchling.builders.plugin.interface import BuilderInterface
 
-from .. import rulesets
+from ..engine import rulesets
 from ..errors import BuildFailed, FlyteBuildError, UserError
 from . import output
 from .config import FlyteBuilderConfig

@@ -1,7 +1,7 @@
 """The config classes: hatch's view of `[tool.hatch.build.targets.flyte]` and of
 the build hook's table.
 
-The Flyte settings themselves go through `flyte_build.config.from_table`, the
+The Flyte settings themselves go through `flyte_build.config.settings.from_table`, the
 very function the CLI uses, so both read one table with one set of errors
 (`Field tool.hatch.build.targets.flyte.copy-style must be one of: ...`).
 """
@@ -15,9 +15,9 @@ from typing import Any
 
 from hatchling.builders.config import BuilderConfig
 
-from .. import config as flyte_config
-from .. import config_schema as schema
-from ..config_schema import Table
+from ..config import settings as flyte_config
+from ..config import schema as schema
+from ..config.schema import Table
 from ..errors import UserError
 
 # Where the target writes when neither its own nor hatch's `directory` says

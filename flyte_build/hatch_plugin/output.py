@@ -18,8 +18,8 @@ from typing import Callable
 
 from .. import atomic
 from ..__about__ import __version__
-from ..config import Config
-from ..engine import Reporter, TargetResult
+from ..config.settings import Config
+from ..engine.executor import Reporter, TargetResult
 from ..errors import BuildFailed
 from ..workspace import Settings, Workspace
 
@@ -43,7 +43,7 @@ def workspace(cfg: Config, warn: Callable[[str], None]) -> Workspace:
     # The local cache comes from $FLYTE_BUILD_CACHE_DIR etc., exactly as for
     # the CLI, so hatch and `flyte-build build` hit each other's entries.
     # The user's modules are imported by the project's interpreter, not hatch's build environment's.
-    from ..interpreter import for_hatch
+    from ..config.interpreter import for_hatch
 
     return Workspace(Settings(), cfg=for_hatch(cfg), warn=warn)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import atomic
 from ..hashing import file_sha256
 from .action_entry import ActionEntry
-from .local_cache import LocalStore
+from .local_store import LocalStore
 
 TMP_AGE = 3600  # seconds: a younger temporary file may belong to a running build
 DAY = 86400

@@ -36,14 +36,14 @@ import threading
 import zlib
 
 from .. import atomic
-from ..config import Config
+from ..config.settings import Config
 from ..errors import BuildFailed
 from ..hashing import file_sha256
-from .remote import BadObject, StoreOptions, StoreUnavailable, Root, open_root
+from .remote_stores import BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
 from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
 from .documents import Bounds, inflate, parse, unseal
-from .local_cache import LocalStore
+from .local_store import LocalStore
 
 
 PREFETCH_JOBS = 8  # blobs downloaded at once: each is mostly a round trip

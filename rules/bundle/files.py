@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flyte_build import files as files_mod
+from flyte_build.archives import bundle_files as files_mod
 
 
 def has_bundle(env, view) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from flyte_build import archive, archive_check
+from flyte_build.archives import tar_gz as archive, check as archive_check
 from flyte_build.rule_api import Inputs, Produced, Request, Rule
 
 from . import upload

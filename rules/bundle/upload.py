@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flyte_build.errors import BuildFailed
-from flyte_build.stores.remote import StoreOptions, StoreUnavailable, open_root
+from flyte_build.stores.remote_stores import StoreOptions, StoreUnavailable, open_root
 
 
 @dataclass(frozen=True)

@@ -61,7 +61,7 @@ def run(args) -> int:
     ws = Workspace(settings)
     unaffected: list[str] = []
     if args.changed_since:
-        from flyte_build.affected import select_changed_all
+        from flyte_build.affected.targets import select_changed_all
 
         if path:
             raise UserError("--changed-since selects from deploy targets (deploy:*), not from a path")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from flyte_build.errors import UserError
-from flyte_build.files import drop_secrets
+from flyte_build.archives.bundle_files import drop_secrets
 from flyte_build.hashing import key_of
 
 from .dockerignore import dockerfile_context, dockerignored, parse_dockerignore  # noqa: F401 (the image kind's API)

@@ -22,10 +22,10 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from flyte_build import archive
+from flyte_build.archives import tar_gz as archive
 from flyte_build.errors import UserError
 from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
-from flyte_build.tarsafe import extract_all
+from flyte_build.archives.tarsafe import extract_all
 
 from ..pex import rule as pex_rule
 from . import docker_engine

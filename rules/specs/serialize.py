@@ -62,7 +62,7 @@ def check_tasks(env, got: dict) -> None:
 def run_child(request: dict, root: Path, user_code) -> dict:
     """The child's result, in the project's interpreter within discovery's deadline
     (`user_code`, a rule_api.UserCode: it imports the same modules)."""
-    from flyte_build import children
+    from flyte_build.processes import children
 
     request = {**request, "root": str(root)}
     with tempfile.TemporaryDirectory(prefix="flyte-build-serialize-") as tmp:

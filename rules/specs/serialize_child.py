@@ -3,7 +3,7 @@
 Run by path (`children.command`) with REQUEST.json RESULT.json.
 Like discovery, user code runs only here. The child sets itself up as the
 discovery child does and imports the same candidate modules under the same
-names (`_discover_child.prepare` and `import_candidates`), so an environment
+names (`discovery.child.prepare` and `import_candidates`), so an environment
 has here exactly the tasks discovery saw, wherever they are declared. For
 each requested environment it returns flyte's own image resolution and its
 tasks' TaskSpec templates (see `flyte_adapter.serialization.serialize_env_templates`), as JSON.
@@ -16,8 +16,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from flyte_build import atomic, children
-from flyte_build._discover_child import import_candidates, prepare
+from flyte_build import atomic
+from flyte_build.processes import children
+from flyte_build.discovery.child import import_candidates, prepare
 
 
 def main(request_path: str, result_path: str) -> int:

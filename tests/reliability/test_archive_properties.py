@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from flyte_build import archive
+from flyte_build.archives import tar_gz as archive
 
 pytestmark = pytest.mark.reliability("archive properties (hypothesis)")
 

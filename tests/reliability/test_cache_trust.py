@@ -19,11 +19,11 @@ import pytest
 
 from flyte_build.stores import signing
 from flyte_build.hashing import sha256_hex
-from flyte_build.stores.remote import open_root
+from flyte_build.stores.remote_stores import open_root
 from flyte_build.stores.shared_cache import SharedCache, action_rel, blob_rel, read_only_mode
-from flyte_build.stores.action_cache import CacheStats
+from flyte_build.stores.two_tier_cache import CacheStats
 from flyte_build.stores.action_entry import ActionEntry, Output
-from flyte_build.stores.local_cache import LocalStore
+from flyte_build.stores.local_store import LocalStore
 from tests.support.repos import Cli, env_module, make_repo
 
 pytestmark = pytest.mark.reliability("shared cache trust (signing, read-only)")

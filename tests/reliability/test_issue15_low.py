@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build import tarsafe
+from flyte_build.archives import tarsafe
 from tests.support.repos import Cli, env_module, make_repo
 
 pytestmark = pytest.mark.reliability("issue 15: low and medium items")

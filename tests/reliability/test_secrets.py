@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build import files as files_mod
-from flyte_build.rulesets import builtin
+from flyte_build.archives import bundle_files as files_mod
+from flyte_build.engine.rulesets import builtin
 from tests.reliability.test_hostile_repo import BASE, members
 from tests.support.repos import Cli, make_repo
 

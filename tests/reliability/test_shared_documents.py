@@ -42,7 +42,7 @@ def _signed(payload: bytes) -> bytes:
     """`payload` (canonical JSON of an object) stored as a writer holding the
     real signing key stores a discovery result: the bounds hold even then."""
     from flyte_build.hashing import canonical_json
-    from flyte_build.shared_discovery import DOMAIN
+    from flyte_build.stores.shared_discovery import DOMAIN
 
     sig = signing.load_signer(environ={signing.SIGNING_KEY_ENV: PRIVATE}).sign_document(DOMAIN, payload)
     return zlib.compress(payload[:-1] + b',"sig":' + canonical_json(sig) + b"}", 9)

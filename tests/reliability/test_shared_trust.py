@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build import archive
+from flyte_build.archives import tar_gz as archive
 from flyte_build.hashing import sha256_hex
 from flyte_build.stores import signing
 from flyte_build.stores.action_entry import ActionEntry
@@ -144,7 +144,7 @@ def test_every_cacheable_rule_checks_shared_results_or_needs_a_signature():
     """Hole 1's audit: a kind whose shared entries a reader cannot check against
     its own inputs (a pex, an image's pin, specs, a check's verdict) is used from
     the shared cache only when signed and verified; a deploy is never cached."""
-    from flyte_build.engine import needs_signature
+    from flyte_build.engine.executor import needs_signature
     from rules.register import rules
 
     kinds = {r.kind: (r.cacheable, r.verify_shared is not None, needs_signature(r)) for r in rules()}
@@ -320,12 +320,12 @@ def test_forged_witnesses_never_make_a_reader_read_outside_the_root(staged, tmp_
     naming a file outside by absolute path, ../x, ~/x and a symlink leading out of
     the root: refused before any of them is opened (7 discovery results, 3 affected
     summaries)."""
-    from flyte_build import shared_discovery
+    from flyte_build.stores import shared_discovery
     from flyte_build.hashing import key_of
     from flyte_build.stores.file_digests import FileDigests
-    from flyte_build.stores.remote import open_root
+    from flyte_build.stores.remote_stores import open_root
     from flyte_build.stores.shared_cache import SharedCache
-    from flyte_build.stores.action_cache import CacheStats
+    from flyte_build.stores.two_tier_cache import CacheStats
 
     store = _Store("file", tmp_path)
     _build(staged, tmp_path / "pub", store, {**SIGNER, "STAGE": "dev"})
@@ -373,7 +373,7 @@ def test_forged_witnesses_never_make_a_reader_read_outside_the_root(staged, tmp_
     assert shared_discovery.fetch(shared, stats, doc["key"], root, FileDigests(tmp_path / "d2", str(root))) is None
     assert stats.corrupt == 1 and refused + 1 == 7
     # an affected summary's witnesses are held to the same rule
-    from flyte_build import shared_affected
+    from flyte_build.stores import shared_affected
 
     key = "ab" * 32
     for name in (str(outside), "../outside.txt", "link/outside.txt"):

@@ -156,7 +156,7 @@ def test_common_secret_files_are_left_out_of_bundles(tmp_path):
 
 def test_common_secret_files_are_left_out_of_image_build_contexts(tmp_path):
     from flyte_build.errors import UserError
-    from flyte_build.rulesets import builtin
+    from flyte_build.engine.rulesets import builtin
 
     df = builtin("image.dockerfile")
     root = make_repo(tmp_path / "repo", {"docker/Dockerfile": "FROM python:3.11\nCOPY . /app\n", "docker/app.py": "x\n",

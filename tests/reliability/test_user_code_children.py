@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from flyte_build.children import SECRET_VARS
+from flyte_build.processes.children import SECRET_VARS
 from flyte_build.stores import signing
 from tests.support.cli import REPO, environ, flyte_build
 from tests.support.processes import alive, wait_gone
@@ -205,7 +205,7 @@ def test_the_secret_variables_are_the_ones_flyte_build_reads():
 PEEK = """\
 import os, subprocess, sys
 sys.path.insert(0, sys.argv[1])
-from flyte_build import children
+from flyte_build.processes import children
 children.hide_environ()
 peek = subprocess.run(["cat", "/proc/%d/environ" % os.getpid()], capture_output=True)
 print("read" if b"FLYTE_BUILD_CACHE_SIGNING_KEY" in peek.stdout else "refused")
@@ -229,11 +229,13 @@ def test_flyte_builds_own_environment_is_not_readable_by_its_users_other_process
 def _peek(tmp_path: Path) -> None:
     lib = tmp_path / "lib" / "flyte_build"
     lib.mkdir(parents=True)
-    (lib / "__init__.py").write_text("")
-    for name in ("children.py", "reach.py"):  # children and the one module it imports
+    (lib / "processes").mkdir()
+    for name in ("__init__.py", "processes/__init__.py"):
+        (lib / name).write_text("")
+    for name in ("processes/children.py", "reach.py"):  # children and the one module it imports
         (lib / name).write_bytes((REPO / "flyte_build" / name).read_bytes())
     (tmp_path / "peek.py").write_text(PEEK)
-    for p in (tmp_path, lib.parent, lib, *lib.iterdir(), tmp_path / "peek.py"):
+    for p in (tmp_path, lib.parent, lib, *lib.rglob("*"), tmp_path / "peek.py"):
         p.chmod(0o755)
     run_as = ["setpriv", "--reuid=54321", "--regid=54321", "--clear-groups"] if os.geteuid() == 0 else []
     python = "/usr/bin/python3" if run_as else sys.executable

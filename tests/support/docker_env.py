@@ -96,7 +96,7 @@ def runtime_dockerfile(base: str = BASE_IMAGE) -> str:
     sample_monorepo starts with, so the engine shares their layers."""
     from importlib.metadata import version
 
-    from flyte_build.rulesets import builtin
+    from flyte_build.engine.rulesets import builtin
 
     df = builtin("image.dockerfile")
 

@@ -214,7 +214,7 @@ def build_answer(root: Path, path: Path | None = None, copy_style: str | None = 
 
 def _build_child(req: dict) -> dict:
     import flyte_build
-    from flyte_build.discovery import Selection
+    from flyte_build.discovery.discover import Selection
     from flyte_build.errors import FlyteBuildError
     from flyte_build.workspace import Settings, Workspace
 
@@ -373,7 +373,7 @@ def run_bundles(ours: BuildAnswer, run: dict | None = None, timeout: float = 120
     extracted into an empty directory, its tasks loaded there by flyte's
     resolver in `python -I` (only the bundle and the spec's `_F_SYS_PATH` on
     the path) and, for the tasks `run` names (task -> True), called."""
-    from flyte_build.tarsafe import extract_all
+    from flyte_build.archives.tarsafe import extract_all
 
     results = {}
     for name, env in sorted(ours.envs.items()):

@@ -16,8 +16,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
-from .tarsafe import extract_all
+from ..errors import UserError
+from ..archives.tarsafe import extract_all
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import os
 import re
 from pathlib import Path
 
-from .files import STANDARD_IGNORED_DIRS
+from ..archives.bundle_files import STANDARD_IGNORED_DIRS
 
 # (level, module or "", names) as found in the source
 ImportRecord = tuple[int, str, tuple[str, ...]]

@@ -28,7 +28,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UserError
+from ..errors import UserError
 
 FORMAT = 1
 # run in the chosen interpreter: only the standard library
@@ -132,7 +132,7 @@ def _probe(path: str, why: str, memo_dir: Path | None) -> Interpreter:
         got["stamp"] = [FORMAT, path, _stat(path), _stat(got["dist"]), _stat(got["marker"])]
         if memo_file is not None and got["flyte"]:
             try:
-                from .atomic import write_bytes
+                from ..atomic import write_bytes
 
                 memo_file.parent.mkdir(parents=True, exist_ok=True)
                 write_bytes(memo_file, json.dumps(got).encode())
@@ -161,7 +161,7 @@ def _read_memo(memo_file: Path | None, path: str) -> dict | None:
 
 
 def _ask(path: str, why: str) -> dict:
-    from .children import user_environ
+    from ..processes.children import user_environ
 
     try:
         proc = subprocess.run([path, "-c", _PROBE], capture_output=True, text=True, timeout=60,

@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 
-from .reach import reachable
+from ..reach import reachable
 
 # the variables flyte-build reads its secrets from; user code never sees them
 SECRET_VARS = frozenset({
@@ -56,7 +56,7 @@ def stage_package(where: str) -> str:
     symlink to this one), to put on a child's PYTHONPATH."""
     lib = os.path.join(where, "lib")
     os.makedirs(lib, exist_ok=True)
-    os.symlink(os.path.dirname(os.path.realpath(__file__)), os.path.join(lib, "flyte_build"))
+    os.symlink(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), os.path.join(lib, "flyte_build"))
     return lib
 
 
@@ -66,7 +66,7 @@ def stage_package(where: str) -> str:
 # deploy` (nothing is put first under -P / PYTHONSAFEPATH); then the child runs by path
 _BOOT = ("import sys; sys.path[0:0 if getattr(sys.flags, 'safe_path', False) else 1] = [sys.argv.pop(1)]; "
          "import runpy; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-OWN_DIR = os.path.dirname(os.path.abspath(__file__))  # in a child: the staged package's directory
+OWN_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # flyte_build/; in a child: the staged package's directory
 
 
 def command(python: str, lib: str, script: str, *args: str) -> list[str]:
@@ -325,7 +325,7 @@ def run(cmd: list[str], cwd: str, env: dict, timeout: float, what: str, tmp: str
     chatty module must not block on a full one while `while_waiting()` runs). A
     child past `timeout` seconds, or one that wrote no result, is a UserError
     naming the module it was importing (from its `progress` file)."""
-    from .errors import UserError
+    from ..errors import UserError
 
     log_path = os.path.join(tmp, "output.log")
     with open(log_path, "wb") as log:
@@ -345,7 +345,7 @@ def run(cmd: list[str], cwd: str, env: dict, timeout: float, what: str, tmp: str
 
 
 def _timed_out(what: str, timeout: float, progress: str) -> str:
-    from .discovery_reads import read_progress
+    from ..discovery.reads import read_progress
 
     where = read_progress(progress)
     at = f"while importing module {where[0]} ({where[1]})" if where else "while starting (importing flyte)"
@@ -354,7 +354,7 @@ def _timed_out(what: str, timeout: float, progress: str) -> str:
 
 
 def _no_result(what: str, returncode: int, output: str, progress: str) -> str:
-    from .discovery_reads import read_progress
+    from ..discovery.reads import read_progress
 
     tail = "\n".join(output.strip().splitlines()[-15:])
     where = read_progress(progress)

@@ -26,7 +26,7 @@ import types
 import warnings
 
 from . import imports
-from .discovery_reads import code_print, read_progress
+from .reads import code_print, read_progress
 
 _LEAD = 64  # modules to jump ahead of the child once it caught up: it imports handed code faster than the parent compiles
 _CHECK_EVERY = 32  # modules between two looks at the child's progress
@@ -60,7 +60,7 @@ def prefetch(root, candidates: list[str], digests, stream: str | None = None, pr
 
 
 def _prefetch_one(root, real_root: str, rel: str, digests, caught: list, out) -> None:
-    from .context import import_records
+    from ..engine.context import import_records
 
     path = str(root / rel)
     try:

@@ -26,8 +26,8 @@ import stat
 import sys
 from pathlib import Path
 
-from .children import installed_under
-from .hashing import key_of
+from ..processes.children import installed_under
+from ..hashing import key_of
 
 ENV_ALL = "*"  # the whole environment was read (iterated or copied)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -345,7 +345,7 @@ def _listing(path: str) -> str | None:
     """The digest of a directory's names, less what no bundle ever ships and
     only a working tree has (`__pycache__`, `.venv`, tool caches, `*.pyc`):
     Python writing bytecode is no change, and an exported revision has none."""
-    from .files import STANDARD_IGNORED_DIRS, STANDARD_IGNORED_SUFFIXES
+    from ..archives.bundle_files import STANDARD_IGNORED_DIRS, STANDARD_IGNORED_SUFFIXES
 
     try:
         names = os.listdir(path)
@@ -600,7 +600,7 @@ def ignored_prefixes(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
         paths.add(site.getusersitepackages())
     except AttributeError:  # virtualenv's old site module
         pass
-    flyte_build_dir = os.path.dirname(os.path.abspath(__file__))
+    flyte_build_dir = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     paths.add(flyte_build_dir)
     paths.update(extra)
     return tuple(sorted({q for p in paths if p for q in (os.path.abspath(p), os.path.realpath(p))}))

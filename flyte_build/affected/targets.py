@@ -31,11 +31,12 @@ from dataclasses import dataclass, field, replace
 from graphlib import TopologicalSorter
 from pathlib import Path
 
-from . import config as config_mod
-from . import discovery_reads, gitchanges
-from .__about__ import __version__
-from .errors import FlyteBuildError, UserError
-from .hashing import file_sha256, key_of
+from ..config import settings as config_mod
+from ..discovery import reads as discovery_reads
+from . import gitchanges
+from ..__about__ import __version__
+from ..errors import FlyteBuildError, UserError
+from ..hashing import file_sha256, key_of
 
 FORMAT = 3  # 2: the revision is evaluated in a mirror of the work tree's layout; 3: witnesses kept
 ROOT_MARK = "<root>"
@@ -117,7 +118,7 @@ def snapshot(ws) -> Snapshot:
 
 # -- the revision's side -----------------------------------------------------------
 def _rules_digest() -> str:
-    from .rulesets import builtin_dir
+    from ..engine.rulesets import builtin_dir
 
     d = builtin_dir()
     return key_of({p.name: file_sha256(p)[0] for p in sorted(d.glob("*.py"))})
@@ -157,7 +158,7 @@ def _summary_key(ws, changes: gitchanges.Changes) -> str:
 
 def rev_snapshot(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool]:
     """The revision's snapshot and whether it came from the cache (local, else shared)."""
-    from . import shared_affected
+    from ..stores import shared_affected
 
     key = _summary_key(ws, changes)
     rel = f"affected/{key}.json"
@@ -188,7 +189,7 @@ def _keep(ws, rel: str, changes: gitchanges.Changes, snap: dict, witness: dict) 
 def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool, dict]:
     """The revision's snapshot, from its tree exported and a workspace there,
     whether every module there loaded, and the witnesses its commit does not decide."""
-    from .workspace import Workspace
+    from ..workspace import Workspace
 
     tmp_parent = ws.store.root / "tmp"
     tmp_parent.mkdir(parents=True, exist_ok=True)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import zlib
 
-from . import discovery_reads
-from .hashing import canonical_json
-from .stores.documents import Bounds, seal
+from ..discovery import reads as discovery_reads
+from ..hashing import canonical_json
+from .documents import Bounds, seal
 
 FORMAT = 2  # 2: witnesses
 MAX_STORED = 16 << 20

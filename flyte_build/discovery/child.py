@@ -21,9 +21,10 @@ import sys
 import traceback
 from pathlib import Path
 
-from flyte_build import atomic, children
-from flyte_build.discovery_code import Handed
-from flyte_build.discovery_reads import CodePrints, ReadRecorder, ignored_prefixes, write_progress
+from flyte_build import atomic
+from flyte_build.processes import children
+from flyte_build.discovery.code import Handed
+from flyte_build.discovery.reads import CodePrints, ReadRecorder, ignored_prefixes, write_progress
 from flyte_build.reach import reachable
 
 

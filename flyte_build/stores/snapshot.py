@@ -30,8 +30,8 @@ from __future__ import annotations
 import os
 import sys
 
-from .__about__ import __version__
-from .stores.cache_dir import default_cache_path
+from ..__about__ import __version__
+from .cache_dir import default_cache_path
 
 FORMAT = 1
 MAGIC = f"flyte-build-snapshot {FORMAT}"
@@ -117,7 +117,7 @@ def record(argv: list[str], stdout: str, files, dirs) -> None:
         return
     import time
 
-    from . import atomic
+    from .. import atomic
 
     key = _key(argv)
     cache = os.path.join(_cache_dir(argv), "")

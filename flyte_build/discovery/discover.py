@@ -2,7 +2,7 @@
 
 A file and a variable name, `--all` in a file, or `--recursive` over
 directories (the default: the whole root). The user's modules are imported in
-a child process (`_discover_child`) that returns plain data. The result is
+a child process (`discovery.child`) that returns plain data. The result is
 cached under a key of the settings that matter (root, selection, project,
 domain, source roots, the Python, flyte and flyte-build versions) and is valid
 while every file it read (each candidate module and each module loaded) has
@@ -26,16 +26,17 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import discovery_reads, interpreter
-from . import files as files_mod
-from .__about__ import __version__
-from .config import Config
-from .errors import UserError
-from .hashing import key_of
-from .model import Discovery
-from .reach import reachable
-from .stores.file_digests import RACY_SECONDS, FileDigests
-from .stores.local_cache import LocalStore
+from . import reads as discovery_reads
+from ..config import interpreter
+from ..archives import bundle_files as files_mod
+from ..__about__ import __version__
+from ..config.settings import Config
+from ..errors import UserError
+from ..hashing import key_of
+from ..model import Discovery
+from ..reach import reachable
+from ..stores.file_digests import RACY_SECONDS, FileDigests
+from ..stores.local_store import LocalStore
 
 FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection
 DEFAULT_TIMEOUT = 300.0  # seconds; config `discovery-timeout`, flag --discovery-timeout
@@ -141,7 +142,7 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
     fresh ones published (see `shared_discovery`). `flyte_ref`: flyte's config
     file (default: found as `flyte` finds it from here); its digest keys the
     result, and the child reads it with flyte's loader, so a no-op imports neither."""
-    from . import flyte_config
+    from .. import flyte_config
 
     flyte_ref = flyte_ref or flyte_config.locate(cfg.flyte_config)
     cfg = replace(cfg, flyte_config=flyte_ref.path)
@@ -151,7 +152,7 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
 
 
 def _shared_key(cfg: Config, settings: dict, tree: _Tree, digests: FileDigests) -> str:
-    from . import shared_discovery
+    from ..stores import shared_discovery
 
     def digest_or_none(rel):
         try:
@@ -282,7 +283,7 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
 
 def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
     cfg, digests = job.cfg, job.digests
-    from . import discovery_code
+    from . import code as discovery_code
 
     def prefetch(request: dict) -> None:
         discovery_code.prefetch(cfg.root, tree.candidates, digests, request["handed"], request["progress"])
@@ -311,7 +312,7 @@ def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str) -> tuple[Di
 
 def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -> Discovery | None:
     """A verified result from the shared cache, kept locally too; None on a miss."""
-    from . import shared_discovery
+    from ..stores import shared_discovery
 
     content_key = _shared_key(cfg, settings, tree, digests)
     doc = shared_discovery.fetch(shared, stats, content_key, cfg.root, digests)
@@ -363,7 +364,7 @@ def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) ->
     """Publish a clean result; its content key ("" when it does not travel)."""
     if shared is None or raw.get("failures") or raw.get("problems") or raw.get("duplicates"):
         return ""  # only clean results travel: a load failure may be this machine's own
-    from . import shared_discovery
+    from ..stores import shared_discovery
 
     packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
     content_key = _shared_key(cfg, settings, tree, digests)
@@ -473,7 +474,7 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     discovery runs: correctness first).
 
     `graph` (file -> the user files its load imported, recorded by the child's
-    import hook, see `_discover_child._ImportTracker`) says which modules'
+    import hook, see `discovery.child._ImportTracker`) says which modules'
     loads depended on a changed file: those are re-imported. A module whose
     closure holds no changed file runs the same code as last time, so what it
     defined is reused. One more rule: an environment taken from this run is
@@ -508,7 +509,7 @@ class _Plan:
 
 def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
                       digests: FileDigests) -> _Plan | None:
-    from .context import import_records
+    from ..engine.context import import_records
 
     old = entry["result"]
     graph_old, all_old = _unpack(entry.get("graph")), entry.get("all_envs")
@@ -608,7 +609,7 @@ def _code_unchanged(cfg: Config, entry: dict, changed: list[str], digests: FileD
     as text at import has no print, nor has one loaded from a `.pyc`."""
     import warnings
 
-    from .discovery_reads import code_print
+    from .reads import code_print
 
     prints = entry.get("code") or {}
     files = dict(entry.get("files", {}))
@@ -651,7 +652,7 @@ def _request(cfg: Config, mode: str, targets: list[str], candidates: list[str], 
 
 def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
     """The child's result; `while_waiting(request)` runs meanwhile."""
-    from . import children
+    from ..processes import children
 
     request = _request(cfg, mode, targets, candidates, sel)
     with tempfile.TemporaryDirectory(prefix="flyte-build-discover-") as tmp:
@@ -666,7 +667,7 @@ def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str]
         # the child's output goes to a file, not a pipe: we do other work while
         # it runs, and a chatty module must not block on a full pipe meanwhile
         python = interpreter.of(cfg, None).path  # probed already (`_settings`)
-        cmd = children.command(python, lib, children.own_script(lib, "_discover_child.py"), req_path, res_path)
+        cmd = children.command(python, lib, children.own_script(lib, "discovery/child.py"), req_path, res_path)
         children.run(cmd, str(cfg.root), children.child_environ(),
                      timeout_of(cfg), "discovery", tmp, progress, res_path,
                      (lambda: while_waiting(request)) if while_waiting is not None else None)

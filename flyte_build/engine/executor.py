@@ -32,15 +32,15 @@ from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Callable
 
-from .__about__ import __version__
-from .stores.action_cache import Cache
+from ..__about__ import __version__
+from ..stores.two_tier_cache import Cache
 from .context import Context
-from .errors import BuildFailed, FlyteBuildError, UserError
+from ..errors import BuildFailed, FlyteBuildError, UserError
 from .graph import Graph, Target
-from . import atomic
-from .hashing import as_digest, canonical_json, key_of, sha256_hex
-from .rule_api import FileInput, Inputs, Request
-from .stores.action_entry import ActionEntry, Output
+from .. import atomic
+from ..hashing import as_digest, canonical_json, key_of, sha256_hex
+from ..rule_api import FileInput, Inputs, Request
+from ..stores.action_entry import ActionEntry, Output
 
 
 @dataclass(frozen=True)

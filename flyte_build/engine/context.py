@@ -19,13 +19,13 @@ from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 
-from . import files as files_mod
-from . import imports
-from .config import Config
-from .errors import UserError
-from .model import Discovery, EnvSpec
-from .stores.file_digests import RACY_SECONDS, FileDigests
-from .stores.local_cache import LocalStore
+from ..archives import bundle_files as files_mod
+from ..discovery import imports
+from ..config.settings import Config
+from ..errors import UserError
+from ..model import Discovery, EnvSpec
+from ..stores.file_digests import RACY_SECONDS, FileDigests
+from ..stores.local_store import LocalStore
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,15 @@ class Context:
     @cached_property
     def python(self):
         """The project's interpreter (`interpreter.Interpreter`), which imports the user's modules."""
-        from . import interpreter
+        from ..config import interpreter
 
         return interpreter.of(self.cfg, self.store.root)
 
     @cached_property
     def user_code(self):
         """The interpreter and deadline of the children that import the user's modules."""
-        from .discovery import timeout_of
-        from .rule_api import UserCode
+        from ..discovery.discover import timeout_of
+        from ..rule_api import UserCode
 
         return UserCode(self.python.path, timeout_of(self.cfg))
 
@@ -385,7 +385,7 @@ class View:
 
     @property
     def python(self):
-        """The project's interpreter (`flyte_build.interpreter.Interpreter`): its Python and
+        """The project's interpreter (`flyte_build.config.interpreter.Interpreter`): its Python and
         flyte versions are the ones the user's modules are imported and serialized with."""
         return self._ctx.python
 

@@ -19,15 +19,15 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from . import config as config_mod
-from .errors import UserError
-from .rule_api import ConfigTable, Rule
+from ..config import settings as config_mod
+from ..errors import UserError
+from ..rule_api import ConfigTable, Rule
 
 _BUILTIN_PACKAGE = "flyte_build._builtin_rules"
 
 
 def builtin_dir() -> Path:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]  # flyte_build/
     for candidate in (here / "_builtin_rules", here.parent / "rules"):
         if (candidate / "register.py").is_file():
             return candidate

@@ -38,8 +38,8 @@ from typing import Any, Callable
 from urllib.parse import urlparse
 
 from .. import atomic
-from ..config import OBJECT_STORE_FIELD as TABLE
-from ..config import StoreOptions  # noqa: F401 (the options a Root is opened with)
+from ..config.settings import OBJECT_STORE_FIELD as TABLE
+from ..config.settings import StoreOptions  # noqa: F401 (the options a Root is opened with)
 from ..errors import UserError
 from ..hashing import file_sha256
 

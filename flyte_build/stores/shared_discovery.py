@@ -33,9 +33,9 @@ import re
 import zlib
 from pathlib import Path
 
-from . import discovery_reads
-from .hashing import canonical_json, key_of
-from .stores.documents import Bounds, seal
+from ..discovery import reads as discovery_reads
+from ..hashing import canonical_json, key_of
+from .documents import Bounds, seal
 
 FORMAT = 1
 MAX_STORED = 16 << 20  # a stored object larger than this is not read
@@ -151,7 +151,7 @@ def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
 def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, digests, root: Path) -> None:
     """Publish a fresh discovery result (create-only) with the import records
     of every file it read."""
-    from .context import import_records
+    from ..engine.context import import_records
 
     parsed = {}
     for frel, hex_ in files.items():

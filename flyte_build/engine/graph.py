@@ -13,8 +13,8 @@ import fnmatch
 from dataclasses import dataclass
 
 from .context import Context
-from .errors import UserError
-from .rule_api import Rule
+from ..errors import UserError
+from ..rule_api import Rule
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import pathspec
 
 
-from .errors import UserError
+from ..errors import UserError
 
 IGNORE_FILES = (".gitignore", ".flyteignore")
 

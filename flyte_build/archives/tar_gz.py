@@ -21,7 +21,7 @@ import tarfile
 import zlib
 from typing import BinaryIO, Iterable
 
-from .errors import BuildFailed
+from ..errors import BuildFailed
 
 COMPRESSLEVEL = 6
 MTIME = 0

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Union
 
-from .errors import UserError
+from ..errors import UserError
 
 Check = Callable[[str, Any], Any]
 

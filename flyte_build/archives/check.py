@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-from . import archive
+from . import tar_gz as archive
 
 CHUNK = 1 << 20
 

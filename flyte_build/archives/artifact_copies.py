@@ -15,11 +15,11 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
-from . import atomic
-from .engine import TargetResult
-from .errors import UserError
-from .hashing import file_sha256
-from .stores.action_entry import OUTPUT_NAME, is_hex64
+from .. import atomic
+from ..engine.executor import TargetResult
+from ..errors import UserError
+from ..hashing import file_sha256
+from ..stores.action_entry import OUTPUT_NAME, is_hex64
 
 # what an env may be called to become part of a file name (flyte's own rule is
 # snake- or kebab-case; the name reaches us from discovery, so it is checked here)

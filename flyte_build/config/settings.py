@@ -24,9 +24,9 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from . import config_schema as schema
-from .config_schema import Table
-from .errors import UserError
+from . import schema as schema
+from .schema import Table
+from ..errors import UserError
 
 TABLE = "tool.hatch.build.targets.flyte"
 CLI_TABLE = "tool.flyte-build"

@@ -30,10 +30,10 @@ from __future__ import annotations
 import json
 import zlib
 
-from .__about__ import __version__
-from .hashing import canonical_json, key_of
-from .stores.action_entry import HEX64, ActionEntry, BadEntry
-from .stores.documents import Bounds, load_document
+from ..__about__ import __version__
+from ..hashing import canonical_json, key_of
+from .action_entry import HEX64, ActionEntry, BadEntry
+from .documents import Bounds, load_document
 
 FORMAT = 1
 MAX_STORED = 16 << 20  # a stored manifest larger than this is not read

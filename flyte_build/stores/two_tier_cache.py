@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass, field
 
 from .action_entry import ActionEntry
-from .local_cache import LocalStore
+from .local_store import LocalStore
 
 
 @dataclass

@@ -1,0 +1,2 @@
+"""Affected targets: what a change since a git revision touches, and why.
+"""

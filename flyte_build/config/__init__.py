@@ -1,0 +1,2 @@
+"""Settings: the pyproject tables, their schema, and the project's interpreter.
+"""

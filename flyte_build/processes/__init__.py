@@ -1,0 +1,2 @@
+"""Child processes that run the user's code.
+"""
