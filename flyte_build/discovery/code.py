@@ -60,7 +60,7 @@ def prefetch(root, candidates: list[str], digests, stream: str | None = None, pr
 
 
 def _prefetch_one(root, real_root: str, rel: str, digests, caught: list, out) -> None:
-    from ..engine.context import import_records
+    from ..engine.import_edges import import_records
 
     path = str(root / rel)
     try:

@@ -509,7 +509,7 @@ class _Plan:
 
 def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
                       digests: FileDigests) -> _Plan | None:
-    from ..engine.context import import_records
+    from ..engine.import_edges import import_records
 
     old = entry["result"]
     graph_old, all_old = _unpack(entry.get("graph")), entry.get("all_envs")

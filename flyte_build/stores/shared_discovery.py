@@ -151,7 +151,7 @@ def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
 def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, digests, root: Path) -> None:
     """Publish a fresh discovery result (create-only) with the import records
     of every file it read."""
-    from ..engine.context import import_records
+    from ..engine.import_edges import import_records
 
     parsed = {}
     for frel, hex_ in files.items():
