@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from flyte_build.discovery import code as discovery_code, imports
-from flyte_build.discovery.reads import code_print
+from flyte_build.discovery.code_prints import code_print
 from flyte_build.stores.file_digests import FileDigests
 
 pytestmark = pytest.mark.timeout(300)

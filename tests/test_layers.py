@@ -32,6 +32,7 @@ LAYERS = {
         "flyte_build.__about__", "flyte_build.errors", "flyte_build.hashing", "flyte_build.atomic", "flyte_build.model",
         "flyte_build.reach", "flyte_build.flyte_adapter", "flyte_build.config.schema", "flyte_build.archives",
         "flyte_build.processes", "flyte_build.discovery.imports", "flyte_build.discovery.reads",
+        "flyte_build.discovery.recorder", "flyte_build.discovery.code_prints",
         "flyte_build.affected.gitchanges",
     ],
     "config": ["flyte_build.config", "flyte_build.flyte_config"],

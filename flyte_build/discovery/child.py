@@ -24,7 +24,8 @@ from pathlib import Path
 from flyte_build import atomic
 from flyte_build.processes import children
 from flyte_build.discovery.code import Handed
-from flyte_build.discovery.reads import CodePrints, ReadRecorder, ignored_prefixes, write_progress
+from flyte_build.discovery.code_prints import CodePrints
+from flyte_build.discovery.recorder import ReadRecorder, ignored_prefixes, write_progress
 from flyte_build.reach import reachable
 
 

@@ -7,7 +7,7 @@ import records make the bundles' closures), on the other core: it compiles
 each one instead of parsing it, takes the import records from the code
 (`imports.records_from_code`, the parse where they might differ) and leaves
 the code for the child as marshal data (what a `.pyc` holds), with its code
-print (`discovery_reads.code_print`, for the early cutoff).
+print (`code_prints.code_print`, for the early cutoff).
 
 The child takes a handed-over code object only for the very bytes the import
 system read (their sha256), at the same path (the code's file name), with no
@@ -26,7 +26,8 @@ import types
 import warnings
 
 from . import imports
-from .reads import code_print, read_progress
+from .code_prints import code_print
+from .reads import read_progress
 
 _LEAD = 64  # modules to jump ahead of the child once it caught up: it imports handed code faster than the parent compiles
 _CHECK_EVERY = 32  # modules between two looks at the child's progress

@@ -603,13 +603,13 @@ def _reselect(pool: dict[str, dict]) -> dict[str, dict] | None:
 
 def _code_unchanged(cfg: Config, entry: dict, changed: list[str], digests: FileDigests) -> dict | None:
     """Early cutoff: when every changed file is a module whose compiled code is
-    the code last imported (`discovery_reads.code_print`: an edit to comments
+    the code last imported (`code_prints.code_print`: an edit to comments
     or blank lines at the end), the cached result stands; the entry's file
     digests updated to the new bytes, else None. A module that something read
     as text at import has no print, nor has one loaded from a `.pyc`."""
     import warnings
 
-    from .reads import code_print
+    from .code_prints import code_print
 
     prints = entry.get("code") or {}
     files = dict(entry.get("files", {}))
