@@ -20,6 +20,8 @@
 #             docker import (unless present)
 #   push      a copy as 127.0.0.1:5000/flyte-build/base:py3.11 (unless the registry has it)
 #   azurite   npm install -g azurite, the Azure Storage emulator the az:// tests start (unless on PATH)
+#   buildgrid pip install buildgrid (a REAPI v2 server the grpc:// tests start) in its own venv under
+#             $STATE_DIR/buildgrid: 0.9.1 on Python 3.13 (pyenv's), else 0.4.4 on python3 (unless installed)
 set -euo pipefail
 
 readonly BASE_IMAGE="flyte-build-test/python:3.11"
@@ -399,6 +401,41 @@ step_azurite() {
     STATUS="installed azurite $(azurite-blob --version 2>/dev/null | tail -n 1)"
 }
 
+# --- buildgrid --------------------------------------------------------------
+
+readonly BUILDGRID_VENV="${STATE_DIR}/buildgrid"
+
+# python3.13 on PATH or under pyenv (BuildGrid 0.9.1 needs >= 3.13), or nothing
+python313() {
+    local candidate
+    # pyenv's own install first: its shim on PATH fails unless 3.13 is selected
+    for candidate in "$(pyenv root 2>/dev/null || echo "${HOME}/.pyenv")"/versions/3.13*/bin/python3.13 \
+        "$(command -v python3.13 || true)"; do
+        if [[ -n ${candidate} && -x ${candidate} ]] && "${candidate}" -c 'import sys; assert sys.version_info >= (3, 13)' 2>/dev/null; then
+            echo "${candidate}"
+            return
+        fi
+    done
+}
+
+step_buildgrid() {
+    # tests/support/buildgrid.py starts `bgd server start CONFIG` on a free port per test session
+    local version
+    version=$("${BUILDGRID_VENV}/bin/python" -c 'from importlib.metadata import version; print(version("buildgrid"))' 2>/dev/null || true)
+    if [[ -n ${version} && -x ${BUILDGRID_VENV}/bin/bgd ]]; then
+        STATUS="buildgrid ${version} present"
+        return
+    fi
+    local py spec
+    py=$(python313)
+    if [[ -n ${py} ]]; then spec="buildgrid==0.9.1"; else py=python3; spec="buildgrid==0.4.4"; fi
+    rm -rf "${BUILDGRID_VENV}"
+    logged "${STATE_DIR}/buildgrid-venv.log" "${py}" -m venv "${BUILDGRID_VENV}"
+    logged "${STATE_DIR}/buildgrid-pip.log" "${BUILDGRID_VENV}/bin/pip" install -q "${spec}"
+    [[ -x ${BUILDGRID_VENV}/bin/bgd ]] || die "pip installed ${spec} but ${BUILDGRID_VENV}/bin/bgd is missing"
+    STATUS="installed ${spec} ($("${py}" -c 'import platform; print(platform.python_version())'))"
+}
+
 main() {
     local t0 ms
     t0=$(now_ms)
@@ -408,6 +445,7 @@ main() {
     run_step image step_image
     run_step push step_push
     run_step azurite step_azurite
+    run_step buildgrid step_buildgrid
     ms=$(( $(now_ms) - t0 ))
     printf 'provision: %-9s %-52s %4d.%01ds\n' total "ready" $(( ms / 1000 )) $(( ms % 1000 / 100 ))
 }

@@ -154,7 +154,7 @@ class Workspace:
         return list(dict.fromkeys([*self.warnings, *self.ctx.warnings, *self.cache.stats.warnings]))
 
     def save_run_stats(self, results: list[TargetResult]) -> None:
-        stats = self.cache.stats.to_json()
+        stats = self.cache.stats_json()
         stats.update(
             built=sum(r.status == "built" for r in results),
             cached=sum(r.status == "cached" for r in results),

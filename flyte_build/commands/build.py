@@ -52,7 +52,7 @@ def run(args) -> int:
         doc = {
             "targets": [r.record() for r in results],
             "warnings": ws.all_warnings(),
-            "cache": ws.cache.stats.to_json(),
+            "cache": ws.cache.stats_json(),
             "discovery": {"cached": ws.discovery.cached, "how": ws.discovery.how, "envs": [e.name for e in ws.ctx.envs]},
             "ok": not failed,
         }

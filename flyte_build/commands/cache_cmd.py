@@ -85,6 +85,12 @@ def _print_last_run(lr: dict) -> None:
             f"{lr.get('bytes_down', 0)} bytes down, {lr.get('bytes_up', 0)} bytes up, "
             f"{lr.get('corrupt', 0)} corrupt objects refused"
         )
+    remote = lr.get("remote")
+    if isinstance(remote, dict) and isinstance(remote.get("calls"), dict):
+        calls = ", ".join(f"{k} {v}" for k, v in remote["calls"].items())
+        moved = remote.get("bytestream_bytes") or {}
+        print(f"  {remote.get('protocol', 'remote')} calls: {calls or 'none'}; "
+              f"ByteStream bytes read {moved.get('read', 0)}, written {moved.get('written', 0)}")
     st = lr.get("storage")
     if st:
         print(f"bundle storage {st['url']}: {st['uploads']} uploaded ({st['bytes_up']} bytes), {st['present']} already there")

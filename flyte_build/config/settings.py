@@ -63,6 +63,8 @@ S3_KEYS = ("endpoint-url", "region", "profile", "access-key-id", "secret-access-
 GCS_KEYS = ("endpoint-url", "project", "token", "anon")
 # endpoint-url is the blob endpoint (an emulator's, e.g. Azurite's http://127.0.0.1:10000/devstoreaccount1)
 AZURE_KEYS = ("account-name", "account-key", "connection-string", "sas-token", "endpoint-url", "anon")
+# grpc:// and grpcs:// (a REAPI v2 cache): the credential's header, where the credential is, the CA for TLS
+REAPI_KEYS = ("header", "token-env", "token-file", "ca-file")
 
 
 def _store_table(keys: tuple[str, ...]) -> Table:
@@ -71,7 +73,7 @@ def _store_table(keys: tuple[str, ...]) -> Table:
 
 OBJECT_STORE = Table(keys={
     "timeout": schema.seconds, "s3": _store_table(S3_KEYS), "gcs": _store_table(GCS_KEYS),
-    "azure": _store_table(AZURE_KEYS),
+    "azure": _store_table(AZURE_KEYS), "reapi": _store_table(REAPI_KEYS),
 })
 
 
@@ -86,6 +88,7 @@ class StoreOptions:
     s3: dict = field(default_factory=dict)
     gcs: dict = field(default_factory=dict)
     azure: dict = field(default_factory=dict)
+    reapi: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

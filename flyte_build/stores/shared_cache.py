@@ -1,4 +1,5 @@
-"""The shared cache behind the local one: a path, file://, s3://, gs:// or az:// prefix.
+"""The shared cache behind the local one: a path, file://, s3://, gs:// or az:// prefix,
+or a REAPI v2 cache at grpc:// or grpcs:// (see `reapi_store` for how this layout maps onto it).
 
 Layout under the prefix (the same as the local cache, see BUILD.md):
 
@@ -44,6 +45,7 @@ from .signing import Signer, Verifier, load_signer, load_verifier
 from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
 from .documents import Bounds, inflate, parse, unseal
 from .local_store import LocalStore
+from .reapi_client import SCHEMES as REAPI_SCHEMES
 
 
 PREFETCH_JOBS = 8  # blobs downloaded at once: each is mostly a round trip
@@ -344,7 +346,13 @@ class SharedCache:
 def open_shared(url: str, cfg: Config, warn) -> SharedCache | None:
     """The shared cache at `url`, probed once. Unreachable: one warning and None
     (the run uses the local cache), or BuildFailed under `cache-required`."""
-    root = open_root(url, cfg.object_store or StoreOptions(), "--cache")
+    options = cfg.object_store or StoreOptions()
+    if url.split("://", 1)[0] in REAPI_SCHEMES:
+        from .reapi_store import open_reapi
+
+        root = open_reapi(url, options)
+    else:
+        root = open_root(url, options, "--cache")
     required = cfg.cache_required
     signer = load_signer(cfg.cache_signing_key_file)
     verifier = load_verifier(tuple(cfg.cache_verify_keys))

@@ -9,8 +9,9 @@ discovery walk, import resolution, the directories holding those files and
 those from the working directory up to the root, where a new pyproject.toml
 would move the root), and the signature of each output blob and action entry
 in the local cache. The snapshot is keyed by everything else that can change
-the answer: the command line, the working directory, the environment, the
-Python and flyte-build's version.
+the answer: the command line, the working directory, the environment (each
+value as a checksum, so no credential in a variable is written to the cache),
+the Python and flyte-build's version.
 
 The next run with the same key stats those paths and, if every signature is
 unchanged, prints the recorded answer without importing anything else (no
@@ -45,8 +46,19 @@ _NOT_RECORDED = ("--out", "--changed-since", "--storage")
 def _key(argv: list[str]) -> str:
     """Everything besides the recorded paths that can change the answer, as one
     line (repr escapes newlines)."""
-    env = tuple(sorted((k, v) for k, v in os.environ.items() if k not in _VOLATILE_ENV))
+    # each value as a checksum, never as written: variables carry credentials (a
+    # cache token, cloud keys) and the snapshot is a file in the cache directory
+    env = tuple(sorted((k, _checksum(v)) for k, v in os.environ.items() if k not in _VOLATILE_ENV))
     return repr((FORMAT, __version__, sys.executable, tuple(sys.version_info[:3]), os.getcwd(), tuple(argv), env))
+
+
+def _checksum(value: str) -> str:
+    """64 bits of checksum and the length: a changed variable changes the key
+    (zlib, not hashlib: this module imports nothing slow)."""
+    import zlib
+
+    raw = value.encode("utf-8", "surrogateescape")
+    return f"{zlib.crc32(raw):08x}{zlib.adler32(raw):08x}{len(raw):x}"
 
 
 def _cache_dir(argv: list[str]) -> str:

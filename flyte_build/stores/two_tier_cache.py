@@ -74,6 +74,15 @@ class Cache:
         self._count(misses=1)
         return None, None
 
+    def stats_json(self) -> dict:
+        """The run's counts and, when the shared store keeps its own (a REAPI
+        server's calls per method), those under `remote`."""
+        doc = self.stats.to_json()
+        store_stats = getattr(getattr(self.shared, "root", None), "stats", None)
+        if callable(store_stats):
+            doc["remote"] = store_stats()
+        return doc
+
     def record(self, entry: ActionEntry) -> None:
         self.local.put_action(entry)
         if self.shared is not None:
