@@ -4,7 +4,11 @@ Every scenario runs in a fresh process, as CI would run it; its wall time
 (process start included) and peak RSS (the process and the children it
 waited for, e.g. discovery's child) come from `os.wait4`. Repetitions are
 interleaved (baseline, ours, baseline, ...) so the machine's noise hits both
-sides alike; the table holds medians and ratios from the same run.
+sides alike; the table holds medians and ratios from the same run, and the
+load average of the machine as each process started (a warning above 1;
+`--max-load N` refuses to start above N). Where flyte-build has a resident
+process, the cold-process rows run with `--no-daemon` and two rows of their
+own (`bench.resident`) go through it.
 
     python -m bench.run --sizes small,medium,large --repeat 5 --out BENCHMARKS.md
 """
@@ -25,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import resident
 from .generate import Shape, generate
 
 SIZES = {"small": Shape(10, 500), "medium": Shape(50, 5000), "large": Shape(200, 20000)}
@@ -40,6 +45,7 @@ SCENARIOS = (
     "no-op rebuild",
     "edit 1 service file",
     "edit 1 shared-lib file",
+    *resident.ROWS,
     "affected --since HEAD",
     "fresh machine, warm shared cache: build",
     "fresh machine, warm shared cache: affected --since HEAD~1",
@@ -70,13 +76,15 @@ class Sample:
     max_rss_kb: int
     info: dict = field(default_factory=dict)
     cpu: float = 0.0  # user + sys of the process and its waited-for children: less noisy than wall time
+    load: float = 0.0  # the machine's 1-minute load average when the process started
 
     def with_info(self, info: dict) -> "Sample":
-        return Sample(self.seconds, self.max_rss_kb, info, self.cpu)
+        return Sample(self.seconds, self.max_rss_kb, info, self.cpu, self.load)
 
 
 def measure(cmd: list[str] | str, cwd: Path, env: dict | None = None, shell: bool = False) -> tuple[Sample, str]:
     """Wall time and peak RSS of one fresh process (its waited-for children included)."""
+    load = os.getloadavg()[0]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, shell=shell, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     # read both pipes fully before reaping, so the child never blocks on a full pipe
@@ -86,7 +94,7 @@ def measure(cmd: list[str] | str, cwd: Path, env: dict | None = None, shell: boo
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{cmd!r} failed ({proc.returncode}):\n{err.decode(errors='replace')[-3000:]}")
-    return Sample(seconds, usage.ru_maxrss, cpu=usage.ru_utime + usage.ru_stime), out.decode(errors="replace")
+    return Sample(seconds, usage.ru_maxrss, cpu=usage.ru_utime + usage.ru_stime, load=load), out.decode(errors="replace")
 
 
 def _drain(proc: subprocess.Popen) -> tuple[bytes, bytes]:
@@ -140,7 +148,9 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "synthetic")
-    fb = [sys.executable, "-m", "flyte_build", "build", "--json"]
+    # the rows of a process that starts cold: without the resident process where there is one
+    fb = [sys.executable, "-m", "flyte_build", "build", "--json", *resident.no_daemon_flag()]
+    has_resident = resident.available()
     base_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     affected = "affected" not in skip and _has_affected()
     samples: dict[str, list[Sample]] = {s: [] for s in SCENARIOS}
@@ -189,13 +199,17 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
             s, text = measure(fb, repo, env)
             samples["edit 1 shared-lib file"].append(s.with_info(_counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
+        if has_resident:
+            resident.run(repo, env, fb[:5], lambda: _edit(service_file, 1000 + rep), samples, measure, _counts)
+            _git(repo, "checkout", "-q", "--", ".")
         shutil.rmtree(cache, ignore_errors=True)
     if only == "fresh":
         _baselines_only(repo, repeat, base_env, samples, lambda m: log(f"[{name}] {m}"))
     s3 = None if "shared" in skip else _moto()
     if s3 is not None:
         _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log)
-    return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected, "skipped": sorted(skip)}
+    return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected,
+            "resident": has_resident, "skipped": sorted(skip)}
 
 
 def _baselines_only(repo: Path, repeat: int, base_env: dict, samples: dict, log) -> None:
@@ -336,7 +350,9 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
             if not v:
                 skipped = "lib-edit" if "shared-lib" in sc else "affected" if sc.startswith("affected") else "shared" if sc in SHARED else None
                 why = ("not run (--skip)" if skipped in res.get("skipped", ()) else "`flyte-build affected` had not landed when this ran"
-                       if sc.startswith("affected") and not res["affected"] else "moto_server is not installed" if sc in SHARED else "not run")
+                       if sc.startswith("affected") and not res["affected"] else "moto_server is not installed" if sc in SHARED
+                       else "the resident process (`flyte-build daemon`) had not landed when this ran"
+                       if sc in resident.ROWS and not res.get("resident") else "not run")
                 lines.append(f"| {sc} | - | - | - | - | - | - | - | {why} |")
                 continue
             m = med[sc]
@@ -347,7 +363,7 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
             lines.append(f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {ratios} | {rss:.0f} | {note} |")
         cpu = [(sc.replace("\\|", "|"), _median([x.cpu for x in smp[sc]])) for sc in SCENARIOS if smp.get(sc)]
         lines += ["", "CPU time (user + sys, the process and its waited-for children; medians): "
-                  + "; ".join(f"{sc} {c:.3f} s" for sc, c in cpu) + ".", ""]
+                  + "; ".join(f"{sc} {c:.3f} s" for sc, c in cpu) + ".", "", _load_line(smp), ""]
     return "\n".join(lines) + "\n"
 
 
@@ -365,10 +381,27 @@ def _kept_notes(out: Path) -> str:
     return "\n" + text[i:] if i >= 0 else ""
 
 
+def _load_line(samples: dict) -> str:
+    """The machine's 1-minute load average as each measured process started: the
+    figures are a quiet machine's only when it stayed at or under 1."""
+    loads = [x.load for v in samples.values() for x in v]
+    if not loads:
+        return ""
+    line = (f"Load average (1 minute) as each measured process started: median {_median(loads):.2f}, "
+            f"min {min(loads):.2f}, max {max(loads):.2f}.")
+    if max(loads) > QUIET_LOAD:
+        line += f" **Above {QUIET_LOAD:g} during this run: not a quiet machine's figures.**"
+    return line
+
+
+QUIET_LOAD = 1.0
+
+
 def _note(info: dict) -> str:
     if "built" in info:
         how = f", discovery {info['how']}" if "how" in info else ""
-        return f"{info['built']} built, {info['cached']} cached of {info['targets']}{how}"
+        rss = f", resident process peak RSS {info['resident_rss_mb']:.0f} MB" if info.get("resident_rss_mb") else ""
+        return f"{info['built']} built, {info['cached']} cached of {info['targets']}{how}{rss}"
     if "affected_envs" in info:
         return f"{info['affected_envs']} envs affected"
     if "files" in info:
@@ -380,6 +413,16 @@ def _flyte_version() -> str:
     from importlib.metadata import version
 
     return version("flyte")
+
+
+def _check_load(max_load: float | None, ap: argparse.ArgumentParser) -> None:
+    load = os.getloadavg()[0]
+    if max_load is not None and load > max_load:
+        ap.exit(2, f"bench.run: error: the 1-minute load average is {load:.2f}, above --max-load {max_load:g}: "
+                "wait for a quiet machine\n")
+    if load > QUIET_LOAD:
+        print(f"bench.run: warning: the 1-minute load average is {load:.2f} (above {QUIET_LOAD:g}): the figures "
+              "will not be a quiet machine's (the tables say so)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -394,10 +437,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", choices=["fresh", "cold"], help="fresh: only the fresh-machine scenarios and flyte's path "
                     "beside them; cold: only flyte's path and the cold build")
     ap.add_argument("--skip", default="", help=f"scenario groups not to run, comma-separated: {', '.join(SKIPPABLE)}")
+    ap.add_argument("--max-load", type=float, help="refuse to start when the 1-minute load average is above this "
+                    f"(default: start anyway, warn above {QUIET_LOAD:g}; the tables record the load either way)")
     a = ap.parse_args(argv)
     skip = frozenset(x.strip() for x in a.skip.split(",") if x.strip())
     if skip - set(SKIPPABLE):
         ap.error(f"unknown --skip group {sorted(skip - set(SKIPPABLE))[0]!r}; choose from {', '.join(SKIPPABLE)}")
+    _check_load(a.max_load, ap)
     _byte_compile()
     sizes = [s.strip() for s in a.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]

@@ -103,6 +103,9 @@ class Discovery:
     # the shared cache's content key of this result (see shared_discovery), when
     # this run computed it: a shared build manifest is keyed on it (build_manifest)
     content_key: str = field(default="", compare=False)
+    # resolved imports a shared entry carried, checked against this tree's files
+    # (see carried_imports.verified): the bundles' closures need not resolve them
+    carried_imports: dict = field(default_factory=dict, compare=False)
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:

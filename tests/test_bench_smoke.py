@@ -35,7 +35,8 @@ def test_runner_smallest_size_writes_every_scenario(tmp_path, monkeypatch):
     assert set(rows) == set(bench_run.SCENARIOS)
     for name, cells in rows.items():
         if cells[1] == "-":  # only a command that has not landed, or a missing moto server, may leave a gap
-            assert (name.startswith("affected") and "not landed" in cells[8]) or (name in bench_run.SHARED and "moto" in cells[8])
+            assert ((name.startswith("affected") or name in bench_run.resident.ROWS) and "not landed" in cells[8]) \
+                or (name in bench_run.SHARED and "moto" in cells[8]), cells
             continue
         median, lo, hi = (float(c) for c in cells[1:4])
         assert 0 < lo <= median <= hi < 600, cells
@@ -43,6 +44,8 @@ def test_runner_smallest_size_writes_every_scenario(tmp_path, monkeypatch):
     # cold builds everything; a no-op rebuilds nothing; an edit rebuilds some
     assert rows["cold build, all bundles"][8] == "10 built, 0 cached of 10"
     assert rows["no-op rebuild"][8] == "0 built, 10 cached of 10"
+    # the run's load average is on record
+    assert re.search(r"Load average \(1 minute\) as each measured process started: median [0-9.]+, min [0-9.]+, max [0-9.]+\.", text)
     built = int(rows["edit 1 service file"][8].split()[0])
     assert 1 <= built < 10
     fresh = rows[bench_run.SHARED[0]]

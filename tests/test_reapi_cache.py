@@ -25,7 +25,7 @@ from flyte_build.stores import signing
 from flyte_build.stores.action_entry import ActionEntry, Output
 from flyte_build.stores.reapi_proto import remote_execution_pb2 as pb
 from flyte_build.stores.reapi_store import ENTRY_FILE, ReapiRoot, _action, _digest_of, open_reapi
-from flyte_build.stores.remote import BadObject, StoreOptions
+from flyte_build.stores.remote_stores import BadObject, StoreOptions
 from flyte_build.stores.shared_cache import action_rel, blob_rel
 from flyte_build.workspace import Settings, Workspace
 from tests.support import buildgrid, tls

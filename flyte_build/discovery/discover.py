@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from . import carried_imports, imports
 from . import reads as discovery_reads
 from ..config import interpreter
 from ..archives import bundle_files as files_mod
@@ -262,9 +263,9 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
         # every edit left the compiled code as it was: importing again would define the same
         book = _book_of(entry)
         _record(store, rel_path, cfg, tree, cut, entry["result"], book, digests, entry.get("reads"))
-        shared_key = _to_shared(cfg, job.settings, tree, cut, entry["result"], book, digests, job.shared, job.stats)
+        shared_key, carried = _to_shared(cfg, job.settings, tree, cut, entry["result"], book, digests, job.shared, job.stats)
         result = _checked(Discovery.from_json(entry["result"], cached=True, how="cutoff"), entry["result"], cfg)
-        return (replace(result, content_key=shared_key), tree.dirs, tree.candidates), tree
+        return (replace(result, content_key=shared_key, carried_imports=carried), tree.dirs, tree.candidates), tree
     # another machine may have discovered this very tree: cheaper than any import
     if job.shared is not None:
         hit = _from_shared(cfg, job.settings, tree, store, rel_path, digests, job.shared, job.stats)
@@ -306,8 +307,8 @@ def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str) -> tuple[Di
     result = _checked(Discovery.from_json(raw, how=how), raw, cfg)
     files = _digests_of(cfg, tree.candidates, raw, digests)
     _record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
-    shared_key = _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
-    return replace(result, content_key=shared_key), tree.dirs, tree.candidates
+    shared_key, carried = _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
+    return replace(result, content_key=shared_key, carried_imports=carried), tree.dirs, tree.candidates
 
 
 def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -> Discovery | None:
@@ -326,7 +327,8 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     except (KeyError, TypeError, ValueError):
         shared.refuse_document(shared_discovery.rel_of(content_key), "unreadable discovery result", stats)
         return None
-    result = replace(_checked(result, raw, cfg), content_key=content_key)
+    carried = carried_imports.verified(doc.get("imports"), cfg.root, _search_roots(cfg, raw))
+    result = replace(_checked(result, raw, cfg), content_key=content_key, carried_imports=carried)
     _record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
     return result
 
@@ -360,16 +362,23 @@ def _witness(cfg: Config, raw: dict, digests: FileDigests, old: dict | None = No
     raw["witness"] = key_of(w)
 
 
-def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) -> str:
-    """Publish a clean result; its content key ("" when it does not travel)."""
+def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) -> tuple[str, dict]:
+    """Publish a clean result; (its content key, "" when it does not travel;
+    the resolved imports it carries, as `carried_imports.verified` gives them,
+    so this run's closures need not resolve them again)."""
     if shared is None or raw.get("failures") or raw.get("problems") or raw.get("duplicates"):
-        return ""  # only clean results travel: a load failure may be this machine's own
+        return "", {}  # only clean results travel: a load failure may be this machine's own
     from ..stores import shared_discovery
 
     packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
     content_key = _shared_key(cfg, settings, tree, digests)
-    shared_discovery.publish(shared, stats, content_key, files, raw, packed, digests, cfg.root)
-    return content_key
+    roots = _search_roots(cfg, raw)
+    carried = shared_discovery.publish(shared, stats, content_key, files, raw, packed, digests, cfg.root, roots)
+    return content_key, (carried_imports.verified(carried, cfg.root, roots) if carried else {})
+
+
+def _search_roots(cfg: Config, raw: dict) -> list[Path]:
+    return imports.search_roots(cfg.root, cfg.source_roots, raw.get("sys_path", ()))
 
 
 def _digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:

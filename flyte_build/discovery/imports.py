@@ -118,6 +118,17 @@ def _nodes(tree: ast.AST, calls: bool):
                 todo.extend(children)
 
 
+def search_roots(root: Path, source_roots, sys_path) -> list[Path]:
+    """Where module names resolve, in order: the root, then each source root and
+    discovery's sys.path entry under it that is a directory."""
+    roots = [root]
+    for rel in (*source_roots, *sys_path):
+        p = (root / rel).resolve()
+        if p not in roots and p.is_dir():
+            roots.append(p)
+    return roots
+
+
 class Resolver:
     """Maps module names to files under the root, with memoised lookups."""
 

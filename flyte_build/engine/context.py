@@ -26,7 +26,7 @@ from ..errors import UserError
 from ..model import Discovery, EnvSpec
 from ..stores.file_digests import RACY_SECONDS, FileDigests
 from ..stores.local_store import LocalStore
-from .import_edges import EDGES_FORMAT, EDGES_KEY, dir_slot, import_records, load_edges, pruned
+from .import_edges import EDGES_FORMAT, EDGES_KEY, dir_slot, import_records, load_edges, pruned, with_carried
 
 
 @dataclass(frozen=True)
@@ -120,12 +120,7 @@ class Context:
 
     @cached_property
     def resolver(self) -> imports.Resolver:
-        roots = [self.root]
-        for rel in (*self.cfg.source_roots, *self.discovery.sys_path):
-            p = (self.root / rel).resolve()
-            if p not in roots and p.is_dir():
-                roots.append(p)
-        return imports.Resolver(self.root, roots)
+        return imports.Resolver(self.root, imports.search_roots(self.root, self.cfg.source_roots, self.discovery.sys_path))
 
     def digest(self, path: str) -> tuple[str, int]:
         """(hex sha256, size) of a file, stat-checked once per run: shared
@@ -145,6 +140,8 @@ class Context:
             if self._edge_store is None:
                 scope = [str(r) for r in self.resolver.search_roots]
                 self._edge_store = load_edges(self.digests.extra(EDGES_KEY), scope)
+                if with_carried(self._edge_store, self.discovery.carried_imports):
+                    self._edges_changed = True
             return self._edge_store
 
     def _edges(self, path: str) -> frozenset[str]:

@@ -44,6 +44,29 @@ def load_edges(st, scope: list[str]) -> dict:
             "index": {d: i for i, (d, _) in enumerate(dirs)}, "restat": stale, "dropped": len(kept) != len(files)}
 
 
+def with_carried(st: dict, carried: dict) -> bool:
+    """Add the resolutions a shared discovery entry carried (verified here, see
+    `discovery.carried_imports.verified`) for the files this table lacks;
+    whether any was. Each directory keeps the mtime taken before its listing
+    was checked."""
+    if not carried or carried.get("scope") != st["scope"]:
+        return False
+    added = False
+    for path, (hex_, targets, dirs) in carried["files"].items():
+        if path in st["files"]:
+            continue
+        slots = []
+        for d in dirs:
+            i = st["index"].get(d)
+            if i is None:
+                i = st["index"][d] = len(st["dirs"])
+                st["dirs"].append([d, carried["mtimes"].get(d)])
+            slots.append(i)
+        st["files"][path] = [hex_, targets, slots]
+        added = True
+    return added
+
+
 def dir_slot(st: dict, d: str) -> int:
     """The slot of directory `d` in the edge store (a new one is stat-ed when saving)."""
     i = st["index"].get(d)

@@ -33,6 +33,7 @@ import re
 import zlib
 from pathlib import Path
 
+from ..discovery import carried_imports
 from ..discovery import reads as discovery_reads
 from ..hashing import canonical_json, key_of
 from .documents import Bounds, seal
@@ -101,6 +102,8 @@ def _check(doc, key_: str) -> None:
         if not (isinstance(gf, list) and isinstance(edges, list) and len(gf) == len(edges) and all(_rel_ok(f) for f in gf)
                 and all(isinstance(es, list) and all(isinstance(i, int) and 0 <= i < len(gf) for i in es) for es in edges)):
             raise Refused("bad import graph")
+    if "imports" in doc and not carried_imports.shape_ok(doc["imports"]):
+        raise Refused("bad resolved imports")
     all_envs = book.get("all_envs")
     if all_envs is not None and not (isinstance(all_envs, list) and all(isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x) for x in all_envs)):
         raise Refused("bad environment list")
@@ -122,8 +125,8 @@ def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     # with another STAGE is another machine's answer, not a forgery (a miss)
     reads = doc["result"].get("reads_witness")
     why = discovery_reads.shared_names_why_not(reads, root)
-    real_root = os.path.realpath(root)
-    bad = next((f for f in doc["files"] if not discovery_reads.plain_inside(f, real_root)), None)
+    inside = carried_imports.Inside(os.path.realpath(root))  # the names are plain (`_check`)
+    bad = next((f for f in doc["files"] if not inside(f)), None)
     if why is None and bad is not None:
         why = f"file {bad[:200]!r} is not a path inside the project root"
     if why is None and doc["result"].get("witness") != key_of(reads):
@@ -148,9 +151,11 @@ def fetch(shared, stats, key_: str, root: Path, digests) -> dict | None:
     return doc
 
 
-def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, digests, root: Path) -> None:
+def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, digests, root: Path,
+            search_roots: list[Path]) -> dict | None:
     """Publish a fresh discovery result (create-only) with the import records
-    of every file it read."""
+    of every file it read and their resolutions (`carried_imports`); returns
+    those resolutions when it published."""
     from ..engine.import_edges import import_records
 
     parsed = {}
@@ -168,9 +173,13 @@ def publish(shared, stats, key_: str, files: dict, result: dict, book: dict, dig
     # unsigned, no reader would use it (see `fetch`); nor would any reader check
     # witnesses that name files outside the root
     if shared.read_only or shared.offline or shared.signer is None:
-        return
+        return None
     if discovery_reads.shared_names_why_not(result.get("reads_witness"), root) is not None:
-        return
+        return None
     doc = {"format": FORMAT, "key": key_, "files": files, "result": result, "book": book, "parsed": parsed}
+    carried = carried_imports.collect(root, search_roots, files, digests)
+    if carried is not None:
+        doc["imports"] = carried
     sig = shared.signer.sign_document(DOMAIN, canonical_json(doc)) if shared.signer is not None else None
     shared.publish_document(rel_of(key_), zlib.compress(seal(doc, sig), 6), stats)
+    return carried

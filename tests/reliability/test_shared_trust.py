@@ -458,3 +458,76 @@ def test_a_forged_affected_summary_cannot_hide_a_change(history, tmp_path, kind)
     # nor does the publisher's own locally kept summary outlive its STAGE
     mine = _affected(history, tmp_path / "w", store, {**SIGNER, "STAGE": "prod"})
     assert mine["rev_cached"] is False and _targets(mine) == _targets(alone)
+
+
+# -- the resolved imports a discovery entry carries (issue 27) -----------------------
+
+CARRIED = {  # `later` imports lib.helpers lazily: only resolution finds it (and lib.deep through it)
+    "pkg/__init__.py": "",
+    "pkg/a.py": "import flyte\nenv = flyte.TaskEnvironment(name='a')\n\n@env.task\nasync def t(x: int) -> int:\n"
+                "    return x\n\n\ndef later():\n    import lib.helpers\n",
+    "lib/__init__.py": "",
+    "lib/helpers.py": "from lib import deep\n",
+    "lib/deep.py": "X = 1\n",
+    "evil.py": "EVIL = 1\n",
+}
+
+
+def _forge(good: dict, change, sign: bool) -> dict:
+    doc = json.loads(json.dumps(good))
+    doc.pop("sig", None)
+    change(doc["imports"])
+    if sign:
+        signer = signing.load_signer(environ={signing.SIGNING_KEY_ENV: PRIVATE})
+        from flyte_build.stores import shared_discovery
+
+        doc["sig"] = signer.sign_document(shared_discovery.DOMAIN, canonical(doc))
+    return doc
+
+
+def _target(name: str):
+    def change(imports):
+        imports["files"]["pkg/a.py"][1] = [name]
+    return change
+
+
+def _forged_listings(imports) -> None:
+    for d in imports["dirs"]:
+        d[1] = "0" * 64
+
+
+def test_forged_resolved_imports_are_refused_or_harmless(tmp_path):
+    """A carried import list naming another module, a path outside the root, a
+    symlink out of it or a directory slot that does not exist, and forged
+    listing witnesses: unsigned, the entry is refused; signed, a name outside
+    the root or a bad slot refuses it, and a witness that does not hold here
+    makes the reader resolve for itself. Every reader ships the honest bundle."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "x.py").write_text("SECRET = 1\n")
+    repo = make_repo(tmp_path / "repo", CARRIED)
+    (repo / "link").symlink_to(outside)
+    store = _Store("file", tmp_path)
+    honest = _build(repo, tmp_path / "pub", store, SIGNER)
+    (rel,) = store.rels("discovery")
+    good = store.read(rel)
+    assert "lib/helpers.py" in good["imports"]["files"]["pkg/a.py"][1]
+
+    def slot(imports):
+        imports["files"]["pkg/a.py"][2] = [len(imports["dirs"])]
+
+    cases = [  # (change, signed, refused)
+        (_target("evil.py"), False, True),
+        (_target("../outside/x.py"), True, True),
+        (_target(str(outside / "x.py")), True, True),
+        (slot, True, True),
+        (_target("link/x.py"), True, False),
+        (_forged_listings, True, False),
+    ]
+    for i, (change, signed, refused) in enumerate(cases):
+        store.write(rel, _forge(good, change, signed))
+        got = _build(repo, tmp_path / f"r{i}", store, READER)
+        assert digests_of(got) == digests_of(honest), i
+        assert got["discovery"]["how"] == ("full" if refused else "shared"), (i, got["warnings"])
+        if refused:
+            assert any("discovery entry" in w for w in got["warnings"]), (i, got["warnings"])

@@ -1,0 +1,74 @@
+"""The resident-process scenarios of `bench.run`: a no-op and a one-file edit
+served by flyte-build's resident process (its thin client is the measured
+process), and the resident process's own peak RSS.
+
+The resident process is off with `$CI` set, so these runs drop `CI` from the
+environment; every other scenario runs with `--no-daemon` when the resident
+process exists, so its rows stay the figures of a process that starts cold.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NOOP = "no-op rebuild, resident process"
+EDIT = "edit 1 service file, resident process"
+ROWS = (NOOP, EDIT)
+
+
+def available() -> bool:
+    """Whether this flyte-build has a resident process (`flyte-build daemon`)."""
+    r = subprocess.run([sys.executable, "-m", "flyte_build", "daemon", "--help"], capture_output=True)
+    return r.returncode == 0
+
+
+def no_daemon_flag() -> list[str]:
+    """`--no-daemon` where the resident process exists (a command then runs in its own process)."""
+    return ["--no-daemon"] if available() else []
+
+
+def _environ(env: dict) -> dict:
+    return {k: v for k, v in env.items() if k != "CI"}
+
+
+def _daemon(args: list[str], repo: Path, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flyte_build", "daemon", *args], cwd=repo, env=_environ(env),
+                          capture_output=True, text=True, timeout=120)
+
+
+def peak_rss_mb(repo: Path, env: dict) -> float | None:
+    """The resident process's peak RSS (VmHWM), from its pid in `daemon status --json`."""
+    r = _daemon(["status", "--json"], repo, env)
+    try:
+        pid = int(json.loads(r.stdout)["pid"])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except (ValueError, KeyError, TypeError, OSError):
+        return None
+    return None
+
+
+def run(repo: Path, env: dict, fb: list[str], edit, samples: dict, measure, counts) -> None:
+    """One repetition of the resident rows on a clean tree whose cache is warm:
+    start the resident process (unmeasured), then a no-op and an edit of `edit`
+    (a function that edits the service file), each through the thin client.
+    The resident process is stopped at the end (its cache is removed next)."""
+    renv = _environ(env)
+    try:
+        measure(fb, repo, renv)  # starts it; it discovers and keys the tree
+        time.sleep(2.1)  # past the stat cache's racy window, as the cold rows
+        measure(fb, repo, renv)  # the first no-op warms what the first run did not
+        s, text = measure(fb, repo, renv)
+        rss = peak_rss_mb(repo, env)
+        samples[NOOP].append(s.with_info({**counts(json.loads(text)), **({"resident_rss_mb": rss} if rss else {})}))
+        edit()
+        s, text = measure(fb, repo, renv)
+        rss = peak_rss_mb(repo, env)
+        samples[EDIT].append(s.with_info({**counts(json.loads(text)), **({"resident_rss_mb": rss} if rss else {})}))
+    finally:
+        _daemon(["stop"], repo, env)
