@@ -33,11 +33,16 @@ _LEAD = 64  # modules to jump ahead of the child once it caught up: it imports h
 _CHECK_EVERY = 32  # modules between two looks at the child's progress
 
 
-def prefetch(root, candidates: list[str], digests, stream: str | None = None, progress: str | None = None) -> None:
+def prefetch(root, candidates: list[str], digests, stream: str | None = None, progress: str | None = None,
+             memo=None) -> None:
     """Digest, compile and read the imports of each candidate (relative to
     `root`) while the child imports them; the code goes to the file `stream`.
     Modules the child has passed already only need their records, which wait
-    until the code for the modules ahead of it is out."""
+    until the code for the modules ahead of it is out. `memo` (a
+    `discovery.code_memo.CodeMemo`): the code earlier runs compiled, handed over
+    again for the same bytes (wherever the child is: it costs nothing), and
+    where this run's goes; while the child still runs, the modules it passed
+    are compiled for the memo too, so the next run finds them there."""
     real_root = os.path.realpath(root)
     index = {rel: i for i, rel in enumerate(candidates)}
     skip_below = 0
@@ -49,27 +54,37 @@ def prefetch(root, candidates: list[str], digests, stream: str | None = None, pr
             for i, rel in enumerate(candidates):
                 if progress and i % _CHECK_EVERY == 0:
                     skip_below = max(skip_below, _child_at(progress, index) + _LEAD)
-                if out is not None and i < skip_below:
+                if not _prefetch_one(root, real_root, rel, digests, caught, out, memo, out is not None and i < skip_below):
                     later.append(rel)
-                    continue
-                _prefetch_one(root, real_root, rel, digests, caught, out)
-            for rel in later:
-                _prefetch_one(root, real_root, rel, digests, caught, None)
+            for n, rel in enumerate(later):
+                if memo is not None and progress and n % _CHECK_EVERY == 0 and _child_at(progress, index) >= len(candidates) - 1:
+                    memo = None  # the child is at its last module: filling the memo must not outlast it
+                _prefetch_one(root, real_root, rel, digests, caught, None, memo, False)
     finally:
         if out is not None:
             out.close()
 
 
-def _prefetch_one(root, real_root: str, rel: str, digests, caught: list, out) -> None:
+def _prefetch_one(root, real_root: str, rel: str, digests, caught: list, out, memo, behind: bool) -> bool:
+    """False when the module waits (`behind`: the child may have passed it, and the memo has not got it)."""
     from ..engine.import_edges import import_records
 
     path = str(root / rel)
     try:
         hex_ = digests.digest(path)[0]
-        if not _compile_one(path, os.path.join(real_root, rel), hex_, digests, caught, out):
+        frame = memo.frame(rel, hex_) if memo is not None and digests.parsed(hex_) is not None else None
+        if frame is not None:  # compiled by an earlier run from these very bytes
+            if out is not None:
+                _send(out, frame)
+            return True
+        if behind:
+            return False
+        if not _compile_one(path, os.path.join(real_root, rel), hex_, digests, caught, out,
+                            (rel, memo) if memo is not None else None):
             import_records(path, hex_, digests)  # the parse's records (or its syntax error)
     except (OSError, SyntaxError, ValueError):
         pass  # reported where it matters, by the child or by the closure
+    return True
 
 
 def _child_at(progress: str, index: dict) -> int:
@@ -77,10 +92,11 @@ def _child_at(progress: str, index: dict) -> int:
     return index.get(where[1], -1) if where else -1
 
 
-def _compile_one(path: str, code_path: str, hex_: str, digests, caught: list, out) -> bool:
+def _compile_one(path: str, code_path: str, hex_: str, digests, caught: list, out, keep=None) -> bool:
     """Records (and the handed-over code) from compiling the file; False when
-    the parse must answer instead (changed bytes, a syntax error)."""
-    if digests.parsed(hex_) is not None and out is None:
+    the parse must answer instead (changed bytes, a syntax error). `keep`:
+    (file, memo) that the code is kept in, handed over or not."""
+    if digests.parsed(hex_) is not None and out is None and keep is None:
         return True  # records known (a warm stat cache), nothing to hand over
     with open(path, "rb") as f:
         source = f.read()
@@ -97,11 +113,18 @@ def _compile_one(path: str, code_path: str, hex_: str, digests, caught: list, ou
         if records is None:
             records = imports.parse_imports(source, path)
         digests.remember_parsed(hex_, [list(r) for r in records])
-    if out is not None and not caught:
+    if not caught and (out is not None or keep is not None):
         frame = marshal.dumps((code_path, hex_, code_print(code), code))
-        out.write(len(frame).to_bytes(8, "little") + frame)
-        out.flush()  # one write: the child reads whole frames only
+        if out is not None:
+            _send(out, frame)
+        if keep is not None:
+            keep[1].add(keep[0], hex_, frame)
     return True
+
+
+def _send(out, frame: bytes) -> None:
+    out.write(len(frame).to_bytes(8, "little") + frame)
+    out.flush()  # one write: the child reads whole frames only
 
 
 class Handed:

@@ -273,27 +273,25 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
             return (hit, tree.dirs, tree.candidates), tree
     # the same candidates, some files edited: re-import only what they affect
     if job.mode == "recursive" and entry.get("incremental"):
-        got = _incremental(cfg, job.targets, job.sel, tree.candidates, entry, changed, digests)
+        memo = _code_memo(job)
+        got = _incremental(cfg, job.targets, job.sel, tree.candidates, entry, changed, digests, memo)
         if got is not None:
             raw, book = got
             # the modules reused read what they read last time: keep those witnesses too
             _witness(cfg, raw, digests, entry.get("reads"))
-            return _finish(job, tree, raw, book, "incremental"), tree
+            return _finish(job, tree, raw, book, "incremental", memo), tree
     return None, tree
 
 
 def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
     cfg, digests = job.cfg, job.digests
-    from . import code as discovery_code
-
-    def prefetch(request: dict) -> None:
-        discovery_code.prefetch(cfg.root, tree.candidates, digests, request["handed"], request["progress"])
-
+    memo = _code_memo(job)
     # the parent compiles the modules for the child only when its Python is the child's (marshal data)
-    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, prefetch if _same_python(cfg) else None)
+    handed = sorted(tree.candidates + _package_inits(cfg.root, tree.candidates))  # in the order the child imports them
+    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, _handing(cfg, handed, digests, memo))
     _witness(cfg, raw, digests)
     book = _split(raw)
-    return _finish(job, tree, raw, book, "full")
+    return _finish(job, tree, raw, book, "full", memo)
 
 
 def _same_python(cfg: Config) -> bool:
@@ -301,11 +299,45 @@ def _same_python(cfg: Config) -> bool:
     return tuple(interpreter.of(cfg, None).python[:2]) == tuple(sys.version_info[:2])
 
 
-def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str) -> tuple[Discovery, dict, list[str]]:
+def _code_memo(job: _Job):
+    """The code compiled for this project's child by earlier runs (`code_memo`);
+    None when the child's Python is another version (no code is handed over)."""
+    if not _same_python(job.cfg):
+        return None
+    from . import code_memo
+
+    return code_memo.CodeMemo(code_memo.path_for(job.store.root / "state", job.cfg.root))
+
+
+def _handing(cfg: Config, files: list[str], digests: FileDigests, memo):
+    """What the parent does while the child imports: hand it the code of `files`
+    (from the memo, else compiled); None without a memo (another Python)."""
+    from . import code as discovery_code
+
+    if memo is None:
+        return None
+    return lambda request: discovery_code.prefetch(cfg.root, files, digests, request["handed"], request["progress"], memo)
+
+
+def _package_inits(root: Path, files: list[str]) -> list[str]:
+    """The `__init__.py` of every directory above `files` (which the child runs too)."""
+    dirs = set()
+    for f in files:
+        while "/" in f:
+            f = f.rsplit("/", 1)[0]
+            if f in dirs:
+                break
+            dirs.add(f)
+    return [f"{d}/__init__.py" for d in sorted(dirs) if os.path.isfile(os.path.join(root, d, "__init__.py"))]
+
+
+def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str, memo=None) -> tuple[Discovery, dict, list[str]]:
     """Check a fresh result, keep it locally and offer it to the shared cache."""
     cfg, digests = job.cfg, job.digests
     result = _checked(Discovery.from_json(raw, how=how), raw, cfg)
     files = _digests_of(cfg, tree.candidates, raw, digests)
+    if memo is not None:
+        memo.save(files)
     _record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
     shared_key, carried = _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
     return replace(result, content_key=shared_key, carried_imports=carried), tree.dirs, tree.candidates
@@ -477,7 +509,7 @@ def _env_key(d: dict):
 
 
 def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: list[str], entry: dict,
-                 changed: list[str], digests: FileDigests) -> tuple[dict, dict] | None:
+                 changed: list[str], digests: FileDigests, memo=None) -> tuple[dict, dict] | None:
     """Re-import only the candidate modules an edit affects and merge with the
     cached result; None whenever the merge cannot be vouched for (then a full
     discovery runs: correctness first).
@@ -494,7 +526,10 @@ def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: li
     plan = _incremental_plan(cfg, candidates, entry, changed, digests)
     if plan is None:
         return None
-    raw = _run_child(cfg, "recursive", targets, sorted(plan.redo), sel)
+    # the child imports what the modules to redo imported last time: their code is handed over
+    # (the memo's; the changed files compiled now)
+    again = sorted(f for f in reachable(plan.redo, plan.graph_old) if f.endswith(".py") and not os.path.isabs(f))
+    raw = _run_child(cfg, "recursive", targets, sorted(plan.redo), sel, _handing(cfg, again, digests, memo))
     book = _split(raw)
     if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(plan.old.get("sys_path", ())):
         return None
