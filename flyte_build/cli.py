@@ -143,7 +143,12 @@ def _run(argv: list[str]) -> int:
 
 
 def run() -> None:
-    sys.exit(main())
+    # the thin client first: with a resident process the command runs there,
+    # and this process imports nothing more (see flyte_build.daemon)
+    from .daemon.client import run as in_daemon
+
+    code = in_daemon(sys.argv[1:])
+    sys.exit(main() if code is None else code)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,10 @@ from tests.support.reliability_tally import pytest_runtest_logreport, pytest_ter
 # CI, with no signing key, a run only reads the shared cache; see BUILD.md,
 # "Trust and the shared cache"). Tests of that default clear CI themselves.
 os.environ["CI"] = "true"
+# Commands run in their own process: tests that clear CI would otherwise leave a
+# resident process per cache behind, and time or measure the thin client. The
+# resident process's own tests (test_daemon, test_watch) turn it on.
+os.environ["FLYTE_BUILD_DAEMON"] = "0"
 
 
 @pytest.fixture

@@ -11,7 +11,9 @@ how to treat it:
 Options: `cwd=DIR` (relative to the repository copy; default its top, where
 `sample_monorepo/` is), `exit=N` (default 0), `expect=TEXT` (must appear in
 the output; repeatable), `free-port=N` (N in the example is replaced by a free
-port, so runs in parallel never meet). A ```console example runs its `$ `
+port, so runs in parallel never meet), `daemon=on` (the resident process is
+used, as on a laptop: the suite turns it off elsewhere; such an example ends
+with `flyte-build daemon stop`). A ```console example runs its `$ `
 lines; the others run whole, under `bash -e`. Each runs in a fresh temp copy
 of `sample_monorepo/` with a private cache, the real `flyte-build` of this
 interpreter first on PATH, and outside CI (as on a laptop).
@@ -71,7 +73,7 @@ def parse_mark(mark: str | None) -> tuple[dict, tuple[str, ...]]:
     options, expects = {}, []
     for p in parts[1:]:
         key, _, value = p.partition("=")
-        assert key in ("cwd", "exit", "expect", "free-port") and value, f"bad example option {p!r} in {mark!r}"
+        assert key in ("cwd", "exit", "expect", "free-port", "daemon") and value, f"bad example option {p!r} in {mark!r}"
         if key == "expect":
             expects.append(value)
         else:
@@ -154,6 +156,8 @@ def test_example_runs(example: Example, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("CI", "FLYTE_BUILD_DEBUG")}
     env.update(PATH=f"{_shims(tmp_path / 'bin')}{os.pathsep}{env.get('PATH', '')}", FLYTE_BUILD_CACHE_DIR=str(tmp_path / "cache"),
                NO_COLOR="1", COLUMNS="200", PYTHONDONTWRITEBYTECODE="1")
+    if example.options.get("daemon") == "on":
+        env.pop("FLYTE_BUILD_DAEMON", None)
     cwd = work / example.options.get("cwd", ".")
     proc = subprocess.run(["bash", "-e", "-c", script], cwd=cwd, env=env, capture_output=True, text=True,
                           errors="replace", timeout=540, stdin=subprocess.DEVNULL, start_new_session=True)

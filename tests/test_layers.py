@@ -45,7 +45,7 @@ LAYERS = {
             "flyte_build.stores.build_manifest", "flyte_build.stores.shared_affected"],
     "front": [
         "flyte_build.commands", "flyte_build.cli", "flyte_build.__main__", "flyte_build.hatch_plugin",
-        "flyte_build.stores.snapshot", "flyte_build",
+        "flyte_build.stores.snapshot", "flyte_build.daemon", "flyte_build",
     ],
 }
 ORDER = list(LAYERS)

@@ -3,4 +3,4 @@
 The rule sets add their own (the built-in set's `deploy`): see `rulesets.commands`.
 """
 
-COMMANDS = ["targets", "graph", "build", "explain", "affected", "cache_cmd", "config_cmd"]
+COMMANDS = ["targets", "graph", "build", "watch", "explain", "affected", "cache_cmd", "config_cmd", "daemon_cmd"]

@@ -45,6 +45,10 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
                    help="flyte's config.yaml (default: the one the `flyte` CLI finds)")
     g.add_argument("--verbose", "-v", action="count", default=d,
                    help="more output: failures in full and, outside a terminal, every log line of a running target")
+    g.add_argument("--no-daemon", action="store_true", default=d,
+                   help="run in this process, not in the repository's resident process (config `daemon = false`)")
+    g.add_argument("--daemon-idle-timeout", type=_seconds, metavar="SECONDS", default=d,
+                   help="the resident process exits after this long without a command (default: config, else 900)")
     g.add_argument("--quiet", "-q", action="store_true", default=d, help="less output: no progress, only the summary and errors")
     if suppress:  # accepted after the command, described once in the top-level help
         for action in g._group_actions:

@@ -52,7 +52,23 @@ def report(table_cfg: Config, cfg: Config, settings) -> dict[str, dict]:
     from ..engine import rulesets
 
     rows.update(rulesets.settings_rows(table_cfg, cfg, settings))  # a kind's own settings
+    rows.update(_daemon_rows(cfg, rows))
     return rows
+
+
+def _daemon_rows(cfg: Config, rows: dict) -> dict[str, dict]:
+    """Whether commands run in the resident process, decided as its thin client decides."""
+    from ..daemon.address import DEFAULT_IDLE_TIMEOUT, ENV, SWITCH
+
+    given = os.environ.get(ENV, "").strip().lower()
+    if given in SWITCH:
+        on = _row(SWITCH[given], f"env ${ENV}")
+    elif cfg.daemon is not None:
+        on = rows["daemon"]
+    else:
+        on = _row(not os.environ.get("CI"), "default (off when $CI is set)")
+    idle = rows["daemon-idle-timeout"] if cfg.daemon_idle_timeout is not None else _row(DEFAULT_IDLE_TIMEOUT, "default")
+    return {"daemon": on, "daemon-idle-timeout": idle}
 
 
 def _row(value, source: str) -> dict:

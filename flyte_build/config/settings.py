@@ -127,6 +127,8 @@ class Config:
     directory: str = "dist/flyte"
     flyte_config: str | None = None  # flyte's config.yaml given with --config (else flyte's own lookup)
     sources: dict = field(default_factory=dict)  # top-level key -> the table that set it (TABLES)
+    daemon: bool | None = None  # None: the resident process is used outside CI
+    daemon_idle_timeout: float | None = None  # None: 900 seconds
 
     def field_name(self, key: str) -> str:
         """The full TOML field of a key, in the table that set it."""
@@ -175,6 +177,9 @@ KEYS: dict[str, tuple[str, schema.Check | Table]] = {
     "jobs": ("jobs", schema.positive_int),
     "strict": ("strict", schema.boolean),
     "envs": ("envs", ENVS_TABLE),
+    # read by the thin client before anything else (flyte_build.daemon.address); here so they are checked
+    "daemon": ("daemon", schema.boolean),
+    "daemon-idle-timeout": ("daemon_idle_timeout", schema.seconds),
 }
 # what a checked table becomes in Config
 CONVERT = {

@@ -1,0 +1,172 @@
+"""The thin client: every `flyte-build` command starts here.
+
+When the command may use the daemon (see `address.wanted`), send it argv,
+the working directory, the environment, the umask and the terminal's three
+descriptors, then wait for its exit status; Ctrl-C and SIGTERM are passed on
+to the command. No daemon yet (or a stale socket): start one and wait for it.
+Anything else (it cannot start, it ended mid-command, it refused us): say so
+once and let the caller run the command in this process. Imports `socket`,
+`os`, `sys` and `json`; `subprocess` only to start a daemon.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+from . import address, protocol
+
+START_TIMEOUT = 30.0  # a loaded machine imports flyte-build's modules slowly
+WAIT_NOTICE = 1.0  # seconds in the queue behind another command before saying so
+# what the daemon process itself keeps of the first client's environment
+# (each command gets its own client's environment, see runner)
+_DAEMON_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "PYTHONHOME",
+               "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONSAFEPATH", "PYTHONDONTWRITEBYTECODE")
+
+
+def say(text: str) -> None:
+    try:
+        sys.stderr.write(f"flyte-build: {text}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+
+
+def run(argv: list[str]) -> int | None:
+    """The command's exit status from the daemon, or None to run it here."""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        return None
+    project = address.project_dir(argv, cwd)
+    conf = address.settings(project)
+    if not address.wanted(argv, os.environ, conf):
+        return None
+    path = address.socket_path(address.cache_dir(argv), project)
+    request = _request(argv, cwd, project, address.idle_timeout(argv, conf))
+    for _attempt in range(3):
+        sock = connect(path) or _start(path, project, request["idle_timeout"])
+        if sock is None:
+            say("could not start the resident process; running the command in this process")
+            return None
+        outcome = _exchange(sock, request)
+        if isinstance(outcome, int):
+            return outcome
+        if outcome != "restart":
+            say(f"{outcome}; running the command in this process")
+            return None
+    return None
+
+
+def _request(argv: list[str], cwd: str, project: str, idle: float) -> dict:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    streams = [s for s in (sys.stdout, sys.stderr)]
+    return {
+        "op": "run", "argv": argv, "cwd": cwd, "env": dict(os.environ), "umask": mask,
+        "project": project, "identity": address.identity(project), "idle_timeout": idle,
+        "stdio": [[getattr(s, "encoding", None) or "utf-8", getattr(s, "errors", None) or "strict"] for s in streams],
+    }
+
+
+def connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fd = None
+    try:
+        where, fd = address.reachable(path)
+        sock.connect(where)
+    except OSError:  # none there, or a stale socket whose daemon is gone
+        sock.close()
+        return None
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return sock
+
+
+def _start(path: str, project: str, idle: float) -> socket.socket | None:
+    """Start a daemon and connect to it. Two clients racing here each start
+    one; the daemon's lock lets exactly one of them serve (see server)."""
+    import subprocess
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k in _DAEMON_ENV}
+    try:
+        subprocess.Popen([*own_python("flyte_build.daemon.server"), path, project, repr(idle)], cwd="/", env=env,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                         start_new_session=True, close_fds=True)
+    except OSError:
+        return None
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        sock = connect(path)
+        if sock is not None:
+            return sock
+        time.sleep(0.01)
+    return None
+
+
+def own_python(module: str) -> list[str]:
+    """A command line running `module`'s main() with this flyte-build: not
+    `-m`, which would import a `flyte_build` in the working directory first."""
+    package_parent = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = f"import sys; sys.path.insert(0, {package_parent!r}); from {module} import main; sys.exit(main())"
+    return [sys.executable, "-c", code]
+
+
+def _stdio() -> list[int]:
+    """Our stdin, stdout and stderr; /dev/null in place of a closed one."""
+    fds = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+            fds.append(fd)
+        except OSError:
+            fds.append(os.open(os.devnull, os.O_RDWR))
+    return fds
+
+
+def _exchange(sock: socket.socket, request: dict) -> int | str:
+    """Send the command; its exit status, "restart" (that daemon was stale and
+    has gone: start another), or why it could not run there."""
+    import signal
+
+    def forward(signum, _frame):
+        try:
+            protocol.send(sock, {"op": "signal", "signal": signum})
+        except OSError:
+            pass
+
+    saved = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    try:
+        protocol.send(sock, request, _stdio())
+        return _wait(sock)
+    except (OSError, EOFError, ValueError):
+        return "the resident process ended during the command"
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+        sock.close()
+
+
+def _wait(sock: socket.socket) -> int | str:
+    sock.settimeout(WAIT_NOTICE)
+    started = False
+    while True:
+        try:
+            message, _ = protocol.receive(sock)
+        except socket.timeout:
+            if not started:
+                say("waiting for another command in the resident process to finish")
+            sock.settimeout(None)
+            continue
+        if "started" in message:
+            started = True
+            sock.settimeout(None)
+        elif "exit" in message:
+            return int(message["exit"])
+        elif "restart" in message:
+            return "restart"
+        elif "refused" in message:
+            return f"the resident process refused the command: {message['refused']}"

@@ -1,0 +1,242 @@
+"""The resident process (flyte_build/daemon): real daemons behind real Unix
+sockets, started by real `flyte-build` processes on a small repository.
+
+Every test that starts a daemon stops it at the end (the `daemon` fixture)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flyte_build.daemon import peer
+from tests.support.cli import flyte_build, popen
+from tests.support.processes import alive, wait_gone
+
+pytestmark = pytest.mark.timeout(180)
+
+# an environment's name read from the environment at import: a command's own
+# variables must reach discovery, and never the next command
+APP = """\
+import os
+
+import flyte
+
+env = flyte.TaskEnvironment(name=os.environ.get("FB_DAEMON_ENV_NAME", "plain"))
+
+
+@env.task
+async def hello(x: int) -> int:
+    return x + 1
+"""
+PYPROJECT = '[project]\nname = "daemon-demo"\nversion = "0.1.0"\n'
+NO_CI = {"CI": None, "FLYTE_BUILD_DAEMON": None}  # the suite turns it off (conftest): its default here
+
+
+class Daemonised:
+    """A repository and a private cache, with `run` for commands outside CI."""
+
+    def __init__(self, root: Path):
+        self.repo, self.cache = root / "repo", root / "cache"
+        self.repo.mkdir(parents=True)
+        (self.repo / "pyproject.toml").write_text(PYPROJECT)
+        (self.repo / "app.py").write_text(APP)
+
+    def run(self, *args: str, env: dict | None = None, **kw):
+        return flyte_build(*args, cwd=self.repo, cache=self.cache, env={**NO_CI, **(env or {})}, **kw)
+
+    def status(self) -> dict:
+        return self.run("daemon", "status", "--json").assert_ok().json()
+
+    def stop(self) -> None:
+        self.run("daemon", "stop")
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    # a short directory: a socket's path must stay under Linux's 108 bytes
+    d = Daemonised(tmp_path / "d")
+    yield d
+    d.stop()
+
+
+@pytest.mark.slow
+def test_a_second_command_is_served_by_the_daemon_with_the_bytes_of_a_run_without_it(daemon):
+    first = daemon.run("build", "--json").assert_ok()
+    up = daemon.status()
+    assert up["running"] is True and up["served"] == 1, up
+    second = daemon.run("build", "--json").assert_ok()
+    again = daemon.status()
+    # the same resident process answered, one command more
+    assert again["pid"] == up["pid"] and again["served"] == 2, again
+    alone = daemon.run("--no-daemon", "build", "--json").assert_ok()
+    assert daemon.status()["served"] == 2  # --no-daemon ran in its own process
+    assert first.digests() == second.digests() == alone.digests()
+    assert _timeless(second.json()) == _timeless(alone.json())
+    assert second.json()["cache"] == alone.json()["cache"]
+    for args in (("targets", "--json"), ("graph", "--format", "json")):
+        assert daemon.run(*args).assert_ok().out == daemon.run("--no-daemon", *args).assert_ok().out
+    assert daemon.status()["served"] == 4
+
+
+def _timeless(doc: dict) -> dict:
+    return [{k: v for k, v in t.items() if k != "seconds"} for t in doc["targets"]]
+
+
+@pytest.mark.slow
+def test_each_command_gets_its_own_environment_and_the_daemon_keeps_none(daemon):
+    named = daemon.run("targets", "--json", env={"FB_DAEMON_ENV_NAME": "secret-name-4711"}).assert_ok()
+    plain = daemon.run("targets", "--json").assert_ok()
+    assert [e["env"] for e in named.json()["envs"]] == ["secret-name-4711"]
+    assert [e["env"] for e in plain.json()["envs"]] == ["plain"]
+    alone = daemon.run("--no-daemon", "targets", "--json", env={"FB_DAEMON_ENV_NAME": "secret-name-4711"})
+    assert alone.assert_ok().out == named.out
+    pid = daemon.status()["pid"]
+    # neither the daemon's own environment nor its log holds a command's variable
+    assert b"secret-name-4711" not in Path(f"/proc/{pid}/environ").read_bytes()
+    logs = list((daemon.cache / "daemon").glob("*.log"))
+    assert logs and all("secret-name-4711" not in p.read_text() for p in logs)
+
+
+def test_the_socket_is_owner_only(daemon):
+    daemon.run("graph").assert_ok()
+    path = Path(daemon.status()["socket"])
+    st = path.stat()
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert st.st_uid == os.getuid()
+
+
+def test_the_peer_uid_check_through_a_real_socket_pair():
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    with a, b:
+        assert peer.credentials(a) == (os.getpid(), os.getuid(), os.getgid())
+        assert peer.refusal(a, os.getuid()) is None
+        other = os.getuid() + 1
+        assert peer.refusal(a, other) == f"uid {os.getuid()} may not use the resident process of uid {other}"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
+def test_another_user_is_refused_even_through_an_open_socket(daemon):
+    daemon.run("graph").assert_ok()
+    path = Path(daemon.status()["socket"])
+    # open the door the modes close, to reach the uid check behind it
+    os.chmod(path.parent, 0o755)
+    os.chmod(path, 0o666)
+    # everything imported and the directory opened as root; then the uid drops and the
+    # socket is reached through the open directory (nobody may not traverse the tmp path)
+    script = (
+        "import ctypes, os, socket, sys; sys.path[:0] = [sys.argv[2]]\n"
+        "from flyte_build.daemon import protocol\n"
+        "d = os.open(os.path.dirname(sys.argv[1]), os.O_RDONLY | os.O_DIRECTORY)\n"
+        "os.setgid(65534); os.setuid(65534); ctypes.CDLL(None).prctl(4, 1)  # PR_SET_DUMPABLE: our own /proc/self/fd\n"
+        "s = socket.socket(socket.AF_UNIX); s.connect(f'/proc/self/fd/{d}/' + os.path.basename(sys.argv[1]))\n"
+        "print(protocol.receive(s)[0])  # refused before it reads a request\n"
+    )
+    got = subprocess.run([sys.executable, "-c", script, str(path), str(Path(__file__).parents[1])],
+                         capture_output=True, text=True, timeout=60)
+    assert "uid 65534 may not use the resident process" in got.stdout, got.stderr
+    assert "pid" not in got.stdout
+
+
+@pytest.mark.slow
+def test_it_exits_after_the_idle_timeout(daemon):
+    daemon.run("--daemon-idle-timeout", "2", "graph").assert_ok()
+    done = time.monotonic()
+    log = next((daemon.cache / "daemon").glob("*.log"))
+    pid = int(log.read_text().split("started pid ", 1)[1].split()[0])
+    assert wait_gone(pid, 30)
+    assert time.monotonic() - done >= 1.5  # not before its time (less the client's own exit)
+    assert "exiting: idle for 2 s" in log.read_text()
+    assert not log.with_suffix(".sock").exists()
+    assert daemon.status()["running"] is False
+
+
+@pytest.mark.slow
+def test_killing_it_mid_command_loses_nothing_and_the_next_command_starts_another(daemon):
+    daemon.run("graph").assert_ok()
+    (daemon.repo / "slow.py").write_text("import time\n\ntime.sleep(4)\n")  # the next discovery takes 4 s
+    first = daemon.status()
+    proc = popen("build", "--json", cwd=daemon.repo, cache=daemon.cache, env=NO_CI)
+    deadline = time.time() + 30
+    while daemon.status().get("command") is None and time.time() < deadline:
+        time.sleep(0.05)
+    command = daemon.status()["command"]
+    assert command, "the build never started in the daemon"
+    os.kill(first["pid"], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert err.count("the resident process ended during the command; running the command in this process") == 1, err
+    assert wait_gone(command, 10), "the command's fork outlived its daemon"
+    assert "Traceback" not in err
+    built = {t["target"]: t["digest"] for t in json.loads(out)["targets"]}
+    assert list(built) == ["bundle:plain"]
+    daemon.run("cache", "verify").assert_ok()
+    # a stale socket is left behind; the next command replaces it and its daemon serves it
+    assert Path(first["socket"]).exists()
+    again = daemon.run("build", "--json").assert_ok()
+    assert again.digests() == built and all(t["cached"] for t in again.json()["targets"])
+    now = daemon.status()
+    # the fresh daemon served `cache verify` and this build
+    assert now["running"] is True and now["pid"] != first["pid"] and now["served"] == 2
+
+
+def test_in_ci_it_is_off_unless_the_config_turns_it_on(daemon):
+    daemon.run("graph", env={"CI": "true"}).assert_ok()
+    assert daemon.status()["running"] is False
+    daemon.run("--no-daemon", "graph").assert_ok()
+    daemon.run("graph", env={"FLYTE_BUILD_DAEMON": "0"}).assert_ok()
+    assert daemon.status()["running"] is False
+    daemon.run("graph", env={"CI": "true", "FLYTE_BUILD_DAEMON": "1"}).assert_ok()
+    assert daemon.status()["running"] is True
+    daemon.stop()
+    (daemon.repo / "pyproject.toml").write_text(PYPROJECT + "\n[tool.flyte-build]\ndaemon = true\n")
+    daemon.run("graph", env={"CI": "true"}).assert_ok()
+    assert daemon.status()["running"] is True
+    daemon.stop()
+    (daemon.repo / "pyproject.toml").write_text(PYPROJECT + "\n[tool.flyte-build]\ndaemon = false\n")
+    daemon.run("graph").assert_ok()
+    assert daemon.status()["running"] is False
+
+
+@pytest.mark.slow
+def test_two_clients_racing_end_with_one_daemon(daemon):
+    procs = [popen("targets", "--json", cwd=daemon.repo, cache=daemon.cache, env=NO_CI) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outs
+    assert len({o for o, _ in outs}) == 1
+    sock = daemon.status()["socket"]
+    servers = [p for p in os.listdir("/proc") if p.isdigit() and _cmdline_has(p, sock)]
+    assert len(servers) == 1, servers
+    assert daemon.status()["served"] == 3
+
+
+def _cmdline_has(pid: str, text: str) -> bool:
+    try:
+        return text.encode() in Path(f"/proc/{pid}/cmdline").read_bytes() and alive(int(pid))
+    except OSError:
+        return False
+
+
+def test_a_changed_project_interpreter_starts_a_fresh_daemon(daemon):
+    venv_bin = daemon.repo / ".venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    python = venv_bin / "python"
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    daemon.run("graph").assert_ok()
+    first = daemon.status()["pid"]
+    python.write_text(f"#!/bin/sh\n# upgraded\nexec {sys.executable} \"$@\"\n")
+    daemon.run("graph").assert_ok()
+    assert wait_gone(first, 10)
+    now = daemon.status()
+    assert now["pid"] != first and now["served"] == 1
+    assert "changed" in next((daemon.cache / "daemon").glob("*.log")).read_text()
