@@ -107,7 +107,7 @@ def test_machine_b_rebuilds_nothing_that_machine_a_built(tmp_path):
     root = _root(url)
     for t in doc_a["targets"]:
         rel = action_rel(t["key"])
-        result = root._result(rel)
+        result = root.action_result(rel)
         files = {f.path: (f.digest.hash, f.digest.size_bytes) for f in result.output_files}
         bundle = Path(t["path"]).read_bytes()
         assert files["bundle.tar.gz"] == (t["digest"].removeprefix("sha256:"), len(bundle))
@@ -172,7 +172,7 @@ def test_an_action_result_that_disagrees_with_its_entry_is_refused(tmp_path):
     assert root.read(rel, 1 << 20) == entry.to_json()
     # the same entry, its ActionResult now naming another blob (one the server holds:
     # BuildGrid drops results that name missing ones)
-    result = root._result(rel)
+    result = root.action_result(rel)
     for f in result.output_files:
         if f.path != ENTRY_FILE:
             f.digest.hash, f.digest.size_bytes = blobs["another bundle"]

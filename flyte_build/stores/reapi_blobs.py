@@ -20,25 +20,25 @@ NOT_FOUND = 5
 SHA256 = 1  # DigestFunction.Value.SHA256
 
 
-def _pb():
+def pb():
     from .reapi_proto import remote_execution_pb2
 
     return remote_execution_pb2
 
 
 def digest(hex_: str, size: int):
-    return _pb().Digest(hash=hex_, size_bytes=size)
+    return pb().Digest(hash=hex_, size_bytes=size)
 
 
 def capabilities(client: Client) -> None:
     """Ask the server what it offers: StoreUnavailable unless its cache takes
     sha256; the batch limit is kept (capped at 4 MiB, the common limit)."""
-    pb = _pb()
-    caps = client.call("GetCapabilities", client.caps.GetCapabilities, pb.GetCapabilitiesRequest(instance_name=client.ep.instance))
+    re_pb = pb()
+    caps = client.call("GetCapabilities", client.caps.GetCapabilities, re_pb.GetCapabilitiesRequest(instance_name=client.ep.instance))
     cache = caps.cache_capabilities
     functions = list(cache.digest_functions)
     if functions and SHA256 not in functions:
-        names = ", ".join(pb.DigestFunction.Value.Name(f) for f in functions)
+        names = ", ".join(re_pb.DigestFunction.Value.Name(f) for f in functions)
         raise StoreUnavailable(f"{client.ep.url}: the server's cache does not take sha256 digests (it takes {names})")
     limit = cache.max_batch_total_size_bytes
     client.max_batch = min(limit, BATCH_CAP) if limit > 0 else BATCH_CAP
@@ -50,8 +50,8 @@ def batchable(client: Client, size: int) -> bool:
 
 def missing(client: Client, blobs: list[tuple[str, int]]) -> set[str]:
     """The digests (hex) of `blobs` the server does not hold."""
-    pb = _pb()
-    request = pb.FindMissingBlobsRequest(instance_name=client.ep.instance, blob_digests=[digest(h, s) for h, s in blobs])
+    re_pb = pb()
+    request = re_pb.FindMissingBlobsRequest(instance_name=client.ep.instance, blob_digests=[digest(h, s) for h, s in blobs])
     response = client.call("FindMissingBlobs", client.cas.FindMissingBlobs, request)
     return {d.hash for d in response.missing_blob_digests}
 
@@ -64,8 +64,8 @@ def read(client: Client, hex_: str, size: int) -> bytes:
     elif size == 0:
         return b""
     else:
-        pb = _pb()
-        request = pb.BatchReadBlobsRequest(instance_name=client.ep.instance, digests=[digest(hex_, size)])
+        re_pb = pb()
+        request = re_pb.BatchReadBlobsRequest(instance_name=client.ep.instance, digests=[digest(hex_, size)])
         response = client.call("BatchReadBlobs", client.cas.BatchReadBlobs, request, size)
         found = [r for r in response.responses if r.digest.hash == hex_]
         if not found or found[0].status.code == NOT_FOUND:
@@ -96,7 +96,7 @@ def _stream(client: Client, hex_: str, size: int):
     """ByteStream.Read's chunks, stopping one byte past `size`."""
     from .reapi_proto import bytestream_pb2
 
-    client._count("ByteStream.Read")
+    client.count("ByteStream.Read")
     request = bytestream_pb2.ReadRequest(resource_name=client.resource("read", hex_, size), read_limit=size + 1)
     got = 0
     try:
@@ -109,8 +109,7 @@ def _stream(client: Client, hex_: str, size: int):
         raise
     except Exception as exc:
         raise client.error("ByteStream.Read", exc) from None
-    with client._lock:
-        client.bytestream_bytes["read"] += got
+    client.moved("read", got)
 
 
 def write(client: Client, hex_: str, size: int, src: Path | None = None, data: bytes | None = None) -> None:
@@ -137,15 +136,14 @@ def write(client: Client, hex_: str, size: int, src: Path | None = None, data: b
     response = client.call("ByteStream.Write", client.bytestream.Write, requests(), size)
     if response.committed_size not in (size, -1):
         raise StoreUnavailable(f"{client.ep.url}: ByteStream.Write committed {response.committed_size} of {size} bytes")
-    with client._lock:
-        client.bytestream_bytes["written"] += size
+    client.moved("written", size)
 
 
 def write_batch(client: Client, blobs: list[tuple[str, int, bytes]]) -> None:
     """Upload small blobs (hex, size, bytes) in one BatchUpdateBlobs call."""
-    pb = _pb()
-    request = pb.BatchUpdateBlobsRequest(instance_name=client.ep.instance, requests=[
-        pb.BatchUpdateBlobsRequest.Request(digest=digest(h, s), data=d) for h, s, d in blobs])
+    re_pb = pb()
+    request = re_pb.BatchUpdateBlobsRequest(instance_name=client.ep.instance, requests=[
+        re_pb.BatchUpdateBlobsRequest.Request(digest=digest(h, s), data=d) for h, s, d in blobs])
     response = client.call("BatchUpdateBlobs", client.cas.BatchUpdateBlobs, request, sum(s for _, s, _ in blobs))
     bad = [r for r in response.responses if r.status.code != OK]
     if bad:

@@ -131,7 +131,7 @@ class Client:
     # -- calls -------------------------------------------------------------
     def call(self, name: str, method, request, size: int = 0):
         """One unary call under its deadline, its failures as the module says."""
-        self._count(name)
+        self.count(name)
         try:
             return method(request, timeout=self.timeout + size / 1e6, metadata=self.metadata)
         except Exception as exc:
@@ -152,9 +152,15 @@ class Client:
         secret = self.ep.credential
         return text.replace(secret, "********") if secret else text
 
-    def _count(self, name: str, n: int = 1) -> None:
+    def count(self, name: str) -> None:
+        """One more call of `name` (a streaming call counts itself here)."""
         with self._lock:
-            self.calls[name] = self.calls.get(name, 0) + n
+            self.calls[name] = self.calls.get(name, 0) + 1
+
+    def moved(self, direction: str, n: int) -> None:
+        """`n` more bytes through ByteStream ("read" or "written")."""
+        with self._lock:
+            self.bytestream_bytes[direction] += n
 
     def stats(self) -> dict:
         with self._lock:

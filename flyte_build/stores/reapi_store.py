@@ -68,14 +68,14 @@ class ReapiRoot:
     # -- named objects (entries and documents) -----------------------------------
     def size(self, rel: str) -> int | None:
         """The named object's size, or None when the Action Cache has no result for it."""
-        result = self._result(rel)
+        result = self.action_result(rel)
         if result is None:
             return None
         named = _named_file(result, rel)
         return named.digest.size_bytes if named is not None else None
 
     def read(self, rel: str, max_bytes: int) -> bytes:
-        result = self._result(rel)
+        result = self.action_result(rel)
         if result is None:
             raise FileNotFoundError(self.uri(rel))
         if len(result.output_files) > MAX_OUTPUTS + 1:
@@ -104,7 +104,7 @@ class ReapiRoot:
         it) in one batch, then the ActionResult -- unless `create_only` and one is
         there. True if written."""
         action, command = _action(rel)
-        if create_only and self._result(rel) is not None:
+        if create_only and self.action_result(rel) is not None:
             return False
         hex_ = hashlib.sha256(data).hexdigest()
         small = [(hashlib.sha256(b).hexdigest(), len(b), b) for b in (action, command)]
@@ -113,7 +113,7 @@ class ReapiRoot:
         else:
             blobs.write(self.client, hex_, len(data), data=data)
             blobs.write_batch(self.client, small)
-        pb = blobs._pb()
+        pb = blobs.pb()
         files = [pb.OutputFile(path=_file_of(rel), digest=blobs.digest(hex_, len(data)))]
         if rel.startswith("ac/"):
             files += [pb.OutputFile(path=o.name, digest=blobs.digest(o.digest, o.size)) for o in _entry(rel, data).outputs]
@@ -122,9 +122,9 @@ class ReapiRoot:
         self.client.call("UpdateActionResult", self.client.ac.UpdateActionResult, request)
         return True
 
-    def _result(self, rel: str):
+    def action_result(self, rel: str):
         """The ActionResult stored for `rel`, or None."""
-        pb = blobs._pb()
+        pb = blobs.pb()
         request = pb.GetActionResultRequest(instance_name=self.client.ep.instance, action_digest=_digest_of(_action(rel)[0]),
                                             inline_output_files=[_file_of(rel)])
         try:
@@ -149,7 +149,7 @@ def _named_file(result, rel: str):
 def _action(rel: str) -> tuple[bytes, bytes]:
     """(Action, Command) serialized, for the object named `rel`: the same bytes on
     every machine, so the Action's digest is the name's key in the Action Cache."""
-    pb = blobs._pb()
+    pb = blobs.pb()
     command = pb.Command(arguments=["flyte-build", "cache", rel], output_paths=[_file_of(rel)]).SerializeToString(deterministic=True)
     empty_dir = pb.Directory().SerializeToString(deterministic=True)
     action = pb.Action(command_digest=_digest_of(command), input_root_digest=_digest_of(empty_dir))
@@ -177,7 +177,9 @@ def _check_outputs(rel: str, data: bytes, result) -> None:
 
 
 def open_reapi(url: str, options: StoreOptions, what: str = "--cache") -> ReapiRoot:
-    """The REAPI store at `url` (not yet asked anything: see `probe`)."""
+    """The REAPI store at `url` (not yet asked anything: see `probe`). A new
+    channel per run (per open): its counters are that run's, and a credential
+    rotated in its file is read again."""
     return ReapiRoot(Client(endpoint(url, options.reapi, what), options.timeout))
 
 
