@@ -32,7 +32,8 @@ def no_daemon_flag() -> list[str]:
 
 
 def _environ(env: dict) -> dict:
-    return {k: v for k, v in env.items() if k != "CI"}
+    # FLYTE_BUILD_DAEMON=0 (the test suite's setting, e.g. under test_bench_smoke) would keep it off too
+    return {k: v for k, v in env.items() if k not in ("CI", "FLYTE_BUILD_DAEMON")}
 
 
 def _daemon(args: list[str], repo: Path, env: dict) -> subprocess.CompletedProcess:
