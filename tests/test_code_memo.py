@@ -140,6 +140,23 @@ def test_a_memo_that_is_not_what_we_wrote_is_ignored_whole(tmp_path, compiled, h
         assert sorted(discovery_memo._read(memo_path)) == sorted(FILES)
 
 
+def test_the_import_records_kept_with_the_stat_cache_are_those_of_current_contents(tmp_path):
+    # each edit records the imports of the file's new bytes; the old bytes' records go
+    module = _tree(tmp_path / "root", {"m.py": "import os\n"}) / "m.py"
+    digests = FileDigests(tmp_path / "state", "scope")
+    first = digests.digest(module)[0]
+    digests.remember_parsed(first, [[0, "os", []]])
+    digests.save()
+    module.write_text("import sys\n")
+    digests = FileDigests(tmp_path / "state", "scope")
+    assert digests.parsed(first) == [[0, "os", []]]
+    second = digests.digest(module)[0]
+    digests.remember_parsed(second, [[0, "sys", []]])
+    digests.save()
+    kept = FileDigests(tmp_path / "state", "scope")
+    assert kept.parsed(first) is None and kept.parsed(second) == [[0, "sys", []]]
+
+
 class _Repo:
     """Discoveries of one generated repository: with a kept cache (its memo) and with an empty one."""
 

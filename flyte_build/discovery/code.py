@@ -25,7 +25,6 @@ import sys
 import types
 import warnings
 
-from . import imports
 from .code_prints import code_print
 from .reads import read_progress
 
@@ -109,6 +108,8 @@ def _compile_one(path: str, code_path: str, hex_: str, digests, caught: list, ou
     except (SyntaxError, ValueError):
         return False
     if digests.parsed(hex_) is None:
+        from . import imports  # here, not above: the child imports this module too, and needs none of it
+
         records = imports.records_from_code(code, source)
         if records is None:
             records = imports.parse_imports(source, path)
@@ -153,12 +154,14 @@ class Handed:
         return got[2], got[1]
 
     def _read(self) -> None:
-        while chunk := os.read(self._fd, 1 << 20):
-            self._buf += chunk
-        buf, at = self._buf, 0
+        chunks = [self._buf]  # joined once: a memo hands over megabytes at once
+        while chunk := os.read(self._fd, 1 << 22):
+            chunks.append(chunk)
+        buf, at = b"".join(chunks), 0
+        view = memoryview(buf)
         while len(buf) - at >= 8 and len(buf) - at - 8 >= (n := int.from_bytes(buf[at:at + 8], "little")):
             try:
-                got = marshal.loads(buf[at + 8:at + 8 + n])
+                got = marshal.loads(view[at + 8:at + 8 + n])
             except (EOFError, ValueError, TypeError):
                 got = None
             at += 8 + n

@@ -107,6 +107,10 @@ class FileDigests:
         if self._path is None or not self._dirty:
             return
         with self._lock:
+            # imports are kept for the contents files have now: each edit's old content would pile up
+            live = {e[4] for e in self._entries.values() if isinstance(e, list) and len(e) == 5}
+            live.update(hex_ for hex_, _ in self._memo.values())
+            self._parsed = {h: v for h, v in self._parsed.items() if h in live}
             data = canonical_json({"format": FORMAT, "files": self._entries, "parsed": self._parsed, "extra": self._extra})
             self._dirty = False
         try:
