@@ -126,6 +126,8 @@ SECRET_PATTERNS = (
     ".netrc", "_netrc", ".pgpass", ".my.cnf", ".git-credentials", ".pypirc", ".npmrc", ".htpasswd",
     ".vault-token", ".s3cfg", ".boto", ".dockercfg", ".dockerconfigjson", "kubeconfig", "*.kubeconfig",
     ".terraformrc", "terraform.rc", ".databrickscfg",
+    # a remote cache's bearer token or API key, as a REAPI cache's token-file holds it
+    "*.token", "*.apikey", "*.api-key",
     "credentials", "credentials.json", "credentials.toml", "credentials.db", "access_tokens.db", "adc.json",
     "application_default_credentials.json", "*service-account*.json", "*sa-key*.json", "*-key.json", "*_key.json",
     "key.json", "*-firebase-adminsdk-*.json", "client_secret*.json",

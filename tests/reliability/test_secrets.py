@@ -36,6 +36,9 @@ FOUND_SHIPPED = {
     "keys/putty.ppk": "x",
     "keys/signing.asc": "-----BEGIN PGP PRIVATE KEY BLOCK-----\n",
     "gcp/sa-key.json": '{"private_key": "x"}\n',
+    # a grpc:// cache's token-file (issue 28): a bearer token, an API key
+    "ci/reapi.token": "eyJhbGciOiJIUzI1NiJ9.e30.x\n",
+    "ci/buildbuddy.apikey": "x\n",
 }
 NOT_SECRETS = {".env.example": "API_KEY=\n", "conf/settings.yaml": "a: 1\n", "docs/keyboard.json": "{}\n"}
 
