@@ -79,6 +79,8 @@ class Request:
     secrets: dict = field(default_factory=dict, repr=False, compare=False)
     # the interpreter and deadline of a child that imports the user's modules (never in a key)
     user_code: UserCode | None = None
+    # this run's object of the rule's kind (`Rule.session`): its tools' memos, never in a key
+    session: Any = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -137,3 +139,32 @@ class Rule:
     # stores each target by itself; a BuildFailed in place of a Produced fails that
     # target alone (the others of the batch are stored)
     run_batch: Callable[[list[Request]], list[Produced]] | None = None
+    # a step after the cacheable action whose effect lives outside the cache (pushing
+    # an image to its registry), as Pants' publish goals follow a package:
+    # deliver(req, meta) gets the action's request and its result's metadata (from
+    # the cache or just built) and returns the fields the result gains (a "digest"
+    # field becomes the result's digest). The engine runs it every run, hit or miss,
+    # and never stores what it returns: it is checked where the effect lives
+    deliver: Callable[[Request, dict], dict] | None = None
+    # session() makes the kind's per-run object (e.g. the Docker client it detected and
+    # its registry connections), once per engine run; the rule's steps get it as
+    # `req.session`, so no memo outlives the run in the process
+    session: Callable[[], Any] | None = None
+
+
+def read_json(result) -> dict:
+    """A dependency's main output (`Request.deps[address]`) as a JSON object: how a
+    rule reads another kind's result, never through that kind's modules.
+    BuildFailed naming the target when it is unreadable or not an object."""
+    import json
+
+    from .errors import BuildFailed
+
+    try:
+        with open(result.path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except (OSError, ValueError, TypeError) as exc:
+        raise BuildFailed(f"{result.target}: unreadable output ({exc}); run the build again") from None
+    if not isinstance(doc, dict):
+        raise BuildFailed(f"{result.target}: malformed output; run the build again")
+    return doc

@@ -120,6 +120,47 @@ def test_credential_helper_gives_a_remote_hit(registry, tmp_path) -> None:
     assert run.rc == 0 and hit["source"] == "remote" and hit["image_digest"] == registry["first"]["image_digest"], hit
 
 
+def _registry_call(addr: str, method: str, path: str) -> tuple[int, dict]:
+    """(status, headers) of an authenticated request to the test registry."""
+    import base64
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"http://{addr}{path}", method=method, headers={
+        "Authorization": "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
+        "Accept": "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"})
+    try:
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers)
+
+
+@pytest.mark.timeout(900)
+def test_the_push_is_not_cached_a_hit_publishes_again_what_the_registry_lost(registry, tmp_path) -> None:
+    """The cacheable action builds; pushing is a step outside the cache, checked against
+    the registry on every run. A cache hit whose tag the registry no longer holds (and
+    whose image the engine no longer has) is built again and pushed, not trusted."""
+    root = tmp_path / "own"
+    root.mkdir()
+    repo = _repo(root, registry["addr"])  # a tag of its own: other tests' images stay as they are
+    env = {"DOCKER_CONFIG": str(registry["logged_in"])}
+    first = _image(flyte_build("build", "image:authenv", "--json", cwd=repo, cache=tmp_path / "cache", env=env, timeout=600))
+    assert first["status"] == "built" and first["pushed"] is True, first
+    path = f"/v2/fb/test-registry-auth/manifests/{first['image_digest']}"
+    assert _registry_call(registry["addr"], "DELETE", path)[0] == 202
+    assert _registry_call(registry["addr"], "HEAD", f"/v2/fb/test-registry-auth/manifests/{first['tag']}")[0] == 404
+    subprocess.run(["docker", "image", "rm", "-f", first["uri"]], capture_output=True, timeout=120, check=True)
+
+    again = flyte_build("build", "image:authenv", "--json", cwd=repo, cache=tmp_path / "cache", env=env, timeout=600)
+    hit = _image(again)
+    assert again.rc == 0 and hit["status"] == "cached" and hit["key"] == first["key"], hit
+    assert hit["pushed"] is True and hit["pinned"] == f"{registry['addr']}/fb/test-registry-auth@{hit['image_digest']}", hit
+    status, headers = _registry_call(registry["addr"], "HEAD", f"/v2/fb/test-registry-auth/manifests/{first['tag']}")
+    assert status == 200 and headers.get("Docker-Content-Digest") == hit["image_digest"] == hit["digest"]
+    subprocess.run(["docker", "image", "rm", "-f", first["uri"]], capture_output=True, timeout=120)
+
+
 def test_push_with_a_wrong_password_is_a_clear_exit_1_without_the_secret(registry, tmp_path) -> None:
     wrong = f"wrong-{uuid.uuid4().hex}"
     config = tmp_path / "docker-config"

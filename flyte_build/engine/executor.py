@@ -35,9 +35,9 @@ from typing import Callable
 from ..__about__ import __version__
 from ..stores.two_tier_cache import Cache
 from .context import Context
+from . import explain as explain_mod
 from ..errors import BuildFailed, FlyteBuildError, UserError
 from .graph import Graph, Target
-from .. import atomic
 from ..hashing import as_digest, canonical_json, key_of, sha256_hex
 from ..rule_api import FileInput, Inputs, Request
 from ..stores.action_entry import ActionEntry, Output
@@ -100,10 +100,6 @@ class Reporter:
     def stop(self) -> None: ...
 
 
-def _state_dir(ctx: Context) -> str:
-    return f"state/{key_of(['root', str(ctx.root)])[:24]}"
-
-
 class Engine:
     def __init__(self, ctx: Context, graph: Graph, cache: Cache, reporter: Reporter | None = None, jobs: int = 1,
                  params: dict | None = None, secrets: dict | None = None, fail_alone: bool = False):
@@ -130,6 +126,7 @@ class Engine:
         # each target once until a result is recorded
         self._inputs: dict[str, Inputs] = {}
         self._explained: dict[str, dict] = {}
+        self._sessions: dict[str, object] = {}  # kind -> its run's object (Rule.session)
 
     # -- keys --------------------------------------------------------------
     def key_document(self, target: Target, dep_digests: dict[str, str | None]) -> tuple[dict, tuple[FileInput, ...], dict]:
@@ -222,7 +219,7 @@ class Engine:
 
     def _batched(self, addr: str) -> bool:
         rule = self.graph.rules[self.graph.targets[addr].kind]
-        return rule.run_batch is not None and rule.cacheable
+        return rule.run_batch is not None and rule.cacheable and rule.deliver is None
 
     def _run_batch(self, addrs: list[str]) -> None:
         """Ready targets of one rule with `run_batch`: each is keyed and looked up
@@ -284,7 +281,9 @@ class Engine:
                 entry, source = self._act(t, rule, key, env, files, params, deps)
                 status = "cached" if source == "remote" else "built"
                 self._ran.setdefault(key, addr)
-        result = self._result(t, status, entry, key, time.perf_counter() - started, source)
+            result = self._result(t, status, entry, key, time.perf_counter() - started, source)
+            if rule.deliver is not None:  # in the key's lock: envs sharing an image push it once
+                result = self._delivered(t, rule, result, env, files, params, deps, started)
         if status == "cached" and self._ran.get(key, addr) != addr:  # it waited for the target that ran its key
             result = replace(result, meta={**result.meta, "waited_for": self._ran[key]})
         self._finish(result)
@@ -314,7 +313,32 @@ class Engine:
     def _request(self, t: Target, env, files, params, deps, workdir: Path, log) -> Request:
         return Request(t.address, env, files, params, deps, workdir, log, root=self.ctx.root,
                        state=self._read_state, secrets=dict(self.secrets.get(t.kind) or {}),
-                       user_code=self.ctx.user_code)
+                       user_code=self.ctx.user_code, session=self._session(t.kind))
+
+    def _session(self, kind: str):
+        """The kind's object for this run (`Rule.session`), made on first use."""
+        make = self.graph.rules[kind].session
+        if make is None:
+            return None
+        with self._lock:
+            if kind not in self._sessions:
+                self._sessions[kind] = make()
+            return self._sessions[kind]
+
+    def _delivered(self, t: Target, rule, result: TargetResult, env, files, params, deps, started: float) -> TargetResult:
+        """`result` with the fields the rule's `deliver` step returns (a push: run every
+        run, hit or miss, never stored); its log lines are added to the target's log."""
+        lines: list[str] = []
+        workdir = self._workdir(t.kind)
+        try:
+            req = self._request(t, env, files, params, deps, workdir, self._logger(t.address, lines))
+            fields = dict(rule.deliver(req, dict(result.meta)))
+        finally:
+            self._write_log(t.address, lines, append=True)
+            shutil.rmtree(workdir, ignore_errors=True)
+        digest = fields.pop("digest", result.digest)
+        explain_mod.remember_delivered(self.ctx, t.address, result.key, digest)
+        return replace(result, digest=digest, meta={**result.meta, **fields}, seconds=time.perf_counter() - started)
 
     def _act(self, t: Target, rule, key: str, env, files, params, deps) -> tuple[ActionEntry, str | None]:
         """Run the rule (its remote check first) in a fresh work directory; store
@@ -375,22 +399,7 @@ class Engine:
 
     # -- explain -----------------------------------------------------------
     def _remember_inputs(self, addr: str, key: str, encoded_doc: bytes) -> None:
-        """Keep the key's document for `explain`, as `store.write_json` would
-        write {"key": key, "doc": doc} (canonical JSON: "doc" sorts first)."""
-        path = self.ctx.store.root / _state_dir(self.ctx) / "last" / f"{addr.replace(':', '--')}.json"
-        record = b'{"doc":' + encoded_doc + b',"key":' + canonical_json(key) + b"}"
-        try:
-            # an unchanged target leaves the record as it was: comparing its bytes is far
-            # cheaper than an fsynced atomic rewrite per target (0.3 s of a 50-env no-op)
-            # or than decoding it (50 documents of 20-70 KB at 5,000 files)
-            try:
-                if path.read_bytes() == record:
-                    return
-            except FileNotFoundError:
-                pass
-            atomic.write_bytes(path, record, durable=False)  # as store.write_json: explain parses what it reads
-        except OSError:
-            pass
+        explain_mod.remember_inputs(self.ctx, addr, key, encoded_doc)
 
     def _write_log(self, addr: str, lines: list[str], append: bool = False) -> str | None:
         return self.ctx.store.write_log(addr, lines, append) if lines else None
@@ -404,39 +413,7 @@ class Engine:
         return report
 
     def _explain(self, addr: str) -> dict:
-        deps_digest: dict[str, str | None] = {}
-        deps_report = []
-        for d in self.graph.edges.get(addr, ()):
-            sub = self.explain(d)
-            deps_digest[d] = sub.get("digest")
-            if sub["would_rebuild"]:
-                deps_report.append(d)
-        t = self.graph.targets[addr]
-        doc, _, _ = self.key_document(t, deps_digest)
-        key = key_of(doc)
-        entry = self.ctx.store.get_action(key)
-        digest = None
-        if entry is not None:
-            digest = self._result(t, "cached", entry, key, 0, "local").digest
-        last = self.ctx.store.read_json(f"{_state_dir(self.ctx)}/last/{addr.replace(':', '--')}.json")
-        report = {"target": addr, "key": key, "would_rebuild": entry is None, "digest": digest, "dependencies_rebuilding": deps_report}
-        if not (isinstance(last, dict) and isinstance(last.get("doc"), dict) and _doc_shaped(last["doc"])):
-            report["reason"] = "never built in this checkout"
-            return report
-        old = last["doc"]
-        old_files = {f[0]: f[1:] for f in old.get("files", [])}
-        new_files = {f[0]: f[1:] for f in doc["files"]}
-        report["changed_files"] = sorted(n for n in new_files if n in old_files and old_files[n] != new_files[n])
-        report["added_files"] = sorted(set(new_files) - set(old_files))
-        report["removed_files"] = sorted(set(old_files) - set(new_files))
-        report["changed_params"] = sorted(
-            k for k in set(old.get("params", {})) | set(doc["params"]) if old.get("params", {}).get(k) != doc["params"].get(k)
-        )
-        report["changed_deps"] = sorted(d for d in doc["deps"] if old.get("deps", {}).get(d) != doc["deps"][d])
-        for k in ("rule_version", "tool"):
-            if old.get(k) != doc.get(k):
-                report.setdefault("changed_other", []).append(k)
-        return report
+        return explain_mod.report(self, addr)
 
 
 def _state_name(name: str) -> str:
@@ -444,13 +421,6 @@ def _state_name(name: str) -> str:
     if name.startswith("/") or any(p in ("", ".", "..") for p in parts):
         raise ValueError(f"a rule's state name must be a relative path: {name!r}")
     return name
-
-
-def _doc_shaped(doc: dict) -> bool:
-    """A remembered key document as `key_document` writes it (else: no record)."""
-    files = doc.get("files", [])
-    return (isinstance(files, list) and all(isinstance(f, list) and f and isinstance(f[0], str) for f in files)
-            and isinstance(doc.get("params", {}), dict) and isinstance(doc.get("deps", {}), dict))
 
 
 def _shape_check(rule, addr: str):

@@ -23,10 +23,9 @@ import shutil
 import subprocess
 
 from flyte_build.errors import BuildFailed
-from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.rule_api import Inputs, Produced, Request, Rule, read_json
 
 from ..bundle.files import has_bundle
-from ..specs import rule as specs_rule
 
 VERSION = "2"  # 2: the task specs are a dependency (specs:<env>), not params
 BUNDLE_DIR = "/var/tmp/flyte-build-check"  # where the bundle is mounted in the container
@@ -77,21 +76,31 @@ def _tasks(specs: dict) -> list[dict]:
 
 
 def inputs(env, view) -> Inputs:
-    from ..image import rule as image_rule
-
     return Inputs(
         params={
             "flyte": view.python.flyte,  # the SDK that serialized the specs (the project interpreter's)
-            "network": image_rule.options(view.cfg)["network"] or "host",
+            # the containers run on the network the image was built on (config `docker.network`)
+            "network": view.cfg.table("docker").get("network") or "host",
         },
         deps=deps(env, view),
     )
 
 
 def _docker() -> str:
-    from ..image import docker_engine
+    """The docker client that runs the check's containers: any client runs one
+    (which builder builds images is the image kind's concern)."""
+    for candidate in (shutil.which("docker"), "/usr/bin/docker"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    raise BuildFailed("no docker client found on PATH; install Docker to check images")
 
-    return docker_engine.detect_builder("auto").binary
+
+def _specs(result) -> dict:
+    """The specs:<env> dependency's document: {"env": {"tasks": [...]}} (or "app")."""
+    doc = read_json(result)
+    if not isinstance(doc.get("env"), dict):
+        raise BuildFailed(f"{result.target}: malformed specs; run the build again")
+    return doc
 
 
 def run(req: Request) -> Produced:
@@ -103,7 +112,7 @@ def run(req: Request) -> Produced:
     if not uri:
         raise BuildFailed(f"check:{name}: image:{name} names no image to run")
     p = req.params
-    specs = specs_rule.read(req.deps[f"specs:{name}"])
+    specs = _specs(req.deps[f"specs:{name}"])
     tasks = _tasks(specs)
     served = sorted(t["name"] for t in specs["env"].get("tasks") or ())
     missing = sorted({t.name for t in req.env.tasks} - set(served))

@@ -34,31 +34,9 @@ MANIFEST_TYPES = ", ".join(
 )
 TAIL = 25
 
-# registries on loopback must not be reached through an http_proxy; others go the way
-# urllib's environment says (http(s)_proxy, no_proxy)
-_opener_lock = threading.Lock()
-_opener_cache: dict = {}
-
-
-def _opener(host: str | None = None):
-    """A urllib opener for `host`, built on first use so a build that asks no
-    registry never imports urllib."""
-    import urllib.request
-
-    local = host is None or _is_loopback(host)
-    with _opener_lock:
-        if local not in _opener_cache:
-            _opener_cache[local] = urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
-        return _opener_cache[local]
-
-
 def _is_loopback(host: str) -> bool:
     h = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
     return h in ("localhost", "[::1]") or h.startswith("127.")
-
-
-_detect_lock = threading.Lock()
-_detected: dict[str, "Builder"] = {}
 
 
 @dataclass(frozen=True)
@@ -83,32 +61,63 @@ def _has_buildx(binary: str) -> bool:
         return False
 
 
-def detect_builder(preference: str = "auto") -> Builder:
+def _candidates() -> list[str]:
+    found = []
+    for b in (shutil.which("docker"), "/usr/bin/docker"):
+        if b and Path(b).exists() and b not in found:
+            found.append(b)
+    if not found:
+        raise BuildFailed("no docker client found on PATH; install Docker to build images")
+    return found
+
+
+def _detect_builder(preference: str) -> Builder:
     """The client and builder to use: `auto`, `buildkit` or `classic`."""
-    with _detect_lock:
-        if preference in _detected:
-            return _detected[preference]
-        candidates = []
-        for b in (shutil.which("docker"), "/usr/bin/docker"):
-            if b and Path(b).exists() and b not in candidates:
-                candidates.append(b)
-        if not candidates:
-            raise BuildFailed("no docker client found on PATH; install Docker to build images")
-        chosen = None
-        if preference in ("auto", "buildkit"):
-            for b in candidates:
-                v = _client_version(b)
-                if _has_buildx(b) or (v is not None and v < (23, 0)):
-                    chosen = Builder(b, True)
-                    break
-            if chosen is None and preference == "buildkit":
-                raise UserError(
-                    "Field tool.hatch.build.targets.flyte.docker.builder: `buildkit` asked for, but no docker "
-                    "client here has BuildKit (no buildx plugin, no pre-23 client); use `auto` or `classic`"
-                )
-        chosen = chosen or Builder(candidates[0], False)
-        _detected[preference] = chosen
-        return chosen
+    candidates = _candidates()
+    if preference in ("auto", "buildkit"):
+        for b in candidates:
+            v = _client_version(b)
+            if _has_buildx(b) or (v is not None and v < (23, 0)):
+                return Builder(b, True)
+        if preference == "buildkit":
+            raise UserError(
+                "Field tool.hatch.build.targets.flyte.docker.builder: `buildkit` asked for, but no docker "
+                "client here has BuildKit (no buildx plugin, no pre-23 client); use `auto` or `classic`"
+            )
+    return Builder(candidates[0], False)
+
+
+class Docker:
+    """One run's Docker: the builder it detected and its registry openers, asked
+    for once per run. The engine makes one per run for the image kind
+    (`Rule.session`) and hands it to the kind's steps as `req.session`; nothing
+    is kept in the process, so a resident process sees a client installed or a
+    proxy set since its last run."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # the openers'
+        self._detect_lock = threading.Lock()  # one detection at a time (each runs the client)
+        self._builders: dict[str, Builder] = {}
+        self._openers: dict[bool, object] = {}
+
+    def builder(self, preference: str = "auto") -> Builder:
+        with self._detect_lock:
+            if preference not in self._builders:
+                self._builders[preference] = _detect_builder(preference)
+            return self._builders[preference]
+
+    def opener(self, host: str | None = None):
+        """A urllib opener for `host`: registries on loopback are never reached through
+        an http_proxy; others go the way urllib's environment says (http(s)_proxy,
+        no_proxy). Built on first use, so a build that asks no registry never imports urllib."""
+        import urllib.request
+
+        local = host is None or _is_loopback(host)
+        with self._lock:
+            if local not in self._openers:
+                self._openers[local] = (urllib.request.build_opener(urllib.request.ProxyHandler({})) if local
+                                        else urllib.request.build_opener())
+            return self._openers[local]
 
 
 def _client(builder: Builder):
@@ -202,7 +211,7 @@ def image_facts(tag: str, builder: Builder) -> tuple[str, int | None]:
     return image.id, getattr(image, "size", None)
 
 
-def push(tag: str, builder: Builder, log: Callable[[str], None]) -> str | None:
+def push(docker: Docker, tag: str, builder: Builder, log: Callable[[str], None]) -> str | None:
     """Push `tag`; returns the pushed manifest's digest (sha256:...)."""
     from python_on_whales.exceptions import DockerException
 
@@ -225,7 +234,7 @@ def push(tag: str, builder: Builder, log: Callable[[str], None]) -> str | None:
             hint = (f": the registry {host} refused the push: log in with `docker login {host}` (flyte-build uses docker's "
                     f"credentials: {docker_config_path()} and its credsStore/credHelpers)")
         raise BuildFailed(f"docker push of {tag} failed{hint}\n--- last lines ---\n{tail}") from None
-    return digest or manifest_digest(tag)
+    return digest or manifest_digest(docker, tag)
 
 
 def split_uri(uri: str) -> tuple[str | None, str, str]:
@@ -317,7 +326,7 @@ def _challenge(header: str) -> tuple[str, dict]:
     return scheme.lower(), dict(re.findall(r'(\w+)="([^"]*)"', rest))
 
 
-def _registry_open(host: str, repo: str, req, timeout: float):
+def _registry_open(docker: Docker, host: str, repo: str, req, timeout: float):
     """Open `req` against the registry, answering its 401 challenge with docker's credentials
     (Basic, or a Bearer token from the challenge's realm) the way the docker client does."""
     import base64
@@ -327,7 +336,7 @@ def _registry_open(host: str, repo: str, req, timeout: float):
     import urllib.request
 
     try:
-        return _opener(host).open(req, timeout=timeout)
+        return docker.opener(host).open(req, timeout=timeout)
     except urllib.error.HTTPError as exc:
         if exc.code != 401:
             raise
@@ -338,7 +347,7 @@ def _registry_open(host: str, repo: str, req, timeout: float):
         if basic is None:
             raise urllib.error.URLError(f"{host} wants credentials and docker has none for it")
         req.add_header("Authorization", basic)
-        return _opener(host).open(req, timeout=timeout)
+        return docker.opener(host).open(req, timeout=timeout)
     if scheme != "bearer" or not params.get("realm"):
         raise urllib.error.URLError(f"{host}: unsupported authentication challenge")
     query = {"scope": params.get("scope") or f"repository:{repo}:pull"}
@@ -348,16 +357,16 @@ def _registry_open(host: str, repo: str, req, timeout: float):
     if basic:
         token_req.add_header("Authorization", basic)
     realm_host = urllib.parse.urlsplit(params["realm"]).netloc
-    with _opener(realm_host).open(token_req, timeout=timeout) as resp:
+    with docker.opener(realm_host).open(token_req, timeout=timeout) as resp:
         doc = json.loads(resp.read().decode("utf-8"))
     token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
     if not token:
         raise urllib.error.URLError(f"{host}: the token service gave no token")
     req.add_header("Authorization", f"Bearer {token}")
-    return _opener(host).open(req, timeout=timeout)
+    return docker.opener(host).open(req, timeout=timeout)
 
 
-def manifest_digest(uri: str, timeout: float = 10.0) -> str | None:
+def manifest_digest(docker: Docker, uri: str, timeout: float = 10.0) -> str | None:
     """The digest the registry reports for `uri`, or None when it lacks the tag or cannot say."""
     host, repo, tag = split_uri(uri)
     if host is None:
@@ -367,20 +376,20 @@ def manifest_digest(uri: str, timeout: float = 10.0) -> str | None:
 
     req = urllib.request.Request(f"{_scheme(host)}://{host}/v2/{repo}/manifests/{tag}", method="HEAD", headers={"Accept": MANIFEST_TYPES})
     try:
-        with _registry_open(host, repo, req, timeout) as resp:
+        with _registry_open(docker, host, repo, req, timeout) as resp:
             return resp.headers.get("Docker-Content-Digest")
     except (urllib.error.URLError, OSError, ValueError):
         return None
 
 
-def registry_reachable(uri: str, timeout: float = 3.0) -> bool:
+def registry_reachable(docker: Docker, uri: str, timeout: float = 3.0) -> bool:
     host, _, _ = split_uri(uri)
     if host is None:
         return False
     import urllib.error
 
     try:
-        with _opener(host).open(f"{_scheme(host)}://{host}/v2/", timeout=timeout) as resp:
+        with docker.opener(host).open(f"{_scheme(host)}://{host}/v2/", timeout=timeout) as resp:
             return resp.status == 200
     except urllib.error.HTTPError as exc:
         return exc.code == 401  # there, but wants a token

@@ -4,10 +4,13 @@ The spec renders (flyte_build.dockerfile) into a Dockerfile and an exact build
 context; the tag is the hash of those (plus base, build args, platforms), so
 `targets --json` shows the URI before anything is built. On a cache miss the
 registry is asked first: a tag it already holds is a hit (`source: remote`)
-and nothing is built. Otherwise Docker builds it (flyte_build.docker_engine)
-and, with a registry, pushes it; the record carries `uri`, `image_digest` and
-`pinned` (`name@sha256:...`) for deploys. The Dockerfile and context are kept
-as a deterministic `.tar.gz` artifact.
+and nothing is built. Otherwise Docker builds it (docker_engine.py): the
+cacheable action builds and never pushes. Pushing is the kind's `deliver`
+step (publish.py), which the engine runs every run after the action, hit or
+miss, and never caches: with a registry it asks the registry for the tag and
+pushes only what is not there, and the record gains `image_digest` and
+`pinned` (`name@sha256:...`) for deploys, as the registry says them this run.
+The Dockerfile and context are kept as a deterministic `.tar.gz` artifact.
 
 Envs with `image="auto"`, a URI string or a bare `from_ref_name`/`from_base`
 get a target too: it builds nothing and reports the reference (and, when the
@@ -30,6 +33,7 @@ from flyte_build.archives.tarsafe import extract_all
 from ..pex import rule as pex_rule
 from . import docker_engine
 from . import dockerfile as df
+from . import publish
 
 VERSION = "2"  # 2: the docker build's network and builder are declared params
 FIELD = "tool.hatch.build.targets.flyte.docker"
@@ -217,19 +221,12 @@ def _write_context(req: Request, dest_dir: Path) -> Path:
     return out
 
 
-def _pinned(uri: str, digest: str | None) -> str | None:
-    if not digest:
-        return None
-    host, repo, _ = docker_engine.split_uri(uri)
-    return f"{host}/{repo}@{digest}" if host else f"{repo}@{digest}"
-
-
 def _meta(p: dict, image_digest: str | None, image_id: str | None, built: bool) -> dict:
     meta = {
         "uri": p["uri"],
         "tag": p.get("tag"),
         "image_digest": image_digest,
-        "pinned": _pinned(p["uri"], image_digest),
+        "pinned": publish.pinned(p["uri"], image_digest),
         "image_id": image_id,
         "pushed": bool(p.get("push")) and image_digest is not None,
         "docker_build": built,
@@ -244,7 +241,7 @@ def remote_check(req: Request):
     p = req.params
     if p["mode"] != "build" or not p["push"]:
         return None
-    digest = docker_engine.manifest_digest(p["uri"])
+    digest = docker_engine.manifest_digest(req.session, p["uri"])
     if digest is None:
         return None
     req.log(f"{p['uri']} is already in the registry ({digest}); not building")
@@ -255,7 +252,7 @@ def remote_check(req: Request):
 def run(req: Request) -> Produced:
     p = req.params
     if p["mode"] == "reference":
-        digest = docker_engine.manifest_digest(p["uri"])
+        digest = docker_engine.manifest_digest(req.session, p["uri"])
         req.log(f"{req.target}: a reference, nothing to build: {p['uri']}" + (f" ({digest})" if digest else ""))
         return Produced(meta=_meta(p, digest, None, False))
     art = _write_context(req, req.workdir)
@@ -264,7 +261,7 @@ def run(req: Request) -> Produced:
         extract_all(tar, stage)
     context_dir = stage / "context"
     context_dir.mkdir(exist_ok=True)
-    builder = docker_engine.detect_builder(p["builder"])
+    builder = req.session.builder(p["builder"])
     if not builder.buildkit:
         dockerfile = stage / "Dockerfile"
         dockerfile.write_text(df.without_cache_mounts(dockerfile.read_text(encoding="utf-8")), encoding="utf-8")
@@ -283,11 +280,9 @@ def run(req: Request) -> Produced:
                             labels=labels, secrets=[tuple(s) for s in p.get("secrets") or ()], where=f"`{req.env.name}`")
         built = True
     image_id, size = docker_engine.image_facts(uri, builder)
-    digest = None
-    if p["push"]:
-        digest = docker_engine.manifest_digest(uri) or docker_engine.push(uri, builder, req.log)
     shutil.rmtree(stage, ignore_errors=True)
-    return Produced(files=((ARTIFACT, art),), meta={**_meta(p, digest, image_id, built), "image_size": size})
+    # not pushed here: `deliver` pushes, every run, outside the cache
+    return Produced(files=((ARTIFACT, art),), meta={**_meta(p, None, image_id, built), "image_size": size})
 
 
 RULE = Rule(
@@ -300,6 +295,8 @@ RULE = Rule(
     deps=deps,
     describe=describe,
     remote_check=remote_check,
+    deliver=lambda req, meta: publish.deliver(req, meta, build=run),
+    session=docker_engine.Docker,
     outputs=((ARTIFACT,), ()),
     needs_signature=True,
     artifacts=True,

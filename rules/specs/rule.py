@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 
 from flyte_build.errors import BuildFailed, UserError
-from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.rule_api import Inputs, Produced, Request, Rule, read_json
 
 from . import serialize
 
@@ -101,12 +101,8 @@ def _produced(req: Request, own: dict) -> Produced | BuildFailed:
 
 def read(result) -> dict:
     """A specs:<env> result's document: {"env": {"image": ..., "tasks": [...]} (or "app")}."""
-    try:
-        with open(result.path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError, TypeError) as exc:
-        raise BuildFailed(f"{result.target}: unreadable specs ({exc}); run the build again") from None
-    if not (isinstance(doc, dict) and isinstance(doc.get("env"), dict)):
+    doc = read_json(result)
+    if not isinstance(doc.get("env"), dict):
         raise BuildFailed(f"{result.target}: malformed specs; run the build again")
     return doc
 
