@@ -75,7 +75,7 @@ class BuildGrid:
     def start(cls, workdir: Path, instances: list[str] = ("",), secret: str | None = None,
               tls: tuple[Path, Path, Path] | None = None) -> "BuildGrid | None":
         """A server with these instances; `secret`: HS256 JWT bearer tokens required;
-        `tls`: (ca, cert, key) PEMs. None when bgd is missing or the server never answered."""
+        `tls`: (ca, cert, key) PEMs. None when bgd is missing; RuntimeError when it never answered."""
         exe = bgd()
         if exe is None:
             return None
@@ -95,11 +95,14 @@ class BuildGrid:
         atexit.register(server.stop)
         if not server.wait(ca=tls[0] if tls else None, token=make_token(secret) if secret else None):
             server.stop()
-            return None
+            # installed but not serving is a failure to see, not a reason to skip
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+            raise RuntimeError(f"{exe} server start {cfg} did not answer GetCapabilities; its log ends:\n{tail}")
         return server
 
-    def wait(self, timeout: float = 60.0, ca: Path | None = None, token: str | None = None) -> bool:
-        """Whether GetCapabilities answered within `timeout` (BuildGrid takes 2-6 s)."""
+    def wait(self, timeout: float = 120.0, ca: Path | None = None, token: str | None = None) -> bool:
+        """Whether GetCapabilities answered within `timeout` (BuildGrid takes ~7 s
+        plus ~3 s per instance here, more on a loaded machine)."""
         import grpc
 
         from flyte_build.stores.reapi_proto import remote_execution_pb2 as pb, remote_execution_pb2_grpc as rpc
