@@ -115,10 +115,12 @@ def load_signer(key_file: str | None = None, environ=os.environ) -> Signer | Non
 def load_verifier(config_keys: tuple[str, ...] = (), environ=os.environ) -> Verifier | None:
     """The trusted public keys: config `cache-verify-keys` plus $FLYTE_BUILD_CACHE_VERIFY_KEYS
     (comma- or space-separated). None when there are none."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
     named = [(k, "tool.hatch.build.targets.flyte.cache-verify-keys") for k in config_keys]
     named += [(k, f"${VERIFY_KEYS_ENV}") for k in environ.get(VERIFY_KEYS_ENV, "").replace(",", " ").split()]
+    if not named:
+        return None  # every build asks: without keys, cryptography is not even imported
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     keys = {}
     for text, where in named:
         raw = _raw32(text, where)
