@@ -6,6 +6,7 @@ Every test that starts a daemon stops it at the end (the `daemon` fixture)."""
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import socket
@@ -240,3 +241,57 @@ def test_a_changed_project_interpreter_starts_a_fresh_daemon(daemon):
     now = daemon.status()
     assert now["pid"] != first and now["served"] == 1
     assert "changed" in next((daemon.cache / "daemon").glob("*.log")).read_text()
+
+
+def test_a_daemon_that_cannot_start_costs_one_message_not_a_wait(daemon):
+    from flyte_build.daemon import address
+
+    # a directory where its socket would go: binding fails
+    path = Path(address.socket_path(str(daemon.cache), str(daemon.repo)))
+    path.mkdir(parents=True)
+    start = time.monotonic()
+    run = daemon.run("graph", "--format", "json").assert_ok()
+    assert time.monotonic() - start < 20
+    assert run.err.count("could not start the resident process; running the command in this process") == 1, run.err
+    assert json.loads(run.out)["targets"]
+    assert "could not start: IsADirectoryError" in path.with_suffix(".log").read_text()
+
+
+@pytest.mark.slow
+def test_the_command_sees_the_clients_terminal(daemon):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    def on_a_terminal(*args: str) -> bytes:
+        master, slave = pty.openpty()
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 52, 0, 0))
+        env = {**os.environ, **{"FLYTE_BUILD_CACHE_DIR": str(daemon.cache), "TERM": "xterm-256color"}}
+        for k in ("CI", "FLYTE_BUILD_DAEMON", "COLUMNS", "NO_COLOR"):
+            env.pop(k, None)
+        proc = subprocess.Popen([sys.executable, "-m", "flyte_build", *args], cwd=daemon.repo, env=env,
+                                stdin=subprocess.DEVNULL, stdout=slave, stderr=subprocess.DEVNULL)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the terminal's last writer is gone
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=120) == 0
+        os.close(master)
+        return out
+
+    daemon.run("targets").assert_ok()  # the daemon is up and discovery cached
+    served = daemon.status()["served"]
+    resident = on_a_terminal("targets")
+    assert daemon.status()["served"] == served + 1
+    alone = on_a_terminal("--no-daemon", "targets")
+    assert b"\x1b[" in resident  # colour: stdout is a terminal
+    widths = {len(line) for line in re.sub(rb"\x1b\[[0-9;]*m", b"", resident).decode().splitlines() if line.strip()}
+    assert 40 < max(widths) <= 52, widths  # the table fits the terminal's 52 columns (77 wide on a wider one)
+    assert resident == alone

@@ -93,9 +93,9 @@ def _start(path: str, project: str, idle: float) -> socket.socket | None:
 
     env = {k: v for k, v in os.environ.items() if k in _DAEMON_ENV}
     try:
-        subprocess.Popen([*own_python("flyte_build.daemon.server"), path, project, repr(idle)], cwd="/", env=env,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True, close_fds=True)
+        proc = subprocess.Popen([*own_python("flyte_build.daemon.server"), path, project, repr(idle)], cwd="/",
+                                env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL, start_new_session=True, close_fds=True)
     except OSError:
         return None
     deadline = time.monotonic() + START_TIMEOUT
@@ -103,6 +103,9 @@ def _start(path: str, project: str, idle: float) -> socket.socket | None:
         sock = connect(path)
         if sock is not None:
             return sock
+        # 0: it lost the race to another daemon, which is still starting; else it failed (see its log)
+        if proc.poll() not in (None, 0):
+            return None
         time.sleep(0.01)
     return None
 

@@ -47,8 +47,13 @@ def main() -> None:
     if lock is None:  # another daemon holds this repository
         return
     log = Log(path[: -len(".sock")] + ".log")
-    _warm()
-    daemon = Daemon(path, project, idle, lock, log)
+    try:
+        source = stamps.source()  # before the imports: an edit during them makes this daemon stale
+        _warm()
+        daemon = Daemon(path, project, idle, lock, log, source)
+    except Exception as exc:  # its client runs the command itself; the reason stays here
+        log.write(f"could not start: {type(exc).__name__}: {exc}")
+        sys.exit(1)
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
@@ -126,10 +131,10 @@ class Running:
 
 
 class Daemon:
-    def __init__(self, path: str, project: str, idle: float, lock: int, log: Log):
+    def __init__(self, path: str, project: str, idle: float, lock: int, log: Log, source: tuple):
         self.path, self.project, self.idle, self.lock, self.log = path, project, idle, lock, log
         self.identity = identity(project)
-        self.source = stamps.source()
+        self.source = source
         self.interpreters: dict = {}
         self.started, self.last_active, self.served = time.time(), time.monotonic(), 0
         self.running: Running | None = None
