@@ -106,6 +106,8 @@ class Discovery:
     # resolved imports a shared entry carried, checked against this tree's files
     # (see carried_imports.verified): the bundles' closures need not resolve them
     carried_imports: dict = field(default_factory=dict, compare=False)
+    # why a warm discovery (see warm.py) ran a cold child instead of a fork; shown with -v
+    note: str = field(default="", compare=False)
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:

@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 
 from flyte_build import atomic
@@ -302,17 +303,42 @@ def main(request_path: str, result_path: str) -> int:
         return 0
     from flyte_build import flyte_adapter as fa
 
-    # from here on, what the user's modules read is part of the result's key (not the
-    # request's directory); flyte's config is keyed by the parent (`flyte_config`)
-    reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)), root)
-    reads.install()
+    run = import_recorded(req, os.path.dirname(os.path.abspath(request_path)), root, search_roots, fa)
+    result = result_of(req, root, run, flyte_cfg, fa)
+    # all or nothing: the parent takes a missing result file for a crash
+    atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
+    return 0
 
+
+@dataclass(frozen=True)
+class Imported:
+    """The candidates' imports and what was recorded while they ran."""
+
+    modules: dict  # rel file -> module name
+    failures: list
+    made_by_failed: dict
+    tracker: _ImportTracker
+    prints: CodePrints
+    reads: ReadRecorder
+
+
+def import_recorded(req: dict, request_dir: str, root: str, search_roots: list[str], fa, reads=None, tracker=None,
+                    prints=None) -> Imported:
+    """Import the request's candidates, recording what they read, import and
+    compile. The warm child's fork passes the recorders it carries over (their
+    records of the modules it keeps)."""
+    if reads is None:
+        # from here on, what the user's modules read is part of the result's key (not the
+        # request's directory); flyte's config is keyed by the parent (`flyte_config`)
+        reads = ReadRecorder(ignored_prefixes((request_dir,)), root)
+        reads.install()
+    reads.active = True
     global _ROOT
     _ROOT = root
     import_module, made_by_failed = _noting_envs_of_failed_imports(importlib.import_module, fa)
-    tracker = _ImportTracker(root)
+    tracker = tracker or _ImportTracker(root)
     tracker.install()
-    prints = CodePrints(root, Handed(req.get("handed"), root))
+    prints = prints or CodePrints(root, Handed(req.get("handed"), root))
     prints.install()
     try:
         modules, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
@@ -321,7 +347,14 @@ def main(request_path: str, result_path: str) -> int:
         prints.uninstall()
         tracker.uninstall()
         reads.stop()
+    return Imported(modules, failures, made_by_failed, tracker, prints, reads)
 
+
+def result_of(req: dict, root: str, run: Imported, flyte_cfg: dict, fa) -> dict:
+    """The result (with the parent's bookkeeping) of the user modules now in
+    sys.modules: the cold child's, and the warm child's fork's (`warm_child`)."""
+    modules, failures, made_by_failed, tracker, prints, reads = (
+        run.modules, run.failures, run.made_by_failed, run.tracker, run.prints, run.reads)
     loaded = _scan_loaded(root, fa)
     envs, failures = _drop_unloaded(fa.loaded_environments(load_apps=False), failures, made_by_failed, root, fa)
     selected, problems = _select(req, root, modules, envs, fa)
@@ -347,9 +380,7 @@ def main(request_path: str, result_path: str) -> int:
         "code": prints.by_file(root, reads.files),  # for the parent's early cutoff (discovery._code_unchanged)
         "reads": reads.to_json(),  # the parent turns these into witnesses (discovery_reads)
     }
-    # all or nothing: the parent takes a missing result file for a crash
-    atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
-    return 0
+    return result
 
 
 def _local_sys_path(root: str) -> list[str]:

@@ -137,7 +137,7 @@ def _tree_unchanged(root: Path, dirs: dict) -> bool:
 
 
 def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool = True,
-             shared=None, stats=None, flyte_ref=None) -> Discovery:
+             shared=None, stats=None, flyte_ref=None, warm=None) -> Discovery:
     """`shared` (a `shared_cache.SharedCache`, with the run's `stats`): results
     are looked up there by content before any user module is imported, and
     fresh ones published (see `shared_discovery`). `flyte_ref`: flyte's config
@@ -147,7 +147,7 @@ def discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigest
 
     flyte_ref = flyte_ref or flyte_config.locate(cfg.flyte_config)
     cfg = replace(cfg, flyte_config=flyte_ref.path)
-    result, dirs, candidates = _discover(cfg, sel, store, digests, use_cache, shared, stats, flyte_ref)
+    result, dirs, candidates = _discover(cfg, sel, store, digests, use_cache, shared, stats, flyte_ref, warm)
     # the candidates go with the result: serialization imports the same ones (one loaded state)
     return replace(result, walked_dirs=tuple(sorted(dirs)), candidates=tuple(candidates))
 
@@ -183,13 +183,14 @@ class _Job:
     digests: FileDigests
     shared: object
     stats: object
+    warm: object = None  # a warm.WarmDiscovery: it gives what a discovery child would
 
 
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
-              shared, stats, flyte_ref) -> tuple[Discovery, dict, list[str]]:
+              shared, stats, flyte_ref, warm=None) -> tuple[Discovery, dict, list[str]]:
     mode, targets = _plan(cfg, sel)
     settings = _settings(cfg, sel, mode, targets, digests, flyte_ref, store)
-    job = _Job(cfg, sel, mode, targets, settings, store, f"discovery/{key_of(settings)}.json", digests, shared, stats)
+    job = _Job(cfg, sel, mode, targets, settings, store, f"discovery/{key_of(settings)}.json", digests, shared, stats, warm)
     entry, tree = _local_entry(job, use_cache)
     if entry:
         done, tree = _from_entry(job, entry, tree)
@@ -272,7 +273,7 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
         if hit is not None:
             return (hit, tree.dirs, tree.candidates), tree
     # the same candidates, some files edited: re-import only what they affect
-    if job.mode == "recursive" and entry.get("incremental"):
+    if job.mode == "recursive" and entry.get("incremental") and job.warm is None:
         memo = _code_memo(job)
         got = _incremental(cfg, job.targets, job.sel, tree.candidates, entry, changed, digests, memo)
         if got is not None:
@@ -288,10 +289,19 @@ def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
     memo = _code_memo(job)
     # the parent compiles the modules for the child only when its Python is the child's (marshal data)
     handed = sorted(tree.candidates + _package_inits(cfg.root, tree.candidates))  # in the order the child imports them
-    raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, _handing(cfg, handed, digests, memo))
+    handing = _handing(cfg, handed, digests, memo)
+    raw, how = None, "full"
+    if job.warm is not None:  # a fork of the warm child, or a new warm child (a cold discovery that stays)
+        request = _request(cfg, job.mode, job.targets, tree.candidates, job.sel)
+        raw, how = job.warm.run(cfg, request, key_of(job.settings), digests, handing)
+    if raw is None:
+        raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, handing)
     _witness(cfg, raw, digests)
     book = _split(raw)
-    return _finish(job, tree, raw, book, "full", memo)
+    done = _finish(job, tree, raw, book, how, memo)
+    if job.warm is not None:
+        done = (replace(done[0], note=job.warm.why or ""), *done[1:])
+    return done
 
 
 def _same_python(cfg: Config) -> bool:

@@ -42,6 +42,7 @@ class ReadRecorder:
         self.owned: dict[str, dict[str, set[str]]] = {}
         self.unowned: dict[str, set[str]] = {k: set() for k in KINDS}
         self.active = False
+        self.log: list | None = None  # the warm child's: every read with who made it (see `note`)
         self._ignore = tuple(p.rstrip("/") + "/" for p in ignore_prefixes if p)
         self._roots = tuple({r.rstrip("/") + "/" for r in (root, os.path.realpath(root)) if r}) if root else ()
         # a `.venv` inside the root holds installed libraries, not the project's code
@@ -53,7 +54,15 @@ class ReadRecorder:
 
     def add(self, kind: str, value: str) -> None:
         getattr(self, kind).add(value)
-        frame = sys._getframe(2)
+        owner = self.charged(sys._getframe(2))
+        if owner is not None:
+            self.owned.setdefault(owner, {k: set() for k in KINDS})[kind].add(value)
+        else:
+            self.unowned[kind].add(value)
+        self.note(kind, value, owner)
+
+    def charged(self, frame) -> str | None:
+        """The user file the read made by `frame` is charged to (None: an installed library's, or no code's)."""
         while frame is not None:
             f = frame.f_code.co_filename
             if not (f.startswith("<") or (f.startswith(self._stdlib) and "-packages/" not in f)):
@@ -62,9 +71,25 @@ class ReadRecorder:
         owner = frame.f_code.co_filename if frame is not None else ""
         if self._roots and owner.startswith(self._roots) and not (
                 self._installed and os.path.realpath(owner).startswith(self._installed)):
-            self.owned.setdefault(owner, {k: set() for k in KINDS})[kind].add(value)
-        else:
-            self.unowned[kind].add(value)
+            return owner
+        return None
+
+    def note(self, kind: str, value: str, charged: str | None) -> None:
+        """Log a read with the file it is charged to and the user module whose
+        body was running (its `__file__`, None when none was): the warm child
+        knows from it which modules to run again when what they read changes."""
+        if self.log is None:
+            return
+        frame, body = sys._getframe(1), None
+        while frame is not None:
+            if frame.f_code.co_name == "<module>":
+                f = frame.f_globals.get("__file__")
+                if isinstance(f, str) and f.startswith(self._roots) and not (
+                        self._installed and os.path.realpath(f).startswith(self._installed)):
+                    body = f
+                    break
+            frame = frame.f_back
+        self.log.append((kind, value, charged, body))
 
     def _path(self, raw) -> str | None:
         if isinstance(raw, int) or raw is None:
@@ -85,6 +110,7 @@ class ReadRecorder:
         if event == "open":
             if args and isinstance(args[0], (str, bytes)) and _names_environ_file(args[0]):
                 self.environ.add(ENV_ALL)  # /proc/self/environ: the whole environment, read as a file
+                self.note("environ", ENV_ALL, None)
                 return
             p = self._path(args[0])
             if p is not None:
@@ -130,6 +156,8 @@ def _recording(rec: ReadRecorder, real):
             p = rec._path(path)
             if p is not None:
                 rec.stats.add(p)
+                if rec.log is not None:
+                    rec.note("stats", p, rec.charged(sys._getframe(1)))
         return real(path, *args, **kwargs)
 
     return call

@@ -26,8 +26,9 @@ from .backend_client import (
     read_flyte_config, scrub,
 )
 from .discovery import (
-    app_to_data, declaring_file, env_to_data, environment_types, image_to_data, init_for_discovery, is_app,
-    is_environment, loaded_environments, plain, task_to_data, type_plugins_registered,
+    app_to_data, declaring_file, env_to_data, environment_types, forget_environments, image_to_data,
+    init_for_discovery, is_app, is_environment, loaded_environments, note_environment_creation, plain, task_to_data,
+    type_plugins_registered,
 )
 from .runtime_check import CHECK_MARKER, check_in_image, check_program
 from .serialization import (
@@ -41,7 +42,7 @@ __all__ = [
     "DISCOVERY_SETTINGS", "SECRET_SETTINGS", "Backend", "auth_type_name", "client_kwargs", "discovery_settings",
     "make_client", "read_flyte_config", "scrub",
     "app_to_data", "declaring_file", "env_to_data", "environment_types", "image_to_data", "init_for_discovery",
-    "is_app", "is_environment", "loaded_environments", "plain", "task_to_data", "type_plugins_registered",
+    "is_app", "is_environment", "loaded_environments", "forget_environments", "note_environment_creation", "plain", "task_to_data", "type_plugins_registered",
     "CHECK_MARKER", "check_in_image", "check_program",
     "PLACEHOLDER_BUNDLE", "PLACEHOLDER_DOMAIN", "PLACEHOLDER_ORG", "PLACEHOLDER_PROJECT", "PLACEHOLDER_VERSION",
     "NotSupported", "_image_cache_arg", "app_source_link", "auto_image_uri", "image_placeholder", "render_task_spec",

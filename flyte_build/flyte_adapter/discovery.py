@@ -92,6 +92,27 @@ def loaded_environments(load_apps: bool = True) -> list:
     return [e for e in list_loaded_environments() if isinstance(e, types)]
 
 
+def note_environment_creation(note) -> None:
+    """Have `note(env)` called as each environment registers with flyte (the
+    warm discovery child charges it to the module whose body made it)."""
+    import flyte._environment as fe
+
+    class _Noting(list):
+        def append(self, env):
+            note(env)
+            super().append(env)
+
+    fe._ENVIRONMENT_REGISTRY = _Noting(fe._ENVIRONMENT_REGISTRY)
+
+
+def forget_environments(drop) -> None:
+    """Take the environments `drop(env)` names out of flyte's registry (their
+    modules are about to run again in a warm discovery's fork)."""
+    import flyte._environment as fe
+
+    fe._ENVIRONMENT_REGISTRY[:] = [e for e in fe._ENVIRONMENT_REGISTRY if not drop(e)]
+
+
 def environment_types() -> tuple:
     """The classes `is_environment` tests against (valid until flyte.app is imported)."""
     return _created_env_types()
