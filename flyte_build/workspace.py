@@ -53,9 +53,11 @@ class Settings:
 
 
 class Workspace:
-    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None, discovery_shared=None):
+    def __init__(self, settings: Settings, cfg: config_mod.Config | None = None, warn=None, discovery_shared=None,
+                 warm=None):
         """`discovery_shared`: a shared cache to consult for discovery only (the
-        revision `affected` compares with: its results are never built)."""
+        revision `affected` compares with: its results are never built). `warm`:
+        a `discovery.warm.WarmDiscovery` a resident process keeps for the repository."""
         self.settings = settings
         self.started = time.perf_counter()
         # outside any project, only files named on the command line are imported (as `flyte deploy FILE`)
@@ -83,7 +85,8 @@ class Workspace:
         self.notes = _cache_notes(cfg, shared)  # the CLI says each once on stderr
         self.flyte_ref = flyte_config.locate(cfg.flyte_config)
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
-                                  shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref)
+                                  shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref,
+                                  warm=warm)
         self.layers = flyte_config.layers(table_cfg, settings)
         self.cfg = cfg = _with_flyte_settings(cfg, self.discovery.flyte, self.layers)
         for f in self.discovery.failures:

@@ -262,9 +262,14 @@ def _builtins_kept():
                 setattr(builtins, k, v)
 
 
+_NAMES: dict[tuple[str, str], str] = {}  # (candidate, root) -> module name (the search roots are the process's)
+
+
 def _import_one(rel, search_roots, root, import_module, progress, modules, failures) -> bool:
     """Import one candidate, its failure noted; True when nothing after it can be imported."""
-    name = module_name(rel, search_roots, root)
+    name = _NAMES.get((rel, root))
+    if name is None:  # once per file: a warm child's forks import the same candidates again
+        name = _NAMES[(rel, root)] = module_name(rel, search_roots, root)
     modules[rel] = name
     write_progress(progress, name, rel)
     if not name:
@@ -323,10 +328,11 @@ class Imported:
 
 
 def import_recorded(req: dict, request_dir: str, root: str, search_roots: list[str], fa, reads=None, tracker=None,
-                    prints=None) -> Imported:
+                    prints=None, forked: bool = False) -> Imported:
     """Import the request's candidates, recording what they read, import and
     compile. The warm child's fork passes the recorders it carries over (their
-    records of the modules it keeps)."""
+    records of the modules it keeps, `forked`); a candidate it kept is imported
+    already (importing it again is a lookup, without the bookkeeping)."""
     if reads is None:
         # from here on, what the user's modules read is part of the result's key (not the
         # request's directory); flyte's config is keyed by the parent (`flyte_config`)
@@ -335,7 +341,8 @@ def import_recorded(req: dict, request_dir: str, root: str, search_roots: list[s
     reads.active = True
     global _ROOT
     _ROOT = root
-    import_module, made_by_failed = _noting_envs_of_failed_imports(importlib.import_module, fa)
+    noting, made_by_failed = _noting_envs_of_failed_imports(importlib.import_module, fa)
+    import_module = (lambda name: sys.modules.get(name) or noting(name)) if forked else noting
     tracker = tracker or _ImportTracker(root)
     tracker.install()
     prints = prints or CodePrints(root, Handed(req.get("handed"), root))
@@ -453,6 +460,17 @@ class _Loaded:
         self.stable = True  # nothing in this result depends on the order modules were loaded in
 
 
+_REALPATHS: dict[str, str] = {}
+
+
+def _realpath(path: str) -> str:
+    """os.path.realpath, once per path: a warm child's forks scan the same modules again."""
+    got = _REALPATHS.get(path)
+    if got is None:
+        got = _REALPATHS[path] = os.path.realpath(path)
+    return got
+
+
 def _scan_loaded(root: str, fa) -> _Loaded:
     out = _Loaded()
     env_types = fa.environment_types()  # once: 76,000 module variables at 5,000 files
@@ -460,7 +478,7 @@ def _scan_loaded(root: str, fa) -> _Loaded:
         f = getattr(mod, "__file__", None)
         if not f or f.startswith(children.OWN_DIR + "/"):  # ours (a root holding our sources too)
             continue
-        real = os.path.realpath(f)
+        real = _realpath(f)
         if not real.startswith(root + "/") or "/site-packages/" in real or "/.venv/" in real:
             continue
         rel_file = real[len(root) + 1:]  # os.path.relpath's answer for a normalised path under the root

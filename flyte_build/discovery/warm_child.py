@@ -53,17 +53,21 @@ class _Base:
         self.run: dc.Imported | None = None
         self.flyte_cfg: dict = {}
         self.search_roots: list[str] = []
+        self._rels: dict[str, str | None] = {}
 
     def note_env(self, env) -> None:
         self.creators[id(env)] = _body_of(sys._getframe(2), self.prefixes)
 
     def rel(self, path: str | None) -> str | None:
+        """The user file (relative) at `path`, None when it is not one (remembered: one realpath each)."""
         if not path:
             return None
-        real = os.path.realpath(path)
-        if not real.startswith(self.prefixes) or "/site-packages/" in real or "/.venv/" in real:
-            return None
-        return real[len(self.root) + 1:]
+        got = self._rels.get(path, False)
+        if got is False:
+            real = os.path.realpath(path)
+            bad = not real.startswith(self.prefixes) or "/site-packages/" in real or "/.venv/" in real
+            got = self._rels[path] = None if bad else real[len(self.root) + 1:]
+        return got
 
 
 def _threads() -> int:
@@ -232,7 +236,7 @@ def serve_one(base: _Base, msg: dict) -> int:
     _forget(base, files, fa)
     kept, again = _kept_records(base, files)
     run = dc.import_recorded(req, "", base.root, base.search_roots, fa, reads=kept.reads, tracker=kept.tracker,
-                             prints=kept.prints)
+                             prints=kept.prints, forked=True)
     result = dc.result_of(req, base.root, run, base.flyte_cfg, fa)
     if any(value not in getattr(run.reads, kind) for kind, value in again):
         result["incremental_ok"] = False  # the parent then asks the cold child
