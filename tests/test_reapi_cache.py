@@ -330,12 +330,17 @@ def test_grpcs_verifies_the_server_against_the_configured_ca(repo, tmp_path):
 
 @pytest.mark.parametrize("url,keys,message", [
     ("grpc://127.0.0.1", "", "--cache grpc://127.0.0.1: no port"),
+    ("grpc://user:secret@127.0.0.1:1", "", "a grpc URL carries no credentials"),
+    ("grpc://127.0.0.1:1", "", "--storage grpc://127.0.0.1:1: unsupported scheme 'grpc' is a --cache only"),
     ("grpc://127.0.0.1:1", 'token-env = "REAPI_UNSET_VARIABLE"\n', "object-store.reapi.token-env: $REAPI_UNSET_VARIABLE is not set"),
     ("grpc://127.0.0.1:1", 'header = "Bad Header"\n', "object-store.reapi.header: 'bad header' is not a gRPC metadata key"),
     ("grpc://127.0.0.1:1", 'ca-file = "/nonexistent/ca.pem"\n', "object-store.reapi.ca-file: cannot read /nonexistent/ca.pem"),
 ])
 def test_bad_grpc_settings_are_one_line_user_errors(repo, tmp_path, url, keys, message):
     checkout = _with_table(repo, "bad", tmp_path, keys) if keys else repo
-    run = Cli(checkout, tmp_path / "c", env={"REAPI_UNSET_VARIABLE": None}).run("--cache", url, "build")
-    assert run.rc == 2 and message in run.err and run.err.startswith("flyte-build: error:"), run.err
-    assert len(run.err.strip().splitlines()) == 1
+    flag = "--storage" if message.startswith("--storage") else "--cache"
+    run = Cli(checkout, tmp_path / "c", env={"REAPI_UNSET_VARIABLE": None}).run(flag, url, "build")
+    last = run.err.strip().splitlines()[-1]
+    assert run.rc == 2 and message in last and last.startswith("flyte-build: error:"), run.err
+    if flag == "--cache":  # checked before anything runs (a storage URL is checked when a bundle is uploaded)
+        assert len(run.err.strip().splitlines()) == 1

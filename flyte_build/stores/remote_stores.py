@@ -360,7 +360,9 @@ def _open_root(url: str, options: StoreOptions, what: str) -> Root:
         base = (container + "/" + parsed.path.strip("/")).rstrip("/")
         return Root(_strip(url), "az", base, lambda: fs, options.timeout)
     else:
-        raise UserError(f"{what} {url}: unsupported scheme {scheme!r} (use a path, file://, s3://, gs://, az:// or abfs://)")
+        # grpc:// is a REAPI cache (shared_cache opens it): it holds no objects Flyte's runtime can download
+        only = " is a --cache only" if scheme in ("grpc", "grpcs") else ""
+        raise UserError(f"{what} {url}: unsupported scheme {scheme!r}{only} (use a path, file://, s3://, gs://, az:// or abfs://)")
     if not parsed.netloc:
         raise UserError(f"{what} {url}: no bucket (expected {scheme}://BUCKET[/PREFIX])")
     base = (parsed.netloc + "/" + parsed.path.strip("/")).rstrip("/")
