@@ -24,6 +24,8 @@ SECONDS_PER_TEST = 1.5
 # suite on the shared machine at load 4-8 (2026-11-30): only their order matters
 SECONDS: dict[str, float] = {
     "tests/test_shared_cache.py": 470,
+    # measured alone with -n 2 on 2026-12-07 (load ~6): 12 tests, four BuildGrid starts of ~10 s each
+    "tests/test_reapi_cache.py": 180,
     "checked_sample": 404,
     "tests/test_fidelity.py": 106,
     "tests/test_pex.py": 99,
