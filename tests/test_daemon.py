@@ -38,7 +38,7 @@ env = flyte.TaskEnvironment(name=os.environ.get("FB_DAEMON_ENV_NAME", "plain"))
 async def hello(x: int) -> int:
     return x + 1
 """
-PYPROJECT = '[project]\nname = "daemon-demo"\nversion = "0.1.0"\n'
+PYPROJECT = '[project]\nname = "resident-demo"\nversion = "0.1.0"\n'
 NO_CI = {"CI": None, "FLYTE_BUILD_DAEMON": None}  # the suite turns it off (conftest): its default here
 
 
@@ -295,3 +295,17 @@ def test_the_command_sees_the_clients_terminal(daemon):
     widths = {len(line) for line in re.sub(rb"\x1b\[[0-9;]*m", b"", resident).decode().splitlines() if line.strip()}
     assert 40 < max(widths) <= 52, widths  # the table fits the terminal's 52 columns (77 wide on a wider one)
     assert resident == alone
+
+
+def test_the_thin_client_imports_almost_nothing(daemon):
+    daemon.run("build", "--json").assert_ok()
+    run = daemon.run("build", "--json", python_flags=("-X", "importtime")).assert_ok()
+    imported = {line.rsplit("|", 1)[1].strip() for line in run.err.splitlines() if line.startswith("import time:")}
+    ours = {m for m in imported if m.startswith("flyte_build")}
+    assert ours == {"flyte_build", "flyte_build.__about__", "flyte_build.cli", "flyte_build.daemon",
+                    "flyte_build.daemon.client", "flyte_build.daemon.address", "flyte_build.daemon.protocol",
+                    "flyte_build.stores", "flyte_build.stores.cache_dir"}, ours
+    # the command itself ran in the daemon: none of its machinery was imported here
+    heavy = {"json", "socket", "signal", "argparse", "rich", "rich.console", "hashlib", "tomllib"}
+    assert not imported & heavy, imported & heavy
+    assert daemon.status()["served"] == 2

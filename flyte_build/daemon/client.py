@@ -5,15 +5,18 @@ the working directory, the environment, the umask and the terminal's three
 descriptors, then wait for its exit status; Ctrl-C and SIGTERM are passed on
 to the command. No daemon yet (or a stale socket): start one and wait for it.
 Anything else (it cannot start, it ended mid-command, it refused us): say so
-once and let the caller run the command in this process. Imports `socket`,
-`os`, `sys` and `json`; `subprocess` only to start a daemon.
+once and let the caller run the command in this process. Imports `_socket`
+and `_signal` (not their Python wrappers, which import `enum` and
+`selectors`) besides what Python has loaded at start; `subprocess` only to
+start a daemon.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sys
+
+import _socket
 
 from . import address, protocol
 
@@ -70,8 +73,9 @@ def _request(argv: list[str], cwd: str, project: str, idle: float) -> dict:
     }
 
 
-def connect(path: str) -> socket.socket | None:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def connect(path: str):
+    """A connected socket, or None when no daemon listens at `path`."""
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     fd = None
     try:
         where, fd = address.reachable(path)
@@ -85,7 +89,7 @@ def connect(path: str) -> socket.socket | None:
     return sock
 
 
-def _start(path: str, project: str, idle: float) -> socket.socket | None:
+def _start(path: str, project: str, idle: float):
     """Start a daemon and connect to it. Two clients racing here each start
     one; the daemon's lock lets exactly one of them serve (see server)."""
     import subprocess
@@ -130,18 +134,18 @@ def _stdio() -> list[int]:
     return fds
 
 
-def _exchange(sock: socket.socket, request: dict) -> int | str:
+def _exchange(sock, request: dict) -> int | str:
     """Send the command; its exit status, "restart" (that daemon was stale and
     has gone: start another), or why it could not run there."""
-    import signal
+    import _signal
 
     def forward(signum, _frame):
         try:
-            protocol.send(sock, {"op": "signal", "signal": signum})
+            protocol.send(sock, {"op": "signal", "signal": int(signum)})
         except OSError:
             pass
 
-    saved = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    saved = {s: _signal.signal(s, forward) for s in (_signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP)}
     try:
         protocol.send(sock, request, _stdio())
         return _wait(sock)
@@ -149,17 +153,17 @@ def _exchange(sock: socket.socket, request: dict) -> int | str:
         return "the resident process ended during the command"
     finally:
         for s, handler in saved.items():
-            signal.signal(s, handler)
+            _signal.signal(s, handler)
         sock.close()
 
 
-def _wait(sock: socket.socket) -> int | str:
+def _wait(sock) -> int | str:
     sock.settimeout(WAIT_NOTICE)
     started = False
     while True:
         try:
             message, _ = protocol.receive(sock)
-        except socket.timeout:
+        except TimeoutError:
             if not started:
                 say("waiting for another command in the resident process to finish")
             sock.settimeout(None)
