@@ -84,6 +84,19 @@ def test_an_edit_compiles_only_the_file_it_changed_and_the_child_gets_fresh_code
         assert code == fresh and printed == code_print(fresh), rel
 
 
+def test_an_edit_rewrites_only_its_directorys_part_of_the_memo(tmp_path):
+    root = _tree(tmp_path / "root", FILES)
+    digests = FileDigests(tmp_path / "state", str(root))
+    memo_path = discovery_memo.path_for(tmp_path / "state", root)
+    _hand(root, tmp_path, digests, memo_path)
+    before = {p.name: p.stat().st_ino for p in memo_path.iterdir()}
+    assert len(before) == 2  # the root's files and pkg's
+    (root / "c.py").write_text("def f():\n    return 4\n")
+    _hand(root, tmp_path, FileDigests(tmp_path / "state", str(root)), memo_path)
+    after = {p.name: p.stat().st_ino for p in memo_path.iterdir()}
+    assert after.keys() == before.keys() and len({n for n in after if after[n] != before[n]}) == 1
+
+
 def test_the_memo_keeps_only_the_files_of_the_last_discovery(tmp_path):
     root = _tree(tmp_path / "root", FILES)
     digests = FileDigests(tmp_path / "state", str(root))
@@ -93,32 +106,34 @@ def test_the_memo_keeps_only_the_files_of_the_last_discovery(tmp_path):
     (root / "pkg/a.py").write_text("A = 5\n")
     digests = FileDigests(tmp_path / "state", str(root))
     _hand(root, tmp_path, digests, memo_path)
-    kept = discovery_memo._read(memo_path)
+    kept = discovery_memo.stored(memo_path)
     assert sorted(kept) == ["pkg/__init__.py", "pkg/a.py", "pkg/b.py"]
     assert kept["pkg/a.py"][0] == digests.digest(root / "pkg/a.py")[0]
+    assert len(list(memo_path.iterdir())) == 1  # the root's directory had only c.py: its file is gone
     # and another root's memo is another file (frames carry the module's path)
     assert discovery_memo.path_for(tmp_path / "state", tmp_path / "elsewhere") != memo_path
 
 
 def _corrupt(memo_path: Path, how: str) -> None:
-    data = memo_path.read_bytes()
-    if how == "flipped byte":
-        memo_path.write_bytes(data[:-40] + bytes([data[-40] ^ 1]) + data[-39:])
-    elif how == "torn":
-        memo_path.write_bytes(data[: len(data) // 2])
-    elif how == "another format":
-        memo_path.write_bytes(data.replace(b"memo 1\n", b"memo 9\n", 1))
-    elif how == "garbage with a valid checksum":
-        import hashlib
+    for shard in sorted(memo_path.iterdir()):  # each source directory's file
+        data = shard.read_bytes()
+        if how == "flipped byte":
+            shard.write_bytes(data[:-40] + bytes([data[-40] ^ 1]) + data[-39:])
+        elif how == "torn":
+            shard.write_bytes(data[: len(data) // 2])
+        elif how == "another format":
+            shard.write_bytes(data.replace(b"memo 2\n", b"memo 9\n", 1))
+        elif how == "garbage with a valid checksum":
+            import hashlib
 
-        body = b"\xff" * 64
-        memo_path.write_bytes(discovery_memo.MAGIC + hashlib.sha256(body).digest() + body)
-    elif how == "a directory":
-        memo_path.unlink()
-        memo_path.mkdir()
-    elif how == "a FIFO":
-        memo_path.unlink()
-        os.mkfifo(memo_path)
+            body = b"\xff" * 64
+            shard.write_bytes(discovery_memo.MAGIC + hashlib.sha256(body).digest() + body)
+        elif how == "a directory":
+            shard.unlink()
+            shard.mkdir()
+        elif how == "a FIFO":
+            shard.unlink()
+            os.mkfifo(shard)
 
 
 @pytest.mark.parametrize("how", ["flipped byte", "torn", "another format", "garbage with a valid checksum",
@@ -137,7 +152,7 @@ def test_a_memo_that_is_not_what_we_wrote_is_ignored_whole(tmp_path, compiled, h
         path = os.path.join(os.path.realpath(root), rel)
         assert _taken(root, stream, rel)[0] == compile(Path(path).read_bytes(), path, "exec", dont_inherit=True)
     if how not in ("a directory", "a FIFO"):  # written afresh, whole
-        assert sorted(discovery_memo._read(memo_path)) == sorted(FILES)
+        assert sorted(discovery_memo.stored(memo_path)) == sorted(FILES)
 
 
 def test_the_import_records_kept_with_the_stat_cache_are_those_of_current_contents(tmp_path):
@@ -174,7 +189,7 @@ class _Repo:
 
     def memo(self) -> dict:
         cfg = config_mod.load(self.root)
-        return discovery_memo._read(discovery_memo.path_for(self.tmp / "kept" / "state", cfg.root))
+        return discovery_memo.stored(discovery_memo.path_for(self.tmp / "kept" / "state", cfg.root))
 
     def same_as_fresh(self, how: str, compiled: list[str]) -> set[str]:
         """The files the parent compiled for the kept cache's discovery."""
