@@ -1,4 +1,5 @@
-"""The Python API: `build`, `plan` and `deploy`, mirroring `flyte.deploy`.
+"""The Python API: `build` here, and the goals the kinds register (the deploy
+kind's `plan` and `deploy`, mirroring `flyte.deploy`; rules/deploy/api.py).
 
 Each returns plain frozen dataclasses. They run on the same Workspace as the
 CLI, so they share its cache and agree with it on every digest and version.
@@ -21,8 +22,8 @@ from .workspace import Settings, Workspace
 
 
 def __getattr__(name: str):
-    # `deploy`, the plan's and the deploy's result types come from the rule set that
-    # plans and deploys (register.py `api()`)
+    # `plan`, `deploy` and their result types come from the kind that plans and
+    # deploys (its register.py `api()`)
     try:
         return rulesets.api(name)
     except AttributeError:
@@ -52,18 +53,20 @@ class BuildResult:
         return all(t.status in ("built", "cached") for t in self.targets)
 
 
-def _settings(root_dir=None, copy_style=None, images=None, project=None, domain=None, version=None,
-              cache_dir=None, cache=None, jobs=None, strict=None, sync_local_sys_paths=True, extra=None,
-              config=None) -> Settings:
+def settings_of(root_dir=None, copy_style=None, images=None, project=None, domain=None,
+                cache_dir=None, cache=None, jobs=None, strict=None, sync_local_sys_paths=True, run_params=(),
+                config=None) -> Settings:
+    """A run's Settings from the Python API's keyword arguments (`run_params`: the
+    kinds' typed parameters, filled by a kind's own verb, e.g. `deploy`)."""
     return Settings(
         root_dir=str(root_dir) if root_dir else None, copy_style=copy_style, images=dict(images or {}),
-        project=project, domain=domain, version=version, cache_dir=str(cache_dir) if cache_dir else None,
-        cache=cache, jobs=jobs, strict=strict, sync_local_sys_paths=sync_local_sys_paths, extra=dict(extra or {}),
+        project=project, domain=domain, cache_dir=str(cache_dir) if cache_dir else None,
+        cache=cache, jobs=jobs, strict=strict, sync_local_sys_paths=sync_local_sys_paths, run_params=tuple(run_params),
         flyte_config=str(config) if config else None,
     )
 
 
-def _workspace(ws_or_settings) -> Workspace:
+def workspace_of(ws_or_settings) -> Workspace:
     if isinstance(ws_or_settings, Workspace):
         return ws_or_settings
     if isinstance(ws_or_settings, Settings):
@@ -71,7 +74,7 @@ def _workspace(ws_or_settings) -> Workspace:
     raise TypeError(f"expected a Workspace or Settings, got {type(ws_or_settings).__name__}")
 
 
-def _env_names(ws: Workspace, envs) -> list[str] | None:
+def env_names(ws: Workspace, envs) -> list[str] | None:
     """Env names from names, TaskEnvironment objects or `deploy:` patterns; None = the selection."""
     if not envs:
         return None
@@ -94,18 +97,10 @@ def _env_names(ws: Workspace, envs) -> list[str] | None:
 
 def build(*targets: str, out: str | Path | None = None, workspace: Workspace | None = None, **settings: Any) -> BuildResult:
     """Build targets (patterns such as `bundle:*`; default: the default kinds)."""
-    ws = workspace or Workspace(_settings(**settings))
+    ws = workspace or Workspace(settings_of(**settings))
     results = ws.build(list(targets), out=Path(out).resolve() if out else None)
     return BuildResult(
         tuple(Built(r.target, r.kind, r.env, r.status, r.digest, r.path, r.cached, r.error) for r in results),
         tuple(ws.all_warnings()),
     )
 
-
-def plan(workspace_or_settings: Workspace | Settings | None = None, *envs, **settings: Any) -> Any:
-    """The ordered deploy plan, computed offline: versions, images, bundle digests, task specs.
-
-    Its type is the deploy rule set's `Plan` (`flyte_build.api.Plan`, from register.py `api()`):
-    the engine's layer names no kind, so it cannot name that type here."""
-    ws = _workspace(workspace_or_settings) if workspace_or_settings is not None else Workspace(_settings(**settings))
-    return rulesets.api("plan")(ws, _env_names(ws, envs))

@@ -1,9 +1,10 @@
 """Where flyte's own configuration file is, found as the `flyte` CLI finds it.
 
-flyte-build reads the same config.yaml as `flyte deploy` (endpoint, auth,
-CA certificate, project, domain, image settings). Its *values* are read by
-flyte's own loader, through `flyte_adapter`, only when discovery or a deploy
-actually runs. This module only *locates* the file and fingerprints it, with
+flyte-build reads the same config.yaml as `flyte deploy`: the core its
+project, domain and image settings (discovery initialises flyte with them),
+the deploy kind its backend settings (rules/deploy/backend_settings.py). Its
+*values* are read by flyte's own loader, through `flyte_adapter`, only when
+discovery or a deploy actually runs. This module only *locates* the file and fingerprints it, with
 no import of flyte or yaml, so a no-op build can key its cached discovery on
 the file's digest (and the FLYTE_* variables flyte's loader would read) and
 still import nothing.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import UserError
@@ -111,29 +112,18 @@ def mask(value) -> str | None:
 
 # -- effective settings: flyte's config, then the pyproject table, then flags -----
 
-# setting -> (pyproject key under the flyte-build table, command-line flag); None: not settable there
+# The settings of flyte's config file the core reads (discovery initialises
+# flyte with them; the project, domain and images are the run's):
+# setting -> (pyproject key under the flyte-build table, command-line flag);
+# None: not settable there. A kind that reads more of the file (the deploy
+# kind: the backend's) layers its own settings the same way (`effective`).
 LAYERS = {
-    "endpoint": ("deploy.endpoint", "--endpoint"),
-    "insecure": ("deploy.insecure", "--insecure"),
-    "insecure_skip_verify": (None, None),
-    "ca_cert_file_path": ("deploy.ca-cert", None),
-    "auth_type": ("deploy.auth-type", "--auth-type"),
-    "client_id": (None, None),
-    "client_secret": (None, None),
-    "api_key": (None, None),
-    "command": (None, None),
-    "proxy_command": (None, None),
-    "scopes": (None, None),
-    "http_proxy_url": (None, None),
-    "disable_keyring": (None, None),
-    "org": ("deploy.org", "--org"),
     "project": ("project", "--project"),
     "domain": ("domain", "--domain"),
     "image_builder": (None, None),
     "image_registry": ("registry", None),
     "image_refs": ("images", "--image"),
 }
-SECRETS = ("client_secret", "api_key")
 
 
 @dataclass(frozen=True)
@@ -147,16 +137,17 @@ class Setting:
 
 
 def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = None,
-              sources: dict | None = None) -> dict[str, Setting]:
+              sources: dict | None = None, layers: dict | None = None, secrets=()) -> dict[str, Setting]:
     """Each setting's value and where it came from: flyte's configuration
-    (`loaded`, from `flyte_adapter.backend_client.read_flyte_config`), over it the pyproject
-    table (`table`: key as in LAYERS -> value), over that the command line
-    (`flags`: setting -> value, None when not given). `image_refs` merge by name.
-    `sources`: top-level key -> the pyproject table that set it."""
+    (`loaded`, from `load`), over it the pyproject table (`table`: key as in
+    `layers` -> value), over that the command line (`flags`: setting -> value,
+    None when not given). `layers`: setting -> (pyproject key, flag), default
+    the core's `LAYERS`; `secrets`: the settings shown masked. `image_refs`
+    merge by name. `sources`: top-level key -> the pyproject table that set it."""
     from .config.settings import TABLE
 
     out: dict[str, Setting] = {}
-    for name, (key, flag) in LAYERS.items():
+    for name, (key, flag) in (LAYERS if layers is None else layers).items():
         got = loaded.get(name) or {"value": None, "source": "default"}
         value, source = got["value"], got["source"]
         if key and table.get(key) is not None:
@@ -169,7 +160,7 @@ def effective(loaded: dict, table: dict, flags: dict, pyproject: str | None = No
         if flag and flags.get(name) not in (None, {}, ()):
             value = {**(value or {}), **flags[name]} if name == "image_refs" else flags[name]
             source = f"flag {flag}"
-        out[name] = Setting(value, source, name in SECRETS)
+        out[name] = Setting(value, source, name in secrets)
     return out
 
 
@@ -180,13 +171,13 @@ def shown(settings: dict[str, Setting]) -> dict:
 
 def checked_layer(layer) -> dict:
     """The flyte layer a discovery result carries (maybe from a shared store, so
-    untrusted): only known settings with string values (image refs: a table of
-    strings) pass; anything else is dropped, as if unset."""
+    untrusted): only the core's settings with string values (image refs: a table
+    of strings) pass; anything else is dropped, as if unset."""
     out: dict = {}
     if not isinstance(layer, dict):
         return out
     for name, got in layer.items():
-        if name not in LAYERS or name in SECRETS or not isinstance(got, dict):
+        if name not in LAYERS or not isinstance(got, dict):
             continue
         value, source = got.get("value"), got.get("source")
         ok = value is None or isinstance(value, str)
@@ -198,38 +189,22 @@ def checked_layer(layer) -> dict:
 
 
 def layers(table_cfg, settings) -> dict:
-    """The pyproject and command-line layers of a run, as plain data for `effective`:
-    `table_cfg` is the Config read from pyproject.toml (before any flag),
-    `settings` the run's workspace.Settings (flags; deploy flags under extra["deploy"])."""
-    d = table_cfg.table("deploy")
-    ca = d.get("ca-cert")
-    if ca and table_cfg.pyproject is not None and not os.path.isabs(ca):
-        ca = str(Path(table_cfg.pyproject).parent / ca)
-    table = {
-        "project": table_cfg.project, "domain": table_cfg.domain, "registry": table_cfg.registry,
-        "images": dict(table_cfg.images) or None, "deploy.endpoint": d.get("endpoint"),
-        "deploy.insecure": d.get("insecure"), "deploy.org": d.get("org"), "deploy.auth-type": d.get("auth-type"),
-        "deploy.ca-cert": ca,
-    }
-    given = dict(settings.extra.get("deploy") or {})
-    flags = {
-        "project": settings.project, "domain": settings.domain, "image_refs": dict(settings.images) or None,
-        "endpoint": given.get("endpoint"), "insecure": given.get("insecure"), "auth_type": given.get("auth_type"),
-        "org": given.get("org"),
-    }
+    """The pyproject and command-line layers of the core's settings, as plain data
+    for `effective`: `table_cfg` is the Config read from pyproject.toml (before
+    any flag), `settings` the run's workspace.Settings (flags)."""
+    table = {"project": table_cfg.project, "domain": table_cfg.domain, "registry": table_cfg.registry,
+             "images": dict(table_cfg.images) or None}
+    flags = {"project": settings.project, "domain": settings.domain, "image_refs": dict(settings.images) or None}
     return {"table": table, "flags": flags, "pyproject": str(table_cfg.pyproject) if table_cfg.pyproject else None,
             "sources": dict(table_cfg.sources)}
 
 
-def resolve(ref: ConfigRef, layers_: dict) -> dict[str, Setting]:
-    """Every setting, secrets included, through flyte's own loader (imports flyte)."""
+def load(ref: ConfigRef) -> dict:
+    """Every setting of flyte's config file `ref`, secrets included, as flyte's own
+    loader reads it (imports flyte): {setting: {"value", "source"}}."""
     from . import flyte_adapter as fa
 
     try:
-        loaded = fa.read_flyte_config(ref.path)
-        out = effective(loaded, **layers_)
-        if out["auth_type"].value:
-            out["auth_type"] = replace(out["auth_type"], value=fa.auth_type_name(out["auth_type"].value))
+        return fa.read_flyte_config(ref.path)
     except ValueError as exc:
         raise UserError(str(exc)) from None
-    return out

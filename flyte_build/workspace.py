@@ -46,10 +46,11 @@ class Settings:
     domain: str | None = None
     jobs: int | None = None
     strict: bool | None = None
-    version: str | None = None
     sync_local_sys_paths: bool = True
     flyte_config: str | None = None  # --config: flyte's config.yaml (default: flyte's own lookup)
-    extra: dict = field(default_factory=dict)
+    # the kinds' run parameters: frozen dataclasses each kind declares and its command
+    # or Python API verb fills (e.g. the deploy kind's DeployParams); see View.run_params
+    run_params: tuple = ()
 
 
 class Workspace:
@@ -83,10 +84,12 @@ class Workspace:
             shared = open_shared(cfg.cache, cfg, self._warn)
         self.cache = Cache(self.store, shared)
         self.notes = _cache_notes(cfg, shared)  # the CLI says each once on stderr
-        self.flyte_ref = flyte_config.locate(cfg.flyte_config)
+        self.flyte_ref = flyte_config.locate(cfg.flyte_config)  # flyte's config file this run reads
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
                                   shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref,
                                   warm=warm)
+        # the pyproject and flag layers over flyte's config file (a goal reading
+        # that file itself puts them over what it reads: see flyte_config.effective)
         self.layers = flyte_config.layers(table_cfg, settings)
         self.cfg = cfg = _with_flyte_settings(cfg, self.discovery.flyte, self.layers)
         for f in self.discovery.failures:
@@ -96,16 +99,15 @@ class Workspace:
             raise UserError(f"no TaskEnvironment found under {cfg.root} (selection: {settings.selection.describe() or 'everything'})")
         self.options = Options(
             images=dict(settings.images),
-            version=settings.version,
             strict=cfg.strict,
             sync_local_sys_paths=settings.sync_local_sys_paths,
-            extra={**settings.extra, "_flyte": {"ref": self.flyte_ref, "layers": self.layers}},
+            run_params=tuple(settings.run_params),
         )
         self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
         self.graph = Graph(self.ctx, self.rules)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 
-    def engine(self, reporter: Reporter | None = None, jobs: int | None = None, params: dict | None = None,
+    def engine(self, reporter: Reporter | None = None, jobs: int | None = None, params: tuple = (),
                secrets: dict | None = None, fail_alone: bool = False) -> Engine:
         """`params`, `secrets`, `fail_alone`: a goal's run parameters, credentials per kind and
         whether a target's input error fails it alone (see Engine)."""

@@ -1,8 +1,9 @@
 """The built-in rule set's registration: it collects what each kind registers.
 
 Every kind folder registers itself in its own `register.py` (as a Pants backend
-does): any of `rules()`, `commands()`, `api()`, `config_tables()` and
-`settings_rows(...)`, each optional. This module only gathers them, in the
+does): any of `rules()`, `commands()`, `api()`, `config_tables()`,
+`settings_rows(...)`, and for `flyte-build config` `config_options(parser)`,
+`config_params(args)` and `flyte_config_rows(...)`, each optional. This module only gathers them, in the
 order of `KINDS` (the order targets are listed and planned in); it names no
 kind's rule, command, goal or table.
 
@@ -58,3 +59,19 @@ def config_tables():
 def settings_rows(*args):
     """Rows the kinds add to `flyte-build config`'s report ({setting: {"value", "source"}})."""
     return _merged("settings_rows", *args)
+
+
+def config_options(parser):
+    """Flags the kinds add to `flyte-build config` (each shown in its report)."""
+    for hook in _hooks("config_options"):
+        hook(parser)
+
+
+def config_params(args) -> tuple:
+    """The kinds' run parameters from `flyte-build config`'s flags."""
+    return tuple(p for hook in _hooks("config_params") for p in hook(args))
+
+
+def flyte_config_rows(*args):
+    """Rows the kinds add to `flyte-build config`'s section for flyte's config file."""
+    return _merged("flyte_config_rows", *args)

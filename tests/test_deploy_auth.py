@@ -195,8 +195,13 @@ def test_browser_flows_are_read_and_constructed(auth_type, cls, tmp_path, monkey
     cfg = tmp_path / "config.yaml"
     cfg.write_text(f"admin:\n  endpoint: dns:///127.0.0.1:9\n  authType: {auth_type}\n  clientId: cli-app\n"
                    f"  scopes: [offline, all]\n  caCertFilePath: {cert.ca}\n  disableKeyring: true\n")
-    ref = flyte_config.locate(str(cfg))
-    values = {k: s.value for k, s in flyte_config.resolve(ref, {"table": {}, "flags": {}, "pyproject": None}).items()}
+    from flyte_build.config import settings as config_mod
+    from flyte_build import rulesets
+
+    backend = rulesets.builtin("deploy.backend_settings")
+    loaded = flyte_config.load(flyte_config.locate(str(cfg)))
+    table_cfg = config_mod.from_table({}, tmp_path, None)
+    values = {k: s.value for k, s in backend.effective(loaded, table_cfg, rulesets.builtin("deploy.params").DeployParams()).items()}
     assert (values["auth_type"], values["client_id"], values["scopes"]) == (auth_type, "cli-app", ["offline", "all"])
 
     async def build():

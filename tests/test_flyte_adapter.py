@@ -1,7 +1,7 @@
 """The contract between the flyte_build/flyte_adapter/ package and the installed flyte SDK.
 
 The adapter is the one package that touches flyte, private parts included
-(DESIGN.md principle 4). Every name it imports from flyte, every call it makes
+(BUILD.md, Architecture). Every name it imports from flyte, every call it makes
 with keywords, every attribute it reads is checked here against the installed
 SDK, so a flyte upgrade that renames, moves or reshapes one of them fails this
 file with the name in the message, not a build deep inside a child process.

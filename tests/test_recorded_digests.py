@@ -1,6 +1,6 @@
 """sample_monorepo's bundle bytes and every target's action key, against a recorded set.
 
-Same inputs, same digests (DESIGN.md principle 1): a refactor that changes a
+Same inputs, same digests (BUILD.md, Concepts: same sources, same bundles and keys): a refactor that changes a
 bundle's bytes or an action key, even by accident, fails here and the diff names
 the targets. `tests/data/sample_monorepo_digests.json` was recorded from main
 before the issue-18 refactors; a change of keys on purpose (a rule's `version`

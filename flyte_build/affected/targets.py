@@ -137,6 +137,13 @@ def _rev_settings(ws, rev_root: Path):
     return replace(s, root_dir=str(rev_root), selection=sel, cache=None, cache_required=None, python=ws.ctx.python.path)
 
 
+def _run_params(params: tuple) -> list:
+    """The kinds' run parameters as plain data (type name, fields), for a key."""
+    from dataclasses import asdict
+
+    return sorted([type(p).__name__, asdict(p)] for p in params)
+
+
 def _summary_key(ws, changes: gitchanges.Changes) -> str:
     s = ws.settings
     python = ws.ctx.python  # the project's interpreter imports the revision's modules
@@ -150,7 +157,9 @@ def _summary_key(ws, changes: gitchanges.Changes) -> str:
         "prefix": changes.prefix,
         "selection": [list(s.selection.paths), s.selection.variable, s.selection.all, s.selection.recursive],
         "cwd": os.path.relpath(Path.cwd().resolve(), ws.cfg.root) if s.selection.paths else None,
-        "settings": [s.copy_style, s.images, s.ignore_load_errors, s.project, s.domain, s.version, sorted(s.extra.items())],
+        # (None, []): where the deploy version and the kinds' parameters were, so a
+        # run without them keeps its key
+        "settings": [s.copy_style, s.images, s.ignore_load_errors, s.project, s.domain, None, _run_params(s.run_params)],
         # flyte's config file decides the project and domain discovery runs with
         "flyte_config": ws.flyte_ref.fingerprint(),
     })
@@ -231,7 +240,7 @@ class Reason:
         d = {
             "target": self.target, "kind": self.kind, "env": self.env, "reason": self.reason, "file": self.file,
             "change": self.change, "detail": self.detail,
-            # the fields every target record carries (see DESIGN.md); nothing was built here
+            # the fields every target record carries (BUILD.md, JSON output); nothing was built here
             "digest": None, "cached": False,
         }
         if self.files:

@@ -26,46 +26,46 @@ class _Mismatch(Exception):
     pass
 
 
-def _plan(members) -> list:
+def _expected_stream(members) -> list:
     """The expected tar stream, in order: (bytes, what) to match exactly and
     (size, sha256, name) spans to match by digest."""
-    plan, written = [], 0
+    pieces, written = [], 0
     for name, rest in archive.layout(members):
         if rest is None:
             head = archive.dir_header(name)
-            plan.append((head, f"the header of directory {name}"))
+            pieces.append((head, f"the header of directory {name}"))
             written += len(head)
             continue
         digest, size, executable = rest
         head = archive.file_header(name, size, executable)
         pad = archive.NUL * (-size % archive.BLOCK)
-        plan += [(head, f"the header of {name} (name, size, mode)"), (size, digest, name)]
+        pieces += [(head, f"the header of {name} (name, size, mode)"), (size, digest, name)]
         if pad:
-            plan.append((pad, f"the padding after {name}"))
+            pieces.append((pad, f"the padding after {name}"))
         written += len(head) + size + len(pad)
-    plan.append((archive.end_blocks(written), "the end of the archive (a member list that differs)"))
-    return plan
+    pieces.append((archive.end_blocks(written), "the end of the archive (a member list that differs)"))
+    return pieces
 
 
-def _length(plan) -> int:
-    return sum(p[0] if len(p) == 3 else len(p[0]) for p in plan)
+def _length(pieces) -> int:
+    return sum(p[0] if len(p) == 3 else len(p[0]) for p in pieces)
 
 
 class _Walker:
-    """Consumes the inflated stream piece by piece against the plan."""
+    """Consumes the inflated stream piece by piece against the expected pieces."""
 
-    def __init__(self, plan: list):
-        self.plan = plan
-        self.i = 0  # the plan item being matched
+    def __init__(self, pieces: list):
+        self.pieces = pieces
+        self.i = 0  # the expected piece being matched
         self.at = 0  # bytes of it matched so far
         self.h = None
 
     def feed(self, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            if self.i >= len(self.plan):
+            if self.i >= len(self.pieces):
                 raise _Mismatch("data after the end of the archive")
-            item = self.plan[self.i]
+            item = self.pieces[self.i]
             if len(item) == 3:
                 size, digest, name = item
                 if self.h is None:
@@ -92,15 +92,15 @@ class _Walker:
         self.i, self.at, self.h = self.i + 1, 0, None
 
     def done(self) -> bool:
-        return self.i >= len(self.plan)
+        return self.i >= len(self.pieces)
 
 
 def why_not(path, members) -> str | None:
     """Why the .tar.gz at `path` is not the archive `archive.write_tar_gz` makes of
     `members` ((name, hex sha256, size, executable)), or None when it is."""
-    plan = _plan(members)
-    expected = _length(plan)
-    walker = _Walker(plan)
+    pieces = _expected_stream(members)
+    expected = _length(pieces)
+    walker = _Walker(pieces)
     d = zlib.decompressobj(-zlib.MAX_WBITS)
     crc = total = 0
     try:

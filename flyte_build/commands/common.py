@@ -55,18 +55,6 @@ def global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
             action.help = argparse.SUPPRESS
 
 
-def backend_options(parser: argparse.ArgumentParser) -> None:
-    """What `flyte` itself takes on its command line for the backend (over its config file)."""
-    parser.add_argument("--endpoint", help="the Flyte endpoint (default: flyte's config.yaml)")
-    parser.add_argument("--insecure", action="store_true", default=None, help="plain HTTP to the endpoint (flyte then sends no credentials)")
-    parser.add_argument("--auth-type", metavar="TYPE", help="as `flyte --auth-type`: pkce, client-secret, device-flow, external-command")
-    parser.add_argument("--org", help="the Flyte organization")
-
-
-def backend_flags(args: argparse.Namespace) -> dict:
-    return {"endpoint": args.endpoint, "insecure": args.insecure, "auth_type": args.auth_type, "org": args.org}
-
-
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -100,7 +88,8 @@ def parse_images(values) -> dict[str, str]:
     return out
 
 
-def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
+def settings_from_args(args: argparse.Namespace, **more) -> Settings:
+    """A run's Settings from the parsed global options; `more`: other Settings fields."""
     from ..discovery.discover import Selection
     from ..workspace import Settings
 
@@ -129,14 +118,14 @@ def settings_from_args(args: argparse.Namespace, **extra) -> Settings:
         domain=getattr(args, "domain", None),
         strict=True if getattr(args, "strict", None) else None,
         flyte_config=getattr(args, "flyte_config", None),
-        **extra,
+        **more,
     )
 
 
-def workspace(args: argparse.Namespace, **extra) -> Workspace:
+def workspace(args: argparse.Namespace, **more) -> Workspace:
     from ..workspace import Workspace
 
-    ws = Workspace(settings_from_args(args, **extra))
+    ws = Workspace(settings_from_args(args, **more))
     for n in ws.notes:
         sys.stderr.write(f"flyte-build: note: {n}\n")
     return ws

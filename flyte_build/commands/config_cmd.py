@@ -7,7 +7,7 @@ the flags. Secrets are shown as set or not, never their characters.
 
 from __future__ import annotations
 
-from .common import backend_flags, backend_options, emit_json, settings_from_args
+from .common import emit_json, settings_from_args
 
 HELP = "every effective setting (flags, environment, pyproject tables, flyte's config file, defaults) and where each came from"
 EXAMPLES = (
@@ -17,8 +17,10 @@ EXAMPLES = (
 
 
 def add_parser(sub, parents):
+    from .. import rulesets
+
     p = sub.add_parser("config", help=HELP, description=HELP, parents=parents)
-    backend_options(p)
+    rulesets.config_options(p)  # a kind's flags over flyte's config file (the deploy kind's backend)
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     return p
 
@@ -31,11 +33,14 @@ def run(args) -> int:
     from ..workspace import with_flags
     from .settings_report import report
 
-    settings = settings_from_args(args, extra={"deploy": backend_flags(args)})
+    settings = settings_from_args(args, run_params=rulesets.config_params(args))
     table_cfg, _ = rulesets.checked_config(config_mod.load(settings.root_dir))
     ours = report(table_cfg, with_flags(table_cfg, settings), settings)
     ref = flyte_config.locate(settings.flyte_config)
-    values = flyte_config.resolve(ref, flyte_config.layers(table_cfg, settings))
+    loaded = flyte_config.load(ref)
+    # the kinds' settings (the backend's), then the core's (project, domain, images)
+    values = {**rulesets.flyte_config_rows(loaded, table_cfg, settings),
+              **flyte_config.effective(loaded, **flyte_config.layers(table_cfg, settings))}
     shown = flyte_config.shown(values)
     doc = {"flyte_config": ref.path, "found_by": ref.found_by, "pyproject": str(table_cfg.pyproject) if table_cfg.pyproject else None,
            "root": str(table_cfg.root), "settings": shown, "flyte_build": ours}

@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from types import MappingProxyType
 
 from ..archives import bundle_files as files_mod
 from ..discovery import imports
@@ -34,11 +33,20 @@ class Options:
     """Per-run flags that are not repository config."""
 
     images: dict = field(default_factory=dict)  # --image NAME=URI (over config `images`)
-    version: str | None = None
     strict: bool = False
     out: Path | None = None
     sync_local_sys_paths: bool = True
-    extra: dict = field(default_factory=dict)
+    # what the caller gave the kinds for this run: frozen dataclasses the kinds
+    # declare (the deploy kind's flags and version, ...), one of each type
+    run_params: tuple = ()
+
+
+def run_param(cls, params: tuple):
+    """The first of `params` of type `cls`, else `cls()`."""
+    for p in params:
+        if isinstance(p, cls):
+            return p
+    return cls()
 
 
 class Context:
@@ -356,18 +364,18 @@ class Context:
 class View:
     """What a rule's `applies`, `deps`, `inputs` and `describe` may read, read-only:
     the repository's config, the environments, the run's settings and the
-    parameters given to a kind, the files (walks, import closures, digests),
+    parameters given to the kinds, the files (walks, import closures, digests),
     image references. It holds no store and nothing to write but warnings."""
 
-    __slots__ = ("_ctx", "_params")
+    __slots__ = ("_ctx", "_goal")
 
-    def __init__(self, ctx: Context, params: dict | None = None):
+    def __init__(self, ctx: Context, goal: tuple = ()):
         self._ctx = ctx
-        self._params = params or {}
+        self._goal = goal
 
-    def with_params(self, params: dict) -> "View":
-        """This view, with run parameters for some kinds (a goal's, e.g. the deploy's target)."""
-        return View(self._ctx, {**self._params, **params})
+    def with_run_params(self, params: tuple) -> "View":
+        """This view, with run parameters a goal resolved (e.g. the deploy goal's backend)."""
+        return View(self._ctx, (*params, *self._goal))
 
     @property
     def root(self) -> Path:
@@ -395,10 +403,6 @@ class View:
         return self._ctx.env(name)
 
     @property
-    def version(self) -> str | None:
-        return self._ctx.options.version
-
-    @property
     def strict(self) -> bool:
         return self._ctx.options.strict
 
@@ -406,11 +410,11 @@ class View:
     def sync_local_sys_paths(self) -> bool:
         return self._ctx.options.sync_local_sys_paths
 
-    def params(self, kind: str) -> MappingProxyType:
-        """The run's parameters for one kind: the caller's (`Settings.extra[kind]`,
-        e.g. the deploy command's flags) under a goal's (`with_params`)."""
-        given = self._ctx.options.extra.get(kind) or {}
-        return MappingProxyType({**given, **(self._params.get(kind) or {})})
+    def run_params(self, cls):
+        """The run's parameters of type `cls`, a frozen dataclass a kind declares:
+        a goal's (`with_run_params`), else the caller's (`Settings.run_params`),
+        else `cls()` (its defaults)."""
+        return run_param(cls, (*self._goal, *self._ctx.options.run_params))
 
     def image_refs(self) -> dict[str, str]:
         return self._ctx.image_refs()

@@ -102,14 +102,15 @@ class Reporter:
 
 class Engine:
     def __init__(self, ctx: Context, graph: Graph, cache: Cache, reporter: Reporter | None = None, jobs: int = 1,
-                 params: dict | None = None, secrets: dict | None = None, fail_alone: bool = False):
-        """`params`: run parameters per kind a goal adds to the rules' view (they
-        are declared inputs where a rule reads them); `secrets`: per kind,
+                 params: tuple = (), secrets: dict | None = None, fail_alone: bool = False):
+        """`params`: run parameters a goal adds to the rules' view (frozen
+        dataclasses its kind declares, see `View.run_params`; they are declared
+        inputs where a rule reads them); `secrets`: per kind,
         credentials its `run` gets and no key, log or store ever holds;
         `fail_alone`: a target's input error (a UserError) fails that target and
         what depends on it, not the run (a deploy goes on with the other envs)."""
         self.ctx = ctx
-        self.view = ctx.view.with_params(params) if params else ctx.view
+        self.view = ctx.view.with_run_params(params) if params else ctx.view
         self.graph = graph
         self.cache = cache
         self.reporter = reporter or Reporter()

@@ -8,7 +8,10 @@ The built-in set's register.py may also define, as Pants backends register
 goals, `commands()` (CLI subcommand modules: `add_parser(sub, parents)` and
 `run(args)`, optionally `AFTER = "<command it follows in the help>"`), `api()`
 (names added to `flyte_build`'s Python API and goals, e.g. `plan`) and
-`settings_rows(table_cfg, cfg, settings)` (rows of `flyte-build config`). The
+`settings_rows(table_cfg, cfg, settings)` (rows of `flyte-build config`), and
+`config_options(parser)`, `config_params(args)` and `flyte_config_rows(loaded,
+table_cfg, settings)` (flags of `flyte-build config`, the run parameters they
+make and the rows of its flyte config section). The
 built-in set's register.py gathers these from each kind folder's own
 register.py (rules/register.py). The core calls these hooks; it names no kind.
 """
@@ -74,6 +77,26 @@ def settings_rows(table_cfg, cfg, settings) -> dict:
     """Rows the built-in rule set's kinds add to `flyte-build config`'s report."""
     hook = getattr(_builtin_register(), "settings_rows", None)
     return dict(hook(table_cfg, cfg, settings)) if hook else {}
+
+
+def config_options(parser) -> None:
+    """Flags the built-in rule set's kinds add to `flyte-build config`."""
+    hook = getattr(_builtin_register(), "config_options", None)
+    if hook:
+        hook(parser)
+
+
+def config_params(args) -> tuple:
+    """The kinds' run parameters (see `View.run_params`) from `flyte-build config`'s flags."""
+    hook = getattr(_builtin_register(), "config_params", None)
+    return tuple(hook(args)) if hook else ()
+
+
+def flyte_config_rows(loaded: dict, table_cfg, settings) -> dict:
+    """The settings of flyte's config file the kinds read ({name: flyte_config.Setting}),
+    from `loaded` (flyte_config.load) under the pyproject table and the run's flags."""
+    hook = getattr(_builtin_register(), "flyte_config_rows", None)
+    return dict(hook(loaded, table_cfg, settings)) if hook else {}
 
 
 def api(name: str):

@@ -71,7 +71,7 @@ class FlyteBuilder(BuilderInterface):
         return build
 
     def build_plan(self, directory: str, **build_data: Any) -> str:
-        return self._guard(lambda: self._plan(Path(directory)))
+        return self._guard(lambda: self._write_plan(Path(directory)))
 
     # -- internals --
 
@@ -93,7 +93,7 @@ class FlyteBuilder(BuilderInterface):
             self._records[r.target] = output.manifest_record(r, directory)
         return str(output.write_manifest(directory, self._records))
 
-    def _plan(self, directory: str | Path) -> str:
+    def _write_plan(self, directory: str | Path) -> str:
         ws = self._workspace()
         plan = rulesets.api("plan")(ws)
         if not getattr(plan, "ok", True):  # plan.json holds every env or none

@@ -1,14 +1,15 @@
-"""The Python API's `deploy` verb and its results (flyte_build.deploy, mirroring `flyte.deploy`)."""
+"""The Python API's `plan` and `deploy` verbs and the deploy's results
+(flyte_build.plan, flyte_build.deploy, mirroring `flyte.deploy`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-from flyte_build.api import _env_names, _settings
-from flyte_build.workspace import Workspace
+from flyte_build import goal_api
 
 from . import deployer
+from .params import DeployParams
 from .plan import Plan
 
 
@@ -59,7 +60,7 @@ class DeploySummary:
 def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive_mode: bool | None = None,
            copy_style: str | None = None, dryrun: bool | None = None,
            force: bool = False, endpoint: str | None = None, config: str | None = None, insecure: bool | None = None,
-           auth_type: str | None = None, org: str | None = None, workspace: Workspace | None = None, reporter=None, assume_deployed=(),
+           auth_type: str | None = None, org: str | None = None, workspace=None, reporter=None, assume_deployed=(),
            check: bool = True, **settings: Any) -> DeploySummary | Plan:
     """Deploy environments (names or TaskEnvironment objects; default: every
     discovered one) and their dependencies, dependencies first. With
@@ -81,10 +82,11 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive
     if interactive_mode:
         raise NotImplementedError("Interactive mode not yet implemented for deployment (as in flyte.deploy)")
     dry_run = bool(dry_run or dryrun)
-    extra = {"deploy": {"endpoint": endpoint, "insecure": insecure, "auth_type": auth_type, "org": org, "force": force,
-                        "check": check}}
-    ws = workspace or Workspace(_settings(copy_style=copy_style, version=version, extra=extra, config=config, **settings))
-    names = _env_names(ws, envs)
+    given = DeployParams(version=version, force=force, check=check, endpoint=endpoint, insecure=insecure,
+                         auth_type=auth_type, org=org)
+    ws = workspace or goal_api.open_workspace(
+        goal_api.settings_of(copy_style=copy_style, run_params=(given,), config=config, **settings))
+    names = goal_api.env_names(ws, envs)
     if dry_run:
         return deployer.plan(ws, names, reporter=reporter, assume_deployed=assume_deployed)
     results, backend = deployer.deploy(ws, names, reporter=reporter, assume_deployed=assume_deployed)
@@ -95,3 +97,15 @@ def deploy(*envs, dry_run: bool = False, version: str | None = None, interactive
                              tuple(r.meta.get("tasks", ())), r.error))
     return DeploySummary(tuple(out), backend.endpoint, backend.project, backend.domain, tuple(ws.all_warnings()),
                          tuple(r.env for r in results if r.ok and r.meta.get("left_out")))
+
+
+def plan(workspace_or_settings=None, *envs, version: str | None = None, **settings: Any) -> Plan:
+    """The ordered deploy plan, computed offline: versions, images, bundle
+    digests, task specs (`deploy(..., dry_run=True)` without its arguments for
+    the backend). `workspace_or_settings`: a Workspace or Settings (else the
+    keyword arguments are the run's settings); `version`: every task's."""
+    if workspace_or_settings is not None:
+        ws = goal_api.workspace_of(workspace_or_settings)
+    else:
+        ws = goal_api.open_workspace(goal_api.settings_of(run_params=(DeployParams(version=version),), **settings))
+    return deployer.plan(ws, goal_api.env_names(ws, envs))

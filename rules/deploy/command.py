@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from flyte_build.errors import UserError
+from flyte_build.goal_api import emit_json, settings_from_args, verbosity, warn
 from flyte_build.hashing import as_digest, key_of
-from flyte_build.commands.common import backend_flags, backend_options, emit_json, settings_from_args, verbosity, warn
+
+from .flags import backend_options, params_from_args
 
 HELP = "deploy environments in depends_on order (--dry-run prints the plan offline)"
 EXAMPLES = (
@@ -49,23 +51,21 @@ def _split(args) -> tuple[list[str], str | None, str | None]:
 
 
 def run(args) -> int:
-    from flyte_build.api import deploy
-    from flyte_build.progress import RichReporter
-    from flyte_build.workspace import Workspace
+    from flyte_build import goal_api
+
+    from .api import deploy
 
     patterns, path, env_var = _split(args)
     args.path, args.env_var = path, env_var
-    extra = {"deploy": {**backend_flags(args), "force": args.force, "timeout": args.timeout, "check": not args.no_check}}
-    settings = settings_from_args(args, version=args.deploy_version, jobs=args.jobs,
-                                  sync_local_sys_paths=not args.no_sync_local_sys_paths, extra=extra)
-    ws = Workspace(settings)
+    given = params_from_args(args, version=args.deploy_version, force=args.force, timeout=args.timeout, check=not args.no_check)
+    settings = settings_from_args(args, jobs=args.jobs, sync_local_sys_paths=not args.no_sync_local_sys_paths,
+                                  run_params=(given,))
+    ws = goal_api.open_workspace(settings)
     unaffected: list[str] = []
     if args.changed_since:
-        from flyte_build.affected.targets import select_changed_all
-
         if path:
             raise UserError("--changed-since selects from deploy targets (deploy:*), not from a path")
-        patterns, every = select_changed_all(ws, args.changed_since, patterns or ["deploy:*"])
+        patterns, every = goal_api.changed_targets(ws, args.changed_since, patterns or ["deploy:*"])
         if not patterns:  # an empty list would mean "every environment"
             if args.json:
                 emit_json({"targets": [], "deploy_order": [], "order": [], "left_out": [], "warnings": ws.all_warnings(),
@@ -77,7 +77,7 @@ def run(args) -> int:
         # redeployed: it must already be deployed (see api.deploy)
         touched = {ws.graph.targets[a].env for a in every if a.startswith("deploy:") and a in ws.graph.targets}
         unaffected = sorted(e.name for e in ws.ctx.envs if e.name not in touched)
-    reporter = RichReporter(quiet=args.json, verbosity=verbosity(args))
+    reporter = goal_api.reporter(args.json, verbosity(args))
     result = deploy(*patterns, dry_run=args.dry_run, workspace=ws, reporter=reporter, assume_deployed=unaffected)
     why = f"unaffected since {args.changed_since}" if args.changed_since else "assumed deployed"
     if args.dry_run:

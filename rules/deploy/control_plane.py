@@ -6,8 +6,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from flyte_build import flyte_config
 from flyte_build.errors import UserError
 from flyte_build.hashing import key_of
+
+from . import backend_settings
+from .params import DeployParams
 
 
 @dataclass(frozen=True)
@@ -49,15 +53,14 @@ class ControlPlane:
 
 def control_plane(ws) -> ControlPlane:
     """Where and how to deploy: flyte's own configuration (found and read as the
-    `flyte` CLI does), under the pyproject table and the flags (see flyte_config)."""
+    `flyte` CLI does), under the pyproject table and the flags (see backend_settings)."""
     from flyte_build import flyte_adapter as fa
-    from flyte_build import flyte_config
 
     ctx = ws.ctx
-    given = dict(ctx.view.params("deploy"))
-    fl = ctx.options.extra.get("_flyte") or {}
-    ref = fl.get("ref") or flyte_config.locate(ctx.cfg.flyte_config)
-    settings = flyte_config.resolve(ref, fl.get("layers") or {"table": {}, "flags": {}, "pyproject": None})
+    given = ctx.view.run_params(DeployParams)
+    ref = ws.flyte_ref
+    loaded = flyte_config.load(ref)
+    settings = {**backend_settings.effective(loaded, ctx.cfg, given), **flyte_config.effective(loaded, **ws.layers)}
     values = {k: v.value for k, v in settings.items()}
     if not values["endpoint"]:
         raise UserError("no Flyte endpoint: pass --endpoint, --config FILE, or set admin.endpoint in flyte's config.yaml "
@@ -65,7 +68,7 @@ def control_plane(ws) -> ControlPlane:
     for k in ("project", "domain"):
         if not values[k]:
             raise UserError(f"no Flyte {k}: pass --{k} or set task.{k} in flyte's config.yaml")
-    timeout = given.get("timeout") or ctx.cfg.table("deploy").get("timeout", 60.0)
+    timeout = given.timeout or ctx.cfg.table("deploy").get("timeout", 60.0)
     if not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout <= 0:
         raise UserError("Field tool.hatch.build.targets.flyte.deploy.timeout must be a positive number of seconds")
     if values["ca_cert_file_path"] and not os.path.isfile(values["ca_cert_file_path"]):
@@ -74,5 +77,5 @@ def control_plane(ws) -> ControlPlane:
     auth = "none (insecure: flyte sends no credentials over plain HTTP)" if values["insecure"] else \
         f"{values['auth_type']} (from {settings['auth_type'].source})"
     return ControlPlane(values["endpoint"], bool(values["insecure"]), values["project"], values["domain"], values["org"],
-                  bool(given.get("force")), float(timeout), client=fa.client_kwargs(values), secrets=secrets, auth=auth)
+                        bool(given.force), float(timeout), client=fa.client_kwargs(values), secrets=secrets, auth=auth)
 

@@ -18,6 +18,7 @@ from dataclasses import replace
 from . import failures as ahead
 from .control_plane import control_plane
 from .order import closure, deploy_order, deploy_waves, going_ahead
+from .params import DeployParams, DeployRun
 from .plan import Plan
 from .preflight import check_states, checked_order, planned_image
 from .versions import dry_run_bundle_uri, render_env
@@ -34,7 +35,7 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     docs, bad, results = ahead.prerequisites(ws, addrs, reporter, build=True)
     order, not_planned, skipped = going_ahead(ctx, order, bad)
     images = ahead.planned_images(ws, docs, needed, planned_image)
-    given = {"version": ctx.options.version, "app_source": source}
+    given = {"version": ctx.view.run_params(DeployParams).version, "app_source": source}
     envs = []
     checks = check_states(ws, order)
     for n in order:
@@ -64,8 +65,8 @@ def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None =
     order, not_planned, skipped = going_ahead(ctx, order, bad)
     planned = ahead.planned_images(ws, docs, needed, planned_image, jobs)
     # the deploy targets' declared run parameters, and the credentials their runs get
-    params = {"deploy": {"backend": backend.params(), "planned": planned, "left_out": sorted(left_out), "app_source": source}}
-    engine = ws.engine(reporter, jobs, params=params, secrets={"deploy": backend.secrets_for_run()}, fail_alone=True)
+    params = DeployRun(backend.params(), planned, tuple(sorted(left_out)), source)
+    engine = ws.engine(reporter, jobs, params=(params,), secrets={"deploy": backend.secrets_for_run()}, fail_alone=True)
     addresses = [f"deploy:{n}" for n in deploy_order(ctx, order)] if order else []
     results = {r.target: r for r in engine.run(addresses)} if addresses else {}
     ws.save_run_stats(list(results.values()))

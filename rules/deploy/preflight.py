@@ -15,6 +15,7 @@ from ..check import rule as check_rule
 from ..image import rule as image_rule
 from . import rule as deploy_rule
 from .order import split_order
+from .params import DeployParams
 
 
 def planned_image(ws, name: str, spec_docs: dict) -> str | None:
@@ -77,7 +78,7 @@ def check_packages(ctx, names: list[str]) -> list[str]:
 
 
 def check_versions(ctx, names: list[str]) -> None:
-    if ctx.options.version:
+    if ctx.view.run_params(DeployParams).version:
         return
     for name in names:
         if ctx.cfg.copy_style_for(name) == "none" and not has_bundle(ctx.env(name), ctx.view):

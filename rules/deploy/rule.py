@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
 
+from .params import DeployParams, DeployRun
+
 VERSION = "2"  # 2: the specs are a dependency; the backend, planned images and left-out envs are declared
 
 
 # `[tool.hatch.build.targets.flyte.deploy]`: endpoint, insecure, org, auth-type
-# and ca-cert override flyte's own config file (see flyte_config.LAYERS)
+# and ca-cert override flyte's own config file (see backend_settings.LAYERS)
 CONFIG = ConfigTable(keys={
     "timeout": checks.seconds,  # each control-plane call
     "endpoint": checks.string,
@@ -30,7 +32,7 @@ CONFIG = ConfigTable(keys={
 
 def checked(view) -> bool:
     """Whether deploys wait for the env's check: target (`deploy --no-check` turns it off)."""
-    return view.params("deploy").get("check", True) is not False
+    return view.run_params(DeployParams).check is not False
 
 
 def deps(env, view) -> tuple[str, ...]:
@@ -43,17 +45,17 @@ def inputs(env, view) -> Inputs:
     flyte_build.deploy) resolved before running the deploys: the backend (no
     credentials: those reach `run` as secrets), every env's planned image,
     whether this env is only assumed deployed, an app's source link."""
-    d = view.params("deploy")
+    given, goal = view.run_params(DeployParams), view.run_params(DeployRun)
     params = {
-        "version": view.version,
+        "version": given.version,
         "project": view.cfg.project, "domain": view.cfg.domain,
-        "endpoint": d.get("endpoint"),
+        "endpoint": given.endpoint,
         "images": dict(sorted(view.image_refs().items())),
         "sync_local_sys_paths": view.sync_local_sys_paths,
     }
-    if d.get("backend"):
-        params.update(backend=dict(d["backend"]), planned=dict(d["planned"]), left_out=env.name in d.get("left_out", ()),
-                      app_source=d.get("app_source"))
+    if goal.backend:
+        params.update(backend=dict(goal.backend), planned=dict(goal.planned), left_out=env.name in goal.left_out,
+                      app_source=goal.app_source)
     return Inputs(params=params, deps=deps(env, view))
 
 
