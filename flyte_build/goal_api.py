@@ -9,7 +9,7 @@ reports progress and prints JSON. Those modules import the core through this
 module, which sits with the front ends (it opens workspaces). What it hands
 out:
 
-- settings and workspaces: `Settings`, `settings_of` (from the Python API's
+- settings and workspaces: `settings_of` (from the Python API's
   keyword arguments), `settings_from_args` (from the CLI's), `open_workspace`,
   `workspace_of` (a Workspace, or Settings to open one), `env_names` (names,
   TaskEnvironment objects or `KIND:ENV` patterns as env names). A Workspace
@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 
 from .commands.common import emit_json, settings_from_args, verbosity, warn  # noqa: F401 (handed out)
 
-__all__ = ["Settings", "changed_targets", "emit_json", "env_names", "open_workspace", "reporter", "settings_from_args",
+__all__ = ["changed_targets", "emit_json", "env_names", "open_workspace", "reporter", "settings_from_args",
            "settings_of", "verbosity", "warn", "workspace_of"]
 
 if TYPE_CHECKING:

@@ -196,7 +196,7 @@ def test_browser_flows_are_read_and_constructed(auth_type, cls, tmp_path, monkey
     cfg.write_text(f"admin:\n  endpoint: dns:///127.0.0.1:9\n  authType: {auth_type}\n  clientId: cli-app\n"
                    f"  scopes: [offline, all]\n  caCertFilePath: {cert.ca}\n  disableKeyring: true\n")
     from flyte_build.config import settings as config_mod
-    from flyte_build import rulesets
+    from flyte_build.engine import rulesets
 
     backend = rulesets.builtin("deploy.backend_settings")
     loaded = flyte_config.load(flyte_config.locate(str(cfg)))

@@ -17,7 +17,7 @@ EXAMPLES = (
 
 
 def add_parser(sub, parents):
-    from .. import rulesets
+    from ..engine import rulesets
 
     p = sub.add_parser("config", help=HELP, description=HELP, parents=parents)
     rulesets.config_options(p)  # a kind's flags over flyte's config file (the deploy kind's backend)
