@@ -90,6 +90,12 @@ def test_dry_run_plan_is_ordered_offline_and_reproducible(tmp_path):
     # --version overrides the content key everywhere
     rv = records(cli(a, "deploy", "--dry-run", "--json", "--version", "v9", cache=tmp_path / "c1"))
     assert {t["spec"]["task_template"]["id"]["version"] for r in rv for t in r["tasks"]} == {"v9"}
+    # the Python API's plan takes it the same way (one route to the plan and the rule: DeployParams)
+    import flyte_build
+
+    api_plan = flyte_build.plan(root_dir=a, version="v9", cache_dir=tmp_path / "c1")
+    assert [(e.env, e.version) for e in api_plan.envs] == [(r["env"], "v9") for r in rv]
+    assert {t.spec["task_template"]["id"]["version"] for e in api_plan.envs for t in e.tasks} == {"v9"}
 
 
 def test_dry_run_selection_and_bad_input(tmp_path):
