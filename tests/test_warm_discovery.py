@@ -398,3 +398,31 @@ def test_other_settings_and_an_ended_warm_child_start_a_new_one(tmp_path: Path):
         assert d.compare("served again") == "warm"
     finally:
         d.warm.close()
+
+
+@pytest.mark.timeout(120)
+def test_a_handle_shares_the_warm_child_with_the_next_command(tmp_path: Path):
+    # a resident process runs each command in a fork: each command has its own
+    # WarmDiscovery object, and finds the warm child the first one started through the handle
+    root = tmp_path / "repo"
+    write_tree(root, _files())
+    handle = tmp_path / "handle" / "warm.json"
+    handle.parent.mkdir(mode=0o700)
+    d = Discoveries(root, tmp_path)
+    d.warm = WarmDiscovery(handle=str(handle))
+    assert d.warm_one().how == "full"
+    pid = json.loads(handle.read_text())["pid"]
+    for step in range(2):
+        d.warm = WarmDiscovery(handle=str(handle))  # the next command
+        _edit_helpers(root)
+        assert d.compare(f"command {step}") == "warm" and d.warm.why is None
+        assert json.loads(handle.read_text())["pid"] == pid
+    d.warm.close()
+    assert not handle.exists()
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):  # reaped by this process's Popen only in the first object: poll
+            os.kill(pid, 0)
+            import time
+
+            time.sleep(0.05)
+            os.waitpid(pid, os.WNOHANG)

@@ -209,7 +209,7 @@ def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], 
     sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != root]
 
     children.become_subreaper()  # what the user's modules start stays below this process
-    children.die_with_parent()
+    children.die_with_parent(owner=req.get("owner"))
     from flyte_build import flyte_adapter as fa
 
     if read_flyte_config:

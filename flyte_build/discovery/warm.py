@@ -3,20 +3,26 @@
 A `WarmDiscovery` keeps one long-lived discovery child (`warm_child`) with
 flyte and every module of the repository imported. Its first discovery is a
 cold one (the child does exactly what the cold child does, then stays). On
-the next one, `plan` tells from what the child recorded (the import graph,
-who read which file, directory, stat or variable, which names each module
-asked for) and from the files now, which modules must run again: the changed
-modules, the modules whose body read what changed, and every module that
-imports one of those (with the environments they may have touched). The
+the next one, `warm_plan.plan` tells from what the child recorded (the import
+graph, who read which file, directory, stat or variable, which names each
+module asked for) and from the files now, which modules must run again: the
+changed modules, the modules whose body read what changed, and every module
+that imports one of those (with the environments they may have touched). The
 child forks and the fork runs only those again (see `warm_child`); the
 result is the one a cold discovery gives.
 
-Whatever `plan` cannot vouch for starts a new warm child, which is a cold
+Whatever the plan cannot vouch for starts a new warm child, which is a cold
 discovery (`why` says what it was): a variable read while flyte started, a
-read outside any module body of the repository, an added file that is a
-module loaded from elsewhere, other settings. A fork whose result is not
-clean (a load failure, duplicates, an order-dependent load) hands over to
-the cold child once: the warm child stays for the next edit.
+read by code outside the repository or outside any import, an added file that
+is a module loaded already, other settings. A fork whose result is not clean
+(a load failure, duplicates, an order-dependent load) hands over to the cold
+child once: the warm child stays for the next edit.
+
+A process that runs each command in a fork of itself (the resident process)
+makes the `WarmDiscovery` before it forks, with a `handle` file: the warm
+child a command starts outlives that command (it watches the process that
+made the `WarmDiscovery`, not its parent), and the next command finds it
+through the handle (its socket, its pid, the snapshot).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -31,220 +38,123 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import reads as discovery_reads
-from ..archives.bundle_files import STANDARD_IGNORED_DIRS
+from . import warm_plan
+from .. import atomic
 from ..config import interpreter
 from ..errors import UserError
 from ..processes import children
-from ..reach import reachable
-from ..stores.file_digests import RACY_SECONDS
-
-_STARTUP_PREFIXES = ("PYTHON", "LD_")  # read by the interpreter and the loader before any Python runs
 
 
-@dataclass(frozen=True)
-class Snapshot:
-    """What the warm child's modules were imported from, as the parent saw it right after."""
-
-    files: dict  # loaded user file (relative) -> digest (None: missing)
-    candidates: frozenset
-    graph: dict  # user file -> the user files its load imported
-    env_files: frozenset  # files that define an environment
-    reads: dict  # (kind, value) -> (what it gave then, {module body (relative) or None})
-    readers: dict  # module body -> the user files whose functions read for it (they may keep what they read)
-    startup: dict  # variable -> env_value, read before the user's modules ran
-    py_files: frozenset  # every .py file under the root
-    dirs: dict  # directory -> mtime_ns (None: too recent to trust)
-    refs: dict  # user file -> {module names its body asked for}
-    modules: frozenset  # every module name loaded in the warm child
-    search: tuple  # the sys.path directories under the root, absolute
-
-
-def _read_now(kind: str, value: str, digests, environ) -> str | None:
-    if kind == "files":
-        return discovery_reads._file_digest(value, digests)
-    if kind == "dirs":
-        return discovery_reads._listing(value)
-    if kind == "stats":
-        return discovery_reads._kind(value)
-    return discovery_reads.env_value(value, environ)
-
-
-def _py_files(root: str) -> tuple[frozenset, dict]:
-    """Every .py file under the root (relative) and the mtime of each directory listed."""
-    files, dirs = set(), {}
-    fresh = time.time_ns() - int(RACY_SECONDS * 1e9)
-    for d, subdirs, names in os.walk(root):
-        try:
-            m = os.stat(d).st_mtime_ns
-        except OSError:
-            m = None
-        rel = os.path.relpath(d, root)
-        dirs[rel] = m if m is not None and m < fresh else None
-        subdirs[:] = sorted(s for s in subdirs if s not in STANDARD_IGNORED_DIRS and not s.endswith(".egg-info"))
-        files.update(os.path.normpath(os.path.join(rel, n)) for n in names if n.endswith(".py"))
-    return frozenset(files), dirs
-
-
-def _dirs_unchanged(root: str, dirs: dict) -> bool:
-    for rel, m in dirs.items():
-        try:
-            if m is None or os.stat(os.path.join(root, rel)).st_mtime_ns != m:
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _startup_names(names, environ) -> set[str]:
-    return set(names) | {n for n in environ if n.startswith(_STARTUP_PREFIXES)}
-
-
-def snapshot(root: str, raw: dict, record: dict, candidates, digests, environ) -> Snapshot:
-    """The snapshot of a warm child that has just written its result `raw` and `record`."""
-    files = {}
-    for rel in raw.get("loaded_files", ()):
-        files[rel] = discovery_reads._file_digest(os.path.join(root, rel), digests)
-    reads: dict = {}
-    readers: dict = {}
-    for kind, value, body, charged in record["reads"]:
-        reads.setdefault((kind, value), set()).add(body)
-        if body and charged and charged != body:
-            readers.setdefault(body, set()).add(charged)
-    reads = {k: (_read_now(*k, digests, environ), frozenset(v)) for k, v in reads.items()}
-    py, dirs = _py_files(root)
-    startup = {n: discovery_reads.env_value(n, environ) for n in _startup_names(record["startup_environ"], environ)}
-    return Snapshot(files, frozenset(candidates), {f: list(v) for f, v in (raw.get("graph") or {}).items()},
-                    frozenset(f for _, f in raw.get("all_envs") or ()), reads, {b: sorted(c) for b, c in readers.items()},
-                    startup, py, dirs,
-                    {f: frozenset(v) for f, v in record["refs"].items()}, frozenset(record["modules"]),
-                    tuple(record["sys_path"]))
-
-
-def _names_of(rel: str, root: str, search: tuple) -> set[str]:
-    """The module names a file under the root can be imported as (from each sys.path directory)."""
-    path = os.path.join(root, rel)
-    out = set()
-    for d in search:
-        if path.startswith(d.rstrip("/") + "/"):
-            parts = Path(os.path.relpath(path, d)).with_suffix("").parts
-            if parts and parts[-1] == "__init__":
-                parts = parts[:-1]
-            if parts:
-                out.add(".".join(parts))
-    return out
-
-
-def plan(snap: Snapshot, root: str, candidates, digests, environ) -> set[str] | str:
-    """The user files to run again for the tree now, or why the warm child cannot serve it."""
-    for n in sorted(_startup_names(snap.startup, environ)):
-        if discovery_reads.env_value(n, environ) != snap.startup.get(n):
-            return f"environment variable {n} changed (read before any module ran)"
-    changed = {f for f, d in snap.files.items() if discovery_reads._file_digest(os.path.join(root, f), digests) != d}
-    for (kind, value), (then, bodies) in sorted(snap.reads.items(), key=lambda kv: kv[0]):
-        if _read_now(kind, value, digests, environ) != then:
-            if None in bodies:
-                return (f"{value} ({kind}) changed: it was read by code outside the repository (which may keep "
-                        "what it read) or outside the import of any module")
-            changed |= bodies
-    changed |= snap.candidates - set(candidates)  # no longer a candidate: a cold child would not import it
-    py = snap.py_files if _dirs_unchanged(root, snap.dirs) else _py_files(root)[0]
-    for rel in sorted(py - snap.py_files):
-        names = _names_of(rel, root, snap.search)
-        clash = names & snap.modules
-        if clash:
-            return f"added {rel} is module {min(clash)}, loaded already (a namespace package, or from another directory)"
-        changed |= {f for f, asked in snap.refs.items() if names & asked}
-    return _closure(snap, changed)
-
-
-def _closure(snap: Snapshot, changed: set[str]) -> set[str]:
-    """`changed` and every module importing one; and where such a module may have
-    touched an environment (a task added to it), the environment's module too; and
-    where its body read through another module's function (which may have kept
-    what it read: a cache), that module too, so that it reads afresh."""
-    importers_of: dict[str, list[str]] = {}
-    for src, dsts in snap.graph.items():
-        for d in dsts:
-            importers_of.setdefault(d, []).append(src)
-    redo = reachable(changed, importers_of)
-    while True:
-        touched = reachable(redo, snap.graph) & snap.env_files
-        touched |= {c for b in redo for c in snap.readers.get(b, ())}
-        need = reachable(touched, importers_of)
-        if need <= redo:
-            return redo
-        redo |= need
-
-
-def unclean(raw: dict) -> str | None:
-    """Why a fork's result may not stand for the cold child's (None: it may)."""
-    if raw.get("failures") or raw.get("problems"):
-        return "a module failed to load"
-    if raw.get("duplicates"):
-        return "two environments have one name"
-    if not raw.get("incremental_ok"):
-        return "the load depended on the order of the imports, or a module read what it had cached"
-    return None
-
-
+@dataclass
 class _Child:
-    """A running warm child."""
+    """A running warm child: where to reach it and what it was imported from."""
 
-    def __init__(self, key: str, proc: subprocess.Popen, tmp: str, conn: socket.socket, snap: Snapshot):
-        self.key, self.proc, self.tmp, self.conn, self.snap = key, proc, tmp, conn, snap
-        self.reader = conn.makefile("rb")
-        self.n = 0
+    key: str
+    pid: int
+    tmp: str
+    snap: warm_plan.Snapshot
+    proc: subprocess.Popen | None = None  # when this process started it
+    conn: socket.socket | None = None
+    n: int = 0
+
+    def connect(self) -> bool:
+        if self.conn is None:
+            try:
+                conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                conn.connect(os.path.join(self.tmp, "ctl"))
+            except OSError:
+                return False
+            self.conn, self.reader = conn, conn.makefile("rb")
+        return True
+
+    def alive(self) -> bool:
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return not (self.proc is not None and children._exited(self.pid))
 
     def close(self) -> None:
-        try:
-            self.conn.close()
-        except OSError:
-            pass
-        children.finish(self.proc)
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except OSError:
+                pass
+        if self.proc is not None:
+            children.finish(self.proc)
+        else:  # started by an earlier command: its own session, whose id is its pid
+            children.end_tree(self.pid)
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class WarmDiscovery:
-    """One repository's warm discovery child (one discovery at a time; see the module's doc).
+    """One repository's warm discovery child (one discovery at a time).
 
-    `discovery.discover(..., warm=w)` asks it where it would start a discovery
-    child; `why` says why the last discovery was not served by a fork (None when
-    it was); `close()` ends the child and everything below it."""
+    `discovery.discover.discover(..., warm=w)` asks it where it would start a
+    discovery child; `why` says why the last discovery was not served by a fork
+    (None when it was); `close()` ends the child and everything below it.
+    `handle`: a file (in a private directory) through which the commands a
+    resident process forks share the warm child; made in the resident process."""
 
-    def __init__(self):
+    def __init__(self, handle: str | None = None):
         self._child: _Child | None = None
         self.why: str | None = None
+        self.handle = handle
+        self.owner = os.getpid()
 
     def close(self) -> None:
-        child, self._child = self._child, None
+        child = self._child or self._adopted()
+        self._child = None
         if child is not None:
             child.close()
+        if self.handle:
+            try:
+                os.unlink(self.handle)
+            except OSError:
+                pass
 
     def run(self, cfg, request: dict, key: str, digests, while_waiting=None) -> tuple[dict | None, str]:
         """(the discovery child's result, "warm" when a fork gave it, else "full");
         (None, "full") when the caller's cold child is to give it."""
         environ = children.child_environ()
-        child = self._child
+        child = self._child or self._adopted()
         why = "first discovery: starting the warm child"
         if child is not None and child.key != key:
             why = "the settings changed (interpreter, flyte, selection, project, domain or flyte's config)"
-        elif child is not None and children._exited(child.proc.pid):
+        elif child is not None and not (child.alive() and child.connect()):
             why = "the warm child had ended"
         elif child is not None:
-            got = plan(child.snap, str(cfg.root), request["files"], digests, environ)
+            self._child = child
+            got = warm_plan.plan(child.snap, str(cfg.root), request["files"], digests, environ)
             if not isinstance(got, str):
                 return self._served(cfg, child, request, got, environ)
             why = got
+        self._child = child
         self.close()
         self.why = why
         return self._start(cfg, request, key, digests, environ, while_waiting), "full"
+
+    def _adopted(self) -> _Child | None:
+        """The warm child an earlier command left, from the handle (None: none, or unreadable)."""
+        if not self.handle:
+            return None
+        try:
+            d = json.loads(Path(self.handle).read_text())
+            return _Child(d["key"], int(d["pid"]), d["tmp"], warm_plan.snapshot_from_json(d["snap"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def _served(self, cfg, child: _Child, request: dict, redo: set[str], environ: dict) -> tuple[dict | None, str]:
         raw = self._fork(cfg, child, request, redo, environ)
         if raw is None:
             return None, "full"
-        why = unclean(raw)
+        why = warm_plan.unclean(raw)
         if why:
             self.why = f"{why}: a cold child gives the result"
             return None, "full"
@@ -254,19 +164,23 @@ class WarmDiscovery:
     def _start(self, cfg, request: dict, key: str, digests, environ: dict, while_waiting) -> dict:
         tmp = tempfile.mkdtemp(prefix="flyte-build-warm-")
         try:
-            child, raw, why = _launch(cfg, request, key, digests, environ, while_waiting, tmp)
+            child, raw, why = _launch(cfg, {**request, "owner": self.owner}, key, digests, environ, while_waiting, tmp)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         self._child = child
         if why:
             self.why = f"{self.why}; the new warm child cannot serve edits: {why}"
+        elif self.handle:
+            atomic.write_bytes(self.handle, json.dumps({"key": key, "pid": child.pid, "tmp": tmp,
+                                                        "snap": warm_plan.snapshot_to_json(child.snap)}).encode())
         return raw
 
     def _fork(self, cfg, child: _Child, request: dict, redo: set[str], environ: dict) -> dict | None:
         child.n += 1
-        result = os.path.join(child.tmp, f"fork-{child.n}.json")
-        progress = os.path.join(child.tmp, f"progress-{child.n}")
+        tag = f"{os.getpid()}-{child.n}"
+        result = os.path.join(child.tmp, f"fork-{tag}.json")
+        progress = os.path.join(child.tmp, f"progress-{tag}")
         msg = {"op": "discover", "request": {**request, "progress": progress}, "files": sorted(redo),
                "environ": environ, "result": result}
         timeout = _timeout(cfg)
@@ -305,10 +219,6 @@ def _timeout(cfg) -> float:
 def _launch(cfg, request: dict, key: str, digests, environ: dict, while_waiting, tmp: str):
     """Start a warm child on the request: (the child or None when it cannot serve edits, its result, why not)."""
     root = str(cfg.root)
-    sock_path = os.path.join(tmp, "ctl")
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(sock_path)
-    listener.listen(1)
     req_path, res_path, progress = (os.path.join(tmp, n) for n in ("request.json", "result.json", "progress"))
     request = {**request, "progress": progress}
     if while_waiting is not None:  # it compiles the candidates for the child (discovery_code)
@@ -317,45 +227,35 @@ def _launch(cfg, request: dict, key: str, digests, environ: dict, while_waiting,
     Path(req_path).write_text(json.dumps(request))
     lib = children.stage_package(tmp)
     cmd = children.command(interpreter.of(cfg, None).path, lib, children.own_script(lib, "discovery/warm_child.py"),
-                           req_path, res_path, sock_path)
+                           req_path, res_path, os.path.join(tmp, "ctl"))
     with open(os.path.join(tmp, "output.log"), "wb") as log:
         proc = children.start(cmd, root, environ, log, subprocess.STDOUT)
-    conn = None
     try:
         started, timeout = time.monotonic(), _timeout(cfg)
         if while_waiting is not None:
             while_waiting(request)
-        conn = _accept(listener, proc, started, timeout, progress)
-        conn.settimeout(max(1.0, started + timeout - time.monotonic()))
-        ready = json.loads(conn.makefile("rb").readline() or b"{}").get("ready")
+        _await(res_path + ".warm", proc, started, timeout, progress)
         raw = json.loads(Path(res_path).read_text())
         record = json.loads(Path(res_path + ".warm").read_text())
     except BaseException:
-        if conn is not None:
-            conn.close()
         children.finish(proc)
         raise
-    finally:
-        listener.close()
-    if not ready:
-        conn.close()
+    if not record.get("ready"):
         children.finish(proc)
         return None, raw, record.get("why") or "it did not say why"
-    snap = snapshot(root, raw, record, request["files"], digests, environ)
-    return _Child(key, proc, tmp, conn, snap), raw, None
+    snap = warm_plan.snapshot(root, raw, record, request["files"], digests, environ)
+    child = _Child(key, proc.pid, tmp, snap, proc)
+    if not child.connect():
+        child.close()
+        return None, raw, "its socket did not answer"
+    return child, raw, None
 
 
-def _accept(listener: socket.socket, proc: subprocess.Popen, started: float, timeout: float,
-            progress: str) -> socket.socket:
-    """The warm child's connection, once it has written its result; a UserError as the cold child's
-    when it times out or ends without one."""
-    listener.settimeout(0.02)
-    while True:
-        try:
-            conn, _ = listener.accept()
-            return conn
-        except (socket.timeout, TimeoutError):
-            pass
+def _await(record: str, proc: subprocess.Popen, started: float, timeout: float, progress: str) -> None:
+    """Until the warm child has written its result and record; a UserError as the cold
+    child's when it times out or ends without them."""
+    delay = 0.001
+    while not os.path.exists(record):
         if children._exited(proc.pid):
             proc.wait()
             log = os.path.join(os.path.dirname(progress), "output.log")
@@ -363,3 +263,5 @@ def _accept(listener: socket.socket, proc: subprocess.Popen, started: float, tim
             raise UserError(children._no_result("discovery", proc.returncode, output, progress))
         if time.monotonic() - started > timeout:
             raise UserError(children._timed_out("discovery", timeout, progress))
+        time.sleep(delay)
+        delay = min(delay * 2, 0.02)

@@ -2,11 +2,12 @@
 
 Started like the cold child (by path, in the project's interpreter) with
 REQUEST.json RESULT.json SOCKET. It first does what the cold child does
-(flyte initialised, every candidate imported, the result written), and also
-writes RESULT.json.warm: what the parent needs to tell, later, which modules
-an edit reaches (`warm.plan`). Then it stays, with flyte and every module
-imported, and answers one request at a time on the Unix socket SOCKET (one
-JSON line each way).
+(flyte initialised, every candidate imported, the result written), and then
+writes RESULT.json.warm: whether it can serve edits, and what the parent needs
+to tell, later, which modules an edit reaches (`warm.plan`). Then it stays,
+with flyte and every module imported, and serves one client at a time on the
+Unix socket SOCKET (one JSON line each way), until the process that owns it
+(the request's `owner`: a resident process, or the command) is gone.
 
 A request names the modules to run again. The child forks; the fork takes
 those modules out of `sys.modules` (and their environments out of flyte's
@@ -139,7 +140,7 @@ def start(request_path: str, result_path: str) -> _Base | None:
         root, search_roots, flyte_cfg = dc.prepare(req)
     except dc.BadFlyteConfig as exc:
         atomic.write_bytes(result_path, json.dumps({"envs": [], "problems": [str(exc)]}).encode())
-        _write_warm(result_path, {"why": "flyte's config file cannot be read"})
+        _write_warm(result_path, {"ready": False, "why": "flyte's config file cannot be read"})
         return None
     startup.active = False
     from flyte_build import flyte_adapter as fa
@@ -156,7 +157,7 @@ def start(request_path: str, result_path: str) -> _Base | None:
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     why = _why_not_warm(result, base, threads_before)
     _write_warm(result_path, {
-        "why": why, "refs": _refs(run, base), "reads": _reads_by(run, base),
+        "ready": why is None, "why": why, "refs": _refs(run, base), "reads": _reads_by(run, base),
         "startup_environ": sorted(startup.environ), "modules": sorted(sys.modules),
         "sys_path": [p for p in sys.path if p and os.path.realpath(p).startswith(base.prefixes[0])] + [root],
     })
@@ -259,26 +260,29 @@ def _fork(base: _Base, msg: dict) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-def serve(base: _Base | None, sock_path: str) -> None:
-    """Say whether forks will be served (the result is written either way), then serve them."""
-    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    conn.connect(sock_path)
-    with conn, conn.makefile("rwb") as f:
-        f.write(json.dumps({"ready": base is not None}).encode() + b"\n")
-        f.flush()
-        for line in f if base is not None else ():
-            msg = json.loads(line)
-            if msg.get("op") != "discover":
-                break
-            code = _fork(base, msg)
-            f.write(json.dumps({"exit": code}).encode() + b"\n")
-            f.flush()
+def serve(base: _Base, listener: socket.socket) -> None:
+    """Serve one client at a time (the command that holds the repository), each
+    for as many requests as it sends, until one says close."""
+    while True:
+        conn, _ = listener.accept()
+        with conn, conn.makefile("rwb") as f:
+            for line in f:
+                msg = json.loads(line)
+                if msg.get("op") == "close":
+                    return
+                code = _fork(base, msg)
+                f.write(json.dumps({"exit": code}).encode() + b"\n")
+                f.flush()
 
 
 def main(request_path: str, result_path: str, sock_path: str) -> int:
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(sock_path)  # in the parent's private directory
+    listener.listen(4)
     base = start(request_path, result_path)
     sys.stdout.flush()
-    serve(base, sock_path)
+    if base is not None:
+        serve(base, listener)
     return 0
 
 

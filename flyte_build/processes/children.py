@@ -211,16 +211,29 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def die_with_parent(poll: float = 0.2) -> None:
+def die_with_parent(poll: float = 0.2, owner: int | None = None) -> None:
     """End this child, with what its modules started, as soon as the parent is
     gone (killed before it could do that itself). Only this child's own group
-    and descendants: never the group it was started in."""
+    and descendants: never the group it was started in. `owner`: watch that
+    process instead of the parent (a warm discovery child outlives the command
+    that started it, not the resident process that owns it)."""
     parent = os.getppid()
+
+    def gone() -> bool:
+        if owner is None:
+            return os.getppid() != parent
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            pass
+        return False
 
     def watch() -> None:
         while True:
             time.sleep(poll)
-            if os.getppid() != parent:
+            if gone():
                 try:
                     end_descendants()
                     if os.getpgrp() == os.getpid():
