@@ -32,7 +32,7 @@ def report(table_cfg: Config, cfg: Config, settings) -> dict[str, dict]:
             continue
         value = getattr(cfg, attr)
         if attr == "discovery_timeout" and value is None:
-            from ..discovery.discover import DEFAULT_TIMEOUT
+            from ..discovery.child_run import DEFAULT_TIMEOUT
 
             value = DEFAULT_TIMEOUT
         if key == "object-store":  # its timeout has a default even when the table is absent

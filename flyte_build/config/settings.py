@@ -107,7 +107,7 @@ class Config:
     cache_read_only: bool | None = None  # None: read-only unless in CI or holding a signing key
     cache_verify_keys: tuple[str, ...] = ()
     cache_signing_key_file: str | None = None
-    discovery_timeout: float | None = None  # seconds; None: discovery.DEFAULT_TIMEOUT
+    discovery_timeout: float | None = None  # seconds; None: discovery.child_run.DEFAULT_TIMEOUT
     # the project's interpreter (see `interpreter`): relative to the project's directory
     python: str | None = None
     python_source: str | None = None  # "--python" when the flag set it (absolute then)

@@ -11,22 +11,19 @@ the digest it had; so a no-op run imports neither user code nor flyte.
 When only some files' digests changed (same candidates, same settings), a
 recursive discovery is incremental: the child re-imports only the candidate
 modules whose load depended on a changed file, and the environments of every
-module it did not load are reused (see `_incremental`). Anything it cannot
+module it did not load are reused (see `incremental`). Anything it cannot
 vouch for falls back to a full discovery.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import carried_imports, imports
+from . import carried_imports, child_run, entries, imports, incremental
 from . import reads as discovery_reads
 from ..config import interpreter
 from ..archives import bundle_files as files_mod
@@ -35,12 +32,10 @@ from ..config.settings import Config
 from ..errors import UserError
 from ..hashing import key_of
 from ..model import Discovery
-from ..reach import reachable
 from ..stores.file_digests import RACY_SECONDS, FileDigests
 from ..stores.local_store import LocalStore
 
 FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection
-DEFAULT_TIMEOUT = 300.0  # seconds; config `discovery-timeout`, flag --discovery-timeout
 
 
 @dataclass(frozen=True)
@@ -231,13 +226,13 @@ def _local_entry(job: _Job, use_cache: bool) -> tuple[dict | None, _Tree | None]
     """(the local entry if its candidates and reads still hold, the walk made to tell)."""
     cfg, digests = job.cfg, job.digests
     entry = job.store.read_json(job.rel_path) if use_cache else None
-    if entry is not None and not _well_formed(entry):
-        entry = None  # not what _record writes (hand-edited, another version): discover afresh
+    if entry is not None and not entries.well_formed(entry):
+        entry = None  # not what entries.record writes (hand-edited, another version): discover afresh
     # The candidate modules are the same if no directory the last walk listed
     # has changed (an added, removed or renamed file changes its directory's
     # mtime) and no ignore file changed; only then is the walk skipped.
     tree = None
-    if entry and not (_tree_unchanged(cfg.root, entry.get("dirs", {})) and _still_valid(cfg.root, entry.get("ignores", {}), digests)):
+    if entry and not (_tree_unchanged(cfg.root, entry.get("dirs", {})) and entries.still_valid(cfg.root, entry.get("ignores", {}), digests)):
         tree = _walk(cfg, job.mode, job.targets)
         if tree.candidates != entry.get("candidates"):
             entry = None
@@ -251,19 +246,19 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
     """(the result when the entry, the shared cache or an incremental discovery
     gives it, else None; the tree a full discovery then uses)."""
     cfg, digests, store, rel_path = job.cfg, job.digests, job.store, job.rel_path
-    changed = _changed(cfg.root, entry.get("files", {}), digests)
+    changed = entries.changed(cfg.root, entry.get("files", {}), digests)
     if not changed:
         if tree is not None:  # same modules, newly stamped directories: skip the walk next time
-            _record(store, rel_path, cfg, tree, entry["files"], entry["result"], _book_of(entry), digests, entry.get("reads"))
+            entries.record(store, rel_path, cfg, tree, entry["files"], entry["result"], entries.book_of(entry), digests, entry.get("reads"))
         return (_checked(Discovery.from_json(entry["result"], cached=True), entry["result"], cfg),
                 (tree.dirs if tree else entry.get("dirs", {})), list(entry["candidates"])), tree
     tree = tree or _Tree(list(entry["candidates"]), dict(entry.get("dirs", {})), sorted(entry.get("ignores", {})))
     # the child's code prints are compared with what this Python compiles: only the same Python's
-    cut = _code_unchanged(cfg, entry, changed, digests) if _same_python(cfg) else None
+    cut = incremental.code_unchanged(cfg, entry, changed, digests) if _same_python(cfg) else None
     if cut is not None:
         # every edit left the compiled code as it was: importing again would define the same
-        book = _book_of(entry)
-        _record(store, rel_path, cfg, tree, cut, entry["result"], book, digests, entry.get("reads"))
+        book = entries.book_of(entry)
+        entries.record(store, rel_path, cfg, tree, cut, entry["result"], book, digests, entry.get("reads"))
         shared_key, carried = _to_shared(cfg, job.settings, tree, cut, entry["result"], book, digests, job.shared, job.stats)
         result = _checked(Discovery.from_json(entry["result"], cached=True, how="cutoff"), entry["result"], cfg)
         return (replace(result, content_key=shared_key, carried_imports=carried), tree.dirs, tree.candidates), tree
@@ -275,7 +270,7 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
     # the same candidates, some files edited: re-import only what they affect
     if job.mode == "recursive" and entry.get("incremental") and job.warm is None:
         memo = _code_memo(job)
-        got = _incremental(cfg, job.targets, job.sel, tree.candidates, entry, changed, digests, memo)
+        got = incremental.incremental(cfg, job.targets, job.sel, tree.candidates, entry, changed, digests, memo)
         if got is not None:
             raw, book = got
             # the modules reused read what they read last time: keep those witnesses too
@@ -289,15 +284,15 @@ def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
     memo = _code_memo(job)
     # the parent compiles the modules for the child only when its Python is the child's (marshal data)
     handed = sorted(tree.candidates + _package_inits(cfg.root, tree.candidates))  # in the order the child imports them
-    handing = _handing(cfg, handed, digests, memo)
+    handing = child_run.handing(cfg, handed, digests, memo)
     raw, how = None, "full"
     if job.warm is not None:  # a fork of the warm child, or a new warm child (a cold discovery that stays)
-        request = _request(cfg, job.mode, job.targets, tree.candidates, job.sel)
+        request = child_run.child_request(cfg, job.mode, job.targets, tree.candidates, job.sel)
         raw, how = job.warm.run(cfg, request, key_of(job.settings), digests, handing)
     if raw is None:
-        raw = _run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, handing)
+        raw = child_run.run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, handing)
     _witness(cfg, raw, digests)
-    book = _split(raw)
+    book = entries.split(raw)
     done = _finish(job, tree, raw, book, how, memo)
     if job.warm is not None:
         done = (replace(done[0], note=job.warm.why or ""), *done[1:])
@@ -319,16 +314,6 @@ def _code_memo(job: _Job):
     return code_memo.CodeMemo(code_memo.path_for(job.store.root / "state", job.cfg.root))
 
 
-def _handing(cfg: Config, files: list[str], digests: FileDigests, memo):
-    """What the parent does while the child imports: hand it the code of `files`
-    (from the memo, else compiled); None without a memo (another Python)."""
-    from . import code as discovery_code
-
-    if memo is None:
-        return None
-    return lambda request: discovery_code.prefetch(cfg.root, files, digests, request["handed"], request["progress"], memo)
-
-
 def _package_inits(root: Path, files: list[str]) -> list[str]:
     """The `__init__.py` of every directory above `files` (which the child runs too)."""
     dirs = set()
@@ -345,10 +330,10 @@ def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str, memo=None) 
     """Check a fresh result, keep it locally and offer it to the shared cache."""
     cfg, digests = job.cfg, job.digests
     result = _checked(Discovery.from_json(raw, how=how), raw, cfg)
-    files = _digests_of(cfg, tree.candidates, raw, digests)
+    files = entries.digests_of(cfg, tree.candidates, raw, digests)
     if memo is not None:
         memo.save(files)
-    _record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
+    entries.record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
     shared_key, carried = _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
     return replace(result, content_key=shared_key, carried_imports=carried), tree.dirs, tree.candidates
 
@@ -362,7 +347,7 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     if doc is None:
         return None
     raw = doc["result"]  # its witnesses hold here (checked by `fetch`)
-    book = {"graph": _unpack(doc["book"].get("graph")), "all_envs": doc["book"].get("all_envs"),
+    book = {"graph": entries.unpack(doc["book"].get("graph")), "all_envs": doc["book"].get("all_envs"),
             "incremental": bool(doc["book"].get("incremental"))}
     try:
         result = Discovery.from_json(raw, cached=True, how="shared")
@@ -371,24 +356,8 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
         return None
     carried = carried_imports.verified(doc.get("imports"), cfg.root, _search_roots(cfg, raw))
     result = replace(_checked(result, raw, cfg), content_key=content_key, carried_imports=carried)
-    _record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
+    entries.record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
     return result
-
-
-def _well_formed(entry) -> bool:
-    """A cached discovery entry of the shape `_record` writes; anything else is
-    treated as absent (the cache is state, never input: no internal errors)."""
-    try:
-        if not (isinstance(entry, dict) and isinstance(entry["result"], dict) and isinstance(entry["candidates"], list)):
-            return False
-        if not all(isinstance(entry.get(k, {}), dict) for k in ("dirs", "ignores", "files", "reads", "code")):
-            return False
-        if not all(isinstance(v, dict) for v in entry.get("reads", {}).values()):
-            return False
-        Discovery.from_json(entry["result"], cached=True)
-        return all(isinstance(x, str) for x in entry["candidates"])
-    except (KeyError, TypeError, ValueError, AttributeError):
-        return False
 
 
 def _witness(cfg: Config, raw: dict, digests: FileDigests, old: dict | None = None) -> None:
@@ -412,7 +381,7 @@ def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) ->
         return "", {}  # only clean results travel: a load failure may be this machine's own
     from ..stores import shared_discovery
 
-    packed = {**book, "graph": _pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
+    packed = {**book, "graph": entries.pack(book.get("graph"))} if book.get("incremental") else {"incremental": False}
     content_key = _shared_key(cfg, settings, tree, digests)
     roots = _search_roots(cfg, raw)
     carried = shared_discovery.publish(shared, stats, content_key, files, raw, packed, digests, cfg.root, roots)
@@ -421,315 +390,6 @@ def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) ->
 
 def _search_roots(cfg: Config, raw: dict) -> list[Path]:
     return imports.search_roots(cfg.root, cfg.source_roots, raw.get("sys_path", ()))
-
-
-def _digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:
-    """The digest of every file a result was read from (None: missing)."""
-    read = set(candidates) | {f for f in raw.get("loaded_files", ()) if not os.path.isabs(f)}
-    file_digests = {}
-    for rel in sorted(read):
-        try:
-            file_digests[rel] = digests.digest(cfg.root / rel)[0]
-        except OSError:
-            file_digests[rel] = None
-    return file_digests
-
-
-def _split(raw: dict) -> dict:
-    """Take the child's bookkeeping for incremental discovery out of its result."""
-    graph = raw.pop("graph", None)
-    all_envs = raw.pop("all_envs", None)
-    code = raw.pop("code", None)
-    ok = bool(raw.pop("incremental_ok", False)) and graph is not None and all_envs is not None
-    # a result with load failures (kept with --ignore-load-errors) is never
-    # patched: which module fails first depends on the order of the imports
-    ok = ok and not raw.get("failures") and not raw.get("problems") and not raw.get("duplicates")
-    return {"graph": graph, "all_envs": all_envs, "incremental": ok, "code": code if isinstance(code, dict) else {}}
-
-
-def _book_of(entry: dict) -> dict:
-    return {"graph": _unpack(entry.get("graph")), "all_envs": entry.get("all_envs"), "incremental": bool(entry.get("incremental")),
-            "code": entry.get("code") or {}}
-
-
-def _pack(graph: dict | None) -> dict | None:
-    """The import graph as indices into its sorted files: half the bytes a
-    no-op run reads back."""
-    if graph is None:
-        return None
-    files = sorted(set(graph) | {t for ts in graph.values() for t in ts})
-    index = {f: i for i, f in enumerate(files)}
-    return {"files": files, "edges": [sorted(index[t] for t in graph.get(f, ())) for f in files]}
-
-
-def _unpack(packed: dict | None) -> dict | None:
-    if not isinstance(packed, dict) or "files" not in packed:
-        return None
-    files = packed["files"]
-    return {f: [files[i] for i in ts] for f, ts in zip(files, packed["edges"])}
-
-
-def _record(store: LocalStore, rel_path: str, cfg: Config, tree: _Tree, file_digests: dict, raw: dict, book: dict,
-            digests: FileDigests, reads: dict | None = None) -> None:
-    ignores = {}
-    for rel in tree.ignore_files:
-        try:
-            ignores[rel] = digests.digest(cfg.root / rel)[0]
-        except OSError:
-            ignores[rel] = None
-    try:
-        store.write_json(rel_path, {
-            "reads": raw.get("reads_witness") or reads or {},
-            "candidates": tree.candidates, "dirs": tree.dirs, "ignores": ignores, "files": file_digests, "result": raw,
-            "code": book.get("code") or {},
-            **({**book, "graph": _pack(book["graph"])} if book.get("incremental") else {"incremental": False}),
-        })
-    except OSError:
-        pass
-
-
-def _still_valid(root: Path, recorded: dict, digests: FileDigests) -> bool:
-    join = files_mod.joiner(root)
-    for rel, hex_ in recorded.items():
-        try:
-            if digests.digest(join(rel))[0] != hex_:
-                return False
-        except OSError:
-            if hex_ is not None:
-                return False
-    return True
-
-
-def _changed(root: Path, recorded: dict, digests: FileDigests) -> list[str]:
-    """The recorded files whose digest is not the recorded one."""
-    out = []
-    join = files_mod.joiner(root)
-    for rel, hex_ in recorded.items():
-        try:
-            if digests.digest(join(rel))[0] != hex_:
-                out.append(rel)
-        except OSError:
-            if hex_ is not None:
-                out.append(rel)
-    return out
-
-
-def _env_key(d: dict):
-    return (d["name"], d["file"], d["module"], d.get("variable") or "")
-
-
-def _incremental(cfg: Config, targets: list[str], sel: Selection, candidates: list[str], entry: dict,
-                 changed: list[str], digests: FileDigests, memo=None) -> tuple[dict, dict] | None:
-    """Re-import only the candidate modules an edit affects and merge with the
-    cached result; None whenever the merge cannot be vouched for (then a full
-    discovery runs: correctness first).
-
-    `graph` (file -> the user files its load imported, recorded by the child's
-    import hook, see `discovery.child._ImportTracker`) says which modules'
-    loads depended on a changed file: those are re-imported. A module whose
-    closure holds no changed file runs the same code as last time, so what it
-    defined is reused. One more rule: an environment taken from this run is
-    only complete if every module that could have touched it (added a task,
-    a dependency) ran too, i.e. every module importing its defining file; the
-    set to re-import grows until that holds.
-    """
-    plan = _incremental_plan(cfg, candidates, entry, changed, digests)
-    if plan is None:
-        return None
-    # the child imports what the modules to redo imported last time: their code is handed over
-    # (the memo's; the changed files compiled now)
-    again = sorted(f for f in reachable(plan.redo, plan.graph_old) if f.endswith(".py") and not os.path.isabs(f))
-    raw = _run_child(cfg, "recursive", targets, sorted(plan.redo), sel, _handing(cfg, again, digests, memo))
-    book = _split(raw)
-    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(plan.old.get("sys_path", ())):
-        return None
-    return _merge(plan, raw, book)
-
-
-@dataclass(frozen=True)
-class _Plan:
-    """What an incremental discovery starts from: the cached result and import
-    graph, and the candidate modules to import again."""
-
-    old: dict  # the cached result
-    graph_old: dict  # file -> the user files its load imported
-    all_old: list  # [env name, defining file] of every environment created
-    cands: set
-    importers_of: dict
-    env_files: set
-    redo: set
-    code_old: dict  # file -> code_print, as last imported
-
-
-def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
-                      digests: FileDigests) -> _Plan | None:
-    from ..engine.import_edges import import_records
-
-    old = entry["result"]
-    graph_old, all_old = _unpack(entry.get("graph")), entry.get("all_envs")
-    if not graph_old or all_old is None or old.get("failures"):
-        return None
-    cands = set(candidates)
-    # a changed file that no longer parses (or is gone): the full discovery
-    # reports it exactly as it always has
-    for rel in changed:
-        if rel.endswith(".py"):
-            path = str(cfg.root / rel)
-            try:
-                import_records(path, digests.digest(path)[0], digests)
-            except (OSError, SyntaxError, ValueError):
-                return None
-    importers_of: dict[str, list[str]] = {}
-    for src, dsts in graph_old.items():
-        for d in dsts:
-            importers_of.setdefault(d, []).append(src)
-    env_files = {f for _, f in all_old}
-    redo = reachable(changed, importers_of) & cands
-    while True:
-        touched = reachable(redo, graph_old) & env_files
-        need = reachable(touched, importers_of) & cands
-        if need <= redo:
-            break
-        redo |= need
-    if not redo:
-        return None
-    return _Plan(old, graph_old, all_old, cands, importers_of, env_files, redo, entry.get("code") or {})
-
-
-def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
-    """The child's result for the modules imported again, merged with the
-    cached one for the rest; None when the merge cannot be vouched for."""
-    fresh = set(raw["loaded_files"])  # every module imported (so run afresh) in this run
-    new_env_files = {f for _, f in book["all_envs"]}
-    # the modules that could have touched a fresh environment all ran again
-    for f in fresh & (plan.env_files | new_env_files):
-        if not (reachable([f], plan.importers_of) & plan.cands) <= fresh:
-            return None
-
-    graph = {f: v for f, v in plan.graph_old.items() if f not in fresh}
-    graph.update(book["graph"])
-    old_loaded = set(plan.old.get("loaded_files", ()))
-    roots = {c for c in plan.cands if c in fresh or (c not in plan.redo and c in old_loaded)}
-    loaded = reachable(roots, graph)
-    if not fresh <= loaded:
-        return None
-
-    def reused(file: str) -> bool:
-        return file not in fresh and file in loaded
-
-    all_envs = [x for x in plan.all_old if reused(x[1])] + book["all_envs"]
-    if len({name for name, _ in all_envs}) != len(all_envs):
-        return None  # the same name in two files: the full discovery names both
-    pool: dict[str, dict] = {}
-    for e in [e for e in plan.old["envs"] if reused(e["file"])] + raw["envs"]:
-        if e["name"] in pool:
-            return None
-        pool[e["name"]] = e
-    chosen = _reselect(pool)
-    if chosen is None:
-        return None
-    merged = dict(raw)
-    merged["envs"] = sorted(chosen.values(), key=_env_key)
-    merged["loaded_files"] = sorted(loaded)
-    merged["requested"] = sorted(plan.redo)
-    code = {f: v for f, v in plan.code_old.items() if reused(f)}
-    code.update(book.get("code") or {})
-    book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True,
-            "code": code}
-    return merged, book
-
-
-def _reselect(pool: dict[str, dict]) -> dict[str, dict] | None:
-    """The selection again: selected environments (where they are defined
-    decides it) and what they depend on; None when a dependency is missing."""
-    chosen: dict[str, dict] = {}
-    todo = sorted(n for n, e in pool.items() if e.get("selected"))
-    while todo:
-        name = todo.pop()
-        if name in chosen:
-            continue
-        if name not in pool:
-            return None
-        chosen[name] = pool[name]
-        todo.extend(chosen[name].get("depends_on", ()))
-    return chosen
-
-
-def _code_unchanged(cfg: Config, entry: dict, changed: list[str], digests: FileDigests) -> dict | None:
-    """Early cutoff: when every changed file is a module whose compiled code is
-    the code last imported (`code_prints.code_print`: an edit to comments
-    or blank lines at the end), the cached result stands; the entry's file
-    digests updated to the new bytes, else None. A module that something read
-    as text at import has no print, nor has one loaded from a `.pyc`."""
-    import warnings
-
-    from .code_prints import code_print
-
-    prints = entry.get("code") or {}
-    files = dict(entry.get("files", {}))
-    for rel in changed:
-        old = prints.get(rel)
-        if not (isinstance(old, str) and rel.endswith(".py")):
-            return None
-        path = str(cfg.root / rel)
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-            hex_ = digests.digest(path)[0]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                # as the import system compiles it in discovery's child (source_to_code, no -O)
-                code = compile(data, path, "exec", dont_inherit=True, optimize=0)
-        except (OSError, SyntaxError, ValueError):
-            return None
-        if hashlib.sha256(data).hexdigest() != hex_ or code_print(code) != old:
-            return None  # other code (or bytes changing as we read them): import
-        files[rel] = hex_
-    return files
-
-
-def _request(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection) -> dict:
-    return {
-        "root": str(cfg.root),
-        "mode": mode,
-        "targets": targets,
-        "variable": sel.variable,
-        "all": sel.all,
-        "files": candidates,
-        "project": cfg.project,
-        "domain": cfg.domain,
-        "flyte_config": cfg.flyte_config,
-        "source_roots": list(cfg.source_roots),
-        "ignore_load_errors": cfg.ignore_load_errors,
-    }
-
-
-def _run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
-    """The child's result; `while_waiting(request)` runs meanwhile."""
-    from ..processes import children
-
-    request = _request(cfg, mode, targets, candidates, sel)
-    with tempfile.TemporaryDirectory(prefix="flyte-build-discover-") as tmp:
-        req_path = os.path.join(tmp, "request.json")
-        res_path = os.path.join(tmp, "result.json")
-        progress = request["progress"] = os.path.join(tmp, "progress")
-        if while_waiting is not None:  # it compiles the candidates for the child (discovery_code)
-            request["handed"] = os.path.join(tmp, "code")
-            open(request["handed"], "wb").close()
-        Path(req_path).write_text(json.dumps(request))
-        lib = children.stage_package(tmp)
-        # the child's output goes to a file, not a pipe: we do other work while
-        # it runs, and a chatty module must not block on a full pipe meanwhile
-        python = interpreter.of(cfg, None).path  # probed already (`_settings`)
-        cmd = children.command(python, lib, children.own_script(lib, "discovery/child.py"), req_path, res_path)
-        children.run(cmd, str(cfg.root), children.child_environ(),
-                     timeout_of(cfg), "discovery", tmp, progress, res_path,
-                     (lambda: while_waiting(request)) if while_waiting is not None else None)
-        return json.loads(Path(res_path).read_text())
-
-
-def timeout_of(cfg) -> float:
-    return getattr(cfg, "discovery_timeout", None) or DEFAULT_TIMEOUT
 
 
 def _checked(result: Discovery, raw: dict, cfg: Config) -> Discovery:

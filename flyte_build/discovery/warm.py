@@ -211,7 +211,7 @@ class WarmDiscovery:
 
 
 def _timeout(cfg) -> float:
-    from .discover import timeout_of
+    from .child_run import timeout_of
 
     return timeout_of(cfg)
 

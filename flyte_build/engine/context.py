@@ -89,7 +89,7 @@ class Context:
     @cached_property
     def user_code(self):
         """The interpreter and deadline of the children that import the user's modules."""
-        from ..discovery.discover import timeout_of
+        from ..discovery.child_run import timeout_of
         from ..rule_api import UserCode
 
         return UserCode(self.python.path, timeout_of(self.cfg))
