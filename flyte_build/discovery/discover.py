@@ -119,6 +119,19 @@ def _walk(cfg: Config, mode: str, targets: list[str]) -> _Tree:
     return _Tree(sorted(candidates), {d: (m if m < fresh else None) for d, m in dirs.items()}, sorted(ignore_files))
 
 
+def _relisted(job, entry: dict) -> _Tree | None:
+    """The entry's candidates, with new directory mtimes, when relisting the
+    directories that changed shows the walk would find them again (`relisting`)."""
+    if job.mode != "recursive" or not entries.still_valid(job.cfg.root, entry.get("ignores", {}), job.digests):
+        return None
+    from .relisting import relisted
+
+    ignores = sorted(entry.get("ignores", {}))
+    dirs = relisted(job.cfg.root, entry.get("dirs", {}), entry["candidates"], ignores,
+                    time.time_ns() - int(RACY_SECONDS * 1e9))
+    return None if dirs is None else _Tree(list(entry["candidates"]), dirs, ignores)
+
+
 def _tree_unchanged(root: Path, dirs: dict) -> bool:
     for rel, mtime in dirs.items():
         if mtime is None:
@@ -230,10 +243,11 @@ def _local_entry(job: _Job, use_cache: bool) -> tuple[dict | None, _Tree | None]
         entry = None  # not what entries.record writes (hand-edited, another version): discover afresh
     # The candidate modules are the same if no directory the last walk listed
     # has changed (an added, removed or renamed file changes its directory's
-    # mtime) and no ignore file changed; only then is the walk skipped.
+    # mtime) and no ignore file changed; only then is the walk skipped. With
+    # the same ignore files, relisting the changed directories may tell too.
     tree = None
     if entry and not (_tree_unchanged(cfg.root, entry.get("dirs", {})) and entries.still_valid(cfg.root, entry.get("ignores", {}), digests)):
-        tree = _walk(cfg, job.mode, job.targets)
+        tree = _relisted(job, entry) or _walk(cfg, job.mode, job.targets)
         if tree.candidates != entry.get("candidates"):
             entry = None
     if entry and not discovery_reads.still_valid(entry.get("reads", {}), cfg.root, digests):
