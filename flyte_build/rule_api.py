@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from .config import schema as checks  # noqa: F401 (string, boolean, choice, ... for ConfigTable keys)
 from .config.schema import Table as ConfigTable  # noqa: F401
+from .errors import BuildFailed, UserError  # noqa: F401 (a target's failure; bad input, exit 2)
+from .hashing import as_digest, key_of, strip_digest  # noqa: F401 (canonical sha256 keys, "sha256:" digests)
 
 if TYPE_CHECKING:
     from .engine.context import View
@@ -158,8 +160,6 @@ def read_json(result) -> dict:
     BuildFailed naming the target when it is unreadable or not an object."""
     import json
 
-    from .errors import BuildFailed
-
     try:
         with open(result.path, encoding="utf-8") as f:
             doc = json.load(f)
@@ -168,3 +168,45 @@ def read_json(result) -> dict:
     if not isinstance(doc, dict):
         raise BuildFailed(f"{result.target}: malformed output; run the build again")
     return doc
+
+
+# -- the core's helpers a rule may use --------------------------------------
+# Rules import the core only through this module (tests/test_layers.py holds
+# it): these names are re-exported on purpose, each imported when a rule first
+# asks for it, so loading a rule set (or `flyte-build --help`) stays cheap.
+# name -> (module, attribute; None: the module itself)
+HELPERS: dict[str, tuple[str, str | None]] = {
+    # deterministic .tar.gz archives, and checking a downloaded one member by member
+    "write_tar_gz": ("flyte_build.archives.tar_gz", "write_tar_gz"),
+    "archive_mismatch": ("flyte_build.archives.check", "why_not"),
+    # extracting an archive without links, devices or paths out of the destination
+    "extract_all": ("flyte_build.archives.tarsafe", "extract_all"),
+    # the secret filter bundles and build contexts share; whether a path stays under the root
+    "drop_secrets": ("flyte_build.archives.bundle_files", "drop_secrets"),
+    "secret_reason": ("flyte_build.archives.bundle_files", "secret_reason"),
+    "inside": ("flyte_build.archives.bundle_files", "inside"),
+    # object stores (s3://, gs://, az://, file://) for uploads a kind publishes
+    "StoreOptions": ("flyte_build.config.settings", "StoreOptions"),
+    "StoreUnavailable": ("flyte_build.stores.remote_stores", "StoreUnavailable"),
+    "open_root": ("flyte_build.stores.remote_stores", "open_root"),
+    # running the user's code: a child process in the project's interpreter, and
+    # inside it discovery's set-up and imports (so a child sees what discovery saw)
+    "children": ("flyte_build.processes.children", None),
+    "atomic": ("flyte_build.atomic", None),
+    "child_prepare": ("flyte_build.discovery.child", "prepare"),
+    "child_import_candidates": ("flyte_build.discovery.child", "import_candidates"),
+    # flyte itself, through the adapter (the one place that touches its private API)
+    "flyte_adapter": ("flyte_build.flyte_adapter", None),
+    "runtime_check": ("flyte_build.flyte_adapter.runtime_check", None),
+    "auto_image_uri": ("flyte_build.flyte_adapter.serialization", "auto_image_uri"),
+}
+
+
+def __getattr__(name: str):
+    if name not in HELPERS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    module, attr = HELPERS[name]
+    found = importlib.import_module(module)
+    return found if attr is None else getattr(found, attr)

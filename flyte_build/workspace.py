@@ -103,7 +103,7 @@ class Workspace:
             sync_local_sys_paths=settings.sync_local_sys_paths,
             run_params=tuple(settings.run_params),
         )
-        self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options)
+        self.ctx = Context(cfg, self.discovery, self.store, self.digests, self.options, rules=self.rules)
         self.graph = Graph(self.ctx, self.rules)
         self.storage_stats = {"uploads": 0, "present": 0, "bytes_up": 0}
 

@@ -50,13 +50,15 @@ def run_param(cls, params: tuple):
 
 
 class Context:
-    def __init__(self, cfg: Config, discovery: Discovery, store: LocalStore, digests: FileDigests, options: Options | None = None):
+    def __init__(self, cfg: Config, discovery: Discovery, store: LocalStore, digests: FileDigests, options: Options | None = None,
+                 rules: dict | None = None):
         self.cfg = cfg
         self.root = cfg.root
         self.discovery = discovery
         self.store = store
         self.digests = digests
         self.options = options or Options()
+        self.rules = rules or {}  # kind -> Rule: the run's rule sets, for `View.has_target`/`inputs_of`
         self.warnings: list[str] = []
         self._lock = threading.Lock()
         self._closures: dict[str, list[str]] = {}
@@ -447,6 +449,22 @@ class View:
 
     def warn(self, msg: str) -> None:
         self._ctx.warn(msg)
+
+    # -- other kinds' targets: asked of the engine's rules by address, never by
+    # importing another kind's modules (the rule boundary, tests/test_layers.py)
+    def has_target(self, address: str) -> bool:
+        """Whether `KIND:ENV` is a target of this run (its kind's rule applies to the env)."""
+        kind, _, env = address.partition(":")
+        rule = self._ctx.rules.get(kind)
+        return rule is not None and any(e.name == env for e in self.envs) and bool(rule.applies(self.env(env), self))
+
+    def inputs_of(self, address: str):
+        """What target `KIND:ENV` declares it reads (its rule's `Inputs`), known before it is
+        built: e.g. what decides a PEX's bytes, which an image's tag stands on."""
+        kind, _, env = address.partition(":")
+        if not self.has_target(address):
+            raise KeyError(f"{address} is not a target of this run")
+        return self._ctx.rules[kind].inputs(self.env(env), self)
 
 
 def _is_link(path: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flyte_build.archives import bundle_files as files_mod
+from flyte_build.rule_api import inside
 
 
 def has_bundle(env, view) -> bool:
@@ -34,7 +34,7 @@ def _inside_root(view, files: dict[str, str]) -> dict[str, str]:
     the walk leaves out such links for copy style `all`."""
     kept = {}
     for rel, path in files.items():
-        if not files_mod.inside(view.root, path, real=view.realpath(path)):
+        if not inside(view.root, path, real=view.realpath(path)):
             view.warn(f"{rel}: symlink leads outside the root (to {os.path.realpath(path)}); skipped")
             continue
         kept[rel] = path

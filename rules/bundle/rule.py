@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import os
 
-from flyte_build.archives import tar_gz as archive, check as archive_check
-from flyte_build.rule_api import Inputs, Produced, Request, Rule
+from flyte_build.rule_api import Inputs, Produced, Request, Rule, archive_mismatch, write_tar_gz
 
 from . import upload
 from .files import bundle_files, has_bundle
@@ -35,7 +34,7 @@ def inputs(env, view) -> Inputs:
 def run(req: Request) -> Produced:
     out = req.workdir / "bundle.tar.gz"
     with open(out, "wb") as f:
-        archive.write_tar_gz(f, ((fi.name, fi.path, fi.digest) for fi in req.files))
+        write_tar_gz(f, ((fi.name, fi.path, fi.digest) for fi in req.files))
     return Produced(files=(("bundle.tar.gz", out),), meta={"files": len(req.files)})
 
 
@@ -50,7 +49,7 @@ def verify_shared(files, outputs) -> str | None:
         except OSError as exc:
             return f"{fi.name}: {exc.strerror}"
         members.append((fi.name, fi.digest, st.st_size, bool(st.st_mode & 0o111)))
-    return archive_check.why_not(outputs["bundle.tar.gz"], members)
+    return archive_mismatch(outputs["bundle.tar.gz"], members)
 
 
 RULE = Rule(

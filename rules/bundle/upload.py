@@ -14,8 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from flyte_build.errors import BuildFailed
-from flyte_build.stores.remote_stores import StoreOptions, StoreUnavailable, open_root
+from flyte_build.rule_api import BuildFailed, StoreOptions, StoreUnavailable, open_root
 
 
 @dataclass(frozen=True)

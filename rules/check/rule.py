@@ -22,10 +22,7 @@ import os
 import shutil
 import subprocess
 
-from flyte_build.errors import BuildFailed
-from flyte_build.rule_api import Inputs, Produced, Request, Rule, read_json
-
-from ..bundle.files import has_bundle
+from flyte_build.rule_api import BuildFailed, Inputs, Produced, Request, Rule, read_json
 
 VERSION = "2"  # 2: the task specs are a dependency (specs:<env>), not params
 BUNDLE_DIR = "/var/tmp/flyte-build-check"  # where the bundle is mounted in the container
@@ -38,7 +35,7 @@ def applies(env, view) -> bool:
 
 
 def deps(env, view) -> tuple[str, ...]:
-    return (f"image:{env.name}", *((f"bundle:{env.name}",) if has_bundle(env, view) else ()), f"specs:{env.name}")
+    return (f"image:{env.name}", *((f"bundle:{env.name}",) if view.has_target(f"bundle:{env.name}") else ()), f"specs:{env.name}")
 
 
 def _option(args: list[str], name: str) -> str | None:
@@ -104,7 +101,7 @@ def _specs(result) -> dict:
 
 
 def run(req: Request) -> Produced:
-    from flyte_build.flyte_adapter import runtime_check
+    from flyte_build.rule_api import runtime_check
 
     name = req.env.name
     image = req.deps[f"image:{name}"]
@@ -168,7 +165,7 @@ def _command_problems(req: Request, uri: str, tasks: list[dict]) -> list[str]:
 def _docker_run_command(req: Request, uri: str, tasks: list[dict]) -> list[str]:
     """`docker run` of the image with the bundle mounted read-only and the tasks' env vars,
     running the adapter's check program on a JSON payload naming the tasks to load."""
-    from flyte_build.flyte_adapter import runtime_check
+    from flyte_build.rule_api import runtime_check
 
     p, name = req.params, req.env.name
     bundle = req.deps.get(f"bundle:{name}")

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from flyte_build.errors import BuildFailed, UserError
+from flyte_build.rule_api import BuildFailed, UserError
 
 MANIFEST_TYPES = ", ".join(
     [

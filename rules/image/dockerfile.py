@@ -25,9 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from flyte_build.errors import UserError
-from flyte_build.archives.bundle_files import drop_secrets
-from flyte_build.hashing import key_of
+from flyte_build.rule_api import UserError, drop_secrets, key_of
 
 from .dockerignore import dockerfile_context, dockerignored, parse_dockerignore  # noqa: F401 (the image kind's API)
 from .flyte_base import (  # noqa: F401 (FLYTE_USER_CMD, PIP_CACHE_MOUNT, runtime_recipe: the image kind's API)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from flyte_build.errors import UserError
+from flyte_build.rule_api import UserError
 
 from .shell_steps import run_line, shell_quote
 

@@ -16,8 +16,7 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from flyte_build.errors import UserError
-from flyte_build.archives.bundle_files import secret_reason
+from flyte_build.rule_api import UserError, secret_reason
 
 from .dockerignore import dockerignored, parse_dockerignore
 from .flyte_base import RECIPE_APT

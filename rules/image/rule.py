@@ -1,6 +1,6 @@
 """image:<env> — the container image derived from the environment's flyte.Image.
 
-The spec renders (flyte_build.dockerfile) into a Dockerfile and an exact build
+The spec renders (dockerfile.py) into a Dockerfile and an exact build
 context; the tag is the hash of those (plus base, build args, platforms), so
 `targets --json` shows the URI before anything is built. On a cache miss the
 registry is asked first: a tag it already holds is a hit (`source: remote`)
@@ -25,12 +25,8 @@ import shutil
 import tarfile
 from pathlib import Path
 
-from flyte_build.archives import tar_gz as archive
-from flyte_build.errors import UserError
-from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
-from flyte_build.archives.tarsafe import extract_all
+from flyte_build.rule_api import ConfigTable, Inputs, Produced, Request, Rule, UserError, checks, extract_all, write_tar_gz
 
-from ..pex import rule as pex_rule
 from . import docker_engine
 from . import dockerfile as df
 from . import publish
@@ -60,7 +56,14 @@ def options(cfg) -> dict:
 
 
 def _uses_pex(env, view, opts) -> bool:
-    return opts["requirements-from"] == "pex" and isinstance(env.image, dict) and pex_rule.applies(env, view)
+    return opts["requirements-from"] == "pex" and isinstance(env.image, dict) and view.has_target(f"pex:{env.name}")
+
+
+def _pex_fingerprint(env, view) -> dict:
+    """What decides the env's PEX's bytes, known before it is built: its target's
+    declared inputs (params and file digests), asked of the engine."""
+    declared = view.inputs_of(f"pex:{env.name}")
+    return {"params": declared.params, "files": [[n, view.digest(p)[0]] for n, p in declared.files]}
 
 
 def _code_bundle_layers(img: dict) -> list[dict]:
@@ -139,7 +142,7 @@ def plan(env, view) -> dict:
     img = env.image
     if isinstance(img, str):
         if img == "auto":
-            from flyte_build.flyte_adapter.serialization import auto_image_uri
+            from flyte_build.rule_api import auto_image_uri
 
             return _reference(auto_image_uri(refs))
         return _reference(img)
@@ -150,7 +153,7 @@ def plan(env, view) -> dict:
     digests = [(n, view.digest(p)[0]) for n, p in files]
     if any(n == df.PEX_NAME for n, _ in rendered.context):
         # the PEX is reproducible: what decides its bytes stands in for them in the tag
-        digests.append((df.PEX_NAME, df.key_of(pex_rule.fingerprint(env, view))))
+        digests.append((df.PEX_NAME, df.key_of(_pex_fingerprint(env, view))))
     tag = df.content_tag(rendered.base, rendered.dockerfile, digests, rendered.build_args, rendered.platforms)
     registry = img.get("registry") or view.cfg.registry
     name = img.get("name") or env.name
@@ -217,7 +220,7 @@ def _write_context(req: Request, dest_dir: Path) -> Path:
         members.append((f"context/{req.params['pex']}", pex_result.path, None))
     out = dest_dir / ARTIFACT
     with open(out, "wb") as f:
-        archive.write_tar_gz(f, members)
+        write_tar_gz(f, members)
     return out
 
 

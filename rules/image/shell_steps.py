@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-from flyte_build.errors import UserError
+from flyte_build.rule_api import UserError
 
 
 def env_quote(v: str) -> str:

@@ -15,8 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from flyte_build.errors import BuildFailed, UserError
-from flyte_build.rule_api import ConfigTable, checks, Inputs, Produced, Request, Rule
+from flyte_build.rule_api import BuildFailed, ConfigTable, Inputs, Produced, Request, Rule, UserError, checks
 
 VERSION = "1"
 FIELD = "tool.hatch.build.targets.flyte.pex"
@@ -87,12 +86,6 @@ def inputs(env, view) -> Inputs:
             "extra_args": list(opts.get("extra-args", ())),
         },
     )
-
-
-def fingerprint(env, view) -> dict:
-    """What decides the PEX's bytes, known before building it (for an image's tag)."""
-    i = inputs(env, view)
-    return {"params": i.params, "files": [[n, view.digest(p)[0]] for n, p in i.files]}
 
 
 def run(req: Request) -> Produced:

@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import json
 
-from flyte_build.errors import BuildFailed, UserError
-from flyte_build.rule_api import Inputs, Produced, Request, Rule, read_json
+from flyte_build.rule_api import BuildFailed, Inputs, Produced, Request, Rule, UserError, read_json
 
 from . import serialize
 

@@ -8,9 +8,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from flyte_build.errors import BuildFailed, UserError
-
-from ..bundle.files import has_bundle
+from flyte_build.rule_api import BuildFailed, UserError
 
 FORMAT = 2
 
@@ -31,7 +29,7 @@ def child_request(view, env, closure: set[str]) -> dict:
         "files": mine, "ignore_load_errors": bool(view.cfg.ignore_load_errors),
         "copy_style": {env.name: view.cfg.copy_style_for(env.name)},
         # every env's image in every task's image cache, as flyte's merged cache
-        "envs": {env.name: {"image_envs": every, "with_bundle": has_bundle(env, view)}},
+        "envs": {env.name: {"image_envs": every, "with_bundle": view.has_target(f"bundle:{env.name}")}},
     }
 
 
@@ -62,7 +60,7 @@ def check_tasks(env, got: dict) -> None:
 def run_child(request: dict, root: Path, user_code) -> dict:
     """The child's result, in the project's interpreter within discovery's deadline
     (`user_code`, a rule_api.UserCode: it imports the same modules)."""
-    from flyte_build.processes import children
+    from flyte_build.rule_api import children
 
     request = {**request, "root": str(root)}
     with tempfile.TemporaryDirectory(prefix="flyte-build-serialize-") as tmp:

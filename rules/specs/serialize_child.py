@@ -16,15 +16,15 @@ import sys
 import traceback
 from pathlib import Path
 
-from flyte_build import atomic
-from flyte_build.processes import children
-from flyte_build.discovery.child import import_candidates, prepare
+from flyte_build.rule_api import atomic, children
+from flyte_build.rule_api import child_import_candidates as import_candidates
+from flyte_build.rule_api import child_prepare as prepare
 
 
 def main(request_path: str, result_path: str) -> int:
     req = json.loads(Path(request_path).read_text())
     root, search_roots, _ = prepare(req, read_flyte_config=False)  # as before: the request carries project and domain
-    from flyte_build import flyte_adapter as fa
+    from flyte_build.rule_api import flyte_adapter as fa
 
     result: dict = {"envs": {}, "error": None}
     _, failures = import_candidates(req["files"], search_roots, root, bool(req.get("ignore_load_errors")),
