@@ -143,12 +143,19 @@ def _run(argv: list[str]) -> int:
 
 
 def run() -> None:
-    # the thin client first: with a resident process the command runs there,
-    # and this process imports nothing more (see flyte_build.daemon)
-    from .daemon.client import run as in_daemon
+    argv = sys.argv[1:]
+    # a no-op `build --json` is answered from its snapshot here, faster than a
+    # round trip to the resident process; any other command goes to the thin
+    # client, and with a resident process it runs there and this process
+    # imports nothing more (see flyte_build.daemon)
+    from .stores.snapshot import replay
 
-    code = in_daemon(sys.argv[1:])
-    sys.exit(main() if code is None else code)
+    code = replay(argv)
+    if code is None:
+        from .daemon.client import run as in_daemon
+
+        code = in_daemon(argv)
+    sys.exit(main(argv) if code is None else code)
 
 
 if __name__ == "__main__":
