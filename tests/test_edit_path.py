@@ -24,3 +24,24 @@ def test_a_comment_edit_imports_neither_flyte_nor_cryptography(tmp_path):
     assert not {m for m in imported if m.split(".")[0] in ("flyte", "cryptography")}
     built = [t for t in run.json()["targets"] if t["status"] == "built"]
     assert built and all(t["kind"] == "bundle" for t in built)  # the bundles holding the file, rebuilt
+
+
+def test_the_childs_realpath_by_directory_is_os_path_realpath(tmp_path):
+    # discovery's child resolves each loaded module's file by its directory's real path
+    # (one realpath per directory): through symlinked directories, symlinked files and '..'
+    import os
+    import sys
+
+    from flyte_build.discovery import child
+
+    (tmp_path / "a/b/c").mkdir(parents=True)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "a/b/c/m.py").write_text("")
+    (tmp_path / "x/n.py").write_text("")
+    os.symlink(tmp_path / "a/b", tmp_path / "x/lb")
+    os.symlink("../x/n.py", tmp_path / "a/ln.py")
+    os.symlink(tmp_path / "a", tmp_path / "la")
+    paths = [str(tmp_path / p) for p in ("a/b/c/m.py", "x/lb/c/m.py", "a/ln.py", "la/b/c/m.py", "la/ln.py",
+                                         "la/../x/n.py", "x/lb/../n.py", "missing/q.py", "la/b/../ln.py")]
+    paths += [m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)]
+    assert [child._realpath(p) for p in paths] == [os.path.realpath(p) for p in paths]

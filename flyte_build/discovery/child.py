@@ -464,10 +464,18 @@ _REALPATHS: dict[str, str] = {}
 
 
 def _realpath(path: str) -> str:
-    """os.path.realpath, once per path: a warm child's forks scan the same modules again."""
+    """os.path.realpath, once per path: a warm child's forks scan the same modules again.
+    A file that is not a symlink is its directory's real path and its name: one
+    lstat per module, and one realpath per directory (realpath lstats every
+    component of every path: 5,000 modules made 40,000 calls)."""
     got = _REALPATHS.get(path)
     if got is None:
-        got = _REALPATHS[path] = os.path.realpath(path)
+        parent, name = os.path.split(path)
+        if os.path.isabs(path) and name not in ("", ".", "..") and not os.path.islink(path):
+            got = os.path.join(_realpath(parent) if parent != path else parent, name)
+        else:
+            got = os.path.realpath(path)
+        _REALPATHS[path] = got
     return got
 
 
