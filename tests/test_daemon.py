@@ -310,3 +310,23 @@ def test_the_thin_client_imports_almost_nothing(daemon):
     heavy = {"json", "socket", "signal", "argparse", "rich", "rich.console", "hashlib", "tomllib"}
     assert not imported & heavy, imported & heavy
     assert daemon.status()["served"] == 2
+
+
+@pytest.mark.slow
+def test_an_edit_is_discovered_by_the_warm_child_the_daemon_holds(daemon):
+    from flyte_build.discovery import warm
+
+    if not hasattr(warm, "RESIDENT"):
+        pytest.skip("Workspace does not read discovery.warm.RESIDENT yet")
+    daemon.run("build").assert_ok()  # the daemon, and the warm child its first discovery started
+    handle = next((daemon.cache / "daemon").glob("*.warm.json"))
+    warm_pid = json.loads(handle.read_text())["pid"]
+    app = daemon.repo / "app.py"
+    app.write_text(app.read_text().replace("x + 1", "x + 2"))
+    doc = daemon.run("build", "--json").assert_ok().json()
+    assert doc["discovery"]["how"] == "warm", doc["discovery"]
+    cold = daemon.run("--no-daemon", "build", "--json", env={"FLYTE_BUILD_CACHE_DIR": str(daemon.cache.parent / "cold")})
+    assert [t["key"] for t in doc["targets"]] == [t["key"] for t in cold.assert_ok().json()["targets"]]
+    assert json.loads(handle.read_text())["pid"] == warm_pid  # the same warm child, kept between commands
+    daemon.stop()
+    assert wait_gone(warm_pid, 15) and not handle.exists()

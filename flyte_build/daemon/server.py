@@ -31,7 +31,8 @@ from .daemon_log import Log
 WARM = (
     "flyte_build.cli", "flyte_build.commands.common", "flyte_build.workspace", "flyte_build.engine.executor",
     "flyte_build.engine.context", "flyte_build.engine.graph", "flyte_build.discovery.discover",
-    "flyte_build.config.settings", "flyte_build.stores.snapshot", "flyte_build.progress", "flyte_build.render",
+    "flyte_build.config.settings", "flyte_build.stores.snapshot", "flyte_build.discovery.warm",
+    "flyte_build.progress", "flyte_build.render",
     "flyte_build.stores.signing", "flyte_build.stores.shared_cache", "flyte_build.stores.documents",
     "flyte_build.stores.maintenance", "flyte_build.stores.build_manifest", "flyte_build.stores.local_store",
     "flyte_build.stores.two_tier_cache", "flyte_build.stores.file_digests",
@@ -51,6 +52,7 @@ def main() -> None:
         source = stamps.source()  # before the imports: an edit during them makes this daemon stale
         _warm()
         daemon = Daemon(path, project, idle, lock, log, source)
+        _hold_warm_discovery(path)
     except Exception as exc:  # its client runs the command itself; the reason stays here
         log.write(f"could not start: {type(exc).__name__}: {exc}")
         sys.exit(1)
@@ -103,6 +105,26 @@ def _warm() -> None:
     os.chdir("/")
     # what the forks share stays out of the collector's way: no copy-on-write of every page
     gc.freeze()
+
+
+def _hold_warm_discovery(path: str) -> None:
+    """The repository's warm discovery child, shared by the commands' forks
+    through a handle file beside the socket (see discovery.warm): set before
+    the first fork, closed when the daemon stops."""
+    from ..discovery import warm
+
+    warm.RESIDENT = warm.WarmDiscovery(handle=path[: -len(".sock")] + ".warm.json")
+
+
+def _drop_warm_discovery() -> None:
+    from ..discovery import warm
+
+    resident, warm.RESIDENT = getattr(warm, "RESIDENT", None), None
+    if resident is not None:
+        try:
+            resident.close()
+        except Exception:  # it is ending anyway: its child watches this process
+            pass
 
 
 def _bind(path: str) -> socket.socket:
@@ -271,6 +293,7 @@ class Daemon:
         except OSError:
             pass
         self.listener.close()
+        _drop_warm_discovery()
         os.close(self.lock)
         self.log.write(f"exiting: {self.stopping}")
         for conn, _message, fds in self.queue:
