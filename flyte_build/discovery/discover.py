@@ -52,7 +52,7 @@ class Selection:
         return " ".join(self.paths) + (f" {self.variable}" if self.variable else "")
 
 
-def _plan(cfg: Config, sel: Selection) -> tuple[str, list[str]]:
+def _scope(cfg: Config, sel: Selection) -> tuple[str, list[str]]:
     """(mode, targets relative to the root); no walking."""
     root = cfg.root
     # paths given on the command line are relative to the current directory;
@@ -196,7 +196,7 @@ class _Job:
 
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
               shared, stats, flyte_ref, warm=None) -> tuple[Discovery, dict, list[str]]:
-    mode, targets = _plan(cfg, sel)
+    mode, targets = _scope(cfg, sel)
     settings = _settings(cfg, sel, mode, targets, digests, flyte_ref, store)
     job = _Job(cfg, sel, mode, targets, settings, store, f"discovery/{key_of(settings)}.json", digests, shared, stats, warm)
     entry, tree = _local_entry(job, use_cache)

@@ -40,21 +40,21 @@ def incremental(cfg: Config, targets: list[str], sel: Selection, candidates: lis
     a dependency) ran too, i.e. every module importing its defining file; the
     set to re-import grows until that holds.
     """
-    plan = _incremental_plan(cfg, candidates, entry, changed, digests)
-    if plan is None:
+    start = _incremental_start(cfg, candidates, entry, changed, digests)
+    if start is None:
         return None
     # the child imports what the modules to redo imported last time: their code is handed over
     # (the memo's; the changed files compiled now)
-    again = sorted(f for f in reachable(plan.redo, plan.graph_old) if f.endswith(".py") and not os.path.isabs(f))
-    raw = child_run.run_child(cfg, "recursive", targets, sorted(plan.redo), sel, child_run.handing(cfg, again, digests, memo))
+    again = sorted(f for f in reachable(start.redo, start.graph_old) if f.endswith(".py") and not os.path.isabs(f))
+    raw = child_run.run_child(cfg, "recursive", targets, sorted(start.redo), sel, child_run.handing(cfg, again, digests, memo))
     book = entries.split(raw)
-    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(plan.old.get("sys_path", ())):
+    if not book["incremental"] or sorted(raw.get("sys_path", ())) != sorted(start.old.get("sys_path", ())):
         return None
-    return _merge(plan, raw, book)
+    return _merge(start, raw, book)
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _IncrementalStart:
     """What an incremental discovery starts from: the cached result and import
     graph, and the candidate modules to import again."""
 
@@ -68,8 +68,8 @@ class _Plan:
     code_old: dict  # file -> code_print, as last imported
 
 
-def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
-                      digests: FileDigests) -> _Plan | None:
+def _incremental_start(cfg: Config, candidates: list[str], entry: dict, changed: list[str],
+                       digests: FileDigests) -> _IncrementalStart | None:
     from ..engine.import_edges import import_records
 
     old = entry["result"]
@@ -100,23 +100,23 @@ def _incremental_plan(cfg: Config, candidates: list[str], entry: dict, changed: 
         redo |= need
     if not redo:
         return None
-    return _Plan(old, graph_old, all_old, cands, importers_of, env_files, redo, entry.get("code") or {})
+    return _IncrementalStart(old, graph_old, all_old, cands, importers_of, env_files, redo, entry.get("code") or {})
 
 
-def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
+def _merge(start: _IncrementalStart, raw: dict, book: dict) -> tuple[dict, dict] | None:
     """The child's result for the modules imported again, merged with the
     cached one for the rest; None when the merge cannot be vouched for."""
     fresh = set(raw["loaded_files"])  # every module imported (so run afresh) in this run
     new_env_files = {f for _, f in book["all_envs"]}
     # the modules that could have touched a fresh environment all ran again
-    for f in fresh & (plan.env_files | new_env_files):
-        if not (reachable([f], plan.importers_of) & plan.cands) <= fresh:
+    for f in fresh & (start.env_files | new_env_files):
+        if not (reachable([f], start.importers_of) & start.cands) <= fresh:
             return None
 
-    graph = {f: v for f, v in plan.graph_old.items() if f not in fresh}
+    graph = {f: v for f, v in start.graph_old.items() if f not in fresh}
     graph.update(book["graph"])
-    old_loaded = set(plan.old.get("loaded_files", ()))
-    roots = {c for c in plan.cands if c in fresh or (c not in plan.redo and c in old_loaded)}
+    old_loaded = set(start.old.get("loaded_files", ()))
+    roots = {c for c in start.cands if c in fresh or (c not in start.redo and c in old_loaded)}
     loaded = reachable(roots, graph)
     if not fresh <= loaded:
         return None
@@ -124,11 +124,11 @@ def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
     def reused(file: str) -> bool:
         return file not in fresh and file in loaded
 
-    all_envs = [x for x in plan.all_old if reused(x[1])] + book["all_envs"]
+    all_envs = [x for x in start.all_old if reused(x[1])] + book["all_envs"]
     if len({name for name, _ in all_envs}) != len(all_envs):
         return None  # the same name in two files: the full discovery names both
     pool: dict[str, dict] = {}
-    for e in [e for e in plan.old["envs"] if reused(e["file"])] + raw["envs"]:
+    for e in [e for e in start.old["envs"] if reused(e["file"])] + raw["envs"]:
         if e["name"] in pool:
             return None
         pool[e["name"]] = e
@@ -138,8 +138,8 @@ def _merge(plan: _Plan, raw: dict, book: dict) -> tuple[dict, dict] | None:
     merged = dict(raw)
     merged["envs"] = sorted(chosen.values(), key=_env_key)
     merged["loaded_files"] = sorted(loaded)
-    merged["requested"] = sorted(plan.redo)
-    code = {f: v for f, v in plan.code_old.items() if reused(f)}
+    merged["requested"] = sorted(start.redo)
+    code = {f: v for f, v in start.code_old.items() if reused(f)}
     code.update(book.get("code") or {})
     book = {"graph": {f: graph.get(f, []) for f in sorted(loaded)}, "all_envs": sorted(all_envs), "incremental": True,
             "code": code}

@@ -16,9 +16,9 @@ from flyte_build.errors import BuildFailed, UserError
 from flyte_build.hashing import key_of, strip_digest
 from flyte_build.rule_api import Produced
 
-from ..specs import rule as specs_rule
 from .control_plane import ControlPlane
 from .plan import EnvPlan
+from .specs_doc import SPECS, specs_doc
 from .versions import BUNDLE_ROOT, render_env, without_source_link
 
 
@@ -62,7 +62,7 @@ def run_action(req):
         raise UserError(f"{req.target}: deploys run through `flyte-build deploy` (or flyte_build.deploy)")
     target = ControlPlane.of(p["backend"], req.secrets)
     bundle = req.deps.get(f"bundle:{name}")
-    t = specs_rule.read(req.deps[f"specs:{name}"])["env"]
+    t = specs_doc(req.deps[f"{SPECS}:{name}"])["env"]
     key_images, spec_images = _deploy_images(req)
     digest = bundle.digest if bundle else None
     state_path = f"{target.state_dir()}/envs/{name}.json"

@@ -29,7 +29,7 @@ def plan(ws, names: list[str] | None = None, reporter=None, assume_deployed=()) 
     except those in `assume_deployed`: see `split_order`), computed offline:
     bundles are built locally, images are only named."""
     ctx = ws.ctx
-    order, left_out, source = checked_order(ctx, names, assume_deployed)
+    order, left_out, source = checked_order(ws, names, assume_deployed)
     needed = closure(ctx, order)  # the selected envs and their dependencies: nothing else is built
     addrs = ahead.targets(ws, needed, ("specs", "bundle"), only={"bundle": set(order)})
     docs, bad, results = ahead.prerequisites(ws, addrs, reporter, build=True)
@@ -56,7 +56,7 @@ def deploy(ws, names: list[str] | None = None, reporter=None, jobs: int | None =
     `split_order`). Returns the engine's results for the deploy targets, in
     deploy order, left-out dependencies included (action `unchanged`), and the ControlPlane."""
     ctx = ws.ctx
-    order, left_out, source = checked_order(ctx, names, assume_deployed)
+    order, left_out, source = checked_order(ws, names, assume_deployed)
     backend = control_plane(ws)
     needed = closure(ctx, order)  # the selected envs and their dependencies: nothing else is built
     # one serializer child for every env, before the parallel deploys; bundles too, each failing alone

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..image import rule as image_rule
-from ..specs import rule as specs_rule
+from .specs_doc import IMAGE, SPECS, specs_doc
 
 # what a failed target of an env says of that env (the first one found is its reason)
 PHRASES = {"specs": "cannot be serialized", "bundle": "cannot be bundled", "image": "has no image",
@@ -49,7 +48,7 @@ def prerequisites(ws, addrs: list[str], reporter=None, jobs: int | None = None, 
     run = ws.build(addrs, reporter=reporter, jobs=jobs, fail_alone=True) if build else \
         ws.engine(reporter, jobs, fail_alone=True).run(addrs)
     results = {r.target: r for r in run}
-    docs = {r.env: specs_rule.read(r) for r in results.values() if r.kind == "specs" and r.ok}
+    docs = {r.env: specs_doc(r) for r in results.values() if r.kind == SPECS and r.ok}
     bad: dict[str, tuple[str, str]] = {}
     for a in addrs:  # the first failure of an env is its reason
         r = results[a]
@@ -64,7 +63,7 @@ def planned_images(ws, docs: dict, names: list[str], planned_image, jobs: int | 
     serializing its env; an env outside `names` whose image only flyte can
     name is serialized for it, quietly: its failure is not this run's (its
     image stays unnamed, as a failed env's does)."""
-    rule = ws.rules.get(image_rule.RULE.kind)
+    rule = ws.rules.get(IMAGE)
 
     def described(n: str) -> bool:
         if rule is None or rule.describe is None or f"{rule.kind}:{n}" not in ws.graph.targets:

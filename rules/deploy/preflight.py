@@ -10,19 +10,17 @@ import re
 
 from flyte_build.errors import UserError
 
-from ..bundle.files import has_bundle
-from ..check import rule as check_rule
-from ..image import rule as image_rule
 from . import rule as deploy_rule
 from .order import split_order
 from .params import DeployParams
+from .specs_doc import BUNDLE, CHECK, IMAGE
 
 
 def planned_image(ws, name: str, spec_docs: dict) -> str | None:
     """The env's image reference known without building: the image rule's
     `describe` uri when there is an image target, else flyte's resolution
     (none for an env flyte could not serialize)."""
-    rule = ws.rules.get(image_rule.RULE.kind)
+    rule = ws.rules.get(IMAGE)
     unresolved = None
     if rule is not None and f"{rule.kind}:{name}" in ws.graph.targets and rule.describe is not None:
         described = rule.describe(ws.ctx.env(name), ws.ctx.view)
@@ -77,22 +75,25 @@ def check_packages(ctx, names: list[str]) -> list[str]:
     return problems
 
 
-def check_versions(ctx, names: list[str]) -> None:
-    if ctx.view.run_params(DeployParams).version:
+def check_versions(ws, names: list[str]) -> None:
+    """Without --version an env's version is derived from its bundle: one without
+    a bundle (copy style none and no `include` files: no bundle target) needs one."""
+    if ws.ctx.view.run_params(DeployParams).version:
         return
     for name in names:
-        if ctx.cfg.copy_style_for(name) == "none" and not has_bundle(ctx.env(name), ctx.view):
+        if ws.cfg.copy_style_for(name) == "none" and f"{BUNDLE}:{name}" not in ws.graph.targets:
             raise UserError(f"`{name}` has copy style none, so there is no bundle to derive a version from: give --version V")
 
 
-def checked_order(ctx, names: list[str] | None, assume_deployed) -> tuple[list[str], list[str], str | None]:
+def checked_order(ws, names: list[str] | None, assume_deployed) -> tuple[list[str], list[str], str | None]:
     """The deploy order, the left-out dependencies of `names` (default: the
     selected envs) and an app's git source link, after the checks every plan
     and deploy makes first."""
+    ctx = ws.ctx
     if names is None:
         names = [e.name for e in ctx.envs if e.selected]
     order, left_out = split_order(ctx, names, assume_deployed)
-    check_versions(ctx, order)
+    check_versions(ws, order)
     check_packages(ctx, order)
     source = None
     if any(ctx.env(n).is_app for n in order):
@@ -112,7 +113,7 @@ def check_states(ws, names: list[str]) -> dict[str, str]:
     engine = ws.engine()
     out = {}
     for n in names:
-        addr = f"{check_rule.RULE.kind}:{n}"
+        addr = f"{CHECK}:{n}"
         if addr not in ws.graph.targets:
             out[n] = "none"
             continue
