@@ -199,6 +199,14 @@ HELPERS: dict[str, tuple[str, str | None]] = {
     "flyte_adapter": ("flyte_build.flyte_adapter", None),
     "runtime_check": ("flyte_build.flyte_adapter.runtime_check", None),
     "auto_image_uri": ("flyte_build.flyte_adapter.serialization", "auto_image_uri"),
+    # flyte's own config file: where it is, loading it, layering settings over it
+    # (a kind that reads more of it than the core does: the deploy kind's backend)
+    "flyte_config": ("flyte_build.flyte_config", None),
+    # dependencies first, each once, ties by name; and in waves (the deploy order)
+    "dependency_order": ("flyte_build.reach", "dependency_order"),
+    "dependency_waves": ("flyte_build.reach", "dependency_waves"),
+    # flyte-build's own version, for documents a kind writes (a plan's `tool`)
+    "tool_version": ("flyte_build.__about__", "__version__"),
 }
 
 

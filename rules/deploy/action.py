@@ -12,9 +12,7 @@ import base64
 import hashlib
 from pathlib import Path
 
-from flyte_build.errors import BuildFailed, UserError
-from flyte_build.hashing import key_of, strip_digest
-from flyte_build.rule_api import Produced
+from flyte_build.rule_api import BuildFailed, Produced, UserError, key_of, strip_digest
 
 from .control_plane import ControlPlane
 from .plan import EnvPlan

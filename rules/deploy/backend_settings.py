@@ -10,7 +10,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from flyte_build import flyte_config
+from flyte_build.rule_api import UserError, flyte_config
 
 from .params import DeployParams
 
@@ -53,13 +53,11 @@ def effective(loaded: dict, cfg, params: DeployParams) -> dict[str, flyte_config
     out = flyte_config.effective(loaded, table, flags, str(cfg.pyproject) if cfg.pyproject else None, dict(cfg.sources),
                                  layers=LAYERS, secrets=SECRETS)
     if out["auth_type"].value:
-        from flyte_build import flyte_adapter as fa
+        from flyte_build.rule_api import flyte_adapter as fa
 
         try:
             out["auth_type"] = replace(out["auth_type"], value=fa.auth_type_name(out["auth_type"].value))
         except ValueError as exc:
-            from flyte_build.errors import UserError
-
             raise UserError(str(exc)) from None
     return out
 

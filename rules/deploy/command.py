@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from flyte_build.errors import UserError
 from flyte_build.goal_api import emit_json, settings_from_args, verbosity, warn
-from flyte_build.hashing import as_digest, key_of
+from flyte_build.rule_api import UserError, as_digest, key_of
 
 from .flags import backend_options, params_from_args
 

@@ -6,9 +6,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from flyte_build import flyte_config
-from flyte_build.errors import UserError
-from flyte_build.hashing import key_of
+from flyte_build.rule_api import UserError, flyte_config, key_of
 
 from . import backend_settings
 from .params import DeployParams
@@ -46,7 +44,7 @@ class ControlPlane:
                    auth=secrets.get("auth", ""))
 
     def backend(self):
-        from flyte_build import flyte_adapter as fa
+        from flyte_build.rule_api import flyte_adapter as fa
 
         return fa.Backend(self.endpoint, self.insecure, self.timeout, client=self.client, secrets=self.secrets, auth=self.auth)
 
@@ -54,7 +52,7 @@ class ControlPlane:
 def control_plane(ws) -> ControlPlane:
     """Where and how to deploy: flyte's own configuration (found and read as the
     `flyte` CLI does), under the pyproject table and the flags (see backend_settings)."""
-    from flyte_build import flyte_adapter as fa
+    from flyte_build.rule_api import flyte_adapter as fa
 
     ctx = ws.ctx
     given = ctx.view.run_params(DeployParams)

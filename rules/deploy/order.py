@@ -4,7 +4,7 @@ them a run deploys, leaves out (assumed deployed) or cannot go ahead with."""
 
 from __future__ import annotations
 
-from flyte_build.reach import dependency_order, dependency_waves
+from flyte_build.rule_api import dependency_order, dependency_waves
 
 
 def env_edges(ctx) -> dict[str, tuple[str, ...]]:

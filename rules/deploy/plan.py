@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from flyte_build.__about__ import __version__
+from flyte_build.rule_api import tool_version
 
 FORMAT = 2  # of the plan's JSON and of the version key (versions.env_version)
 
@@ -67,7 +67,7 @@ class Plan:
 
     def to_json(self) -> dict:
         return {
-            "format": FORMAT, "tool": __version__, "project": self.project, "domain": self.domain,
+            "format": FORMAT, "tool": tool_version, "project": self.project, "domain": self.domain,
             "order": [e.env for e in self.envs], "waves": [list(w) for w in self.waves],
             "envs": [e.record() for e in self.envs], "left_out": list(self.left_out), "warnings": list(self.warnings),
             "failed": [{"env": n, "error": e} for n, e in self.failed],

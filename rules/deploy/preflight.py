@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from flyte_build.errors import UserError
+from flyte_build.rule_api import UserError
 
 from . import rule as deploy_rule
 from .order import split_order
@@ -97,7 +97,7 @@ def checked_order(ws, names: list[str] | None, assume_deployed) -> tuple[list[st
     check_packages(ctx, order)
     source = None
     if any(ctx.env(n).is_app for n in order):
-        from flyte_build import flyte_adapter as fa
+        from flyte_build.rule_api import flyte_adapter as fa
 
         # flyte asks git in the working directory: once, here, before any worker thread
         source = fa.app_source_link(ctx.root)

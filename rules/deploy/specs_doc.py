@@ -3,8 +3,7 @@ output (`rule_api.read_json`), not the specs kind's modules."""
 
 from __future__ import annotations
 
-from flyte_build.errors import BuildFailed
-from flyte_build.rule_api import read_json
+from flyte_build.rule_api import BuildFailed, read_json
 
 SPECS = "specs"  # the kind whose result holds an env's serialized tasks
 IMAGE = "image"  # the kind that names (describe) and builds an env's image

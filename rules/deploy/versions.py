@@ -6,7 +6,7 @@ with the version, bundle location and images filled in."""
 
 from __future__ import annotations
 
-from flyte_build.hashing import key_of, strip_digest
+from flyte_build.rule_api import key_of, strip_digest
 
 from .plan import FORMAT, EnvPlan, TaskPlan
 
@@ -35,7 +35,7 @@ def render_env(env, t: dict, given: dict, bundle: str | None, images_for_key: di
              bundle_uri: str | None, where: tuple = (None, None, None)) -> EnvPlan:
     """One env's plan: its version and its rendered task specs. `t`: the env's
     serialized entry (specs:<env>); `given`: the run's `version` and `app_source`."""
-    from flyte_build import flyte_adapter as fa
+    from flyte_build.rule_api import flyte_adapter as fa
 
     app = t.get("app")
     version = given.get("version") or env_version(bundle, images_for_key, [app] if app else t["tasks"])
