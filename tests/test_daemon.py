@@ -330,3 +330,25 @@ def test_an_edit_is_discovered_by_the_warm_child_the_daemon_holds(daemon):
     assert json.loads(handle.read_text())["pid"] == warm_pid  # the same warm child, kept between commands
     daemon.stop()
     assert wait_gone(warm_pid, 15) and not handle.exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_reaches_the_command_and_a_second_command_waits_its_turn(daemon):
+    daemon.run("graph").assert_ok()
+    up = daemon.status()
+    (daemon.repo / "slow.py").write_text("import time\n\ntime.sleep(6)\n")  # the next discovery takes 6 s
+    slow = popen("build", cwd=daemon.repo, cache=daemon.cache, env=NO_CI)
+    deadline = time.time() + 30
+    while daemon.status().get("command") is None and time.time() < deadline:
+        time.sleep(0.05)
+    queued = popen("targets", "--json", cwd=daemon.repo, cache=daemon.cache, env=NO_CI)
+    time.sleep(2)  # past the second after which a waiting client says so
+    slow.send_signal(signal.SIGINT)
+    _, err = slow.communicate(timeout=60)
+    assert slow.returncode == 130 and "flyte-build: interrupted" in err and "Traceback" not in err, err
+    out, err = queued.communicate(timeout=120)
+    assert queued.returncode == 0, err
+    assert err.count("waiting for another command in the resident process to finish") == 1, err
+    assert [e["env"] for e in json.loads(out)["envs"]] == ["plain"]
+    now = daemon.status()
+    assert now["pid"] == up["pid"] and now["served"] == 3
