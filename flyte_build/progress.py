@@ -20,16 +20,20 @@ from rich.markup import escape  # build logs and errors hold `[...]`, which is n
 from .engine.executor import Reporter, TargetResult
 
 # seconds between two "still running" lines outside a terminal (an image build
-# can be silent for minutes while a layer installs)
-def _heartbeat_seconds() -> float:
+# can be silent for minutes while a layer installs); None: $FLYTE_BUILD_HEARTBEAT
+HEARTBEAT_SECONDS: float | None = None
+
+
+def heartbeat_seconds() -> float:
+    """Read per run, never at import: the resident process imports this module
+    before any command's environment exists."""
+    if HEARTBEAT_SECONDS is not None:
+        return HEARTBEAT_SECONDS
     try:
         value = float(os.environ.get("FLYTE_BUILD_HEARTBEAT") or 30)
     except ValueError:
         return 30.0
     return value if value > 0 else 30.0
-
-
-HEARTBEAT_SECONDS = _heartbeat_seconds()
 
 
 DISCOVERING = "discovering environments (importing your modules)"
@@ -154,10 +158,11 @@ class RichReporter(Reporter):
             self._line(f"{target} | {line.rstrip()}")
 
     def _heartbeat(self) -> None:
-        while not self._stopped.wait(HEARTBEAT_SECONDS):
+        every = heartbeat_seconds()
+        while not self._stopped.wait(every):
             now = time.monotonic()
             with self._lock:
-                long_ones = [(t, now - s, last) for t, (s, last) in self._running.items() if now - s >= HEARTBEAT_SECONDS]
+                long_ones = [(t, now - s, last) for t, (s, last) in self._running.items() if now - s >= every]
             for target, seconds, last in long_ones:
                 self._line(f"  still running {target} ({_elapsed(seconds)})" + (f": {last[-100:]}" if last else ""))
 

@@ -68,6 +68,12 @@ class Workspace:
         # the rule sets first: they declare the config tables of their kinds, and
         # a bad key in any table is an error before anything is read or stored
         cfg, self.rules = rulesets.checked_config(cfg)
+        if cfg.storage:
+            from .stores.remote_stores import open_root
+
+            # a bad URL is a bad setting: exit 2 before anything is built, not after every bundle
+            # (opening makes no request; the upload reuses this process's root)
+            open_root(cfg.storage, cfg.object_store, "--storage")
         self.cfg = cfg
         self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
         self.store.hold_for_build()  # `cache gc --max-age-days` waits for this run

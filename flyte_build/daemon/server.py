@@ -26,6 +26,8 @@ from . import peer, protocol, runner, stamps
 from .address import identity, reachable
 from .daemon_log import Log
 
+SELF_CHECK = 5.0  # seconds between an idle daemon's checks of flyte-build's own files (~150 stats)
+
 # imported once here, so a command's fork starts with them; none of them reads
 # the environment at import (the stores' libraries do, so they stay out)
 WARM = (
@@ -171,14 +173,16 @@ class Daemon:
             if self.running:
                 watched += [self.running.pidfd] + ([self.running.conn] if self.running.conn else [])
             busy = self.running or self.queue
-            timeout = None if busy else max(0.0, self.last_active + self.idle - time.monotonic())
+            left = self.last_active + self.idle - time.monotonic()
+            timeout = None if busy else max(0.0, min(left, SELF_CHECK))
             try:
                 ready, _, _ = select.select(watched, [], [], timeout)
             except InterruptedError:
                 continue
             if not ready and not busy:
-                self.stopping = f"idle for {self.idle:g} s"
-                break
+                self.stopping = f"idle for {self.idle:g} s" if left <= SELF_CHECK else self._outdated()
+                if self.stopping:
+                    break
             if self.running and self.running.pidfd in ready:
                 self._finish()
             if self.running and self.running.conn in ready:
@@ -242,6 +246,12 @@ class Daemon:
             self.running.conn = None
             conn.close()
             os.kill(pid, signal.SIGTERM)
+
+    def _outdated(self) -> str | None:
+        """An upgrade that changed flyte-build's version is served by a daemon
+        of its own (another socket): this one would otherwise wait out its idle
+        timeout, never asked again."""
+        return "flyte-build's files changed" if stamps.source() != self.source else None
 
     def _stale(self, message: dict) -> str | None:
         if message.get("identity") != self.identity:

@@ -349,7 +349,7 @@ def _open_root(url: str, options: StoreOptions, what: str) -> Root:
         s3 = S3Reads(options, options.timeout)
         scheme = "s3"
     elif scheme in ("gs", "gcs"):
-        fs = _gcs(options)
+        fs = lambda: _gcs(options)  # noqa: E731 (made on first use: gcsfs takes seconds to import, a URL's check none)
         scheme = "gs"
     elif scheme in AZURE_SCHEMES:
         if not parsed.netloc.split("@", 1)[0]:
@@ -368,7 +368,7 @@ def _open_root(url: str, options: StoreOptions, what: str) -> Root:
     base = (parsed.netloc + "/" + parsed.path.strip("/")).rstrip("/")
     if s3 is not None:
         return Root(_strip(url), scheme, base, fs, options.timeout, s3)
-    return Root(_strip(url), scheme, base, lambda: fs, options.timeout)
+    return Root(_strip(url), scheme, base, fs, options.timeout)
 
 
 def _s3(options: StoreOptions):
