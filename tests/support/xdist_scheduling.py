@@ -27,6 +27,8 @@ SECONDS: dict[str, float] = {
     # measured alone with -n 2 on 2026-12-07 (load ~6): 12 tests, four BuildGrid starts of ~10 s each
     "tests/test_reapi_cache.py": 180,
     "checked_sample": 404,
+    # measured with -n 2 on 2026-12-07 (load ~12): 7 tests, ~60 commands each run with and without the daemon
+    "tests/test_daemon_parity.py": 180,
     "tests/test_fidelity.py": 106,
     "tests/test_pex.py": 99,
     "tests/reliability/test_sigkill.py": 80,
