@@ -161,6 +161,12 @@ def test_config_command_shows_where_each_value_came_from_and_masks_secrets(tmp_p
     doc = run.json()
     assert doc["flyte_config"] == str(cfg) and doc["found_by"] == "./.flyte/config.yaml"
     s = {k: (v["value"], v["source"]) for k, v in doc["settings"].items()}
+    # every setting of flyte's file, each once: the backend's rows come from the
+    # deploy kind's registration, the project, domain and image rows from the core
+    assert sorted(doc["settings"]) == sorted([
+        "endpoint", "insecure", "insecure_skip_verify", "ca_cert_file_path", "auth_type", "client_id", "client_secret",
+        "api_key", "command", "proxy_command", "scopes", "http_proxy_url", "disable_keyring", "org",
+        "project", "domain", "image_builder", "image_registry", "image_refs"])
     assert s["endpoint"] == ("dns:///flyte.example.com", f"{cfg}: admin.endpoint")
     assert s["client_id"] == ("ci", f"{cfg}: admin.clientId")
     assert s["client_secret"][0] == "********" and "admin.clientSecretLocation" in s["client_secret"][1]
