@@ -229,3 +229,17 @@ def test_discoveries_with_the_memo_equal_an_empty_caches(tmp_path, compiled):
     (root / "services/svc_001/mod_new.py").unlink()
     assert not repo.same_as_fresh("full", compiled)
     assert "services/svc_001/mod_new.py" not in repo.memo()
+
+
+def test_a_tree_inside_the_cache_keeps_no_memo(tmp_path):
+    # `affected` exports a revision under the cache's tmp/ and removes it after the run:
+    # a memo kept for it would be megabytes nothing ever reads again
+    cache = tmp_path / "cache"
+    root = cache / "tmp" / "rev-0123-x" / "gen"
+    generate(root, Shape(envs=2, files=40))
+    assert _Repo(root, tmp_path).discover(cache).how == "full"
+    assert not list((cache / "state").glob("code-*"))
+    elsewhere = tmp_path / "gen"
+    shutil.copytree(root, elsewhere)
+    assert _Repo(elsewhere, tmp_path).discover(cache).how == "full"
+    assert discovery_memo.stored(discovery_memo.path_for(cache / "state", elsewhere))

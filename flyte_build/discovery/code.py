@@ -43,6 +43,7 @@ def prefetch(root, candidates: list[str], digests, stream: str | None = None, pr
     where this run's goes; while the child still runs, the modules it passed
     are compiled for the memo too, so the next run finds them there."""
     real_root = os.path.realpath(root)
+    memo = memo if memo is not None and memo.keeps else None
     index = {rel: i for i, rel in enumerate(candidates)}
     skip_below = 0
     later = []

@@ -67,6 +67,11 @@ class CodeMemo:
         self._dirty: set[str] = set()
         self.hits = 0  # frames given this run (the rest were compiled)
 
+    @property
+    def keeps(self) -> bool:
+        """Whether anything is kept for the next run (not for a tree that goes away)."""
+        return self.path is not None
+
     def frame(self, rel: str, hex_: str) -> bytes | None:
         got = self._shard(_directory(rel)).get(rel)
         if got is None or got[0] != hex_:

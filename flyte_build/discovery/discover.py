@@ -325,7 +325,9 @@ def _code_memo(job: _Job):
         return None
     from . import code_memo
 
-    return code_memo.CodeMemo(code_memo.path_for(job.store.root / "state", job.cfg.root))
+    # a tree inside the cache (`affected`'s exported revision) is removed after the run: keep nothing for it
+    inside = os.path.realpath(job.cfg.root).startswith(os.path.realpath(job.store.root) + os.sep)
+    return code_memo.CodeMemo(None if inside else code_memo.path_for(job.store.root / "state", job.cfg.root))
 
 
 def _package_inits(root: Path, files: list[str]) -> list[str]:
