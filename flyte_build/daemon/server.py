@@ -44,6 +44,9 @@ WARM = (
 )
 
 
+LOCK_WAIT = 2.0
+
+
 def main() -> None:
     path, project, idle = sys.argv[1], sys.argv[2], float(sys.argv[3])
     lock = _lock(path)
@@ -80,12 +83,18 @@ def _lock(path: str) -> int | None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
     fd = os.open(path[: -len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+    # a daemon that is exiting holds it a moment longer than its socket: wait
+    # that out; a live daemon holds it for good, and this one then gives way
+    deadline = time.monotonic() + LOCK_WAIT
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return fd
+        except OSError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return None
+            time.sleep(0.02)
 
 
 def _warm() -> None:
@@ -302,6 +311,7 @@ class Daemon:
             os.unlink(self.path)
         except OSError:
             pass
+        late = _pending(self.listener)  # connected before the unlink, never accepted
         self.listener.close()
         _drop_warm_discovery()
         os.close(self.lock)
@@ -310,11 +320,32 @@ class Daemon:
             protocol._close(fds)
             _reply(conn, {"restart": self.stopping})
             conn.close()
+        for conn in late:
+            _reply(conn, {"restart": self.stopping})
+            conn.close()
         if self.running:
             _signal(self.running.pid, signal.SIGTERM)
 
 
 _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def _pending(listener: socket.socket) -> list[socket.socket]:
+    """The connections waiting to be accepted, their requests read (and their
+    descriptors closed), so a reply reaches them before the close does."""
+    listener.setblocking(False)
+    conns = []
+    while True:
+        try:
+            conn = listener.accept()[0]
+        except OSError:
+            return conns
+        conn.settimeout(1)
+        try:
+            protocol._close(protocol.receive(conn, with_fds=True)[1])
+        except (OSError, EOFError, ValueError):
+            pass
+        conns.append(conn)
 
 
 def _reply(conn: socket.socket, message: dict) -> bool:
