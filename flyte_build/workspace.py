@@ -58,7 +58,7 @@ class Workspace:
                  warm=None):
         """`discovery_shared`: a shared cache to consult for discovery only (the
         revision `affected` compares with: its results are never built). `warm`:
-        a `discovery.warm.WarmDiscovery` a resident process keeps for the repository."""
+        a `discovery.warm.WarmDiscovery` (default: the one a resident process set, `warm.RESIDENT`)."""
         self.settings = settings
         self.started = time.perf_counter()
         # outside any project, only files named on the command line are imported (as `flyte deploy FILE`)
@@ -93,7 +93,7 @@ class Workspace:
         self.flyte_ref = flyte_config.locate(cfg.flyte_config)  # flyte's config file this run reads
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
                                   shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref,
-                                  warm=warm)
+                                  warm=warm if warm is not None else _resident_warm())
         # the pyproject and flag layers over flyte's config file (a goal reading
         # that file itself puts them over what it reads: see flyte_config.effective)
         self.layers = flyte_config.layers(table_cfg, settings)
@@ -229,3 +229,10 @@ def _with_flyte_settings(cfg: config_mod.Config, flyte_read, layers: dict) -> co
         cfg, project=eff["project"].value, domain=eff["domain"].value, registry=eff["image_registry"].value,
         images={**(flyte_layer.get("image_refs", {}).get("value") or {}), **cfg.images},
     )
+
+
+def _resident_warm():
+    """The warm discovery a resident process set for its commands (None outside one)."""
+    from .discovery import warm
+
+    return warm.RESIDENT

@@ -426,3 +426,29 @@ def test_a_handle_shares_the_warm_child_with_the_next_command(tmp_path: Path):
 
             time.sleep(0.05)
             os.waitpid(pid, os.WNOHANG)
+
+
+@pytest.mark.timeout(180)
+def test_build_uses_the_resident_warm_discovery(tmp_path: Path, monkeypatch):
+    # what a resident process sets up once (warm.RESIDENT) serves `flyte-build build` after an edit;
+    # -v says why the first discovery was not a fork
+    from flyte_build.discovery import warm as warm_mod
+    from tests.support.cli import flyte_build
+
+    root = tmp_path / "repo"
+    write_tree(root, _files())
+    handle = tmp_path / "h" / "warm.json"
+    handle.parent.mkdir(mode=0o700)
+    monkeypatch.setattr(warm_mod, "RESIDENT", WarmDiscovery(handle=str(handle)))
+    cache = tmp_path / "cache"
+    try:
+        first = flyte_build("build", "-v", cwd=root, cache=cache, in_process=True)
+        assert first.rc == 0, first.err
+        assert "discovery: full: first discovery: starting the warm child" in first.err
+        _edit_helpers(root)
+        doc = flyte_build("build", "--json", cwd=root, cache=cache, in_process=True).assert_ok().json()
+        assert doc["discovery"]["how"] == "warm"
+        cold = flyte_build("build", "--json", cwd=root, cache=tmp_path / "cold", in_process=True).assert_ok().json()
+        assert [t["key"] for t in doc["targets"]] == [t["key"] for t in cold["targets"]]
+    finally:
+        warm_mod.RESIDENT.close()

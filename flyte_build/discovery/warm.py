@@ -210,6 +210,11 @@ class WarmDiscovery:
                     pass
 
 
+# The resident process's WarmDiscovery for its repository (made there, with a
+# handle, before it forks a command); `Workspace` uses it when given none.
+RESIDENT: WarmDiscovery | None = None
+
+
 def _timeout(cfg) -> float:
     from .child_run import timeout_of
 

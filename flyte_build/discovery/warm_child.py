@@ -156,6 +156,8 @@ def start(request_path: str, result_path: str) -> _Base | None:
     result = dc.result_of(req, root, run, flyte_cfg, fa)
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     why = _why_not_warm(result, base, threads_before)
+    for mod in list(sys.modules.values()):  # each fork asks again: ask once here
+        base.rel(getattr(mod, "__file__", None))
     _write_warm(result_path, {
         "ready": why is None, "why": why, "refs": _refs(run, base), "reads": _reads_by(run, base),
         "startup_environ": sorted(startup.environ), "modules": sorted(sys.modules),
