@@ -382,8 +382,9 @@ def test_other_settings_and_an_ended_warm_child_start_a_new_one(tmp_path: Path):
         d.warm_one()
         _edit_helpers(root)
         assert d.compare("served") == "warm" and d.warm.why is None
-        old = d.warm._child.proc.pid
-        os.kill(old, 9)
+        old = d.warm._child.proc
+        os.kill(old.pid, 9)
+        old.wait()  # gone before the next discovery asks (else its fork's answer is what fails)
         _edit_helpers(root)
         assert d.compare("killed") == "full" and d.warm.why == "the warm child had ended"
         # another interpreter (the settings key names it): a new warm child, then served again
