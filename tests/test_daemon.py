@@ -207,6 +207,11 @@ def test_in_ci_it_is_off_unless_the_config_turns_it_on(daemon):
     (daemon.repo / "pyproject.toml").write_text(PYPROJECT + "\n[tool.flyte-build]\ndaemon = false\n")
     daemon.run("graph").assert_ok()
     assert daemon.status()["running"] is False
+    shown = daemon.run("config", "--json").assert_ok().json()["flyte_build"]
+    assert shown["daemon"]["value"] is False and "tool.flyte-build.daemon" in shown["daemon"]["source"], shown["daemon"]
+    assert shown["daemon-idle-timeout"] == {"value": 900.0, "source": "default"}
+    (daemon.repo / "pyproject.toml").write_text(PYPROJECT + "\n[tool.flyte-build]\ndaemon = \"no\"\n")
+    daemon.run("graph").assert_clean_error(2, "tool.flyte-build.daemon", "must be a boolean")
 
 
 @pytest.mark.slow
