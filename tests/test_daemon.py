@@ -319,10 +319,6 @@ def test_the_thin_client_imports_almost_nothing(daemon):
 
 @pytest.mark.slow
 def test_an_edit_is_discovered_by_the_warm_child_the_daemon_holds(daemon):
-    from flyte_build.discovery import warm
-
-    if not hasattr(warm, "RESIDENT"):
-        pytest.skip("Workspace does not read discovery.warm.RESIDENT yet")
     daemon.run("build").assert_ok()  # the daemon, and the warm child its first discovery started
     handle = next((daemon.cache / "daemon").glob("*.warm.json"))
     warm_pid = json.loads(handle.read_text())["pid"]
