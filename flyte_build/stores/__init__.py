@@ -9,7 +9,8 @@
     shared_cache      the shared cache on a remote store, untrusted on every read
     signing           signatures over shared action entries
     remote_stores     remote object stores (file://, s3://, gs://, az://) over fsspec
-    s3_reads          S3 reads through botocore, without s3fs's async stack
+    s3_reads          S3 reads without s3fs's async stack: `s3_plain`'s, else botocore's
+    s3_plain          S3 reads over the standard library, signed with SigV4 (no botocore)
     file_digests      file digests with a stat cache, so unchanged files are not read
     documents         the shared cache's JSON documents: read with bounds, signed
     build_manifest    a build's action entries in one shared object

@@ -7,6 +7,11 @@ of that and answers a ranged GET with the object's total size, so one request
 both bounds and checks a blob. Writes still go through s3fs (`remote`), made
 only when something is written.
 
+Where every setting is one `s3_plain` reads itself (the store's config, a
+few AWS_* variables, no AWS config file), each read goes over the standard
+library and botocore is never imported; anything else, and any answer that
+module hands back, is botocore's, as follows.
+
 Everything here is botocore's: credentials (the same chain s3fs's aiobotocore
 uses, or the configured keys), region, endpoint (config `endpoint-url`, else
 botocore's own AWS_ENDPOINT_URL(_S3) and config files), addressing, signing,
@@ -25,13 +30,34 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 class S3Reads:
     """One bucket's reads. `call` errors: FileNotFoundError for a missing object
-    or bucket, anything else raised as botocore raised it (the caller maps it)."""
+    or bucket, anything else raised as botocore raised it (the caller maps it).
+    Each read goes over the standard library first where `s3_plain` can make it
+    (botocore is then never imported), else, or when it hands a read back,
+    through botocore."""
 
     def __init__(self, options, timeout: float):
         self._options = options
         self._timeout = timeout
         self._client: Any = None
         self._lock = threading.Lock()
+        from . import s3_plain
+
+        plain = s3_plain.settings(options.s3)
+        self.plain = s3_plain.Client(plain, timeout) if plain is not None else None
+
+    def _plain(self, method: str, bucket: str, key: str, headers: dict | None = None, limit: int = 0):
+        """(status, headers, body) over the standard library, or None: botocore's to do
+        (from then on for this store, so a redirect or an auth error is asked once)."""
+        from .s3_plain import Fallback
+
+        client = self.plain
+        if client is None:
+            return None
+        try:
+            return client.request(method, bucket, key, headers, limit)
+        except Fallback:
+            self.plain = None
+            return None
 
     def client(self):
         with self._lock:
@@ -54,14 +80,36 @@ class S3Reads:
 
     def bucket_exists(self, bucket: str) -> None:
         """FileNotFoundError when the bucket does not exist."""
+        got = self._plain("HEAD", bucket, "")
+        if got is not None and got[0] in (200, 404):
+            if got[0] == 404:
+                raise FileNotFoundError(bucket)
+            return
         self._call("head_bucket", Bucket=bucket)
 
     def size(self, bucket: str, key: str) -> int:
+        got = self._plain("HEAD", bucket, key)
+        if got is not None and got[0] in (200, 404) and (got[0] == 404 or "content-length" in got[1]):
+            if got[0] == 404:
+                raise FileNotFoundError(f"{bucket}/{key}")
+            return int(got[1]["content-length"])
         return int(self._call("head_object", Bucket=bucket, Key=key)["ContentLength"])
 
     def get_range(self, bucket: str, key: str, start: int, end: int) -> tuple[bytes, int]:
         """(bytes `start`..`end`-1, or fewer where the object ends; the object's
         total size). The range bounds what the store sends."""
+        got = self._plain("GET", bucket, key, {"Range": f"bytes={start}-{end - 1}"}, end - start)
+        if got is not None:
+            status, headers, body = got
+            if status == 404:
+                raise FileNotFoundError(f"{bucket}/{key}")
+            if status == 416:
+                return b"", self.size(bucket, key)
+            m = _CONTENT_RANGE.fullmatch(headers.get("content-range") or "")
+            if status == 206 and m:
+                return body, int(m.group(3))
+            if status == 200 and start == 0:  # the whole object: a store that ignores ranges
+                return body, int(headers.get("content-length", len(body)))
         try:
             resp = self._call("get_object", Bucket=bucket, Key=key, Range=f"bytes={start}-{end - 1}")
         except _EmptyObject:

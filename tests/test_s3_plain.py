@@ -1,0 +1,151 @@
+"""S3 reads over the standard library (`stores.s3_plain`): signed exactly as
+botocore's `S3SigV4Auth` signs, the same answers as botocore's client on a
+real (moto) server, botocore left to every setting it alone knows, and a
+fresh machine that only reads never imports botocore."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from flyte_build.config.settings import StoreOptions
+from flyte_build.stores import s3_plain
+from flyte_build.stores.s3_reads import S3Reads
+from tests.support import servers
+from tests.support.cli import build_json, copy_sample, digests
+from tests.support.requirements import require
+
+KEYS = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+        "AWS_DEFAULT_REGION": "eu-west-3"}
+
+
+def _botocore_headers(url: str, range_: str, key: str, secret: str, token: str | None, region: str):
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    req = AWSRequest(method="GET", url=url, headers={"Range": range_})
+    req.context["payload_signing_enabled"] = True  # a signed (empty) payload over https too, as ours
+    S3SigV4Auth(Credentials(key, secret, token), "s3", region).add_auth(req)
+    return dict(req.headers.items())
+
+
+@pytest.mark.parametrize("endpoint,token,bucket,key", [
+    ("http://127.0.0.1:9000", None, "flyte-cache", "cas/sha256/ab/" + "ab" * 32),
+    ("http://127.0.0.1:9000/base", "FwoGZXIvYXdzE//token+=", "b", "a key/with spaces+plus~tilde=é.json"),
+    (None, None, "flyte-cache", "discovery/00/x.json.gz"),
+    (None, "tok", "my-bucket", "ac/0f/" + "0f" * 32 + ".json"),
+])
+def test_requests_are_signed_as_botocore_signs_them(endpoint, token, bucket, key):
+    env = {**KEYS, **({"AWS_SESSION_TOKEN": token} if token else {}), **({"AWS_ENDPOINT_URL": endpoint} if endpoint else {})}
+    plain = s3_plain.settings({}, env)
+    assert plain is not None
+    host, path = s3_plain._uri_path(plain, bucket, key)
+    url = f"{plain.scheme}://{host}{path}"
+    theirs = _botocore_headers(url, "bytes=0-99", KEYS["AWS_ACCESS_KEY_ID"], KEYS["AWS_SECRET_ACCESS_KEY"], token, "eu-west-3")
+    ours = s3_plain.signed_headers(plain, "GET", host, path, {"Range": "bytes=0-99"}, _epoch(theirs["X-Amz-Date"]))
+    assert ours["Authorization"] == theirs["Authorization"]
+    assert ours["x-amz-date"] == theirs["X-Amz-Date"]
+
+
+def _epoch(stamp: str) -> float:
+    import calendar
+    import time
+
+    return calendar.timegm(time.strptime(stamp, "%Y%m%dT%H%M%SZ"))
+
+
+def test_settings_only_botocore_knows_are_left_to_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert s3_plain.settings({}, KEYS) is not None
+    assert s3_plain.settings({"profile": "ci"}, KEYS) is None  # a named profile: its files decide
+    assert s3_plain.settings({}, {**KEYS, "AWS_PROFILE": "ci"}) is None
+    assert s3_plain.settings({}, {**KEYS, "AWS_USE_FIPS_ENDPOINT": "true"}) is None
+    assert s3_plain.settings({}, {k: v for k, v in KEYS.items() if k != "AWS_DEFAULT_REGION"}) is None  # no region
+    assert s3_plain.settings({}, {"AWS_DEFAULT_REGION": "eu-west-3"}) is None  # the credential chain: botocore's
+    assert s3_plain.settings({"anon": True}, {"AWS_DEFAULT_REGION": "eu-west-3"}).key is None
+    (tmp_path / ".aws").mkdir()
+    (tmp_path / ".aws" / "config").write_text("[default]\nregion = us-west-2\n")
+    assert s3_plain.settings({}, KEYS) is None  # a config file may set anything
+    with pytest.raises(s3_plain.Fallback):  # AWS's own endpoint with a dotted bucket: path style, botocore's rules
+        s3_plain._uri_path(s3_plain.Plain("https", "s3.eu-west-3.amazonaws.com", "", True, "eu-west-3", "k", "s", None),
+                           "my.bucket", "x")
+
+
+@pytest.fixture(scope="module")
+def moto_bucket():
+    endpoint = servers.s3_server()
+    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
+    servers.make_bucket(endpoint, "plain-reads")
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
+                      aws_secret_access_key="testing")
+    objects = {"empty": b"", "small.json": b'{"a": 1}', "big/blob": os.urandom(100_000), "a key+é~.json": b"odd name"}
+    for k, v in objects.items():
+        s3.put_object(Bucket="plain-reads", Key=k, Body=v)
+    return endpoint, objects
+
+
+@pytest.mark.servers
+def test_reads_answer_as_botocore_answers(moto_bucket, monkeypatch):
+    endpoint, objects = moto_bucket
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    for k, v in servers.S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    plain, boto = S3Reads(StoreOptions(), 30.0), S3Reads(StoreOptions(), 30.0)
+    boto.plain = None
+    assert plain.plain is not None
+    for name, data in objects.items():
+        for reader in (plain, boto):
+            assert reader.size("plain-reads", name) == len(data)
+            for start, end in ((0, len(data) + 1), (0, 10), (3, 50_000), (len(data), len(data) + 5)):
+                got = reader.get_range("plain-reads", name, start, end)
+                assert got == (data[start:end], len(data)), (name, start, end, reader is plain)
+    for reader in (plain, boto):
+        reader.bucket_exists("plain-reads")
+        with pytest.raises(FileNotFoundError):
+            reader.bucket_exists("no-such-bucket")
+        with pytest.raises(FileNotFoundError):
+            reader.get_range("plain-reads", "missing", 0, 10)
+        with pytest.raises(FileNotFoundError):
+            reader.size("no-such-bucket", "x")
+    assert plain.plain is not None, "a plain read was handed to botocore"
+    assert "botocore" in sys.modules  # (this test imported it for the reference reader)
+
+
+PROBE = (
+    "import json, sys\n"
+    "from flyte_build.workspace import Settings, Workspace\n"
+    "ws = Workspace(Settings(cache=sys.argv[1]))\n"
+    "res = ws.build()\n"
+    "print(json.dumps({'how': ws.discovery.how, 'digests': {r.target: r.digest for r in res},\n"
+    "  'sources': sorted({str(r.source) for r in res}), 'botocore': 'botocore' in sys.modules}))\n"
+)
+
+
+@pytest.mark.servers
+@pytest.mark.timeout(300)
+def test_a_fresh_machine_reading_s3_never_imports_botocore(tmp_path):
+    from flyte_build.stores.signing import keygen
+
+    endpoint = servers.s3_server()
+    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
+    servers.make_bucket(endpoint, "flyte-cache")
+    private, public = keygen()
+    env = {**servers.S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    url = f"s3://flyte-cache/plain-{os.getpid()}"
+    first = build_json(copy_sample(tmp_path / "a"), tmp_path / "cache-a", "--cache", url,
+                       env={**env, "FLYTE_BUILD_CACHE_SIGNING_KEY": private})
+    proc = subprocess.run([sys.executable, "-c", PROBE, url], cwd=copy_sample(tmp_path / "b"), capture_output=True,
+                          text=True, timeout=240, env={**os.environ, **env, "FLYTE_BUILD_CACHE_DIR": str(tmp_path / "cache-b"),
+                                                       "FLYTE_BUILD_CACHE_VERIFY_KEYS": public, "HOME": str(tmp_path)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got["how"] == "shared" and got["sources"] == ["shared"]
+    assert got["digests"] == digests(first)
+    assert got["botocore"] is False
