@@ -170,6 +170,21 @@ def _kept_segment(name: str, path: str, expected: str) -> tuple[bytes, bytes] | 
     return _SEGMENTS.get((name, expected, st.st_size, bool(st.st_mode & _EXEC)))
 
 
+def deflate_ahead(name: str, path: str, expected: str) -> None:
+    """Deflate the member `name` of the file at `path` (whose sha256 is `expected`)
+    now, kept for the bundles that take it later: the same bytes they would
+    deflate themselves. Large files and a full budget are left to them."""
+    if _segment_bytes >= _SEGMENT_BUDGET or _kept_segment(name, path, expected) is not None:
+        return
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        if st.st_size > _STREAM_ABOVE:
+            return
+        executable = bool(st.st_mode & _EXEC)
+        head = _header(name, is_dir=False, size=st.st_size, executable=executable)
+        _small_segment(name, f, head, st.st_size, executable, expected)
+
+
 def _emit_file(gz: _GzStream, name: str, path: str, expected: str | None) -> None:
     try:
         f = open(path, "rb")

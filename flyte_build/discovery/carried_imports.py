@@ -51,9 +51,12 @@ def _rel(path: str, real_root: str) -> str | None:
 
 
 def collect(root: Path, search_roots: list[Path], files: dict[str, str | None], digests) -> dict | None:
-    """The writer's side: {"scope", "dirs", "files"} for the `.py` files among
-    `files` (relative name -> digest); None when a search root lies outside the
-    root (a reader elsewhere could not check it)."""
+    """The writer's side for the `.py` files among `files` (relative name ->
+    digest, the entry's own list): {"scope": search roots, "dirs": [[directory,
+    listing digest]], "names": the targets' names, "files": {name: [[target
+    indices into names], [directory slots]]}} (each file's digest is the one
+    `files` gives); None when a search root lies outside the root (a reader
+    elsewhere could not check it)."""
     from ..engine.import_edges import import_records
 
     resolver = imports.Resolver(root, search_roots)
@@ -62,6 +65,7 @@ def collect(root: Path, search_roots: list[Path], files: dict[str, str | None], 
     if None in scope:
         return None
     dir_index: dict[str, int] = {}
+    names: dict[str, int] = {}
     out_files: dict[str, list] = {}
     for rel, hex_ in sorted(files.items()):
         if not hex_ or not rel.endswith(".py"):
@@ -75,14 +79,15 @@ def collect(root: Path, search_roots: list[Path], files: dict[str, str | None], 
         decided = [_rel(d, real_root) for d in resolver.decided_by(path, records)]
         if None in targets or None in decided:
             continue
-        out_files[rel] = [hex_, sorted(targets), sorted(dir_index.setdefault(d, len(dir_index)) for d in decided)]
+        out_files[rel] = [sorted(names.setdefault(t, len(names)) for t in sorted(targets)),
+                          sorted(dir_index.setdefault(d, len(dir_index)) for d in decided)]
     dirs = []
     for d in dir_index:  # insertion order = slot order
         listing = listing_digest(os.path.join(real_root, d) if d != ROOT_DIR else real_root)
         if listing is None:
             return None
         dirs.append([d, listing])
-    return {"scope": scope, "dirs": dirs, "files": out_files}
+    return {"scope": scope, "dirs": dirs, "names": list(names), "files": out_files}
 
 
 def _name_ok(rel) -> bool:
@@ -94,29 +99,32 @@ def shape_ok(carried) -> bool:
     """Whether `carried` has the shape `collect` writes, every name a plain relative path."""
     if not isinstance(carried, dict):
         return False
-    scope, dirs, files = carried.get("scope"), carried.get("dirs"), carried.get("files")
+    scope, dirs, names, files = carried.get("scope"), carried.get("dirs"), carried.get("names"), carried.get("files")
     if not (isinstance(scope, list) and all(s == ROOT_DIR or _name_ok(s) for s in scope)):
         return False
     if not (isinstance(dirs, list) and all(
             isinstance(e, list) and len(e) == 2 and (e[0] == ROOT_DIR or _name_ok(e[0]))
             and isinstance(e[1], str) and _HEX.fullmatch(e[1]) for e in dirs)):
         return False
-    n = len(dirs)
+    if not (isinstance(names, list) and all(_name_ok(t) for t in names)):
+        return False
+    n, m = len(dirs), len(names)
     return isinstance(files, dict) and all(
-        _name_ok(rel) and isinstance(e, list) and len(e) == 3 and isinstance(e[0], str) and _HEX.fullmatch(e[0])
-        and isinstance(e[1], list) and all(_name_ok(t) for t in e[1])
-        and isinstance(e[2], list) and all(type(i) is int and 0 <= i < n for i in e[2])
+        _name_ok(rel) and isinstance(e, list) and len(e) == 2
+        and isinstance(e[0], list) and all(type(i) is int and 0 <= i < m for i in e[0])
+        and isinstance(e[1], list) and all(type(i) is int and 0 <= i < n for i in e[1])
         for rel, e in files.items())
 
 
-def verified(carried, root: Path, search_roots: list[Path]) -> dict:
+def verified(carried, root: Path, search_roots: list[Path], digests_of: dict) -> dict:
     """The reader's side: the carried resolutions that hold here, as the local
     table of resolved imports keeps them (absolute paths): {"scope", "files":
     {path: [digest, targets, directories]}, "mtimes": {directory: mtime}}.
     Each directory's mtime is taken before it is listed (None when too recent
     to tell a later change apart), so a change after the listing is seen by
-    the next run. Empty when nothing can be used. A file's digest is checked
-    where it is used (the local table's rule: its entry names the digest)."""
+    the next run. Empty when nothing can be used. A file's digest is the one
+    `digests_of` (the entry's file list) gives, checked where it is used (the
+    local table's rule: its entry names the digest)."""
     if not shape_ok(carried):
         return {}
     real_root = os.path.realpath(root)
@@ -138,12 +146,15 @@ def verified(carried, root: Path, search_roots: list[Path]) -> dict:
         good.append(path if ok else None)
         if ok:
             mtimes[path] = m if m < fresh else None
+    names = [os.path.join(real_root, t) if inside(t) else None for t in carried["names"]]
     files: dict[str, list] = {}
-    for rel, (hex_, targets, slots) in carried["files"].items():
+    for rel, (targets, slots) in carried["files"].items():
+        hex_ = digests_of.get(rel)
         dirs = [good[i] for i in slots]
-        if None in dirs or not inside(rel) or not all(inside(t) for t in targets):
+        paths = [names[i] for i in targets]
+        if not isinstance(hex_, str) or None in dirs or None in paths or not inside(rel):
             continue
-        files[os.path.join(real_root, rel)] = [hex_, [os.path.join(real_root, t) for t in targets], dirs]
+        files[os.path.join(real_root, rel)] = [hex_, paths, dirs]
     return {"scope": scope, "files": files, "mtimes": mtimes} if files else {}
 
 
@@ -157,8 +168,15 @@ class Inside:
         self.prefix = real_root.rstrip("/") + "/"
         self.real_root = real_root
         self._dirs: dict[str, bool] = {}
+        self._names: dict[str, bool] = {}
 
     def __call__(self, rel: str) -> bool:
+        ok = self._names.get(rel)
+        if ok is None:
+            ok = self._names[rel] = self._check(rel)
+        return ok
+
+    def _check(self, rel: str) -> bool:
         d, _, name = rel.rpartition("/")
         ok = self._dirs.get(d)
         if ok is None:

@@ -28,7 +28,24 @@ def handing(cfg: Config, files: list[str], digests: FileDigests, memo):
 
     if memo is None:
         return None
-    return lambda request: discovery_code.prefetch(cfg.root, files, digests, request["handed"], request["progress"], memo)
+    def hand(request: dict, running=None) -> None:  # `running`: see `run_child`; the handing-over runs to its end
+        discovery_code.prefetch(cfg.root, files, digests, request["handed"], request["progress"], memo)
+
+    return hand
+
+
+def meanwhile(cfg: Config, files: list[str], digests: FileDigests, handing, ahead: dict):
+    """What the parent does while a cold child runs: hand it code (`handing`),
+    then, while it still runs, resolve and deflate ahead (`window`), the
+    resolutions into `ahead`."""
+    from . import window
+
+    def work(request: dict, running) -> None:
+        if handing is not None:
+            handing(request)
+        ahead.update(window.ahead(cfg.root, cfg.source_roots, files, digests, running))
+
+    return work
 
 
 def child_request(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection) -> dict:
@@ -48,7 +65,7 @@ def child_request(cfg: Config, mode: str, targets: list[str], candidates: list[s
 
 
 def run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str], sel: Selection, while_waiting=None) -> dict:
-    """The child's result; `while_waiting(request)` runs meanwhile."""
+    """The child's result; `while_waiting(request, running)` runs meanwhile."""
     from ..processes import children
 
     request = child_request(cfg, mode, targets, candidates, sel)
@@ -67,7 +84,7 @@ def run_child(cfg: Config, mode: str, targets: list[str], candidates: list[str],
         cmd = children.command(python, lib, children.own_script(lib, "discovery/child.py"), req_path, res_path)
         children.run(cmd, str(cfg.root), children.child_environ(),
                      timeout_of(cfg), "discovery", tmp, progress, res_path,
-                     (lambda: while_waiting(request)) if while_waiting is not None else None)
+                     (lambda running: while_waiting(request, running)) if while_waiting is not None else None)
         return json.loads(Path(res_path).read_text())
 
 

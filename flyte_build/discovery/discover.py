@@ -303,11 +303,13 @@ def _full(job: _Job, tree: _Tree) -> tuple[Discovery, dict, list[str]]:
     if job.warm is not None:  # a fork of the warm child, or a new warm child (a cold discovery that stays)
         request = child_run.child_request(cfg, job.mode, job.targets, tree.candidates, job.sel)
         raw, how = job.warm.run(cfg, request, key_of(job.settings), digests, handing)
+    ahead: dict = {}
     if raw is None:
-        raw = child_run.run_child(cfg, job.mode, job.targets, tree.candidates, job.sel, handing)
+        raw = child_run.run_child(cfg, job.mode, job.targets, tree.candidates, job.sel,
+                                  child_run.meanwhile(cfg, handed, digests, handing, ahead))
     _witness(cfg, raw, digests)
     book = entries.split(raw)
-    done = _finish(job, tree, raw, book, how, memo)
+    done = _finish(job, tree, raw, book, how, memo, ahead)
     if job.warm is not None:
         done = (replace(done[0], note=job.warm.why or ""), *done[1:])
     return done
@@ -342,8 +344,10 @@ def _package_inits(root: Path, files: list[str]) -> list[str]:
     return [f"{d}/__init__.py" for d in sorted(dirs) if os.path.isfile(os.path.join(root, d, "__init__.py"))]
 
 
-def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str, memo=None) -> tuple[Discovery, dict, list[str]]:
-    """Check a fresh result, keep it locally and offer it to the shared cache."""
+def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str, memo=None,
+            ahead: dict | None = None) -> tuple[Discovery, dict, list[str]]:
+    """Check a fresh result, keep it locally and offer it to the shared cache;
+    `ahead`: imports resolved while the child ran (`window`), for the closures."""
     cfg, digests = job.cfg, job.digests
     result = _checked(Discovery.from_json(raw, how=how), raw, cfg)
     files = entries.digests_of(cfg, tree.candidates, raw, digests)
@@ -351,7 +355,7 @@ def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str, memo=None) 
         memo.save(files)
     entries.record(job.store, job.rel_path, cfg, tree, files, raw, book, digests)
     shared_key, carried = _to_shared(cfg, job.settings, tree, files, raw, book, digests, job.shared, job.stats)
-    return replace(result, content_key=shared_key, carried_imports=carried), tree.dirs, tree.candidates
+    return replace(result, content_key=shared_key, carried_imports=carried or ahead or {}), tree.dirs, tree.candidates
 
 
 def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -> Discovery | None:
@@ -370,7 +374,7 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     except (KeyError, TypeError, ValueError):
         shared.refuse_document(shared_discovery.rel_of(content_key), "unreadable discovery result", stats)
         return None
-    carried = carried_imports.verified(doc.get("imports"), cfg.root, _search_roots(cfg, raw))
+    carried = carried_imports.verified(doc.get("imports"), cfg.root, _search_roots(cfg, raw), doc["files"])
     result = replace(_checked(result, raw, cfg), content_key=content_key, carried_imports=carried)
     entries.record(store, rel_path, cfg, tree, doc["files"], raw, book, digests)
     return result
@@ -401,7 +405,7 @@ def _to_shared(cfg, settings, tree, files, raw, book, digests, shared, stats) ->
     content_key = _shared_key(cfg, settings, tree, digests)
     roots = _search_roots(cfg, raw)
     carried = shared_discovery.publish(shared, stats, content_key, files, raw, packed, digests, cfg.root, roots)
-    return content_key, (carried_imports.verified(carried, cfg.root, roots) if carried else {})
+    return content_key, (carried_imports.verified(carried, cfg.root, roots, files) if carried else {})
 
 
 def _search_roots(cfg: Config, raw: dict) -> list[Path]:

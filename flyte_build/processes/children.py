@@ -335,7 +335,8 @@ def on_signals():
 def run(cmd: list[str], cwd: str, env: dict, timeout: float, what: str, tmp: str, progress: str, result: str,
         while_waiting=None) -> None:
     """Run a child that writes `result`, its output to a file in `tmp` (not a pipe: a
-    chatty module must not block on a full one while `while_waiting()` runs). A
+    chatty module must not block on a full one while `while_waiting(running)`
+    runs; `running()` tells whether the child still runs). A
     child past `timeout` seconds, or one that wrote no result, is a UserError
     naming the module it was importing (from its `progress` file)."""
     from ..errors import UserError
@@ -346,7 +347,7 @@ def run(cmd: list[str], cwd: str, env: dict, timeout: float, what: str, tmp: str
         proc = start(cmd, cwd, env, log, subprocess.STDOUT)
         try:
             if while_waiting is not None:
-                while_waiting()
+                while_waiting(lambda: proc.poll() is None)
             if not wait(proc, max(0.0, timeout - (time.monotonic() - started))):
                 raise UserError(_timed_out(what, timeout, progress))
         finally:

@@ -487,7 +487,8 @@ def _forge(good: dict, change, sign: bool) -> dict:
 
 def _target(name: str):
     def change(imports):
-        imports["files"]["pkg/a.py"][1] = [name]
+        imports["names"].append(name)
+        imports["files"]["pkg/a.py"][0] = [len(imports["names"]) - 1]
     return change
 
 
@@ -511,10 +512,11 @@ def test_forged_resolved_imports_are_refused_or_harmless(tmp_path):
     honest = _build(repo, tmp_path / "pub", store, SIGNER)
     (rel,) = store.rels("discovery")
     good = store.read(rel)
-    assert "lib/helpers.py" in good["imports"]["files"]["pkg/a.py"][1]
+    carried = good["imports"]
+    assert "lib/helpers.py" in [carried["names"][i] for i in carried["files"]["pkg/a.py"][0]]
 
     def slot(imports):
-        imports["files"]["pkg/a.py"][2] = [len(imports["dirs"])]
+        imports["files"]["pkg/a.py"][1] = [len(imports["dirs"])]
 
     cases = [  # (change, signed, refused)
         (_target("evil.py"), False, True),
