@@ -42,16 +42,36 @@ def _daemon(args: list[str], repo: Path, env: dict) -> subprocess.CompletedProce
 
 
 def peak_rss_mb(repo: Path, env: dict) -> float | None:
-    """The resident process's peak RSS (VmHWM), from its pid in `daemon status --json`."""
+    """The resident process's peak RSS (VmHWM) with its living descendants' (the
+    warm discovery child holds flyte and the user's modules), from its pid in
+    `daemon status --json`: each one's own peak, summed (an upper bound)."""
     r = _daemon(["status", "--json"], repo, env)
     try:
         pid = int(json.loads(r.stdout)["pid"])
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except (ValueError, KeyError, TypeError, OSError):
+    except (ValueError, KeyError, TypeError):
         return None
-    return None
+    total = 0
+    for p in _with_descendants(pid):
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024 if total else None
+
+
+def _with_descendants(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue
+    return out
 
 
 def run(repo: Path, env: dict, fb: list[str], edit, samples: dict, measure, counts) -> None:
