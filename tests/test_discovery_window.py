@@ -19,7 +19,7 @@ from tests.support.repos import env_module, make_repo
 FILES = {
     "pkg/__init__.py": "",
     "pkg/slow.py": "import os, time\ntime.sleep(float(os.environ.get('SLOW_IMPORT', '0')))\n",
-    "pkg/a.py": env_module("a", imports="import pkg.slow\nimport lib.helpers", body="def later():\n    import lib.lazy\n"),
+    "pkg/a.py": env_module("a", imports="import pkg.slow\nimport lib.helpers", body="def later():\n    import lib.lazy\n    import lib.extra\n"),
     "lib/__init__.py": "",
     "lib/helpers.py": "from lib import deep\n",
     "lib/deep.py": "X = 1\n" * 200,
@@ -38,6 +38,7 @@ PROBE = (
 
 
 def _build(root: Path, cache: Path, slow: float) -> dict:
+    """A build through the Python API; the import of pkg.slow sleeps `slow` seconds."""
     proc = subprocess.run([sys.executable, "-c", PROBE], cwd=root, capture_output=True, text=True, timeout=240,
                           env={**os.environ, "FLYTE_BUILD_CACHE_DIR": str(cache), "PYTHONDONTWRITEBYTECODE": "1",
                                "SLOW_IMPORT": str(slow)})
@@ -56,3 +57,10 @@ def test_work_done_while_the_child_runs_ships_the_same_bytes(tmp_path):
     assert "lib/lazy.py" in slow["members"]["bundle:a"]  # found by resolution alone
     assert slow["digests"] == quick["digests"]
     assert slow["members"] == quick["members"]
+
+    # a module appears where a lazy import looked: the next slow build (the window's
+    # resolutions again, beside the kept ones the new file makes stale) ships it
+    (root / "lib" / "extra.py").write_text("Z = 3\n")
+    again = _build(root, tmp_path / "slow", 4)
+    assert "lib/extra.py" in again["members"]["bundle:a"]
+    assert again["digests"] == _build(root, tmp_path / "quick-2", 0)["digests"]

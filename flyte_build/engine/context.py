@@ -293,7 +293,8 @@ class Context:
         table = st["paths"]
         try:
             paths = [table[i] for i in rec[0]]
-            if st["dropped"] and not all(p in st["files"] for p in paths if p.endswith(".py")):
+            lost = st["dropped"]
+            if lost and not all(p in st["files"] and p not in lost for p in paths if p.endswith(".py")):
                 return None  # a file's imports must be resolved again
             if self._files_digest(paths) != rec[1]:
                 return None

@@ -26,9 +26,10 @@ def load_edges(st, scope: list[str]) -> dict:
 
     In memory: `files` path -> [digest, targets, dir slots], `dirs` the slots'
     [directory, mtime], `restat` the slots to stat again when saving,
-    `dropped` whether any file's entry was dropped (then a kept closure is
-    used only if all its files still have one)."""
-    fresh = {"scope": scope, "dirs": [], "files": {}, "paths": [], "closures": {}, "index": {}, "restat": set(), "dropped": False}
+    `dropped` the files whose entry was dropped (a kept closure is used only
+    if none of its files is one of them and all have an entry: an entry added
+    later, e.g. carried by a shared result, was not what the closure followed)."""
+    fresh = {"scope": scope, "dirs": [], "files": {}, "paths": [], "closures": {}, "index": {}, "restat": set(), "dropped": frozenset()}
     if not (isinstance(st, dict) and st.get("v") == EDGES_FORMAT and st.get("scope") == scope):
         return fresh
     dirs, files, paths, closures = st.get("dirs"), st.get("files"), st.get("paths"), st.get("closures")
@@ -41,7 +42,7 @@ def load_edges(st, scope: list[str]) -> dict:
             if isinstance(e, list) and len(e) == 3 and isinstance(e[2], list) and stale.isdisjoint(e[2])
             and all(type(i) is int and 0 <= i < n for i in e[2])}
     return {"scope": scope, "dirs": [list(e) for e in dirs], "files": kept, "paths": paths, "closures": closures,
-            "index": {d: i for i, (d, _) in enumerate(dirs)}, "restat": stale, "dropped": len(kept) != len(files)}
+            "index": {d: i for i, (d, _) in enumerate(dirs)}, "restat": stale, "dropped": frozenset(files).difference(kept)}
 
 
 def with_carried(st: dict, carried: dict) -> bool:
