@@ -345,6 +345,12 @@ FALLBACKS = [
     ("process at import", lambda root, tmp, mp: _write(root, "services/proc.py", "import subprocess\n\n"
                                                        "subprocess.Popen(['sleep', '30'])\n"),
      lambda root, tmp, mp: _edit_helpers(root), "a module started a process at import", "full"),
+    ("sys.path changed at import", lambda root, tmp, mp: _write(root, "services/pathy.py", "import sys\n\n"
+                                                                "sys.path.append('/nonexistent-dir')\n"),
+     lambda root, tmp, mp: _edit_helpers(root), "a module changed sys.path at import", "full"),
+    ("environment changed at import", lambda root, tmp, mp: _write(root, "services/envy.py", "import os\n\n"
+                                                                   "os.environ['SET_AT_IMPORT'] = '1'\n"),
+     lambda root, tmp, mp: _edit_helpers(root), "a module changed os.environ at import", "full"),
     ("load failure in the warm child", lambda root, tmp, mp: _write(root, "services/bad.py", "raise ValueError('no')\n"),
      lambda root, tmp, mp: (root / "services/bad.py").unlink(), "had load failures", "full"),
 ]

@@ -117,7 +117,14 @@ def _reads_by(run: dc.Imported, base: _Base) -> list[list]:
     return sorted([list(x) for x in seen], key=lambda x: (x[0], x[1], x[2] or "", x[3] or ""))
 
 
-def _why_not_warm(result: dict, base: _Base, threads_before: int) -> str | None:
+def _process_state() -> tuple:
+    """What the user's modules may change for the modules after them and a fork
+    cannot put back per module: sys.path and the environment (a fork sets the
+    request's environment)."""
+    return tuple(sys.path), dict(os.environ)
+
+
+def _why_not_warm(result: dict, base: _Base, threads_before: int, state_before: tuple) -> str | None:
     """Why forks of this child could not stand for a cold discovery (None: they can)."""
     if result.get("problems") or result.get("failures") or result.get("duplicates"):
         return "the warm child's own discovery had load failures or duplicate environments"
@@ -129,6 +136,11 @@ def _why_not_warm(result: dict, base: _Base, threads_before: int) -> str | None:
         return "a module started a process at import"
     if any(c is None for c in base.creators.values()):
         return "an environment was made outside any module body of the repository"
+    path, environ = state_before
+    if tuple(sys.path) != path:
+        return "a module changed sys.path at import"
+    if dict(os.environ) != environ:
+        return "a module changed os.environ at import"
     return None
 
 
@@ -148,14 +160,14 @@ def start(request_path: str, result_path: str) -> _Base | None:
     base = _Base(root)
     base.flyte_cfg, base.search_roots = flyte_cfg, search_roots
     fa.note_environment_creation(base.note_env)
-    threads_before = _threads()
+    threads_before, state_before = _threads(), _process_state()
     reads = ReadRecorder(ignored_prefixes((os.path.dirname(os.path.abspath(request_path)),)), root)
     reads.log = []
     reads.install()
     run = base.run = dc.import_recorded(req, "", root, search_roots, fa, reads=reads)
     result = dc.result_of(req, root, run, flyte_cfg, fa)
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
-    why = _why_not_warm(result, base, threads_before)
+    why = _why_not_warm(result, base, threads_before, state_before)
     for mod in list(sys.modules.values()):  # each fork asks again: ask once here
         base.rel(getattr(mod, "__file__", None))
     _write_warm(result_path, {
