@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -193,6 +194,9 @@ def _docker_run_command(req: Request, uri: str, tasks: list[dict]) -> list[str]:
     return cmd + ["--entrypoint", "/bin/sh", uri, "-c", launcher, "sh", runtime_check.check_program(), json.dumps(payload)]
 
 
+_HELP_POINTER = re.compile(r"(See|Run) 'docker [a-z]+ --help'")
+
+
 def _run_check(req: Request, cmd: list[str], uri: str, marker: str) -> dict:
     """Run the container; its output goes to the log, the check's result (the last
     line starting with `marker`) is returned."""
@@ -207,7 +211,8 @@ def _run_check(req: Request, cmd: list[str], uri: str, marker: str) -> dict:
     found = [ln for ln in proc.stdout.splitlines() if ln.startswith(marker)]
     if not found:
         said = proc.stderr.strip().splitlines()
-        reasons = [ln.strip() for ln in said if ln.strip() and not ln.startswith("See '")]  # not docker's pointer to its help
+        # not docker's pointer to its help ("See 'docker run --help'." or "Run 'docker run --help' for more information")
+        reasons = [ln.strip() for ln in said if ln.strip() and not _HELP_POINTER.match(ln)]
         why = f": {reasons[-1]}" if reasons else ""  # docker's reason (an unreachable engine, a missing image) on the first line
         raise BuildFailed(f"check:{name}: the check did not run in image {uri} (exit {proc.returncode}){why}\n" + "\n".join(said[-12:]))
     return json.loads(found[-1][len(marker):])
