@@ -124,6 +124,9 @@ def test_the_peer_uid_check_through_a_real_socket_pair():
         assert peer.refusal(a, os.getuid()) is None
         other = os.getuid() + 1
         assert peer.refusal(a, other) == f"uid {os.getuid()} may not use the resident process of uid {other}"
+        from flyte_build.daemon.client import listener_uid
+
+        assert listener_uid(b) == os.getuid()  # the client's own check, without the struct module
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to connect as another user")
@@ -353,3 +356,36 @@ def test_ctrl_c_reaches_the_command_and_a_second_command_waits_its_turn(daemon):
     assert [e["env"] for e in json.loads(out)["envs"]] == ["plain"]
     now = daemon.status()
     assert now["pid"] == up["pid"] and now["served"] == 3
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to listen as another user")
+def test_the_client_sends_nothing_to_a_socket_another_user_listens_on(daemon):
+    from flyte_build.daemon import address
+
+    path = Path(address.socket_path(str(daemon.cache), str(daemon.repo)))
+    path.parent.mkdir(parents=True)
+    path.parent.chmod(0o777)  # a cache directory others may write in
+    # uid 65534 listens where this repository's daemon would, and reports what it is sent
+    script = (
+        "import ctypes, os, socket, sys\n"
+        "d = os.open(os.path.dirname(sys.argv[1]), os.O_RDONLY | os.O_DIRECTORY)\n"
+        "os.setgid(65534); os.setuid(65534); ctypes.CDLL(None).prctl(4, 1)\n"
+        "s = socket.socket(socket.AF_UNIX); s.bind(f'/proc/self/fd/{d}/' + os.path.basename(sys.argv[1])); s.listen(8)\n"
+        "print('listening', flush=True); s.settimeout(60)\n"
+        "c, _ = s.accept(); c.settimeout(5)\n"
+        "try:\n    got = c.recv(65536)\nexcept OSError:\n    got = b''\n"
+        "print('got', len(got), flush=True)\n"
+    )
+    spy = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert spy.stdout.readline().strip() == "listening"
+        run = daemon.run("graph", "--format", "json", env={"FB_SECRET_FOR_SPY": "s3cr3t"}).assert_ok()
+        assert json.loads(run.out)["targets"]
+        assert spy.stdout.readline().strip() == "got 0"  # it connected, saw another uid, and hung up
+    finally:
+        spy.kill()
+        spy.wait()
+    # its own daemon took the place over, in a directory that is owner-only again
+    status = daemon.status()
+    assert status["running"] is True and status["served"] == 1
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

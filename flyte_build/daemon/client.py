@@ -80,13 +80,22 @@ def connect(path: str):
     try:
         where, fd = address.reachable(path)
         sock.connect(where)
-    except OSError:  # none there, or a stale socket whose daemon is gone
+        if listener_uid(sock) != os.getuid():  # never our environment or terminal to another user's process
+            raise PermissionError(f"{path} is served by another user")
+    except OSError:  # none there, a stale socket whose daemon is gone, or not ours
         sock.close()
         return None
     finally:
         if fd is not None:
             os.close(fd)
     return sock
+
+
+def listener_uid(sock) -> int:
+    """The uid of the process listening on a connected Unix socket
+    (SO_PEERCRED: pid, uid, gid as C ints)."""
+    cred = sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+    return int.from_bytes(cred[4:8], sys.byteorder)
 
 
 def _start(path: str, project: str, idle: float):

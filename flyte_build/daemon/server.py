@@ -82,6 +82,8 @@ def _terminated(*_) -> None:
 def _lock(path: str) -> int | None:
     directory = os.path.dirname(path)
     os.makedirs(directory, mode=0o700, exist_ok=True)
+    if os.stat(directory).st_uid == os.getuid():
+        os.chmod(directory, 0o700)  # made wider by someone: ours again (another user's: binding fails)
     fd = os.open(path[: -len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     # a daemon that is exiting holds it a moment longer than its socket: wait
     # that out; a live daemon holds it for good, and this one then gives way
