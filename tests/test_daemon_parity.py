@@ -48,9 +48,14 @@ def _committed(root: Path) -> Path:
     return root
 
 
+# timings, and how discovery ran (a resident process keeps a warm discovery child: "warm"
+# where a command of its own says "incremental"); what it found is compared
+_MECHANISM = ("seconds", "how")
+
+
 def _timeless(doc):
     if isinstance(doc, dict):
-        return {k: _timeless(v) for k, v in doc.items() if k != "seconds"}
+        return {k: _timeless(v) for k, v in doc.items() if k not in _MECHANISM}
     if isinstance(doc, list):
         return [_timeless(v) for v in doc]
     return doc
@@ -59,7 +64,8 @@ def _timeless(doc):
 class Pair:
     """Two checkouts made by `make(dest)`; `on` served by its resident process."""
 
-    def __init__(self, tmp: Path, make):
+    def __init__(self, tmp: Path, make, project: str = ""):
+        self.project = project  # the folder of its pyproject.toml: the daemon's
         # "on" and "nd" (no daemon): paths of one length, so tables wrap alike
         self.sides = {"on": tmp / "on", "off": tmp / "nd"}
         self.roots = {side: make(d / "repo") for side, d in self.sides.items()}
@@ -88,8 +94,8 @@ class Pair:
                      if not any(s in line for s in _SLOW_ONLY))
         return run.rc, out, err
 
-    def same(self, *args: str, sub: str = "", env: dict | None = None) -> Run:
-        on, off = self.run("on", *args, sub=sub, env=env), self.run("off", *args, sub=sub, env=env)
+    def same(self, *args: str, sub: str = "", env: dict | None = None, **kw) -> Run:
+        on, off = self.run("on", *args, sub=sub, env=env, **kw), self.run("off", *args, sub=sub, env=env, **kw)
         assert "resident process" not in on.err, on.describe()  # it served the command, no fallback
         assert self.answer("on", on) == self.answer("off", off), f"{on.describe()}\n=== --no-daemon:\n{off.describe()}"
         return on
@@ -101,14 +107,14 @@ class Pair:
             p.write_text(change(p.read_text() if p.exists() else ""))
 
     def status(self, env: dict | None = None) -> dict:
-        return self.run("on", "daemon", "status", "--json", env=env).assert_ok().json()
+        return self.run("on", "daemon", "status", "--json", sub=self.project, env=env).assert_ok().json()
 
     def served_everything(self) -> None:
         up = self.status()
         assert up["running"] is True and up["served"] == self.sent, up
 
     def stop(self, env: dict | None = None) -> None:
-        self.run("on", "daemon", "stop", env=env)
+        self.run("on", "daemon", "stop", sub=self.project, env=env)
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -217,6 +223,21 @@ def test_flyte_build_variables_are_the_commands_own(small):
     small.served_everything()
 
 
+def test_user_code_in_the_command_imports_from_the_clients_path(small):
+    """A rule set (user code run by the command itself) sees the client's
+    sys.path: a console script's has no working directory on it (`-P` here),
+    and the daemon's own `-c` put one there (a yaml.py where the user stands
+    would shadow yaml)."""
+    probe = ('import importlib.util, sys\n'
+             'sys.stderr.write(f"probe: {importlib.util.find_spec(\'cwd_probe\') is not None}\\n")\n')
+    small.edit("myrules/register.py", lambda t: probe + t)
+    for side in small.sides.values():
+        (side / "cwd_probe.py").write_text("")  # beside the repository, where the command runs
+    run = small.same("--root-dir", "repo", "targets", sub="..", python_flags=("-P",))
+    assert "probe: False" in run.err, run.describe()
+    small.served_everything()
+
+
 def test_the_resident_process_imports_read_no_variable_of_ours():
     """What the resident process imports before any command (its WARM list,
     the parser, the built-in rules) reads no variable but Python's own: a
@@ -255,18 +276,25 @@ def _wait_for_command(pair: Pair, seconds: float = 60) -> int:
 
 
 @pytest.mark.slow
-def test_ctrl_c_of_the_client_ends_the_command_as_without_the_daemon(small):
+def test_ctrl_c_of_the_client_ends_the_command_as_without_the_daemon(small, tmp_path):
     small.same("targets")
-    small.edit("pkg/a.py", lambda t: t + "\nimport time\ntime.sleep(3)\n")  # the next discovery takes 3 s
+    # the next discovery marks when it runs the module, then takes 4 s
+    small.edit("pkg/a.py", lambda t: t + "\nimport os, pathlib, time\nif os.environ.get('FB_MARK'):\n"
+               "    pathlib.Path(os.environ['FB_MARK']).touch()\n    time.sleep(4)\n")
     answers = {}
     for side in ("on", "off"):
+        mark = tmp_path / f"{side}.mark"
         flags = ("--no-daemon",) if side == "off" else ()
-        proc = popen(*flags, "build", "--json", cwd=small.roots[side], cache=small.caches[side], env=NO_CI)
+        proc = popen(*flags, "build", "--json", cwd=small.roots[side], cache=small.caches[side],
+                     env={**NO_CI, "FB_MARK": str(mark)})
         if side == "on":
             small.sent += 1
             command = _wait_for_command(small)
-        time.sleep(1.0)  # inside discovery on both sides
-        proc.send_signal(signal.SIGINT)
+        deadline = time.time() + 60
+        while not mark.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        assert mark.exists(), "the discovery never ran the module"
+        proc.send_signal(signal.SIGINT)  # inside discovery on both sides
         out, err = proc.communicate(timeout=120)
         answers[side] = Run(proc.returncode, out, err)
         if side == "on":
@@ -335,3 +363,60 @@ def test_an_upgraded_flyte_build_replaces_the_old_resident_process(small, tmp_pa
         assert new["running"] and new["version"] == "0.1.1" and new["pid"] != old["pid"] and new["served"] == 1, new
     finally:
         small.stop(env)
+
+
+# a project in ml/ of a larger git repository, importing a package only its own .venv has
+TINYDEP = 'NAME = "tiny"\n'
+COMPANY = {
+    "web/index.html": "<html></html>\n", ".gitignore": ".venv/\ndist/\n",
+    "ml/pyproject.toml": '[project]\nname = "ml"\nversion = "0.1.0"\n\n[tool.hatch.build.targets.flyte]\n',
+    "ml/pkg/__init__.py": "",
+    "ml/pkg/a.py": env_module("a", imports="import tinydep"),
+    "ml/pkg/b.py": env_module("b"),
+}
+
+
+def _company(dest: Path) -> Path:
+    make_repo(dest, COMPANY)
+    _committed(dest)
+    # the project's own interpreter: flyte from the base interpreter's site-packages, tinydep its own (<1 s)
+    venv = dest / "ml" / ".venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    site = subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          check=True, capture_output=True, text=True).stdout.strip()
+    (Path(site) / "tinydep.py").write_text(TINYDEP)
+    return dest
+
+
+@pytest.mark.slow
+def test_a_project_below_the_git_root_with_its_own_venv_answers_as_without_the_daemon(tmp_path):
+    p = Pair(tmp_path, _company, project="ml")
+    bare = tmp_path / "bare"  # a Python without flyte
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(bare)], check=True)
+    try:
+        built = p.same("build", "--json", sub="ml").json()
+        assert sorted(built["envs"] if "envs" in built else [t["env"] for t in built["targets"]]) == ["a", "b"]
+        p.same("targets", sub="ml/pkg")  # a subfolder of the project
+        shown = p.same("config", "--json", sub="ml").json()["flyte_build"]["python"]
+        assert shown["source"].startswith("the .venv in "), shown
+        p.edit("ml/pkg/b.py", lambda t: t + "\nVALUE = 2\n")
+        p.same("affected", "--since", "HEAD", sub="ml")
+        p.same("build", "--json", sub="ml")
+        # --python: the interpreter running flyte-build has no tinydep
+        p.same("--python", sys.executable, "build", sub="ml").assert_clean_error(2, "tinydep", "chosen by --python")
+        # $VIRTUAL_ENV set by the client: its own interpreter, each command its own
+        for side in ("on", "off"):
+            venv = p.roots[side] / "ml" / ".venv"
+            runs = [p.run(side, "config", "--json", sub="ml", env={"VIRTUAL_ENV": str(venv)}),
+                    p.run(side, "build", sub="ml", env={"VIRTUAL_ENV": str(bare)}),
+                    p.run(side, "build", "--json", sub="ml", env={"VIRTUAL_ENV": str(venv)})]
+            assert runs[0].assert_ok().json()["flyte_build"]["python"]["source"] == "$VIRTUAL_ENV", runs[0].out
+            runs[1].assert_clean_error(2, str(bare), "$VIRTUAL_ENV", "has no flyte")
+            runs[2].assert_ok()
+            if side == "on":
+                on = runs
+            else:
+                assert [p.answer("on", r) for r in on] == [p.answer("off", r) for r in runs]
+        p.served_everything()
+    finally:
+        p.stop()

@@ -67,7 +67,7 @@ def _request(argv: list[str], cwd: str, project: str, idle: float) -> dict:
     os.umask(mask)
     streams = [s for s in (sys.stdout, sys.stderr)]
     return {
-        "op": "run", "argv": argv, "cwd": cwd, "env": dict(os.environ), "umask": mask,
+        "op": "run", "argv": argv, "cwd": cwd, "env": dict(os.environ), "umask": mask, "path": list(sys.path),
         "project": project, "identity": address.identity(project), "idle_timeout": idle,
         "stdio": [[getattr(s, "encoding", None) or "utf-8", getattr(s, "errors", None) or "strict"] for s in streams],
     }

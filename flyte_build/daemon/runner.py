@@ -57,6 +57,9 @@ def _become(request: dict, fds: list[int], close: list[int]) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
+    # the client's import path, not the daemon's ('' from its `-c`, which is the
+    # working directory once the fork is in it: a yaml.py there would shadow yaml)
+    sys.path[:] = request.get("path") or sys.path
     _streams(request.get("stdio") or [["utf-8", "strict"]] * 2, bool(os.environ.get("PYTHONUNBUFFERED")))
     sys.argv = ["flyte-build", *request["argv"]]
 
