@@ -332,6 +332,8 @@ def test_an_edit_is_discovered_by_the_warm_child_the_daemon_holds(daemon):
     cold = daemon.run("--no-daemon", "build", "--json", env={"FLYTE_BUILD_CACHE_DIR": str(daemon.cache.parent / "cold")})
     assert [t["key"] for t in doc["targets"]] == [t["key"] for t in cold.assert_ok().json()["targets"]]
     assert json.loads(handle.read_text())["pid"] == warm_pid  # the same warm child, kept between commands
+    assert daemon.status()["warm_child"] == warm_pid
+    assert f"warm discovery child: pid {warm_pid}" in daemon.run("daemon", "status").assert_ok().out
     daemon.stop()
     assert wait_gone(warm_pid, 15) and not handle.exists()
 

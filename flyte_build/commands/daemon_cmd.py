@@ -46,5 +46,7 @@ def _print_status(s: dict, path: str) -> None:
     busy = f"running a command (pid {s['command']})" if s.get("command") else f"idle for {s['idle_for']:.1f} s"
     print(f"resident process: pid {s['pid']}, up {s['uptime']:.1f} s, {s['served']} commands served, {busy}")
     print(f"  exits after {s['idle_timeout']:g} s without a command; memory {rss}; {s['queued']} waiting")
+    if s.get("warm_child"):
+        print(f"  warm discovery child: pid {s['warm_child']}")
     print(f"  project {s['project']}; python {s['python']}; flyte-build {s['version']}")
     print(f"  socket {path}; log {os.path.splitext(path)[0]}.log")

@@ -303,7 +303,7 @@ class Daemon:
             "uptime": round(time.time() - self.started, 3), "served": self.served, "queued": len(self.queue),
             "command": self.running.pid if self.running else None, "idle_timeout": self.idle,
             "idle_for": 0.0 if self.running else round(time.monotonic() - self.last_active, 3),
-            "rss_kb": _rss_kb(), "packages": sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)),
+            "rss_kb": _rss_kb(), "warm_child": _warm_child(self.path), "packages": sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)),
         }
 
     def close(self) -> None:
@@ -363,6 +363,19 @@ def _signal(pid: int, signum: int) -> None:
         os.kill(pid, signum)
     except ProcessLookupError:
         pass
+
+
+def _warm_child(path: str) -> int | None:
+    """The pid of the warm discovery child the commands share (see discovery.warm), if one runs."""
+    import json
+
+    try:
+        with open(path[: -len(".sock")] + ".warm.json") as f:
+            pid = int(json.load(f)["pid"])
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def _rss_kb() -> int | None:
