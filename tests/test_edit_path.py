@@ -32,7 +32,7 @@ def test_the_childs_realpath_by_directory_is_os_path_realpath(tmp_path):
     import os
     import sys
 
-    from flyte_build.discovery import child
+    from flyte_build.discovery import child_envs
 
     (tmp_path / "a/b/c").mkdir(parents=True)
     (tmp_path / "x").mkdir()
@@ -44,4 +44,4 @@ def test_the_childs_realpath_by_directory_is_os_path_realpath(tmp_path):
     paths = [str(tmp_path / p) for p in ("a/b/c/m.py", "x/lb/c/m.py", "a/ln.py", "la/b/c/m.py", "la/ln.py",
                                          "la/../x/n.py", "x/lb/../n.py", "missing/q.py", "la/b/../ln.py")]
     paths += [m.__file__ for m in list(sys.modules.values()) if isinstance(getattr(m, "__file__", None), str)]
-    assert [child._realpath(p) for p in paths] == [os.path.realpath(p) for p in paths]
+    assert [child_envs._realpath(p) for p in paths] == [os.path.realpath(p) for p in paths]
