@@ -275,32 +275,35 @@ def _wait_for_command(pair: Pair, seconds: float = 60) -> int:
     raise AssertionError("the build never started in the resident process")
 
 
+def _interrupted(pair: Pair, side: str, mark: Path, signum: int) -> Run:
+    flags = ("--no-daemon",) if side == "off" else ()
+    proc = popen(*flags, "build", "--json", cwd=pair.roots[side], cache=pair.caches[side],
+                 env={**NO_CI, "FB_MARK": str(mark)})
+    if side == "on":
+        pair.sent += 1
+        command = _wait_for_command(pair)
+    deadline = time.time() + 60
+    while not mark.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    assert mark.exists(), "the discovery never ran the module"
+    proc.send_signal(signum)  # inside discovery on both sides
+    out, err = proc.communicate(timeout=120)
+    if side == "on":
+        assert wait_gone(command, 10), "the command went on after its client was interrupted"
+    return Run(proc.returncode, out, err)
+
+
 @pytest.mark.slow
 def test_ctrl_c_of_the_client_ends_the_command_as_without_the_daemon(small, tmp_path):
     small.same("targets")
     # the next discovery marks when it runs the module, then takes 4 s
     small.edit("pkg/a.py", lambda t: t + "\nimport os, pathlib, time\nif os.environ.get('FB_MARK'):\n"
                "    pathlib.Path(os.environ['FB_MARK']).touch()\n    time.sleep(4)\n")
-    answers = {}
-    for side in ("on", "off"):
-        mark = tmp_path / f"{side}.mark"
-        flags = ("--no-daemon",) if side == "off" else ()
-        proc = popen(*flags, "build", "--json", cwd=small.roots[side], cache=small.caches[side],
-                     env={**NO_CI, "FB_MARK": str(mark)})
-        if side == "on":
-            small.sent += 1
-            command = _wait_for_command(small)
-        deadline = time.time() + 60
-        while not mark.exists() and time.time() < deadline:
-            time.sleep(0.05)
-        assert mark.exists(), "the discovery never ran the module"
-        proc.send_signal(signal.SIGINT)  # inside discovery on both sides
-        out, err = proc.communicate(timeout=120)
-        answers[side] = Run(proc.returncode, out, err)
-        if side == "on":
-            assert wait_gone(command, 10), "the command went on after its client's Ctrl-C"
-    assert small.answer("on", answers["on"]) == small.answer("off", answers["off"]), answers
-    assert answers["on"].rc != 0 and "Traceback" not in answers["on"].err, answers["on"]
+    # Ctrl-C, then a SIGTERM: the client's exit is the command's (130; killed by SIGTERM)
+    for signum, killed in ((signal.SIGINT, 130), (signal.SIGTERM, -signal.SIGTERM)):
+        answers = {side: _interrupted(small, side, tmp_path / f"{side}-{signum}.mark", signum) for side in ("on", "off")}
+        assert small.answer("on", answers["on"]) == small.answer("off", answers["off"]), answers
+        assert answers["on"].rc == killed and "Traceback" not in answers["on"].err, answers["on"]
     for side in ("on", "off"):
         small.run(side, "cache", "verify").assert_ok()
     again = small.same("build", "--json", "bundle:*")

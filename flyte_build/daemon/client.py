@@ -55,11 +55,21 @@ def run(argv: list[str]) -> int | None:
             return None
         outcome = _exchange(sock, request)
         if isinstance(outcome, int):
-            return outcome
+            return _died_of(-outcome) if outcome < 0 else outcome
         if outcome != "restart":
             say(f"{outcome}; running the command in this process")
             return None
     return None
+
+
+def _died_of(signum: int) -> int:
+    """End as the command ended, by its signal: a parent then sees what it
+    sees without the resident process (killed by SIGTERM, not exit 143)."""
+    import _signal
+
+    _signal.signal(signum, _signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+    return 128 + signum  # blocked: the shell's number for it
 
 
 def _request(argv: list[str], cwd: str, project: str, idle: float) -> dict:
@@ -181,7 +191,7 @@ def _wait(sock) -> int | str:
             started = True
             sock.settimeout(None)
         elif "exit" in message:
-            return int(message["exit"])
+            return -int(message["signal"]) if message.get("signal") else int(message["exit"])
         elif "restart" in message:
             return "restart"
         elif "refused" in message:

@@ -288,10 +288,11 @@ class Daemon:
         running, self.running = self.running, None
         _pid, status = os.waitpid(running.pid, 0)
         code = os.waitstatus_to_exitcode(status)
-        code = 128 - code if code < 0 else code
+        signum = -code if code < 0 else 0  # the client ends by the same signal
+        code = 128 + signum if signum else code
         os.close(running.pidfd)
         if running.conn is not None:
-            _reply(running.conn, {"exit": code})
+            _reply(running.conn, {"exit": code, "signal": signum})
             running.conn.close()
         self.served += 1
         self.last_active = time.monotonic()
