@@ -1,12 +1,12 @@
-"""S3 reads over the standard library, signed with AWS Signature Version 4.
+"""S3 reads over the standard library's HTTP client, signed by botocore's SigV4 signer.
 
 A fresh CI machine that only reads paid about 0.35 s of CPU to import
 botocore and make a client (its service models, endpoint rules and
 credential chain), then a few milliseconds per request: as much as the rest
 of such a build's own work. When every setting comes from the store's config
 or from the handful of environment variables read here, a read needs none of
-that: a GET or HEAD over `http.client`, signed as `S3SigV4Auth` signs it
-(`tests/test_s3_plain.py` compares the two).
+that: a GET or HEAD over `http.client`, signed by botocore's `S3SigV4Auth`
+(its auth module alone, without a client).
 
 Anything else goes to botocore (`s3_reads`), which knows the rest of AWS's
 rules: a named profile, credentials or settings from files, the instance's
@@ -20,12 +20,10 @@ error.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import http.client
 import os
 import re
 import threading
-import time
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
@@ -93,27 +91,30 @@ def _uri_path(p: Plain, bucket: str, key: str) -> tuple[str, str]:
     return p.host, f"{p.base}/{quote(bucket, safe='~')}" + ("/" + quote(key, safe="/~") if key else "")
 
 
-def signed_headers(p: Plain, method: str, host: str, path: str, headers: dict, now: float) -> dict:
+@dataclass(frozen=True)
+class _Credentials:
+    """What botocore's signer reads of a credentials object."""
+
+    access_key: str
+    secret_key: str
+    token: str | None
+
+
+def signed_headers(p: Plain, method: str, host: str, path: str, headers: dict) -> dict:
     """`headers` with the SigV4 ones added (host, x-amz-date, x-amz-content-sha256,
-    the session token, Authorization); unsigned for an anonymous store."""
+    the session token, Authorization); unsigned for an anonymous store. The
+    signing is botocore's own signer: its auth module costs a fraction of a
+    client (no service models, endpoint rules or credential chain)."""
     out = {**headers, "host": host, "x-amz-content-sha256": EMPTY_SHA256}
     if p.key is None:
         return out
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
-    out["x-amz-date"] = stamp
-    if p.token:
-        out["x-amz-security-token"] = p.token
-    names = sorted(k.lower() for k in out)
-    lower = {k.lower(): " ".join(str(v).split()) for k, v in out.items()}
-    canonical = "\n".join([method, path, "", *(f"{n}:{lower[n]}" for n in names), "", ";".join(names), EMPTY_SHA256])
-    scope = f"{stamp[:8]}/{p.region}/s3/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    k = ("AWS4" + p.secret).encode()
-    for part in (stamp[:8], p.region, "s3", "aws4_request"):
-        k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-    sig = hmac.new(k, to_sign.encode(), hashlib.sha256).hexdigest()
-    out["Authorization"] = f"AWS4-HMAC-SHA256 Credential={p.key}/{scope}, SignedHeaders={';'.join(names)}, Signature={sig}"
-    return out
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    req = AWSRequest(method=method, url=f"{p.scheme}://{host}{path}", headers=out)
+    req.context["payload_signing_enabled"] = True  # a signed (empty) payload, over https too
+    S3SigV4Auth(_Credentials(p.key, p.secret, p.token), "s3", p.region).add_auth(req)
+    return dict(req.headers.items())
 
 
 class Client:
@@ -128,7 +129,7 @@ class Client:
         """(status, lower-cased headers, body of at most `limit` + 1 bytes); Fallback on
         a transport error or an answer botocore should handle."""
         host, path = _uri_path(self.plain, bucket, key)
-        sent = signed_headers(self.plain, method, host, path, headers or {}, time.time())
+        sent = signed_headers(self.plain, method, host, path, headers or {})
         try:
             conn = self._conn(host)
             conn.request(method, path, headers=sent)
