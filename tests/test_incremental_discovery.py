@@ -215,6 +215,21 @@ def test_sample_errors_are_the_full_ones(sample: Repo):
     assert inc.env("inference").depends_on == ("reporting",)
 
 
+def test_sample_init_added_to_a_namespace_package_with_another_edit(sample: Repo):
+    (sample.root / "libs/nsx").mkdir()
+    (sample.root / "libs/nsx/helper.py").write_text("H = 1\n")
+    sample.edit("services/visualization/render.py", None, "\nimport libs.nsx.helper\n")
+    inc = sample.check(how="full")  # a new candidate module
+    assert "libs/nsx/helper.py" in inc.loaded_files and "libs/nsx/__init__.py" not in inc.loaded_files
+    # with another module's edit beside it, the graph would redo only that module's importers
+    (sample.root / "libs/nsx/__init__.py").write_text("import os\nNSX = os.sep\n")
+    sample.edit("libs/mlkit/serving.py", None, "\nSERVING_EDITED = True\n")
+    assert "libs/nsx/__init__.py" in sample.check(how="full").loaded_files
+    assert sample.warm().how == "cached"
+    (sample.root / "libs/nsx/__init__.py").unlink()
+    assert "libs/nsx/__init__.py" not in sample.check(how="full").loaded_files
+
+
 def test_sample_file_selection_stays_full(sample: Repo):
     sel = Selection(paths=(str(sample.root / "services/inference/tasks.py"),))
     assert sample.warm(sel).how == "full"

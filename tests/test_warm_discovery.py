@@ -380,6 +380,26 @@ def test_each_fallback_falls_back_to_a_cold_child(case, tmp_path: Path, monkeypa
 
 
 @pytest.mark.timeout(120)
+def test_an_init_added_to_and_removed_from_a_namespace_package(tmp_path: Path):
+    root = tmp_path / "repo"
+    files = _files()
+    files["nspkg/mod.py"] = "X = 1\n"
+    files["services/svc_0/helpers.py"] = "import nspkg.mod\n\n" + files["services/svc_0/helpers.py"]
+    write_tree(root, files)
+    d = Discoveries(root, tmp_path)
+    try:
+        d.warm_one()
+        (root / "nspkg/__init__.py").write_text("import os\nY = os.sep\n")
+        d.compare("__init__.py added")
+        assert "nspkg/__init__.py" in d.warm_one().loaded_files
+        (root / "nspkg/__init__.py").unlink()
+        d.compare("__init__.py removed")
+        assert "nspkg/__init__.py" not in d.warm_one().loaded_files
+    finally:
+        d.warm.close()
+
+
+@pytest.mark.timeout(120)
 def test_other_settings_and_an_ended_warm_child_start_a_new_one(tmp_path: Path):
     root = tmp_path / "repo"
     write_tree(root, _files())

@@ -35,7 +35,7 @@ from ..model import Discovery
 from ..stores.file_digests import RACY_SECONDS, FileDigests
 from ..stores.local_store import LocalStore
 
-FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection
+FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection; 9: the package __init__.py above every file read, present or not (entries.digests_of)
 
 
 @dataclass(frozen=True)
@@ -334,14 +334,7 @@ def _code_memo(job: _Job):
 
 def _package_inits(root: Path, files: list[str]) -> list[str]:
     """The `__init__.py` of every directory above `files` (which the child runs too)."""
-    dirs = set()
-    for f in files:
-        while "/" in f:
-            f = f.rsplit("/", 1)[0]
-            if f in dirs:
-                break
-            dirs.add(f)
-    return [f"{d}/__init__.py" for d in sorted(dirs) if os.path.isfile(os.path.join(root, d, "__init__.py"))]
+    return sorted(f for f in entries.package_inits(files) if os.path.isfile(os.path.join(root, f)))
 
 
 def _finish(job: _Job, tree: _Tree, raw: dict, book: dict, how: str, memo=None,

@@ -36,8 +36,14 @@ def well_formed(entry) -> bool:
 
 
 def digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDigests) -> dict:
-    """The digest of every file a result was read from (None: missing)."""
+    """The digest of every file a result was read from (None: missing), and of
+    the `__init__.py` of every directory above one (None: a namespace package
+    there, or none at all). An `__init__.py` added to such a directory runs
+    when a module below it loads, and one removed makes it a namespace
+    package: either is a change to what the modules ran, though no directory
+    listing of the walk (`relisting`: it lists no `__init__.py`) tells."""
     read = set(candidates) | {f for f in raw.get("loaded_files", ()) if not os.path.isabs(f)}
+    read |= package_inits(read)
     file_digests = {}
     for rel in sorted(read):
         try:
@@ -45,6 +51,18 @@ def digests_of(cfg: Config, candidates: list[str], raw: dict, digests: FileDiges
         except OSError:
             file_digests[rel] = None
     return file_digests
+
+
+def package_inits(files) -> set[str]:
+    """`d/__init__.py` for every directory `d` above the relative `files`."""
+    dirs: set[str] = set()
+    for f in files:
+        while "/" in f:
+            f = f.rsplit("/", 1)[0]
+            if f in dirs:
+                break
+            dirs.add(f)
+    return {f"{d}/__init__.py" for d in dirs}
 
 
 def split(raw: dict) -> dict:

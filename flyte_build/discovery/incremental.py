@@ -77,6 +77,10 @@ def _incremental_start(cfg: Config, candidates: list[str], entry: dict, changed:
     if not graph_old or all_old is None or old.get("failures"):
         return None
     cands = set(candidates)
+    # a file the last run did not load (an `__init__.py` now where a namespace
+    # package was, `entries.digests_of`): no import graph says which loads reach it
+    if any(rel not in graph_old for rel in changed):
+        return None
     # a changed file that no longer parses (or is gone): the full discovery
     # reports it exactly as it always has
     for rel in changed:
