@@ -1,6 +1,6 @@
 """What a one-file edit costs without the resident process: an edit that leaves
 the compiled code as it was (a comment) is answered by discovery's early cutoff,
-and the process imports neither flyte nor a signing library nobody asked for."""
+and the process imports neither flyte nor a signing library nor a REAPI client nobody asked for."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def test_a_comment_edit_imports_neither_flyte_nor_cryptography(tmp_path):
     imported = {line.split("|")[-1].strip() for line in run.err.splitlines() if line.startswith("import time:")}
     assert run.rc == 0 and "flyte_build.workspace" in imported, run.describe()
     assert run.json()["discovery"]["how"] == "cutoff"
-    assert not {m for m in imported if m.split(".")[0] in ("flyte", "cryptography")}
+    assert not {m for m in imported if m.split(".")[0] in ("flyte", "cryptography", "grpc", "uuid")}
+    assert "flyte_build.stores.reapi_client" not in imported  # no grpc:// cache configured
     built = [t for t in run.json()["targets"] if t["status"] == "built"]
     assert built and all(t["kind"] == "bundle" for t in built)  # the bundles holding the file, rebuilt
 

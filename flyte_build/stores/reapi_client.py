@@ -25,9 +25,9 @@ from urllib.parse import urlparse
 
 from ..config.settings import OBJECT_STORE_FIELD
 from ..errors import UserError
-from .remote_stores import StoreUnavailable
+from .remote_stores import REAPI_SCHEMES, StoreUnavailable
 
-SCHEMES = ("grpc", "grpcs")
+SCHEMES = REAPI_SCHEMES
 BATCH_CAP = 4 << 20  # what most servers allow in one batch request (BuildGrid: 4,193,280 bytes)
 BATCH_SLACK = 16 << 10  # room for the request's own fields around the blobs
 CHUNK = 1 << 20  # one ByteStream message

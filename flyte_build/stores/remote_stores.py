@@ -96,6 +96,8 @@ def _real_dirs(base: str, rel: str) -> None:
 
 
 AZURE_SCHEMES = ("az", "abfs", "abfss")
+# a REAPI cache (`reapi_client`): named here so that choosing a store needs no gRPC client loaded
+REAPI_SCHEMES = ("grpc", "grpcs")
 
 
 # -- the store ------------------------------------------------------------------

@@ -40,12 +40,11 @@ from .. import atomic
 from ..config.settings import Config
 from ..errors import BuildFailed
 from ..hashing import file_sha256
-from .remote_stores import BadObject, StoreOptions, StoreUnavailable, Root, open_root
+from .remote_stores import REAPI_SCHEMES, BadObject, StoreOptions, StoreUnavailable, Root, open_root
 from .signing import Signer, Verifier, load_signer, load_verifier
 from .action_entry import MAX_ENTRY_BYTES, ActionEntry, BadEntry
 from .documents import Bounds, inflate, parse, unseal
 from .local_store import LocalStore
-from .reapi_client import SCHEMES as REAPI_SCHEMES
 
 
 PREFETCH_JOBS = 8  # blobs downloaded at once: each is mostly a round trip
