@@ -53,3 +53,28 @@ def test_an_init_added_to_a_namespace_package_ships_and_one_removed_stops(tmp_pa
     how, removed, names = _built(cli)
     assert how not in ("cached", "snapshot") and INIT not in names and "nspkg/mod.py" in names, (how, sorted(names))
     assert removed == before
+
+
+@pytest.mark.timeout(300)
+def test_a_shared_discovery_without_the_init_is_not_taken_where_it_exists(tmp_path):
+    from flyte_build.stores.signing import keygen
+
+    private, public = keygen()
+    url = f"file://{tmp_path / 'shared'}"
+    a = Cli(make_repo(tmp_path / "a" / "repo", FILES), tmp_path / "a" / "cache",
+            env={"FLYTE_BUILD_CACHE_SIGNING_KEY": private})
+    published = a.build("--cache", url)
+    published.assert_ok()
+    b_files = {**FILES, INIT: "MARK = 1\n"}  # the same candidate modules: the same content key
+    b = Cli(make_repo(tmp_path / "b" / "repo", b_files), tmp_path / "b" / "cache",
+            env={"FLYTE_BUILD_CACHE_VERIFY_KEYS": public})
+    run = b.build("--cache", url)
+    run.assert_ok()
+    assert run.json()["discovery"]["how"] == "full"
+    rec = next(t for t in run.json()["targets"] if t["target"] == "bundle:a")
+    with tarfile.open(rec["path"], "r:gz") as tar:
+        assert INIT in tar.getnames()
+    # and the same tree as the publisher's is served from the store (the test can tell)
+    c = Cli(make_repo(tmp_path / "c" / "repo", FILES), tmp_path / "c" / "cache",
+            env={"FLYTE_BUILD_CACHE_VERIFY_KEYS": public})
+    assert c.build("--cache", url).json()["discovery"]["how"] == "shared"
