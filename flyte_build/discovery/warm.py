@@ -3,7 +3,7 @@
 A `WarmDiscovery` keeps one long-lived discovery child (`warm_child`) with
 flyte and every module of the repository imported. Its first discovery is a
 cold one (the child does exactly what the cold child does, then stays). On
-the next one, `warm_plan.plan` tells from what the child recorded (the import
+the next one, `warm_plan.files_to_rerun` tells from what the child recorded (the import
 graph, who read which file, directory, stat or variable, which names each
 module asked for) and from the files now, which modules must run again: the
 changed modules, the modules whose body read what changed, and every module
@@ -131,7 +131,7 @@ class WarmDiscovery:
             why = "the warm child had ended"
         elif child is not None:
             self._child = child
-            got = warm_plan.plan(child.snap, str(cfg.root), request["files"], digests, environ)
+            got = warm_plan.files_to_rerun(child.snap, str(cfg.root), request["files"], digests, environ)
             if not isinstance(got, str):
                 return self._served(cfg, child, request, got, environ)
             why = got

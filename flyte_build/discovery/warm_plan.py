@@ -1,9 +1,9 @@
-"""Warm discovery's plan: which modules an edit reaches (see `warm`).
+"""Which modules an edit reaches, for warm discovery (see `warm`).
 
 A `WarmDiscovery` keeps one long-lived discovery child (`warm_child`) with
 flyte and every module of the repository imported. Its first discovery is a
 cold one (the child does exactly what the cold child does, then stays). On
-the next one, `plan` tells from what the child recorded (the import graph,
+the next one, `files_to_rerun` tells from what the child recorded (the import graph,
 who read which file, directory, stat or variable, which names each module
 asked for) and from the files now, which modules must run again: the changed
 modules, the modules whose body read what changed, and every module that
@@ -11,7 +11,7 @@ imports one of those (with the environments they may have touched). The
 child forks and the fork runs only those again (see `warm_child`); the
 result is the one a cold discovery gives.
 
-Whatever `plan` cannot vouch for starts a new warm child, which is a cold
+Whatever `files_to_rerun` cannot vouch for starts a new warm child, which is a cold
 discovery (`why` says what it was): a variable read while flyte started, a
 read outside any module body of the repository, an added file that is a
 module loaded from elsewhere, other settings. A fork whose result is not
@@ -127,7 +127,7 @@ def _names_of(rel: str, root: str, search: tuple) -> set[str]:
     return out
 
 
-def plan(snap: Snapshot, root: str, candidates, digests, environ) -> set[str] | str:
+def files_to_rerun(snap: Snapshot, root: str, candidates, digests, environ) -> set[str] | str:
     """The user files to run again for the tree now, or why the warm child cannot serve it."""
     for n in sorted(_startup_names(snap.startup, environ)):
         if discovery_reads.env_value(n, environ) != snap.startup.get(n):

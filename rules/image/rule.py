@@ -135,7 +135,7 @@ def _render(env, view, img: dict, opts: dict, refs: dict) -> df.Rendered:
     )
 
 
-def plan(env, view) -> dict:
+def image_facts(env, view) -> dict:
     """Everything about the env's image that is known without building it."""
     opts = options(view.cfg)
     refs = view.image_refs()
@@ -192,13 +192,13 @@ def deps(env, view) -> tuple[str, ...]:
 
 
 def inputs(env, view) -> Inputs:
-    p = plan(env, view)
+    p = image_facts(env, view)
     return Inputs(files=tuple(p["files"]), params=p["params"], deps=deps(env, view))
 
 
 def describe(env, view) -> dict:
     try:
-        p = plan(env, view)
+        p = image_facts(env, view)
     except UserError as exc:
         return {"uri": None, "image_error": str(exc)}
     out = {"uri": p["uri"], "image_mode": p["mode"]}
