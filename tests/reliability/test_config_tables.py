@@ -20,10 +20,11 @@ GOOD = {"pkg/__init__.py": "", "pkg/a.py": env_module("a", var="env_a")}
 CASES = {
     "top": ("bogus-key = 1", f"{T}.bogus-key", "allow-secrets, cache, cache-read-only"),
     "envs": (f"[{T}.envs.a]\nflavour = 1", f"{T}.envs.a.flavour", "copy-style, include"),
-    "object-store": (f"[{T}.object-store]\nhdfs = {{}}", f"{T}.object-store.hdfs", "azure, gcs, s3, timeout"),
+    "object-store": (f"[{T}.object-store]\nhdfs = {{}}", f"{T}.object-store.hdfs", "azure, gcs, reapi, s3, timeout"),
     "s3": (f"[{T}.object-store.s3]\nendpoint = 'x'", f"{T}.object-store.s3.endpoint", "access-key-id, anon, endpoint-url"),
     "gcs": (f"[{T}.object-store.gcs]\nprojet = 'x'", f"{T}.object-store.gcs.projet", "anon, endpoint-url, project, token"),
     "azure": (f"[{T}.object-store.azure]\naccount = 'x'", f"{T}.object-store.azure.account", "account-key, account-name"),
+    "reapi": (f"[{T}.object-store.reapi]\ntoken = 'x'", f"{T}.object-store.reapi.token", "ca-file, header, token-env, token-file"),
     "docker": (f"[{T}.docker]\nnetwrk = 'host'", f"{T}.docker.netwrk", "base-images, base-map, build-args, builder"),
     "docker.base-images": (f"[{T}.docker.base-images]\nalpine = 'x'", f"{T}.docker.base-images.alpine",
                            "debian (use base-map for any other base)"),
