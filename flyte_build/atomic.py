@@ -16,9 +16,11 @@ whether to publish it (a download is published only if it hashes to its name).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,3 +93,21 @@ def copy_file(src: str | Path, dest: str | Path, create_only: bool = False, dura
     what makes the name appear."""
     with open(src, "rb") as s:
         return _write(dest, lambda d: shutil.copyfileobj(s, d, 1 << 20), create_only, durable)
+
+
+def flock_within(fd: int, timeout: float, poll: float, waiting=None) -> bool:
+    """Take the exclusive lock on `fd`, trying every `poll` seconds; False when
+    `timeout` seconds pass first. `waiting` is called once, on the first wait."""
+    deadline = time.monotonic() + timeout
+    told = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                return False
+            if not told and waiting is not None:
+                waiting()
+                told = True
+            time.sleep(poll)

@@ -14,7 +14,6 @@ client finds the stale socket and starts another).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import select
 import signal
@@ -22,6 +21,7 @@ import socket
 import sys
 import time
 
+from .. import atomic
 from . import peer, protocol, runner, stamps
 from .address import identity, reachable
 from .daemon_log import Log
@@ -87,16 +87,13 @@ def _lock(path: str) -> int | None:
     fd = os.open(path[: -len(".sock")] + ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     # a daemon that is exiting holds it a moment longer than its socket: wait
     # that out; a live daemon holds it for good, and this one then gives way
-    deadline = time.monotonic() + LOCK_WAIT
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        if atomic.flock_within(fd, LOCK_WAIT, 0.02):
             return fd
-        except OSError:
-            if time.monotonic() > deadline:
-                os.close(fd)
-                return None
-            time.sleep(0.02)
+    except OSError:
+        pass  # a lock this file system cannot take: give way as to a live daemon
+    os.close(fd)
+    return None
 
 
 def _warm() -> None:

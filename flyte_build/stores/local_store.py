@@ -25,7 +25,6 @@ import json
 import os
 import shutil
 import stat
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -62,20 +61,10 @@ class LocalStore:
         None when `timeout` seconds pass first."""
         self.root.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.root / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + timeout
-        told = False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    return None
-                if not told and waiting is not None:
-                    waiting()
-                    told = True
-                time.sleep(0.2)
+        if atomic.flock_within(fd, timeout, 0.2, waiting):
+            return fd
+        os.close(fd)
+        return None
 
     # -- blobs -----------------------------------------------------------
     def blob_path(self, hex_: str) -> Path:
