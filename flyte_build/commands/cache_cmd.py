@@ -131,7 +131,8 @@ def _gc(store, args) -> int:
     if args.json:
         emit_json({"removed": removed})
     else:
-        print(f"cache gc: removed {removed['actions']} action entries, {removed['blobs']} blobs ({removed['bytes']} bytes), {removed['tmp']} temporary files")
+        print(f"cache gc: removed {removed['actions']} action entries, {removed['blobs']} blobs ({removed['bytes']} bytes), "
+              f"{removed['tmp']} temporary files, {removed['documents']} unused discovery results and state files")
     return 0
 
 

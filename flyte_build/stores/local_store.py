@@ -6,6 +6,7 @@ Layout under the cache directory (see BUILD.md, "The cache"):
     ac/<2 hex>/<64 hex>.json       action key -> the digests of its outputs
     discovery/<key>.json           cached discovery results
     state/                         stat caches, last inputs per target, run stats
+    affected/, interpreters/, logs/ affected summaries, interpreter answers, build logs
 
 Blobs are written before the action entries that name them, each through a
 temporary file and a rename (see `atomic`). Readers verify: a blob whose bytes

@@ -4,7 +4,11 @@ gc removes temporary files and work directories a killed build left behind
 (once they are an hour old: younger ones may belong to a running build),
 blobs whose bytes do not hash to their name, action entries that do not parse
 or name a missing blob, and, with an age limit, entries and blobs not used for
-that long (by access time); a blob a kept entry names is kept.
+that long (by access time); a blob a kept entry names is kept. The age limit
+also applies to what the cache keeps beside them (discovery results, affected
+summaries, interpreter answers, logs, and each checkout's state: its stat
+cache, code memo, last run): CI clones and temporary checkouts each leave a
+set, which nothing else would ever remove.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from .local_store import LocalStore
 
 TMP_AGE = 3600  # seconds: a younger temporary file may belong to a running build
 DAY = 86400
+# kept beside the entries and blobs; each is a cache of something recomputable,
+# so removing one unused for the age limit costs at most one recomputation
+DOCUMENTS = ("discovery", "affected", "interpreters", "state", "logs")
 
 
 def stats(store: LocalStore) -> dict:
@@ -51,7 +58,7 @@ def verify(store: LocalStore) -> list[str]:
 def gc(store: LocalStore, max_age_days: float | None = None) -> dict:
     """Remove what the module's docstring lists; returns the counts removed."""
     now = time.time()
-    removed = {"tmp": 0, "actions": 0, "blobs": 0, "bytes": 0}
+    removed = {"tmp": 0, "actions": 0, "blobs": 0, "bytes": 0, "documents": 0}
     removed["tmp"] += _sweep_temporaries(store.root, now) + _sweep_work_dirs(store.root / "tmp", now)
     _drop_blobs([p for p, _ in _bad_blobs(store)], removed)
     live: set[str] = set()
@@ -66,7 +73,45 @@ def gc(store: LocalStore, max_age_days: float | None = None) -> dict:
     if max_age_days is not None:
         _drop_blobs([p for p in store.iter_blobs() if p.name not in live and now - p.stat().st_atime > max_age_days * DAY],
                     removed)
+        removed["documents"] = _drop_unused_documents(store.root, now - max_age_days * DAY)
     return removed
+
+
+def _drop_unused_documents(root: Path, cutoff: float) -> int:
+    """Remove each entry of DOCUMENTS last used before `cutoff`; a directory (a
+    checkout's state) counts as used when anything inside it was."""
+    n = 0
+    for base in DOCUMENTS:
+        for p in list((root / base).iterdir()) if (root / base).is_dir() else []:
+            if p.name.startswith(atomic.TMP_PREFIX) or p.is_symlink():
+                continue
+            try:
+                if _last_use(p) >= cutoff:
+                    continue
+                if p.is_dir():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _last_use(p: Path) -> float:
+    st = p.stat()
+    if not p.is_dir():
+        return max(st.st_atime, st.st_mtime)
+    # not a directory's access time: listing it (this walk, a previous gc) sets that
+    newest = st.st_mtime
+    for dirpath, _dirs, files in os.walk(p):
+        for name in files:
+            try:
+                fst = os.stat(os.path.join(dirpath, name))
+            except OSError:
+                continue
+            newest = max(newest, fst.st_atime, fst.st_mtime)
+    return newest
 
 
 def _bad_blobs(store: LocalStore):

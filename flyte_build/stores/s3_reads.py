@@ -4,7 +4,7 @@ A fresh CI machine whose shared cache holds everything only reads. s3fs
 imports aiobotocore and aiohttp (about 0.9 s of CPU before the first request,
 the largest fixed cost of such a build); a botocore client costs about half
 of that and answers a ranged GET with the object's total size, so one request
-both bounds and checks a blob. Writes still go through s3fs (`remote`), made
+both bounds and checks a blob. Writes still go through s3fs (`remote_stores`), made
 only when something is written.
 
 Where every setting is one `s3_plain` reads itself (the store's config, a

@@ -9,7 +9,7 @@ Layout under the prefix (the same as the local cache, see BUILD.md):
                                    (see `discovery`), checked there before use
 
 Writers publish every blob before the action entry that names it, each
-create-only (see `remote`), so an entry a reader finds always names blobs
+create-only (see `remote_stores`), so an entry a reader finds always names blobs
 that exist. Readers trust nothing: a blob is downloaded to a temporary file
 in the local store, hashed, and renamed into place only if it hashes to its
 name. A corrupt blob or entry is refused and counted, the target is rebuilt,

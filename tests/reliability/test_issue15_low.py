@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,38 @@ def test_gc_max_age_zero_alongside_builds(tmp_path):
     assert cli.verify().rc == 0
     bad = cli.run("cache", "gc", "--max-age-days", "-1")
     assert bad.rc == 2 and "Traceback" not in bad.err
+
+
+def test_gc_max_age_drops_state_left_by_gone_checkouts(tmp_path):
+    """Every checkout (a CI clone, a temporary tree `affected` evaluates) leaves
+    its discovery result and state in the cache; an age limit removes those not
+    used for that long and keeps the recent checkout's, whose next build is
+    still served from the cache."""
+    old = _cli(tmp_path / "old")
+    new = Cli(make_repo(tmp_path / "new" / "repo", {**BASE, "pkg/b.py": env_module("b")}), old.cache_dir)
+    old.build().assert_ok()
+    cache = old.cache_dir
+    documents = ("discovery", "interpreters", "state", "logs")
+    before = {p for d in documents for p in (cache / d).glob("*")}
+    assert any(p.parent.name == "state" for p in before) and any(p.parent.name == "discovery" for p in before)
+    month_ago = time.time() - 40 * 86400
+    for p in before:
+        for f in [p, *p.rglob("*")]:
+            os.utime(f, (month_ago, month_ago), follow_symlinks=False)
+    new.build().assert_ok()
+    recent = {p for d in documents for p in (cache / d).glob("*")} - before
+    assert any(p.parent.name == "state" for p in recent)
+
+    gc = old.run("cache", "gc", "--max-age-days", "30", "--json")
+    assert gc.rc == 0, gc.describe()
+    left = {p for d in documents for p in (cache / d).glob("*")}
+    gone = (before | recent) - left
+    assert json.loads(gc.out)["removed"]["documents"] == len(gone)
+    assert recent <= left and gone <= before
+    # the old checkout's own state and discovery result went; what both used (the interpreter's answer) stayed
+    assert {p.parent.name for p in gone} >= {"state", "discovery"}, sorted(map(str, gone))
+    assert list((cache / "interpreters").glob("*"))
+    # the entries and blobs were used today: both checkouts' builds are served from them
+    for cli in (new, old):
+        again = cli.build().assert_ok()
+        assert {t["status"] for t in again.json()["targets"]} == {"cached"}, again.describe()
