@@ -47,6 +47,8 @@ def deliver(req, meta):
     target = OUT / f"{req.env.name}.txt"
     target.write_text(req.env.name)
     salt = os.environ.get("FB_TEST_SALT", "")
+    if salt == "boom":
+        raise ValueError("the registry said no")
     return {"published": str(target), "digest": "sha256:" + hashlib.sha256((req.env.name + salt).encode()).hexdigest()}
 
 
@@ -107,3 +109,16 @@ def test_deliver_runs_every_build_is_never_stored_and_keys_the_dependents(projec
     assert all(third[a]["status"] == "cached" and third[a]["digest"] != t["digest"] for a, t in stamps.items())
     afters = [a for a in third if a.startswith("after:")]
     assert afters and all(third[a]["status"] == "built" and third[a]["key"] != second[a]["key"] for a in afters)
+
+
+def test_a_deliver_step_that_raises_fails_its_target_with_the_traceback_in_its_log(project, tmp_path):
+    outside, cache = tmp_path / "outside", tmp_path / "cache"
+    outside.mkdir()
+    _build(project, cache, outside)
+    run = flyte_build("build", "stamp:*", "--json", cwd=project, cache=cache,
+                      env={"FB_TEST_OUTSIDE": str(outside), "FB_TEST_SALT": "boom"})
+    assert run.rc == 1, run.describe()
+    failed = [t for t in run.json()["targets"] if t["status"] == "failed"]
+    assert failed and all("ValueError: the registry said no" in t["error"] for t in failed), run.describe()
+    log = (cache / "logs" / f"{failed[0]['target'].replace(':', '--')}.log").read_text()
+    assert "Traceback" in log and 'raise ValueError("the registry said no")' in log, log

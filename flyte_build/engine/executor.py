@@ -334,6 +334,11 @@ class Engine:
         try:
             req = self._request(t, env, files, params, deps, workdir, self._logger(t.address, lines))
             fields = dict(rule.deliver(req, dict(result.meta)))
+        except FlyteBuildError:
+            raise
+        except Exception as exc:  # as in _act: a rule's own bug keeps its traceback in the log
+            lines.append(traceback.format_exc())
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from exc
         finally:
             self._write_log(t.address, lines, append=True)
             shutil.rmtree(workdir, ignore_errors=True)
