@@ -82,6 +82,41 @@ def test_reads_answer_as_botocore_answers(moto_bucket, monkeypatch):
     assert "botocore" in sys.modules  # (this test imported it for the reference reader)
 
 
+@pytest.mark.servers
+def test_a_server_that_checks_signatures_accepts_ours_and_refuses_a_wrong_secret():
+    """moto's server checks SigV4 signatures once IAM users exist: ours must pass
+    it for the keys flyte-build reads (hex digests under directories) and the
+    other characters this checker gets right, and a wrong secret must not."""
+    import boto3
+
+    endpoint = servers.s3_server_checking_signatures(unchecked=3)
+    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="setup",
+                       aws_secret_access_key="setup")
+    iam.create_user(UserName="ci")  # the three unchecked actions
+    iam.put_user_policy(UserName="ci", PolicyName="all", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
+    key = iam.create_access_key(UserName="ci")["AccessKey"]
+    env = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"],
+           "AWS_DEFAULT_REGION": "us-east-1"}
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    s3.create_bucket(Bucket="signed-reads")
+    names = ["cas/sha256/ab/" + "ab" * 32, "ac/cd/" + "cd" * 32 + ".json", "a key.json", "tilde~.json", "a-b_c.d"]
+    for name in names:
+        s3.put_object(Bucket="signed-reads", Key=name, Body=name.encode())
+
+    wrong = s3_plain.Client(s3_plain.settings({"endpoint-url": endpoint}, {**env, "AWS_SECRET_ACCESS_KEY": "wrong"}), 10)
+    with pytest.raises(s3_plain.Fallback, match="HTTP 403"):  # the server does check
+        wrong.request("GET", "signed-reads", names[0], limit=1000)
+    ours = s3_plain.Client(s3_plain.settings({"endpoint-url": endpoint}, env), 10)
+    for name in names:
+        status, headers, body = ours.request("GET", "signed-reads", name, limit=1000)
+        assert (status, body) == (200, name.encode()), name
+        assert ours.request("HEAD", "signed-reads", name)[1]["content-length"] == str(len(name.encode()))
+    assert ours.request("GET", "signed-reads", "cas/missing", limit=10)[0] == 404
+
+
 PROBE = (
     "import json, sys\n"
     "from flyte_build.workspace import Settings, Workspace\n"

@@ -96,6 +96,28 @@ def s3_server() -> str | None:
     return url.rstrip("/") if url else None
 
 
+def s3_server_checking_signatures(unchecked: int) -> str | None:
+    """A new moto S3 (and IAM) server that checks every request's SigV4 signature
+    after its first `unchecked` actions (moto's INITIAL_NO_AUTH_ACTION_COUNT, read
+    when it starts: hence its own process); its endpoint, or None without moto."""
+    exe = shutil.which("moto_server")
+    if exe is None:
+        return None
+    port = free_port()
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(unchecked)})
+    atexit.register(_stop, proc)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # a TCP connect, not a request: a request would count as an action
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return f"http://127.0.0.1:{port}"
+        except OSError:
+            time.sleep(0.1)
+    _stop(proc)
+    return None
+
+
 def make_bucket(endpoint: str, name: str) -> None:
     import boto3
 
