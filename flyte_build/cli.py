@@ -144,17 +144,18 @@ def _run(argv: list[str]) -> int:
 
 def run() -> None:
     argv = sys.argv[1:]
-    # a no-op `build --json` is answered from its snapshot here, faster than a
-    # round trip to the resident process; any other command goes to the thin
-    # client, and with a resident process it runs there and this process
-    # imports nothing more (see flyte_build.daemon)
-    from .stores.snapshot import replay
+    # a no-op `build --json` is answered from its snapshot here: the resident
+    # process, when there is one, says whether anything changed since it last
+    # held (else this process stats what it recorded); any other command goes
+    # to the thin client, and with a resident process it runs there and this
+    # process imports nothing more (see flyte_build.daemon)
+    from .daemon import client
+    from .stores import snapshot
 
-    code = replay(argv)
+    loaded = snapshot.load(argv)
+    code = None if loaded is None else client.replay(argv, loaded)
     if code is None:
-        from .daemon.client import run as in_daemon
-
-        code = in_daemon(argv)
+        code = client.run(argv)
     sys.exit(main(argv) if code is None else code)
 
 

@@ -21,11 +21,13 @@ import _socket
 from . import address, protocol
 
 START_TIMEOUT = 30.0  # a loaded machine imports flyte-build's modules slowly
+ASK_TIMEOUT = 2.0  # a no-op's question to a daemon that does not answer: then stat
 WAIT_NOTICE = 1.0  # seconds in the queue behind another command before saying so
 # what the daemon process itself keeps of the first client's environment
 # (each command gets its own client's environment, see runner)
 _DAEMON_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "PYTHONPATH", "PYTHONHOME",
-               "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONSAFEPATH", "PYTHONDONTWRITEBYTECODE")
+               "PYTHONNOUSERSITE", "PYTHONUSERBASE", "PYTHONSAFEPATH", "PYTHONDONTWRITEBYTECODE",
+               "FLYTE_BUILD_WATCH_MAX_DIRS")
 
 
 def say(text: str) -> None:
@@ -36,8 +38,9 @@ def say(text: str) -> None:
         pass
 
 
-def run(argv: list[str]) -> int | None:
-    """The command's exit status from the daemon, or None to run it here."""
+def _where(argv: list[str]) -> tuple[str, str, str, dict] | None:
+    """(socket path, working directory, project, config) when this command
+    goes to the daemon."""
     try:
         cwd = os.getcwd()
     except OSError:
@@ -46,7 +49,51 @@ def run(argv: list[str]) -> int | None:
     conf = address.settings(project)
     if not address.wanted(argv, os.environ, conf):
         return None
-    path = address.socket_path(address.cache_dir(argv), project)
+    return address.socket_path(address.cache_dir(argv), project), cwd, project, conf
+
+
+def replay(argv: list[str], loaded) -> int | None:
+    """A no-op `build --json` answered from its snapshot (`loaded`, see
+    stores.snapshot): without a tree stat when the daemon's watch says nothing
+    changed since the snapshot was last found to hold (see
+    daemon.noop_answers), else by statting as without a daemon. None when the
+    snapshot no longer holds."""
+    from ..stores import snapshot
+
+    where = _where(argv)
+    question = {"op": "unchanged", "snapshot": loaded.path, "sig": loaded.sig}
+    answer = _ask(where[0], question) if where else None
+    if answer and answer.get("unchanged") is True:
+        return snapshot.emit(loaded)
+    if not snapshot.stats_hold(loaded.files, loaded.dirs):
+        return None
+    generation = answer.get("generation") if answer else None
+    if isinstance(generation, int):  # read before our stats: the next no-op needs none
+        _ask(where[0], {**question, "op": "verified", "generation": generation})
+    return snapshot.emit(loaded)
+
+
+def _ask(path: str, message: dict) -> dict | None:
+    """One request and its answer; None when no daemon answers in time."""
+    sock = connect(path)
+    if sock is None:
+        return None
+    try:
+        sock.settimeout(ASK_TIMEOUT)
+        protocol.send(sock, message)
+        return protocol.receive(sock)[0]
+    except (OSError, EOFError, ValueError):
+        return None
+    finally:
+        sock.close()
+
+
+def run(argv: list[str]) -> int | None:
+    """The command's exit status from the daemon, or None to run it here."""
+    where = _where(argv)
+    if where is None:
+        return None
+    path, cwd, project, conf = where
     request = _request(argv, cwd, project, address.idle_timeout(argv, conf))
     for _attempt in range(3):
         sock = connect(path) or _start(path, project, request["idle_timeout"])

@@ -22,9 +22,10 @@ import sys
 import time
 
 from .. import atomic
-from . import peer, protocol, runner, stamps
+from . import peer, protocol, runner, stamps, tree_watch
 from .address import identity, reachable
 from .daemon_log import Log
+from .noop_answers import NoopAnswers
 
 SELF_CHECK = 5.0  # seconds between an idle daemon's checks of flyte-build's own files (~150 stats)
 
@@ -137,6 +138,17 @@ def _drop_warm_discovery() -> None:
             pass
 
 
+def _watch_tree(project: str, cache: str, log: Log) -> tree_watch.TreeWatch:
+    """The project's watch (see tree_watch), shared with the commands' forks
+    as `tree_watch.RESIDENT`; the cache directory's own writes stay out of it."""
+    limit = os.environ.get("FLYTE_BUILD_WATCH_MAX_DIRS", "")
+    watch = tree_watch.TreeWatch(project, skip=(cache,), max_dirs=int(limit) if limit.isdigit() else tree_watch.MAX_DIRS)
+    if watch.failed:
+        log.write(f"not watching {project}: {watch.failed} (every no-op stats the tree)")
+    tree_watch.RESIDENT = watch
+    return watch
+
+
 def _bind(path: str) -> socket.socket:
     try:
         os.unlink(path)  # a stale socket: we hold the lock, so its daemon is gone
@@ -172,12 +184,15 @@ class Daemon:
         self.running: Running | None = None
         self.queue: list[tuple[socket.socket, dict, list[int]]] = []
         self.stopping: str | None = None
+        # before the socket: no client reads a generation older than the watches
+        self.watch = _watch_tree(project, os.path.dirname(os.path.dirname(path)), log)
+        self.noop = NoopAnswers(self.watch)
         self.listener = _bind(path)
         self.log.write(f"started pid {os.getpid()} for {project} with {sys.executable}, idle timeout {idle:g} s")
 
     def serve(self) -> None:
         while not self.stopping:
-            watched = [self.listener]
+            watched = [self.listener] + ([self.watch] if self.watch.fd >= 0 else [])
             if self.running:
                 watched += [self.running.pidfd] + ([self.running.conn] if self.running.conn else [])
             busy = self.running or self.queue
@@ -191,6 +206,8 @@ class Daemon:
                 self.stopping = f"idle for {self.idle:g} s" if left <= SELF_CHECK else self._outdated()
                 if self.stopping:
                     break
+            if self.watch in ready:
+                self.watch.pump()
             if self.running and self.running.pidfd in ready:
                 self._finish()
             if self.running and self.running.conn in ready:
@@ -228,7 +245,9 @@ class Daemon:
             self.queue.append((conn, message, fds))
             return
         protocol._close(fds)
-        if op == "status":
+        if op in ("unchanged", "verified"):
+            self._noop(conn, message)
+        elif op == "status":
             _reply(conn, self.status())
         elif op == "stop":
             _reply(conn, {"stopping": os.getpid()})
@@ -245,7 +264,8 @@ class Daemon:
             self.queue.insert(0, (conn, message, fds))  # each waiting client starts the next daemon
             return
         self.idle = float(message.get("idle_timeout") or self.idle)
-        close = [self.listener.fileno(), self.lock, conn.fileno(), *(c.fileno() for c, _, _ in self.queue),
+        self.watch.pump()  # the fork's view (tree_watch.RESIDENT) is the parent's as of now
+        close = [self.listener.fileno(), self.lock, conn.fileno(), *([self.watch.fd] if self.watch.fd >= 0 else []), *(c.fileno() for c, _, _ in self.queue),
                  *(fd for _, _, queued in self.queue for fd in queued)]
         pid = runner.start(message, fds, close)
         del message  # nothing of a request's environment outlives it here
@@ -254,6 +274,19 @@ class Daemon:
             self.running.conn = None
             conn.close()
             os.kill(pid, signal.SIGTERM)
+
+    def _noop(self, conn: socket.socket, message: dict) -> None:
+        """A no-op's question (see noop_answers): answered at once, even while a command runs."""
+        path, sig = message.get("snapshot"), message.get("sig")
+        if message.get("op") == "verified":
+            generation = message.get("generation")
+            if isinstance(generation, int):
+                self.noop.verified_at(path, sig, generation)
+            _reply(conn, {"ok": True})
+            return
+        same, generation = self.noop.unchanged(path, sig) if isinstance(path, str) else (False, self.watch.pump())
+        self.last_active = time.monotonic()
+        _reply(conn, {"unchanged": same, "generation": generation})
 
     def _outdated(self) -> str | None:
         """An upgrade that changed flyte-build's version is served by a daemon
@@ -301,8 +334,13 @@ class Daemon:
             "uptime": round(time.time() - self.started, 3), "served": self.served, "queued": len(self.queue),
             "command": self.running.pid if self.running else None, "idle_timeout": self.idle,
             "idle_for": 0.0 if self.running else round(time.monotonic() - self.last_active, 3),
-            "rss_kb": _rss_kb(), "warm_child": _warm_child(self.path), "packages": sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)),
+            "rss_kb": _rss_kb(), "warm_child": _warm_child(self.path), "watch": self._watch_status(), "packages": sorted({m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)),
         }
+
+    def _watch_status(self) -> dict:
+        w = self.watch
+        return {"dirs": len(w.dirs), "generation": w.pump(), "failed": w.failed, "resets": w.resets,
+                "last_reset": w.last_reset, "noop_answers": self.noop.answered}
 
     def close(self) -> None:
         """Give up the socket and the lock first, then tell the waiting clients
@@ -314,6 +352,7 @@ class Daemon:
         late = _pending(self.listener)  # connected before the unlink, never accepted
         self.listener.close()
         _drop_warm_discovery()
+        self.watch.close()
         os.close(self.lock)
         self.log.write(f"exiting: {self.stopping}")
         for conn, _message, fds in self.queue:

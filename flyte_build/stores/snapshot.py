@@ -85,39 +85,88 @@ def eligible(argv: list[str]) -> bool:
     return "build" in argv and "--json" in argv and not any(a.split("=", 1)[0] in _NOT_RECORDED for a in argv)
 
 
-def replay(argv: list[str]) -> int | None:
-    """Print the recorded answer and return the exit status, or None when the
-    snapshot is missing or anything it depends on changed."""
-    if not eligible(argv):
-        return None
-    key = _key(argv)
+class Loaded:
+    """A snapshot file read and parsed, its key equal to this run's: the
+    recorded file and directory lines, the answer, and the file's own stat
+    signature as read (`sig`), which names this content to the resident
+    process (see flyte_build.daemon.noop_answers)."""
+
+    __slots__ = ("path", "sig", "files", "dirs", "out", "code")
+
+    def __init__(self, path, sig, files, dirs, out, code):
+        self.path, self.sig, self.files, self.dirs, self.out, self.code = path, sig, files, dirs, out, code
+
+
+def parse(data: bytes, key: str | None) -> tuple[list[str], list[str], str, int] | None:
+    """(file lines, directory lines, answer, exit status) of a snapshot's
+    bytes whose key is `key` (any key when None); None when malformed."""
     try:
-        with open(_path(argv, key), "rb") as f:
-            data = f.read()
         text = data.decode("utf-8", "surrogateescape")
         magic, got_key, counts, rest = text.split("\n", 3)
-        if magic != MAGIC or got_key != key:
+        if magic != MAGIC or (key is not None and got_key != key):
             return None
         n_files, n_dirs, n_out, code = (int(x) for x in counts.split(" "))
         lines = rest.split("\n", n_files + n_dirs)
-        stat = os.stat
-        for line in lines[:n_files]:
+        out = lines[n_files + n_dirs]
+    except (ValueError, IndexError):
+        return None
+    if len(out) != n_out:
+        return None
+    return lines[:n_files], lines[n_files:n_files + n_dirs], out, code
+
+
+def signature(st) -> tuple[int, int, int, int]:
+    return (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+
+
+def load(argv: list[str]) -> Loaded | None:
+    """This run's snapshot when `argv` is eligible and one is recorded for
+    exactly this key (nothing is statted but the snapshot file itself)."""
+    if not eligible(argv):
+        return None
+    key = _key(argv)
+    path = _path(argv, key)
+    try:
+        with open(path, "rb") as f:
+            sig = signature(os.fstat(f.fileno()))
+            data = f.read()
+    except OSError:
+        return None
+    parsed = parse(data, key)
+    return None if parsed is None else Loaded(path, sig, *parsed)
+
+
+def stats_hold(files: list[str], dirs: list[str]) -> bool:
+    """Whether every recorded stat signature is still the one on disk."""
+    stat = os.stat
+    try:
+        for line in files:
             size, mtime, ino, ctime, path = line.split(" ", 4)
             st = stat(path)
             if st.st_mtime_ns != int(mtime) or st.st_size != int(size) or st.st_ino != int(ino) or st.st_ctime_ns != int(ctime):
-                return None
-        for line in lines[n_files:n_files + n_dirs]:
+                return False
+        for line in dirs:
             mtime, path = line.split(" ", 1)
             if stat(path).st_mtime_ns != int(mtime):
-                return None
-        out = lines[n_files + n_dirs]
-        if len(out) != n_out:
-            return None
+                return False
     except (OSError, ValueError):
-        return None
-    sys.stdout.write(out)
+        return False
+    return True
+
+
+def emit(loaded: Loaded) -> int:
+    sys.stdout.write(loaded.out)
     sys.stdout.flush()
-    return code
+    return loaded.code
+
+
+def replay(argv: list[str]) -> int | None:
+    """Print the recorded answer and return the exit status, or None when the
+    snapshot is missing or anything it depends on changed."""
+    loaded = load(argv)
+    if loaded is None or not stats_hold(loaded.files, loaded.dirs):
+        return None
+    return emit(loaded)
 
 
 def record(argv: list[str], stdout: str, files, dirs) -> None:
