@@ -11,6 +11,7 @@
     remote_stores     remote object stores (file://, s3://, gs://, az://) over fsspec
     s3_reads          S3 reads without s3fs's async stack: `s3_plain`'s, else botocore's
     s3_plain          S3 reads over the standard library, signed with SigV4 (no botocore)
+    sigv4             the SigV4 signature of those reads (as botocore signs them)
     file_digests      file digests with a stat cache, so unchanged files are not read
     documents         the shared cache's JSON documents: read with bounds, signed
     build_manifest    a build's action entries in one shared object

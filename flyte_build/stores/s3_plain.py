@@ -1,12 +1,12 @@
-"""S3 reads over the standard library's HTTP client, signed by botocore's SigV4 signer.
+"""S3 reads over the standard library's HTTP client, signed SigV4 (`sigv4`).
 
 A fresh CI machine that only reads paid about 0.35 s of CPU to import
 botocore and make a client (its service models, endpoint rules and
 credential chain), then a few milliseconds per request: as much as the rest
 of such a build's own work. When every setting comes from the store's config
 or from the handful of environment variables read here, a read needs none of
-that: a GET or HEAD over `http.client`, signed by botocore's `S3SigV4Auth`
-(its auth module alone, without a client).
+that: a GET or HEAD over `http.client`, signed as botocore's `S3SigV4Auth`
+signs it (`sigv4`; no botocore module is imported).
 
 Anything else goes to botocore (`s3_reads`), which knows the rest of AWS's
 rules: a named profile, credentials or settings from files, the instance's
@@ -19,7 +19,6 @@ error.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -27,10 +26,12 @@ import threading
 from dataclasses import dataclass
 from urllib.parse import quote, urlsplit
 
+from . import sigv4
+
 # what this module reads; any other AWS_* variable may change what botocore would do
 _KNOWN_ENV = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
               "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE"}
-EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+EMPTY_SHA256 = sigv4.EMPTY_SHA256
 _CONFIG_FILES = ("~/.aws/config", "~/.aws/credentials")
 _OK = {200, 206, 404, 416}
 
@@ -91,30 +92,13 @@ def _uri_path(p: Plain, bucket: str, key: str) -> tuple[str, str]:
     return p.host, f"{p.base}/{quote(bucket, safe='~')}" + ("/" + quote(key, safe="/~") if key else "")
 
 
-@dataclass(frozen=True)
-class _Credentials:
-    """What botocore's signer reads of a credentials object."""
-
-    access_key: str
-    secret_key: str
-    token: str | None
-
-
 def signed_headers(p: Plain, method: str, host: str, path: str, headers: dict) -> dict:
     """`headers` with the SigV4 ones added (host, x-amz-date, x-amz-content-sha256,
-    the session token, Authorization); unsigned for an anonymous store. The
-    signing is botocore's own signer: its auth module costs a fraction of a
-    client (no service models, endpoint rules or credential chain)."""
+    the session token, Authorization); unsigned for an anonymous store."""
     out = {**headers, "host": host, "x-amz-content-sha256": EMPTY_SHA256}
     if p.key is None:
         return out
-    from botocore.auth import S3SigV4Auth
-    from botocore.awsrequest import AWSRequest
-
-    req = AWSRequest(method=method, url=f"{p.scheme}://{host}{path}", headers=out)
-    req.context["payload_signing_enabled"] = True  # a signed (empty) payload, over https too
-    S3SigV4Auth(_Credentials(p.key, p.secret, p.token), "s3", p.region).add_auth(req)
-    return dict(req.headers.items())
+    return sigv4.sign(method, path, out, access_key=p.key, secret_key=p.secret, token=p.token, region=p.region)
 
 
 class Client:
