@@ -20,39 +20,73 @@ import zlib
 from . import tar_gz as archive
 
 CHUNK = 1 << 20
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 class _Mismatch(Exception):
     pass
 
 
+# what each part of an exact run is, for the answer (made only on the failure path)
+_PARTS = {"dir": "the header of directory {}", "head": "the header of {} (name, size, mode)",
+          "pad": "the padding after {}", "end": "the end of the archive (a member list that differs)"}
+
+
 def _expected_stream(members) -> list:
-    """The expected tar stream, in order: (bytes, what) to match exactly and
-    (size, sha256, name) spans to match by digest."""
-    pieces, written = [], 0
+    """The expected tar stream, in order: (bytes, [(offset, part, name)]) runs to
+    match exactly -- consecutive headers and padding joined -- and
+    (size, (sha256, name)) spans to match by digest."""
+    pieces: list = []
+    run: list = []
+    parts: list = []
+    at = written = 0
     for name, rest in archive.layout(members):
         if rest is None:
             head = archive.dir_header(name)
-            pieces.append((head, f"the header of directory {name}"))
+            parts.append((at, "dir", name))
+            run.append(head)
+            at += len(head)
             written += len(head)
             continue
         digest, size, executable = rest
         head = archive.file_header(name, size, executable)
+        parts.append((at, "head", name))
+        run.append(head)
+        at += len(head)
+        if size:
+            pieces.append((b"".join(run), parts))
+            pieces.append((size, (digest, name)))
+            run, parts, at = [], [], 0
+        elif digest != EMPTY_SHA256:
+            return []  # an empty file whose digest is not the empty one: no archive matches
         pad = archive.NUL * (-size % archive.BLOCK)
-        pieces += [(head, f"the header of {name} (name, size, mode)"), (size, digest, name)]
         if pad:
-            pieces.append((pad, f"the padding after {name}"))
+            parts.append((at, "pad", name))
+            run.append(pad)
+            at += len(pad)
         written += len(head) + size + len(pad)
-    pieces.append((archive.end_blocks(written), "the end of the archive (a member list that differs)"))
+    parts.append((at, "end", ""))
+    run.append(archive.end_blocks(written))
+    pieces.append((b"".join(run), parts))
     return pieces
 
 
 def _length(pieces) -> int:
-    return sum(p[0] if len(p) == 3 else len(p[0]) for p in pieces)
+    return sum(p[0] if type(p[0]) is int else len(p[0]) for p in pieces)
+
+
+def _what(want: bytes, parts: list, at: int, got: bytes) -> str:
+    """The part of an exact run that differs, for the answer (the failure path only)."""
+    first = at + next((i for i, (a, b) in enumerate(zip(got, want[at:])) if a != b), 0)
+    _, part, name = next(p for p in reversed(parts) if p[0] <= first)
+    return _PARTS[part].format(name)
 
 
 class _Walker:
-    """Consumes the inflated stream piece by piece against the expected pieces."""
+    """Consumes the inflated stream against the expected pieces. A piece that
+    lies whole in the chunk at hand is matched in one C call (a prefix compare,
+    one sha256), so the Python work is per member, not per byte, and the big
+    parts (inflate, hashing) run without the GIL."""
 
     def __init__(self, pieces: list):
         self.pieces = pieces
@@ -61,32 +95,36 @@ class _Walker:
         self.h = None
 
     def feed(self, data: bytes) -> None:
+        pieces, n, pos = self.pieces, len(data), 0
         view = memoryview(data)
-        while view:
-            if self.i >= len(self.pieces):
+        while pos < n:
+            if self.i >= len(pieces):
                 raise _Mismatch("data after the end of the archive")
-            item = self.pieces[self.i]
-            if len(item) == 3:
-                size, digest, name = item
+            want, info = pieces[self.i]
+            if type(want) is int:  # a member's bytes: by digest
+                if self.at == 0 and n - pos >= want:
+                    if hashlib.sha256(view[pos:pos + want]).hexdigest() != info[0]:
+                        raise _Mismatch(f"member {info[1]} is not the file here")
+                    pos += want
+                    self.i += 1
+                    continue
                 if self.h is None:
                     self.h = hashlib.sha256()
-                take = view[: size - self.at]
-                self.h.update(take)
-                self.at += len(take)
-                view = view[len(take):]
-                if self.at == size:
-                    if self.h.hexdigest() != digest:
-                        raise _Mismatch(f"member {name} is not the file here")
+                take = min(want - self.at, n - pos)
+                self.h.update(view[pos:pos + take])
+                pos, self.at = pos + take, self.at + take
+                if self.at == want:
+                    if self.h.hexdigest() != info[0]:
+                        raise _Mismatch(f"member {info[1]} is not the file here")
                     self._next()
-            else:
-                want, what = item
-                take = view[: len(want) - self.at]
-                if bytes(take) != want[self.at:self.at + len(take)]:
-                    raise _Mismatch(f"{what} differs")
-                self.at += len(take)
-                view = view[len(take):]
-                if self.at == len(want):
-                    self._next()
+                continue
+            take = min(len(want) - self.at, n - pos)
+            if not (data.startswith(want, pos) if self.at == 0 and take == len(want)
+                    else data[pos:pos + take] == want[self.at:self.at + take]):
+                raise _Mismatch(f"{_what(want, info, self.at, data[pos:pos + take])} differs")
+            pos, self.at = pos + take, self.at + take
+            if self.at == len(want):
+                self._next()
 
     def _next(self) -> None:
         self.i, self.at, self.h = self.i + 1, 0, None
@@ -99,6 +137,8 @@ def why_not(path, members) -> str | None:
     """Why the .tar.gz at `path` is not the archive `archive.write_tar_gz` makes of
     `members` ((name, hex sha256, size, executable)), or None when it is."""
     pieces = _expected_stream(members)
+    if not pieces:
+        return "an empty member whose digest is not the empty file's"
     expected = _length(pieces)
     walker = _Walker(pieces)
     d = zlib.decompressobj(-zlib.MAX_WBITS)
