@@ -65,7 +65,8 @@ def replay(argv: list[str], loaded) -> int | None:
     answer = _ask(where[0], question) if where else None
     if answer and answer.get("unchanged") is True:
         return snapshot.emit(loaded)
-    if not snapshot.stats_hold(loaded.files, loaded.dirs):
+    lines = loaded.lines()
+    if lines is None or not snapshot.stats_hold(*lines):
         return None
     generation = answer.get("generation") if answer else None
     if isinstance(generation, int):  # read before our stats: the next no-op needs none

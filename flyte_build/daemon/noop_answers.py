@@ -62,6 +62,12 @@ class NoopAnswers:
         if entry is None:
             self.verified.pop(path, None)
             return
+        # watch where the rest lies too (the cache's entries, flyte-build's
+        # and flyte's files): new watches move the generation, so this
+        # entry is not kept and the next no-op's stat is the first they cover
+        outside = {os.path.dirname(line.split(" ", 4)[4]) for line in entry.files}
+        if self.watch.watch_flat(outside | {line.split(" ", 1)[1] for line in entry.dirs}):
+            return
         if len(self.verified) >= self.MAX and path not in self.verified:
             self.verified.pop(next(iter(self.verified)))
         self.verified[path] = entry

@@ -53,6 +53,7 @@ class TreeWatch:
         self.generation, self.failed, self.resets, self.last_reset = 0, None, 0, None
         self.wds: dict[int, str] = {}
         self.dirs: dict[str, int] = {}
+        self.flat: set[str] = set()  # watched for their own entries only (see watch_flat)
         self._history: list[tuple[int, str]] = []
         self._since = 0  # the oldest generation changed_since can answer for
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -83,6 +84,24 @@ class TreeWatch:
         if self.failed is not None or generation < self._since or generation > self.generation:
             return None
         return frozenset(p for g, p in self._history if g > generation)
+
+    def watch_flat(self, dirs) -> bool:
+        """Also watch these directories (outside the tree: the cache's, flyte's),
+        each for its own entries only. Whether any watch was new: then the
+        generation moves, so a reader that statted before the watch existed
+        does not count on it."""
+        added = False
+        for d in sorted(set(dirs) - set(self.dirs)):
+            if self.failed is not None or len(self.dirs) >= self.max_dirs or not os.path.isabs(d):
+                break
+            if self._watch(d):
+                self.flat.add(d)
+                added = True
+        if added:
+            self.generation += 1
+            self._since = self.generation
+            self._history = []
+        return added
 
     def pump(self) -> int:
         """Read every queued event; the generation after them."""
@@ -128,20 +147,21 @@ class TreeWatch:
                 continue
             path = os.path.join(where, os.fsdecode(name)) if name else where
             changed.append(path)
-            self._follow(wd, mask, path, bool(name))
+            self._follow(mask, path, bool(name), where in self.flat)
         return changed
 
-    def _follow(self, wd: int, mask: int, path: str, child: bool) -> None:
+    def _follow(self, mask: int, path: str, child: bool, flat: bool) -> None:
         """Keep the watches matching the tree: a new directory is watched
-        before the event counts; a moved one is dropped (its watches would
-        name the old paths) and, under its new name, watched afresh."""
+        before the event counts (not below a flat one); a moved one is
+        dropped (its watches would name the old paths) and, under its new
+        name, watched afresh."""
         if mask & IN_IGNORED:
             self._forget(path, rm=False)
         elif not child and mask & (IN_MOVE_SELF | IN_DELETE_SELF | IN_UNMOUNT):
             self._forget(path, rm=True)
         elif child and mask & IN_ISDIR and mask & IN_MOVED_FROM:
             self._forget(path, rm=True)
-        elif child and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO):
+        elif child and mask & IN_ISDIR and mask & (IN_CREATE | IN_MOVED_TO) and not flat:
             self._add_tree(path)
 
     def _forget(self, top: str, rm: bool) -> None:
@@ -149,6 +169,7 @@ class TreeWatch:
         for path in [p for p in self.dirs if p == top or p.startswith(prefix)]:
             wd = self.dirs.pop(path)
             self.wds.pop(wd, None)
+            self.flat.discard(path)
             if rm:
                 self._libc.inotify_rm_watch(self.fd, wd)
 

@@ -23,7 +23,8 @@ makes it unusable: its mtime could not tell a second edit in the same tick.
 This module runs before anything else in the process, so it imports only
 what Python has loaded at start-up anyway (`os`, `sys`) plus `zlib` for the
 file name: no json (which pulls in `re`), no hashlib (OpenSSL). The file is
-plain text, one path per line, and holds its full key, compared exactly.
+plain text, one path per line, and holds its full key, compared exactly;
+the answer comes last, its length in bytes in the third line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import sys
 from ..__about__ import __version__
 from .cache_dir import default_cache_path
 
-FORMAT = 1
+FORMAT = 2  # 2: the answer's length in bytes, so a reader finds it without splitting the lines
 MAGIC = f"flyte-build-snapshot {FORMAT}"
 RACY_NS = 2_000_000_000
 # variables that differ between two runs of the same command in one shell and
@@ -86,33 +87,49 @@ def eligible(argv: list[str]) -> bool:
 
 
 class Loaded:
-    """A snapshot file read and parsed, its key equal to this run's: the
-    recorded file and directory lines, the answer, and the file's own stat
-    signature as read (`sig`), which names this content to the resident
-    process (see flyte_build.daemon.noop_answers)."""
+    """A snapshot file read, its key equal to this run's: the answer, and the
+    file's own stat signature as read (`sig`), which names this content to
+    the resident process (see flyte_build.daemon.noop_answers). The recorded
+    lines are split only when asked for (`files`, `dirs`): a no-op the
+    resident process answers never reads them (20,000 of them at 20,000 files)."""
 
-    __slots__ = ("path", "sig", "files", "dirs", "out", "code")
+    __slots__ = ("path", "sig", "out", "code", "_data", "_lines")
 
-    def __init__(self, path, sig, files, dirs, out, code):
-        self.path, self.sig, self.files, self.dirs, self.out, self.code = path, sig, files, dirs, out, code
+    def __init__(self, path, sig, data, out, code):
+        self.path, self.sig, self._data, self.out, self.code, self._lines = path, sig, data, out, code, None
+
+    def lines(self) -> tuple[list[str], list[str]] | None:
+        """(file lines, directory lines); None when malformed."""
+        if self._lines is None:
+            parsed = parse(self._data, None)
+            self._lines = (parsed[0], parsed[1]) if parsed else ()
+        return self._lines or None
+
+
+def _split(data: bytes) -> tuple[str, str, int, int, int, bytes] | None:
+    """(magic, key, files, dirs, exit status, answer bytes) of a snapshot's bytes."""
+    try:
+        magic, key, counts, _rest = data.split(b"\n", 3)
+        n_files, n_dirs, n_out, code = (int(x) for x in counts.split(b" "))
+    except ValueError:
+        return None
+    out = data[len(data) - n_out:] if 0 <= n_out < len(data) else b""
+    if data[len(data) - n_out - 1:len(data) - n_out] != b"\n" or len(out) != n_out:
+        return None
+    return magic.decode("utf-8", "surrogateescape"), key.decode("utf-8", "surrogateescape"), n_files, n_dirs, code, out
 
 
 def parse(data: bytes, key: str | None) -> tuple[list[str], list[str], str, int] | None:
     """(file lines, directory lines, answer, exit status) of a snapshot's
     bytes whose key is `key` (any key when None); None when malformed."""
-    try:
-        text = data.decode("utf-8", "surrogateescape")
-        magic, got_key, counts, rest = text.split("\n", 3)
-        if magic != MAGIC or (key is not None and got_key != key):
-            return None
-        n_files, n_dirs, n_out, code = (int(x) for x in counts.split(" "))
-        lines = rest.split("\n", n_files + n_dirs)
-        out = lines[n_files + n_dirs]
-    except (ValueError, IndexError):
+    head = _split(data)
+    if head is None or head[0] != MAGIC or (key is not None and head[1] != key):
         return None
-    if len(out) != n_out:
+    _magic, _key, n_files, n_dirs, code, out = head
+    lines = data[:len(data) - len(out) - 1].decode("utf-8", "surrogateescape").split("\n")[3:]
+    if len(lines) != n_files + n_dirs:
         return None
-    return lines[:n_files], lines[n_files:n_files + n_dirs], out, code
+    return lines[:n_files], lines[n_files:], out.decode("utf-8", "surrogateescape"), code
 
 
 def signature(st) -> tuple[int, int, int, int]:
@@ -132,8 +149,10 @@ def load(argv: list[str]) -> Loaded | None:
             data = f.read()
     except OSError:
         return None
-    parsed = parse(data, key)
-    return None if parsed is None else Loaded(path, sig, *parsed)
+    head = _split(data)
+    if head is None or head[0] != MAGIC or head[1] != key:
+        return None
+    return Loaded(path, sig, data, head[5].decode("utf-8", "surrogateescape"), head[4])
 
 
 def stats_hold(files: list[str], dirs: list[str]) -> bool:
@@ -164,7 +183,8 @@ def replay(argv: list[str]) -> int | None:
     """Print the recorded answer and return the exit status, or None when the
     snapshot is missing or anything it depends on changed."""
     loaded = load(argv)
-    if loaded is None or not stats_hold(loaded.files, loaded.dirs):
+    lines = loaded.lines() if loaded is not None else None
+    if lines is None or not stats_hold(*lines):
         return None
     return emit(loaded)
 
@@ -199,7 +219,7 @@ def record(argv: list[str], stdout: str, files, dirs) -> None:
             out.append(f"{st.st_mtime_ns} {d}")
     except OSError:
         return
-    out[2] = f"{len(fs)} {len(ds)} {len(stdout)} 0"
+    out[2] = f"{len(fs)} {len(ds)} {len(stdout.encode('utf-8', 'surrogateescape'))} 0"
     out.append(stdout)
     try:
         atomic.write_bytes(_path(argv, key), "\n".join(out).encode("utf-8", "surrogateescape"))
