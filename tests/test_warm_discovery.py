@@ -479,3 +479,48 @@ def test_build_uses_the_resident_warm_discovery(tmp_path: Path, monkeypatch):
         assert [t["key"] for t in doc["targets"]] == [t["key"] for t in cold["targets"]]
     finally:
         warm_mod.RESIDENT.close()
+
+
+@pytest.mark.timeout(60)
+def test_a_forks_import_graph_from_the_warm_childs_edges_equals_one_found_afresh(tmp_path: Path):
+    """The warm child keeps its import events' edges by owner; a fork reuses the
+    owners it kept and resolves only what its modules recorded again. The graph
+    must be the one a tracker without that memo finds from the same events: an
+    import the edited module dropped is gone, a new one is there, and with a
+    module renamed (other maps) nothing kept is used."""
+    from flyte_build.discovery import child_envs
+    from flyte_build.discovery.child import _ImportTracker
+
+    root = str(tmp_path)
+    child_envs.set_root(root)
+    p = {m: f"{root}/{m.replace('.', '/')}.py" for m in ("pkg", "pkg.a", "pkg.b", "pkg.c", "app")}
+    by_name = {m: os.path.relpath(f, root) for m, f in p.items()}
+    by_path = {f: by_name[m] for m, f in p.items()}
+    events = [
+        (p["app"], "pkg", 0, None, ("a", "b")), (p["app"], "pkg", 0, None, ("a", "b")),
+        (p["pkg.a"], "b", 1, "pkg", None), (p["pkg.b"], "pkg.c", 0, None, ["x"]),
+        (None, "pkg.c", 0, None, None), (p["app"], "os", 0, None, None),
+    ]
+
+    def afresh(evs, maps=(by_name, by_path)):
+        t = _ImportTracker(root)
+        t.events = list(evs)
+        return t.edges(*maps)
+
+    warm = _ImportTracker(root)
+    warm.events, warm.memo = list(events), {}
+    assert warm.edges(by_name, by_path) == afresh(events)
+    assert warm.memo and warm.memo_maps is not None
+    # a fork: app.py runs again and now imports pkg.c instead of pkg.a, pkg.b
+    kept = [e for e in warm.events if e[0] != p["app"]]
+    again = [(p["app"], "pkg.c", 0, None, None)]
+    warm.events[:] = kept
+    warm.forget_owners({p["app"]})
+    warm.events.extend(again)
+    graph, orphans = warm.edges(by_name, by_path)
+    assert (graph, orphans) == afresh(kept + again)
+    assert graph["app.py"] == {"pkg.py", "pkg/c.py"}  # the dropped pkg.a / pkg.b edges are gone
+    # other maps (pkg.b renamed pkg.d): the kept edges do not stand
+    renamed = ({**{k: v for k, v in by_name.items() if k != "pkg.b"}, "pkg.d": "pkg/b.py"}, by_path)
+    assert warm.edges(*renamed) == afresh(kept + again, renamed)
+    assert "pkg/b.py" not in warm.edges(*renamed)[0].get("pkg/a.py", set())

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -81,6 +82,12 @@ class _ImportTracker:
     def __init__(self, root: str):
         self.prefixes = tuple({root.rstrip("/") + "/", os.path.abspath(root).rstrip("/") + "/"})
         self.events: list[tuple] = []  # (owner __file__ or None, name, level, package, fromlist)
+        # the warm child's: {owner: its edges} under the module maps they were found with
+        # (set memo = {} to keep them); its forks reuse the kept owners' (see `edges`)
+        self.memo: dict | None = None
+        self.memo_maps: tuple | None = None
+        self.dropped: frozenset = frozenset()
+        self.fresh_from: int | None = None
         self._orig_import = None
         self._orig_import_module = None
 
@@ -128,10 +135,53 @@ class _ImportTracker:
         """({owner file: files it imported}, files imported with no user module
         body on the stack); the maps give the loaded user file (relative) of a
         module name and of a module's `__file__`."""
-        import importlib.util
-
         out: dict[str, set[str]] = {}
         orphans: set[str] = set()
+
+        def add(src: str | None, targets: frozenset) -> None:
+            if not targets:
+                return
+            if src is None:
+                orphans.update(targets)
+            else:
+                out.setdefault(src, set()).update(targets - {src})
+
+        events = self.events
+        memo = self._memo(file_by_name, file_by_path)
+        if memo is not None:  # a warm child's fork: the kept owners' edges as the warm child found them
+            for owner, (src, targets) in memo.items():
+                if owner not in self.dropped:
+                    add(src, targets)
+            events = events[self.fresh_from:]
+        by_owner = self._edges_by_owner(events, file_by_name, file_by_path)
+        for src, targets in by_owner.values():
+            add(src, targets)
+        if self.memo is not None and self.memo_maps is None and all(o is None or o in file_by_path for o in by_owner):
+            # the warm child's own discovery: kept for its forks (an owner charged through
+            # its real path, outside the maps, depends on the file system: none kept then)
+            self.memo, self.memo_maps = by_owner, (dict(file_by_name), dict(file_by_path))
+        return out, orphans
+
+    def _memo(self, file_by_name: dict[str, str], file_by_path: dict[str, str]) -> dict | None:
+        """The warm child's edges by owner when this fork may use them: it dropped the
+        events of the modules it runs again (`forget_owners`) and loaded the same
+        modules under the same names (the maps equal: an event's answer is a
+        function of the event and the maps only)."""
+        if self.memo_maps is None or self.fresh_from is None:
+            return None
+        if self.memo_maps != (file_by_name, file_by_path):
+            return None
+        return self.memo
+
+    def forget_owners(self, dropped: set) -> None:
+        """A warm child's fork: the events of `dropped` (module files, as `__file__`)
+        are gone from `events` and whatever is recorded from here on is new."""
+        self.dropped = frozenset(dropped)
+        self.fresh_from = len(self.events)
+
+    @staticmethod
+    def _edges_by_owner(events, file_by_name: dict[str, str], file_by_path: dict[str, str]) -> dict:
+        """{owner `__file__` or None: (its user file or None, every loaded file its events name)}."""
         file_of = file_by_name.get
 
         @functools.lru_cache(maxsize=None)
@@ -139,35 +189,45 @@ class _ImportTracker:
             hit = file_by_path.get(path)
             return hit if hit is not None else child_envs.file_of_path(path)
 
-        for owner_file, name, level, package, fromlist in self.events:
-            try:
-                if level:
-                    absname = importlib.util.resolve_name("." * level + name, package)
-                elif name.startswith(".") and package:
-                    absname = importlib.util.resolve_name(name, package)
-                else:
-                    absname = name
-            except (ImportError, ValueError, TypeError):
-                continue
-            if not absname:
-                continue
-            parts = absname.split(".")
-            names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
-            for item in fromlist or ():
-                if isinstance(item, str) and item != "*":
-                    names.append(f"{absname}.{item}")
-            targets = {t for t in map(file_of, names) if t}
-            if not targets:
-                continue
-            if owner_file is None:
-                orphans.update(targets)
-                continue
-            src = src_of(owner_file)
-            if src is None:
-                orphans.update(targets)
-                continue
-            out.setdefault(src, set()).update(targets - {src})
-        return out, orphans
+        seen: set = set()
+        acc: dict = {}
+        for event in events:
+            try:  # the same import runs many times in one module body (a library's lazy import)
+                if event in seen:
+                    continue
+                seen.add(event)
+            except TypeError:  # a fromlist given as a list
+                pass
+            targets = _event_targets(event, file_of)
+            if targets:
+                owner = event[0]
+                got = acc.get(owner)
+                if got is None:
+                    acc[owner] = got = (src_of(owner) if owner is not None else None, set())
+                got[1].update(targets)
+        return {o: (src, frozenset(t)) for o, (src, t) in acc.items()}
+
+
+def _event_targets(event: tuple, file_of) -> frozenset:
+    """The loaded user files an import event names (the module, its packages, `from` items)."""
+    _owner, name, level, package, fromlist = event
+    try:
+        if level:
+            absname = importlib.util.resolve_name("." * level + name, package)
+        elif name.startswith(".") and package:
+            absname = importlib.util.resolve_name(name, package)
+        else:
+            absname = name
+    except (ImportError, ValueError, TypeError):
+        return frozenset()
+    if not absname:
+        return frozenset()
+    parts = absname.split(".")
+    names = [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    for item in fromlist or ():
+        if isinstance(item, str) and item != "*":
+            names.append(f"{absname}.{item}")
+    return frozenset(t for t in map(file_of, names) if t)
 
 
 class BadFlyteConfig(Exception):

@@ -56,6 +56,7 @@ class CodePrints:
         self.prints: dict[str, str] = {}  # absolute path -> print
         self._orig = None
         self.handed = handed  # a discovery_code.Handed: code the parent compiled already
+        self._names: dict[str, tuple[str, str]] = {}  # path -> (relative to the root, absolute)
 
     def install(self) -> None:
         import importlib._bootstrap_external as be
@@ -85,4 +86,12 @@ class CodePrints:
         """{file relative to the root: print}, less the files something read as
         text at import (`inspect.getsource`, `open(__file__)`): their text, not
         only their code, may be in the result."""
-        return {os.path.relpath(p, root): v for p, v in sorted(self.prints.items()) if os.path.abspath(p) not in read}
+        names = self._names
+        out = {}
+        for p, v in sorted(self.prints.items()):
+            got = names.get(p)
+            if got is None:  # (relative, absolute): string work, kept for the warm child's forks
+                got = names[p] = (os.path.relpath(p, root), os.path.abspath(p))
+            if got[1] not in read:
+                out[got[0]] = v
+        return out

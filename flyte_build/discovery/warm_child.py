@@ -55,6 +55,7 @@ class _Base:
         self.flyte_cfg: dict = {}
         self.search_roots: list[str] = []
         self._rels: dict[str, str | None] = {}
+        self.modules: dict[str, list[tuple[str, object]]] | None = None  # _user_modules, once
 
     def note_env(self, env) -> None:
         self.creators[id(env)] = _body_of(sys._getframe(2), self.prefixes)
@@ -165,11 +166,13 @@ def start(request_path: str, result_path: str) -> _Base | None:
     reads.log = []
     reads.install()
     run = base.run = dc.import_recorded(req, "", root, search_roots, fa, reads=reads)
+    run.tracker.memo = {}  # the forks look up the kept modules' import events (see _ImportTracker.edges)
     result = dc.result_of(req, root, run, flyte_cfg, fa)
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     why = _why_not_warm(result, base, threads_before, state_before)
     for mod in list(sys.modules.values()):  # each fork asks again: ask once here
         base.rel(getattr(mod, "__file__", None))
+    base.modules = _user_modules(base)
     _write_warm(result_path, {
         "ready": why is None, "why": why, "refs": _refs(run, base), "reads": _reads_by(run, base),
         "startup_environ": sorted(startup.environ), "modules": sorted(sys.modules),
@@ -185,12 +188,26 @@ def _write_warm(result_path: str, record: dict) -> None:
 # -- a fork serving one request ---------------------------------------------------
 
 
+def _user_modules(base: _Base) -> dict[str, list[tuple[str, object]]]:
+    """{user file (relative): [(module name, module)]} of what sys.modules holds now."""
+    out: dict[str, list[tuple[str, object]]] = {}
+    for name, mod in list(sys.modules.items()):
+        f = getattr(mod, "__file__", None)
+        if f and not f.startswith(children.OWN_DIR + "/"):
+            rel = base.rel(f)
+            if rel is not None:
+                out.setdefault(rel, []).append((name, mod))
+    return out
+
+
 def _forget(base: _Base, files: set[str], fa) -> None:
     """Take the modules of `files` out of sys.modules (and off their packages),
     and the environments they made or declare out of flyte's registry."""
-    for name, mod in list(sys.modules.items()):
-        f = getattr(mod, "__file__", None)
-        if not f or f.startswith(children.OWN_DIR + "/") or base.rel(f) not in files:
+    # the warm child's own modules, listed once when it started (it runs no user code
+    # after that): a fork walks the edited files' entries, not all of sys.modules
+    mods = base.modules if base.modules is not None else _user_modules(base)
+    for name, mod in [m for f in sorted(files) for m in mods.get(f, ())]:
+        if sys.modules.get(name) is not mod:
             continue
         del sys.modules[name]
         parent, _, child = name.rpartition(".")
@@ -209,6 +226,7 @@ def _kept_records(base: _Base, files: set[str]) -> tuple[dc.Imported, set]:
     keep = (lambda f: base.rel(f) not in files)
     tracker = run.tracker
     tracker.events[:] = [e for e in tracker.events if e[0] is None or keep(e[0])]
+    tracker.forget_owners({o for o in tracker.memo or () if o is not None and not keep(o)})
     prints = run.prints
     prints.handed = None
     prints.prints = {p: v for p, v in prints.prints.items() if keep(p)}
