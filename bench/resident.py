@@ -36,19 +36,26 @@ def _environ(env: dict) -> dict:
     return {k: v for k, v in env.items() if k not in ("CI", "FLYTE_BUILD_DAEMON")}
 
 
-def _daemon(args: list[str], repo: Path, env: dict) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flyte_build", "daemon", *args], cwd=repo, env=_environ(env),
-                          capture_output=True, text=True, timeout=120)
+def _daemon(args: list[str], repo: Path, env: dict, cli: list[str]) -> subprocess.CompletedProcess:
+    """`flyte-build daemon ARGS` by the same flyte-build and Python as the
+    measured client (another one has a resident process of its own)."""
+    return subprocess.run([*cli, "daemon", *args], cwd=repo, env=_environ(env), capture_output=True, text=True, timeout=120)
 
 
-def peak_rss_mb(repo: Path, env: dict) -> float | None:
+def _status(repo: Path, env: dict, cli: list[str]) -> dict:
+    try:
+        return json.loads(_daemon(["status", "--json"], repo, env, cli).stdout)
+    except ValueError:
+        return {}
+
+
+def peak_rss_mb(status: dict) -> float | None:
     """The resident process's peak RSS (VmHWM) with its living descendants' (the
     warm discovery child holds flyte and the user's modules), from its pid in
     `daemon status --json`: each one's own peak, summed (an upper bound)."""
-    r = _daemon(["status", "--json"], repo, env)
     try:
-        pid = int(json.loads(r.stdout)["pid"])
-    except (ValueError, KeyError, TypeError):
+        pid = int(status["pid"])
+    except (KeyError, TypeError, ValueError):
         return None
     total = 0
     for p in _with_descendants(pid):
@@ -74,22 +81,41 @@ def _with_descendants(pid: int) -> list[int]:
     return out
 
 
-def run(repo: Path, env: dict, fb: list[str], edit, samples: dict, measure, counts) -> None:
+def run(repo: Path, env: dict, cli: list[str], edit, samples: dict, measure, counts) -> None:
     """One repetition of the resident rows on a clean tree whose cache is warm:
     start the resident process (unmeasured), then a no-op and an edit of `edit`
-    (a function that edits the service file), each through the thin client.
-    The resident process is stopped at the end (its cache is removed next)."""
+    (a function that edits the service file), each through the thin client
+    (`cli` + build --json). The resident process is stopped at the end (its
+    cache is removed next)."""
     renv = _environ(env)
+    fb = [*cli, "build", "--json"]
     try:
         measure(fb, repo, renv)  # starts it; it discovers and keys the tree
         time.sleep(2.1)  # past the stat cache's racy window, as the cold rows
-        measure(fb, repo, renv)  # the first no-op warms what the first run did not
+        # the first no-ops stat the tree: the first sets the watches beyond the
+        # tree (the cache's, flyte-build's files), the second is the first they cover
+        for _ in range(3):
+            measure(fb, repo, renv)
+        before = _status(repo, env, cli)
         s, text = measure(fb, repo, renv)
-        rss = peak_rss_mb(repo, env)
-        samples[NOOP].append(s.with_info({**counts(json.loads(text)), **({"resident_rss_mb": rss} if rss else {})}))
+        after = _status(repo, env, cli)
+        samples[NOOP].append(s.with_info({**counts(json.loads(text)), **_resident_info(before, after)}))
         edit()
         s, text = measure(fb, repo, renv)
-        rss = peak_rss_mb(repo, env)
-        samples[EDIT].append(s.with_info({**counts(json.loads(text)), **({"resident_rss_mb": rss} if rss else {})}))
+        after_edit = _status(repo, env, cli)
+        samples[EDIT].append(s.with_info({**counts(json.loads(text)), **_resident_info(None, after_edit)}))
     finally:
-        _daemon(["stop"], repo, env)
+        _daemon(["stop"], repo, env, cli)
+
+
+def _resident_info(before: dict | None, after: dict) -> dict:
+    """The resident process's peak RSS and, for a no-op (`before` given),
+    whether it was answered from the watch (no tree stat)."""
+    info: dict = {}
+    rss = peak_rss_mb(after)
+    if rss:
+        info["resident_rss_mb"] = rss
+    answered = lambda st: (st.get("watch") or {}).get("noop_answers")
+    if before is not None and answered(after) is not None and answered(before) is not None:
+        info["watch_answered"] = answered(after) > answered(before)
+    return info

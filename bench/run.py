@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import resident
+from . import resident, tool_venv
 from .generate import Shape, generate
 
 SIZES = {"small": Shape(10, 500), "medium": Shape(50, 5000), "large": Shape(200, 20000)}
@@ -139,9 +139,14 @@ def _bundle_members(build_json: str) -> list[str]:
     return sorted(names)
 
 
+TOOL_PASS = "python -c pass (tool venv)"  # shown in the note of the process-start row
+
+
 def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: str | None = None,
-             skip: frozenset = frozenset()) -> dict:
-    if only == "cold":
+             skip: frozenset = frozenset(), tool: Path | None = None) -> dict:
+    """One size's samples; `tool` is a tool venv's `flyte-build` (see
+    bench.tool_venv) that runs flyte-build's rows in place of the checkout."""
+    if only in ("cold", "resident"):
         skip = skip | frozenset(SKIPPABLE)  # shown as not run
     repo = work / name / "repo"
     summary = generate(repo, shape)
@@ -149,14 +154,17 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "synthetic")
     # the rows of a process that starts cold: without the resident process where there is one
-    fb = [sys.executable, "-m", "flyte_build", "build", "--json", *resident.no_daemon_flag()]
+    cli = [str(tool)] if tool else [sys.executable, "-m", "flyte_build"]
+    fb = [*cli, "build", "--json", *resident.no_daemon_flag()]
     has_resident = resident.available()
     base_env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     affected = "affected" not in skip and _has_affected()
-    samples: dict[str, list[Sample]] = {s: [] for s in SCENARIOS}
+    samples: dict[str, list[Sample]] = {s: [] for s in (*SCENARIOS, TOOL_PASS)}
     service_file = repo / "services" / "svc_000" / "mod_000.py"  # head of a depends_on chain
     lib_file = repo / "libs" / "lib_000" / "m_000.py"
     file_list = work / name / "bundle-files.txt"
+    if only == "resident":
+        _resident_only(repo, work / name, repeat, base_env, cli, tool, service_file, samples, lambda m: log(f"[{name}] {m}"))
     for rep in range(repeat if only in (None, "cold") else 0):
         log(f"[{name}] repetition {rep + 1}/{repeat}")
         cache = work / name / f"cache-{rep}"
@@ -184,14 +192,13 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
 
         s, _ = measure([sys.executable, "-c", "import flyte"], repo, base_env)
         samples["python -c 'import flyte' (baseline)"].append(s)
-        s, _ = measure([sys.executable, "-c", "pass"], repo, base_env)
-        samples["python -c pass (process start)"].append(s)
+        _process_start(repo, base_env, tool, samples)
 
         _edit(service_file, rep)
         s, text = measure(fb, repo, env)
         samples["edit 1 service file"].append(s.with_info(_counts(json.loads(text))))
         if affected:  # with the service edit only: its answer is the chain below the edited env
-            s, text = measure([sys.executable, "-m", "flyte_build", "affected", "--since", "HEAD", "--json"], repo, env)
+            s, text = measure([*cli, "affected", "--since", "HEAD", "--json"], repo, env)
             envs = json.loads(text).get("envs", [])
             samples["affected --since HEAD"].append(s.with_info({"affected_envs": len(envs)}))
         if "lib-edit" not in skip:
@@ -200,16 +207,40 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
             samples["edit 1 shared-lib file"].append(s.with_info(_counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
         if has_resident:
-            resident.run(repo, env, fb[:5], lambda: _edit(service_file, 1000 + rep), samples, measure, _counts)
+            resident.run(repo, env, cli, lambda: _edit(service_file, 1000 + rep), samples, measure, _counts)
             _git(repo, "checkout", "-q", "--", ".")
         shutil.rmtree(cache, ignore_errors=True)
     if only == "fresh":
         _baselines_only(repo, repeat, base_env, samples, lambda m: log(f"[{name}] {m}"))
     s3 = None if "shared" in skip else _moto()
     if s3 is not None:
-        _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log)
+        _shared_machine(name, repo, work, repeat, s3, base_env, cli, service_file, samples, log)
     return {"name": name, "shape": shape.__dict__, "tree": summary, "samples": samples, "affected": affected,
-            "resident": has_resident, "skipped": sorted(skip)}
+            "resident": has_resident, "skipped": sorted(skip), "tool_venv": str(tool) if tool else None}
+
+
+def _process_start(repo: Path, base_env: dict, tool: Path | None, samples: dict) -> None:
+    """`python -c pass` of the interpreter flyte's rows run with and, when
+    flyte-build's rows run from a tool venv, of that venv's."""
+    s, _ = measure([sys.executable, "-c", "pass"], repo, base_env)
+    samples["python -c pass (process start)"].append(s)
+    if tool:
+        s, _ = measure([str(tool_venv.python(tool)), "-c", "pass"], repo, base_env)
+        samples[TOOL_PASS].append(s)
+
+
+def _resident_only(repo: Path, where: Path, repeat: int, base_env: dict, cli: list[str], tool: Path | None,
+                   service_file: Path, samples: dict, log) -> None:
+    """`--only resident`: the resident rows and the interpreters' start, each
+    repetition on a clean tree with a cache of its own."""
+    for rep in range(repeat):
+        log(f"resident rows {rep + 1}/{repeat}")
+        cache = where / f"cache-resident-{rep}"
+        env = {**base_env, "FLYTE_BUILD_CACHE_DIR": str(cache)}
+        _process_start(repo, base_env, tool, samples)
+        resident.run(repo, env, cli, lambda: _edit(service_file, 2000 + rep), samples, measure, _counts)
+        _git(repo, "checkout", "-q", "--", ".")
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 def _baselines_only(repo: Path, repeat: int, base_env: dict, samples: dict, log) -> None:
@@ -227,7 +258,7 @@ def _baselines_only(repo: Path, repeat: int, base_env: dict, samples: dict, log)
         samples["python -c pass (process start)"].append(s)
 
 
-def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, samples, log) -> None:
+def _shared_machine(name, repo, work, repeat, s3, base_env, cli, service_file, samples, log) -> None:
     """CI on a fresh machine: another checkout path, an empty local cache, a shared
     cache (moto's S3) that another machine filled by building the base commit and
     the head commit (one service edit on top)."""
@@ -248,7 +279,7 @@ def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, sa
     for rev in (f"{head}~1", head):
         _git(repo, "checkout", "-q", rev)
         cache_a = work / name / "machine-a-cache"
-        measure([*fb[:3], "--cache", url, *fb[3:]], repo, {**env, "FLYTE_BUILD_CACHE_DIR": str(cache_a)})
+        measure([*cli, "--cache", url, "build", "--json", *resident.no_daemon_flag()], repo, {**env, "FLYTE_BUILD_CACHE_DIR": str(cache_a)})
     _git(repo, "checkout", "-q", branch)
     # machine B: a clone at another path, checked out at the head commit
     clone = work / name / "elsewhere" / "checkout"
@@ -257,8 +288,8 @@ def _shared_machine(name, repo, work, repeat, s3, base_env, fb, service_file, sa
     subprocess.run(["git", "clone", "-q", str(repo), str(clone)], check=True, capture_output=True)
     for rep in range(repeat):
         log(f"[{name}] fresh machine {rep + 1}/{repeat}")
-        for sc, args in ((SHARED[0], [*fb[:3], "--cache", url, *fb[3:]]),
-                         (SHARED[1], [*fb[:3], "--cache", url, "affected", "--since", "HEAD~1", "--json"])):
+        for sc, args in ((SHARED[0], [*cli, "--cache", url, "build", "--json", *resident.no_daemon_flag()]),
+                         (SHARED[1], [*cli, "--cache", url, "affected", "--since", "HEAD~1", "--json"])):
             cache_b = work / name / f"machine-b-cache-{rep}"
             shutil.rmtree(cache_b, ignore_errors=True)
             s, text = measure(args, clone, {**env, "FLYTE_BUILD_CACHE_DIR": str(cache_b)})
@@ -359,9 +390,17 @@ def render(results: list[dict], repeat: int, argv: list[str]) -> str:
             ts = [s.seconds for s in v]
             rss = max(s.max_rss_kb for s in v) / 1024
             note = _note(v[-1].info)
+            if sc == "python -c pass (process start)" and smp.get(TOOL_PASS):
+                tool_pass = smp[TOOL_PASS]
+                note = (f"flyte-build's tool venv's: median {_median([x.seconds for x in tool_pass]):.3f} s, "
+                        f"CPU {_median([x.cpu for x in tool_pass]):.3f} s")
             ratios = " | ".join(f"{b / m:.2f}x" if b else "-" for b in (flyte_t, floor_t, imp_t))
             lines.append(f"| {sc} | {m:.3f} | {min(ts):.3f} | {max(ts):.3f} | {ratios} | {rss:.0f} | {note} |")
         cpu = [(sc.replace("\\|", "|"), _median([x.cpu for x in smp[sc]])) for sc in SCENARIOS if smp.get(sc)]
+        if res.get("tool_venv"):
+            lines += ["", "flyte-build's rows ran from a tool venv (`--tool-venv`: its own venv without the system's "
+                      "site-packages, this checkout installed into it, not editable, as `pipx` or `uv tool` "
+                      "installs it); flyte's rows from the checkout's interpreter."]
         lines += ["", "CPU time (user + sys, the process and its waited-for children; medians): "
                   + "; ".join(f"{sc} {c:.3f} s" for sc, c in cpu) + ".", "", _load_line(smp), ""]
     return "\n".join(lines) + "\n"
@@ -401,7 +440,8 @@ def _note(info: dict) -> str:
     if "built" in info:
         how = f", discovery {info['how']}" if "how" in info else ""
         rss = f", resident process peak RSS {info['resident_rss_mb']:.0f} MB" if info.get("resident_rss_mb") else ""
-        return f"{info['built']} built, {info['cached']} cached of {info['targets']}{how}{rss}"
+        watch = {True: ", answered from its watch (no tree stat)", False: ", not answered from its watch"}.get(info.get("watch_answered"), "")
+        return f"{info['built']} built, {info['cached']} cached of {info['targets']}{how}{rss}{watch}"
     if "affected_envs" in info:
         return f"{info['affected_envs']} envs affected"
     if "files" in info:
@@ -434,8 +474,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"))
     ap.add_argument("--json", type=Path, help="also write the raw samples here")
     ap.add_argument("--work", type=Path, help="scratch directory (default: a temporary one, removed after)")
-    ap.add_argument("--only", choices=["fresh", "cold"], help="fresh: only the fresh-machine scenarios and flyte's path "
-                    "beside them; cold: only flyte's path and the cold build")
+    ap.add_argument("--only", choices=["fresh", "cold", "resident"], help="fresh: only the fresh-machine scenarios and "
+                    "flyte's path beside them; cold: only flyte's path and the cold build; resident: only the resident "
+                    "process's rows and `python -c pass`")
+    ap.add_argument("--tool-venv", action="store_true", help="run flyte-build's rows from a venv of its own with this "
+                    "checkout installed (not editable), as pipx or `uv tool` installs it; built once in the work directory")
     ap.add_argument("--skip", default="", help=f"scenario groups not to run, comma-separated: {', '.join(SKIPPABLE)}")
     ap.add_argument("--max-load", type=float, help="refuse to start when the 1-minute load average is above this "
                     f"(default: start anyway, warn above {QUIET_LOAD:g}; the tables record the load either way)")
@@ -452,10 +495,11 @@ def main(argv: list[str] | None = None) -> None:
     work = a.work or Path(tempfile.mkdtemp(prefix="flyte-build-bench-"))
     results = []
     try:
+        tool = tool_venv.build(work, log=lambda m: print(m, file=sys.stderr, flush=True)) if a.tool_venv else None
         for s in sizes:
             n = a.large_repeat if s == "large" and a.large_repeat else a.repeat
             results.append(run_size(s, SIZES[s], n, work, log=lambda m: print(m, file=sys.stderr, flush=True),
-                                    only=a.only, skip=skip))
+                                    only=a.only, skip=skip, tool=tool))
             # written after each size, so a long large run never loses the smaller ones
             a.out.write_text(render(results, a.repeat, argv) + _kept_notes(a.out))
             if a.json:

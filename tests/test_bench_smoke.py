@@ -51,3 +51,20 @@ def test_runner_smallest_size_writes_every_scenario(tmp_path, monkeypatch):
     fresh = rows[bench_run.SHARED[0]]
     if fresh[1] != "-":  # a fresh machine takes everything, discovery included, from the shared cache
         assert fresh[8] == "0 built, 10 cached of 10, discovery shared"
+
+
+@pytest.mark.timeout(300)
+def test_only_resident_runs_the_resident_rows_and_the_noop_is_answered_from_the_watch(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "BENCH.md"
+    bench_run.main(["--sizes", "small", "--repeat", "1", "--only", "resident", "--out", str(out),
+                    "--work", str(tmp_path / "work")])
+    rows = {}
+    for line in out.read_text().splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) == 9 and cells[0] in bench_run.SCENARIOS and cells[1] != "-":
+            rows[cells[0]] = cells
+    assert set(rows) == {*bench_run.resident.ROWS, "python -c pass (process start)"}, rows
+    noop = rows[bench_run.resident.NOOP][8]
+    assert noop.startswith("0 built, 10 cached of 10") and noop.endswith("answered from its watch (no tree stat)"), noop
+    assert rows[bench_run.resident.EDIT][8].split()[0] != "0"
