@@ -125,3 +125,25 @@ def test_signed_discovery_entries_are_checked_with_the_verify_keys(tmp_path):
     assert wary["how"] == "full"
     assert any("discovery entry: signed by a key not in cache-verify-keys" in w for w in wary["warnings"])
     assert wary["digests"] == digests(first)
+
+
+@pytest.mark.timeout(60)
+def test_the_batch_name_check_agrees_with_the_one_name_check():
+    """A shared entry's file names are checked all at once (`carried_imports.all_plain`);
+    it must refuse exactly the lists holding a name the one-name check refuses."""
+    import random
+
+    from flyte_build.discovery.carried_imports import all_plain
+    from flyte_build.stores import shared_discovery as sd
+
+    rnd = random.Random(5)
+    alphabet = ["a", "b", ".", "..", "/", "\\", "\0", "\n", "é", "x.py", " "]
+    names = ["", ".", "..", "/", "a", "a/", "/a", "a//b", "a/./b", "a/../b", "./a", "a/.", "a/..", "..a", "a..", ".a/b.",
+             "a\n/b", "a/\n", "\n", "a\\b", "a\0b", "pkg/mod.py", "...", "a/.../b"]
+    names += ["".join(rnd.choice(alphabet) for _ in range(rnd.randrange(1, 7))) for _ in range(3000)]
+    for n in names:
+        assert all_plain([n]) == sd._rel_ok(n), repr(n)
+    for _ in range(500):
+        group = rnd.sample(names, 4)
+        assert all_plain(group) == all(sd._rel_ok(n) for n in group), group
+    assert all_plain([]) and not all_plain(["a", 1]) and not all_plain([None])

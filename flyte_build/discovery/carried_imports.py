@@ -95,25 +95,45 @@ def _name_ok(rel) -> bool:
             and not any(p in ("", ".", "..") for p in rel.split("/")))
 
 
+def all_plain(names) -> bool:
+    """`_name_ok` of every name, in a few C-level passes (an entry names thousands
+    of files): with each name written as `/name/` (names apart by a newline),
+    an empty, `.` or `..` part, a leading or a trailing slash all show as `//`,
+    `/./` or `/../`."""
+    names = list(names)
+    if not {type(n) for n in names} <= {str}:
+        return False
+    if not names:
+        return True
+    joined = "/" + "/\n/".join(names) + "/"
+    return not any(bad in joined for bad in ("//", "/./", "/../", "\\", "\0"))
+
+
 def shape_ok(carried) -> bool:
     """Whether `carried` has the shape `collect` writes, every name a plain relative path."""
     if not isinstance(carried, dict):
         return False
     scope, dirs, names, files = carried.get("scope"), carried.get("dirs"), carried.get("names"), carried.get("files")
-    if not (isinstance(scope, list) and all(s == ROOT_DIR or _name_ok(s) for s in scope)):
+    if not (isinstance(scope, list) and all_plain(s for s in scope if s != ROOT_DIR)):
         return False
-    if not (isinstance(dirs, list) and all(
-            isinstance(e, list) and len(e) == 2 and (e[0] == ROOT_DIR or _name_ok(e[0]))
-            and isinstance(e[1], str) and _HEX.fullmatch(e[1]) for e in dirs)):
+    if not (isinstance(dirs, list) and {type(e) for e in dirs} <= {list} and {len(e) for e in dirs} <= {2}
+            and all_plain(e[0] for e in dirs if e[0] != ROOT_DIR)
+            and all(type(e[1]) is str and _HEX.fullmatch(e[1]) for e in dirs)):
         return False
-    if not (isinstance(names, list) and all(_name_ok(t) for t in names)):
+    if not (isinstance(names, list) and all_plain(names)):
         return False
-    n, m = len(dirs), len(names)
-    return isinstance(files, dict) and all(
-        _name_ok(rel) and isinstance(e, list) and len(e) == 2
-        and isinstance(e[0], list) and all(type(i) is int and 0 <= i < m for i in e[0])
-        and isinstance(e[1], list) and all(type(i) is int and 0 <= i < n for i in e[1])
-        for rel, e in files.items())
+    if not (isinstance(files, dict) and all_plain(files) and {type(e) for e in files.values()} <= {list}
+            and {len(e) for e in files.values()} <= {2}):
+        return False
+    # every target index into `names`, every directory slot into `dirs`
+    for part, bound in ((0, len(names)), (1, len(dirs))):
+        lists = [e[part] for e in files.values()]
+        if not {type(x) for x in lists} <= {list}:
+            return False
+        flat = [i for x in lists for i in x]
+        if flat and not ({type(i) for i in flat} <= {int} and min(flat) >= 0 and max(flat) < bound):
+            return False
+    return True
 
 
 def verified(carried, root: Path, search_roots: list[Path], digests_of: dict) -> dict:

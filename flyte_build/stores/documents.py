@@ -67,23 +67,26 @@ def parse(raw: bytes, bounds: Bounds):
 
 
 def _check_shape(doc, bounds: Bounds) -> None:
-    # iterative: a document nested as deep as the parser allows must not
-    # exhaust the stack here either
-    stack = [(doc, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, str):
-            if len(value) > bounds.max_string:
+    # level by level, not recursive: a document nested as deep as the parser
+    # allows must not exhaust the stack here either; each level's values are
+    # sorted into strings and containers by comprehensions (a shared discovery
+    # entry holds about 200,000 values, and a fresh machine reads one per run)
+    level: list = []  # the containers whose values are `children`
+    children, depth = [doc], 0
+    while True:
+        strings = [v for v in children if type(v) is str]
+        for s in (strings, *(c for c in level if type(c) is dict)):  # the values, then the objects' keys
+            if max(map(len, s), default=0) > bounds.max_string:
                 raise ValueError(f"a string over {bounds.max_string} characters")
-            continue
-        if not isinstance(value, (dict, list)):
-            continue
+        level = [v for v in children if type(v) is list or type(v) is dict]
+        if not level:
+            return
+        depth += 1
         if depth > bounds.max_depth:
             raise ValueError(f"nested deeper than {bounds.max_depth}")
-        if isinstance(value, dict):
-            stack.extend((k, depth) for k in value)
-            value = value.values()
-        stack.extend((v, depth + 1) for v in value)
+        children = []
+        for c in level:
+            children.extend(c.values() if type(c) is dict else c)
 
 
 def load_document(data: bytes, bounds: Bounds):

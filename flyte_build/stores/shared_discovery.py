@@ -65,43 +65,60 @@ def _rel_ok(rel) -> bool:
             and not any(p in ("", ".", "..") for p in rel.split("/")))
 
 
+def _all_hex(values) -> bool:
+    return all(type(h) is str and _HEX.fullmatch(h) for h in set(values))
+
+
+def _records_ok(parsed: dict) -> bool:
+    """Each file's import records: [[level, module, [names]]], or {"error": [_, message]}."""
+    lists = []
+    for recs in parsed.values():
+        if isinstance(recs, dict):
+            err = recs.get("error")
+            if not (isinstance(err, list) and len(err) == 2 and isinstance(err[1], str)):
+                return False
+        elif isinstance(recs, list):
+            lists.append(recs)
+        else:
+            return False
+    flat = [r for recs in lists for r in recs]
+    return ({type(r) for r in flat} <= {list} and {len(r) for r in flat} <= {3} and {type(r[0]) for r in flat} <= {int, bool}
+            and {type(r[1]) for r in flat} <= {str} and {type(r[2]) for r in flat} <= {list}
+            and {type(n) for r in flat for n in r[2]} <= {str})
+
+
+def _graph_ok(graph) -> bool:
+    if not isinstance(graph, dict):
+        return False
+    gf, edges = graph.get("files"), graph.get("edges")
+    if not (isinstance(gf, list) and isinstance(edges, list) and len(gf) == len(edges) and carried_imports.all_plain(gf)
+            and {type(es) for es in edges} <= {list}):
+        return False
+    flat = [i for es in edges for i in es]
+    return not flat or ({type(i) for i in flat} <= {int, bool} and min(flat) >= 0 and max(flat) < len(gf))
+
+
 def _check(doc, key_: str) -> None:
     """Shape checks: anything else is refused before a field is used."""
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or doc.get("key") != key_:
         raise Refused("not a discovery entry for this key")
     files, parsed, result, book = doc.get("files"), doc.get("parsed"), doc.get("result"), doc.get("book")
-    if not isinstance(files, dict) or not all(_rel_ok(r) and (h is None or (isinstance(h, str) and _HEX.fullmatch(h))) for r, h in files.items()):
+    if not isinstance(files, dict) or not carried_imports.all_plain(files) or not _all_hex(h for h in files.values() if h is not None):
         raise Refused("bad file list")
-    if not isinstance(parsed, dict):
+    if not isinstance(parsed, dict) or not _all_hex(parsed) or not _records_ok(parsed):
         raise Refused("bad import records")
-    for h, recs in parsed.items():
-        if not (isinstance(h, str) and _HEX.fullmatch(h)):
-            raise Refused("bad import records")
-        if isinstance(recs, dict):
-            err = recs.get("error")
-            if not (isinstance(err, list) and len(err) == 2 and isinstance(err[1], str)):
-                raise Refused("bad import records")
-            continue
-        if not isinstance(recs, list) or not all(
-            isinstance(r, list) and len(r) == 3 and isinstance(r[0], int) and isinstance(r[1], str)
-            and isinstance(r[2], list) and all(isinstance(n, str) for n in r[2]) for r in recs
-        ):
-            raise Refused("bad import records")
     if not isinstance(result, dict) or not isinstance(result.get("envs"), list) or not isinstance(book, dict):
         raise Refused("bad result")
     for e in result["envs"]:
         if not isinstance(e, dict) or not _rel_ok(e.get("file")) or e["file"] not in files:
             raise Refused("an environment defined outside the files read")
     for group in ("loaded_files", "sys_path"):
-        for rel in result.get(group, ()):
-            if not (_rel_ok(rel) or rel == "."):
-                raise Refused(f"bad {group}")
+        names = result.get(group, ())
+        if not isinstance(names, (list, tuple)) or not carried_imports.all_plain(n for n in names if n != "."):
+            raise Refused(f"bad {group}")
     graph = book.get("graph")
-    if graph is not None:
-        gf, edges = graph.get("files"), graph.get("edges")
-        if not (isinstance(gf, list) and isinstance(edges, list) and len(gf) == len(edges) and all(_rel_ok(f) for f in gf)
-                and all(isinstance(es, list) and all(isinstance(i, int) and 0 <= i < len(gf) for i in es) for es in edges)):
-            raise Refused("bad import graph")
+    if graph is not None and not _graph_ok(graph):
+        raise Refused("bad import graph")
     if "imports" in doc and not carried_imports.shape_ok(doc["imports"]):
         raise Refused("bad resolved imports")
     all_envs = book.get("all_envs")

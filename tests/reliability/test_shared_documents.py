@@ -238,3 +238,23 @@ def test_a_blob_fetched_ahead_and_refused_is_still_counted(published, tmp_path):
     assert run.digests() == digests
     assert _downloaded(cache) < 1 << 20
     assert run.json()["cache"]["bytes_down"] >= 4 << 20, "bytes fetched and refused were not counted"
+
+
+@pytest.mark.timeout(60)
+def test_bounds_hold_at_every_depth_for_values_and_keys():
+    """The shape bounds read each value and key once, whatever its depth: 64
+    levels pass and 65 do not (the parser's own recursion limit is far above),
+    and an over-long string is found as a value or as a key, at the top or deep."""
+    from flyte_build.stores.documents import Bounds, parse
+
+    bounds = Bounds(max_bytes=1 << 20, max_string=8)
+    assert parse(b"[" * 64 + b"]" * 64, bounds) is not None
+    assert parse(b'{"k":' * 63 + b'"12345678"' + b"}" * 63, bounds) is not None
+    with pytest.raises(ValueError, match="nested deeper than 64"):
+        parse(b"[" * 65 + b"]" * 65, bounds)
+    with pytest.raises(ValueError, match="nested deeper than 64"):
+        parse(b'{"k":' * 64 + b"[]" + b"}" * 64, bounds)
+    for doc in (b'"123456789"', b'[1,{"a":["123456789"]}]', b'{"123456789":1}', b'{"a":[{"b":{"123456789":null}}]}',
+                b'{"k":' * 40 + b'{"123456789":0}' + b"}" * 40):
+        with pytest.raises(ValueError, match="a string over 8 characters"):
+            parse(doc, bounds)
