@@ -108,6 +108,8 @@ class Discovery:
     carried_imports: dict = field(default_factory=dict, compare=False)
     # why a warm discovery (see warm.py) ran a cold child instead of a fork; shown with -v
     note: str = field(default="", compare=False)
+    # the installed distributions the modules imported beyond flyte's own (see discovery/distributions)
+    distributions: tuple[str, ...] = ()
 
     def env(self, name: str) -> EnvSpec:
         for e in self.envs:
@@ -136,6 +138,7 @@ class Discovery:
             candidates=tuple(d.get("candidates", ())),
             flyte=dict(d.get("flyte") or {}),
             witness=d.get("witness", ""),
+            distributions=tuple(d.get("distributions") or ()),
             witness_paths=_witness_paths(d.get("reads_witness")),
             reads=d["reads_witness"] if isinstance(d.get("reads_witness"), dict) else {},
         )

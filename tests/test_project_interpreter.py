@@ -218,3 +218,69 @@ def test_hatch_build_without_a_venv_uses_hatchs_default_environment(company, tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((project / "dist" / "flyte" / "manifest.json").read_text())
     assert sorted(t["target"] for t in manifest["targets"]) == ["bundle:a_tiny", "bundle:b"], manifest
+
+
+def _venv_with_tinydep(venv: Path, version: str, name: str) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True)
+    site = Path(subprocess.run([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    _install(site, version, name)
+    return site
+
+
+def _install(site: Path, version: str, name: str) -> None:
+    """What `pip install tinydep==VERSION` leaves: the module and a metadata directory named by the version."""
+    for old in site.glob("tinydep-*.dist-info"):
+        for f in old.iterdir():
+            f.unlink()
+        old.rmdir()
+    (site / "tinydep.py").write_text(f'NAME = "{name}"\n')
+    meta = site / f"tinydep-{version}.dist-info"
+    meta.mkdir()
+    (meta / "METADATA").write_text(f"Metadata-Version: 2.1\nName: tinydep\nVersion: {version}\n")
+    (meta / "top_level.txt").write_text("tinydep\n")
+
+
+@pytest.mark.timeout(300)
+def test_upgrading_a_package_in_the_projects_venv_discovers_again(tmp_path):
+    """A module reads an installed package at import (here its NAME, into the
+    task's environment variables). After `pip install -U` of that package in the
+    project's .venv, a build must serialize what flyte would now import: no
+    discovery result, no-op answer or specs from before the upgrade; and a
+    machine with the old version does not take the new one's shared result."""
+    import time
+
+    from flyte_build.stores.signing import keygen
+    from tests.support.repos import make_repo
+
+    root = make_repo(tmp_path / "repo", {
+        ".gitignore": ".venv/\n", "pkg/__init__.py": "",
+        "pkg/a.py": 'import flyte\nimport tinydep\n\nenv = flyte.TaskEnvironment(name="a", env_vars={"N": tinydep.NAME})\n\n\n'
+                    "@env.task\nasync def t(x: int) -> int:\n    return x\n"})
+    site = _venv_with_tinydep(root / ".venv", "1.0", "alpha")
+    private, public = keygen()
+    shared = ["--cache", f"file://{tmp_path / 'shared'}"]
+    a = {"FLYTE_BUILD_CACHE_SIGNING_KEY": private, "FLYTE_BUILD_CACHE_VERIFY_KEYS": public}
+    cache = tmp_path / "cache"
+    first = flyte_build("build", "--json", "specs:a", *shared, cwd=root, cache=cache, env=a).assert_ok().json()
+    assert '"alpha"' in _specs(first, "specs:a")
+    time.sleep(2.1)  # past the racy window (the venv and sources were just written), as a real project is
+    bundles = [flyte_build("build", "--json", "bundle:a", cwd=root, cache=cache).assert_ok().json() for _ in range(2)]
+    assert bundles[1]["discovery"]["how"] == "snapshot"  # the no-op answer is kept
+    _install(site, "2.0", "beta")
+    after = flyte_build("build", "--json", "bundle:a", cwd=root, cache=cache).assert_ok().json()
+    assert after["discovery"]["how"] not in ("snapshot", "cached"), after["discovery"]
+    run = flyte_build("build", "--json", "specs:a", *shared, cwd=root, cache=cache, env=a).assert_ok().json()
+    assert '"beta"' in _specs(run, "specs:a") and '"alpha"' not in _specs(run, "specs:a")
+    # a CI machine with the new version publishes its own result
+    flyte_build("build", "--json", "specs:a", *shared, cwd=root, cache=tmp_path / "cache-ci", env=a).assert_ok()
+
+    # other machines, the same tree: each takes the result discovered with its own version installed
+    old = tmp_path / "old-venv"
+    _venv_with_tinydep(old, "1.0", "alpha")
+    b = flyte_build("build", "--json", "specs:a", *shared, "--python", str(old / "bin" / "python"), cwd=root,
+                    cache=tmp_path / "cache-b", env={"FLYTE_BUILD_CACHE_VERIFY_KEYS": public}).assert_ok().json()
+    assert b["discovery"]["how"] == "shared" and '"alpha"' in _specs(b, "specs:a")
+    c = flyte_build("build", "--json", "specs:a", *shared, cwd=root, cache=tmp_path / "cache-c",
+                    env={"FLYTE_BUILD_CACHE_VERIFY_KEYS": public}).assert_ok().json()
+    assert c["discovery"]["how"] == "shared" and '"beta"' in _specs(c, "specs:a")

@@ -156,6 +156,10 @@ def _snapshot_paths(ws, results) -> tuple[set, set]:
         dirs.add(_nearest_dir(p))
     dirs.update(os.path.dirname(f) for f in files if f.startswith(root + os.sep))
     _watch_flyte_config(ws, files, dirs)
+    # where the project's distributions are installed: an install or upgrade there renames an entry
+    from ..config import interpreter
+
+    dirs.update(interpreter.of(ws.cfg, ws.store.root).site)
     # from the working directory up to the root: a pyproject.toml added there would move the root
     d = os.getcwd()
     while True:

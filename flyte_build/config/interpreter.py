@@ -13,7 +13,9 @@ serialization) therefore runs in the project's Python, chosen in this order:
 
 Its Python and flyte versions key discovery and the specs (the flyte that
 serializes is the one `check:` compares), so two interpreters never share an
-entry. Asking an interpreter costs a process start (~50 ms), so the answer is
+entry; so do the distributions installed where it imports from (`installed`):
+the modules may read any of them at import, and `pip install -U` in the
+project's venv must not leave an older discovery in use. Asking an interpreter costs a process start (~50 ms), so the answer is
 kept on disk under the stat of the interpreter and of its flyte's dist-info
 directory: a no-op run starts no process.
 """
@@ -30,11 +32,17 @@ from pathlib import Path
 
 from ..errors import UserError
 
-FORMAT = 1
+FORMAT = 2  # 2: the directories its distributions are installed in
 # run in the chosen interpreter: only the standard library
 _PROBE = r"""
 import json, os, sys
-out = {"python": list(sys.version_info[:3]), "flyte": None, "marker": None, "dist": None}
+out = {"python": list(sys.version_info[:3]), "flyte": None, "marker": None, "dist": None, "site": []}
+for p in sys.path:
+    try:
+        if p and os.path.isdir(p) and any(n.endswith((".dist-info", ".egg-info")) for n in os.listdir(p)):
+            out["site"].append(os.path.abspath(p))
+    except OSError:
+        pass
 try:
     import importlib.metadata as md, importlib.util as iu
     spec = iu.find_spec("flyte")
@@ -57,6 +65,10 @@ class Interpreter:
     python: tuple[int, ...]
     flyte: str  # its flyte's version
     flyte_marker: str  # a file whose digest changes with its flyte (flyte/_version.py)
+    site: tuple[str, ...] = ()  # the directories on its sys.path holding installed distributions
+    # listed afresh by each process (see `of`), never kept on disk
+    distributions: tuple = ()  # per directory of `site`, its distributions' metadata names (versions in them)
+    installed: tuple = ()  # those and the .pth files, with their stat signatures here (a reinstall changes them)
 
 
 def choose(cfg, environ=os.environ) -> tuple[str, str]:
@@ -102,12 +114,18 @@ _memo: dict[tuple, Interpreter] = {}
 
 
 def of(cfg, memo_dir: Path | None, environ=os.environ) -> Interpreter:
-    """The project's interpreter, asked once per interpreter (and per install of its flyte)."""
+    """The project's interpreter, asked once per interpreter (and per install of
+    its flyte); what is installed there, listed once per process (a resident
+    process's commands are forks of it: each lists again)."""
+    from dataclasses import replace
+
     path, why = choose(cfg, environ)
-    key = (path, why)
+    key = (os.getpid(), path, why)
     hit = _memo.get(key)
     if hit is None:
-        hit = _memo[key] = _probe(path, why, memo_dir)
+        hit = _probe(path, why, memo_dir)
+        names, stamps = installed(hit.site)
+        hit = _memo[key] = replace(hit, distributions=tuple(tuple(n) for _d, n in names), installed=tuple(stamps))
     return hit
 
 
@@ -145,7 +163,25 @@ def _probe(path: str, why: str, memo_dir: Path | None) -> Interpreter:
     if tuple(got["python"][:2]) < (3, 10):
         raise UserError(f"the project's interpreter {path} (chosen by {why}) is Python "
                         f"{'.'.join(map(str, got['python']))}; flyte needs 3.10 or newer: choose another with --python")
-    return Interpreter(path, why, tuple(got["python"]), got["flyte"], got["marker"])
+    site = tuple(p for p in got.get("site") or () if isinstance(p, str))
+    return Interpreter(path, why, tuple(got["python"]), got["flyte"], got["marker"], site)
+
+
+def installed(site: tuple[str, ...]) -> tuple[list, list]:
+    """(per directory of `site`, the names of its distributions' metadata
+    directories, which hold each one's version; per directory, those and its
+    .pth and .egg-link files with their stat signatures on this machine, which
+    also change when one is reinstalled at the same version). An install,
+    upgrade or removal renames or replaces them."""
+    names, stamps = [], []
+    for d in site:
+        try:
+            entries = sorted(e for e in os.listdir(d) if e.endswith((".dist-info", ".egg-info", ".egg-link", ".pth")))
+        except OSError:
+            entries = []
+        names.append([d, [e for e in entries if e.endswith((".dist-info", ".egg-info"))]])
+        stamps.append([d, [[e, _stat(os.path.join(d, e))] for e in entries]])
+    return names, stamps
 
 
 def _read_memo(memo_file: Path | None, path: str) -> dict | None:

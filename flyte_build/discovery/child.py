@@ -274,6 +274,9 @@ def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], 
     for p in search_roots:
         if p not in sys.path:
             sys.path.append(p)
+    from flyte_build.discovery import distributions
+
+    distributions.mark_baseline()
     return root, search_roots, flyte_cfg
 
 
@@ -403,6 +406,8 @@ def import_recorded(req: dict, request_dir: str, root: str, search_roots: list[s
 def result_of(req: dict, root: str, run: Imported, flyte_cfg: dict, fa) -> dict:
     """The result (with the parent's bookkeeping) of the user modules now in
     sys.modules: the cold child's, and the warm child's fork's (`warm_child`)."""
+    from flyte_build.discovery import distributions
+
     modules, failures, made_by_failed, tracker, prints, reads = (
         run.modules, run.failures, run.made_by_failed, run.tracker, run.prints, run.reads)
     loaded = child_envs.scan_loaded(root, fa)
@@ -420,6 +425,7 @@ def result_of(req: dict, root: str, run: Imported, flyte_cfg: dict, fa) -> dict:
         "duplicates": child_envs.duplicates(envs, root, fa),
         "problems": problems,
         "flyte_version": fa.flyte_version(),
+        "distributions": distributions.imported(),
         "version_warning": fa.check_version(),
         "requested": list(req["files"]),
         "flyte": flyte_cfg,

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import carried_imports, child_run, entries, imports, incremental
+from . import carried_imports, child_run, distributions, entries, imports, incremental
 from . import reads as discovery_reads
 from ..config import interpreter
 from ..archives import bundle_files as files_mod
@@ -35,7 +35,7 @@ from ..model import Discovery
 from ..stores.file_digests import RACY_SECONDS, FileDigests
 from ..stores.local_store import LocalStore
 
-FORMAT = 8  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection; 9: the package __init__.py above every file read, present or not (entries.digests_of)
+FORMAT = 10  # 6: AppEnvironments are discovered too (EnvSpec.kind); 7: what modules read (discovery_reads); 8: EnvSpec.loaded, flyte's selection; 9: the package __init__.py above every file read, present or not (entries.digests_of); 10: what is installed where the modules import from (settings `installed`, result `distributions`)
 
 
 @dataclass(frozen=True)
@@ -222,6 +222,10 @@ def _settings(cfg: Config, sel: Selection, mode: str, targets: list[str], digest
         "python": list(python.python[:3]),
         "executable": python.path,
         "flyte": digests.digest(python.flyte_marker)[0],
+        # by name and version (where they sit differs between machines, as `executable` does):
+        # another machine shares this result only with the same distributions installed
+        "distributions": python.distributions,
+        "installed": python.installed,
         "root": str(cfg.root),
         "mode": mode,
         "targets": targets,
@@ -289,6 +293,8 @@ def _from_entry(job: _Job, entry: dict, tree: _Tree | None) -> tuple[tuple | Non
             raw, book = got
             # the modules reused read what they read last time: keep those witnesses too
             _witness(cfg, raw, digests, entry.get("reads"))
+            # and imported what they imported
+            raw["distributions"] = sorted(set(raw.get("distributions") or ()) | set(entry["result"].get("distributions") or ()))
             return _finish(job, tree, raw, book, "incremental", memo), tree
     return None, tree
 
@@ -360,6 +366,8 @@ def _from_shared(cfg, settings, tree, store, rel_path, digests, shared, stats) -
     if doc is None:
         return None
     raw = doc["result"]  # its witnesses hold here (checked by `fetch`)
+    if not distributions.installed_here(raw.get("distributions", []), interpreter.of(cfg, store.root).distributions):
+        return None  # discovered where other versions of what the modules import are installed
     book = {"graph": entries.unpack(doc["book"].get("graph")), "all_envs": doc["book"].get("all_envs"),
             "incremental": bool(doc["book"].get("incremental"))}
     try:

@@ -38,13 +38,13 @@ from ..discovery import reads as discovery_reads
 from ..hashing import canonical_json, key_of
 from .documents import Bounds, seal
 
-FORMAT = 1
+FORMAT = 2  # 2: the result names the installed distributions its modules imported
 MAX_STORED = 16 << 20  # a stored object larger than this is not read
 BOUNDS = Bounds(max_bytes=64 << 20)  # nor inflated or parsed past these (see `stores.documents`)
 DOMAIN = b"flyte-build discovery entry v1\x00"  # what a signature covers (see `signing`)
 _HEX = re.compile(r"[0-9a-f]{64}")
 # per-machine settings that must not split the key across checkouts
-_LOCAL_SETTINGS = ("root", "executable")
+_LOCAL_SETTINGS = ("root", "executable", "installed")
 
 
 def key(settings: dict, candidates: dict[str, str | None], ignores: dict[str, str | None]) -> str:
@@ -112,6 +112,9 @@ def _check(doc, key_: str) -> None:
     for e in result["envs"]:
         if not isinstance(e, dict) or not _rel_ok(e.get("file")) or e["file"] not in files:
             raise Refused("an environment defined outside the files read")
+    dists = result.get("distributions", [])
+    if not (isinstance(dists, list) and all(isinstance(n, str) and len(n) < 300 for n in dists)):
+        raise Refused("bad distributions")
     for group in ("loaded_files", "sys_path"):
         names = result.get(group, ())
         if not isinstance(names, (list, tuple)) or not carried_imports.all_plain(n for n in names if n != "."):

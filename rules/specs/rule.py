@@ -40,6 +40,8 @@ def inputs(env, view) -> Inputs:
         params={
             "format": serialize.FORMAT, "python": list(python.python[:3]),
             "flyte": view.digest(python.flyte_marker)[0],
+            # the installed packages the modules imported (an upgrade may change what they give)
+            **({"distributions": list(view.discovery.distributions)} if view.discovery.distributions else {}),
             "request": serialize.child_request(view, env, {rel for rel, _ in files}),
             "sys_path": list(view.discovery.sys_path),
             # data files and variables the closure's modules read at import (`settings.json`, STAGE=prod)
