@@ -70,7 +70,7 @@ def replay(argv: list[str], loaded) -> int | None:
         return None
     generation = answer.get("generation") if answer else None
     if isinstance(generation, int):  # read before our stats: the next no-op needs none
-        _ask(where[0], {**question, "op": "verified", "generation": generation})
+        _ask(where[0], {**question, "op": "verified", "generation": generation, "epoch": answer.get("epoch")})
     return snapshot.emit(loaded)
 
 

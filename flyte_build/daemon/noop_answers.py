@@ -4,20 +4,25 @@ A client whose `build --json` has a snapshot (see stores.snapshot) asks the
 daemon `{"op": "unchanged", "snapshot": path, "sig": sig}`. The daemon
 answers `{"unchanged": True}` only when that very snapshot file (by its stat
 signature) was found to hold by a full stat at watch generation G and the
-watch is still at G; then it re-stats what the watch does not cover (the
-cache's blobs, flyte-build's and flyte's files, symlinked or hard-linked
-sources, directories the walk skips). Otherwise it answers
-`{"unchanged": False, "generation": G}`: the client stats everything as
-without a daemon and, when all holds, says `{"op": "verified", ..., "generation": G}`
-on the same connection. G is read before the client's stats, and the watch
-was set up before G, so nothing changed between the stat and the next answer
-goes unseen.
+watch is still at G; then it re-stats what no watch covers (symlinked or
+hard-linked files, paths the walk skips, directories beyond the watch
+limit). Otherwise it answers `{"unchanged": False, "generation": G,
+"epoch": E}`: the client stats everything as without a daemon and, when all
+holds, sends `{"op": "verified", ..., "generation": G, "epoch": E}` on a new
+connection. G is read before the client's stats, the watch was set up
+before G, and E names this daemon (a verification made against one that
+ended meanwhile counts for nothing), so nothing changed between the stat
+and the next answer goes unseen. The directories of what the snapshot
+records outside the tree (the cache's entries, flyte-build's and flyte's
+files) are watched from the first verification on; new watches move the
+generation, so the second verification is the first to count on them.
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import time
 
 from ..stores import snapshot
 from .tree_watch import TreeWatch
@@ -38,6 +43,9 @@ class NoopAnswers:
 
     def __init__(self, watch: TreeWatch):
         self.watch = watch
+        # names this daemon's generations: a verification a client made against
+        # another (one that ended meanwhile) says nothing of this one's watch
+        self.epoch = f"{os.getpid()}.{time.time_ns()}"
         self.verified: dict[str, Verified] = {}
         self.answered = 0  # no-ops answered without a tree stat, for `daemon status`
 

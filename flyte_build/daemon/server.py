@@ -280,13 +280,13 @@ class Daemon:
         path, sig = message.get("snapshot"), message.get("sig")
         if message.get("op") == "verified":
             generation = message.get("generation")
-            if isinstance(generation, int):
+            if isinstance(generation, int) and message.get("epoch") == self.noop.epoch:
                 self.noop.verified_at(path, sig, generation)
             _reply(conn, {"ok": True})
             return
         same, generation = self.noop.unchanged(path, sig) if isinstance(path, str) else (False, self.watch.pump())
         self.last_active = time.monotonic()
-        _reply(conn, {"unchanged": same, "generation": generation})
+        _reply(conn, {"unchanged": same, "generation": generation, "epoch": self.noop.epoch})
 
     def _outdated(self) -> str | None:
         """An upgrade that changed flyte-build's version is served by a daemon
