@@ -119,6 +119,17 @@ def test_a_noop_is_answered_without_a_stat_and_every_kind_of_change_is_seen(repo
     first = repo.build()  # starts the resident process, whose watch is set up before its socket
     armed = repo.arm()
     assert _digest(armed) == _digest(first)
+    # the client that answers it imports what Python loads at start and five small modules of ours
+    before = repo.answered()
+    run = flyte_build("build", "--json", cwd=repo.repo, cache=repo.cache, env=repo.env, python_flags=("-X", "importtime"))
+    assert run.assert_ok().json() == armed and repo.answered() == before + 1
+    imported = {line.rsplit("|", 1)[1].strip() for line in run.err.splitlines() if line.startswith("import time:")}
+    assert {m for m in imported if m.startswith("flyte_build")} == {
+        "flyte_build", "flyte_build.__about__", "flyte_build.cli", "flyte_build.daemon", "flyte_build.daemon.client",
+        "flyte_build.daemon.address", "flyte_build.daemon.protocol", "flyte_build.stores",
+        "flyte_build.stores.cache_dir", "flyte_build.stores.snapshot"}
+    # (`re` and `enum` come with this interpreter's site hooks, see BENCHMARKS.md)
+    assert not imported & {"json", "socket", "signal", "argparse", "rich", "hashlib", "tomllib", "ctypes"}
     # an edit of an imported module: a new bundle
     repo.write("helper.py", "VALUE = 2\n")
     edited = _seen(repo)
