@@ -160,6 +160,7 @@ def test_a_directory_made_after_the_watch_started_is_watched_and_a_quick_edit_is
     repo.write("helper.py", "from pkg2.mod import VALUE\n")
     with_pkg = _seen(repo)
     assert repo.status()["watch"]["dirs"] == 2  # the root and pkg2, watched since it was made
+    assert "watching 2 directories" in repo.run("daemon", "status").assert_ok().out
     repo.arm()
     repo.write("pkg2/mod.py", "VALUE = 11\n")  # a file in the new directory
     edited = _seen(repo)
@@ -213,6 +214,7 @@ def test_a_watch_that_cannot_be_set_up_leaves_every_noop_to_the_stat_path(tmp_pa
         r.write("helper.py", "VALUE = 7\n")
         _seen(r)
         assert any("not watching" in p.read_text() for p in (r.cache / "daemon").glob("*.log"))
+        assert "not watching the repository (more than 0 directories to watch)" in r.run("daemon", "status").assert_ok().out
     finally:
         r.run("daemon", "stop")
 

@@ -48,5 +48,10 @@ def _print_status(s: dict, path: str) -> None:
     print(f"  exits after {s['idle_timeout']:g} s without a command; memory {rss}; {s['queued']} waiting")
     if s.get("warm_child"):
         print(f"  warm discovery child: pid {s['warm_child']}")
+    w = s.get("watch") or {}
+    if w.get("failed"):
+        print(f"  not watching the repository ({w['failed']}): every no-op stats it")
+    elif w:
+        print(f"  watching {w['dirs']} directories; {w['noop_answers']} no-ops answered without a stat")
     print(f"  project {s['project']}; python {s['python']}; flyte-build {s['version']}")
     print(f"  socket {path}; log {os.path.splitext(path)[0]}.log")
