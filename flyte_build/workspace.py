@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from .config import interpreter
 from .config import settings as config_mod
 from . import flyte_config
 from .engine import rulesets
@@ -78,6 +79,7 @@ class Workspace:
         self.store = LocalStore(Path(settings.cache_dir) if settings.cache_dir else None)
         self.store.hold_for_build()  # `cache gc --max-age-days` waits for this run
         self.digests = FileDigests(self.store.root / "state", str(cfg.root))
+        interpreter.ask_ahead(cfg, self.store.root)  # unless known: asked while the caches open, the tree is walked
         self.warnings: list[str] = []
         self._warn = warn or self.warnings.append
         from .stores.signing import load_verifier

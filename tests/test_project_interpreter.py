@@ -284,3 +284,31 @@ def test_upgrading_a_package_in_the_projects_venv_discovers_again(tmp_path):
     c = flyte_build("build", "--json", "specs:a", *shared, cwd=root, cache=tmp_path / "cache-c",
                     env={"FLYTE_BUILD_CACHE_VERIFY_KEYS": public}).assert_ok().json()
     assert c["discovery"]["how"] == "shared" and '"beta"' in _specs(c, "specs:a")
+
+
+@pytest.mark.timeout(120)
+def test_an_interpreter_asked_ahead_answers_as_one_asked_in_line(tmp_path):
+    """A machine that has not asked the interpreter yet asks it in a thread while
+    the run opens its caches (`interpreter.ask_ahead`): the answer is the one
+    asked in line, it is kept for the next run, and a failure to answer is the
+    same clear error, raised where the answer is needed."""
+    from types import SimpleNamespace
+
+    from flyte_build.config import interpreter
+    from flyte_build.errors import UserError
+
+    cfg = SimpleNamespace(python=sys.executable, pyproject=None, root=tmp_path)
+    interpreter._memo.clear()
+    assert interpreter.ask_ahead(cfg, tmp_path / "a") and interpreter.under_way(cfg)
+    ahead = interpreter.of(cfg, tmp_path / "a")
+    assert not interpreter.under_way(cfg)
+    interpreter._memo.clear()
+    assert interpreter.of(cfg, tmp_path / "b") == ahead  # asked in line, with another (empty) memo
+    assert ahead.flyte == importlib.metadata.version("flyte") and ahead.python == tuple(sys.version_info[:3])
+    interpreter._memo.clear()
+    assert not interpreter.ask_ahead(cfg, tmp_path / "a")  # the memo answers: nothing to ask
+    broken = SimpleNamespace(python="/bin/true", pyproject=None, root=tmp_path)  # runs, prints no answer
+    assert interpreter.ask_ahead(broken, tmp_path / "c")
+    with pytest.raises(UserError, match="does not run Python"):
+        interpreter.of(broken, tmp_path / "c")
+    interpreter._memo.clear()

@@ -27,6 +27,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,6 +112,7 @@ def _existing(path: str, why: str) -> str:
 
 
 _memo: dict[tuple, Interpreter] = {}
+_ahead: dict[tuple, tuple[threading.Thread, dict]] = {}  # questions under way (`ask_ahead`)
 
 
 def of(cfg, memo_dir: Path | None, environ=os.environ) -> Interpreter:
@@ -123,10 +125,51 @@ def of(cfg, memo_dir: Path | None, environ=os.environ) -> Interpreter:
     key = (os.getpid(), path, why)
     hit = _memo.get(key)
     if hit is None:
-        hit = _probe(path, why, memo_dir)
+        pending = _ahead.pop(key, None)
+        if pending is not None:
+            pending[0].join()
+            if "error" in pending[1]:
+                raise pending[1]["error"]
+            hit = pending[1]["answer"]
+        else:
+            hit = _probe(path, why, memo_dir)
         names, stamps = installed(hit.site)
         hit = _memo[key] = replace(hit, distributions=tuple(tuple(n) for _d, n in names), installed=tuple(stamps))
     return hit
+
+
+def under_way(cfg, environ=os.environ) -> bool:
+    """Whether `ask_ahead` is asking the interpreter `cfg` chooses."""
+    try:
+        return (os.getpid(), *choose(cfg, environ)) in _ahead
+    except UserError:
+        return False
+
+
+def ask_ahead(cfg, memo_dir: Path | None, environ=os.environ) -> bool:
+    """Start asking the project's interpreter, in a thread, when no memo answers:
+    its process (a Python start, ~50 ms) then runs on another core while this
+    run opens its caches and walks the tree; `of` waits for the answer (or
+    raises its error). Whether a question is under way."""
+    try:
+        path, why = choose(cfg, environ)
+    except UserError:
+        return False  # `of` says it
+    key = (os.getpid(), path, why)
+    if key in _memo or key in _ahead or _read_memo(_memo_file(path, memo_dir), path) is not None:
+        return key in _ahead
+    box: dict = {}
+
+    def ask() -> None:
+        try:
+            box["answer"] = _probe(path, why, memo_dir)
+        except BaseException as exc:  # re-raised by `of`, in the thread that needs the answer
+            box["error"] = exc
+
+    thread = threading.Thread(target=ask, name="flyte-build-interpreter", daemon=True)
+    _ahead[key] = (thread, box)
+    thread.start()
+    return True
 
 
 def missing_module_hint(python: Interpreter) -> str:
@@ -142,8 +185,12 @@ def _stat(path: str | None) -> list | None:
     return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns] if st else None
 
 
+def _memo_file(path: str, memo_dir: Path | None) -> Path | None:
+    return memo_dir / "interpreters" / f"{hashlib.sha256(path.encode()).hexdigest()[:32]}.json" if memo_dir else None
+
+
 def _probe(path: str, why: str, memo_dir: Path | None) -> Interpreter:
-    memo_file = memo_dir / "interpreters" / f"{hashlib.sha256(path.encode()).hexdigest()[:32]}.json" if memo_dir else None
+    memo_file = _memo_file(path, memo_dir)
     got = _read_memo(memo_file, path)
     if got is None:
         got = _ask(path, why)

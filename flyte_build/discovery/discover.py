@@ -197,6 +197,7 @@ class _Job:
 def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDigests, use_cache: bool,
               shared, stats, flyte_ref, warm=None) -> tuple[Discovery, dict, list[str]]:
     mode, targets = _scope(cfg, sel)
+    early = _walked_early(cfg, mode, targets, digests) if interpreter.under_way(cfg) else None
     settings = _settings(cfg, sel, mode, targets, digests, flyte_ref, store)
     job = _Job(cfg, sel, mode, targets, settings, store, f"discovery/{key_of(settings)}.json", digests, shared, stats, warm)
     entry, tree = _local_entry(job, use_cache)
@@ -205,11 +206,25 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
         if done is not None:
             return done
     elif use_cache and shared is not None:
-        tree = tree or _walk(cfg, mode, targets)
+        tree = tree or early or _walk(cfg, mode, targets)
         hit = _from_shared(cfg, settings, tree, store, job.rel_path, digests, shared, stats)
         if hit is not None:
             return hit, tree.dirs, tree.candidates
-    return _full(job, tree or _walk(cfg, mode, targets))
+    return _full(job, tree or early or _walk(cfg, mode, targets))
+
+
+def _walked_early(cfg: Config, mode: str, targets: list[str], digests: FileDigests) -> _Tree:
+    """The walk and the candidates' digests, made while the project's interpreter
+    is still being asked (`interpreter.ask_ahead`: a machine that has not asked
+    it before, which has no local entry under its answer either): neither
+    depends on the answer, and every later step of this run takes them."""
+    tree = _walk(cfg, mode, targets)
+    for rel in tree.candidates:
+        try:
+            digests.digest(cfg.root / rel)
+        except OSError:
+            pass  # `_shared_key` and the discovery meet it again
+    return tree
 
 
 def _settings(cfg: Config, sel: Selection, mode: str, targets: list[str], digests: FileDigests, flyte_ref,

@@ -88,9 +88,8 @@ class Verifier:
 
 
 def _public_b64(private) -> str:
-    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-
-    return base64.b64encode(private.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)).decode()
+    # the raw bytes without the serialization module (about 20 ms of imports a run)
+    return base64.b64encode(private.public_key().public_bytes_raw()).decode()
 
 
 def load_signer(key_file: str | None = None, environ=os.environ) -> Signer | None:
