@@ -8,6 +8,7 @@ no-op was answered without a stat."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -37,8 +38,8 @@ RACY = 2.1  # a snapshot is recorded only for files older than this (see stores.
 
 
 class Repo:
-    def __init__(self, root: Path, env: dict | None = None):
-        self.repo, self.cache, self.env = root / "repo", root / "cache", {**NO_CI, **(env or {})}
+    def __init__(self, root: Path, env: dict | None = None, cache: Path | None = None):
+        self.repo, self.cache, self.env = root / "repo", cache or root / "cache", {**NO_CI, **(env or {})}
         self.changed_at = time.time()
         self.repo.mkdir(parents=True)
         self.write("pyproject.toml", PYPROJECT)
@@ -231,3 +232,22 @@ def test_killing_the_resident_process_loses_no_change(repo):
     _same(doc, repo.alone())
     assert _digest(doc) != _digest(armed)
     assert repo.status()["pid"] != pid
+
+
+@pytest.mark.slow
+def test_a_new_checkout_put_where_a_renamed_parent_was_is_seen(tmp_path):
+    # the repository's parent renamed and a changed copy put in its place: no
+    # event in any watched directory, only the parent's own move
+    r = Repo(tmp_path / "d" / "src", cache=tmp_path / "d" / "cache")
+    try:
+        r.build()
+        armed = r.arm()
+        (tmp_path / "d" / "src").rename(tmp_path / "d" / "src-old")
+        shutil.copytree(tmp_path / "d" / "src-old", tmp_path / "d" / "src", symlinks=True)
+        r.write("helper.py", "VALUE = 9\n")
+        assert _digest(_seen(r)) != _digest(armed)
+        r.arm()  # the new checkout is watched
+        r.write("helper.py", "VALUE = 10\n")
+        _seen(r)
+    finally:
+        r.run("daemon", "stop")

@@ -15,7 +15,11 @@ inotify limit, `max_dirs`), a watched directory moved; each bumps
 Not watched, so a reader must stat them itself (see `covers`): directories
 the walk skips (`.git`, `.venv`, `__pycache__` ... and the cache directory),
 what lies behind a symlink, and a file with another hard link (a write
-through the other name is reported to that name's directory only).
+through the other name is reported to that name's directory only). Every
+ancestor of a watched directory is watched for its own move or deletion (a
+parent of the repository renamed and a new clone put in its place changes
+every path without an event below); a directory whose ancestors cannot be
+watched so (a symlink among them) is not watched.
 """
 
 from __future__ import annotations
@@ -30,10 +34,13 @@ from ..archives.bundle_files import STANDARD_IGNORED_DIRS
 IN_MODIFY, IN_ATTRIB, IN_CLOSE_WRITE = 0x2, 0x4, 0x8
 IN_MOVED_FROM, IN_MOVED_TO, IN_CREATE, IN_DELETE = 0x40, 0x80, 0x100, 0x200
 IN_DELETE_SELF, IN_MOVE_SELF, IN_UNMOUNT, IN_Q_OVERFLOW, IN_IGNORED = 0x400, 0x800, 0x2000, 0x4000, 0x8000
-IN_ONLYDIR, IN_DONT_FOLLOW, IN_ISDIR = 0x01000000, 0x02000000, 0x40000000
+IN_ONLYDIR, IN_DONT_FOLLOW, IN_MASK_ADD, IN_ISDIR = 0x01000000, 0x02000000, 0x20000000, 0x40000000
 IN_NONBLOCK, IN_CLOEXEC = os.O_NONBLOCK, os.O_CLOEXEC
 MASK = (IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE | IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE
         | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW)
+# an ancestor of a watched directory: only its own move or deletion (which
+# moves every path below it elsewhere without an event below)
+ANCHOR_MASK = IN_MOVE_SELF | IN_DELETE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW | IN_MASK_ADD
 _HEAD = 16  # struct inotify_event: int wd; uint32 mask, cookie, len; char name[len]
 
 MAX_DIRS = 65_536  # beyond this many directories the watch gives up (every no-op then stats)
@@ -54,6 +61,7 @@ class TreeWatch:
         self.wds: dict[int, str] = {}
         self.dirs: dict[str, int] = {}
         self.flat: set[str] = set()  # watched for their own entries only (see watch_flat)
+        self.anchors: dict[str, int] = {}  # ancestors, watched for their own move or deletion
         self._history: list[tuple[int, str]] = []
         self._since = 0  # the oldest generation changed_since can answer for
         self._libc = ctypes.CDLL(None, use_errno=True)
@@ -61,7 +69,7 @@ class TreeWatch:
         if self.fd < 0:
             self.failed = f"inotify_init1: {os.strerror(ctypes.get_errno())}"
             return
-        self._add_tree(self.root)
+        self._add_root()
 
     def fileno(self) -> int:
         return self.fd
@@ -94,7 +102,7 @@ class TreeWatch:
         for d in sorted(set(dirs) - set(self.dirs)):
             if self.failed is not None or len(self.dirs) >= self.max_dirs or not os.path.isabs(d):
                 break
-            if self._watch(d):
+            if self._anchor(d) and self._watch(d):
                 self.flat.add(d)
                 added = True
         if added:
@@ -117,6 +125,8 @@ class TreeWatch:
                 self._reset(f"reading inotify events: {exc.strerror}")
                 break
             changed += self._events(data)
+        if changed and self.root not in self.dirs and self.failed is None:
+            self._add_root()  # the root (or an ancestor) moved or went: watch what is there now
         if changed:
             self.generation += 1
             self._history += [(self.generation, p) for p in changed]
@@ -165,13 +175,37 @@ class TreeWatch:
             self._add_tree(path)
 
     def _forget(self, top: str, rm: bool) -> None:
+        """Stop watching `top` and everything below it (directories and anchors)."""
         prefix = top + os.sep
-        for path in [p for p in self.dirs if p == top or p.startswith(prefix)]:
-            wd = self.dirs.pop(path)
-            self.wds.pop(wd, None)
-            self.flat.discard(path)
-            if rm:
-                self._libc.inotify_rm_watch(self.fd, wd)
+        for table in (self.dirs, self.anchors):
+            for path in [p for p in table if p == top or p.startswith(prefix)]:
+                wd = table.pop(path)
+                if self.wds.get(wd) == path:
+                    del self.wds[wd]
+                    if rm:
+                        self._libc.inotify_rm_watch(self.fd, wd)
+                self.flat.discard(path)
+
+    def _add_root(self) -> None:
+        if os.path.isdir(self.root) and self._anchor(self.root):
+            self._add_tree(self.root)
+
+    def _anchor(self, d: str) -> bool:
+        """Watch the ancestors of `d` for their own move or deletion: a parent of
+        the repository renamed (and a new clone put in its place) moves every
+        watched path without an event in any watched directory. False when one
+        cannot be watched: then `d` is not watched either."""
+        p = os.path.dirname(d)
+        while p not in self.anchors and p not in self.dirs:
+            wd = self._libc.inotify_add_watch(self.fd, os.fsencode(p), ANCHOR_MASK)
+            if wd < 0:
+                return False
+            self.anchors[p] = wd
+            self.wds.setdefault(wd, p)
+            if os.path.dirname(p) == p:
+                break
+            p = os.path.dirname(p)
+        return True
 
     def _reset(self, why: str) -> None:
         """A doubtful view: forget the history, watch what was missed."""
@@ -180,7 +214,7 @@ class TreeWatch:
         self._history = []
         self.last_reset = why
         if self.failed is None:
-            self._add_tree(self.root)
+            self._add_root()
 
     def _wanted(self, path: str, name: str) -> bool:
         return name not in STANDARD_IGNORED_DIRS and path not in self.skip
