@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 
 from ..stores import snapshot
 from .tree_watch import TreeWatch
@@ -43,9 +42,9 @@ class NoopAnswers:
 
     def __init__(self, watch: TreeWatch):
         self.watch = watch
-        # names this daemon's generations: a verification a client made against
-        # another (one that ended meanwhile) says nothing of this one's watch
-        self.epoch = f"{os.getpid()}.{time.time_ns()}"
+        # a verification a client made against another daemon (one that ended
+        # meanwhile) says nothing of this one's watch
+        self.epoch = watch.epoch
         self.verified: dict[str, Verified] = {}
         self.answered = 0  # no-ops answered without a tree stat, for `daemon status`
 

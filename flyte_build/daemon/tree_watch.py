@@ -27,6 +27,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import time
 
 from ..archives.bundle_files import STANDARD_IGNORED_DIRS
 
@@ -58,6 +59,8 @@ class TreeWatch:
     def __init__(self, root: str, skip: tuple[str, ...] = (), max_dirs: int = MAX_DIRS):
         self.root, self.skip, self.max_dirs = os.path.abspath(root), tuple(os.path.abspath(s) for s in skip), max_dirs
         self.generation, self.failed, self.resets, self.last_reset = 0, None, 0, None
+        # names this watch's generations: a G kept by another daemon's watch says nothing of this one
+        self.epoch = f"{os.getpid()}.{time.time_ns()}"
         self.wds: dict[int, str] = {}
         self.dirs: dict[str, int] = {}
         self.flat: set[str] = set()  # watched for their own entries only (see watch_flat)
@@ -85,10 +88,13 @@ class TreeWatch:
             return False
         return (path if is_dir else os.path.dirname(path)) in self.dirs
 
-    def changed_since(self, generation: int) -> frozenset[str] | None:
+    def changed_since(self, generation: int, epoch: str | None = None) -> frozenset[str] | None:
         """The absolute paths reported changed after `generation` (a
         directory's own path for a change to its listing or attributes), or
-        None when that is not known (a reset since, or history trimmed)."""
+        None when that is not known (a reset since, history trimmed, or
+        `epoch` given and not this watch's)."""
+        if epoch is not None and epoch != self.epoch:
+            return None
         if self.failed is not None or generation < self._since or generation > self.generation:
             return None
         return frozenset(p for g, p in self._history if g > generation)
