@@ -207,7 +207,7 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
             samples["edit 1 shared-lib file"].append(s.with_info(_counts(json.loads(text))))
         _git(repo, "checkout", "-q", "--", ".")  # undo the edits: every repetition edits the same clean tree
         if has_resident:
-            resident.run(repo, env, cli, lambda: _edit(service_file, 1000 + rep), samples, measure, _counts)
+            resident.run(repo, env, cli, lambda: resident.code_edit(service_file, 1000 + rep), samples, measure, _counts)
             _git(repo, "checkout", "-q", "--", ".")
         shutil.rmtree(cache, ignore_errors=True)
     if only == "fresh":

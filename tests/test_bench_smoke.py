@@ -48,6 +48,10 @@ def test_runner_smallest_size_writes_every_scenario(tmp_path, monkeypatch):
     assert re.search(r"Load average \(1 minute\) as each measured process started: median [0-9.]+, min [0-9.]+, max [0-9.]+\.", text)
     built = int(rows["edit 1 service file"][8].split()[0])
     assert 1 <= built < 10
+    resident_edit = rows[bench_run.resident.EDIT]
+    if resident_edit[1] != "-":  # its edit changes code: the warm child's fork runs the module again
+        assert "discovery warm" in resident_edit[8], resident_edit
+        assert 1 <= int(resident_edit[8].split()[0]) < 10, resident_edit
     fresh = rows[bench_run.SHARED[0]]
     if fresh[1] != "-":  # a fresh machine takes everything, discovery included, from the shared cache
         assert fresh[8] == "0 built, 10 cached of 10, discovery shared"

@@ -345,6 +345,31 @@ def test_an_edit_is_discovered_by_the_warm_child_the_daemon_holds(daemon):
 
 
 @pytest.mark.slow
+def test_a_command_the_cache_answers_starts_the_warm_child_for_the_next_edit(daemon):
+    """The first command of a resident process whose discovery comes from the
+    cache runs no child; the warm child then starts in the background, so the
+    first edit is already served by a fork of it, with a build's own keys."""
+    daemon.run("--no-daemon", "build").assert_ok()
+    (daemon.repo / "app.py").write_text(APP + "\n# a comment: discovery's cache still answers\n")
+    doc = daemon.run("build", "--json").assert_ok().json()  # starts the resident process
+    assert doc["discovery"]["how"] == "cutoff", doc["discovery"]
+    deadline = time.monotonic() + 90
+    while daemon.status().get("warm_child") is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    warm_pid = daemon.status()["warm_child"]
+    assert warm_pid, "no warm child started after a command the cache answered"
+    app = daemon.repo / "app.py"
+    app.write_text(app.read_text().replace("x + 1", "x + 3"))
+    doc = daemon.run("build", "--json").assert_ok().json()
+    assert doc["discovery"]["how"] == "warm", doc["discovery"]
+    cold = daemon.run("--no-daemon", "build", "--json", env={"FLYTE_BUILD_CACHE_DIR": str(daemon.cache.parent / "cold")})
+    assert [t["key"] for t in doc["targets"]] == [t["key"] for t in cold.assert_ok().json()["targets"]]
+    assert daemon.status()["warm_child"] == warm_pid  # one warm child: the command did not start a second
+    daemon.stop()
+    assert wait_gone(warm_pid, 15)
+
+
+@pytest.mark.slow
 def test_ctrl_c_reaches_the_command_and_a_second_command_waits_its_turn(daemon):
     daemon.run("graph").assert_ok()
     up = daemon.status()

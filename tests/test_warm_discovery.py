@@ -524,3 +524,38 @@ def test_a_forks_import_graph_from_the_warm_childs_edges_equals_one_found_afresh
     renamed = ({**{k: v for k, v in by_name.items() if k != "pkg.b"}, "pkg.d": "pkg/b.py"}, by_path)
     assert warm.edges(*renamed) == afresh(kept + again, renamed)
     assert "pkg/b.py" not in warm.edges(*renamed)[0].get("pkg/a.py", set())
+
+
+@pytest.mark.timeout(60)
+def test_a_background_warm_child_is_not_kept_when_an_edit_may_have_raced_its_import(tmp_path: Path):
+    """warm_prestart keeps a warm child started in the background only if
+    nothing it loaded or read changed after it started: its snapshot is taken
+    after the import and would otherwise vouch for bytes the child never ran."""
+    from types import SimpleNamespace
+
+    from flyte_build.discovery.warm_prestart import _touched_since
+
+    (tmp_path / "pkg").mkdir()
+    mod, data = tmp_path / "pkg" / "mod.py", tmp_path / "data.json"
+    mod.write_text("X = 1\n")
+    data.write_text("{}")
+    old = 1_000_000_000 * 1_000_000  # 2001: long before the start below
+    for p in (mod, data, tmp_path / "pkg", tmp_path):
+        os.utime(p, ns=(old, old))
+    began = old + 10**9
+    snap = SimpleNamespace(files={"pkg/mod.py": "d"}, reads={("files", str(data)): None, ("environ", "HOME"): None,
+                                                             ("files", str(tmp_path / "absent.json")): None})
+    # ctime cannot be set back: only what a real edit moves is compared past it
+    assert not _touched_since(str(tmp_path), snap, os.stat(mod).st_ctime_ns + 1)
+    assert _touched_since(str(tmp_path), snap, began)  # ctime is now: an edit just now looks the same
+    mod.write_text("X = 2\n")
+    assert _touched_since(str(tmp_path), snap, os.stat(data).st_ctime_ns + 1)
+    later = os.stat(mod).st_ctime_ns + 1
+    assert not _touched_since(str(tmp_path), snap, later)
+    (tmp_path / "absent.json").write_text("{}")  # a file read as missing appears: its directory changed
+    assert _touched_since(str(tmp_path), snap, later)
+    (tmp_path / "absent.json").unlink()
+    later = max(os.stat(tmp_path).st_mtime_ns, os.stat(tmp_path).st_ctime_ns) + 1
+    assert not _touched_since(str(tmp_path), snap, later)
+    mod.unlink()  # a module it loaded is gone
+    assert _touched_since(str(tmp_path), snap, later)

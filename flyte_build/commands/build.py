@@ -36,9 +36,9 @@ def run(args) -> int:
 
         with discovering(verbosity(args)):  # a cold discovery imports every module: seconds with nothing else to show
             ws = workspace(args, jobs=args.jobs)
-        if verbosity(args) > 0 and ws.discovery.note:  # a warm discovery (the resident process) ran a cold child
-            print(f"discovery: {ws.discovery.how}: {ws.discovery.note}", file=sys.stderr)
         reporter = RichReporter(verbosity=verbosity(args))
+    if verbosity(args) > 0 and ws.discovery.note:  # a warm discovery (the resident process) ran a cold child
+        print(f"discovery: {ws.discovery.how}: {ws.discovery.note}", file=sys.stderr)
     targets = args.targets
     if getattr(args, "changed_since", None):
         from ..affected.targets import select_changed

@@ -204,12 +204,12 @@ def _discover(cfg: Config, sel: Selection, store: LocalStore, digests: FileDiges
     if entry:
         done, tree = _from_entry(job, entry, tree)
         if done is not None:
-            return done
+            return _warm_later(job, done)
     elif use_cache and shared is not None:
         tree = tree or early or _walk(cfg, mode, targets)
         hit = _from_shared(cfg, settings, tree, store, job.rel_path, digests, shared, stats)
         if hit is not None:
-            return hit, tree.dirs, tree.candidates
+            return _warm_later(job, (hit, tree.dirs, tree.candidates))
     return _full(job, tree or early or _walk(cfg, mode, targets))
 
 
@@ -225,6 +225,15 @@ def _walked_early(cfg: Config, mode: str, targets: list[str], digests: FileDiges
         except OSError:
             pass  # `_shared_key` and the discovery meet it again
     return tree
+
+
+def _warm_later(job: _Job, done: tuple) -> tuple:
+    """`done` (the cache's answer: no child ran); a resident process's warm child
+    starts in the background meanwhile, so that the next edit finds it warm."""
+    if job.warm is not None:
+        request = child_run.child_request(job.cfg, job.mode, job.targets, list(done[2]), job.sel)
+        job.warm.prestart(job.cfg, request, key_of(job.settings), job.digests)
+    return done
 
 
 def _settings(cfg: Config, sel: Selection, mode: str, targets: list[str], digests: FileDigests, flyte_ref,

@@ -123,7 +123,7 @@ class WarmDiscovery:
         """(the discovery child's result, "warm" when a fork gave it, else "full");
         (None, "full") when the caller's cold child is to give it."""
         environ = children.child_environ()
-        child = self._child or self._adopted()
+        child = self._child or self._adopted(_timeout(cfg))
         why = "first discovery: starting the warm child"
         if child is not None and child.key != key:
             why = "the settings changed (interpreter, flyte, selection, project, domain or flyte's config)"
@@ -140,15 +140,35 @@ class WarmDiscovery:
         self.why = why
         return self._start(cfg, request, key, digests, environ, while_waiting), "full"
 
-    def _adopted(self) -> _Child | None:
-        """The warm child an earlier command left, from the handle (None: none, or unreadable)."""
+    def _adopted(self, wait: float | None = None) -> _Child | None:
+        """The warm child an earlier command left, from the handle (None: none, or
+        unreadable). While one is still starting in the background (`prestart`),
+        waits for it up to `wait` seconds."""
         if not self.handle:
             return None
+        d = _handle(self.handle)
+        if d.get("pending"):
+            d = _after_pending(self.handle, d, time.monotonic() + (wait or 0.0))
         try:
-            d = json.loads(Path(self.handle).read_text())
             return _Child(d["key"], int(d["pid"]), d["tmp"], warm_plan.snapshot_from_json(d["snap"]))
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return None
+
+    def prestart(self, cfg, request: dict, key: str, digests) -> None:
+        """A discovery the cache answered (no child ran): start the warm child in the
+        background, so that the next edit finds it (a resident process's only: the
+        handle hands it over). A helper process started here launches it, waits for
+        it and writes the handle; the next discovery waits for the helper meanwhile.
+        Nothing when a warm child runs or is starting, or when one for `key`
+        could not serve edits (the handle says so)."""
+        if not self.handle or os.getpid() == self.owner:
+            return
+        d = _handle(self.handle)
+        if _alive(d.get("pid")) or _alive(d.get("pending")) or (d.get("key") == key and d.get("unwarm")):
+            return  # one runs (for these settings or others: the next discovery decides), or cannot
+        from . import warm_prestart
+
+        warm_prestart.spawn(self, cfg, request, key, digests)
 
     def _served(self, cfg, child: _Child, request: dict, redo: set[str], environ: dict) -> tuple[dict | None, str]:
         raw = self._fork(cfg, child, request, redo, environ)
@@ -171,9 +191,10 @@ class WarmDiscovery:
         self._child = child
         if why:
             self.why = f"{self.why}; the new warm child cannot serve edits: {why}"
+            if self.handle:  # no background start for these settings again (see prestart)
+                atomic.write_bytes(self.handle, json.dumps({"key": key, "unwarm": why}).encode())
         elif self.handle:
-            atomic.write_bytes(self.handle, json.dumps({"key": key, "pid": child.pid, "tmp": tmp,
-                                                        "snap": warm_plan.snapshot_to_json(child.snap)}).encode())
+            write_handle(self.handle, key, child)
         return raw
 
     def _fork(self, cfg, child: _Child, request: dict, redo: set[str], environ: dict) -> dict | None:
@@ -213,6 +234,41 @@ class WarmDiscovery:
 # The resident process's WarmDiscovery for its repository (made there, with a
 # handle, before it forks a command); `Workspace` uses it when given none.
 RESIDENT: WarmDiscovery | None = None
+
+
+def write_handle(path: str, key: str, child: _Child) -> None:
+    """The handle through which the next command finds `child`."""
+    atomic.write_bytes(path, json.dumps({"key": key, "pid": child.pid, "tmp": child.tmp,
+                                         "snap": warm_plan.snapshot_to_json(child.snap)}).encode())
+
+
+def _handle(path: str) -> dict:
+    try:
+        d = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def _alive(pid) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, TypeError, ValueError):
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _after_pending(path: str, d: dict, deadline: float) -> dict:
+    """The handle once the background start it names is done (or its helper gone)."""
+    while d.get("pending") and _alive(d["pending"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+        d = _handle(path)
+    return {} if d.get("pending") else d
+
 
 
 def _timeout(cfg) -> float:
