@@ -151,13 +151,17 @@ def layout(members: Iterable[tuple]):
     """(name, rest of the member) in archive order: sorted by name, each directory
     (named with a trailing slash, rest None) before the first member below it."""
     dirs_written: set[str] = set()
+    last = None  # the directory of the member before: its directories are all written
     for name, *rest in sorted((check_name(m[0]), *m[1:]) for m in members):
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            d = "/".join(parts[:i])
-            if d not in dirs_written:
-                dirs_written.add(d)
-                yield d + "/", None
+        parent = name.rpartition("/")[0]
+        if parent != last:
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                d = "/".join(parts[:i])
+                if d not in dirs_written:
+                    dirs_written.add(d)
+                    yield d + "/", None
+            last = parent
         yield name, rest
 
 
