@@ -46,6 +46,13 @@ def _top(real: str, sites: list[str]) -> str | None:
     return None
 
 
+# What the installed distributions say, once per process: a warm discovery
+# child's forks ask again after each edit, and what is installed keys the warm
+# child's settings (a change starts a new one), so its answers stand for them.
+_REAL: dict[str, str] = {}
+_METADATA: dict = {}
+
+
 def imported() -> list[str]:
     """The metadata directory names of the distributions providing the
     top-level packages first loaded since the baseline, leaving out flyte's
@@ -54,26 +61,47 @@ def imported() -> list[str]:
     before, tops = set(), set()
     for name, module in list(sys.modules.items()):
         f = getattr(module, "__file__", None)
-        top = _top(os.path.realpath(f), sites) if f else None
+        top = _top(_realpath(f), sites) if f else None
         if top:
             (before if name in _baseline else tops).add(top)
     tops -= before
     if not tops:
         return []
-    from importlib import metadata
-
-    owners = metadata.packages_distributions()
-    flytes = _closure(metadata, "flyte")
+    owners, flytes = _installed()
     names = {d for top in tops for d in owners.get(top, ()) if _norm(d) not in flytes}
-    out = set()
-    for dist_name in names:
+    return sorted(filter(None, map(_metadata_dir, names)))
+
+
+def _realpath(path: str) -> str:
+    got = _REAL.get(path)
+    if got is None:
+        got = _REAL[path] = os.path.realpath(path)
+    return got
+
+
+def _installed() -> tuple[dict, set]:
+    """({top-level package: distributions providing it}, flyte's requirements' closure)."""
+    if "owners" not in _METADATA:
+        from importlib import metadata
+
+        _METADATA["owners"] = metadata.packages_distributions()
+        _METADATA["flytes"] = _closure(metadata, "flyte")
+    return _METADATA["owners"], _METADATA["flytes"]
+
+
+def _metadata_dir(dist_name: str) -> str | None:
+    key = ("dir", dist_name)
+    if key not in _METADATA:
+        from importlib import metadata
+
         try:
             dist = metadata.distribution(dist_name)
         except metadata.PackageNotFoundError:
-            continue
-        path = getattr(dist, "_path", None)  # the metadata directory itself, for a dist on disk
-        out.add(os.path.basename(str(path)) if path else f"{dist_name}-{dist.version}.dist-info")
-    return sorted(out)
+            _METADATA[key] = None
+        else:
+            path = getattr(dist, "_path", None)  # the metadata directory itself, for a dist on disk
+            _METADATA[key] = os.path.basename(str(path)) if path else f"{dist_name}-{dist.version}.dist-info"
+    return _METADATA[key]
 
 
 def _norm(name: str) -> str:

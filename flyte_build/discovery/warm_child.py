@@ -19,6 +19,7 @@ the next edit forks it again.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import json
 import linecache
@@ -178,6 +179,13 @@ def start(request_path: str, result_path: str) -> _Base | None:
         "startup_environ": sorted(startup.environ), "modules": sorted(sys.modules),
         "sys_path": [p for p in sys.path if p and os.path.realpath(p).startswith(base.prefixes[0])] + [root],
     })
+    if why is None:
+        from flyte_build.discovery import distributions
+
+        distributions._installed()  # each fork may ask (an edit importing a package): read it once here
+        # each fork's collections would walk every object the imports made (flyte's and the
+        # repository's), copying the pages they touch: they are the warm child's for good
+        gc.freeze()
     return None if why else base
 
 
