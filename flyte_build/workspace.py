@@ -18,6 +18,7 @@ from .engine import rulesets
 from .stores.two_tier_cache import Cache
 from .engine.context import Context, Options
 from .discovery.discover import Selection, discover
+from .archives import check, check_helper
 from .archives.artifact_copies import materialize
 from .engine.executor import Engine, Reporter, TargetResult
 from .errors import UserError
@@ -127,8 +128,14 @@ class Workspace:
         addresses = self.graph.select(list(patterns or []), exclude_kinds=effects)
         from .stores import build_manifest
 
-        had = build_manifest.prefetch(self, addresses)  # a fresh machine: every entry in one read
-        results = self.engine(reporter, jobs, fail_alone=fail_alone).run(addresses)
+        helper = _check_helper(self.cache, jobs or self.cfg.jobs)
+        try:
+            had = build_manifest.prefetch(self, addresses)  # a fresh machine: every entry in one read
+            results = self.engine(reporter, jobs, fail_alone=fail_alone).run(addresses)
+        finally:
+            if helper is not None:
+                check.HELPER = None
+                helper.stop()
         build_manifest.settle(self)
         build_manifest.publish(self, addresses, results, had)
         wanted = set(addresses)
@@ -181,6 +188,15 @@ class Workspace:
             self.store.write_json("state/last-run.json", stats)
         except OSError:
             pass
+
+
+def _check_helper(cache: Cache, jobs: int):
+    """A second process for the shared bundles' checks (`archives.check_helper`),
+    when a shared cache may hand this build bundles and two threads run."""
+    if cache.shared is None or jobs < 2 or check.HELPER is not None:
+        return None
+    check.HELPER = check_helper.start(check.why_not_here)
+    return check.HELPER
 
 
 def _cache_notes(cfg: config_mod.Config, shared) -> list[str]:

@@ -79,3 +79,52 @@ def test_streams_cut_short_or_running_on_are_refused(bundle):
     assert _why(tmp, blob, members[:-1]) is not None  # a member the inputs do not have
     empty_forged = [(n, "0" * 64 if n == "pkg/__init__.py" else h, s, x) for n, h, s, x in members]
     assert _why(tmp, blob, empty_forged) is not None
+
+
+HELPER_SCRIPT = r"""
+import os, pickle, signal, sys
+from flyte_build.archives import check, check_helper
+
+cases, members = pickle.load(open(sys.argv[1], "rb"))
+helper = check_helper.start(check.why_not_here)
+assert helper is not None, "no helper in a process with one thread"
+check.HELPER = helper
+got = [check.why_not(p, members) for p in cases]
+assert got == [check.why_not_here(p, members) for p in cases], got
+assert helper.answered == len(cases), helper.answered
+os.kill(helper.pid, signal.SIGKILL)  # a helper gone: the checks go on here, with the same answers
+after = [check.why_not(p, members) for p in cases]
+assert after == got and not helper.alive, after
+helper.stop()
+try:
+    os.waitpid(-1, os.WNOHANG)
+    raise AssertionError("a child is left")
+except ChildProcessError:
+    pass
+print(pickle.dumps(got).hex())
+"""
+
+
+@pytest.mark.timeout(120)
+def test_the_helper_process_answers_as_the_check_here(bundle, tmp_path):
+    """A build's second process for the checks (`check_helper`) gives the answer
+    the check gives in-process, good archive or bad; once it is gone the checks
+    run in-process again with the same answers, and it leaves no process."""
+    import pickle
+    import subprocess
+    import sys
+
+    tmp, blob, stream, members = bundle
+    bad = bytearray(stream)
+    bad[len(stream) // 2] ^= 4
+    cases = []
+    for i, data in enumerate((blob, _gzip(bytes(bad)), blob + b"\0", blob[:-3])):
+        p = tmp_path / f"c{i}.tar.gz"
+        p.write_bytes(data)
+        cases.append(str(p))
+    (tmp_path / "in.pkl").write_bytes(pickle.dumps((cases, members)))
+    proc = subprocess.run([sys.executable, "-c", HELPER_SCRIPT, str(tmp_path / "in.pkl")], capture_output=True,
+                          text=True, timeout=100)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = pickle.loads(bytes.fromhex(proc.stdout.strip().splitlines()[-1]))
+    assert got[0] is None and all(isinstance(g, str) for g in got[1:]), got

@@ -133,9 +133,23 @@ class _Walker:
         return self.i >= len(self.pieces)
 
 
+HELPER = None  # a `check_helper.Helper` while a build runs with one
+
+
 def why_not(path, members) -> str | None:
     """Why the .tar.gz at `path` is not the archive `archive.write_tar_gz` makes of
-    `members` ((name, hex sha256, size, executable)), or None when it is."""
+    `members` ((name, hex sha256, size, executable)), or None when it is: in the
+    helper process when there is one and it is free, else here."""
+    helper = HELPER
+    if helper is not None:
+        done, answer = helper.ask(path, members)
+        if done:
+            return answer
+    return why_not_here(path, members)
+
+
+def why_not_here(path, members) -> str | None:
+    """`why_not`, in this process."""
     pieces = _expected_stream(members)
     if not pieces:
         return "an empty member whose digest is not the empty file's"
