@@ -101,3 +101,21 @@ def test_a_directory_that_lists_otherwise_is_resolved_here(published, tmp_path):
     assert got["how"] == "shared"
     assert got["digests"] == own["digests"]
     assert got["members"] == own["members"]
+
+
+@pytest.mark.timeout(300)
+def test_names_no_import_can_look_up_do_not_void_the_resolutions(published, tmp_path):
+    """A reader's checkout with more names than the writer's where no import looks
+    (a log file at the root, a dot-directory, a directory whose name is no
+    identifier) still uses every carried resolution and ships the same bundles."""
+    repo, url, first = published
+    b = copy_tree(repo, tmp_path / "b")
+    (b / "build.log").write_text("ci output\n")
+    (b / ".cache").mkdir()
+    (b / "my-notes").mkdir()
+    (b / "my-notes" / "notes.txt").write_text("todo\n")
+    (b / "pkg" / "README.md").write_text("docs\n")
+    got = _probe(b, tmp_path / "cache-b", url, READER)
+    assert got["how"] == "shared"
+    assert got["lookups"] == 0, "a name no import can look up voided the carried resolutions"
+    assert got["digests"] == digests(first)

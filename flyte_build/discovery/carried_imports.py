@@ -33,14 +33,26 @@ ROOT_DIR = "."  # how the root itself is named among the directories
 
 
 def listing_digest(d: str) -> str | None:
-    """sha256 of a directory's names, each with its kind as `os.path.isdir` and
-    `os.path.isfile` see it (symlinks followed); None when it cannot be listed."""
+    """sha256 of a directory's names that an import could look up, each with its
+    kind as `os.path.isdir` and `os.path.isfile` see it (symlinks followed); None
+    when it cannot be listed. A resolution asks only for `NAME`, `NAME.py` and
+    `NAME/__init__.py` with NAME a module name's part, an identifier; so a name
+    like `build.log`, `.venv` or `my-notes` decides nothing, and a checkout with
+    one more of them (a CI log at the root) keeps every carried resolution."""
     try:
         with os.scandir(d) as it:
-            entries = sorted(f"{e.name}\0{'d' if e.is_dir() else 'f' if e.is_file() else 'o'}" for e in it)
+            entries = sorted(f"{e.name}\0{'d' if e.is_dir() else 'f' if e.is_file() else 'o'}" for e in it
+                             if _importable(e.name))
     except OSError:
         return None
     return hashlib.sha256("\n".join(entries).encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def _importable(name: str) -> bool:
+    # a name that is not ASCII is kept whatever it is: Python normalises those
+    # identifiers (NFKC), so which of them a lookup meets is not this test's to say
+    stem = name[:-3] if name.endswith(".py") else name
+    return stem.isidentifier() or not name.isascii()
 
 
 def _rel(path: str, real_root: str) -> str | None:
