@@ -238,7 +238,7 @@ def _resident_only(repo: Path, where: Path, repeat: int, base_env: dict, cli: li
         cache = where / f"cache-resident-{rep}"
         env = {**base_env, "FLYTE_BUILD_CACHE_DIR": str(cache)}
         _process_start(repo, base_env, tool, samples)
-        resident.run(repo, env, cli, lambda: _edit(service_file, 2000 + rep), samples, measure, _counts)
+        resident.run(repo, env, cli, lambda: resident.code_edit(service_file, 2000 + rep), samples, measure, _counts)
         _git(repo, "checkout", "-q", "--", ".")
         shutil.rmtree(cache, ignore_errors=True)
 
