@@ -230,7 +230,9 @@ def _walked_early(cfg: Config, mode: str, targets: list[str], digests: FileDiges
 def _warm_later(job: _Job, done: tuple) -> tuple:
     """`done` (the cache's answer: no child ran); a resident process's warm child
     starts in the background meanwhile, so that the next edit finds it warm."""
-    if job.warm is not None:
+    # not for a tree inside the cache (`affected`'s exported revision, removed after the run)
+    inside = os.path.realpath(job.cfg.root).startswith(os.path.realpath(job.store.root) + os.sep)
+    if job.warm is not None and not inside:
         request = child_run.child_request(job.cfg, job.mode, job.targets, list(done[2]), job.sel)
         job.warm.prestart(job.cfg, request, key_of(job.settings), job.digests)
     return done
