@@ -139,7 +139,7 @@ HELPER = None  # a `check_helper.Helper` while a build runs with one
 def why_not(path, members) -> str | None:
     """Why the .tar.gz at `path` is not the archive `archive.write_tar_gz` makes of
     `members` ((name, hex sha256, size, executable)), or None when it is: in the
-    helper process when there is one and it is free, else here."""
+    helper process when there is one (`check_helper`), else here."""
     helper = HELPER
     if helper is not None:
         done, answer = helper.ask(path, members)
