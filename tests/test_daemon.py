@@ -345,6 +345,23 @@ def test_an_edit_is_discovered_by_the_warm_child_the_daemon_holds(daemon):
 
 
 @pytest.mark.slow
+def test_a_killed_daemon_leaves_no_warm_child_nor_its_directory(daemon):
+    """The warm child outlives the command that started it, with a private
+    directory of its own; when its resident process is killed outright, the
+    child ends and removes that directory (nothing else would)."""
+    daemon.run("build").assert_ok()
+    handle = json.loads(next((daemon.cache / "daemon").glob("*.warm.json")).read_text())
+    tmp = Path(handle["tmp"])
+    assert tmp.is_dir() and alive(handle["pid"])
+    os.kill(daemon.status()["pid"], signal.SIGKILL)
+    assert wait_gone(handle["pid"], 15)
+    deadline = time.monotonic() + 5
+    while tmp.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not tmp.exists()
+
+
+@pytest.mark.slow
 def test_a_command_the_cache_answers_starts_the_warm_child_for_the_next_edit(daemon):
     """The first command of a resident process whose discovery comes from the
     cache runs no child; the warm child then starts in the background, so the

@@ -316,6 +316,9 @@ def serve(base: _Base, listener: socket.socket) -> None:
 
 
 def main(request_path: str, result_path: str, sock_path: str) -> int:
+    # the directory the parent made for this child: it outlives the command that made it, so
+    # when its resident process dies without closing it, this child removes it
+    children.remove_when_orphaned(os.path.dirname(os.path.abspath(sock_path)))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(sock_path)  # in the parent's private directory
     listener.listen(4)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -211,6 +212,15 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+# directories this child removes when it ends because its owner is gone (it ends by
+# SIGKILL to its own group then: nothing after that would run)
+_remove_when_orphaned: list[str] = []
+
+
+def remove_when_orphaned(path: str) -> None:
+    _remove_when_orphaned.append(path)
+
+
 def die_with_parent(poll: float = 0.2, owner: int | None = None) -> None:
     """End this child, with what its modules started, as soon as the parent is
     gone (killed before it could do that itself). Only this child's own group
@@ -235,6 +245,8 @@ def die_with_parent(poll: float = 0.2, owner: int | None = None) -> None:
             time.sleep(poll)
             if gone():
                 try:
+                    for path in _remove_when_orphaned:
+                        shutil.rmtree(path, ignore_errors=True)
                     end_descendants()
                     if os.getpgrp() == os.getpid():
                         os.killpg(os.getpid(), signal.SIGKILL)
