@@ -80,21 +80,25 @@ def gc(store: LocalStore, max_age_days: float | None = None) -> dict:
 def _drop_unused_documents(root: Path, cutoff: float) -> int:
     """Remove each entry of DOCUMENTS last used before `cutoff`; a directory (a
     checkout's state) counts as used when anything inside it was."""
+    return sum(_remove_entries(root / base, lambda p: not p.name.startswith(atomic.TMP_PREFIX) and not p.is_symlink()
+                               and _last_use(p) < cutoff) for base in DOCUMENTS)
+
+
+def _remove_entries(directory: Path, old) -> int:
+    """Remove the entries of `directory` (a tree for a real directory) for which
+    `old(path)` holds; how many went. One that vanishes or resists is left."""
     n = 0
-    for base in DOCUMENTS:
-        for p in list((root / base).iterdir()) if (root / base).is_dir() else []:
-            if p.name.startswith(atomic.TMP_PREFIX) or p.is_symlink():
+    for p in list(directory.iterdir()) if directory.is_dir() else []:
+        try:
+            if not old(p):
                 continue
-            try:
-                if _last_use(p) >= cutoff:
-                    continue
-                if p.is_dir():
-                    shutil.rmtree(p)
-                else:
-                    p.unlink()
-                n += 1
-            except OSError:
-                pass
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            else:
+                p.unlink()
+            n += 1
+        except OSError:
+            pass
     return n
 
 
@@ -153,16 +157,4 @@ def _sweep_temporaries(root: Path, now: float) -> int:
 
 def _sweep_work_dirs(work: Path, now: float) -> int:
     """The engine's old work directories: a killed build leaves its own behind."""
-    n = 0
-    for p in list(work.iterdir()) if work.is_dir() else []:
-        try:
-            if now - p.lstat().st_mtime <= TMP_AGE:
-                continue
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            else:
-                p.unlink()
-            n += 1
-        except OSError:
-            pass
-    return n
+    return _remove_entries(work, lambda p: now - p.lstat().st_mtime > TMP_AGE)
