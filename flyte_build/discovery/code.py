@@ -155,11 +155,16 @@ class Handed:
         return got[2], got[1]
 
     def _read(self) -> None:
-        chunks = [self._buf]  # joined once: a memo hands over megabytes at once
+        # frame by frame as each chunk comes: joining the whole stream first held it twice
+        # (tens of megabytes at 20k files) beside the code objects it holds
+        buf = self._buf
         while chunk := os.read(self._fd, 1 << 22):
-            chunks.append(chunk)
-        buf, at = b"".join(chunks), 0
-        view = memoryview(buf)
+            buf = self._frames(buf + chunk if buf else chunk)
+        self._buf = buf
+
+    def _frames(self, buf: bytes) -> bytes:
+        """Take the whole frames at the start of `buf`; the incomplete rest."""
+        at, view = 0, memoryview(buf)
         while len(buf) - at >= 8 and len(buf) - at - 8 >= (n := int.from_bytes(buf[at:at + 8], "little")):
             try:
                 got = marshal.loads(view[at + 8:at + 8 + n])
@@ -169,4 +174,5 @@ class Handed:
             if (isinstance(got, tuple) and len(got) == 4 and isinstance(got[0], str) and isinstance(got[1], str)
                     and isinstance(got[2], str) and isinstance(got[3], types.CodeType)):
                 self.code[got[0]] = got[1:]
-        self._buf = buf[at:]
+        view.release()
+        return buf[at:]

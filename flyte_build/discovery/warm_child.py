@@ -171,6 +171,7 @@ def start(request_path: str, result_path: str) -> _Base | None:
     result = dc.result_of(req, root, run, flyte_cfg, fa)
     atomic.write_bytes(result_path, json.dumps(result, sort_keys=True).encode())
     why = _why_not_warm(result, base, threads_before, state_before)
+    del result  # megabytes at 20k files, the forks never read it: its pages serve the warm record
     for mod in list(sys.modules.values()):  # each fork asks again: ask once here
         base.rel(getattr(mod, "__file__", None))
     base.modules = _user_modules(base)
