@@ -26,7 +26,7 @@ from pathlib import Path
 from flyte_build import atomic
 from flyte_build.processes import children
 from flyte_build.discovery.code import Handed
-from flyte_build.discovery import child_envs
+from flyte_build.discovery import child_envs, distributions
 from flyte_build.discovery.code_prints import CodePrints
 from flyte_build.discovery.recorder import ReadRecorder, ignored_prefixes, write_progress
 
@@ -274,8 +274,6 @@ def prepare(req: dict, read_flyte_config: bool = True) -> tuple[str, list[str], 
     for p in search_roots:
         if p not in sys.path:
             sys.path.append(p)
-    from flyte_build.discovery import distributions
-
     distributions.mark_baseline()
     return root, search_roots, flyte_cfg
 
@@ -406,8 +404,6 @@ def import_recorded(req: dict, request_dir: str, root: str, search_roots: list[s
 def result_of(req: dict, root: str, run: Imported, flyte_cfg: dict, fa) -> dict:
     """The result (with the parent's bookkeeping) of the user modules now in
     sys.modules: the cold child's, and the warm child's fork's (`warm_child`)."""
-    from flyte_build.discovery import distributions
-
     modules, failures, made_by_failed, tracker, prints, reads = (
         run.modules, run.failures, run.made_by_failed, run.tracker, run.prints, run.reads)
     loaded = child_envs.scan_loaded(root, fa)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from flyte_build import atomic
 from flyte_build.discovery import child as dc
+from flyte_build.discovery import distributions
 from flyte_build.discovery.recorder import KINDS, ReadRecorder, _record_environ, ignored_prefixes
 from flyte_build.processes import children
 
@@ -181,8 +182,6 @@ def start(request_path: str, result_path: str) -> _Base | None:
         "sys_path": [p for p in sys.path if p and os.path.realpath(p).startswith(base.prefixes[0])] + [root],
     })
     if why is None:
-        from flyte_build.discovery import distributions
-
         distributions._installed()  # each fork may ask (an edit importing a package): read it once here
         # each fork's collections would walk every object the imports made (flyte's and the
         # repository's), copying the pages they touch: they are the warm child's for good
