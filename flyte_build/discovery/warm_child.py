@@ -94,6 +94,7 @@ def _refs(run: dc.Imported, base: _Base) -> dict[str, list[str]]:
     """{user file: every module name its body asked for, with their packages and
     `from` items}: which modules a file added later might change."""
     out: dict[str, set[str]] = {}
+    one = {}.setdefault  # a name once, however many files ask for it: 16k files' sets share them
     for owner, name, level, package, fromlist in run.tracker.events:
         rel = base.rel(owner)
         if rel is None:
@@ -104,8 +105,8 @@ def _refs(run: dc.Imported, base: _Base) -> dict[str, list[str]]:
             continue
         parts = absname.split(".")
         names = out.setdefault(rel, set())
-        names.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-        names.update(f"{absname}.{x}" for x in (fromlist or ()) if isinstance(x, str) and x != "*")
+        names.update(one(n, n) for n in (".".join(parts[:i]) for i in range(1, len(parts) + 1)))
+        names.update(one(n, n) for n in (f"{absname}.{x}" for x in (fromlist or ()) if isinstance(x, str) and x != "*"))
     return {f: sorted(v) for f, v in sorted(out.items())}
 
 
