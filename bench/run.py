@@ -198,7 +198,8 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
         s, text = measure(fb, repo, env)
         samples["edit 1 service file"].append(s.with_info(_counts(json.loads(text))))
         if affected:  # with the service edit only: its answer is the chain below the edited env
-            s, text = measure([*cli, "affected", "--since", "HEAD", "--json"], repo, env)
+            # a cold process, as the rows around it (through a resident process its work is not in the CPU column)
+            s, text = measure([*cli, "affected", "--since", "HEAD", "--json", *resident.no_daemon_flag()], repo, env)
             envs = json.loads(text).get("envs", [])
             samples["affected --since HEAD"].append(s.with_info({"affected_envs": len(envs)}))
         if "lib-edit" not in skip:

@@ -60,7 +60,8 @@ class Workspace:
                  warm=None):
         """`discovery_shared`: a shared cache to consult for discovery only (the
         revision `affected` compares with: its results are never built). `warm`:
-        a `discovery.warm.WarmDiscovery` (default: the one a resident process set, `warm.RESIDENT`)."""
+        a `discovery.warm.WarmDiscovery` (default: the one a resident process set, `warm.RESIDENT`;
+        False: none, for a tree that is not the resident process's repository)."""
         self.settings = settings
         self.started = time.perf_counter()
         # outside any project, only files named on the command line are imported (as `flyte deploy FILE`)
@@ -96,7 +97,7 @@ class Workspace:
         self.flyte_ref = flyte_config.locate(cfg.flyte_config)  # flyte's config file this run reads
         self.discovery = discover(cfg, settings.selection, self.store, self.digests,
                                   shared=shared or discovery_shared, stats=self.cache.stats, flyte_ref=self.flyte_ref,
-                                  warm=warm if warm is not None else _resident_warm())
+                                  warm=None if warm is False else warm if warm is not None else _resident_warm())
         # the pyproject and flag layers over flyte's config file (a goal reading
         # that file itself puts them over what it reads: see flyte_config.effective)
         self.layers = flyte_config.layers(table_cfg, settings)

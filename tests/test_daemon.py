@@ -345,6 +345,28 @@ def test_an_edit_is_discovered_by_the_warm_child_the_daemon_holds(daemon):
 
 
 @pytest.mark.slow
+def test_affected_through_the_daemon_keeps_the_warm_child_of_the_working_tree(daemon):
+    """`affected` discovers the revision it compares with in a tree of its own:
+    not with the resident process's warm child, which holds the working tree's
+    modules and serves the next edit."""
+    git = ["git", "-c", "user.email=t@example.com", "-c", "user.name=t"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "one"]):
+        subprocess.run([*git, *args], cwd=daemon.repo, check=True, capture_output=True)
+    daemon.run("build").assert_ok()
+    handle = next((daemon.cache / "daemon").glob("*.warm.json"))
+    warm_pid = json.loads(handle.read_text())["pid"]
+    app = daemon.repo / "app.py"
+    app.write_text(app.read_text().replace("x + 1", "x + 2"))
+    subprocess.run([*git, "commit", "-qam", "two"], cwd=daemon.repo, check=True, capture_output=True)
+    daemon.run("affected", "--since", "HEAD~1", "--json").assert_ok()
+    assert json.loads(handle.read_text())["pid"] == warm_pid
+    app.write_text(app.read_text().replace("x + 2", "x + 3"))
+    doc = daemon.run("build", "--json").assert_ok().json()
+    assert doc["discovery"]["how"] == "warm", doc["discovery"]
+    assert daemon.status()["warm_child"] == warm_pid
+
+
+@pytest.mark.slow
 def test_a_killed_daemon_leaves_no_warm_child_nor_its_directory(daemon):
     """The warm child outlives the command that started it, with a private
     directory of its own; when its resident process is killed outright, the

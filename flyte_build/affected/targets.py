@@ -210,7 +210,8 @@ def _evaluate(ws, changes: gitchanges.Changes) -> tuple[Snapshot, bool, dict]:
         # nothing of the revision is built; only its discovery may come from
         # (and go to) the shared cache: the key is the tree's content, wherever it sits
         cfg = replace(cfg, cache=None, cache_required=False)
-        rev_ws = Workspace(settings, cfg=cfg, discovery_shared=ws.cache.shared)
+        # not the resident process's warm child: it holds the working tree's modules, which this would replace
+        rev_ws = Workspace(settings, cfg=cfg, discovery_shared=ws.cache.shared, warm=False)
         clean = not rev_ws.discovery.failures
         witness = discovery_reads.outside_tree(rev_ws.discovery.reads)
         snap = snapshot(rev_ws)
