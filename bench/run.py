@@ -149,6 +149,7 @@ def run_size(name: str, shape: Shape, repeat: int, work: Path, log=print, only: 
     if only in ("cold", "resident"):
         skip = skip | frozenset(SKIPPABLE)  # shown as not run
     repo = work / name / "repo"
+    shutil.rmtree(repo, ignore_errors=True)  # a reused --work: the same tree again, not the last run's edits on it
     summary = generate(repo, shape)
     _git(repo, "init", "-q")
     _git(repo, "add", "-A")
