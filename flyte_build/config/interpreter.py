@@ -15,9 +15,10 @@ Its Python and flyte versions key discovery and the specs (the flyte that
 serializes is the one `check:` compares), so two interpreters never share an
 entry; so do the distributions installed where it imports from (`installed`):
 the modules may read any of them at import, and `pip install -U` in the
-project's venv must not leave an older discovery in use. Asking an interpreter costs a process start (~50 ms), so the answer is
-kept on disk under the stat of the interpreter and of its flyte's dist-info
-directory: a no-op run starts no process.
+project's venv must not leave an older discovery in use. Asking an
+interpreter costs a process start (~50 ms), so the answer is kept on disk
+under the stat of the interpreter and of its flyte's dist-info directory: a
+no-op run starts no process.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import os
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ..errors import UserError
@@ -119,8 +120,6 @@ def of(cfg, memo_dir: Path | None, environ=os.environ) -> Interpreter:
     """The project's interpreter, asked once per interpreter (and per install of
     its flyte); what is installed there, listed once per process (a resident
     process's commands are forks of it: each lists again)."""
-    from dataclasses import replace
-
     path, why = choose(cfg, environ)
     key = (os.getpid(), path, why)
     hit = _memo.get(key)
@@ -265,8 +264,6 @@ def for_hatch(cfg, environ=os.environ):
     `python` names one: the project's `.venv` (up to the git root), else hatch's
     own default environment of the project when it exists, else the build
     environment's interpreter."""
-    from dataclasses import replace
-
     if cfg.python:
         return cfg
     project = Path(cfg.pyproject).parent if getattr(cfg, "pyproject", None) else Path(cfg.root)
