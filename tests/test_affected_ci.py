@@ -24,7 +24,6 @@ import yaml
 from tests.support import servers
 from tests.support.cli import flyte_build
 from tests.support.gitrepo import GIT_ENV, GitRepo
-from tests.support.requirements import require
 
 BUILD_MD = Path(__file__).resolve().parents[1] / "BUILD.md"
 pytestmark = pytest.mark.servers
@@ -63,9 +62,7 @@ def run_job(job: dict, cwd: Path, env: dict, values: dict[str, str], tmp: Path) 
 
 
 def test_the_documented_workflow_on_sample_monorepo(tmp_path):
-    endpoint = servers.s3_server()
-    require(endpoint is not None, "moto_server (moto[server]) is not installed")
-    servers.make_bucket(endpoint, "my-team-ci")
+    endpoint = servers.s3_bucket("my-team-ci")
     repo = GitRepo.create(tmp_path / "repo", tmp_path / "cache-affected")
     # a pull request: one commit changing a library only inference imports
     repo.git("checkout", "-q", "-b", "feature")

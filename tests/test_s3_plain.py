@@ -73,9 +73,7 @@ def test_signatures_are_botocores_header_for_header(monkeypatch, token):
 
 @pytest.fixture(scope="module")
 def moto_bucket():
-    endpoint = servers.s3_server()
-    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-    servers.make_bucket(endpoint, "plain-reads")
+    endpoint = servers.s3_bucket("plain-reads")
     import boto3
 
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing",
@@ -163,9 +161,7 @@ PROBE = (
 def test_a_fresh_machine_reading_s3_never_makes_a_botocore_client(tmp_path):
     from flyte_build.stores.signing import keygen
 
-    endpoint = servers.s3_server()
-    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-    servers.make_bucket(endpoint, "flyte-cache")
+    endpoint = servers.s3_bucket("flyte-cache")
     private, public = keygen()
     env = {**servers.S3_ENV, "AWS_ENDPOINT_URL": endpoint}
     url = f"s3://flyte-cache/plain-{os.getpid()}"

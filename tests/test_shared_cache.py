@@ -73,9 +73,7 @@ class Store:
 def _store(kind: str, name: str) -> Store:
     prefix = f"{name}-{uuid.uuid4().hex[:8]}"
     if kind == "s3":
-        endpoint = servers.s3_server()
-        require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-        servers.make_bucket(endpoint, "flyte-cache")
+        endpoint = servers.s3_bucket("flyte-cache")
         return Store("s3", f"s3://flyte-cache/{prefix}", {**servers.S3_ENV, "AWS_ENDPOINT_URL": endpoint})
     if kind == "gs":
         endpoint = servers.gcs_server()

@@ -15,7 +15,6 @@ import pytest
 
 from tests.support import servers
 from tests.support.cli import build_json, copy_sample, digests
-from tests.support.requirements import require
 
 # builds through the Python API, then names every flyte or user module the process imported
 PROBE = (
@@ -96,9 +95,7 @@ def test_fresh_machine_takes_discovery_from_the_shared_cache(tmp_path):
 @pytest.mark.servers
 @pytest.mark.timeout(300)
 def test_fresh_machine_takes_discovery_from_s3(tmp_path):
-    endpoint = servers.s3_server()
-    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-    servers.make_bucket(endpoint, "flyte-cache")
+    endpoint = servers.s3_bucket("flyte-cache")
     env = {**servers.S3_ENV, "AWS_ENDPOINT_URL": endpoint}
     url = f"s3://flyte-cache/shared-discovery-{os.getpid()}"
     a = copy_sample(tmp_path / "a")

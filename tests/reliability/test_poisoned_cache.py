@@ -215,11 +215,8 @@ def s3_published(published):
     import boto3
 
     from tests.support import servers
-    from tests.support.requirements import require
 
-    endpoint = servers.s3_server()
-    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-    servers.make_bucket(endpoint, "poisoned")
+    endpoint = servers.s3_bucket("poisoned")
     s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing", region_name="us-east-1")
     return s3, endpoint
 

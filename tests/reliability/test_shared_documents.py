@@ -27,7 +27,6 @@ from flyte_build.stores import signing
 from tests.support import servers
 from tests.support.cli import flyte_build
 from tests.support.repos import Cli, env_module, make_repo
-from tests.support.requirements import require
 
 pytestmark = pytest.mark.reliability("shared documents (size, prefetch)")
 
@@ -143,9 +142,7 @@ def test_s3_document_bomb_is_refused_in_bounded_memory(published, tmp_path):
     import boto3
 
     root, plain, _, digests = published
-    endpoint = servers.s3_server()
-    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-    servers.make_bucket(endpoint, "documents")
+    endpoint = servers.s3_bucket("documents")
     s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **_s3_keys())
     prefix = f"d-{os.getpid()}-{tmp_path.name}"
     for p in plain.rglob("*"):

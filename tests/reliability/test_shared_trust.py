@@ -220,11 +220,8 @@ class _Store:
         import boto3
 
         from tests.support import servers
-        from tests.support.requirements import require
 
-        endpoint = servers.s3_server()
-        require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-        servers.make_bucket(endpoint, "trust2")
+        endpoint = servers.s3_bucket("trust2")
         self.prefix = f"p-{uuid.uuid4().hex[:8]}"
         self.url = f"s3://trust2/{self.prefix}"
         self.env.update(servers.S3_ENV, AWS_ENDPOINT_URL=endpoint)

@@ -18,7 +18,6 @@ import pytest
 from flyte_build.stores import signing
 from tests.support import servers
 from tests.support.repos import Cli, env_module, make_repo
-from tests.support.requirements import require
 
 pytestmark = pytest.mark.reliability("issue 24 smaller items (stores, keys, secrets, witnesses)")
 
@@ -76,9 +75,7 @@ def test_bundle_storage_replaces_a_same_size_object_that_is_not_the_bundle(repo,
 def test_s3_bundle_storage_replaces_a_same_size_object_that_is_not_the_bundle(repo, tmp_path):
     import boto3
 
-    endpoint = servers.s3_server()
-    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
-    servers.make_bucket(endpoint, "bundles")
+    endpoint = servers.s3_bucket("bundles")
     env = {**servers.S3_ENV, "AWS_ENDPOINT_URL": endpoint}
     url = f"s3://bundles/b-{uuid.uuid4().hex[:8]}"
     first = Cli(repo, tmp_path / "cache", env=env).run("--storage", url, "build", "--json")

@@ -118,6 +118,17 @@ def s3_server_checking_signatures(unchecked: int) -> str | None:
     return None
 
 
+def s3_bucket(name: str) -> str:
+    """moto's S3 server (started once) holding bucket `name`: its endpoint. A
+    test needing it is skipped without moto (a failure under strict mode)."""
+    from .requirements import require
+
+    endpoint = s3_server()
+    require(endpoint is not None, "moto's S3 server (pip install 'moto[server]')")
+    make_bucket(endpoint, name)
+    return endpoint
+
+
 def make_bucket(endpoint: str, name: str) -> None:
     import boto3
 
